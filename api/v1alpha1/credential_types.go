@@ -1,0 +1,157 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Names shared by every credential kind.
+const (
+	// RotateAnnotation requests a rotation: set it to any value not handled before
+	// (for example a timestamp) and the credential is rotated once.
+	RotateAnnotation = "latchkey.dev/rotate"
+
+	// SerialAnnotation is written on a credential Secret. It numbers the credential
+	// the Secret holds, so that the operator can tell a credential it issued but
+	// has not yet recorded (adopt it) from an older or altered one (never adopt it).
+	SerialAnnotation = "latchkey.dev/serial"
+
+	// ConditionReady is the one condition every credential kind reports.
+	ConditionReady = "Ready"
+
+	// DefaultGracePeriod applies to a rotation when spec.rotation.gracePeriod is not set.
+	DefaultGracePeriod = "1h"
+)
+
+// Reasons of the Ready condition.
+const (
+	ReasonIssued         = "Issued"         // True: the credential is in its Secret and its hash is accepted
+	ReasonRotating       = "Rotating"       // True: a new credential is issued; a previous one is in its grace period
+	ReasonExpired        = "Expired"        // False: spec.expiresAt has passed
+	ReasonRevoked        = "Revoked"        // False: spec.revoked is true
+	ReasonSecretConflict = "SecretConflict" // False: the Secret exists and is not controlled by this object
+	ReasonIssueFailed    = "IssueFailed"    // False: the Secret could not be written
+)
+
+// CredentialSpec holds the lifecycle settings that every credential kind shares.
+// Each kind embeds it inline; its spec carries the rule that keeps secretName immutable.
+type CredentialSpec struct {
+	// ExpiresAt is the moment after which the credential is no longer accepted:
+	// every hash is removed from status and the Secret is deleted.
+	// Moving it into the future again issues a brand-new credential.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// Rotation replaces the credential on a schedule; the previous one keeps
+	// working for the grace period.
+	// +optional
+	Rotation *RotationPolicy `json:"rotation,omitempty"`
+
+	// Revoked withdraws the credential at once: every hash is removed from
+	// status and the Secret is deleted. Setting it back to false issues a
+	// brand-new credential; a revoked one is never accepted again.
+	// +optional
+	Revoked bool `json:"revoked,omitempty"`
+
+	// SecretName names the Secret, in the same namespace, that receives the
+	// plaintext credential. Defaults to "<name>-<kind suffix>". Immutable.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// SecretTemplate holds labels and annotations to put on the Secret.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+}
+
+// RotationPolicy says when a credential is replaced and how long the previous one stays valid.
+// +kubebuilder:validation:XValidation:rule="!has(self.interval) || !has(self.gracePeriod) || duration(self.gracePeriod) < duration(self.interval)",message="gracePeriod must be shorter than interval"
+type RotationPolicy struct {
+	// Interval between automatic rotations, as a Go duration ("720h").
+	// Without it the credential is rotated only on request (the latchkey.dev/rotate annotation).
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="interval must be at least 1m"
+	// +optional
+	Interval *metav1.Duration `json:"interval,omitempty"`
+
+	// GracePeriod during which the previous credential is still accepted after a rotation.
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('720h')",message="gracePeriod must be between 0s and 720h"
+	// +optional
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+}
+
+// SecretTemplate is metadata the operator keeps on the credential Secret.
+type SecretTemplate struct {
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// CredentialHash is an accepted credential, by hash only.
+type CredentialHash struct {
+	// Hash of the plaintext credential, "sha256:<64 hex>".
+	// +kubebuilder:validation:Pattern=`^sha256:[0-9a-f]{64}$`
+	Hash string `json:"hash"`
+
+	// Serial numbers the credential; the Secret holding it carries the same number.
+	Serial int64 `json:"serial"`
+
+	// IssuedAt is when the operator generated the credential.
+	IssuedAt metav1.Time `json:"issuedAt"`
+
+	// NotAfter is set once the credential has been replaced: it is accepted
+	// until then (the grace period) and removed afterwards.
+	// +optional
+	NotAfter *metav1.Time `json:"notAfter,omitempty"`
+}
+
+// SecretReference names the Secret that holds a credential.
+type SecretReference struct {
+	Name string `json:"name"`
+}
+
+// CredentialStatus is the observed state that every credential kind shares.
+type CredentialStatus struct {
+	// Conditions: Ready, with reason Issued, Rotating, Expired, Revoked, SecretConflict or IssueFailed.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// ObservedGeneration is the generation last reconciled successfully.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Credentials accepted now: the current one first, then any in their grace period.
+	// Empty while revoked or expired.
+	// +listType=atomic
+	// +optional
+	Credentials []CredentialHash `json:"credentials,omitempty"`
+
+	// Serial of the newest credential ever issued. It never goes back, so a
+	// revoked or replaced credential is never adopted again.
+	// +optional
+	Serial int64 `json:"serial,omitempty"`
+
+	// ExpiresAt mirrors spec.expiresAt once the credential is issued.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// LastRotatedAt is when the current credential replaced a previous one.
+	// +optional
+	LastRotatedAt *metav1.Time `json:"lastRotatedAt,omitempty"`
+
+	// LastRotateRequest is the last value of the latchkey.dev/rotate annotation acted on.
+	// +optional
+	LastRotateRequest string `json:"lastRotateRequest,omitempty"`
+
+	// LastUsedAt is when the token server last accepted this credential (updated at most once a minute).
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
+
+	// SecretRef names the Secret that holds the current credential.
+	// +optional
+	SecretRef *SecretReference `json:"secretRef,omitempty"`
+}

@@ -1,0 +1,62 @@
+package controllers
+
+import (
+	"io"
+
+	corev1 "k8s.io/api/core/v1"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/credential"
+)
+
+// +kubebuilder:rbac:groups=latchkey.dev,resources=apikeys,verbs=get;list;watch
+// +kubebuilder:rbac:groups=latchkey.dev,resources=apikeys/status,verbs=get;update;patch
+
+// APIKeyKind plugs the API key format into the credential lifecycle.
+type APIKeyKind struct {
+	// DefaultPrefix is used when spec.prefix is empty (manager flag --default-key-prefix).
+	DefaultPrefix string
+	// Random is the entropy source (crypto/rand.Reader in production).
+	Random io.Reader
+}
+
+var _ CredentialKind[*latchkeyv1.APIKey] = APIKeyKind{}
+
+func (APIKeyKind) Name() string                                     { return "API key" }
+func (APIKeyKind) NewObject() *latchkeyv1.APIKey                    { return &latchkeyv1.APIKey{} }
+func (APIKeyKind) Prepare(*latchkeyv1.APIKey, *corev1.Secret) error { return nil }
+
+func (k APIKeyKind) Generate(key *latchkeyv1.APIKey) (string, error) {
+	prefix := key.Spec.Prefix
+	if prefix == "" {
+		prefix = k.DefaultPrefix
+	}
+	return credential.NewAPIKey(k.Random, prefix, string(environment(key)))
+}
+
+// Plaintext accepts a key with a valid checksum for the APIKey's environment.
+func (APIKeyKind) Plaintext(key *latchkeyv1.APIKey, data map[string][]byte) (string, bool) {
+	plaintext := string(data[latchkeyv1.APIKeySecretKey])
+	parsed, err := credential.ParseAPIKey(plaintext)
+	if err != nil || parsed.Environment != string(environment(key)) {
+		return "", false
+	}
+	return plaintext, true
+}
+
+func (APIKeyKind) SecretData(_ *latchkeyv1.APIKey, plaintext string) map[string][]byte {
+	return map[string][]byte{latchkeyv1.APIKeySecretKey: []byte(plaintext)}
+}
+
+func (APIKeyKind) Issued(key *latchkeyv1.APIKey, hash string) {
+	key.Status.KeyID = credential.KeyID(hash)
+}
+
+// environment is spec.environment, "live" when unset (the schema defaults it;
+// this covers objects written before the default existed).
+func environment(key *latchkeyv1.APIKey) latchkeyv1.Environment {
+	if key.Spec.Environment == "" {
+		return latchkeyv1.EnvironmentLive
+	}
+	return key.Spec.Environment
+}

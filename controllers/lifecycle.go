@@ -1,0 +1,288 @@
+// Package controllers holds the reconcilers of the manager.
+//
+// APIKey and OAuthClient share one credential lifecycle (issue, adopt, rotate with a
+// grace period, expire, revoke, reissue, conflict) implemented once here by
+// CredentialReconciler; each kind plugs in its formats through a CredentialKind.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/credential"
+)
+
+// ManagedByLabel marks the Secrets the operator writes. The manager caches only
+// Secrets with this label, so its memory does not grow with the cluster's Secrets.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "latchkey"
+)
+
+// conflictRecheck is how often a SecretConflict is re-examined: the conflicting
+// Secret is not ours, so no watch tells us when it goes away.
+const conflictRecheck = 30 * time.Second
+
+// CredentialObject is what the lifecycle needs from a credential kind's object.
+type CredentialObject interface {
+	client.Object
+	Lifecycle() *latchkeyv1.CredentialSpec
+	CredentialStatus() *latchkeyv1.CredentialStatus
+	SecretName() string
+}
+
+// CredentialKind plugs one kind's credential format into the shared lifecycle.
+// Implementations never log or return the plaintext.
+type CredentialKind[T CredentialObject] interface {
+	// Name is the kind's name in Events and log lines ("API key").
+	Name() string
+	NewObject() T
+	// Prepare runs before anything else, with the owned Secret if there is one,
+	// to settle kind-specific identity (an OAuthClient's client_id).
+	Prepare(obj T, owned *corev1.Secret) error
+	// Generate returns a fresh plaintext credential for obj.
+	Generate(obj T) (string, error)
+	// Plaintext returns the credential held in a Secret's data, and whether it is
+	// well formed for obj (so that it may be adopted).
+	Plaintext(obj T, data map[string][]byte) (string, bool)
+	// SecretData is the whole data of the Secret that holds plaintext.
+	SecretData(obj T, plaintext string) map[string][]byte
+	// Issued records kind-specific status for the current credential's hash.
+	Issued(obj T, hash string)
+}
+
+// CredentialReconciler runs the credential lifecycle for one kind.
+type CredentialReconciler[T CredentialObject] struct {
+	client.Client
+	// APIReader reads past the cache, to confirm what the cache cannot know yet
+	// (a Secret we just wrote, or one that is not ours and so not cached).
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Clock     clock.PassiveClock
+	Kind      CredentialKind[T]
+}
+
+// observed is the state of the world one reconcile acts on.
+type observed struct {
+	now    time.Time
+	secret *corev1.Secret // nil when there is none
+}
+
+// Reconcile snapshots the object, runs the lifecycle and writes the status once.
+func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	obj := r.Kind.NewObject()
+	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !obj.GetDeletionTimestamp().IsZero() {
+		return ctrl.Result{}, nil // the Secret goes with it, through its owner reference
+	}
+	before := obj.DeepCopyObject().(T)
+
+	result, err := r.reconcile(ctx, obj)
+	if err == nil {
+		obj.CredentialStatus().ObservedGeneration = obj.GetGeneration()
+	}
+	if !equality.Semantic.DeepEqual(before.CredentialStatus(), obj.CredentialStatus()) {
+		// Optimistic lock: a status computed from a stale read must not win. On a
+		// conflict the next attempt adopts whatever Secret this one wrote.
+		patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
+		if perr := r.Status().Patch(ctx, obj, patch); perr != nil {
+			err = errors.Join(err, fmt.Errorf("patching status: %w", perr))
+		}
+	}
+	return result, err
+}
+
+func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T) (ctrl.Result, error) {
+	status := obj.CredentialStatus()
+	status.SecretRef = &latchkeyv1.SecretReference{Name: obj.SecretName()}
+	status.ExpiresAt = obj.Lifecycle().ExpiresAt
+
+	secret, err := r.getSecret(ctx, obj)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	state := observed{now: r.Clock.Now(), secret: secret}
+	if err := r.Kind.Prepare(obj, state.owned(obj)); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	spec := obj.Lifecycle()
+	switch {
+	case spec.Revoked:
+		return ctrl.Result{}, r.withdraw(ctx, obj, state, latchkeyv1.ReasonRevoked, "revoked: every hash removed and the Secret deleted")
+	case spec.ExpiresAt != nil && !state.now.Before(spec.ExpiresAt.Time):
+		return ctrl.Result{}, r.withdraw(ctx, obj, state, latchkeyv1.ReasonExpired, "expired at "+spec.ExpiresAt.UTC().Format(time.RFC3339))
+	case secret != nil && !metav1.IsControlledBy(secret, obj):
+		note := fmt.Sprintf("Secret %s exists and is not controlled by this %s; it is left untouched", secret.Name, r.Kind.Name())
+		if r.setReady(obj, metav1.ConditionFalse, latchkeyv1.ReasonSecretConflict, note) {
+			r.event(obj, corev1.EventTypeWarning, latchkeyv1.ReasonSecretConflict, "%s", note)
+		}
+		return ctrl.Result{RequeueAfter: conflictRecheck}, nil
+	}
+	if err := r.ensureCredential(ctx, obj, state); err != nil {
+		note := "could not write the Secret: " + apiReason(err)
+		if r.setReady(obj, metav1.ConditionFalse, latchkeyv1.ReasonIssueFailed, note) {
+			r.event(obj, corev1.EventTypeWarning, latchkeyv1.ReasonIssueFailed, "%s", note)
+		}
+		return ctrl.Result{}, err
+	}
+	pruneGraceEnded(status, state.now)
+	r.setReadyIssued(obj)
+	return requeueAt(nextEvent(obj, state.now), state.now), nil
+}
+
+// getSecret reads the Secret by name. The cache holds only Secrets we labelled, so
+// a miss is confirmed against the API server: the Secret may be someone else's, or
+// one we created a moment ago that the cache has not seen yet.
+func (r *CredentialReconciler[T]) getSecret(ctx context.Context, obj T) (*corev1.Secret, error) {
+	key := types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.SecretName()}
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, key, secret)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, secret)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Secret %s: %w", key.Name, err)
+	}
+	return secret, nil
+}
+
+// owned returns the Secret if obj controls it.
+func (s observed) owned(obj client.Object) *corev1.Secret {
+	if s.secret != nil && metav1.IsControlledBy(s.secret, obj) {
+		return s.secret
+	}
+	return nil
+}
+
+// withdraw removes every hash and deletes the Secret we own (never another's).
+func (r *CredentialReconciler[T]) withdraw(ctx context.Context, obj T, state observed, reason, message string) error {
+	status := obj.CredentialStatus()
+	if owned := state.owned(obj); owned != nil {
+		err := r.Delete(ctx, owned, client.Preconditions{UID: &owned.UID})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting Secret %s: %w", owned.Name, err)
+		}
+	}
+	status.Credentials = nil
+	note := fmt.Sprintf("The %s was %s", r.Kind.Name(), message)
+	if r.setReady(obj, metav1.ConditionFalse, reason, note) {
+		r.event(obj, corev1.EventTypeNormal, reason, "%s", note)
+	}
+	return nil
+}
+
+// setReadyIssued reports the healthy state: Issued, or Rotating while a previous
+// credential is still in its grace period.
+func (r *CredentialReconciler[T]) setReadyIssued(obj T) {
+	status := obj.CredentialStatus()
+	current := status.Credentials[0]
+	message := fmt.Sprintf("%s %s is in Secret %s", r.Kind.Name(), credential.KeyID(current.Hash), obj.SecretName())
+	if len(status.Credentials) > 1 {
+		previous := status.Credentials[len(status.Credentials)-1]
+		r.setReady(obj, metav1.ConditionTrue, latchkeyv1.ReasonRotating,
+			fmt.Sprintf("%s; the previous one is accepted until %s", message, previous.NotAfter.UTC().Format(time.RFC3339)))
+		return
+	}
+	r.setReady(obj, metav1.ConditionTrue, latchkeyv1.ReasonIssued, message)
+}
+
+// setReady sets the Ready condition and reports whether its status or reason changed,
+// so that callers record an Event only on a transition.
+func (r *CredentialReconciler[T]) setReady(obj T, status metav1.ConditionStatus, reason, message string) bool {
+	conditions := &obj.CredentialStatus().Conditions
+	previous := meta.FindStatusCondition(*conditions, latchkeyv1.ConditionReady)
+	changed := previous == nil || previous.Status != status || previous.Reason != reason
+	meta.SetStatusCondition(conditions, metav1.Condition{
+		Type:               latchkeyv1.ConditionReady,
+		Status:             status,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: obj.GetGeneration(),
+	})
+	return changed
+}
+
+func (r *CredentialReconciler[T]) event(obj T, eventType, reason, note string, args ...any) {
+	r.Recorder.Eventf(obj, nil, eventType, reason, "Reconcile", note, args...)
+}
+
+// pruneGraceEnded drops credentials whose grace period is over.
+func pruneGraceEnded(status *latchkeyv1.CredentialStatus, now time.Time) {
+	kept := status.Credentials[:0]
+	for _, c := range status.Credentials {
+		if c.NotAfter == nil || now.Before(c.NotAfter.Time) {
+			kept = append(kept, c)
+		}
+	}
+	status.Credentials = kept
+}
+
+// nextEvent is the next moment the lifecycle must act by itself: a grace period
+// ending, a scheduled rotation, or expiry. Zero when there is none.
+func nextEvent(obj CredentialObject, now time.Time) time.Time {
+	var next time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	status, spec := obj.CredentialStatus(), obj.Lifecycle()
+	for _, c := range status.Credentials {
+		if c.NotAfter != nil {
+			earliest(c.NotAfter.Time)
+		}
+	}
+	if len(status.Credentials) > 0 && spec.Rotation != nil && spec.Rotation.Interval != nil {
+		earliest(status.Credentials[0].IssuedAt.Add(spec.Rotation.Interval.Duration))
+	}
+	if spec.ExpiresAt != nil {
+		earliest(spec.ExpiresAt.Time)
+	}
+	return next
+}
+
+func requeueAt(at, now time.Time) ctrl.Result {
+	if at.IsZero() {
+		return ctrl.Result{}
+	}
+	// Status times have one-second precision; wake just after the moment, not before it.
+	return ctrl.Result{RequeueAfter: max(at.Sub(now), 0) + 100*time.Millisecond}
+}
+
+// apiReason shortens an API error for a condition message.
+func apiReason(err error) string {
+	if status, ok := err.(apierrors.APIStatus); ok {
+		return string(status.Status().Reason) + ": " + status.Status().Message
+	}
+	return err.Error()
+}
+
+// secretSerial reads the serial annotation; 0 when missing or malformed.
+func secretSerial(secret *corev1.Secret) int64 {
+	n, err := strconv.ParseInt(secret.Annotations[latchkeyv1.SerialAnnotation], 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}

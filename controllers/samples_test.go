@@ -1,0 +1,58 @@
+package controllers_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+)
+
+var _ = Describe("Samples", func() {
+	It("apply as they are and become Ready", func() {
+		ctx := context.Background()
+		ns := newNamespace()
+		objects := applySamples(ctx, ns, "latchkey_v1alpha1_apikey.yaml")
+		Expect(objects).To(HaveLen(2))
+		for _, obj := range objects {
+			Eventually(func(g Gomega) {
+				key := getAPIKey(ctx, ns, obj.GetName())
+				g.Expect(meta.IsStatusConditionTrue(key.Status.Conditions, latchkeyv1.ConditionReady)).To(BeTrue())
+				keyIn(getSecret(ctx, ns, key.SecretName()))
+			}).Should(Succeed())
+		}
+	})
+})
+
+// applySamples server-side-applies every document of a sample file into namespace ns.
+func applySamples(ctx context.Context, ns, file string) []*unstructured.Unstructured {
+	raw, err := os.ReadFile(filepath.Join("..", "config", "samples", file))
+	Expect(err).NotTo(HaveOccurred())
+	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	var objects []*unstructured.Unstructured
+	for {
+		obj := &unstructured.Unstructured{}
+		err := decoder.Decode(&obj.Object)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		Expect(err).NotTo(HaveOccurred())
+		if len(obj.Object) == 0 {
+			continue
+		}
+		obj.SetNamespace(ns)
+		Expect(k8s.Patch(ctx, obj, client.Apply, client.FieldOwner("samples-test"), client.ForceOwnership)).To(Succeed())
+		objects = append(objects, obj)
+	}
+	return objects
+}

@@ -1,0 +1,188 @@
+package controllers_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/controllers"
+)
+
+// failStatusPatchOnce marks an object whose first status patch the suite's client
+// fails, as if the manager died between writing the Secret and writing the status.
+const failStatusPatchOnce = "test.latchkey.dev/fail-status-patch-once"
+
+var (
+	testEnv   *envtest.Environment
+	k8s       client.Client // the test's own client, uncached
+	scheme    = runtime.NewScheme()
+	testClock = &offsetClock{}
+	logs      = &syncBuffer{}
+	cancel    context.CancelFunc
+	// failedOnce remembers the objects whose status patch was already failed.
+	failedOnce sync.Map
+)
+
+func TestControllers(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Controllers Suite")
+}
+
+var _ = BeforeSuite(func() {
+	SetDefaultEventuallyTimeout(10 * time.Second)
+	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
+	// Everything the manager logs goes to the Ginkgo output and to a buffer that the
+	// no-plaintext spec searches.
+	ctrl.SetLogger(zap.New(zap.WriteTo(logs.Tee(GinkgoWriter)), zap.UseDevMode(true)))
+	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	Expect(latchkeyv1.AddToScheme(scheme)).To(Succeed())
+
+	testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assetsDir(),
+	}
+	cfg, err := testEnv.Start()
+	Expect(err).NotTo(HaveOccurred(), "start the API server; run `make envtest` to build it")
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache:   cache.Options{ByObject: controllers.CacheByObject()},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(controllers.SetupAll(mgr, controllers.Options{
+		DefaultKeyPrefix: "lk",
+		Random:           rand.Reader,
+		Clock:            testClock,
+		Controller:       controller.Options{MaxConcurrentReconciles: 4},
+		Client:           crashingClient{mgr.GetClient()},
+	})).To(Succeed())
+
+	var ctx context.Context
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+})
+
+var _ = AfterSuite(func() {
+	if k8s != nil {
+		By("checking that no plaintext key reached a status, an Event or a log line")
+		expectNoPlaintextLeaked(context.Background())
+	}
+	if cancel != nil {
+		cancel()
+	}
+	if testEnv != nil {
+		Expect(testEnv.Stop()).To(Succeed())
+	}
+})
+
+// assetsDir is where hack/envtest.sh put kube-apiserver and etcd; the Makefile
+// passes it as KUBEBUILDER_ASSETS.
+func assetsDir() string {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir
+	}
+	return filepath.Join("..", "bin", "k8s", "1.37.2")
+}
+
+// crashingClient wraps the real client: an object annotated failStatusPatchOnce has
+// its first status patch fail after everything before it (the Secret) was written.
+type crashingClient struct{ client.Client }
+
+func (c crashingClient) Status() client.SubResourceWriter { return crashingStatus{c.Client.Status()} }
+
+type crashingStatus struct{ client.SubResourceWriter }
+
+func (s crashingStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	if _, marked := obj.GetAnnotations()[failStatusPatchOnce]; marked {
+		if _, done := failedOnce.LoadOrStore(obj.GetUID(), true); !done {
+			return errors.New("injected: the manager died before writing status")
+		}
+	}
+	return s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+}
+
+// offsetClock is the real clock plus an offset the tests move forward.
+type offsetClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *offsetClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *offsetClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
+
+func (c *offsetClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *syncBuffer) Tee(w interface{ Write([]byte) (int, error) }) *teeWriter {
+	return &teeWriter{a: b, b: w}
+}
+
+type teeWriter struct {
+	a, b interface{ Write([]byte) (int, error) }
+}
+
+func (t *teeWriter) Write(p []byte) (int, error) {
+	_, _ = t.b.Write(p)
+	return t.a.Write(p)
+}
+
+// newNamespace gives each spec a namespace of its own.
+func newNamespace() string {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "latchkey-test-"}}
+	Expect(k8s.Create(context.Background(), ns)).To(Succeed())
+	return ns.Name
+}
