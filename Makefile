@@ -39,7 +39,7 @@ vet: ## go vet.
 
 .PHONY: envtest
 envtest: ## Build kube-apiserver and etcd from Go modules into bin/k8s/<version> (once).
-	K8S_VERSION=$(K8S_VERSION) ENVTEST_BIN_DIR=$(ENVTEST_DIR) hack/envtest.sh kube-apiserver etcd
+	K8S_VERSION=$(K8S_VERSION) ENVTEST_BIN_DIR=$(ENVTEST_DIR) hack/envtest.sh kube-apiserver etcd kube-controller-manager
 
 .PHONY: test
 test: verify-generated vet envtest ## Run the unit tests and the envtest suites against a real API server.

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -26,6 +27,7 @@ type managerFlags struct {
 	leaderElection         bool
 	leaderElectionID       string
 	defaultKeyPrefix       string
+	issuerURL, tokenURL    string
 	concurrency            int
 	kubeAPIQPS             float64
 	kubeAPIBurst           int
@@ -39,6 +41,8 @@ func runManager(args []string) error {
 	fs.BoolVar(&f.leaderElection, "leader-elect", false, "elect one active manager among replicas")
 	fs.StringVar(&f.leaderElectionID, "leader-election-id", "manager.latchkey.dev", "name of the leader-election Lease")
 	fs.StringVar(&f.defaultKeyPrefix, "default-key-prefix", "lk", "prefix of API keys whose spec.prefix is empty")
+	fs.StringVar(&f.issuerURL, "issuer-url", "http://latchkey-tokenserver.latchkey-system.svc", "issuer of access tokens, written into OAuthClient Secrets (must match the token server's --issuer-url)")
+	fs.StringVar(&f.tokenURL, "token-url", "", "token endpoint written into OAuthClient Secrets; default <issuer-url>/oauth2/token")
 	fs.IntVar(&f.concurrency, "concurrency", 8, "reconciles run in parallel per kind")
 	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", 200, "client-side QPS limit towards the API server (the server's own priority and fairness still applies)")
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 400, "client-side burst towards the API server")
@@ -48,6 +52,9 @@ func runManager(args []string) error {
 		return err
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if f.tokenURL == "" {
+		f.tokenURL = strings.TrimSuffix(f.issuerURL, "/") + "/oauth2/token"
+	}
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -61,6 +68,8 @@ func runManager(args []string) error {
 	}
 	if err := controllers.SetupAll(mgr, controllers.Options{
 		DefaultKeyPrefix: f.defaultKeyPrefix,
+		IssuerURL:        f.issuerURL,
+		TokenURL:         f.tokenURL,
 		Random:           rand.Reader,
 		Clock:            clock.RealClock{},
 		Controller:       controller.Options{MaxConcurrentReconciles: f.concurrency},

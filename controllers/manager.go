@@ -18,9 +18,11 @@ import (
 // Options configure every controller of the manager.
 type Options struct {
 	DefaultKeyPrefix string
-	Random           io.Reader
-	Clock            clock.PassiveClock
-	Controller       controller.Options
+	// IssuerURL and TokenURL are written into OAuthClient Secrets.
+	IssuerURL, TokenURL string
+	Random              io.Reader
+	Clock               clock.PassiveClock
+	Controller          controller.Options
 	// Client overrides the manager's client (tests wrap it to inject failures).
 	Client client.Client
 }
@@ -38,15 +40,26 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 	if c == nil {
 		c = mgr.GetClient()
 	}
+	recorder := mgr.GetEventRecorder("latchkey-manager")
 	apiKeys := &CredentialReconciler[*latchkeyv1.APIKey]{
 		Client:    c,
 		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("latchkey-manager"),
+		Recorder:  recorder,
 		Clock:     o.Clock,
 		Kind:      APIKeyKind{DefaultPrefix: o.DefaultKeyPrefix, Random: o.Random},
 	}
 	if err := apiKeys.SetupWithManager(mgr, "apikey", o.Controller); err != nil {
 		return fmt.Errorf("setting up the APIKey controller: %w", err)
+	}
+	oauthClients := &CredentialReconciler[*latchkeyv1.OAuthClient]{
+		Client:    c,
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  recorder,
+		Clock:     o.Clock,
+		Kind:      OAuthClientKind{IssuerURL: o.IssuerURL, TokenURL: o.TokenURL, Random: o.Random},
+	}
+	if err := oauthClients.SetupWithManager(mgr, "oauthclient", o.Controller); err != nil {
+		return fmt.Errorf("setting up the OAuthClient controller: %w", err)
 	}
 	return nil
 }

@@ -19,19 +19,23 @@ import (
 )
 
 var _ = Describe("Samples", func() {
-	It("apply as they are and become Ready", func() {
-		ctx := context.Background()
-		ns := newNamespace()
-		objects := applySamples(ctx, ns, "latchkey_v1alpha1_apikey.yaml")
-		Expect(objects).To(HaveLen(2))
-		for _, obj := range objects {
-			Eventually(func(g Gomega) {
-				key := getAPIKey(ctx, ns, obj.GetName())
-				g.Expect(meta.IsStatusConditionTrue(key.Status.Conditions, latchkeyv1.ConditionReady)).To(BeTrue())
-				keyIn(getSecret(ctx, ns, key.SecretName()))
-			}).Should(Succeed())
-		}
-	})
+	DescribeTable("apply as they are and become Ready",
+		func(file string, kind credentialKind, count int) {
+			ctx := context.Background()
+			ns := newNamespace()
+			objects := applySamples(ctx, ns, file)
+			Expect(objects).To(HaveLen(count))
+			for _, obj := range objects {
+				Eventually(func(g Gomega) {
+					latest := get(ctx, kind, ns, obj.GetName())
+					g.Expect(meta.IsStatusConditionTrue(latest.CredentialStatus().Conditions, latchkeyv1.ConditionReady)).To(BeTrue())
+					g.Expect(credentialIn(kind, getSecret(ctx, ns, latest.SecretName()))).NotTo(BeEmpty())
+				}).Should(Succeed())
+			}
+		},
+		Entry("APIKeys", "latchkey_v1alpha1_apikey.yaml", kinds[0], 2),
+		Entry("OAuthClients", "latchkey_v1alpha1_oauthclient.yaml", kinds[1], 1),
+	)
 })
 
 // applySamples server-side-applies every document of a sample file into namespace ns.

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -21,20 +20,26 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/controllers"
+	"github.com/latchkey-dev/latchkey/internal/testenv"
 )
 
 // failStatusPatchOnce marks an object whose first status patch the suite's client
 // fails, as if the manager died between writing the Secret and writing the status.
 const failStatusPatchOnce = "test.latchkey.dev/fail-status-patch-once"
 
+// What the suite's manager writes into OAuthClient Secrets.
+const (
+	testIssuerURL = "https://auth.latchkey.test"
+	testTokenURL  = "https://auth.latchkey.test/oauth2/token"
+)
+
 var (
-	testEnv   *envtest.Environment
+	testEnv   *testenv.Env
 	k8s       client.Client // the test's own client, uncached
 	scheme    = runtime.NewScheme()
 	testClock = &offsetClock{}
@@ -58,13 +63,10 @@ var _ = BeforeSuite(func() {
 	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
 	Expect(latchkeyv1.AddToScheme(scheme)).To(Succeed())
 
-	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assetsDir(),
-	}
-	cfg, err := testEnv.Start()
-	Expect(err).NotTo(HaveOccurred(), "start the API server; run `make envtest` to build it")
+	var err error
+	testEnv, err = testenv.Start(os.Stderr)
+	Expect(err).NotTo(HaveOccurred())
+	cfg := testEnv.Config
 	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 
@@ -76,6 +78,8 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(controllers.SetupAll(mgr, controllers.Options{
 		DefaultKeyPrefix: "lk",
+		IssuerURL:        testIssuerURL,
+		TokenURL:         testTokenURL,
 		Random:           rand.Reader,
 		Clock:            testClock,
 		Controller:       controller.Options{MaxConcurrentReconciles: 4},
@@ -102,15 +106,6 @@ var _ = AfterSuite(func() {
 		Expect(testEnv.Stop()).To(Succeed())
 	}
 })
-
-// assetsDir is where hack/envtest.sh put kube-apiserver and etcd; the Makefile
-// passes it as KUBEBUILDER_ASSETS.
-func assetsDir() string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	return filepath.Join("..", "bin", "k8s", "1.37.2")
-}
 
 // crashingClient wraps the real client: an object annotated failStatusPatchOnce has
 // its first status patch fail after everything before it (the Secret) was written.

@@ -97,15 +97,12 @@ func init() {
 	SchemeBuilder.Register(&APIKey{}, &APIKeyList{})
 }
 
-// DefaultSecretName is the Secret name used when spec.secretName is empty.
-func (k *APIKey) DefaultSecretName() string { return k.Name + "-apikey" }
-
 // SecretName is the name of the Secret that holds the key.
 func (k *APIKey) SecretName() string {
 	if k.Spec.SecretName != "" {
 		return k.Spec.SecretName
 	}
-	return k.DefaultSecretName()
+	return k.Name + "-apikey"
 }
 
 // Lifecycle returns the lifecycle settings shared by every credential kind.

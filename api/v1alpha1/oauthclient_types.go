@@ -1,0 +1,155 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// GrantType is an OAuth 2.0 grant a client may use.
+// +kubebuilder:validation:Enum=client_credentials;authorization_code;refresh_token
+type GrantType string
+
+const (
+	GrantClientCredentials GrantType = "client_credentials"
+	GrantAuthorizationCode GrantType = "authorization_code"
+	GrantRefreshToken      GrantType = "refresh_token"
+)
+
+// TokenEndpointAuthMethod is how a client authenticates at the token endpoint (RFC 7591 names).
+// +kubebuilder:validation:Enum=client_secret_basic;client_secret_post
+type TokenEndpointAuthMethod string
+
+const (
+	AuthClientSecretBasic TokenEndpointAuthMethod = "client_secret_basic"
+	AuthClientSecretPost  TokenEndpointAuthMethod = "client_secret_post"
+)
+
+// Data keys of the Secret that holds an OAuthClient's credentials: a workload that
+// mounts it needs nothing else to get a token.
+const (
+	ClientIDSecretKey     = "client_id"
+	ClientSecretSecretKey = "client_secret"
+	TokenURLSecretKey     = "token_url"
+	IssuerSecretKey       = "issuer"
+)
+
+// OAuthClientSpec is the desired state of an OAuthClient.
+// +kubebuilder:validation:XValidation:rule="has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)",message="secretName is immutable; create a new OAuthClient to use another Secret"
+// +kubebuilder:validation:XValidation:rule="!('authorization_code' in self.grantTypes) || (has(self.redirectURIs) && size(self.redirectURIs) > 0)",message="redirectURIs is required when grantTypes includes authorization_code"
+// +kubebuilder:validation:XValidation:rule="!('refresh_token' in self.grantTypes) || 'authorization_code' in self.grantTypes",message="refresh_token is only issued together with authorization_code"
+type OAuthClientSpec struct {
+	// DisplayName is a human-readable name for the client.
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	DisplayName string `json:"displayName,omitempty"`
+
+	// GrantTypes the client may use. The token server serves client_credentials;
+	// authorization_code and refresh_token are accepted here for a later release and
+	// are answered with unauthorized_client until then.
+	// +kubebuilder:default={"client_credentials"}
+	// +kubebuilder:validation:MinItems=1
+	// +listType=set
+	// +optional
+	GrantTypes []GrantType `json:"grantTypes,omitempty"`
+
+	// Scopes the client may request ("resource:action"); a token request without
+	// a scope gets all of them.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:Pattern=`^[a-z][a-z0-9_.-]{0,62}:[a-z*][a-z0-9_.-]{0,62}$`
+	// +kubebuilder:validation:items:MaxLength=127
+	// +listType=set
+	// +optional
+	Scopes []string `json:"scopes,omitempty"`
+
+	// Audiences the client may request tokens for (RFC 8707 resource or audience
+	// parameter). The first one is the audience of a token request that names none.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=set
+	Audiences []string `json:"audiences"`
+
+	// AccessTokenTTL is the lifetime of the access tokens issued to this client.
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="accessTokenTTL must be between 1m and 24h"
+	// +optional
+	AccessTokenTTL *metav1.Duration `json:"accessTokenTTL,omitempty"`
+
+	// RedirectURIs for the authorization_code grant: https, or http on a loopback address only.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=2048
+	// +kubebuilder:validation:items:XValidation:rule="isURL(self) && (self.startsWith('https://') || self.matches('^http://(localhost|127\\\\.0\\\\.0\\\\.1|\\\\[::1\\\\])(:[0-9]+)?(/.*)?$'))",message="redirect URIs must be https, or http on localhost, 127.0.0.1 or [::1]"
+	// +listType=set
+	// +optional
+	RedirectURIs []string `json:"redirectURIs,omitempty"`
+
+	// TokenEndpointAuthMethods the client may authenticate with.
+	// +kubebuilder:default={"client_secret_basic","client_secret_post"}
+	// +kubebuilder:validation:MinItems=1
+	// +listType=set
+	// +optional
+	TokenEndpointAuthMethods []TokenEndpointAuthMethod `json:"tokenEndpointAuthMethods,omitempty"`
+
+	CredentialSpec `json:",inline"`
+}
+
+// OAuthClientStatus is the observed state of an OAuthClient. It holds the client_id
+// and hashes of the client_secret, never the secret.
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.clientID) || (has(self.clientID) && self.clientID == oldSelf.clientID)",message="clientID never changes once assigned"
+type OAuthClientStatus struct {
+	// ClientID is the public client identifier: 24 lowercase hex digits, assigned
+	// once and stable for the life of the resource (rotation changes only the secret).
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{24}$`
+	// +optional
+	ClientID string `json:"clientID,omitempty"`
+
+	CredentialStatus `json:",inline"`
+}
+
+// OAuthClient is a confidential OAuth 2.0 client: the operator assigns its client_id,
+// generates its client_secret into a Secret and keeps only the secret's hash in status.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=oc,categories=latchkey
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 241",message="metadata.name must be at most 241 characters (the Secret is named <name>-oauthclient)"
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.status.clientID`
+// +kubebuilder:printcolumn:name="Grant Types",type=string,JSONPath=`.spec.grantTypes`
+// +kubebuilder:printcolumn:name="Scopes",type=string,JSONPath=`.spec.scopes`
+// +kubebuilder:printcolumn:name="Audiences",type=string,JSONPath=`.spec.audiences`,priority=1
+// +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type OAuthClient struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   OAuthClientSpec   `json:"spec,omitempty"`
+	Status OAuthClientStatus `json:"status,omitempty"`
+}
+
+// OAuthClientList is a list of OAuthClients.
+// +kubebuilder:object:root=true
+type OAuthClientList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []OAuthClient `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&OAuthClient{}, &OAuthClientList{})
+}
+
+// SecretName is the name of the Secret that holds the credentials.
+func (c *OAuthClient) SecretName() string {
+	if c.Spec.SecretName != "" {
+		return c.Spec.SecretName
+	}
+	return c.Name + "-oauthclient"
+}
+
+// Lifecycle returns the lifecycle settings shared by every credential kind.
+func (c *OAuthClient) Lifecycle() *CredentialSpec { return &c.Spec.CredentialSpec }
+
+// CredentialStatus returns the status shared by every credential kind.
+func (c *OAuthClient) CredentialStatus() *CredentialStatus { return &c.Status.CredentialStatus }

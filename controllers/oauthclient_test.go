@@ -1,0 +1,130 @@
+package controllers_test
+
+import (
+	"context"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/controllers"
+)
+
+var oauthClientKind = kinds[1]
+
+var _ = Describe("OAuthClient", func() {
+	ctx := context.Background()
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("writes everything a workload needs to get a token into the Secret", func() {
+		obj := create(ctx, oauthClientKind, ns, "crm-sync", nil)
+		ready := waitReady(ctx, oauthClientKind, obj, latchkeyv1.ReasonIssued).(*latchkeyv1.OAuthClient)
+
+		Expect(ready.Status.ClientID).To(MatchRegexp(`^[0-9a-f]{24}$`))
+		secret := getSecret(ctx, ns, "crm-sync-oauthclient")
+		Expect(string(secret.Data[latchkeyv1.ClientIDSecretKey])).To(Equal(ready.Status.ClientID))
+		Expect(credentialIn(oauthClientKind, secret)).To(MatchRegexp(`^[0-9a-f]{64}$`))
+		Expect(string(secret.Data[latchkeyv1.TokenURLSecretKey])).To(Equal(testTokenURL))
+		Expect(string(secret.Data[latchkeyv1.IssuerSecretKey])).To(Equal(testIssuerURL))
+	})
+
+	It("defaults grant types, auth methods and token lifetime", func() {
+		obj := create(ctx, oauthClientKind, ns, "defaults", nil).(*latchkeyv1.OAuthClient)
+		Expect(obj.Spec.GrantTypes).To(ConsistOf(latchkeyv1.GrantClientCredentials))
+		Expect(obj.Spec.TokenEndpointAuthMethods).To(ConsistOf(latchkeyv1.AuthClientSecretBasic, latchkeyv1.AuthClientSecretPost))
+		Expect(obj.Spec.AccessTokenTTL.Duration).To(Equal(time.Hour))
+	})
+
+	It("keeps the client_id through rotation, revocation and restoration", func() {
+		obj := create(ctx, oauthClientKind, ns, "stable", func(o controllers.CredentialObject) {
+			o.Lifecycle().Rotation = &latchkeyv1.RotationPolicy{GracePeriod: &metav1.Duration{}}
+		})
+		ready := waitReady(ctx, oauthClientKind, obj, latchkeyv1.ReasonIssued).(*latchkeyv1.OAuthClient)
+		clientID := ready.Status.ClientID
+		first := credentialIn(oauthClientKind, getSecret(ctx, ns, ready.SecretName()))
+
+		patch(ctx, oauthClientKind, ready, func(o controllers.CredentialObject) {
+			o.SetAnnotations(map[string]string{latchkeyv1.RotateAnnotation: "1"})
+		})
+		Eventually(func() string { return credentialIn(oauthClientKind, getSecret(ctx, ns, ready.SecretName())) }).ShouldNot(Equal(first))
+		patch(ctx, oauthClientKind, ready, func(o controllers.CredentialObject) { o.Lifecycle().Revoked = true })
+		Eventually(readyReason).WithArguments(ctx, oauthClientKind, obj).Should(Equal(latchkeyv1.ReasonRevoked))
+		Expect(get(ctx, oauthClientKind, ns, "stable").(*latchkeyv1.OAuthClient).Status.ClientID).To(Equal(clientID))
+		patch(ctx, oauthClientKind, ready, func(o controllers.CredentialObject) { o.Lifecycle().Revoked = false })
+
+		restored := waitReady(ctx, oauthClientKind, obj, latchkeyv1.ReasonIssued).(*latchkeyv1.OAuthClient)
+		Expect(restored.Status.ClientID).To(Equal(clientID))
+		Expect(string(getSecret(ctx, ns, ready.SecretName()).Data[latchkeyv1.ClientIDSecretKey])).To(Equal(clientID))
+	})
+
+	It("refuses to change a client_id once assigned", func() {
+		obj := create(ctx, oauthClientKind, ns, "pinned", nil)
+		ready := waitReady(ctx, oauthClientKind, obj, latchkeyv1.ReasonIssued).(*latchkeyv1.OAuthClient)
+		ready.Status.ClientID = "000000000000000000000000"
+		err := k8s.Status().Update(ctx, ready)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("clientID never changes once assigned"))
+	})
+
+	It("gives every client its own client_id", func() {
+		ids := map[string]bool{}
+		for _, name := range []string{"a", "b", "c", "d", "e"} {
+			ready := waitReady(ctx, oauthClientKind, create(ctx, oauthClientKind, ns, name, nil), latchkeyv1.ReasonIssued)
+			ids[ready.(*latchkeyv1.OAuthClient).Status.ClientID] = true
+		}
+		Expect(ids).To(HaveLen(5))
+	})
+
+	DescribeTable("rejects bad input with a clear API server error",
+		func(mutate func(*latchkeyv1.OAuthClientSpec), message string) {
+			c := &latchkeyv1.OAuthClient{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bad"},
+				Spec:       latchkeyv1.OAuthClientSpec{Audiences: []string{"https://api.example.com"}},
+			}
+			mutate(&c.Spec)
+			err := k8s.Create(ctx, c)
+			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+			Expect(err.Error()).To(ContainSubstring(message))
+		},
+		Entry("no audience", func(s *latchkeyv1.OAuthClientSpec) { s.Audiences = nil }, "spec.audiences"),
+		Entry("unknown grant type", func(s *latchkeyv1.OAuthClientSpec) {
+			s.GrantTypes = []latchkeyv1.GrantType{"password"}
+		}, `supported values: "client_credentials", "authorization_code", "refresh_token"`),
+		Entry("authorization_code without redirect URIs", func(s *latchkeyv1.OAuthClientSpec) {
+			s.GrantTypes = []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode}
+		}, "redirectURIs is required when grantTypes includes authorization_code"),
+		Entry("refresh_token alone", func(s *latchkeyv1.OAuthClientSpec) {
+			s.GrantTypes = []latchkeyv1.GrantType{latchkeyv1.GrantClientCredentials, latchkeyv1.GrantRefreshToken}
+		}, "refresh_token is only issued together with authorization_code"),
+		Entry("plain http redirect to a public host", func(s *latchkeyv1.OAuthClientSpec) {
+			s.GrantTypes = []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode}
+			s.RedirectURIs = []string{"http://app.example.com/callback"}
+		}, "redirect URIs must be https, or http on localhost"),
+		Entry("token lifetime over a day", func(s *latchkeyv1.OAuthClientSpec) {
+			s.AccessTokenTTL = &metav1.Duration{Duration: 25 * time.Hour}
+		}, "accessTokenTTL must be between 1m and 24h"),
+		Entry("token lifetime under a minute", func(s *latchkeyv1.OAuthClientSpec) {
+			s.AccessTokenTTL = &metav1.Duration{Duration: 30 * time.Second}
+		}, "accessTokenTTL must be between 1m and 24h"),
+		Entry("unknown auth method", func(s *latchkeyv1.OAuthClientSpec) {
+			s.TokenEndpointAuthMethods = []latchkeyv1.TokenEndpointAuthMethod{"private_key_jwt"}
+		}, "spec.tokenEndpointAuthMethods[0]"),
+		Entry("bad scope", func(s *latchkeyv1.OAuthClientSpec) { s.Scopes = []string{"everything"} }, "spec.scopes[0]"),
+	)
+
+	It("accepts https redirects and http on loopback for authorization_code", func() {
+		c := &latchkeyv1.OAuthClient{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "webapp"},
+			Spec: latchkeyv1.OAuthClientSpec{
+				Audiences:    []string{"https://api.example.com"},
+				GrantTypes:   []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode, latchkeyv1.GrantRefreshToken},
+				RedirectURIs: []string{"https://app.example.com/cb", "http://localhost:8080/cb", "http://127.0.0.1/cb", "http://[::1]:9000/cb"},
+			},
+		}
+		Expect(k8s.Create(ctx, c)).To(Succeed())
+	})
+})
