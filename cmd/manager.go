@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"flag"
 	"fmt"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/controllers"
+	"github.com/latchkey-dev/latchkey/internal/signingkeys"
 )
 
 // managerFlags are the manager's settings, documented in the README.
@@ -28,6 +31,10 @@ type managerFlags struct {
 	leaderElectionID       string
 	defaultKeyPrefix       string
 	issuerURL, tokenURL    string
+	namespace              string
+	signingKeySecret       string
+	signingAlgorithms      string
+	signingKeyRotation     time.Duration
 	concurrency            int
 	kubeAPIQPS             float64
 	kubeAPIBurst           int
@@ -43,6 +50,10 @@ func runManager(args []string) error {
 	fs.StringVar(&f.defaultKeyPrefix, "default-key-prefix", "lk", "prefix of API keys whose spec.prefix is empty")
 	fs.StringVar(&f.issuerURL, "issuer-url", "http://latchkey-tokenserver.latchkey-system.svc", "issuer of access tokens, written into OAuthClient Secrets (must match the token server's --issuer-url)")
 	fs.StringVar(&f.tokenURL, "token-url", "", "token endpoint written into OAuthClient Secrets; default <issuer-url>/oauth2/token")
+	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "latchkey-system"), "the operator's namespace, which holds the signing-key Secret")
+	fs.StringVar(&f.signingKeySecret, "signing-key-secret", "latchkey-signing-keys", "name of the Secret that holds the token-signing keys")
+	fs.StringVar(&f.signingAlgorithms, "signing-algorithms", signingkeys.RS256, "comma-separated algorithms to keep signing keys for: RS256, ES256, EdDSA")
+	fs.DurationVar(&f.signingKeyRotation, "signing-key-rotation", 30*24*time.Hour, "how long each signing key signs before the next one takes over")
 	fs.IntVar(&f.concurrency, "concurrency", 8, "reconciles run in parallel per kind")
 	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", 200, "client-side QPS limit towards the API server (the server's own priority and fairness still applies)")
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 400, "client-side burst towards the API server")
@@ -54,6 +65,14 @@ func runManager(args []string) error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	if f.tokenURL == "" {
 		f.tokenURL = strings.TrimSuffix(f.issuerURL, "/") + "/oauth2/token"
+	}
+
+	algorithms, err := parseAlgorithms(f.signingAlgorithms)
+	if err != nil {
+		return err
+	}
+	if f.signingKeyRotation < time.Hour {
+		return fmt.Errorf("--signing-key-rotation must be at least 1h")
 	}
 
 	cfg, err := ctrl.GetConfig()
@@ -73,6 +92,15 @@ func runManager(args []string) error {
 		Random:           rand.Reader,
 		Clock:            clock.RealClock{},
 		Controller:       controller.Options{MaxConcurrentReconciles: f.concurrency},
+		SigningKeys: &controllers.SigningKeyOptions{
+			Namespace:  f.namespace,
+			SecretName: f.signingKeySecret,
+			Policy: signingkeys.Policy{
+				Algorithms:       algorithms,
+				RotationInterval: f.signingKeyRotation,
+				MaxTokenLifetime: latchkeyv1.MaxAccessTokenTTL,
+			},
+		},
 	}); err != nil {
 		return err
 	}
@@ -105,6 +133,25 @@ func newScheme() *runtime.Scheme {
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = latchkeyv1.AddToScheme(scheme)
 	return scheme
+}
+
+func parseAlgorithms(list string) ([]string, error) {
+	var algs []string
+	for _, alg := range strings.Split(list, ",") {
+		alg = strings.TrimSpace(alg)
+		if !slices.Contains(signingkeys.SupportedAlgorithms, alg) {
+			return nil, fmt.Errorf("unsupported signing algorithm %q (want %s)", alg, strings.Join(signingkeys.SupportedAlgorithms, ", "))
+		}
+		algs = append(algs, alg)
+	}
+	return algs, nil
+}
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
 }
 
 func ptrDuration(d time.Duration) *time.Duration { return &d }

@@ -1,7 +1,74 @@
 package main
 
-import "errors"
+import (
+	"flag"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/latchkey-dev/latchkey/internal/signingkeys"
+	"github.com/latchkey-dev/latchkey/tokenserver"
+)
 
 func runTokenServer(args []string) error {
-	return errors.New("the token server is not implemented yet")
+	var (
+		o               tokenserver.Options
+		listen, metrics string
+		namespaces      string
+		kubeAPIQPS      float64
+		kubeAPIBurst    int
+	)
+	fs := flag.NewFlagSet("tokenserver", flag.ContinueOnError)
+	fs.StringVar(&o.IssuerURL, "issuer-url", "http://latchkey-tokenserver.latchkey-system.svc", "issuer of access tokens (iss) and base of the endpoint URLs in the metadata")
+	fs.StringVar(&o.SigningAlgorithm, "signing-algorithm", signingkeys.RS256, "RS256, ES256 or EdDSA; the manager must keep keys for it (--signing-algorithms)")
+	fs.StringVar(&listen, "listen-address", ":8080", "address of the OAuth endpoints, /healthz and /readyz")
+	fs.StringVar(&metrics, "metrics-bind-address", ":9090", "address of /metrics; \"0\" disables it")
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "serve TLS with this certificate (PEM)")
+	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "", "private key of --tls-cert-file (PEM)")
+	fs.StringVar(&namespaces, "namespaces", "", "comma-separated namespaces whose APIKeys and OAuthClients to serve; empty means all")
+	fs.StringVar(&o.SigningKeyNamespace, "signing-key-namespace", envOr("POD_NAMESPACE", "latchkey-system"), "namespace of the signing-key Secret")
+	fs.StringVar(&o.SigningKeySecret, "signing-key-secret", "latchkey-signing-keys", "name of the signing-key Secret")
+	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", 16<<10, "largest request body accepted")
+	fs.DurationVar(&o.LastUsedFlushInterval, "last-used-flush-interval", 10*time.Second, "how often recorded uses are written to status.lastUsedAt")
+	fs.DurationVar(&o.LastUsedMinInterval, "last-used-min-interval", time.Minute, "at most one status.lastUsedAt write per object per this interval")
+	fs.Float64Var(&kubeAPIQPS, "kube-api-qps", 50, "client-side QPS limit towards the API server")
+	fs.IntVar(&kubeAPIBurst, "kube-api-burst", 100, "client-side burst towards the API server")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	o.Log = ctrl.Log.WithName("tokenserver")
+	if !slices.Contains(signingkeys.SupportedAlgorithms, o.SigningAlgorithm) {
+		return fmt.Errorf("unsupported --signing-algorithm %q", o.SigningAlgorithm)
+	}
+	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
+		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
+	}
+	for _, ns := range strings.Split(namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			o.Namespaces = append(o.Namespaces, ns)
+		}
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = float32(kubeAPIQPS), kubeAPIBurst
+	if o.Listener, err = net.Listen("tcp", listen); err != nil {
+		return err
+	}
+	if metrics != "0" {
+		if o.MetricsListener, err = net.Listen("tcp", metrics); err != nil {
+			return err
+		}
+	}
+	o.Log.Info("serving", "address", o.Listener.Addr().String(), "issuer", o.IssuerURL, "algorithm", o.SigningAlgorithm)
+	return tokenserver.Run(ctrl.SetupSignalHandler(), cfg, o)
 }

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/signingkeys"
 )
 
 // Options configure every controller of the manager.
@@ -23,8 +24,16 @@ type Options struct {
 	Random              io.Reader
 	Clock               clock.PassiveClock
 	Controller          controller.Options
+	// SigningKeys configures the token-signing key set; nil leaves it to another manager.
+	SigningKeys *SigningKeyOptions
 	// Client overrides the manager's client (tests wrap it to inject failures).
 	Client client.Client
+}
+
+// SigningKeyOptions say where the signing keys live and how they rotate.
+type SigningKeyOptions struct {
+	Namespace, SecretName string
+	Policy                signingkeys.Policy
 }
 
 // CacheByObject restricts the Secret cache to the Secrets the operator labelled.
@@ -60,6 +69,17 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 	}
 	if err := oauthClients.SetupWithManager(mgr, "oauthclient", o.Controller); err != nil {
 		return fmt.Errorf("setting up the OAuthClient controller: %w", err)
+	}
+	if o.SigningKeys == nil {
+		return nil
+	}
+	keys := &SigningKeyManager{
+		Client: c, APIReader: mgr.GetAPIReader(),
+		Namespace: o.SigningKeys.Namespace, Name: o.SigningKeys.SecretName,
+		Policy: o.SigningKeys.Policy, Clock: o.Clock, Random: o.Random,
+	}
+	if err := keys.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the signing key manager: %w", err)
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -31,6 +33,10 @@ const (
 	TokenURLSecretKey     = "token_url"
 	IssuerSecretKey       = "issuer"
 )
+
+// MaxAccessTokenTTL bounds spec.accessTokenTTL (the schema enforces it); signing
+// keys are kept this long after they retire.
+const MaxAccessTokenTTL = 24 * time.Hour
 
 // OAuthClientSpec is the desired state of an OAuthClient.
 // +kubebuilder:validation:XValidation:rule="has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)",message="secretName is immutable; create a new OAuthClient to use another Secret"

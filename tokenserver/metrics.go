@@ -1,0 +1,51 @@
+package tokenserver
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics never carry a credential: labels are endpoints and status codes only.
+type metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "latchkey_tokenserver_requests_total",
+			Help: "Requests by endpoint and HTTP status code.",
+		}, []string{"endpoint", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "latchkey_tokenserver_request_duration_seconds",
+			Help:    "Request latency by endpoint.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"endpoint"}),
+	}
+	cacheSize := func(pick func(hashes, clients int) int) func() float64 {
+		return func() float64 { return float64(pick(s.index.Sizes())) }
+	}
+	reg.MustRegister(m.requests, m.latency,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "latchkey_tokenserver_cached_apikey_hashes", Help: "API key hashes accepted now.",
+		}, cacheSize(func(h, _ int) int { return h })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "latchkey_tokenserver_cached_oauthclients", Help: "OAuthClients in the cache.",
+		}, cacheSize(func(_, c int) int { return c })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "latchkey_tokenserver_signing_key_age_seconds", Help: "How long the current signing key has been signing.",
+		}, func() float64 {
+			age, _ := s.keys.ActiveAge(s.clock.Now())
+			return age.Seconds()
+		}),
+	)
+	return m
+}
+
+func (m *metrics) observe(endpoint string, status int, d time.Duration) {
+	m.requests.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(endpoint).Observe(d.Seconds())
+}

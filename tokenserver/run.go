@@ -1,0 +1,204 @@
+package tokenserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+)
+
+// Options configure a running token server (the flags of `latchkey tokenserver`).
+type Options struct {
+	Config
+	// Listener serves the OAuth endpoints and the probes; MetricsListener /metrics (may be nil).
+	Listener, MetricsListener net.Listener
+	// TLSCertFile and TLSKeyFile turn on TLS on Listener.
+	TLSCertFile, TLSKeyFile string
+	// Namespaces to watch; empty means all.
+	Namespaces []string
+	// SigningKeyNamespace and SigningKeySecret locate the signing keys.
+	SigningKeyNamespace, SigningKeySecret string
+	// LastUsedFlushInterval and LastUsedMinInterval pace status.lastUsedAt writes.
+	LastUsedFlushInterval, LastUsedMinInterval time.Duration
+	Clock                                      clock.PassiveClock
+	Log                                        logr.Logger
+	// Registry receives the metrics; a new one when nil.
+	Registry *prometheus.Registry
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+		o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	scheme := runtime.NewScheme()
+	if err := latchkeyv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	writer, err := client.New(restConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	clientset, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	index, keys := NewIndex(), &Keys{alg: o.SigningAlgorithm}
+	usage := newUsageTracker(writer, o.Clock, o.Log, o.LastUsedFlushInterval, o.LastUsedMinInterval)
+	srv, err := NewServer(o.Config, index, keys, o.Clock, o.Log, o.Registry, usage)
+	if err != nil {
+		return err
+	}
+	synced, err := startCaches(ctx, restConfig, scheme, o.Namespaces, index)
+	if err != nil {
+		return err
+	}
+	keyInformer := watchSigningKeys(ctx, clientset, o.SigningKeyNamespace, o.SigningKeySecret, keys, func(err error) {
+		o.Log.Error(err, "signing keys not loaded; keeping the previous ones")
+	})
+	go func() {
+		if synced(ctx) && waitFor(ctx, keyInformer.HasSynced) {
+			srv.SetSynced()
+			hashes, clients := index.Sizes()
+			o.Log.Info("caches synced", "apiKeyHashes", hashes, "oauthClients", clients)
+		}
+	}()
+	go usage.Run(ctx)
+	return serveAll(ctx, srv, o)
+}
+
+// startCaches starts informers on APIKeys and OAuthClients that feed the index. The
+// transform drops what the server never reads, so memory per key stays small.
+func startCaches(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, namespaces []string, index *Index) (func(context.Context) bool, error) {
+	opts := cache.Options{Scheme: scheme, DefaultTransform: stripUnused, ReaderFailOnMissingInformer: true}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	c, err := cache.New(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	var registrations []func() bool
+	for obj, handler := range map[client.Object]func() toolscache.ResourceEventHandler{
+		&latchkeyv1.APIKey{}:      index.apiKeyHandler,
+		&latchkeyv1.OAuthClient{}: index.clientHandler,
+	} {
+		informer, err := c.GetInformer(ctx, obj)
+		if err != nil {
+			return nil, err
+		}
+		reg, err := informer.AddEventHandler(handler())
+		if err != nil {
+			return nil, err
+		}
+		registrations = append(registrations, reg.HasSynced)
+	}
+	go func() { _ = c.Start(ctx) }()
+	return func(ctx context.Context) bool {
+		if !c.WaitForCacheSync(ctx) {
+			return false
+		}
+		for _, hasSynced := range registrations {
+			if !waitFor(ctx, hasSynced) {
+				return false
+			}
+		}
+		return true
+	}, nil
+}
+
+// stripUnused keeps only what the index reads.
+func stripUnused(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *latchkeyv1.APIKey:
+		o.ManagedFields, o.Annotations, o.Labels, o.OwnerReferences, o.Finalizers = nil, nil, nil, nil, nil
+		o.Spec.DisplayName, o.Spec.SecretTemplate, o.Spec.Rotation = "", nil, nil
+		o.Status = latchkeyv1.APIKeyStatus{CredentialStatus: latchkeyv1.CredentialStatus{Credentials: o.Status.Credentials}}
+	case *latchkeyv1.OAuthClient:
+		o.ManagedFields, o.Annotations, o.Labels, o.OwnerReferences, o.Finalizers = nil, nil, nil, nil, nil
+		o.Spec.DisplayName, o.Spec.SecretTemplate, o.Spec.Rotation, o.Spec.RedirectURIs = "", nil, nil, nil
+		o.Status = latchkeyv1.OAuthClientStatus{ClientID: o.Status.ClientID,
+			CredentialStatus: latchkeyv1.CredentialStatus{Credentials: o.Status.Credentials}}
+	}
+	return obj, nil
+}
+
+// serveAll runs the API listener (and the metrics one, if any) until ctx ends.
+func serveAll(ctx context.Context, srv *Server, o Options) error {
+	api := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          nil,
+	}
+	errs := make(chan error, 2)
+	go func() {
+		errs <- serve(ctx, api, func() error {
+			if o.TLSCertFile != "" {
+				api.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+				return api.ServeTLS(o.Listener, o.TLSCertFile, o.TLSKeyFile)
+			}
+			return api.Serve(o.Listener)
+		})
+	}()
+	running := 1
+	if o.MetricsListener != nil {
+		running++
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
+		metricsSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { errs <- serve(ctx, metricsSrv, func() error { return metricsSrv.Serve(o.MetricsListener) }) }()
+	}
+	var all []error
+	for range running {
+		if err := <-errs; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			all = append(all, err)
+		}
+	}
+	if len(all) > 0 {
+		return fmt.Errorf("serving: %w", errors.Join(all...))
+	}
+	return nil
+}
+
+// waitFor polls cond until it holds or ctx ends.
+func waitFor(ctx context.Context, cond func() bool) bool {
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return true
+}

@@ -1,0 +1,245 @@
+// Package tokenserver is the HTTP server that issues access tokens to OAuthClients
+// (client_credentials) and verifies API keys and tokens for resource servers.
+//
+// Its only source of truth is the Kubernetes API server, read through watch caches
+// of APIKeys and OAuthClients (hashes only) and of the one signing-key Secret. It
+// never reads the Secrets that hold plaintext credentials.
+package tokenserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+)
+
+// Config is everything the server needs to know; the flags of `latchkey tokenserver`.
+type Config struct {
+	// IssuerURL is the "iss" of every token and the base of the metadata URLs.
+	IssuerURL string
+	// SigningAlgorithm is RS256 (default), ES256 or EdDSA.
+	SigningAlgorithm string
+	// MaxBodyBytes bounds a request body.
+	MaxBodyBytes int64
+}
+
+// Server answers the OAuth endpoints from an Index and a key ring.
+type Server struct {
+	cfg     Config
+	index   *Index
+	keys    *Keys
+	clock   clock.PassiveClock
+	log     logr.Logger
+	metrics *metrics
+	usage   usageRecorder
+	ready   atomic.Bool // caches synced; the signing key is checked per request
+	// metadata is the RFC 8414 document, rendered once.
+	metadata []byte
+}
+
+// usageRecorder notes that a credential was accepted, for status.lastUsedAt.
+type usageRecorder interface {
+	Used(kind string, ref objectRef)
+}
+
+// NewServer assembles a server. Handler() serves it; Run (in run.go) wires it to
+// the API server.
+func NewServer(cfg Config, index *Index, keys *Keys, clk clock.PassiveClock, log logr.Logger, reg prometheus.Registerer, usage usageRecorder) (*Server, error) {
+	if _, err := url.Parse(cfg.IssuerURL); err != nil || cfg.IssuerURL == "" {
+		return nil, fmt.Errorf("invalid issuer URL %q", cfg.IssuerURL)
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 16 << 10
+	}
+	s := &Server{cfg: cfg, index: index, keys: keys, clock: clk, log: log, usage: usage}
+	s.metrics = newMetrics(reg, s)
+	var err error
+	if s.metadata, err = json.Marshal(s.authorizationServerMetadata()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Handler routes the server's endpoints.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST /oauth2/token", s.instrument("token", s.handleToken))
+	mux.Handle("POST /oauth2/introspect", s.instrument("introspect", s.handleIntrospect))
+	mux.Handle("GET /oauth2/jwks", s.instrument("jwks", s.handleJWKS))
+	mux.Handle("GET /.well-known/oauth-authorization-server", s.instrument("metadata", s.handleMetadata))
+	mux.Handle("GET /.well-known/openid-configuration", s.instrument("metadata", s.handleMetadata))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /readyz", s.handleReadyz)
+	return mux
+}
+
+// Ready reports whether the caches have synced and a signing key is loaded.
+func (s *Server) Ready() bool { return s.ready.Load() && s.keys.Ready(s.clock.Now()) }
+
+// SetSynced marks the watch caches as synced.
+func (s *Server) SetSynced() { s.ready.Store(true) }
+
+func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) {
+	switch {
+	case !s.ready.Load():
+		http.Error(w, "caches not synced", http.StatusServiceUnavailable)
+	case !s.keys.Ready(s.clock.Now()):
+		http.Error(w, "no signing key loaded", http.StatusServiceUnavailable)
+	default:
+		_, _ = w.Write([]byte("ok"))
+	}
+}
+
+// oauthError is an RFC 6749 §5.2 error response.
+type oauthError struct {
+	status      int
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+func (e *oauthError) Error() string { return e.Code + ": " + e.Description }
+
+func errInvalidRequest(format string, args ...any) *oauthError {
+	return &oauthError{http.StatusBadRequest, "invalid_request", fmt.Sprintf(format, args...)}
+}
+
+// errInvalidClient is the same for an unknown id, a wrong secret, and a revoked,
+// expired or not-yet-issued client, so that none can be told from another.
+var errInvalidClient = &oauthError{http.StatusUnauthorized, "invalid_client", "client authentication failed"}
+
+// writeError writes an RFC 6749 error. 401s carry a WWW-Authenticate challenge.
+func writeError(w http.ResponseWriter, e *oauthError) {
+	h := w.Header()
+	if e.status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Basic realm="latchkey", charset="UTF-8"`)
+	}
+	writeJSON(w, e.status, e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// readForm parses an application/x-www-form-urlencoded body within the size limit
+// and refuses repeated parameters (RFC 6749 §3.2: parameters MUST NOT be included
+// more than once), except those listed as repeatable.
+func (s *Server) readForm(w http.ResponseWriter, r *http.Request, repeatable ...string) (url.Values, *oauthError) {
+	if mt := r.Header.Get("Content-Type"); !strings.HasPrefix(mt, "application/x-www-form-urlencoded") {
+		return nil, errInvalidRequest("the request body must be application/x-www-form-urlencoded")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		return nil, errInvalidRequest("the request body could not be read")
+	}
+	for name, values := range r.PostForm {
+		if len(values) > 1 && !contains(repeatable, name) {
+			return nil, errInvalidRequest("parameter %s is repeated", name)
+		}
+	}
+	return r.PostForm, nil
+}
+
+// authenticateClient authenticates the caller as an active OAuthClient with
+// client_secret_basic (RFC 6749 §2.3.1, form-urlencoded id and secret) or
+// client_secret_post, as the client allows.
+func (s *Server) authenticateClient(r *http.Request, form url.Values) (*oauthClient, *oauthError) {
+	id, secret, basic := r.BasicAuth()
+	if basic {
+		if form.Has("client_secret") {
+			return nil, errInvalidRequest("use one client authentication method, not both")
+		}
+		var err1, err2 error
+		id, err1 = url.QueryUnescape(id)
+		secret, err2 = url.QueryUnescape(secret)
+		if err1 != nil || err2 != nil {
+			return nil, errInvalidClient
+		}
+		if formID := form.Get("client_id"); formID != "" && formID != id {
+			return nil, errInvalidRequest("client_id in the body does not match the Authorization header")
+		}
+	} else {
+		id, secret = form.Get("client_id"), form.Get("client_secret")
+		if id == "" || secret == "" {
+			return nil, errInvalidClient
+		}
+	}
+	presented := digest(sha256.Sum256([]byte(secret))) // hashed even for an unknown id: no timing difference to probe
+	client, duplicate := s.index.LookupClient(id)
+	if duplicate {
+		s.log.Error(nil, "client_id is held by more than one OAuthClient; refusing it", "clientID", id)
+		return nil, errInvalidClient
+	}
+	now := s.clock.Now()
+	if client == nil || !client.active(now) || !client.secretMatches(presented, now) ||
+		(basic && !client.basic) || (!basic && !client.post) {
+		return nil, errInvalidClient
+	}
+	s.usage.Used(kindOAuthClient, client.ref)
+	return client, nil
+}
+
+// Kinds as the usage recorder names them.
+const (
+	kindAPIKey      = "apikeys"
+	kindOAuthClient = "oauthclients"
+)
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// instrument counts and times each request by endpoint and outcome.
+func (s *Server) instrument(endpoint string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h(rec, r)
+		s.metrics.observe(endpoint, rec.status, time.Since(start))
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	r.status = status
+	r.ResponseWriter.WriteHeader(status)
+}
+
+// shutdownGrace is how long in-flight requests get on shutdown.
+const shutdownGrace = 10 * time.Second
+
+// serve runs srv until ctx ends, then shuts it down gracefully.
+func serve(ctx context.Context, srv *http.Server, listen func() error) error {
+	errs := make(chan error, 1)
+	go func() { errs <- listen() }()
+	select {
+	case err := <-errs:
+		return err
+	case <-ctx.Done():
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		return srv.Shutdown(shutdownCtx)
+	}
+}
