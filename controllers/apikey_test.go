@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/controllers"
@@ -84,8 +85,11 @@ var _ = Describe("APIKey", func() {
 		func(mutate func(*latchkeyv1.APIKey), message string) {
 			obj := create(ctx, apiKeyKind, ns, "fixed", func(o controllers.CredentialObject) { o.(*latchkeyv1.APIKey).Spec.Prefix = "acme" })
 			key := obj.(*latchkeyv1.APIKey)
+			// A merge patch carries no resourceVersion, so the answer is the API server's
+			// validation verdict and never a conflict with the reconciler's status write.
+			base := key.DeepCopy()
 			mutate(key)
-			err := k8s.Update(ctx, key)
+			err := k8s.Patch(ctx, key, client.MergeFrom(base))
 			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 			Expect(err.Error()).To(ContainSubstring(message))
 		},

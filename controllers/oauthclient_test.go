@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/controllers"
@@ -64,8 +65,9 @@ var _ = Describe("OAuthClient", func() {
 	It("refuses to change a client_id once assigned", func() {
 		obj := create(ctx, oauthClientKind, ns, "pinned", nil)
 		ready := waitReady(ctx, oauthClientKind, obj, latchkeyv1.ReasonIssued).(*latchkeyv1.OAuthClient)
+		base := ready.DeepCopy()
 		ready.Status.ClientID = "000000000000000000000000"
-		err := k8s.Status().Update(ctx, ready)
+		err := k8s.Status().Patch(ctx, ready, client.MergeFrom(base))
 		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 		Expect(err.Error()).To(ContainSubstring("clientID never changes once assigned"))
 	})

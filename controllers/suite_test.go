@@ -25,6 +25,7 @@ import (
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/controllers"
+	"github.com/latchkey-dev/latchkey/internal/signingkeys"
 	"github.com/latchkey-dev/latchkey/internal/testenv"
 )
 
@@ -36,6 +37,13 @@ const failStatusPatchOnce = "test.latchkey.dev/fail-status-patch-once"
 const (
 	testIssuerURL = "https://auth.latchkey.test"
 	testTokenURL  = "https://auth.latchkey.test/oauth2/token"
+)
+
+// Where and how the suite's manager keeps the token-signing keys.
+const (
+	operatorNamespace  = "latchkey-system"
+	signingKeySecret   = "latchkey-signing-keys"
+	signingKeyRotation = 2 * time.Hour
 )
 
 var (
@@ -69,6 +77,7 @@ var _ = BeforeSuite(func() {
 	cfg := testEnv.Config
 	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
+	Expect(k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}})).To(Succeed())
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
@@ -84,6 +93,14 @@ var _ = BeforeSuite(func() {
 		Clock:            testClock,
 		Controller:       controller.Options{MaxConcurrentReconciles: 4},
 		Client:           crashingClient{mgr.GetClient()},
+		SigningKeys: &controllers.SigningKeyOptions{
+			Namespace: operatorNamespace, SecretName: signingKeySecret,
+			Policy: signingkeys.Policy{
+				Algorithms:       []string{signingkeys.ES256, signingkeys.EdDSA}, // RSA works the same and is slower to generate
+				RotationInterval: signingKeyRotation,
+				MaxTokenLifetime: time.Hour,
+			},
+		},
 	})).To(Succeed())
 
 	var ctx context.Context

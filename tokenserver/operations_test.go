@@ -1,0 +1,179 @@
+package tokenserver_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"golang.org/x/oauth2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/signingkeys"
+	"github.com/latchkey-dev/latchkey/tokenserver"
+)
+
+var _ = Describe("Discovery", func() {
+	It("serves RFC 8414 metadata at both well-known paths", func() {
+		for _, path := range []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+			resp := get(server.URL + path)
+			Expect(resp.StatusCode).To(Equal(http.StatusOK))
+			Expect(resp.Header.Get("Content-Type")).To(Equal("application/json"))
+			Expect(resp.JSON()).To(And(
+				HaveKeyWithValue("issuer", issuer),
+				HaveKeyWithValue("token_endpoint", issuer+"/oauth2/token"),
+				HaveKeyWithValue("jwks_uri", issuer+"/oauth2/jwks"),
+				HaveKeyWithValue("introspection_endpoint", issuer+"/oauth2/introspect"),
+				HaveKeyWithValue("grant_types_supported", ConsistOf("client_credentials")),
+				HaveKeyWithValue("token_endpoint_auth_methods_supported", ConsistOf("client_secret_basic", "client_secret_post")),
+				HaveKeyWithValue("access_token_signing_alg_values_supported", ConsistOf("RS256")),
+			))
+		}
+	})
+
+	It("publishes the signing key and the next one, public parts only", func() {
+		resp := get(server.URL + "/oauth2/jwks")
+		Expect(resp.StatusCode).To(Equal(http.StatusOK))
+		Expect(resp.Header.Get("Content-Type")).To(Equal("application/jwk-set+json"))
+		set, err := jwk.Parse(resp.Body)
+		Expect(err).NotTo(HaveOccurred())
+
+		secret := &corev1.Secret{}
+		Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: operatorNamespace, Name: "latchkey-signing-keys"}, secret)).To(Succeed())
+		keys, err := signingkeys.Parse(secret.Data[signingkeys.SecretDataKey])
+		Expect(err).NotTo(HaveOccurred())
+		active, ok := keys.Active(signingkeys.RS256, time.Now())
+		Expect(ok).To(BeTrue())
+		var rs256 []string
+		for _, k := range keys.Keys {
+			if k.Algorithm == signingkeys.RS256 {
+				rs256 = append(rs256, k.KID)
+			}
+		}
+		Expect(rs256).To(HaveLen(2), "the active key and the next one")
+		for _, kid := range rs256 {
+			published, found := set.LookupKeyID(kid)
+			Expect(found).To(BeTrue(), "kid %s", kid)
+			alg, _ := published.Algorithm()
+			Expect(alg.String()).To(Equal("RS256"))
+			isPrivate, err := jwk.IsPrivateKey(published)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(isPrivate).To(BeFalse())
+		}
+		Expect(string(resp.Body)).NotTo(ContainSubstring(`"d":`), "no private exponent")
+
+		c := newClient(newNamespace(), "kid", nil)
+		tok, err := clientCredentials(server, c, oauth2.AuthStyleInHeader).Token(context.Background())
+		Expect(err).NotTo(HaveOccurred())
+		kid, _ := header(tok.AccessToken).KeyID()
+		Expect(kid).To(Equal(active.KID), "tokens are signed with the active key, never the next one")
+	})
+})
+
+var _ = Describe("Operations", func() {
+	It("is ready only once a signing key is loaded", func() {
+		// As cluster admin, so that the Secret is missing rather than forbidden.
+		s := startServerWith(env.Config, signingkeys.RS256, func(o *tokenserver.Options) { o.SigningKeySecret = "no-such-secret" }, false)
+		defer s.Stop()
+		Consistently(func() int { return get(s.URL + "/readyz").StatusCode }, "1s").Should(Equal(http.StatusServiceUnavailable))
+		Expect(string(get(s.URL + "/readyz").Body)).To(ContainSubstring("no signing key"))
+		Expect(get(s.URL + "/healthz").StatusCode).To(Equal(http.StatusOK), "alive all the same")
+		expectOAuthError(get(s.URL+"/oauth2/jwks"), http.StatusServiceUnavailable, "temporarily_unavailable")
+	})
+
+	It("cannot read the Secrets that hold plaintext credentials", func() {
+		ns := newNamespace()
+		c := newClient(ns, "private", nil)
+		restricted, err := client.New(tokenServerConfig, client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+		err = restricted.Get(context.Background(), secretKey(c), &corev1.Secret{})
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+		err = restricted.List(context.Background(), &corev1.SecretList{}, client.InNamespace(operatorNamespace))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "not even a list in its own namespace: got %v", err)
+	})
+
+	It("records lastUsedAt at most once a minute per object", func() {
+		ns := newNamespace()
+		resourceServer := newClient(ns, "busy-api", nil)
+		key, plaintext := newAPIKey(ns, "busy-key", nil)
+		Expect(key.Status.LastUsedAt).To(BeNil())
+
+		for range 20 {
+			Expect(server.active(resourceServer, plaintext)).To(BeTrue())
+		}
+		var first *latchkeyv1.APIKey
+		Eventually(func(g Gomega) {
+			first = &latchkeyv1.APIKey{}
+			g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(key), first)).To(Succeed())
+			g.Expect(first.Status.LastUsedAt).NotTo(BeNil())
+		}).Should(Succeed())
+		Expect(first.Status.LastUsedAt.Time).To(BeTemporally("~", time.Now(), 5*time.Second))
+		Eventually(func() *latchkeyv1.OAuthClient {
+			c := &latchkeyv1.OAuthClient{}
+			Expect(k8s.Get(context.Background(), clientKey(resourceServer), c)).To(Succeed())
+			return c
+		}).Should(HaveField("Status.LastUsedAt", Not(BeNil())), "the caller's client is recorded too")
+
+		time.Sleep(1100 * time.Millisecond) // a second later, so a second write would show
+		Expect(server.active(resourceServer, plaintext)).To(BeTrue())
+		Consistently(func() string {
+			latest := &latchkeyv1.APIKey{}
+			Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(key), latest)).To(Succeed())
+			return latest.ResourceVersion
+		}, "1s", "100ms").Should(Equal(first.ResourceVersion), "no second write within the minute")
+	})
+
+	It("exports request, cache and signing-key metrics, and no credential", func() {
+		ns := newNamespace()
+		c := newClient(ns, "metered", nil)
+		Expect(server.token(c, nil).StatusCode).To(Equal(http.StatusOK))
+		expectOAuthError(postForm(server.URL+"/oauth2/token", nil, &basicAuth{c.ClientID, "wrong"}), http.StatusBadRequest, "invalid_request")
+
+		body := string(get(server.Metrics).Body)
+		Expect(body).To(ContainSubstring(`latchkey_tokenserver_requests_total{code="200",endpoint="token"}`))
+		Expect(body).To(ContainSubstring(`latchkey_tokenserver_requests_total{code="400",endpoint="token"}`))
+		Expect(body).To(ContainSubstring(`latchkey_tokenserver_request_duration_seconds_bucket{endpoint="token"`))
+		Expect(body).To(MatchRegexp(`latchkey_tokenserver_cached_oauthclients [1-9]`))
+		Expect(body).To(MatchRegexp(`latchkey_tokenserver_cached_apikey_hashes \d`))
+		Expect(body).To(MatchRegexp(`latchkey_tokenserver_signing_key_age_seconds [0-9.e+]+`))
+		for _, p := range plaintexts {
+			Expect(body).NotTo(ContainSubstring(p))
+		}
+	})
+
+	It("finishes a request in flight when it shuts down", func() {
+		s := startServer(signingkeys.RS256)
+		c := newClient(newNamespace(), "draining", nil)
+		conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+		Expect(err).NotTo(HaveOccurred())
+		defer conn.Close()
+		// Send the headers now and the body after shutdown has begun.
+		body := "grant_type=client_credentials"
+		req := "POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n" +
+			"Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(c.ClientID+":"+c.ClientSecret)) + "\r\n" +
+			"Content-Length: " + strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n"
+		_, err = conn.Write([]byte(req))
+		Expect(err).NotTo(HaveOccurred())
+		time.Sleep(100 * time.Millisecond)
+		s.stop()
+		time.Sleep(100 * time.Millisecond)
+		_, err = conn.Write([]byte(body))
+		Expect(err).NotTo(HaveOccurred())
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(resp.StatusCode).To(Equal(http.StatusOK))
+		Eventually(s.done).Should(Receive(BeNil()), "and then exits cleanly")
+		_, err = net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+		Expect(err).To(HaveOccurred(), "no longer listening")
+	})
+})

@@ -1,0 +1,249 @@
+package tokenserver_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/controllers"
+	"github.com/latchkey-dev/latchkey/internal/signingkeys"
+	"github.com/latchkey-dev/latchkey/internal/testenv"
+	"github.com/latchkey-dev/latchkey/tokenserver"
+)
+
+const (
+	operatorNamespace = "latchkey-system"
+	issuer            = "https://auth.latchkey.test"
+	tokenServerUser   = "latchkey-tokenserver-under-test"
+)
+
+var (
+	env         *testenv.Env
+	k8s         client.Client
+	scheme      = runtime.NewScheme()
+	logs        = &syncBuffer{}
+	stopManager context.CancelFunc
+	// tokenServerConfig authenticates as a user bound only to config/tokenserver's roles.
+	tokenServerConfig *rest.Config
+	// server is the token server most specs talk to (RS256).
+	server *runningServer
+)
+
+func TestTokenServer(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Token Server Suite")
+}
+
+var _ = BeforeSuite(func() {
+	SetDefaultEventuallyTimeout(10 * time.Second)
+	SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
+	ctrl.SetLogger(zap.New(zap.WriteTo(io.MultiWriter(GinkgoWriter, logs)), zap.UseDevMode(true)))
+	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	Expect(latchkeyv1.AddToScheme(scheme)).To(Succeed())
+
+	var err error
+	env, err = testenv.Start(os.Stderr)
+	Expect(err).NotTo(HaveOccurred())
+	k8s, err = client.New(env.Config, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}})).To(Succeed())
+
+	startManager(env.Config)
+	tokenServerConfig = bindTokenServerRBAC(env)
+	server = startServer(signingkeys.RS256)
+})
+
+var _ = AfterSuite(func() {
+	if server != nil {
+		server.Stop()
+	}
+	// No credential the suite handled may appear in what the servers and the manager logged.
+	logged := logs.String()
+	Expect(plaintexts).NotTo(BeEmpty())
+	for _, p := range plaintexts {
+		Expect(logged).NotTo(ContainSubstring(p), "a plaintext credential reached the logs")
+	}
+	if stopManager != nil {
+		stopManager()
+	}
+	if env != nil {
+		Expect(env.Stop()).To(Succeed())
+	}
+})
+
+// startManager runs the real manager, with signing keys for every algorithm.
+func startManager(cfg *rest.Config) {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache:   cache.Options{ByObject: controllers.CacheByObject()},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(controllers.SetupAll(mgr, controllers.Options{
+		DefaultKeyPrefix: "lk",
+		IssuerURL:        issuer,
+		TokenURL:         issuer + "/oauth2/token",
+		Random:           rand.Reader,
+		Clock:            clock.RealClock{},
+		Controller:       controller.Options{MaxConcurrentReconciles: 4},
+		SigningKeys: &controllers.SigningKeyOptions{
+			Namespace: operatorNamespace, SecretName: "latchkey-signing-keys",
+			Policy: signingkeys.Policy{
+				Algorithms:       signingkeys.SupportedAlgorithms,
+				RotationInterval: 30 * 24 * time.Hour,
+				MaxTokenLifetime: latchkeyv1.MaxAccessTokenTTL,
+			},
+		},
+	})).To(Succeed())
+	var ctx context.Context
+	ctx, stopManager = context.WithCancel(context.Background())
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+}
+
+// bindTokenServerRBAC creates the roles of config/tokenserver/rbac.yaml and binds
+// them to a test user, so the suite's token servers have exactly those permissions.
+func bindTokenServerRBAC(env *testenv.Env) *rest.Config {
+	ctx := context.Background()
+	raw, err := os.ReadFile(filepath.Join("..", "config", "tokenserver", "rbac.yaml"))
+	Expect(err).NotTo(HaveOccurred())
+	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: tokenServerUser, APIGroup: rbacv1.GroupName}}
+	for {
+		var doc struct {
+			Kind string `json:"kind"`
+		}
+		var rawDoc runtime.RawExtension
+		if err := decoder.Decode(&rawDoc); errors.Is(err, io.EOF) {
+			break
+		} else {
+			Expect(err).NotTo(HaveOccurred())
+		}
+		Expect(utilyaml.Unmarshal(rawDoc.Raw, &doc)).To(Succeed())
+		switch doc.Kind {
+		case "ClusterRole":
+			role := &rbacv1.ClusterRole{}
+			Expect(utilyaml.Unmarshal(rawDoc.Raw, role)).To(Succeed())
+			Expect(k8s.Create(ctx, role)).To(Succeed())
+			Expect(k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: role.Name + "-test"}, Subjects: subject,
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+			})).To(Succeed())
+		case "Role":
+			role := &rbacv1.Role{}
+			Expect(utilyaml.Unmarshal(rawDoc.Raw, role)).To(Succeed())
+			role.Namespace = operatorNamespace
+			Expect(k8s.Create(ctx, role)).To(Succeed())
+			Expect(k8s.Create(ctx, &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: role.Name + "-test", Namespace: operatorNamespace}, Subjects: subject,
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+			})).To(Succeed())
+		}
+	}
+	user, err := env.AddUser(envtest.User{Name: tokenServerUser}, env.Config)
+	Expect(err).NotTo(HaveOccurred())
+	return user.Config()
+}
+
+// runningServer is a token server started in-process on a loopback port.
+type runningServer struct {
+	URL      string
+	Metrics  string
+	Registry *prometheus.Registry
+	stop     context.CancelFunc
+	done     chan error
+}
+
+// startServer starts a token server with the token server's RBAC and waits until it is ready.
+func startServer(alg string) *runningServer {
+	return startServerWith(tokenServerConfig, alg, nil, true)
+}
+
+func startServerWith(cfg *rest.Config, alg string, mutate func(*tokenserver.Options), waitReady bool) *runningServer {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	metricsListener, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &runningServer{
+		URL:      "http://" + listener.Addr().String(),
+		Metrics:  "http://" + metricsListener.Addr().String() + "/metrics",
+		Registry: prometheus.NewRegistry(),
+		stop:     cancel,
+		done:     make(chan error, 1),
+	}
+	opts := tokenserver.Options{
+		Config:                tokenserver.Config{IssuerURL: issuer, SigningAlgorithm: alg},
+		Listener:              listener,
+		MetricsListener:       metricsListener,
+		SigningKeyNamespace:   operatorNamespace,
+		SigningKeySecret:      "latchkey-signing-keys",
+		LastUsedFlushInterval: 200 * time.Millisecond,
+		LastUsedMinInterval:   time.Minute,
+		Log:                   ctrl.Log.WithName("tokenserver-" + alg),
+		Registry:              s.Registry,
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	go func() { s.done <- tokenserver.Run(ctx, cfg, opts) }()
+	if waitReady {
+		Eventually(func() int { return get(s.URL + "/readyz").StatusCode }).Should(Equal(200), "the token server becomes ready")
+	} else {
+		Eventually(func() int { return get(s.URL + "/healthz").StatusCode }).Should(Equal(200), "the token server serves")
+	}
+	return s
+}
+
+func (s *runningServer) Stop() {
+	s.stop()
+	Eventually(s.done).Should(Receive(BeNil()), "the server shuts down cleanly")
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
