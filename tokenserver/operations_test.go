@@ -13,9 +13,9 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"golang.org/x/oauth2"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"golang.org/x/oauth2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
@@ -87,7 +87,7 @@ var _ = Describe("Operations", func() {
 		defer s.Stop()
 		Consistently(func() int { return get(s.URL + "/readyz").StatusCode }, "1s").Should(Equal(http.StatusServiceUnavailable))
 		Expect(string(get(s.URL + "/readyz").Body)).To(ContainSubstring("no signing key"))
-		Expect(get(s.URL + "/healthz").StatusCode).To(Equal(http.StatusOK), "alive all the same")
+		Expect(get(s.URL+"/healthz").StatusCode).To(Equal(http.StatusOK), "alive all the same")
 		expectOAuthError(get(s.URL+"/oauth2/jwks"), http.StatusServiceUnavailable, "temporarily_unavailable")
 	})
 
