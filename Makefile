@@ -63,4 +63,5 @@ docker-build: ## Build the image (needs a Docker engine).
 build-installer: manifests ## Render everything into dist/install.yaml.
 	mkdir -p dist
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	cd config/tokenserver && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default > dist/install.yaml
