@@ -34,22 +34,38 @@ fmt: ## go fmt.
 	go fmt ./...
 
 .PHONY: vet
-vet: ## go vet.
+vet: ## go vet (the e2e suite too).
 	go vet ./...
+	go vet -tags e2e ./test/...
 
 .PHONY: envtest
-envtest: ## Build kube-apiserver and etcd from Go modules into bin/k8s/<version> (once).
-	K8S_VERSION=$(K8S_VERSION) ENVTEST_BIN_DIR=$(ENVTEST_DIR) hack/envtest.sh kube-apiserver etcd kube-controller-manager
+envtest: ## Build kube-apiserver, etcd, kube-controller-manager and kubectl from Go modules into bin/k8s/<version> (once).
+	K8S_VERSION=$(K8S_VERSION) ENVTEST_BIN_DIR=$(ENVTEST_DIR) hack/envtest.sh kube-apiserver etcd kube-controller-manager kubectl
 
 .PHONY: test
-test: verify-generated vet envtest ## Run the unit tests and the envtest suites against a real API server.
+test: verify-generated vet test-envtest test-e2e ## Everything: unit tests, envtest suites, then the end-to-end suite.
+
+.PHONY: test-envtest
+test-envtest: envtest ## The unit tests and the envtest suites against a real API server.
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
+
+.PHONY: test-e2e
+test-e2e: build envtest ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl.
+	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v
+
+##@ Demo
+
+.PHONY: demo
+demo: build envtest ## The whole product on this machine: control plane, manager, token server, samples, curl. Ctrl-C stops it.
+	hack/demo.sh
 
 ##@ Build
 
 .PHONY: build
-build: ## Build bin/latchkey (manager and tokenserver subcommands).
+build: ## Build bin/latchkey (manager, tokenserver), bin/kubectl-latchkey and bin/latchkey-controlplane.
 	CGO_ENABLED=0 go build -trimpath -o bin/latchkey ./cmd
+	CGO_ENABLED=0 go build -trimpath -o bin/kubectl-latchkey ./cmd/kubectl-latchkey
+	go build -o bin/latchkey-controlplane ./hack/controlplane
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster of the current kubeconfig.

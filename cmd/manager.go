@@ -122,6 +122,7 @@ func ManagerOptions(f managerFlags) ctrl.Options {
 		HealthProbeBindAddress:        f.probeAddr,
 		LeaderElection:                f.leaderElection,
 		LeaderElectionID:              f.leaderElectionID,
+		LeaderElectionNamespace:       f.namespace, // in a pod as well as outside one (make demo)
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       ptrDuration(30 * time.Second),
 		Cache:                         cache.Options{ByObject: controllers.CacheByObject()},

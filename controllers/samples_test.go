@@ -34,7 +34,7 @@ var _ = Describe("Samples", func() {
 			}
 		},
 		Entry("APIKeys", "latchkey_v1alpha1_apikey.yaml", kinds[0], 2),
-		Entry("OAuthClients", "latchkey_v1alpha1_oauthclient.yaml", kinds[1], 1),
+		Entry("OAuthClients", "latchkey_v1alpha1_oauthclient.yaml", kinds[1], 2),
 	)
 })
 

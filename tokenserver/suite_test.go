@@ -135,7 +135,7 @@ func startManager(cfg *rest.Config) {
 // them to a test user, so the suite's token servers have exactly those permissions.
 func bindTokenServerRBAC(env *testenv.Env) *rest.Config {
 	ctx := context.Background()
-	raw, err := os.ReadFile(filepath.Join("..", "config", "tokenserver", "rbac.yaml"))
+	raw, err := os.ReadFile(filepath.Join("..", "config", "tokenserver", "rbac", "rbac.yaml"))
 	Expect(err).NotTo(HaveOccurred())
 	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
 	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: tokenServerUser, APIGroup: rbacv1.GroupName}}

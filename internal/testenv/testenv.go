@@ -28,9 +28,20 @@ type Env struct {
 	gc         *exec.Cmd
 }
 
-// Start starts etcd, kube-apiserver and the garbage collector. logTo receives the
-// controller manager's output.
-func Start(logTo *os.File) (*Env, error) {
+// Options tune Start.
+type Options struct {
+	// SkipCRDs leaves the CRDs out, for a control plane that installs them itself (make demo).
+	SkipCRDs bool
+	// LogTo receives the controller manager's output.
+	LogTo *os.File
+}
+
+// Start starts etcd, kube-apiserver with the project's CRDs, and the garbage
+// collector. logTo receives the controller manager's output.
+func Start(logTo *os.File) (*Env, error) { return StartWith(Options{LogTo: logTo}) }
+
+// StartWith is Start with options.
+func StartWith(o Options) (*Env, error) {
 	root, err := repoRoot()
 	if err != nil {
 		return nil, err
@@ -39,15 +50,15 @@ func Start(logTo *os.File) (*Env, error) {
 	if assets == "" {
 		assets = filepath.Join(root, "bin", "k8s", K8sVersion)
 	}
-	env := &Env{Environment: &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assets,
-	}}
+	env := &Env{Environment: &envtest.Environment{BinaryAssetsDirectory: assets}}
+	if !o.SkipCRDs {
+		env.CRDDirectoryPaths = []string{filepath.Join(root, "config", "crd", "bases")}
+		env.ErrorIfCRDPathMissing = true
+	}
 	if env.Config, err = env.Environment.Start(); err != nil {
 		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s (run `make envtest`): %w", assets, err)
 	}
-	if err := env.startGarbageCollector(assets, logTo); err != nil {
+	if err := env.startGarbageCollector(assets, o.LogTo); err != nil {
 		_ = env.Stop()
 		return nil, err
 	}
@@ -77,11 +88,27 @@ func (e *Env) startGarbageCollector(assets string, logTo *os.File) error {
 		"--secure-port=0",
 		"--v=1",
 	)
-	e.gc.Stdout, e.gc.Stderr = logTo, logTo
+	if logTo != nil {
+		e.gc.Stdout, e.gc.Stderr = logTo, logTo
+	}
 	if err := e.gc.Start(); err != nil {
 		return fmt.Errorf("starting kube-controller-manager (run `make envtest`): %w", err)
 	}
 	return nil
+}
+
+// WriteUserKubeconfig writes a kubeconfig that authenticates as user (with a client
+// certificate signed by the control plane's CA) and returns its path.
+func (e *Env) WriteUserKubeconfig(user envtest.User, path string) error {
+	u, err := e.AddUser(user, e.Config)
+	if err != nil {
+		return fmt.Errorf("adding user %s: %w", user.Name, err)
+	}
+	kubeconfig, err := u.KubeConfig()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, kubeconfig, 0o600)
 }
 
 // Stop stops every process Start started and removes their files.

@@ -1,0 +1,400 @@
+// Command kubectl-latchkey is a kubectl plugin for everyday credential operations.
+// Everything it does can be done with plain kubectl (see the README); it saves the
+// typing and waits until the operator has acted.
+//
+//	kubectl latchkey rotate  apikey/NAME | oauthclient/NAME   new credential; the old one lasts its grace period
+//	kubectl latchkey revoke  apikey/NAME | oauthclient/NAME   every credential stops working at once
+//	kubectl latchkey restore apikey/NAME | oauthclient/NAME   issue a brand-new credential after a revocation
+//	kubectl latchkey status  [apikey/NAME | oauthclient/NAME] conditions, credentials (key IDs only), last use
+//	kubectl latchkey token   oauthclient/NAME                 read the client's Secret and fetch an access token
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/oauth2/clientcredentials"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/credential"
+)
+
+const usage = `kubectl latchkey: everyday operations on Latchkey credentials.
+
+Commands:
+  rotate  KIND/NAME   issue a new credential; the previous one works for the grace period
+  revoke  KIND/NAME   stop every credential at once (the Secret is deleted)
+  restore KIND/NAME   after a revocation, issue a brand-new credential
+  status  [KIND/NAME] conditions, credentials (key IDs only), expiry and last use
+  token   oauthclient/NAME
+                      fetch an access token with the client's Secret (client_credentials)
+
+KIND is apikey (ak) or oauthclient (oc).
+
+Flags:
+`
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	kubeconfig, kubeContext, namespace string
+	wait                               bool
+	timeout                            time.Duration
+	// token
+	tokenURL, scope, audience, output string
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	var o options
+	fs := pflag.NewFlagSet("kubectl-latchkey", pflag.ContinueOnError)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "path to the kubeconfig file")
+	fs.StringVar(&o.kubeContext, "context", "", "kubeconfig context to use")
+	fs.StringVarP(&o.namespace, "namespace", "n", "", "namespace (default: the context's)")
+	fs.BoolVar(&o.wait, "wait", true, "wait until the operator has acted (rotate, revoke, restore)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait")
+	fs.StringVar(&o.tokenURL, "token-url", "", "token: the token endpoint (default: token_url in the client's Secret)")
+	fs.StringVar(&o.scope, "scope", "", "token: space-separated scopes to request (default: all of the client's)")
+	fs.StringVar(&o.audience, "audience", "", "token: the audience to request (default: the client's first)")
+	fs.StringVarP(&o.output, "output", "o", "", "token: json for the whole token response; default the access token alone")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage+fs.FlagUsages()) }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errors.New("a command is required")
+	}
+	command, refs := fs.Arg(0), fs.Args()[1:]
+
+	c, namespace, err := connect(o)
+	if err != nil {
+		return err
+	}
+	op := &operator{client: c, namespace: namespace, opts: o, out: out}
+	if command == "status" && len(refs) == 0 {
+		return op.statusAll(ctx)
+	}
+	if len(refs) != 1 {
+		return fmt.Errorf("%s takes one KIND/NAME", command)
+	}
+	obj, err := parseRef(refs[0], namespace)
+	if err != nil {
+		return err
+	}
+	switch command {
+	case "rotate":
+		return op.rotate(ctx, obj)
+	case "revoke":
+		return op.setRevoked(ctx, obj, true)
+	case "restore":
+		return op.setRevoked(ctx, obj, false)
+	case "status":
+		return op.status(ctx, obj)
+	case "token":
+		oc, ok := obj.(*latchkeyv1.OAuthClient)
+		if !ok {
+			return errors.New("token works on an oauthclient")
+		}
+		return op.token(ctx, oc)
+	}
+	return fmt.Errorf("unknown command %q (rotate, revoke, restore, status, token)", command)
+}
+
+// credentialObject is what the commands need of an APIKey or an OAuthClient.
+type credentialObject interface {
+	client.Object
+	Lifecycle() *latchkeyv1.CredentialSpec
+	CredentialStatus() *latchkeyv1.CredentialStatus
+	SecretName() string
+}
+
+func parseRef(ref, namespace string) (credentialObject, error) {
+	kind, name, ok := strings.Cut(ref, "/")
+	if !ok || name == "" {
+		return nil, fmt.Errorf("%q: want KIND/NAME, such as apikey/billing", ref)
+	}
+	meta := metav1.ObjectMeta{Namespace: namespace, Name: name}
+	switch strings.ToLower(kind) {
+	case "apikey", "apikeys", "ak", "apikey.latchkey.dev":
+		return &latchkeyv1.APIKey{ObjectMeta: meta}, nil
+	case "oauthclient", "oauthclients", "oc", "oauthclient.latchkey.dev":
+		return &latchkeyv1.OAuthClient{ObjectMeta: meta}, nil
+	}
+	return nil, fmt.Errorf("%q: KIND is apikey (ak) or oauthclient (oc)", kind)
+}
+
+// connect loads the kubeconfig the way kubectl does (--kubeconfig, $KUBECONFIG, ~/.kube/config).
+func connect(o options) (client.Client, string, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = o.kubeconfig
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: o.kubeContext}
+	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
+	cfg, err := loader.ClientConfig()
+	if err != nil {
+		return nil, "", err
+	}
+	namespace := o.namespace
+	if namespace == "" {
+		if namespace, _, err = loader.Namespace(); err != nil {
+			return nil, "", err
+		}
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, "", err
+	}
+	if err := latchkeyv1.AddToScheme(scheme); err != nil {
+		return nil, "", err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	return c, namespace, err
+}
+
+type operator struct {
+	client    client.Client
+	namespace string
+	opts      options
+	out       io.Writer
+}
+
+func kindName(obj credentialObject) string {
+	switch obj.(type) {
+	case *latchkeyv1.APIKey:
+		return "apikey/" + obj.GetName()
+	default:
+		return "oauthclient/" + obj.GetName()
+	}
+}
+
+// rotate sets the rotate annotation to a new value, as `kubectl annotate` would.
+func (op *operator) rotate(ctx context.Context, obj credentialObject) error {
+	request := time.Now().UTC().Format(time.RFC3339Nano)
+	patch := map[string]any{"metadata": map[string]any{"annotations": map[string]string{latchkeyv1.RotateAnnotation: request}}}
+	if err := op.mergePatch(ctx, obj, patch); err != nil {
+		return err
+	}
+	fmt.Fprintf(op.out, "%s: rotation requested\n", kindName(obj))
+	if !op.opts.wait {
+		return nil
+	}
+	if err := op.waitFor(ctx, obj, func() bool {
+		return obj.CredentialStatus().LastRotateRequest == request && ready(obj)
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintf(op.out, "%s: new credential issued into Secret %s", kindName(obj), obj.SecretName())
+	if grace := previousUntil(obj); !grace.IsZero() {
+		fmt.Fprintf(op.out, "; the previous one works until %s", grace.Format(time.RFC3339))
+	}
+	fmt.Fprintln(op.out)
+	return nil
+}
+
+func previousUntil(obj credentialObject) time.Time {
+	var until time.Time
+	for _, c := range obj.CredentialStatus().Credentials {
+		if c.NotAfter != nil && c.NotAfter.After(until) {
+			until = c.NotAfter.Time
+		}
+	}
+	return until
+}
+
+func (op *operator) setRevoked(ctx context.Context, obj credentialObject, revoked bool) error {
+	if err := op.mergePatch(ctx, obj, map[string]any{"spec": map[string]any{"revoked": revoked}}); err != nil {
+		return err
+	}
+	verb := map[bool]string{true: "revoked", false: "restored"}[revoked]
+	if op.opts.wait {
+		err := op.waitFor(ctx, obj, func() bool {
+			if revoked {
+				return reason(obj) == latchkeyv1.ReasonRevoked
+			}
+			return ready(obj)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(op.out, "%s %s\n", kindName(obj), verb)
+	return nil
+}
+
+func (op *operator) mergePatch(ctx context.Context, obj credentialObject, patch map[string]any) error {
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	return op.client.Patch(ctx, obj, client.RawPatch("application/merge-patch+json", body))
+}
+
+// waitFor polls obj until done holds for its current generation.
+func (op *operator) waitFor(ctx context.Context, obj credentialObject, done func() bool) error {
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, op.opts.timeout, true, func(ctx context.Context) (bool, error) {
+		if err := op.client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return false, err
+		}
+		return obj.CredentialStatus().ObservedGeneration >= obj.GetGeneration() && done(), nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: the operator has not acted within %s (is the manager running?): %w; Ready: %s",
+			kindName(obj), op.opts.timeout, err, describeReady(obj))
+	}
+	return nil
+}
+
+func ready(obj credentialObject) bool {
+	return meta.IsStatusConditionTrue(obj.CredentialStatus().Conditions, latchkeyv1.ConditionReady)
+}
+
+func reason(obj credentialObject) string {
+	if c := meta.FindStatusCondition(obj.CredentialStatus().Conditions, latchkeyv1.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+func describeReady(obj credentialObject) string {
+	c := meta.FindStatusCondition(obj.CredentialStatus().Conditions, latchkeyv1.ConditionReady)
+	if c == nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("%s (%s: %s)", c.Status, c.Reason, c.Message)
+}
+
+func (op *operator) status(ctx context.Context, obj credentialObject) error {
+	if err := op.client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		return err
+	}
+	s := obj.CredentialStatus()
+	w := tabwriter.NewWriter(op.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "%s\t(namespace %s)\n", kindName(obj), obj.GetNamespace())
+	fmt.Fprintf(w, "Ready:\t%s\n", describeReady(obj))
+	switch o := obj.(type) {
+	case *latchkeyv1.APIKey:
+		fmt.Fprintf(w, "Key ID:\t%s\n", o.Status.KeyID)
+		fmt.Fprintf(w, "Environment:\t%s\n", o.Spec.Environment)
+		fmt.Fprintf(w, "Scopes:\t%s\n", strings.Join(o.Spec.Scopes, " "))
+	case *latchkeyv1.OAuthClient:
+		fmt.Fprintf(w, "Client ID:\t%s\n", o.Status.ClientID)
+		fmt.Fprintf(w, "Scopes:\t%s\n", strings.Join(o.Spec.Scopes, " "))
+		fmt.Fprintf(w, "Audiences:\t%s\n", strings.Join(o.Spec.Audiences, " "))
+	}
+	fmt.Fprintf(w, "Secret:\t%s\n", obj.SecretName())
+	fmt.Fprintf(w, "Revoked:\t%t\n", obj.Lifecycle().Revoked)
+	fmt.Fprintf(w, "Expires:\t%s\n", timeOr(s.ExpiresAt, "never"))
+	fmt.Fprintf(w, "Last rotated:\t%s\n", timeOr(s.LastRotatedAt, "never"))
+	fmt.Fprintf(w, "Last used:\t%s\n", timeOr(s.LastUsedAt, "not recorded"))
+	fmt.Fprintf(w, "Accepted credentials:\t%d\n", len(s.Credentials))
+	for _, c := range s.Credentials {
+		until := "current"
+		if c.NotAfter != nil {
+			until = "grace period until " + c.NotAfter.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "  %s\tserial %d, issued %s, %s\n", credential.KeyID(c.Hash), c.Serial, timeOr(&c.IssuedAt, "?"), until)
+	}
+	return w.Flush()
+}
+
+func (op *operator) statusAll(ctx context.Context) error {
+	var keys latchkeyv1.APIKeyList
+	var clients latchkeyv1.OAuthClientList
+	if err := op.client.List(ctx, &keys, client.InNamespace(op.namespace)); err != nil {
+		return err
+	}
+	if err := op.client.List(ctx, &clients, client.InNamespace(op.namespace)); err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(op.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tREADY\tREASON\tID\tCREDENTIALS\tEXPIRES\tLAST USED")
+	row := func(obj credentialObject, id string) {
+		s := obj.CredentialStatus()
+		c := meta.FindStatusCondition(s.Conditions, latchkeyv1.ConditionReady)
+		status, why := "Unknown", ""
+		if c != nil {
+			status, why = string(c.Status), c.Reason
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", kindName(obj), status, why, id, len(s.Credentials),
+			timeOr(s.ExpiresAt, "never"), timeOr(s.LastUsedAt, "-"))
+	}
+	for i := range keys.Items {
+		row(&keys.Items[i], keys.Items[i].Status.KeyID)
+	}
+	for i := range clients.Items {
+		row(&clients.Items[i], clients.Items[i].Status.ClientID)
+	}
+	return w.Flush()
+}
+
+func timeOr(t *metav1.Time, otherwise string) string {
+	if t == nil {
+		return otherwise
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// token reads the client's Secret (the same one a workload mounts) and runs the
+// client_credentials grant against its token_url.
+func (op *operator) token(ctx context.Context, oc *latchkeyv1.OAuthClient) error {
+	if err := op.client.Get(ctx, client.ObjectKeyFromObject(oc), oc); err != nil {
+		return err
+	}
+	secret := &corev1.Secret{}
+	if err := op.client.Get(ctx, client.ObjectKey{Namespace: oc.Namespace, Name: oc.SecretName()}, secret); err != nil {
+		return fmt.Errorf("reading the client's Secret: %w", err)
+	}
+	cfg := clientcredentials.Config{
+		ClientID:     string(secret.Data[latchkeyv1.ClientIDSecretKey]),
+		ClientSecret: string(secret.Data[latchkeyv1.ClientSecretSecretKey]),
+		TokenURL:     string(secret.Data[latchkeyv1.TokenURLSecretKey]),
+		Scopes:       strings.Fields(op.opts.scope),
+	}
+	if op.opts.tokenURL != "" {
+		cfg.TokenURL = op.opts.tokenURL
+	}
+	if op.opts.audience != "" {
+		cfg.EndpointParams = url.Values{"audience": {op.opts.audience}}
+	}
+	tok, err := cfg.Token(ctx)
+	if err != nil {
+		return err // the oauth2 library's error carries the RFC 6749 error body, never the secret
+	}
+	if op.opts.output != "json" {
+		_, err := fmt.Fprintln(op.out, tok.AccessToken)
+		return err
+	}
+	claims := map[string]any{}
+	if parts := strings.Split(tok.AccessToken, "."); len(parts) == 3 {
+		if payload, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
+			_ = json.Unmarshal(payload, &claims)
+		}
+	}
+	enc := json.NewEncoder(op.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(map[string]any{
+		"access_token": tok.AccessToken, "token_type": tok.TokenType, "expiry": tok.Expiry, "scope": tok.Extra("scope"), "claims": claims,
+	})
+}
