@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Fails when the generated files in the tree (deepcopy, CRDs, ClusterRole) differ from
+# Fails when the generated files in the tree (deepcopy, CRDs, ClusterRole, dist/install.yaml) differ from
 # what the markers produce now. It regenerates them in place, so after a failure the
 # tree holds the fresh files, ready to commit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-generated=(api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml)
+generated=(api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml dist/install.yaml)
 before="$(mktemp -d)"
 trap 'rm -rf "$before"' EXIT
 for path in "${generated[@]}"; do
@@ -14,6 +14,8 @@ for path in "${generated[@]}"; do
 done
 
 make --no-print-directory -s generate manifests >/dev/null
+# The release manifest, as `make build-installer` renders it with the default image.
+go tool kustomize build config/default >dist/install.yaml
 
 stale=0
 for path in "${generated[@]}"; do

@@ -1,0 +1,197 @@
+//go:build e2e
+
+// Package e2e drives the real binaries as separate processes against a local
+// control plane (hack/controlplane), and uses the built kubectl the way a user
+// would. Run it with `make test-e2e` (part of `make test`).
+package e2e
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+)
+
+var (
+	root       string // the repository
+	binDir     string // bin/, with latchkey, kubectl-latchkey, latchkey-controlplane
+	kubectlBin string
+	workDir    string // kubeconfigs and process logs
+	controlPl  *process
+	manager    *process
+	tokenSrv   *process
+	issuer     string // the token server's URL (and iss)
+	probeAddr  string // the manager's /healthz and /readyz
+	// plaintexts are the credentials the suite read from Secrets; none may appear in a log.
+	plaintexts []string
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "End-to-end Suite")
+}
+
+var _ = BeforeSuite(func() {
+	SetDefaultEventuallyTimeout(30 * time.Second)
+	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
+	var err error
+	root, err = filepath.Abs(filepath.Join("..", ".."))
+	Expect(err).NotTo(HaveOccurred())
+	binDir = filepath.Join(root, "bin")
+	kubectlBin = filepath.Join(binDir, "k8s", envOr("K8S_VERSION", "1.37.2"), "kubectl")
+	for _, bin := range []string{"latchkey", "kubectl-latchkey", "latchkey-controlplane"} {
+		Expect(filepath.Join(binDir, bin)).To(BeAnExistingFile(), "run `make build`")
+	}
+	Expect(kubectlBin).To(BeAnExistingFile(), "run `make envtest`")
+	workDir = GinkgoT().TempDir()
+
+	By("starting the local control plane")
+	controlPl = startProcess("controlplane", "", filepath.Join(binDir, "latchkey-controlplane"), "--dir", workDir)
+	Eventually(filepath.Join(workDir, "ready")).WithTimeout(2 * time.Minute).Should(BeAnExistingFile())
+
+	By("installing the CRDs and RBAC as a user would")
+	kubectl("apply", "--server-side", "-k", filepath.Join(root, "config", "local"))
+	kubectl("wait", "--for", "condition=established", "--timeout=60s", "crd/apikeys.latchkey.dev", "crd/oauthclients.latchkey.dev")
+
+	issuer = "http://" + freeAddr()
+	probeAddr = freeAddr()
+	manager = startManager()
+	tokenSrv = startTokenServer()
+	Eventually(func() int { return httpStatus(issuer + "/readyz") }).Should(Equal(http.StatusOK), "the token server becomes ready")
+})
+
+var _ = AfterSuite(func() {
+	for _, p := range []*process{tokenSrv, manager} {
+		if p != nil {
+			p.stop()
+		}
+	}
+	if controlPl != nil {
+		controlPl.stop()
+	}
+	By("checking that no credential reached a log")
+	for _, name := range []string{"manager", "tokenserver"} {
+		logs, err := os.ReadFile(filepath.Join(workDir, name+".log"))
+		if err != nil {
+			continue
+		}
+		for _, p := range plaintexts {
+			Expect(string(logs)).NotTo(ContainSubstring(p), "a credential in the %s log", name)
+		}
+	}
+})
+
+func startManager() *process {
+	p := startProcess("manager", filepath.Join(workDir, "latchkey-manager.kubeconfig"), filepath.Join(binDir, "latchkey"),
+		"manager", "--leader-elect", "--namespace=latchkey-system",
+		"--metrics-bind-address=0", "--health-probe-bind-address="+probeAddr, "--issuer-url="+issuer)
+	Eventually(func() int { return httpStatus("http://" + probeAddr + "/readyz") }).Should(Equal(http.StatusOK), "the manager becomes ready")
+	return p
+}
+
+func startTokenServer() *process {
+	return startProcess("tokenserver", filepath.Join(workDir, "latchkey-tokenserver.kubeconfig"), filepath.Join(binDir, "latchkey"),
+		"tokenserver", "--listen-address="+strings.TrimPrefix(issuer, "http://"), "--metrics-bind-address=0",
+		"--issuer-url="+issuer, "--signing-key-namespace=latchkey-system", "--last-used-flush-interval=1s")
+}
+
+// process is one of the binaries, running with its output in workDir/<name>.log
+// (appended to across restarts).
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startProcess(name, kubeconfig, bin string, args ...string) *process {
+	log, err := os.OpenFile(filepath.Join(workDir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	Expect(err).NotTo(HaveOccurred())
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = os.Environ()
+	if kubeconfig != "" {
+		cmd.Env = append(cmd.Env, "KUBECONFIG="+kubeconfig)
+	}
+	Expect(cmd.Start()).To(Succeed())
+	p := &process{name: name, cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); log.Close() }()
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *process) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		Expect(err).NotTo(HaveOccurred(), "%s exits cleanly on SIGTERM", p.name)
+	case <-time.After(40 * time.Second):
+		_ = p.cmd.Process.Kill()
+		Fail(p.name + " did not stop within 40s of SIGTERM")
+	}
+}
+
+// kubectl runs the built kubectl as the admin user, with bin/ on PATH so that
+// `kubectl latchkey` finds the plugin, and returns its standard output.
+func kubectl(args ...string) string {
+	out, err := kubectlErr(args...)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred(), "kubectl %s", strings.Join(args, " "))
+	return out
+}
+
+func kubectlErr(args ...string) (string, error) {
+	cmd := exec.Command(kubectlBin, args...)
+	cmd.Env = append(os.Environ(),
+		"KUBECONFIG="+filepath.Join(workDir, "admin.kubeconfig"),
+		"PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%w: %s", err, stderr.String())
+	}
+	return string(out), nil
+}
+
+// secretValue reads one key of a Secret with kubectl, without mounting it.
+func secretValue(ns, name, key string) string {
+	encoded := kubectl("get", "secret", name, "-n", ns, "-o", "jsonpath={.data."+strings.ReplaceAll(key, ".", `\.`)+"}")
+	decoded, err := base64.StdEncoding.DecodeString(encoded)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	if key == "api-key" || key == "client_secret" {
+		plaintexts = append(plaintexts, string(decoded))
+	}
+	return string(decoded)
+}
+
+func httpStatus(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
