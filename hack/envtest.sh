@@ -32,7 +32,9 @@ mkdir -p "$out" "$work"
 
 # is_current BINARY EXPECTED: the binary exists and reports the expected version.
 is_current() {
-	[ -x "$1" ] && "$1" --version 2>/dev/null | grep -q -- "$2"
+	local version_args=(--version)
+	[ "$(basename "$1")" = kubectl ] && version_args=(version --client) # kubectl has no --version
+	[ -x "$1" ] && "$1" "${version_args[@]}" 2>/dev/null | grep -q -- "$2"
 }
 
 # k8s_module writes (once) a module that builds kube-apiserver and kubectl from k8s.io/kubernetes.
