@@ -34,7 +34,10 @@ mkdir -p "$out" "$work"
 is_current() {
 	local version_args=(--version)
 	[ "$(basename "$1")" = kubectl ] && version_args=(version --client) # kubectl has no --version
-	[ -x "$1" ] && "$1" "${version_args[@]}" 2>/dev/null | grep -q -- "$2"
+	[ -x "$1" ] || return 1
+	local reported # captured first: grep -q exiting early would SIGPIPE the binary and fail the pipeline
+	reported="$("$1" "${version_args[@]}" 2>/dev/null)" || return 1
+	grep -q -- "$2" <<<"$reported"
 }
 
 # k8s_module writes (once) a module that builds kube-apiserver and kubectl from k8s.io/kubernetes.
