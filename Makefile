@@ -53,6 +53,10 @@ test-envtest: envtest ## The unit tests and the envtest suites against a real AP
 test-e2e: build envtest ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl.
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v
 
+.PHONY: bench-micro
+bench-micro: ## Microbenchmarks of the token server's hot paths (in process, no network).
+	go test ./tokenserver/ -run '^$$' -bench . -benchmem -count 1
+
 ##@ Demo
 
 .PHONY: demo

@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"context"
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,6 +89,11 @@ func (k *Keys) load(secret *corev1.Secret) error {
 		}
 		if key.Algorithm != k.alg {
 			continue
+		}
+		if rsaKey, ok := key.Private.Key.(*rsa.PrivateKey); ok {
+			// go-jose fills the CRT values from the JWK but does not precompute the
+			// key; without this every signature redoes that work (~15% of RS256).
+			rsaKey.Precompute()
 		}
 		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key.Private},
 			(&jose.SignerOptions{}).WithType("at+jwt"))

@@ -180,7 +180,7 @@ spec: {scopes: ["orders:read"]}`)
 
 	It("serves again after a token server restart, once its caches have synced", func() {
 		tokenSrv.stop()
-		Expect(httpStatus(issuer + "/readyz")).To(Equal(0), "down")
+		Expect(httpStatus(issuer+"/readyz")).To(Equal(0), "down")
 		tokenSrv = startTokenServer()
 		Eventually(func() int { return httpStatus(issuer + "/readyz") }).Should(Equal(http.StatusOK))
 		Expect(active(ordersAPI, apiKey)).To(BeTrue(), "ready means the cache holds every key")
