@@ -1,10 +1,10 @@
 package controllers_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"os"
 	"sync"
 	"testing"
@@ -51,7 +51,7 @@ var (
 	k8s       client.Client // the test's own client, uncached
 	scheme    = runtime.NewScheme()
 	testClock = &offsetClock{}
-	logs      = &syncBuffer{}
+	logs      = &testenv.LogBuffer{}
 	cancel    context.CancelFunc
 	// failedOnce remembers the objects whose status patch was already failed.
 	failedOnce sync.Map
@@ -67,7 +67,7 @@ var _ = BeforeSuite(func() {
 	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
 	// Everything the manager logs goes to the Ginkgo output and to a buffer that the
 	// no-plaintext spec searches.
-	ctrl.SetLogger(zap.New(zap.WriteTo(logs.Tee(GinkgoWriter)), zap.UseDevMode(true)))
+	ctrl.SetLogger(zap.New(zap.WriteTo(io.MultiWriter(logs, GinkgoWriter)), zap.UseDevMode(true)))
 	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
 	Expect(latchkeyv1.AddToScheme(scheme)).To(Succeed())
 
@@ -159,37 +159,6 @@ func (c *offsetClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.offset += d
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) Tee(w interface{ Write([]byte) (int, error) }) *teeWriter {
-	return &teeWriter{a: b, b: w}
-}
-
-type teeWriter struct {
-	a, b interface{ Write([]byte) (int, error) }
-}
-
-func (t *teeWriter) Write(p []byte) (int, error) {
-	_, _ = t.b.Write(p)
-	return t.a.Write(p)
 }
 
 // newNamespace gives each spec a namespace of its own.

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,7 +48,7 @@ var (
 	env         *testenv.Env
 	k8s         client.Client
 	scheme      = runtime.NewScheme()
-	logs        = &syncBuffer{}
+	logs        = &testenv.LogBuffer{}
 	stopManager context.CancelFunc
 	// tokenServerConfig authenticates as a user bound only to config/tokenserver's roles.
 	tokenServerConfig *rest.Config
@@ -65,7 +64,7 @@ func TestTokenServer(t *testing.T) {
 var _ = BeforeSuite(func() {
 	SetDefaultEventuallyTimeout(10 * time.Second)
 	SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
-	ctrl.SetLogger(zap.New(zap.WriteTo(io.MultiWriter(GinkgoWriter, logs)), zap.UseDevMode(true)))
+	ctrl.SetLogger(zap.New(zap.WriteTo(io.MultiWriter(logs, GinkgoWriter)), zap.UseDevMode(true)))
 	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
 	Expect(latchkeyv1.AddToScheme(scheme)).To(Succeed())
 
@@ -228,22 +227,4 @@ func startServerWith(cfg *rest.Config, alg string, mutate func(*tokenserver.Opti
 func (s *runningServer) Stop() {
 	s.stop()
 	Eventually(s.done).Should(Receive(BeNil()), "the server shuts down cleanly")
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
