@@ -53,6 +53,16 @@ test-envtest: envtest ## The unit tests and the envtest suites against a real AP
 test-e2e: build envtest ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl.
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v
 
+.PHONY: bench
+bench: build envtest ## The system benchmark: control plane, manager, pinned token server, load; writes BENCHMARKS.md (under 30 min).
+	go build -o bin/latchkey-bench ./hack/bench
+	BENCH_COMMAND="make bench$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')" bin/latchkey-bench -size full $(BENCH_FLAGS)
+
+.PHONY: bench-quick
+bench-quick: build envtest ## The same benchmark at quick sizes (a few minutes); writes bin/BENCHMARKS.quick.md.
+	go build -o bin/latchkey-bench ./hack/bench
+	BENCH_COMMAND="make bench-quick$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')" bin/latchkey-bench -size quick $(BENCH_FLAGS)
+
 .PHONY: bench-micro
 bench-micro: ## Microbenchmarks of the token server's hot paths (in process, no network).
 	go test ./tokenserver/ -run '^$$' -bench . -benchmem -count 1

@@ -27,6 +27,7 @@ import (
 // managerFlags are the manager's settings, documented in the README.
 type managerFlags struct {
 	metricsAddr, probeAddr string
+	pprofAddr              string
 	leaderElection         bool
 	leaderElectionID       string
 	defaultKeyPrefix       string
@@ -45,6 +46,7 @@ func runManager(args []string) error {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; \"0\" disables it")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "0", "address of Go's /debug/pprof endpoints, for profiling; \"0\" (the default) disables them")
 	fs.BoolVar(&f.leaderElection, "leader-elect", false, "elect one active manager among replicas")
 	fs.StringVar(&f.leaderElectionID, "leader-election-id", "manager.latchkey.dev", "name of the leader-election Lease")
 	fs.StringVar(&f.defaultKeyPrefix, "default-key-prefix", "lk", "prefix of API keys whose spec.prefix is empty")
@@ -55,8 +57,8 @@ func runManager(args []string) error {
 	fs.StringVar(&f.signingAlgorithms, "signing-algorithms", signingkeys.RS256, "comma-separated algorithms to keep signing keys for: RS256, ES256, EdDSA")
 	fs.DurationVar(&f.signingKeyRotation, "signing-key-rotation", 30*24*time.Hour, "how long each signing key signs before the next one takes over")
 	fs.IntVar(&f.concurrency, "concurrency", 8, "reconciles run in parallel per kind")
-	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", 200, "client-side QPS limit towards the API server (the server's own priority and fairness still applies)")
-	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 400, "client-side burst towards the API server")
+	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", -1, "client-side QPS limit towards the API server; negative (the default) means none, as in controller-runtime: the API server's priority and fairness paces the manager")
+	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 400, "client-side burst towards the API server, with --kube-api-qps")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -120,6 +122,7 @@ func ManagerOptions(f managerFlags) ctrl.Options {
 		Scheme:                        newScheme(),
 		Metrics:                       metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:        f.probeAddr,
+		PprofBindAddress:              f.pprofAddr,
 		LeaderElection:                f.leaderElection,
 		LeaderElectionID:              f.leaderElectionID,
 		LeaderElectionNamespace:       f.namespace, // in a pod as well as outside one (make demo)

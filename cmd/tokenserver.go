@@ -19,6 +19,7 @@ func runTokenServer(args []string) error {
 	var (
 		o               tokenserver.Options
 		listen, metrics string
+		pprof           string
 		namespaces      string
 		kubeAPIQPS      float64
 		kubeAPIBurst    int
@@ -28,6 +29,7 @@ func runTokenServer(args []string) error {
 	fs.StringVar(&o.SigningAlgorithm, "signing-algorithm", signingkeys.RS256, "RS256, ES256 or EdDSA; the manager must keep keys for it (--signing-algorithms)")
 	fs.StringVar(&listen, "listen-address", ":8080", "address of the OAuth endpoints, /healthz and /readyz")
 	fs.StringVar(&metrics, "metrics-bind-address", ":9090", "address of /metrics; \"0\" disables it")
+	fs.StringVar(&pprof, "pprof-bind-address", "0", "address of Go's /debug/pprof endpoints, for profiling; \"0\" (the default) disables them")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "serve TLS with this certificate (PEM)")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "", "private key of --tls-cert-file (PEM)")
 	fs.StringVar(&namespaces, "namespaces", "", "comma-separated namespaces whose APIKeys and OAuthClients to serve; empty means all")
@@ -66,6 +68,11 @@ func runTokenServer(args []string) error {
 	}
 	if metrics != "0" {
 		if o.MetricsListener, err = net.Listen("tcp", metrics); err != nil {
+			return err
+		}
+	}
+	if pprof != "0" {
+		if o.PprofListener, err = net.Listen("tcp", pprof); err != nil {
 			return err
 		}
 	}

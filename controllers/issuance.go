@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -16,6 +18,9 @@ import (
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
 )
+
+// errSecretAppeared: the Secret was created while the cache said there was none.
+var errSecretAppeared = errors.New("the Secret exists although the cache has none")
 
 // secretState is how the Secret's content relates to what status accepts.
 type secretState int
@@ -112,6 +117,9 @@ func (r *CredentialReconciler[T]) issue(ctx context.Context, obj T, existing *co
 	}
 	if existing == nil {
 		err = r.Create(ctx, secret)
+		if apierrors.IsAlreadyExists(err) {
+			return errSecretAppeared
+		}
 	} else {
 		err = r.Update(ctx, secret)
 	}

@@ -94,7 +94,12 @@ func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	before := obj.DeepCopyObject().(T)
 
-	result, err := r.reconcile(ctx, obj)
+	result, err := r.reconcile(ctx, obj, false)
+	if errors.Is(err, errSecretAppeared) {
+		// The cache missed a Secret that exists: decide again, on the live one.
+		obj = before.DeepCopyObject().(T)
+		result, err = r.reconcile(ctx, obj, true)
+	}
 	if err == nil {
 		obj.CredentialStatus().ObservedGeneration = obj.GetGeneration()
 	}
@@ -109,12 +114,12 @@ func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Reques
 	return result, err
 }
 
-func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T) (ctrl.Result, error) {
+func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmMiss bool) (ctrl.Result, error) {
 	status := obj.CredentialStatus()
 	status.SecretRef = &latchkeyv1.SecretReference{Name: obj.SecretName()}
 	status.ExpiresAt = obj.Lifecycle().ExpiresAt
 
-	secret, err := r.getSecret(ctx, obj)
+	secret, err := r.getSecret(ctx, obj, confirmMiss || status.Serial > 0)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -137,6 +142,9 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T) (ctrl.Re
 		return ctrl.Result{RequeueAfter: conflictRecheck}, nil
 	}
 	if err := r.ensureCredential(ctx, obj, state); err != nil {
+		if errors.Is(err, errSecretAppeared) {
+			return ctrl.Result{}, err
+		}
 		note := "could not write the Secret: " + apiReason(err)
 		if r.setReady(obj, metav1.ConditionFalse, latchkeyv1.ReasonIssueFailed, note) {
 			r.event(obj, corev1.EventTypeWarning, latchkeyv1.ReasonIssueFailed, "%s", note)
@@ -149,12 +157,21 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T) (ctrl.Re
 }
 
 // getSecret reads the Secret by name. The cache holds only Secrets we labelled, so
-// a miss is confirmed against the API server: the Secret may be someone else's, or
-// one we created a moment ago that the cache has not seen yet.
-func (r *CredentialReconciler[T]) getSecret(ctx context.Context, obj T) (*corev1.Secret, error) {
+// a miss may be someone else's Secret, or one we created a moment ago that the
+// cache has not seen yet; with confirmMiss it is confirmed against the API server.
+//
+// Without it (an object that has never been issued a credential) the miss is
+// taken at its word: creating the Secret then either works or fails with
+// AlreadyExists (errSecretAppeared), and Reconcile decides again on the live
+// Secret. That saves one GET per new object, a fifth of the API requests of
+// issuing 10,000 APIKeys at once (make bench).
+func (r *CredentialReconciler[T]) getSecret(ctx context.Context, obj T, confirmMiss bool) (*corev1.Secret, error) {
 	key := types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.SecretName()}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, key, secret)
+	if apierrors.IsNotFound(err) && !confirmMiss {
+		return nil, nil
+	}
 	if apierrors.IsNotFound(err) {
 		err = r.APIReader.Get(ctx, key, secret)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -30,10 +31,10 @@ func parseHash(s string) (digest, bool) {
 // apiKey is what the token server keeps of one accepted API key hash.
 type apiKey struct {
 	ref         objectRef
-	environment string
-	scope       string    // space-separated, as introspection returns it
-	expiresAt   time.Time // zero: never
-	notAfter    time.Time // zero: the current key; else the end of its grace period
+	environment string                // a constant of the API: no copy per key
+	scope       unique.Handle[string] // space-separated, as introspection returns it; shared by keys with the same scopes
+	expiresAt   time.Time             // zero: never
+	notAfter    time.Time             // zero: the current key; else the end of its grace period
 }
 
 // objectRef names a resource; shared by all of its hashes.
@@ -146,11 +147,11 @@ func (x *Index) upsertAPIKey(k *latchkeyv1.APIKey) {
 		if k.Spec.ExpiresAt != nil {
 			expiresAt = k.Spec.ExpiresAt.Time
 		}
-		env := string(k.Spec.Environment)
-		if env == "" {
-			env = string(latchkeyv1.EnvironmentLive)
+		env := string(latchkeyv1.EnvironmentLive)
+		if k.Spec.Environment == latchkeyv1.EnvironmentTest {
+			env = string(latchkeyv1.EnvironmentTest)
 		}
-		scope := strings.Join(k.Spec.Scopes, " ")
+		scope := unique.Make(strings.Join(k.Spec.Scopes, " "))
 		for _, c := range k.Status.Credentials {
 			d, ok := parseHash(c.Hash)
 			if !ok {
@@ -264,20 +265,40 @@ func (x *Index) dropClientLocked(uid types.UID) {
 	}
 }
 
-// apiKeyHandler and clientHandler feed the index from informers.
-func (x *Index) apiKeyHandler() toolscache.ResourceEventHandler {
-	return toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { upsertTyped(obj, x.upsertAPIKey) },
-		UpdateFunc: func(_, obj any) { upsertTyped(obj, x.upsertAPIKey) },
-		DeleteFunc: func(obj any) { deleteTyped[*latchkeyv1.APIKey](obj, x.deleteAPIKey) },
+// replaceAPIKeys makes the APIKeys of namespace ("" for all) exactly list: what a
+// relist says. Keys that are gone from the list are dropped.
+func (x *Index) replaceAPIKeys(namespace string, list []*latchkeyv1.APIKey) {
+	listed := make(map[types.UID]bool, len(list))
+	for _, k := range list {
+		listed[k.UID] = true
+	}
+	x.mu.Lock()
+	for uid, hashes := range x.keyHashes {
+		if k, ok := x.apiKeys[hashes[0]]; ok && !listed[uid] && (namespace == "" || k.ref.Namespace == namespace) {
+			x.dropAPIKeyLocked(uid)
+		}
+	}
+	x.mu.Unlock()
+	for _, k := range list {
+		x.upsertAPIKey(k)
 	}
 }
 
-func (x *Index) clientHandler() toolscache.ResourceEventHandler {
-	return toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { upsertTyped(obj, x.upsertClient) },
-		UpdateFunc: func(_, obj any) { upsertTyped(obj, x.upsertClient) },
-		DeleteFunc: func(obj any) { deleteTyped[*latchkeyv1.OAuthClient](obj, x.deleteClient) },
+// replaceClients is replaceAPIKeys for OAuthClients.
+func (x *Index) replaceClients(namespace string, list []*latchkeyv1.OAuthClient) {
+	listed := make(map[types.UID]bool, len(list))
+	for _, c := range list {
+		listed[c.UID] = true
+	}
+	x.mu.Lock()
+	for uid, c := range x.clientByUID {
+		if !listed[uid] && (namespace == "" || c.ref.Namespace == namespace) {
+			x.dropClientLocked(uid)
+		}
+	}
+	x.mu.Unlock()
+	for _, c := range list {
+		x.upsertClient(c)
 	}
 }
 

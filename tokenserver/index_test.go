@@ -72,3 +72,35 @@ func mustDigest(t *testing.T, hash string) digest {
 	}
 	return d
 }
+
+// A relist (the Reflector's Replace) drops what is no longer there, in the relisted
+// namespace only, and keeps what is.
+func TestIndexReplaceDropsWhatARelistNoLongerHas(t *testing.T) {
+	apiKey := func(ns, uid string) *latchkeyv1.APIKey {
+		return &latchkeyv1.APIKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: uid, UID: types.UID(uid)},
+			Status: latchkeyv1.APIKeyStatus{CredentialStatus: latchkeyv1.CredentialStatus{
+				Credentials: []latchkeyv1.CredentialHash{{Hash: credential.Hash("key-" + uid)}}}},
+		}
+	}
+	x := NewIndex()
+	for _, k := range []*latchkeyv1.APIKey{apiKey("a", "kept"), apiKey("a", "deleted"), apiKey("b", "other")} {
+		x.upsertAPIKey(k)
+	}
+	x.upsertClient(oauthClientWithID("gone", "0123456789abcdef01234567", credential.Hash("s1")))
+	x.upsertClient(oauthClientWithID("stays", "89abcdef0123456789abcdef", credential.Hash("s2")))
+
+	x.replaceAPIKeys("a", []*latchkeyv1.APIKey{apiKey("a", "kept"), apiKey("a", "new")})
+	for uid, want := range map[string]bool{"kept": true, "new": true, "deleted": false, "other": true} {
+		if _, ok := x.LookupAPIKey(mustDigest(t, credential.Hash("key-"+uid))); ok != want {
+			t.Errorf("key %s: accepted=%v, want %v", uid, ok, want)
+		}
+	}
+	x.replaceClients("", []*latchkeyv1.OAuthClient{oauthClientWithID("stays", "89abcdef0123456789abcdef", credential.Hash("s2"))})
+	if c, _ := x.LookupClient("0123456789abcdef01234567"); c != nil {
+		t.Error("a client missing from the relist is still known")
+	}
+	if c, _ := x.LookupClient("89abcdef0123456789abcdef"); c == nil {
+		t.Error("a relisted client was dropped")
+	}
+}

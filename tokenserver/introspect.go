@@ -75,7 +75,7 @@ func (s *Server) introspectAPIKey(token string) introspection {
 	}
 	s.usage.Used(kindAPIKey, key.ref)
 	return introspection{
-		Active: true, Scope: key.scope, TokenType: "api_key", Environment: key.environment,
+		Active: true, Scope: key.scope.Value(), TokenType: "api_key", Environment: key.environment,
 		Exp: key.expiry(), Namespace: key.ref.Namespace, Name: key.ref.Name,
 		Sub:   "apikey:" + key.ref.Namespace + "/" + key.ref.Name,
 		KeyID: credential.KeyID("sha256:" + hexDigest(hash)),

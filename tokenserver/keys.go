@@ -2,10 +2,8 @@ package tokenserver
 
 import (
 	"context"
-	"crypto/rsa"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +23,7 @@ import (
 // keyRing is one loaded version of the signing-key Secret, ready to use.
 type keyRing struct {
 	set       signingkeys.Set
-	signers   map[string]jose.Signer     // kid -> signer, for the configured algorithm
+	signers   map[string]*jwtSigner      // kid -> signer, for the configured algorithm
 	verifiers map[string]jose.JSONWebKey // kid -> public key, every algorithm
 	jwks      []byte                     // the JWKS document, rendered once
 	algs      []jose.SignatureAlgorithm  // algorithms present, for parsing tokens
@@ -41,7 +39,7 @@ type Keys struct {
 var errNoSigningKey = errors.New("no active signing key")
 
 // Signer returns the signer and kid of the key that signs at now.
-func (k *Keys) Signer(now time.Time) (jose.Signer, string, error) {
+func (k *Keys) Signer(now time.Time) (*jwtSigner, string, error) {
 	ring := k.ring.Load()
 	if ring == nil {
 		return nil, "", errNoSigningKey
@@ -78,7 +76,7 @@ func (k *Keys) load(secret *corev1.Secret) error {
 	if err != nil {
 		return err
 	}
-	ring := &keyRing{set: set, signers: map[string]jose.Signer{}, verifiers: map[string]jose.JSONWebKey{}}
+	ring := &keyRing{set: set, signers: map[string]*jwtSigner{}, verifiers: map[string]jose.JSONWebKey{}}
 	seen := map[jose.SignatureAlgorithm]bool{}
 	for _, key := range set.Keys {
 		alg := jose.SignatureAlgorithm(key.Algorithm)
@@ -90,15 +88,9 @@ func (k *Keys) load(secret *corev1.Secret) error {
 		if key.Algorithm != k.alg {
 			continue
 		}
-		if rsaKey, ok := key.Private.Key.(*rsa.PrivateKey); ok {
-			// go-jose fills the CRT values from the JWK but does not precompute the
-			// key; without this every signature redoes that work (~15% of RS256).
-			rsaKey.Precompute()
-		}
-		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key.Private},
-			(&jose.SignerOptions{}).WithType("at+jwt"))
+		signer, err := newJWTSigner(key)
 		if err != nil {
-			return fmt.Errorf("signing key %s: %w", key.KID, err)
+			return err
 		}
 		ring.signers[key.KID] = signer
 	}

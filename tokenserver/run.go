@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"runtime/debug"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -16,9 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
@@ -27,8 +27,9 @@ import (
 // Options configure a running token server (the flags of `latchkey tokenserver`).
 type Options struct {
 	Config
-	// Listener serves the OAuth endpoints and the probes; MetricsListener /metrics (may be nil).
-	Listener, MetricsListener net.Listener
+	// Listener serves the OAuth endpoints and the probes; MetricsListener /metrics and
+	// PprofListener Go's /debug/pprof (either may be nil).
+	Listener, MetricsListener, PprofListener net.Listener
 	// TLSCertFile and TLSKeyFile turn on TLS on Listener.
 	TLSCertFile, TLSKeyFile string
 	// Namespaces to watch; empty means all.
@@ -73,7 +74,7 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 	if err != nil {
 		return err
 	}
-	synced, err := startCaches(ctx, restConfig, scheme, o.Namespaces, index)
+	synced, err := startFeeds(ctx, restConfig, scheme, o.Namespaces, index)
 	if err != nil {
 		return err
 	}
@@ -82,6 +83,9 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 	})
 	go func() {
 		if synced(ctx) && waitFor(ctx, keyInformer.HasSynced) {
+			// The initial lists are garbage once the index is built; hand their
+			// memory back now rather than at the runtime's forced GC minutes later.
+			debug.FreeOSMemory()
 			srv.SetSynced()
 			hashes, clients := index.Sizes()
 			o.Log.Info("caches synced", "apiKeyHashes", hashes, "oauthClients", clients)
@@ -89,65 +93,6 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 	}()
 	go usage.Run(ctx)
 	return serveAll(ctx, srv, o)
-}
-
-// startCaches starts informers on APIKeys and OAuthClients that feed the index. The
-// transform drops what the server never reads, so memory per key stays small.
-func startCaches(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, namespaces []string, index *Index) (func(context.Context) bool, error) {
-	opts := cache.Options{Scheme: scheme, DefaultTransform: stripUnused, ReaderFailOnMissingInformer: true}
-	if len(namespaces) > 0 {
-		opts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range namespaces {
-			opts.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
-	c, err := cache.New(cfg, opts)
-	if err != nil {
-		return nil, err
-	}
-	var registrations []func() bool
-	for obj, handler := range map[client.Object]func() toolscache.ResourceEventHandler{
-		&latchkeyv1.APIKey{}:      index.apiKeyHandler,
-		&latchkeyv1.OAuthClient{}: index.clientHandler,
-	} {
-		informer, err := c.GetInformer(ctx, obj)
-		if err != nil {
-			return nil, err
-		}
-		reg, err := informer.AddEventHandler(handler())
-		if err != nil {
-			return nil, err
-		}
-		registrations = append(registrations, reg.HasSynced)
-	}
-	go func() { _ = c.Start(ctx) }()
-	return func(ctx context.Context) bool {
-		if !c.WaitForCacheSync(ctx) {
-			return false
-		}
-		for _, hasSynced := range registrations {
-			if !waitFor(ctx, hasSynced) {
-				return false
-			}
-		}
-		return true
-	}, nil
-}
-
-// stripUnused keeps only what the index reads.
-func stripUnused(obj any) (any, error) {
-	switch o := obj.(type) {
-	case *latchkeyv1.APIKey:
-		o.ManagedFields, o.Annotations, o.Labels, o.OwnerReferences, o.Finalizers = nil, nil, nil, nil, nil
-		o.Spec.DisplayName, o.Spec.SecretTemplate, o.Spec.Rotation = "", nil, nil
-		o.Status = latchkeyv1.APIKeyStatus{CredentialStatus: latchkeyv1.CredentialStatus{Credentials: o.Status.Credentials}}
-	case *latchkeyv1.OAuthClient:
-		o.ManagedFields, o.Annotations, o.Labels, o.OwnerReferences, o.Finalizers = nil, nil, nil, nil, nil
-		o.Spec.DisplayName, o.Spec.SecretTemplate, o.Spec.Rotation, o.Spec.RedirectURIs = "", nil, nil, nil
-		o.Status = latchkeyv1.OAuthClientStatus{ClientID: o.Status.ClientID,
-			CredentialStatus: latchkeyv1.CredentialStatus{Credentials: o.Status.Credentials}}
-	}
-	return obj, nil
 }
 
 // serveAll runs the API listener (and the metrics one, if any) until ctx ends.
@@ -178,6 +123,16 @@ func serveAll(ctx context.Context, srv *Server, o Options) error {
 		mux.Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
 		metricsSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { errs <- serve(ctx, metricsSrv, func() error { return metricsSrv.Serve(o.MetricsListener) }) }()
+	}
+	if o.PprofListener != nil {
+		running++
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		pprofSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { errs <- serve(ctx, pprofSrv, func() error { return pprofSrv.Serve(o.PprofListener) }) }()
 	}
 	var all []error
 	for range running {

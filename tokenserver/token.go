@@ -156,9 +156,5 @@ func (s *Server) sign(client *oauthClient, scope string, audience jwt.Audience) 
 	if err != nil {
 		return "", err
 	}
-	signed, err := signer.Sign(payload)
-	if err != nil {
-		return "", err
-	}
-	return signed.CompactSerialize()
+	return signer.sign(payload)
 }

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/latchkey-dev/latchkey/internal/signingkeys"
+)
+
+// The load generator and the signing reference run as child processes of the
+// benchmark, pinned to their own core (taskset) with GOMAXPROCS=1: `bench load`
+// and `bench sign`. Jobs arrive as JSON on stdin (they carry credentials, which
+// must not show on a command line) and results leave as JSON on stdout.
+
+// loadJob is one closed-loop load: each connection sends a request, waits for
+// its response, and sends the next, until the duration is over.
+type loadJob struct {
+	Addr        string
+	Requests    [][]byte // raw HTTP/1.1 requests; connection i starts at request i and cycles
+	Connections int
+	Warmup      time.Duration // requests completed during the warmup are not counted
+	Duration    time.Duration // measured time, after the warmup
+	// ExpectStatus and ExpectBody (a substring) decide whether a response counts as a success.
+	ExpectStatus int
+	ExpectBody   string
+}
+
+// loadResult is what one load measured.
+type loadResult struct {
+	Requests   int           // successful responses within the measured window
+	Errors     int           // failed ones (wrong status or body, broken connection)
+	FirstError string        `json:",omitempty"`
+	Seconds    float64       // the measured window
+	Rate       float64       // successful responses per second
+	P50, P99   time.Duration // latency of successful responses
+	Max        time.Duration
+	CPUSeconds float64 // CPU the load generator itself used over the whole run
+}
+
+// runLoad executes a loadJob. It speaks HTTP/1.1 over plain keep-alive TCP
+// connections with prebuilt requests and the standard library's response parser:
+// per request it costs a fraction of what the server spends, so one core of load
+// can saturate one core of server (the /healthz row of the report shows the margin).
+func runLoad(job loadJob) (loadResult, error) {
+	if len(job.Requests) == 0 || job.Connections < 1 {
+		return loadResult{}, fmt.Errorf("a load needs requests and connections")
+	}
+	start := time.Now()
+	measureFrom := start.Add(job.Warmup)
+	end := measureFrom.Add(job.Duration)
+
+	type workerResult struct {
+		latencies []time.Duration
+		errors    int
+		firstErr  error
+	}
+	results := make([]workerResult, job.Connections)
+	var wg sync.WaitGroup
+	for c := range job.Connections {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &results[c]
+			r.latencies = make([]time.Duration, 0, 1<<16)
+			fail := func(err error) {
+				r.errors++
+				if r.firstErr == nil {
+					r.firstErr = err
+				}
+			}
+			conn, err := net.Dial("tcp", job.Addr)
+			if err != nil {
+				fail(err)
+				return
+			}
+			defer conn.Close()
+			reader := bufio.NewReaderSize(conn, 32<<10)
+			var body bytes.Buffer
+			for i := c; ; i++ {
+				sent := time.Now()
+				if sent.After(end) {
+					return
+				}
+				if _, err := conn.Write(job.Requests[i%len(job.Requests)]); err != nil {
+					fail(err)
+					return
+				}
+				resp, err := http.ReadResponse(reader, nil)
+				if err != nil {
+					fail(err)
+					return
+				}
+				body.Reset()
+				_, err = body.ReadFrom(resp.Body)
+				_ = resp.Body.Close()
+				done := time.Now()
+				switch {
+				case err != nil:
+					fail(err)
+					return
+				case resp.StatusCode != job.ExpectStatus || !bytes.Contains(body.Bytes(), []byte(job.ExpectBody)):
+					if !done.Before(measureFrom) {
+						fail(fmt.Errorf("status %d, body %.200q", resp.StatusCode, body.Bytes()))
+					}
+				case !done.Before(measureFrom) && !done.After(end):
+					r.latencies = append(r.latencies, done.Sub(sent))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	var all []time.Duration
+	res := loadResult{Seconds: job.Duration.Seconds()}
+	for _, r := range results {
+		all = append(all, r.latencies...)
+		res.Errors += r.errors
+		if r.firstErr != nil && res.FirstError == "" {
+			res.FirstError = r.firstErr.Error()
+		}
+	}
+	res.Requests = len(all)
+	res.Rate = float64(len(all)) / job.Duration.Seconds()
+	if len(all) > 0 {
+		slices.Sort(all)
+		res.P50, res.P99, res.Max = percentile(all, 0.50), percentile(all, 0.99), all[len(all)-1]
+	}
+	res.CPUSeconds = selfCPUSeconds()
+	return res, nil
+}
+
+// percentile of sorted durations, nearest rank.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	i := int(float64(len(sorted))*p+0.5) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func selfCPUSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// signJob measures the raw signing rate of one algorithm: the standard library's
+// signature over a token-sized message in a tight loop, one goroutine. It is the
+// floor under the token endpoint, which does the same signature plus everything else.
+type signJob struct {
+	Algorithm string
+	Duration  time.Duration
+}
+
+type signResult struct {
+	Signatures int
+	Rate       float64 // signatures per second
+}
+
+func runSign(job signJob) (signResult, error) {
+	now := time.Now()
+	key, err := signingkeys.Generate(job.Algorithm, rand.Reader, now, now, now.Add(time.Hour))
+	if err != nil {
+		return signResult{}, err
+	}
+	signer, ok := key.Private.Key.(crypto.Signer)
+	if !ok {
+		return signResult{}, fmt.Errorf("%s key is not a crypto.Signer", job.Algorithm)
+	}
+	// The size of a real token's signing input (header.claims, base64url): ~450 bytes.
+	message := bytes.Repeat([]byte("eyJhbGciOiJFUzI1NiIsImtpZCI6Ij"), 15)
+	sign := func() error {
+		if job.Algorithm == signingkeys.EdDSA {
+			_, err := signer.Sign(rand.Reader, message, crypto.Hash(0))
+			return err
+		}
+		digest := sha256.Sum256(message)
+		_, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+		return err
+	}
+	for range 100 { // warm up
+		if err := sign(); err != nil {
+			return signResult{}, err
+		}
+	}
+	var res signResult
+	start := time.Now()
+	for time.Since(start) < job.Duration {
+		if err := sign(); err != nil {
+			return signResult{}, err
+		}
+		res.Signatures++
+	}
+	res.Rate = float64(res.Signatures) / time.Since(start).Seconds()
+	return res, nil
+}
+
+// childMain runs `bench load` or `bench sign`: a job from stdin, a result to stdout.
+func childMain(kind string) error {
+	input, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return err
+	}
+	var result any
+	switch kind {
+	case "load":
+		var job loadJob
+		if err := json.Unmarshal(input, &job); err != nil {
+			return err
+		}
+		result, err = runLoad(job)
+	case "sign":
+		var job signJob
+		if err := json.Unmarshal(input, &job); err != nil {
+			return err
+		}
+		result, err = runSign(job)
+	}
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(result)
+}

@@ -1,0 +1,667 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/testenv"
+)
+
+// clientCredentials is one OAuthClient's id and secret, read from its Secret.
+type clientCredentials struct{ name, id, secret string }
+
+// bench holds the state of one run.
+type bench struct {
+	s       settings
+	c       *cluster
+	report  *report
+	clients []clientCredentials // loadClients of them
+	server  *process            // the running token server
+	alg     string              // its algorithm
+}
+
+func run(ctx context.Context, s settings) error {
+	dir, err := os.MkdirTemp("", "latchkey-bench-")
+	if err != nil {
+		return err
+	}
+	if s.keepWorkDir {
+		logf("work directory (kept): %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	if s.profileDir != "" {
+		if err := os.MkdirAll(s.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	b := &bench{s: s, report: newReport(s)}
+
+	logf("starting the control plane and the manager")
+	b.c, err = startCluster(ctx, dir, s.profileDir != "", s.managerArgs)
+	defer func() { b.server.stop(); b.c.stop() }()
+	if err != nil {
+		return err
+	}
+
+	steps := []struct {
+		id, name string
+		run      func(context.Context) error
+	}{
+		{"setup", "OAuthClients for the load and the revocations", b.createClients},
+		{"setup", "token server memory with no APIKeys", b.baseline},
+		{"setup", "reconcile throughput", b.reconcile},
+		{"coldstart", "token server cold start", b.coldStart},
+		{"tokens", "token issuance", b.tokenIssuance},
+		{"introspection", "API key introspection", b.introspection},
+		{"revocation", "revocation latency", b.revocation},
+		{"scale", "memory at larger sizes", b.memoryAtScale},
+	}
+	for _, step := range steps {
+		if step.id != "setup" && len(s.steps) > 0 && !slices.Contains(s.steps, step.id) {
+			continue
+		}
+		logf("== %s", step.name)
+		if err := step.run(ctx); err != nil {
+			return fmt.Errorf("%s: %w", step.name, err)
+		}
+	}
+	if err := b.report.write(s.out); err != nil {
+		return err
+	}
+	logf("wrote %s", s.out)
+	fmt.Println(b.report.summary())
+	return nil
+}
+
+// createClients creates the OAuthClients the load uses plus one per client revocation.
+func (b *bench) createClients(ctx context.Context) error {
+	n := loadClients + b.s.revocations
+	objs := make([]client.Object, n)
+	for i := range n {
+		objs[i] = &latchkeyv1.OAuthClient{
+			ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: clientName(i)},
+			Spec: latchkeyv1.OAuthClientSpec{
+				DisplayName: "benchmark client",
+				Scopes:      []string{"leads:read", "leads:write"},
+				Audiences:   []string{"https://api.bench.example"},
+			},
+		}
+	}
+	watch, err := b.c.watchReady(ctx, &latchkeyv1.OAuthClient{})
+	if err != nil {
+		return err
+	}
+	if err := b.c.createParallel(ctx, objs, 16); err != nil {
+		return err
+	}
+	if err := watch.waitCount(ctx, n, 2*time.Minute); err != nil {
+		return err
+	}
+	for i := range n {
+		name := clientName(i) + "-oauthclient"
+		id, err := b.c.secretData(ctx, name, latchkeyv1.ClientIDSecretKey)
+		if err != nil {
+			return err
+		}
+		secret, err := b.c.secretData(ctx, name, latchkeyv1.ClientSecretSecretKey)
+		if err != nil {
+			return err
+		}
+		b.clients = append(b.clients, clientCredentials{name: clientName(i), id: id, secret: secret})
+	}
+	return nil
+}
+
+func clientName(i int) string { return fmt.Sprintf("client-%04d", i) }
+func keyName(i int) string    { return fmt.Sprintf("key-%06d", i) }
+
+// restartTokenServer replaces the running token server with one signing with alg.
+func (b *bench) restartTokenServer(ctx context.Context, alg string) (time.Duration, error) {
+	b.server.stop()
+	b.server = nil
+	pprofAddr := ""
+	if b.s.profileDir != "" {
+		pprofAddr = "127.0.0.1:6060"
+	}
+	p, ready, err := b.c.tokenServer(ctx, alg, b.s.serverCPU, pprofAddr)
+	if err != nil {
+		return 0, err
+	}
+	b.server, b.alg = p, alg
+	return ready, nil
+}
+
+// settledRSS waits for the token server's start-up garbage to be collected and
+// returns to its resident set size.
+func (b *bench) settledRSS(ctx context.Context) (int64, error) {
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(5 * time.Second):
+	}
+	if b.s.profileDir != "" {
+		if resp, err := http.Get("http://127.0.0.1:6060/debug/pprof/heap"); err == nil {
+			if f, err := os.Create(filepath.Join(b.s.profileDir, fmt.Sprintf("tokenserver-heap-%d.pprof", time.Now().Unix()))); err == nil {
+				_, _ = io.Copy(f, resp.Body)
+				f.Close()
+			}
+			resp.Body.Close()
+		}
+	}
+	return b.server.rssBytes()
+}
+
+func (b *bench) baseline(ctx context.Context) error {
+	if _, err := b.restartTokenServer(ctx, "RS256"); err != nil {
+		return err
+	}
+	rss, err := b.settledRSS(ctx)
+	if err != nil {
+		return err
+	}
+	b.report.memory = append(b.report.memory, memoryPoint{keys: 0, rss: rss})
+	logf("  RSS %s", mib(rss))
+	return nil
+}
+
+// reconcile applies s.keys APIKeys at once and waits until every one is Ready with its Secret.
+func (b *bench) reconcile(ctx context.Context) error {
+	r, err := b.createKeys(ctx, 0, b.s.keys)
+	if err != nil {
+		return err
+	}
+	b.report.reconcile = append(b.report.reconcile, r)
+	logf("  %d APIKeys Ready with Secrets in %s (created in %s)", r.keys, r.total.Round(time.Millisecond), r.created.Round(time.Millisecond))
+	return nil
+}
+
+// createKeys creates APIKeys from..to-1 and measures how long they take to be Ready.
+func (b *bench) createKeys(ctx context.Context, from, to int) (reconcileRun, error) {
+	objs := make([]client.Object, 0, to-from)
+	for i := from; i < to; i++ {
+		env := latchkeyv1.EnvironmentLive
+		if i%4 == 3 {
+			env = latchkeyv1.EnvironmentTest
+		}
+		objs = append(objs, &latchkeyv1.APIKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: keyName(i),
+				Labels: map[string]string{"team": fmt.Sprintf("team-%d", i%50)}},
+			Spec: latchkeyv1.APIKeySpec{
+				DisplayName: fmt.Sprintf("benchmark key %d", i),
+				Environment: env,
+				Scopes:      []string{"leads:read", "leads:write"},
+			},
+		})
+	}
+	if err := b.confine(allCPUs()); err != nil {
+		return reconcileRun{}, err
+	}
+	watch, err := b.c.watchReady(ctx, &latchkeyv1.APIKey{})
+	if err != nil {
+		return reconcileRun{}, err
+	}
+	already := int(watch.count.Load())
+	pids := childPIDs()
+	cpuBefore := processCPU(pids, b.c.manager, b.server)
+	metricsBefore, _ := b.c.managerMetrics(ctx)
+	profile := b.profile(ctx, "http://"+b.c.pprofMgr, fmt.Sprintf("manager-reconcile-%d.pprof", to-from), 30*time.Second)
+	apiserverProfile := b.apiserverProfile(ctx, fmt.Sprintf("kube-apiserver-reconcile-%d.pprof", to-from), 30*time.Second)
+
+	begin := time.Now()
+	if err := b.c.createParallel(ctx, objs, 32); err != nil {
+		return reconcileRun{}, err
+	}
+	created := time.Since(begin)
+	if err := watch.waitCount(ctx, already+len(objs), 30*time.Minute); err != nil {
+		return reconcileRun{}, err
+	}
+	total := time.Since(begin)
+	profile()
+	apiserverProfile()
+	secrets, err := b.c.countSecrets(ctx)
+	if err != nil {
+		return reconcileRun{}, err
+	}
+	if secrets < to-b.revokedKeys() {
+		return reconcileRun{}, fmt.Errorf("%d APIKeys are Ready but only %d Secrets exist", to, secrets)
+	}
+	metricsAfter, _ := b.c.managerMetrics(ctx)
+	return reconcileRun{
+		keys: len(objs), created: created, total: total,
+		cpu: diffCPU(processCPU(pids, b.c.manager, b.server), cpuBefore), metrics: diffMetrics(metricsAfter, metricsBefore),
+	}, nil
+}
+
+// revokedKeys is how many APIKeys the revocation step revoked (their Secrets are gone).
+func (b *bench) revokedKeys() int {
+	if b.report.revocations.apiKeys != nil {
+		return b.s.revocations
+	}
+	return 0
+}
+
+func processCPU(children map[string]int, manager, tokenServer *process) map[string]float64 {
+	cpu := map[string]float64{"manager": cpuSeconds(manager.cmd.Process.Pid), "benchmark (creates, watch)": cpuSeconds(os.Getpid())}
+	if tokenServer != nil {
+		cpu["token server (watching)"] = cpuSeconds(tokenServer.cmd.Process.Pid)
+	}
+	for name, pid := range children {
+		switch name {
+		case "etcd", "kube-apiserver":
+			cpu[name] = cpuSeconds(pid)
+		case "kube-controller-manager":
+			cpu[name+" (garbage collector)"] = cpuSeconds(pid)
+		}
+	}
+	return cpu
+}
+
+func diffCPU(after, before map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		out[k] = v - before[k]
+	}
+	return out
+}
+
+func diffMetrics(after, before map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		out[k] = v - before[k]
+	}
+	return out
+}
+
+// coldStart restarts the token server s.coldStarts times with the keys in place.
+func (b *bench) coldStart(ctx context.Context) error {
+	var times []time.Duration
+	for range b.s.coldStarts {
+		ready, err := b.restartTokenServer(ctx, "RS256")
+		if err != nil {
+			return err
+		}
+		times = append(times, ready)
+		logf("  ready %s after start", ready.Round(time.Millisecond))
+	}
+	b.report.coldStarts = append(b.report.coldStarts, coldStartRun{keys: b.s.keys, times: times})
+	rss, err := b.settledRSS(ctx)
+	if err != nil {
+		return err
+	}
+	b.report.memory = append(b.report.memory, memoryPoint{keys: b.s.keys, rss: rss})
+	logf("  RSS %s with %d APIKeys", mib(rss), b.s.keys)
+	return nil
+}
+
+// confine moves the control plane, the manager and the benchmark itself (every
+// thread) onto cpus. The load measurements confine them to the load core, so that
+// nothing but the token server runs on its core (its lastUsedAt writes would
+// otherwise have the API server and the manager compete with it there); the
+// reconcile measurement gives them every core.
+func (b *bench) confine(cpus string) error {
+	pids := []int{os.Getpid(), b.c.manager.cmd.Process.Pid}
+	for name, pid := range childPIDs() {
+		if name == "etcd" || name == "kube-apiserver" || name == "kube-controller-manager" {
+			pids = append(pids, pid)
+		}
+	}
+	for _, pid := range pids {
+		if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(pid)).CombinedOutput(); err != nil {
+			return fmt.Errorf("taskset -a -p -c %s %d: %w: %s", cpus, pid, err, out)
+		}
+	}
+	return nil
+}
+
+func allCPUs() string { return fmt.Sprintf("0-%d", runtime.NumCPU()-1) }
+
+// tokenIssuance loads the token endpoint once per algorithm, after the raw
+// signing reference and the /healthz reference on the same core.
+func (b *bench) tokenIssuance(ctx context.Context) error {
+	if err := b.confine(b.s.loadCPU); err != nil {
+		return err
+	}
+	for _, alg := range b.s.algorithms {
+		if _, err := b.restartTokenServer(ctx, alg); err != nil {
+			return err
+		}
+		if err := b.checkTokenAlgorithm(alg); err != nil {
+			return err
+		}
+		var sign signResult
+		if err := runChild(ctx, "sign", b.s.serverCPU, signJob{Algorithm: alg, Duration: b.s.duration}, &sign); err != nil {
+			return err
+		}
+		logf("  %s raw signing on core %s: %.0f/s", alg, b.s.serverCPU, sign.Rate)
+		health, err := b.load(ctx, "healthz-"+alg, []string{b.request(http.MethodGet, "/healthz", "", "")}, http.StatusOK, "ok")
+		if err != nil {
+			return err
+		}
+		var requests []string
+		for _, c := range b.clients[:loadClients] {
+			requests = append(requests, b.request(http.MethodPost, "/oauth2/token", "grant_type=client_credentials", basicAuth(c)))
+		}
+		tokens, err := b.load(ctx, "token-"+alg, requests, http.StatusOK, `"access_token":"`)
+		if err != nil {
+			return err
+		}
+		b.report.tokens = append(b.report.tokens, tokenRun{alg: alg, sign: sign, healthz: health, load: tokens})
+	}
+	return nil
+}
+
+// checkTokenAlgorithm gets one token and checks that its header names alg: the
+// load below measures what it says it measures.
+func (b *bench) checkTokenAlgorithm(alg string) error {
+	c := b.clients[0]
+	req, _ := http.NewRequest(http.MethodPost, b.c.issuer+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(c.id), url.QueryEscape(c.secret))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.AccessToken == "" {
+		return fmt.Errorf("no access token (status %d)", resp.StatusCode)
+	}
+	header, err := base64.RawURLEncoding.DecodeString(strings.Split(body.AccessToken, ".")[0])
+	if err != nil {
+		return err
+	}
+	var h struct{ Alg string }
+	if err := json.Unmarshal(header, &h); err != nil || h.Alg != alg {
+		return fmt.Errorf("token signed with %q, want %s", h.Alg, alg)
+	}
+	return nil
+}
+
+// introspection loads /oauth2/introspect with s.introspected distinct API keys.
+func (b *bench) introspection(ctx context.Context) error {
+	if err := b.confine(b.s.loadCPU); err != nil {
+		return err
+	}
+	var requests []string
+	first := b.s.revocations // keys below are revoked later; these stay active
+	for i := first; i < first+b.s.introspected; i++ {
+		key, err := b.c.secretData(ctx, keyName(i)+"-apikey", latchkeyv1.APIKeySecretKey)
+		if err != nil {
+			return err
+		}
+		rs := b.clients[i%loadClients]
+		requests = append(requests, b.request(http.MethodPost, "/oauth2/introspect", url.Values{"token": {key}}.Encode(), basicAuth(rs)))
+	}
+	health, err := b.load(ctx, "healthz-introspection", []string{b.request(http.MethodGet, "/healthz", "", "")}, http.StatusOK, "ok")
+	if err != nil {
+		return err
+	}
+	res, err := b.load(ctx, "introspect-apikey", requests, http.StatusOK, `"active":true`)
+	if err != nil {
+		return err
+	}
+	b.report.introspection = &introspectionRun{healthz: health, load: res, keys: b.s.keys}
+	return nil
+}
+
+// load runs one closed-loop load from the load core and logs it.
+func (b *bench) load(ctx context.Context, name string, requests []string, status int, body string) (loadResult, error) {
+	job := loadJob{Addr: b.c.tokenAddr, Connections: b.s.connections, Warmup: b.s.warmup, Duration: b.s.duration,
+		ExpectStatus: status, ExpectBody: body}
+	for _, r := range requests {
+		job.Requests = append(job.Requests, []byte(r))
+	}
+	serverCPU := cpuSeconds(b.server.cmd.Process.Pid)
+	done := b.profile(ctx, "http://127.0.0.1:6060", name+".pprof", b.s.warmup+b.s.duration)
+	var res loadResult
+	err := runChild(ctx, "load", b.s.loadCPU, job, &res)
+	done()
+	if err != nil {
+		return res, err
+	}
+	if res.Errors > 0 {
+		return res, fmt.Errorf("%s: %d failed requests; first: %s", name, res.Errors, res.FirstError)
+	}
+	used := (cpuSeconds(b.server.cmd.Process.Pid) - serverCPU) / (b.s.warmup + b.s.duration).Seconds()
+	logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%, load core %.0f%%)", name, res.Rate,
+		res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), 100*used,
+		100*res.CPUSeconds/(b.s.warmup+b.s.duration).Seconds())
+	return res, nil
+}
+
+// profile, when profiling is on, records a CPU profile from a pprof endpoint in the
+// background; the returned function waits for it.
+func (b *bench) profile(ctx context.Context, base, file string, d time.Duration) func() {
+	if b.s.profileDir == "" || strings.HasSuffix(base, "//") {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		seconds := max(1, int(d.Seconds()))
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds))
+		if err != nil {
+			logf("  profile %s: %v", file, err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(b.s.profileDir, file))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
+}
+
+// apiserverProfile records a CPU profile of kube-apiserver (its /debug/pprof, as admin, through kubectl).
+func (b *bench) apiserverProfile(ctx context.Context, file string, d time.Duration) func() {
+	if b.s.profileDir == "" {
+		return func() {}
+	}
+	cmd := exec.CommandContext(ctx, repoPath("bin", "k8s", testenv.K8sVersion, "kubectl"), "get", "--raw",
+		fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())))
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+b.c.env.Kubeconfig)
+	out, err := os.Create(filepath.Join(b.s.profileDir, file))
+	if err != nil {
+		return func() {}
+	}
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return func() {}
+	}
+	return func() { _ = cmd.Wait(); out.Close() }
+}
+
+// request renders a raw HTTP/1.1 request to the token server.
+func (b *bench) request(method, path, form, authorization string) string {
+	var r strings.Builder
+	fmt.Fprintf(&r, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, path, b.c.tokenAddr)
+	if authorization != "" {
+		fmt.Fprintf(&r, "Authorization: %s\r\n", authorization)
+	}
+	if method == http.MethodPost {
+		fmt.Fprintf(&r, "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n", len(form))
+	}
+	r.WriteString("\r\n")
+	r.WriteString(form)
+	return r.String()
+}
+
+// basicAuth is client_secret_basic: id and secret form-urlencoded, then Basic (RFC 6749 §2.3.1).
+func basicAuth(c clientCredentials) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(c.id)+":"+url.QueryEscape(c.secret)))
+}
+
+// revocation revokes s.revocations APIKeys while a poller introspects each, and
+// s.revocations OAuthClients while a poller requests tokens with each, and
+// measures from sending the patch to the first refused request.
+func (b *bench) revocation(ctx context.Context) error {
+	if err := b.confine(b.s.loadCPU); err != nil {
+		return err
+	}
+	rs := b.clients[0]
+	var keyLatencies, clientLatencies []time.Duration
+	for i := range b.s.revocations {
+		key, err := b.c.secretData(ctx, keyName(i)+"-apikey", latchkeyv1.APIKeySecretKey)
+		if err != nil {
+			return err
+		}
+		req := b.request(http.MethodPost, "/oauth2/introspect", url.Values{"token": {key}}.Encode(), basicAuth(rs))
+		d, err := b.revokeAndPoll(ctx, &latchkeyv1.APIKey{}, keyName(i), req, func(status int, body []byte) bool {
+			return status == http.StatusOK && strings.Contains(string(body), `"active":false`)
+		})
+		if err != nil {
+			return fmt.Errorf("APIKey %s: %w", keyName(i), err)
+		}
+		keyLatencies = append(keyLatencies, d)
+	}
+	for i := range b.s.revocations {
+		c := b.clients[loadClients+i]
+		req := b.request(http.MethodPost, "/oauth2/token", "grant_type=client_credentials", basicAuth(c))
+		d, err := b.revokeAndPoll(ctx, &latchkeyv1.OAuthClient{}, c.name, req, func(status int, _ []byte) bool {
+			return status == http.StatusUnauthorized
+		})
+		if err != nil {
+			return fmt.Errorf("OAuthClient %s: %w", c.name, err)
+		}
+		clientLatencies = append(clientLatencies, d)
+	}
+	b.report.revocations = revocationRun{apiKeys: keyLatencies, clients: clientLatencies}
+	logf("  API keys (introspection): p50 %s p99 %s; OAuth clients (token endpoint): p50 %s p99 %s",
+		pct(keyLatencies, 0.5), pct(keyLatencies, 0.99), pct(clientLatencies, 0.5), pct(clientLatencies, 0.99))
+	return nil
+}
+
+// revokeAndPoll sends request in a loop on one keep-alive connection, checks that it
+// is accepted, patches spec.revoked=true, and returns the time from sending the
+// patch to receiving the first refusal. That bound includes the API server's own
+// write, so it overstates the time from acceptance slightly.
+func (b *bench) revokeAndPoll(ctx context.Context, obj client.Object, name, request string, refused func(int, []byte) bool) (time.Duration, error) {
+	conn, err := net.Dial("tcp", b.c.tokenAddr)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	reader := bufio.NewReader(conn)
+	send := func() (bool, time.Time, error) {
+		if _, err := conn.Write([]byte(request)); err != nil {
+			return false, time.Time{}, err
+		}
+		resp, err := http.ReadResponse(reader, nil)
+		if err != nil {
+			return false, time.Time{}, err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return refused(resp.StatusCode, body), time.Now(), err
+	}
+	if r, _, err := send(); err != nil || r {
+		return 0, fmt.Errorf("refused before the revocation (err %v)", err)
+	}
+	type result struct {
+		at  time.Time
+		err error
+	}
+	first := make(chan result, 1)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r, at, err := send()
+			if err != nil || r {
+				first <- result{at, err}
+				return
+			}
+		}
+	}()
+	obj.SetNamespace(benchNamespace)
+	obj.SetName(name)
+	sent := time.Now()
+	if err := b.c.client.Patch(ctx, obj, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"revoked":true}}`))); err != nil {
+		close(stop)
+		return 0, err
+	}
+	select {
+	case r := <-first:
+		if r.err != nil {
+			return 0, r.err
+		}
+		return r.at.Sub(sent), nil
+	case <-time.After(10 * time.Second):
+		close(stop)
+		return 0, fmt.Errorf("still accepted 10 s after the revocation")
+	}
+}
+
+// memoryAtScale grows the APIKeys to each of s.memoryKeys and measures the token
+// server's cold start and RSS there.
+func (b *bench) memoryAtScale(ctx context.Context) error {
+	have := b.s.keys
+	for _, total := range b.s.memoryKeys {
+		logf("  creating APIKeys %d..%d", have, total-1)
+		r, err := b.createKeys(ctx, have, total)
+		if err != nil {
+			return err
+		}
+		b.report.reconcile = append(b.report.reconcile, r)
+		logf("  %d more APIKeys Ready in %s", r.keys, r.total.Round(time.Millisecond))
+		have = total
+		var times []time.Duration
+		for range min(3, b.s.coldStarts) {
+			ready, err := b.restartTokenServer(ctx, "RS256")
+			if err != nil {
+				return err
+			}
+			times = append(times, ready)
+			logf("  ready %s after start", ready.Round(time.Millisecond))
+		}
+		b.report.coldStarts = append(b.report.coldStarts, coldStartRun{keys: total, times: times})
+		rss, err := b.settledRSS(ctx)
+		if err != nil {
+			return err
+		}
+		b.report.memory = append(b.report.memory, memoryPoint{keys: total, rss: rss})
+		logf("  RSS %s with %d APIKeys", mib(rss), total)
+	}
+	return nil
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	sorted := slices.Clone(d)
+	slices.Sort(sorted)
+	return percentile(sorted, p).Round(10 * time.Microsecond)
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

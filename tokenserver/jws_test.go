@@ -1,0 +1,51 @@
+package tokenserver
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"math/big"
+	"testing"
+)
+
+// TestECDSADERToJWS converts enough signatures that R or S is shorter than 32
+// bytes (about 1 in 128) or has its high bit set (1 in 2) many times over, and
+// checks each converted signature against the key.
+func TestECDSADERToJWS(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := 0
+	for i := range 3000 {
+		digest := sha256.Sum256(fmt.Appendf(nil, "message %d", i))
+		der, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		jws, err := ecdsaDERToJWS(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jws) != 64 {
+			t.Fatalf("signature of %d bytes", len(jws))
+		}
+		r, s := new(big.Int).SetBytes(jws[:32]), new(big.Int).SetBytes(jws[32:])
+		if len(r.Bytes()) < 32 || len(s.Bytes()) < 32 {
+			short++
+		}
+		if !ecdsa.Verify(&key.PublicKey, digest[:], r, s) {
+			t.Fatalf("converted signature %d does not verify", i)
+		}
+	}
+	if short == 0 {
+		t.Fatal("no short R or S in 3000 signatures: the padding path was not exercised")
+	}
+	for _, bad := range [][]byte{nil, {0x30, 0x00}, {0x30, 0x03, 0x02, 0x01, 0x01}, append([]byte{0x30, 0x26, 0x02, 0x21}, make([]byte, 37)...)} {
+		if _, err := ecdsaDERToJWS(bad); err == nil {
+			t.Errorf("accepted malformed signature %x", bad)
+		}
+	}
+}
