@@ -79,7 +79,7 @@ func (c *oauthClient) secretMatches(presented digest, now time.Time) bool {
 }
 
 // Index holds the reconciled state the token server answers from: every lookup is
-// one map access. Informer handlers keep it current.
+// one map access. Reflectors write watch events straight into it (feed.go).
 type Index struct {
 	mu          sync.RWMutex
 	apiKeys     map[digest]*apiKey

@@ -156,7 +156,7 @@ func (r *report) write(path string) error {
 	p("The token server runs on core %s (taskset, GOMAXPROCS=1); the load generator and the signing reference's peer on core %s; ", r.s.serverCPU, r.s.loadCPU)
 	p("%d keep-alive connections in a closed loop (each sends its next request when the previous response arrives), ", r.s.connections)
 	p("%s of warm-up then %s measured per load. ", r.s.warmup, r.s.duration)
-	p("During the load and revocation measurements the control plane, the manager and the benchmark itself are confined to the load core, so that nothing else runs on the token server's core; ")
+	p("During the load and revocation measurements the control plane, the manager and the benchmark itself are confined to the load core (the first two at the lowest priority, nice 19, under load, and at normal priority for the revocations, which they carry), so that nothing else runs on the token server's core and the load generator comes first on its own; ")
 	p("they use every core for the reconcile measurement.\n\n")
 	p("| | |\n|---|---|\n")
 	p("| Command | `%s` |\n", command())
@@ -231,7 +231,7 @@ func (r *report) write(path string) error {
 		p("\n")
 	}
 	if len(r.revocations.apiKeys) > 0 {
-		p("### Revocation\n\nEach revocation: a poller sends the revoked credential's request in a loop on one keep-alive connection; ")
+		p("### Revocation\n\nEach revocation: a poller sends the revoked credential's request every millisecond on one keep-alive connection; ")
 		p("the latency runs from sending the merge patch `{\"spec\":{\"revoked\":true}}` to receiving the first refusal, ")
 		p("so it includes the API server's own write and slightly overstates the time from acceptance.\n\n")
 	}

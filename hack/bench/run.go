@@ -107,7 +107,9 @@ func (b *bench) createClients(ctx context.Context) error {
 			},
 		}
 	}
-	watch, err := b.c.watchReady(ctx, &latchkeyv1.OAuthClient{})
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watch, err := b.c.watchReady(watchCtx, &latchkeyv1.OAuthClient{})
 	if err != nil {
 		return err
 	}
@@ -213,10 +215,12 @@ func (b *bench) createKeys(ctx context.Context, from, to int) (reconcileRun, err
 			},
 		})
 	}
-	if err := b.confine(allCPUs()); err != nil {
+	if err := b.confine(allCPUs(), "0"); err != nil {
 		return reconcileRun{}, err
 	}
-	watch, err := b.c.watchReady(ctx, &latchkeyv1.APIKey{})
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch() // its events would cost CPU in the measurements that follow
+	watch, err := b.c.watchReady(watchCtx, &latchkeyv1.APIKey{})
 	if err != nil {
 		return reconcileRun{}, err
 	}
@@ -301,7 +305,7 @@ func (b *bench) coldStart(ctx context.Context) error {
 			return err
 		}
 		times = append(times, ready)
-		logf("  ready %s after start", ready.Round(time.Millisecond))
+		logf("  ready %s after start (token server CPU %.2f s)", ready.Round(time.Millisecond), cpuSeconds(b.server.cmd.Process.Pid))
 	}
 	b.report.coldStarts = append(b.report.coldStarts, coldStartRun{keys: b.s.keys, times: times})
 	rss, err := b.settledRSS(ctx)
@@ -314,11 +318,12 @@ func (b *bench) coldStart(ctx context.Context) error {
 }
 
 // confine moves the control plane, the manager and the benchmark itself (every
-// thread) onto cpus. The load measurements confine them to the load core, so that
-// nothing but the token server runs on its core (its lastUsedAt writes would
-// otherwise have the API server and the manager compete with it there); the
-// reconcile measurement gives them every core.
-func (b *bench) confine(cpus string) error {
+// thread) onto cpus. The load measurements confine them to the load core at the
+// lowest priority, so that nothing but the token server runs on its core and the
+// load generator comes first on its own (the token server's lastUsedAt writes set
+// the API server and the manager to work during the loads); the reconcile
+// measurement gives them every core at normal priority.
+func (b *bench) confine(cpus, niceness string) error {
 	pids := []int{os.Getpid(), b.c.manager.cmd.Process.Pid}
 	for name, pid := range childPIDs() {
 		if name == "etcd" || name == "kube-apiserver" || name == "kube-controller-manager" {
@@ -329,6 +334,14 @@ func (b *bench) confine(cpus string) error {
 		if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(pid)).CombinedOutput(); err != nil {
 			return fmt.Errorf("taskset -a -p -c %s %d: %w: %s", cpus, pid, err, out)
 		}
+		if pid == os.Getpid() {
+			continue // its children, the load generator among them, inherit its priority
+		}
+		// renice sets one thread; every thread of the process is under /proc/<pid>/task.
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, task := range tasks {
+			_ = exec.Command("renice", "-n", niceness, "-p", task.Name()).Run()
+		}
 	}
 	return nil
 }
@@ -338,7 +351,7 @@ func allCPUs() string { return fmt.Sprintf("0-%d", runtime.NumCPU()-1) }
 // tokenIssuance loads the token endpoint once per algorithm, after the raw
 // signing reference and the /healthz reference on the same core.
 func (b *bench) tokenIssuance(ctx context.Context) error {
-	if err := b.confine(b.s.loadCPU); err != nil {
+	if err := b.confine(b.s.loadCPU, "19"); err != nil {
 		return err
 	}
 	for _, alg := range b.s.algorithms {
@@ -401,7 +414,7 @@ func (b *bench) checkTokenAlgorithm(alg string) error {
 
 // introspection loads /oauth2/introspect with s.introspected distinct API keys.
 func (b *bench) introspection(ctx context.Context) error {
-	if err := b.confine(b.s.loadCPU); err != nil {
+	if err := b.confine(b.s.loadCPU, "19"); err != nil {
 		return err
 	}
 	var requests []string
@@ -521,7 +534,8 @@ func basicAuth(c clientCredentials) string {
 // s.revocations OAuthClients while a poller requests tokens with each, and
 // measures from sending the patch to the first refused request.
 func (b *bench) revocation(ctx context.Context) error {
-	if err := b.confine(b.s.loadCPU); err != nil {
+	// The API server carries the revocation: normal priority here.
+	if err := b.confine(b.s.loadCPU, "0"); err != nil {
 		return err
 	}
 	rs := b.clients[0]
@@ -601,6 +615,9 @@ func (b *bench) revokeAndPoll(ctx context.Context, obj client.Object, name, requ
 				first <- result{at, err}
 				return
 			}
+			// One request per millisecond: resolution enough for a 200 ms target,
+			// without taking the load core from the API server that carries the revocation.
+			time.Sleep(time.Millisecond)
 		}
 	}()
 	obj.SetNamespace(benchNamespace)
