@@ -61,6 +61,9 @@ func (f *indexFeed[T]) Replace(list []any, _ string) error {
 
 func (f *indexFeed[T]) Resync() error { return nil }
 
+// HasSynced reports whether the first list has reached the index.
+func (f *indexFeed[T]) HasSynced() bool { return f.synced.Load() }
+
 // startFeeds runs one Reflector per kind and namespace (or one per kind for all
 // namespaces) into index. The returned function waits until each has listed once.
 func startFeeds(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, namespaces []string, index *Index) (func(context.Context) bool, error) {
@@ -78,17 +81,19 @@ func startFeeds(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, n
 		clients := &indexFeed[*latchkeyv1.OAuthClient]{namespace: ns,
 			upsert: index.upsertClient, remove: index.deleteClient, replace: index.replaceClients}
 		for resource, feed := range map[string]struct {
-			store    toolscache.ReflectorStore
+			store interface {
+				toolscache.ReflectorStore
+				HasSynced() bool
+			}
 			expected runtime.Object
-			synced   *atomic.Bool
 		}{
-			"apikeys":      {keys, &latchkeyv1.APIKey{}, &keys.synced},
-			"oauthclients": {clients, &latchkeyv1.OAuthClient{}, &clients.synced},
+			"apikeys":      {keys, &latchkeyv1.APIKey{}},
+			"oauthclients": {clients, &latchkeyv1.OAuthClient{}},
 		} {
 			lw := toolscache.NewListWatchFromClient(restClient, resource, ns, fields.Everything())
 			r := toolscache.NewReflectorWithOptions(lw, feed.expected, feed.store, toolscache.ReflectorOptions{Name: resource})
 			go r.RunWithContext(ctx)
-			synced = append(synced, feed.synced.Load)
+			synced = append(synced, feed.store.HasSynced)
 		}
 	}
 	return func(ctx context.Context) bool {

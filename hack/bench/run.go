@@ -252,7 +252,7 @@ func (b *bench) createKeys(ctx context.Context, from, to int) (reconcileRun, err
 	metricsAfter, _ := b.c.managerMetrics(ctx)
 	return reconcileRun{
 		keys: len(objs), created: created, total: total,
-		cpu: diffCPU(processCPU(pids, b.c.manager, b.server), cpuBefore), metrics: diffMetrics(metricsAfter, metricsBefore),
+		cpu: difference(processCPU(pids, b.c.manager, b.server), cpuBefore), metrics: difference(metricsAfter, metricsBefore),
 	}, nil
 }
 
@@ -280,15 +280,8 @@ func processCPU(children map[string]int, manager, tokenServer *process) map[stri
 	return cpu
 }
 
-func diffCPU(after, before map[string]float64) map[string]float64 {
-	out := map[string]float64{}
-	for k, v := range after {
-		out[k] = v - before[k]
-	}
-	return out
-}
-
-func diffMetrics(after, before map[string]float64) map[string]float64 {
+// difference is after minus before, per name (CPU seconds, metric samples).
+func difference(after, before map[string]float64) map[string]float64 {
 	out := map[string]float64{}
 	for k, v := range after {
 		out[k] = v - before[k]
