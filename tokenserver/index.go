@@ -9,7 +9,6 @@ import (
 	"unique"
 
 	"k8s.io/apimachinery/pkg/types"
-	toolscache "k8s.io/client-go/tools/cache"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 )
@@ -308,10 +307,10 @@ func upsertTyped[T any](obj any, upsert func(T)) {
 	}
 }
 
+// deleteTyped drops a deleted object. A Reflector hands over the object itself
+// (informers' DeletedFinalStateUnknown tombstones do not occur: a relist goes
+// through Replace).
 func deleteTyped[T interface{ GetUID() types.UID }](obj any, drop func(types.UID)) {
-	if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-		obj = tombstone.Obj
-	}
 	if typed, ok := obj.(T); ok {
 		drop(typed.GetUID())
 	}

@@ -88,12 +88,12 @@ func startCluster(ctx context.Context, dir string, withPprof bool, managerArgs [
 		return c, err
 	}
 
-	if c.tokenAddr, err = freeAddr(); err != nil {
+	if c.tokenAddr, err = testenv.FreeAddr(); err != nil {
 		return c, err
 	}
 	c.issuer = "http://" + c.tokenAddr
-	metricsAddr, _ := freeAddr()
-	probeAddr, _ := freeAddr()
+	metricsAddr, _ := testenv.FreeAddr()
+	probeAddr, _ := testenv.FreeAddr()
 	c.managerURL = "http://" + metricsAddr + "/metrics"
 	args := []string{"manager",
 		"--namespace=" + operatorNamespace,
@@ -104,7 +104,7 @@ func startCluster(ctx context.Context, dir string, withPprof bool, managerArgs [
 	}
 	args = append(args, managerArgs...)
 	if withPprof {
-		c.pprofMgr, _ = freeAddr()
+		c.pprofMgr, _ = testenv.FreeAddr()
 		args = append(args, "--pprof-bind-address="+c.pprofMgr)
 	}
 	c.manager, err = start(dir, "manager", "", []string{"KUBECONFIG=" + filepath.Join(dir, "latchkey-manager.kubeconfig")},

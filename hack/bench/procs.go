@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -195,16 +193,6 @@ func runChild(ctx context.Context, kind, cpu string, job, result any) error {
 	return json.Unmarshal(stdout.Bytes(), result)
 }
 
-// freeAddr returns a loopback address nobody listens on.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 func tail(path string, lines int) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -229,5 +217,3 @@ func cpuModel() string {
 	}
 	return "unknown"
 }
-
-var errStopped = errors.New("stopped")

@@ -36,7 +36,9 @@ type bench struct {
 	report  *report
 	clients []clientCredentials // loadClients of them
 	server  *process            // the running token server
-	alg     string              // its algorithm
+	// pprofAddr is the token server's /debug/pprof address when profiling.
+	pprofAddr string
+	alg       string // its algorithm
 }
 
 func run(ctx context.Context, s settings) error {
@@ -55,6 +57,11 @@ func run(ctx context.Context, s settings) error {
 		}
 	}
 	b := &bench{s: s, report: newReport(s)}
+	if s.profileDir != "" {
+		if b.pprofAddr, err = testenv.FreeAddr(); err != nil {
+			return err
+		}
+	}
 
 	logf("starting the control plane and the manager")
 	b.c, err = startCluster(ctx, dir, s.profileDir != "", s.managerArgs)
@@ -143,7 +150,7 @@ func (b *bench) restartTokenServer(ctx context.Context, alg string) (time.Durati
 	b.server = nil
 	pprofAddr := ""
 	if b.s.profileDir != "" {
-		pprofAddr = "127.0.0.1:6060"
+		pprofAddr = b.pprofAddr
 	}
 	p, ready, err := b.c.tokenServer(ctx, alg, b.s.serverCPU, pprofAddr)
 	if err != nil {
@@ -162,7 +169,7 @@ func (b *bench) settledRSS(ctx context.Context) (int64, error) {
 	case <-time.After(5 * time.Second):
 	}
 	if b.s.profileDir != "" {
-		if resp, err := http.Get("http://127.0.0.1:6060/debug/pprof/heap"); err == nil {
+		if resp, err := http.Get("http://" + b.pprofAddr + "/debug/pprof/heap"); err == nil {
 			if f, err := os.Create(filepath.Join(b.s.profileDir, fmt.Sprintf("tokenserver-heap-%d.pprof", time.Now().Unix()))); err == nil {
 				_, _ = io.Copy(f, resp.Body)
 				f.Close()
@@ -440,7 +447,7 @@ func (b *bench) load(ctx context.Context, name string, requests []string, status
 		job.Requests = append(job.Requests, []byte(r))
 	}
 	serverCPU := cpuSeconds(b.server.cmd.Process.Pid)
-	done := b.profile(ctx, "http://127.0.0.1:6060", name+".pprof", b.s.warmup+b.s.duration)
+	done := b.profile(ctx, "http://"+b.pprofAddr, name+".pprof", b.s.warmup+b.s.duration)
 	var res loadResult
 	err := runChild(ctx, "load", b.s.loadCPU, job, &res)
 	done()
