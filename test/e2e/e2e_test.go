@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -55,6 +57,12 @@ func introspect(rs client, token string) map[string]any {
 }
 
 func active(rs client, token string) bool { return introspect(rs, token)["active"] == true }
+
+// credentialHash is how status names a credential: "sha256:<hex>".
+func credentialHash(plaintext string) string {
+	sum := sha256.Sum256([]byte(plaintext))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
 
 // tokenStatus is the HTTP status of a client_credentials request.
 func tokenStatus(c client) int {
@@ -160,9 +168,22 @@ var _ = Describe("Latchkey, end to end", Ordered, func() {
 		Eventually(func() bool { return active(ordersAPI, apiKey) }).WithTimeout(10*time.Second).Should(BeFalse(), "and rejected after it")
 		Expect(active(ordersAPI, rotated)).To(BeTrue())
 		apiKey = rotated
+
+		By("and the manager drops the old hash once the grace period is over")
+		// The token server stops accepting the old key at notAfter by the clock; the
+		// manager prunes its hash from status a moment later. The rotation is over
+		// only then: a spec that starts earlier would see status change under it.
+		kubectl("wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=Issued", "--timeout=30s", "-n", ns, "apikey/orders")
+		Expect(kubectl("get", "apikey", "orders", "-n", ns, "-o", "jsonpath={.status.credentials[*].hash}")).
+			To(Equal(credentialHash(rotated)), "only the current key is accepted")
 	})
 
 	It("keeps every key when the manager restarts mid-way", func() {
+		// Start from a settled lifecycle: no grace period is due to end while we watch.
+		for _, obj := range []string{"apikey/orders", "oauthclient/worker", "oauthclient/orders-api"} {
+			Expect(kubectl("get", obj, "-n", ns, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].reason}`)).
+				To(Equal("Issued"), "%s has no credential in a grace period", obj)
+		}
 		before := snapshot()
 		Expect(before).To(ContainSubstring("Secret/orders-apikey"))
 		manager.stop()
