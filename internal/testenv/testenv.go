@@ -1,7 +1,8 @@
 // Package testenv starts the control plane the test suites run against: a real
 // kube-apiserver and etcd (controller-runtime's envtest) with the project's CRDs,
-// plus kube-controller-manager running only the garbage collector, so that owner
-// references do what they do in a cluster. The binaries come from hack/envtest.sh.
+// plus kube-controller-manager running the garbage collector and the cluster-role
+// aggregation controller, so that owner references and the built-in edit role do
+// what they do in a cluster. The binaries come from hack/envtest.sh.
 package testenv
 
 import (
@@ -84,7 +85,10 @@ func (e *Env) startGarbageCollector(assets string, logTo *os.File) error {
 	}
 	e.gc = exec.Command(filepath.Join(assets, "kube-controller-manager"),
 		"--kubeconfig="+e.Kubeconfig,
-		"--controllers=garbagecollector",
+		// The garbage collector deletes a credential's Secret with its owner; the
+		// aggregation controller folds config/rbac's editor roles into the built-in
+		// edit role, which is what a tenant is given (Tenant).
+		"--controllers=garbagecollector,clusterrole-aggregation",
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--v=1",

@@ -1,0 +1,206 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/controllers"
+	"github.com/latchkey-dev/latchkey/internal/credential"
+	"github.com/latchkey-dev/latchkey/internal/testenv"
+)
+
+// Attacker specs: a tenant with the built-in edit role in its own namespace (and
+// nothing else) tries what SECURITY.md says it cannot do, against the real API
+// server and the real manager.
+
+var tenantCount atomic.Int32
+
+// newTenant gives a spec a fresh namespace and a user who may edit it.
+func newTenant(ctx context.Context) *testenv.Tenant {
+	ns := newNamespace()
+	tenant, err := testEnv.NewTenant(ctx, k8s, scheme, fmt.Sprintf("tenant-%d", tenantCount.Add(1)), ns)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	return tenant
+}
+
+// allAcceptedHashes lists every hash any credential of kind accepts, cluster-wide, by owner.
+func allAcceptedHashes(ctx context.Context, kind credentialKind) map[string][]string {
+	owners := map[string][]string{}
+	var objs []controllers.CredentialObject
+	if kind.name == "APIKey" {
+		var list latchkeyv1.APIKeyList
+		Expect(k8s.List(ctx, &list)).To(Succeed())
+		for i := range list.Items {
+			objs = append(objs, &list.Items[i])
+		}
+	} else {
+		var list latchkeyv1.OAuthClientList
+		Expect(k8s.List(ctx, &list)).To(Succeed())
+		for i := range list.Items {
+			objs = append(objs, &list.Items[i])
+		}
+	}
+	for _, o := range objs {
+		for _, c := range o.CredentialStatus().Credentials {
+			owners[c.Hash] = append(owners[c.Hash], o.GetNamespace()+"/"+o.GetName())
+		}
+	}
+	return owners
+}
+
+var _ = Describe("A tenant with edit rights in its own namespace", func() {
+	ctx := context.Background()
+
+	It("cannot take over another tenant's client_id by writing the Secret before the manager does", func() {
+		victim := waitReady(ctx, oauthClientKind, create(ctx, oauthClientKind, newNamespace(), "victim", nil), latchkeyv1.ReasonIssued).(*latchkeyv1.OAuthClient)
+		attacker := newTenant(ctx)
+
+		// Create an OAuthClient and at once a Secret of its name that claims to be its
+		// controlled, issued Secret, holding the victim's client_id. Retried with a new
+		// name until the attacker's Secret lands before the manager's.
+		var thief *latchkeyv1.OAuthClient
+		attempt := 0
+		Eventually(func() error {
+			attempt++
+			thief = &latchkeyv1.OAuthClient{
+				ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: fmt.Sprintf("thief-%d", attempt)},
+				Spec:       latchkeyv1.OAuthClientSpec{Audiences: []string{"https://api.example.com"}},
+			}
+			if err := attacker.Client.Create(ctx, thief); err != nil {
+				return StopTrying("creating the OAuthClient").Wrap(err)
+			}
+			return attacker.Client.Create(ctx, &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{
+					Namespace: attacker.Namespace, Name: thief.SecretName(),
+					Labels:      map[string]string{controllers.ManagedByLabel: controllers.ManagedByValue},
+					Annotations: map[string]string{latchkeyv1.SerialAnnotation: "1"},
+					OwnerReferences: []metav1.OwnerReference{{
+						APIVersion: latchkeyv1.GroupVersion.String(), Kind: "OAuthClient",
+						Name: thief.Name, UID: thief.UID, Controller: ptr.To(true),
+					}},
+				},
+				Data: map[string][]byte{
+					latchkeyv1.ClientIDSecretKey:     []byte(victim.Status.ClientID),
+					latchkeyv1.ClientSecretSecretKey: []byte(oauthClientKind.forge()),
+				},
+			})
+		}).Should(Succeed())
+
+		ready := waitReady(ctx, oauthClientKind, thief, latchkeyv1.ReasonIssued).(*latchkeyv1.OAuthClient)
+		Expect(ready.Status.ClientID).NotTo(Equal(victim.Status.ClientID), "the manager chose the client_id, not the Secret")
+		secret := getSecret(ctx, attacker.Namespace, thief.SecretName())
+		Expect(string(secret.Data[latchkeyv1.ClientIDSecretKey])).To(Equal(ready.Status.ClientID))
+		Expect(credential.Hash(credentialIn(oauthClientKind, secret))).NotTo(Equal(credential.Hash(oauthClientKind.forge())), "the planted secret was replaced")
+		Expect(get(ctx, oauthClientKind, victim.Namespace, victim.Name).(*latchkeyv1.OAuthClient).Status.ClientID).
+			To(Equal(victim.Status.ClientID))
+	})
+
+	for _, kind := range kinds {
+		Context("with an "+kind.name, func() {
+			// plant writes a credential into the attacker's own object's Secret, with the
+			// next serial, as a crashed manager would have left it.
+			plant := func(attacker *testenv.Tenant, obj controllers.CredentialObject, plaintext string, annotations map[string]string) {
+				secret := &corev1.Secret{}
+				Expect(attacker.Client.Get(ctx, client.ObjectKey{Namespace: attacker.Namespace, Name: obj.SecretName()}, secret)).To(Succeed())
+				for k, v := range annotations {
+					secret.Annotations[k] = v
+				}
+				secret.Annotations[latchkeyv1.SerialAnnotation] = strconv.FormatInt(obj.CredentialStatus().Serial+1, 10)
+				secret.Data[kind.secretKey] = []byte(plaintext)
+				Expect(attacker.Client.Update(ctx, secret)).To(Succeed())
+			}
+			// expectReplaced waits until the manager replaced the planted credential, and
+			// checks it never accepted it.
+			expectReplaced := func(attacker *testenv.Tenant, obj controllers.CredentialObject, planted string) {
+				// Hashes, not plaintexts, in assertions: a failure message must not print a credential.
+				Eventually(func() string { return credential.Hash(credentialIn(kind, getSecret(ctx, attacker.Namespace, obj.SecretName()))) }).
+					ShouldNot(Equal(credential.Hash(planted)), "the planted credential is replaced")
+				Eventually(func(g Gomega) {
+					current := credentialIn(kind, getSecret(ctx, attacker.Namespace, obj.SecretName()))
+					status := get(ctx, kind, attacker.Namespace, obj.GetName()).CredentialStatus()
+					g.Expect(status.Credentials).To(ConsistOf(HaveField("Hash", credential.Hash(current))))
+				}).Should(Succeed())
+				Expect(allAcceptedHashes(ctx, kind)).NotTo(HaveKey(credential.Hash(planted)), "no object accepts the planted credential")
+				Eventually(eventReasons).WithArguments(ctx, attacker.Namespace, obj.GetName()).Should(ContainElement("SecretModified"))
+			}
+
+			It("cannot plant a credential of its choosing", func() {
+				attacker := newTenant(ctx)
+				obj := kind.newObject(attacker.Namespace, "planted")
+				Expect(attacker.Client.Create(ctx, obj)).To(Succeed())
+				ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
+				chosen := kind.forge()
+				plant(attacker, ready, chosen, nil)
+				expectReplaced(attacker, ready, chosen)
+			})
+
+			It("cannot bring back a revoked credential", func() {
+				attacker := newTenant(ctx)
+				obj := kind.newObject(attacker.Namespace, "phoenix")
+				Expect(attacker.Client.Create(ctx, obj)).To(Succeed())
+				issued := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
+				revoked := credentialIn(kind, getSecret(ctx, attacker.Namespace, issued.SecretName()))
+				proof := getSecret(ctx, attacker.Namespace, issued.SecretName()).Annotations
+
+				patch(ctx, kind, issued, func(o controllers.CredentialObject) { o.Lifecycle().Revoked = true })
+				Eventually(readyReason).WithArguments(ctx, kind, obj).Should(Equal(latchkeyv1.ReasonRevoked))
+				patch(ctx, kind, issued, func(o controllers.CredentialObject) { o.Lifecycle().Revoked = false })
+				restored := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
+
+				plant(attacker, restored, revoked, proof)
+				expectReplaced(attacker, restored, revoked)
+			})
+
+			It("cannot move an issued credential, with everything the manager wrote beside it, to another object", func() {
+				attacker := newTenant(ctx)
+				donor, taker := kind.newObject(attacker.Namespace, "donor"), kind.newObject(attacker.Namespace, "taker")
+				Expect(attacker.Client.Create(ctx, donor)).To(Succeed())
+				Expect(attacker.Client.Create(ctx, taker)).To(Succeed())
+				donor = waitReady(ctx, kind, donor, latchkeyv1.ReasonIssued)
+				taker = waitReady(ctx, kind, taker, latchkeyv1.ReasonIssued)
+				donorSecret := getSecret(ctx, attacker.Namespace, donor.SecretName())
+
+				moved := credentialIn(kind, donorSecret)
+				plant(attacker, taker, moved, donorSecret.Annotations)
+				expectReplaced(attacker, taker, moved)
+				Expect(allAcceptedHashes(ctx, kind)[credential.Hash(moved)]).To(ConsistOf(attacker.Namespace+"/donor"))
+			})
+
+			It("cannot make another tenant's leaked credential its own", func() {
+				victim := waitReady(ctx, kind, create(ctx, kind, newNamespace(), "victim", nil), latchkeyv1.ReasonIssued)
+				leaked := credentialIn(kind, getSecret(ctx, victim.GetNamespace(), victim.SecretName()))
+				attacker := newTenant(ctx)
+				obj := kind.newObject(attacker.Namespace, "shadow")
+				Expect(attacker.Client.Create(ctx, obj)).To(Succeed())
+				ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
+
+				plant(attacker, ready, leaked, nil)
+				Eventually(func() string { return credential.Hash(credentialIn(kind, getSecret(ctx, attacker.Namespace, obj.SecretName()))) }).
+					ShouldNot(Equal(credential.Hash(leaked)))
+				Expect(allAcceptedHashes(ctx, kind)[credential.Hash(leaked)]).
+					To(ConsistOf(victim.GetNamespace()+"/victim"), "only the victim accepts its credential: nothing to shadow in the token server")
+			})
+		})
+	}
+
+	It("cannot write status: hashes are the manager's alone", func() {
+		attacker := newTenant(ctx)
+		key := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: "self-issued"}}
+		Expect(attacker.Client.Create(ctx, key)).To(Succeed())
+		base := key.DeepCopy()
+		key.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: credential.Hash(apiKeyKind.forge()), Serial: 99, IssuedAt: metav1.Now()}}
+		err := attacker.Client.Status().Patch(ctx, key, client.MergeFrom(base))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+	})
+})
