@@ -67,6 +67,19 @@ bench-quick: build envtest ## The same benchmark at quick sizes (a few minutes);
 bench-micro: ## Microbenchmarks of the token server's hot paths (in process, no network).
 	go test ./tokenserver/ -run '^$$' -bench . -benchmem -count 1
 
+FUZZTIME ?= 30s
+FUZZ_PACKAGES = ./internal/credential ./tokenserver
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 30s); `make test` runs their seed corpora.
+	@set -e; for pkg in $(FUZZ_PACKAGES); do \
+		list=$$(go test $$pkg -run '^$$' -list '^Fuzz'); \
+		for name in $$(printf '%s\n' "$$list" | grep '^Fuzz'); do \
+			echo "go test $$pkg -run '^\$$' -fuzz '^$$name\$$' -fuzztime $(FUZZTIME)"; \
+			go test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
+		done; \
+	done
+
 ##@ Demo
 
 .PHONY: demo

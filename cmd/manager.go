@@ -34,6 +34,7 @@ type managerFlags struct {
 	issuerURL, tokenURL    string
 	namespace              string
 	signingKeySecret       string
+	issuanceKeySecret      string
 	signingAlgorithms      string
 	signingKeyRotation     time.Duration
 	concurrency            int
@@ -54,6 +55,7 @@ func runManager(args []string) error {
 	fs.StringVar(&f.tokenURL, "token-url", "", "token endpoint written into OAuthClient Secrets; default <issuer-url>/oauth2/token")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "latchkey-system"), "the operator's namespace, which holds the signing-key Secret")
 	fs.StringVar(&f.signingKeySecret, "signing-key-secret", "latchkey-signing-keys", "name of the Secret that holds the token-signing keys")
+	fs.StringVar(&f.issuanceKeySecret, "issuance-key-secret", "latchkey-issuance-key", "name of the Secret, in --namespace, that holds the issuance key: it proves which credentials in tenants' Secrets the manager wrote, and derives client_ids")
 	fs.StringVar(&f.signingAlgorithms, "signing-algorithms", signingkeys.RS256, "comma-separated algorithms to keep signing keys for: RS256, ES256, EdDSA")
 	fs.DurationVar(&f.signingKeyRotation, "signing-key-rotation", 30*24*time.Hour, "how long each signing key signs before the next one takes over")
 	fs.IntVar(&f.concurrency, "concurrency", 8, "reconciles run in parallel per kind")
@@ -94,6 +96,7 @@ func runManager(args []string) error {
 		Random:           rand.Reader,
 		Clock:            clock.RealClock{},
 		Controller:       controller.Options{MaxConcurrentReconciles: f.concurrency},
+		IssuanceKey:      controllers.IssuanceKeyOptions{Namespace: f.namespace, SecretName: f.issuanceKeySecret},
 		SigningKeys: &controllers.SigningKeyOptions{
 			Namespace:  f.namespace,
 			SecretName: f.signingKeySecret,

@@ -1,9 +1,8 @@
 package controllers
 
 import (
+	"context"
 	"io"
-
-	corev1 "k8s.io/api/core/v1"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
@@ -22,9 +21,14 @@ type APIKeyKind struct {
 
 var _ CredentialKind[*latchkeyv1.APIKey] = APIKeyKind{}
 
-func (APIKeyKind) Name() string                                     { return "API key" }
-func (APIKeyKind) NewObject() *latchkeyv1.APIKey                    { return &latchkeyv1.APIKey{} }
-func (APIKeyKind) Prepare(*latchkeyv1.APIKey, *corev1.Secret) error { return nil }
+func (APIKeyKind) Name() string                                      { return "API key" }
+func (APIKeyKind) NewObject() *latchkeyv1.APIKey                     { return &latchkeyv1.APIKey{} }
+func (APIKeyKind) Prepare(context.Context, *latchkeyv1.APIKey) error { return nil }
+func (APIKeyKind) SecretKey() string                                 { return latchkeyv1.APIKeySecretKey }
+func (APIKeyKind) PublicData(*latchkeyv1.APIKey) map[string][]byte   { return map[string][]byte{} }
+func (APIKeyKind) Issued(key *latchkeyv1.APIKey, hash string) {
+	key.Status.KeyID = credential.KeyID(hash)
+}
 
 func (k APIKeyKind) Generate(key *latchkeyv1.APIKey) (string, error) {
 	prefix := key.Spec.Prefix
@@ -32,24 +36,6 @@ func (k APIKeyKind) Generate(key *latchkeyv1.APIKey) (string, error) {
 		prefix = k.DefaultPrefix
 	}
 	return credential.NewAPIKey(k.Random, prefix, string(environment(key)))
-}
-
-// Plaintext accepts a key with a valid checksum for the APIKey's environment.
-func (APIKeyKind) Plaintext(key *latchkeyv1.APIKey, data map[string][]byte) (string, bool) {
-	plaintext := string(data[latchkeyv1.APIKeySecretKey])
-	parsed, err := credential.ParseAPIKey(plaintext)
-	if err != nil || parsed.Environment != string(environment(key)) {
-		return "", false
-	}
-	return plaintext, true
-}
-
-func (APIKeyKind) SecretData(_ *latchkeyv1.APIKey, plaintext string) map[string][]byte {
-	return map[string][]byte{latchkeyv1.APIKeySecretKey: []byte(plaintext)}
-}
-
-func (APIKeyKind) Issued(key *latchkeyv1.APIKey, hash string) {
-	key.Status.KeyID = credential.KeyID(hash)
 }
 
 // environment is spec.environment, "live" when unset (the schema defaults it;

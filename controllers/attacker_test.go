@@ -1,7 +1,9 @@
 package controllers_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -124,14 +126,15 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 			// checks it never accepted it.
 			expectReplaced := func(attacker *testenv.Tenant, obj controllers.CredentialObject, planted string) {
 				// Hashes, not plaintexts, in assertions: a failure message must not print a credential.
-				Eventually(func() string { return credential.Hash(credentialIn(kind, getSecret(ctx, attacker.Namespace, obj.SecretName()))) }).
+				Eventually(func() string {
+					return credential.Hash(credentialIn(kind, getSecret(ctx, attacker.Namespace, obj.SecretName())))
+				}).
 					ShouldNot(Equal(credential.Hash(planted)), "the planted credential is replaced")
 				Eventually(func(g Gomega) {
 					current := credentialIn(kind, getSecret(ctx, attacker.Namespace, obj.SecretName()))
 					status := get(ctx, kind, attacker.Namespace, obj.GetName()).CredentialStatus()
 					g.Expect(status.Credentials).To(ConsistOf(HaveField("Hash", credential.Hash(current))))
 				}).Should(Succeed())
-				Expect(allAcceptedHashes(ctx, kind)).NotTo(HaveKey(credential.Hash(planted)), "no object accepts the planted credential")
 				Eventually(eventReasons).WithArguments(ctx, attacker.Namespace, obj.GetName()).Should(ContainElement("SecretModified"))
 			}
 
@@ -143,6 +146,7 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 				chosen := kind.forge()
 				plant(attacker, ready, chosen, nil)
 				expectReplaced(attacker, ready, chosen)
+				Expect(allAcceptedHashes(ctx, kind)).NotTo(HaveKey(credential.Hash(chosen)), "no object accepts the planted credential")
 			})
 
 			It("cannot bring back a revoked credential", func() {
@@ -160,6 +164,7 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 
 				plant(attacker, restored, revoked, proof)
 				expectReplaced(attacker, restored, revoked)
+				Expect(allAcceptedHashes(ctx, kind)).NotTo(HaveKey(credential.Hash(revoked)), "no object accepts the revoked credential")
 			})
 
 			It("cannot move an issued credential, with everything the manager wrote beside it, to another object", func() {
@@ -174,7 +179,7 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 				moved := credentialIn(kind, donorSecret)
 				plant(attacker, taker, moved, donorSecret.Annotations)
 				expectReplaced(attacker, taker, moved)
-				Expect(allAcceptedHashes(ctx, kind)[credential.Hash(moved)]).To(ConsistOf(attacker.Namespace+"/donor"))
+				Expect(allAcceptedHashes(ctx, kind)[credential.Hash(moved)]).To(ConsistOf(attacker.Namespace + "/donor"))
 			})
 
 			It("cannot make another tenant's leaked credential its own", func() {
@@ -186,13 +191,59 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 				ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
 
 				plant(attacker, ready, leaked, nil)
-				Eventually(func() string { return credential.Hash(credentialIn(kind, getSecret(ctx, attacker.Namespace, obj.SecretName()))) }).
+				Eventually(func() string {
+					return credential.Hash(credentialIn(kind, getSecret(ctx, attacker.Namespace, obj.SecretName())))
+				}).
 					ShouldNot(Equal(credential.Hash(leaked)))
 				Expect(allAcceptedHashes(ctx, kind)[credential.Hash(leaked)]).
 					To(ConsistOf(victim.GetNamespace()+"/victim"), "only the victim accepts its credential: nothing to shadow in the token server")
 			})
 		})
 	}
+
+	It("cannot inflate the manager's memory with Secrets labelled as the operator's", func() {
+		attacker := newTenant(ctx)
+		big := bytes.Repeat([]byte("x"), 256<<10)
+		annotations := map[string]string{}
+		for i := range 8 {
+			annotations[fmt.Sprintf("example.com/padding-%d", i)] = string(big[:24<<10])
+		}
+		for i := range 3 {
+			Expect(attacker.Client.Create(ctx, &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: fmt.Sprintf("ballast-%d", i),
+					Labels: map[string]string{controllers.ManagedByLabel: controllers.ManagedByValue}, Annotations: annotations},
+				Data: map[string][]byte{"a": big, "b": big},
+			})).To(Succeed())
+		}
+		// A Secret with many small values: each one would cost a map entry.
+		many := map[string][]byte{}
+		for i := range 1000 {
+			many[fmt.Sprintf("k%d", i)] = []byte("v")
+		}
+		Expect(attacker.Client.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: "confetti",
+				Labels: map[string]string{controllers.ManagedByLabel: controllers.ManagedByValue}},
+			Data: many,
+		})).To(Succeed())
+
+		cachedSize := func(name string) func(g Gomega) int {
+			return func(g Gomega) int {
+				cached := &corev1.Secret{}
+				g.Expect(managerCache.Get(ctx, client.ObjectKey{Namespace: attacker.Namespace, Name: name}, cached)).To(Succeed())
+				return len(mustJSON(cached))
+			}
+		}
+		for _, name := range []string{"ballast-0", "ballast-1", "ballast-2", "confetti"} {
+			Eventually(cachedSize(name)).Should(BeNumerically("<", 4<<10), "the manager caches %s in a bounded digest form", name)
+		}
+
+		By("and holds its own Secrets' credentials as digests, never in plaintext")
+		key := waitReady(ctx, apiKeyKind, create(ctx, apiKeyKind, attacker.Namespace, "digested", nil), latchkeyv1.ReasonIssued)
+		plaintext := credentialIn(apiKeyKind, getSecret(ctx, attacker.Namespace, key.SecretName()))
+		cached := &corev1.Secret{}
+		Expect(managerCache.Get(ctx, client.ObjectKey{Namespace: attacker.Namespace, Name: key.SecretName()}, cached)).To(Succeed())
+		Expect("sha256:" + hex.EncodeToString(cached.Data[latchkeyv1.APIKeySecretKey])).To(Equal(credential.Hash(plaintext)))
+	})
 
 	It("cannot write status: hashes are the manager's alone", func() {
 		attacker := newTenant(ctx)

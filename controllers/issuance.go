@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -17,10 +19,14 @@ import (
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
+	"github.com/latchkey-dev/latchkey/internal/issuance"
 )
 
 // errSecretAppeared: the Secret was created while the cache said there was none.
 var errSecretAppeared = errors.New("the Secret exists although the cache has none")
+
+// errSecretChanged: the Secret changed between the read a decision was made on and the write.
+var errSecretChanged = errors.New("the Secret changed while it was being updated; deciding again")
 
 // secretState is how the Secret's content relates to what status accepts.
 type secretState int
@@ -28,26 +34,45 @@ type secretState int
 const (
 	secretMissing  secretState = iota
 	secretCurrent              // holds the credential status accepts as current
-	secretNewer                // holds a well-formed credential issued after status was last written: adopt it
-	secretModified             // holds something else: changed by someone, or stale in our cache
+	secretNewer                // holds a credential this manager issued for this object after status was last written: adopt it
+	secretModified             // holds anything else: changed by someone, or stale in our cache
 )
 
-func (r *CredentialReconciler[T]) classify(obj T, secret *corev1.Secret) (secretState, string) {
+// classify tells what a Secret (in digest form) holds, and the hash of its credential.
+//
+// Only secretNewer leads to adoption, and it needs the issuance proof: a
+// credential with a newer serial is adopted only if this manager wrote it for
+// this very object (kind, namespace, name, UID) and serial. A tenant can write
+// anything into its Secret, but not that proof.
+func (r *CredentialReconciler[T]) classify(ctx context.Context, obj T, secret *corev1.Secret) (secretState, string, error) {
 	if secret == nil {
-		return secretMissing, ""
+		return secretMissing, "", nil
 	}
+	digest := secret.Data[r.Kind.SecretKey()]
+	if len(digest) != sha256.Size {
+		return secretModified, "", nil
+	}
+	hash := "sha256:" + hex.EncodeToString(digest)
 	status := obj.CredentialStatus()
-	plaintext, wellFormed := r.Kind.Plaintext(obj, secret.Data)
 	serial := secretSerial(secret)
 	switch {
-	case !wellFormed:
-		return secretModified, ""
+	case serial == status.Serial && len(status.Credentials) > 0 && status.Credentials[0].Hash == hash:
+		return secretCurrent, hash, nil
 	case serial > status.Serial:
-		return secretNewer, plaintext
-	case serial == status.Serial && len(status.Credentials) > 0 && status.Credentials[0].Hash == credential.Hash(plaintext):
-		return secretCurrent, plaintext
+		key, err := r.Keys.Get(ctx)
+		if err != nil {
+			return 0, "", err
+		}
+		if key.Verify(r.claim(obj, serial, hash), secret.Annotations[latchkeyv1.IssuanceProofAnnotation]) {
+			return secretNewer, hash, nil
+		}
 	}
-	return secretModified, ""
+	return secretModified, "", nil
+}
+
+// claim is what the issuance proof of obj's credential binds together.
+func (r *CredentialReconciler[T]) claim(obj T, serial int64, hash string) issuance.Claim {
+	return issuance.Claim{Kind: r.Kind.Name(), Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: obj.GetUID(), Serial: serial, Hash: hash}
 }
 
 // ensureCredential makes the owned Secret hold a credential whose hash status
@@ -55,26 +80,29 @@ func (r *CredentialReconciler[T]) classify(obj T, secret *corev1.Secret) (secret
 // On return without error, status.Credentials[0] is the credential in the Secret.
 func (r *CredentialReconciler[T]) ensureCredential(ctx context.Context, obj T, state observed) error {
 	secret := state.secret
-	kind, plaintext := r.classify(obj, secret)
+	kind, hash, err := r.classify(ctx, obj, secret)
+	if err != nil {
+		return err
+	}
 	if kind == secretModified {
 		// The cache may lag behind our own last write; decide on the live object.
-		live, err := r.getLiveSecret(ctx, obj)
-		if err != nil {
+		if secret, err = r.getLiveSecret(ctx, obj); err != nil {
 			return err
 		}
-		secret = live
-		kind, plaintext = r.classify(obj, secret)
+		if kind, hash, err = r.classify(ctx, obj, secret); err != nil {
+			return err
+		}
 	}
 	status := obj.CredentialStatus()
 	rotate, why := rotationDue(obj, state.now)
 
 	switch kind {
 	case secretNewer:
-		r.accept(obj, credential.Hash(plaintext), secretSerial(secret), state.now, rotate)
-		return r.ensureSecretShape(ctx, obj, secret, plaintext)
+		r.accept(obj, hash, secretSerial(secret), state.now, rotate)
+		return r.ensureSecretShape(ctx, obj, secret)
 	case secretCurrent:
 		if !rotate {
-			return r.ensureSecretShape(ctx, obj, secret, plaintext)
+			return r.ensureSecretShape(ctx, obj, secret)
 		}
 		if err := r.issue(ctx, obj, secret, state.now, true); err != nil {
 			return err
@@ -84,7 +112,7 @@ func (r *CredentialReconciler[T]) ensureCredential(ctx context.Context, obj T, s
 		return nil
 	case secretModified:
 		r.event(obj, corev1.EventTypeWarning, "SecretModified",
-			"Secret %s no longer holds the issued %s; issuing a new one", secret.Name, r.Kind.Name())
+			"Secret %s does not hold a %s this operator issued for it; issuing a new one", secret.Name, r.Kind.Name())
 	case secretMissing:
 		if len(status.Credentials) > 0 {
 			r.event(obj, corev1.EventTypeWarning, "SecretDeleted",
@@ -102,31 +130,18 @@ func (r *CredentialReconciler[T]) ensureCredential(ctx context.Context, obj T, s
 
 // issue generates a credential, writes it to the Secret first and records its hash
 // second: if the process dies in between, the next reconcile adopts it (secretNewer).
+// existing is the Secret in digest form, or nil.
 func (r *CredentialReconciler[T]) issue(ctx context.Context, obj T, existing *corev1.Secret, now time.Time, rotation bool) error {
 	plaintext, err := r.Kind.Generate(obj)
 	if err != nil {
 		return fmt.Errorf("generating %s: %w", r.Kind.Name(), err)
 	}
+	hash := credential.Hash(plaintext)
 	serial := obj.CredentialStatus().Serial + 1
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: obj.GetNamespace(), Name: obj.SecretName()}}
-	if existing != nil {
-		secret = existing.DeepCopy()
-	}
-	if err := r.shapeSecret(obj, secret, plaintext, serial); err != nil {
+	if err := r.writeSecret(ctx, obj, existing, []byte(plaintext), serial, hash); err != nil {
 		return err
 	}
-	if existing == nil {
-		err = r.Create(ctx, secret)
-		if apierrors.IsAlreadyExists(err) {
-			return errSecretAppeared
-		}
-	} else {
-		err = r.Update(ctx, secret)
-	}
-	if err != nil {
-		return fmt.Errorf("writing Secret %s: %w", secret.Name, err)
-	}
-	r.accept(obj, credential.Hash(plaintext), serial, now, rotation)
+	r.accept(obj, hash, serial, now, rotation)
 	return nil
 }
 
@@ -156,29 +171,104 @@ func (r *CredentialReconciler[T]) accept(obj T, hash string, serial int64, now t
 	r.Kind.Issued(obj, hash)
 }
 
-// ensureSecretShape keeps labels, annotations, owner and data (other than the
-// credential itself) as desired, without touching the credential.
-func (r *CredentialReconciler[T]) ensureSecretShape(ctx context.Context, obj T, secret *corev1.Secret, plaintext string) error {
-	desired := secret.DeepCopy()
-	if err := r.shapeSecret(obj, desired, plaintext, secretSerial(secret)); err != nil {
+// ensureSecretShape keeps labels, annotations, owner and the public data as
+// desired, without touching the credential, which status.Credentials[0] accepts.
+func (r *CredentialReconciler[T]) ensureSecretShape(ctx context.Context, obj T, secret *corev1.Secret) error {
+	current := obj.CredentialStatus().Credentials[0]
+	desired, err := r.desiredSecret(ctx, obj, secret.DeepCopy(), r.digestData(obj, secret.Data[r.Kind.SecretKey()]), current.Serial, current.Hash)
+	if err != nil {
 		return err
 	}
 	if equality.Semantic.DeepEqual(desired, secret) {
 		return nil
 	}
-	if err := r.Update(ctx, desired); err != nil {
-		return fmt.Errorf("updating Secret %s: %w", secret.Name, err)
+	return r.writeSecret(ctx, obj, secret, nil, current.Serial, current.Hash)
+}
+
+// writeSecret makes the Secret hold credential (nil: keep the one it holds, whose
+// hash is hash) under serial, with everything else as desired. existing is the
+// Secret in digest form, or nil to create it.
+func (r *CredentialReconciler[T]) writeSecret(ctx context.Context, obj T, existing *corev1.Secret, credential []byte, serial int64, hash string) error {
+	if existing == nil {
+		secret, err := r.desiredSecret(ctx, obj, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: obj.GetNamespace(), Name: obj.SecretName()}},
+			r.data(obj, credential), serial, hash)
+		if err != nil {
+			return err
+		}
+		err = r.Create(ctx, secret)
+		if apierrors.IsAlreadyExists(err) {
+			return errSecretAppeared
+		}
+		if err != nil {
+			return fmt.Errorf("writing Secret %s: %w", secret.Name, err)
+		}
+		return nil
+	}
+	if trimmed(existing) {
+		return r.updateLiveSecret(ctx, obj, credential, serial, hash)
+	}
+	if credential == nil {
+		// The cached copy holds the digest: patching it with the same value leaves the credential as it is.
+		credential = existing.Data[r.Kind.SecretKey()]
+	}
+	desired, err := r.desiredSecret(ctx, obj, existing.DeepCopy(), r.data(obj, credential), serial, hash)
+	if err != nil {
+		return err
+	}
+	// A merge patch against the cached copy, locked to its resourceVersion: only what
+	// differs is sent, and nothing is written over a change we have not seen.
+	if err := r.Patch(ctx, desired, client.MergeFromWithOptions(existing, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("writing Secret %s: %w", existing.Name, err)
 	}
 	return nil
 }
 
-// shapeSecret writes the desired content into secret. Labels and annotations from
-// spec.secretTemplate are merged over whatever else is there; ours come last.
-func (r *CredentialReconciler[T]) shapeSecret(obj T, secret *corev1.Secret, plaintext string, serial int64) error {
-	labels, annotations := map[string]string{}, map[string]string{}
-	if t := obj.Lifecycle().SecretTemplate; t != nil {
-		maps.Copy(labels, t.Labels)
-		maps.Copy(annotations, t.Annotations)
+// updateLiveSecret writes a Secret whose cached copy is partial, from a live read.
+func (r *CredentialReconciler[T]) updateLiveSecret(ctx context.Context, obj T, credential []byte, serial int64, hash string) error {
+	live := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.GetNamespace(), Name: obj.SecretName()}, live); err != nil {
+		return fmt.Errorf("reading Secret %s: %w", obj.SecretName(), err)
+	}
+	if credential == nil {
+		credential = live.Data[r.Kind.SecretKey()]
+		if "sha256:"+hex.EncodeToString(digestOf(credential)) != hash {
+			return errSecretChanged
+		}
+	}
+	desired, err := r.desiredSecret(ctx, obj, live, r.data(obj, credential), serial, hash)
+	if err != nil {
+		return err
+	}
+	if err := r.Update(ctx, desired); err != nil {
+		return fmt.Errorf("updating Secret %s: %w", live.Name, err)
+	}
+	return nil
+}
+
+// data is the whole data of the Secret: the kind's public values and the credential.
+func (r *CredentialReconciler[T]) data(obj T, credential []byte) map[string][]byte {
+	data := r.Kind.PublicData(obj)
+	data[r.Kind.SecretKey()] = credential
+	return data
+}
+
+// digestData is data in digest form, given the credential's digest.
+func (r *CredentialReconciler[T]) digestData(obj T, credentialDigest []byte) map[string][]byte {
+	data := r.Kind.PublicData(obj)
+	for k, v := range data {
+		data[k] = digestOf(v)
+	}
+	data[r.Kind.SecretKey()] = credentialDigest
+	return data
+}
+
+// desiredSecret writes the desired content into secret and returns it. Labels and
+// annotations from spec.secretTemplate are merged over whatever else is there;
+// ours come last, with the issuance proof of the credential whose hash is hash.
+func (r *CredentialReconciler[T]) desiredSecret(ctx context.Context, obj T, secret *corev1.Secret, data map[string][]byte, serial int64, hash string) (*corev1.Secret, error) {
+	key, err := r.Keys.Get(ctx)
+	if err != nil {
+		return nil, err
 	}
 	if secret.Labels == nil {
 		secret.Labels = map[string]string{}
@@ -186,18 +276,21 @@ func (r *CredentialReconciler[T]) shapeSecret(obj T, secret *corev1.Secret, plai
 	if secret.Annotations == nil {
 		secret.Annotations = map[string]string{}
 	}
-	maps.Copy(secret.Labels, labels)
-	maps.Copy(secret.Annotations, annotations)
+	if t := obj.Lifecycle().SecretTemplate; t != nil {
+		maps.Copy(secret.Labels, t.Labels)
+		maps.Copy(secret.Annotations, t.Annotations)
+	}
 	secret.Labels[ManagedByLabel] = ManagedByValue
 	secret.Annotations[latchkeyv1.SerialAnnotation] = strconv.FormatInt(serial, 10)
+	secret.Annotations[latchkeyv1.IssuanceProofAnnotation] = key.Proof(r.claim(obj, serial, hash))
 	if secret.Type == "" {
 		secret.Type = corev1.SecretTypeOpaque
 	}
-	secret.Data = r.Kind.SecretData(obj, plaintext)
-	return controllerutil.SetControllerReference(obj, secret, r.Scheme())
+	secret.Data = data
+	return secret, controllerutil.SetControllerReference(obj, secret, r.Scheme())
 }
 
-// getLiveSecret reads the Secret from the API server, past the cache.
+// getLiveSecret reads the Secret from the API server, past the cache, in digest form.
 func (r *CredentialReconciler[T]) getLiveSecret(ctx context.Context, obj T) (*corev1.Secret, error) {
 	secret := &corev1.Secret{}
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.GetNamespace(), Name: obj.SecretName()}, secret)
@@ -207,7 +300,7 @@ func (r *CredentialReconciler[T]) getLiveSecret(ctx context.Context, obj T) (*co
 	if err != nil || !metav1.IsControlledBy(secret, obj) {
 		return nil, nil // gone, or replaced by someone else's: the next reconcile reports the conflict
 	}
-	return secret, nil
+	return digestSecret(secret), nil
 }
 
 // rotationDue reports whether the current credential must be replaced now, and why.

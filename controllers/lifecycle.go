@@ -28,7 +28,8 @@ import (
 )
 
 // ManagedByLabel marks the Secrets the operator writes. The manager caches only
-// Secrets with this label, so its memory does not grow with the cluster's Secrets.
+// Secrets with this label (in digest form: secretcache.go), so its memory does not
+// grow with the cluster's Secrets.
 const (
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	ManagedByValue = "latchkey"
@@ -49,22 +50,32 @@ type CredentialObject interface {
 // CredentialKind plugs one kind's credential format into the shared lifecycle.
 // Implementations never log or return the plaintext.
 type CredentialKind[T CredentialObject] interface {
-	// Name is the kind's name in Events and log lines ("API key").
+	// Name is the kind's name in Events and log lines ("API key"); it is also bound
+	// into the issuance proof, so that a proof for one kind is never valid for another.
 	Name() string
 	NewObject() T
-	// Prepare runs before anything else, with the owned Secret if there is one,
-	// to settle kind-specific identity (an OAuthClient's client_id).
-	Prepare(obj T, owned *corev1.Secret) error
+	// Prepare runs before anything else, to settle kind-specific identity (an
+	// OAuthClient's client_id). A *Refusal stops the lifecycle with Ready=False.
+	Prepare(ctx context.Context, obj T) error
 	// Generate returns a fresh plaintext credential for obj.
 	Generate(obj T) (string, error)
-	// Plaintext returns the credential held in a Secret's data, and whether it is
-	// well formed for obj (so that it may be adopted).
-	Plaintext(obj T, data map[string][]byte) (string, bool)
-	// SecretData is the whole data of the Secret that holds plaintext.
-	SecretData(obj T, plaintext string) map[string][]byte
+	// SecretKey is the data key of the Secret that holds the plaintext credential.
+	SecretKey() string
+	// PublicData is the rest of the Secret's data, a new map each call: what a
+	// workload needs beside the credential (client_id, token_url). Nothing secret.
+	PublicData(obj T) map[string][]byte
 	// Issued records kind-specific status for the current credential's hash.
 	Issued(obj T, hash string)
 }
+
+// Refusal is a state of the object that retrying cannot fix, reported as
+// Ready=False with Reason and a Warning Event; the object holds no credential
+// until it is resolved.
+type Refusal struct {
+	Reason, Message string
+}
+
+func (r *Refusal) Error() string { return r.Reason + ": " + r.Message }
 
 // CredentialReconciler runs the credential lifecycle for one kind.
 type CredentialReconciler[T CredentialObject] struct {
@@ -75,6 +86,9 @@ type CredentialReconciler[T CredentialObject] struct {
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
 	Kind      CredentialKind[T]
+	// Keys is the issuance key: it proves that a credential in a Secret is one this
+	// manager wrote for that object (see internal/issuance).
+	Keys *IssuanceKeySource
 }
 
 // observed is the state of the world one reconcile acts on.
@@ -124,16 +138,22 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 		return ctrl.Result{}, err
 	}
 	state := observed{now: r.Clock.Now(), secret: secret}
-	if err := r.Kind.Prepare(obj, state.owned(obj)); err != nil {
+	var refusal *Refusal
+	if err := r.Kind.Prepare(ctx, obj); errors.As(err, &refusal) {
+		return ctrl.Result{RequeueAfter: conflictRecheck},
+			r.withdraw(ctx, obj, state, corev1.EventTypeWarning, refusal.Reason, refusal.Message)
+	} else if err != nil {
 		return ctrl.Result{}, err
 	}
 
 	spec := obj.Lifecycle()
 	switch {
 	case spec.Revoked:
-		return ctrl.Result{}, r.withdraw(ctx, obj, state, latchkeyv1.ReasonRevoked, "revoked: every hash removed and the Secret deleted")
+		return ctrl.Result{}, r.withdraw(ctx, obj, state, corev1.EventTypeNormal, latchkeyv1.ReasonRevoked,
+			fmt.Sprintf("The %s was revoked: every hash removed and the Secret deleted", r.Kind.Name()))
 	case spec.ExpiresAt != nil && !state.now.Before(spec.ExpiresAt.Time):
-		return ctrl.Result{}, r.withdraw(ctx, obj, state, latchkeyv1.ReasonExpired, "expired at "+spec.ExpiresAt.UTC().Format(time.RFC3339))
+		return ctrl.Result{}, r.withdraw(ctx, obj, state, corev1.EventTypeNormal, latchkeyv1.ReasonExpired,
+			fmt.Sprintf("The %s expired at %s", r.Kind.Name(), spec.ExpiresAt.UTC().Format(time.RFC3339)))
 	case secret != nil && !metav1.IsControlledBy(secret, obj):
 		note := fmt.Sprintf("Secret %s exists and is not controlled by this %s; it is left untouched", secret.Name, r.Kind.Name())
 		if r.setReady(obj, metav1.ConditionFalse, latchkeyv1.ReasonSecretConflict, note) {
@@ -142,7 +162,7 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 		return ctrl.Result{RequeueAfter: conflictRecheck}, nil
 	}
 	if err := r.ensureCredential(ctx, obj, state); err != nil {
-		if errors.Is(err, errSecretAppeared) {
+		if errors.Is(err, errSecretAppeared) || errors.Is(err, errSecretChanged) {
 			return ctrl.Result{}, err
 		}
 		note := "could not write the Secret: " + apiReason(err)
@@ -173,7 +193,9 @@ func (r *CredentialReconciler[T]) getSecret(ctx context.Context, obj T, confirmM
 		return nil, nil
 	}
 	if apierrors.IsNotFound(err) {
-		err = r.APIReader.Get(ctx, key, secret)
+		if err = r.APIReader.Get(ctx, key, secret); err == nil {
+			digestSecret(secret) // the lifecycle works on the cache's digest form
+		}
 	}
 	if apierrors.IsNotFound(err) {
 		return nil, nil
@@ -192,8 +214,9 @@ func (s observed) owned(obj client.Object) *corev1.Secret {
 	return nil
 }
 
-// withdraw removes every hash and deletes the Secret we own (never another's).
-func (r *CredentialReconciler[T]) withdraw(ctx context.Context, obj T, state observed, reason, message string) error {
+// withdraw removes every hash and deletes the Secret we own (never another's), and
+// reports Ready=False with reason and message.
+func (r *CredentialReconciler[T]) withdraw(ctx context.Context, obj T, state observed, eventType, reason, message string) error {
 	status := obj.CredentialStatus()
 	if owned := state.owned(obj); owned != nil {
 		err := r.Delete(ctx, owned, client.Preconditions{UID: &owned.UID})
@@ -202,9 +225,8 @@ func (r *CredentialReconciler[T]) withdraw(ctx context.Context, obj T, state obs
 		}
 	}
 	status.Credentials = nil
-	note := fmt.Sprintf("The %s was %s", r.Kind.Name(), message)
-	if r.setReady(obj, metav1.ConditionFalse, reason, note) {
-		r.event(obj, corev1.EventTypeNormal, reason, "%s", note)
+	if r.setReady(obj, metav1.ConditionFalse, reason, message) {
+		r.event(obj, eventType, reason, "%s", message)
 	}
 	return nil
 }

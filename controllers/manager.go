@@ -1,14 +1,12 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"io"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
@@ -26,8 +24,15 @@ type Options struct {
 	Controller          controller.Options
 	// SigningKeys configures the token-signing key set; nil leaves it to another manager.
 	SigningKeys *SigningKeyOptions
+	// IssuanceKey locates the issuance key's Secret (see IssuanceKeySource).
+	IssuanceKey IssuanceKeyOptions
 	// Client overrides the manager's client (tests wrap it to inject failures).
 	Client client.Client
+}
+
+// IssuanceKeyOptions say where the issuance key lives.
+type IssuanceKeyOptions struct {
+	Namespace, SecretName string
 }
 
 // SigningKeyOptions say where the signing keys live and how they rotate.
@@ -36,18 +41,19 @@ type SigningKeyOptions struct {
 	Policy                signingkeys.Policy
 }
 
-// CacheByObject restricts the Secret cache to the Secrets the operator labelled.
-func CacheByObject() map[client.Object]cache.ByObject {
-	return map[client.Object]cache.ByObject{
-		&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedByValue})},
-	}
-}
-
 // SetupAll registers every controller of the manager.
 func SetupAll(mgr ctrl.Manager, o Options) error {
 	c := o.Client
 	if c == nil {
 		c = mgr.GetClient()
+	}
+	if o.IssuanceKey.Namespace == "" || o.IssuanceKey.SecretName == "" {
+		return fmt.Errorf("the issuance key's namespace and Secret name are required")
+	}
+	keys := &IssuanceKeySource{Client: c, APIReader: mgr.GetAPIReader(),
+		Namespace: o.IssuanceKey.Namespace, Name: o.IssuanceKey.SecretName, Random: o.Random}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &latchkeyv1.OAuthClient{}, ClientIDField, ClientIDIndex); err != nil {
+		return fmt.Errorf("indexing OAuthClients by client_id: %w", err)
 	}
 	recorder := mgr.GetEventRecorder("latchkey-manager")
 	apiKeys := &CredentialReconciler[*latchkeyv1.APIKey]{
@@ -56,6 +62,7 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 		Recorder:  recorder,
 		Clock:     o.Clock,
 		Kind:      APIKeyKind{DefaultPrefix: o.DefaultKeyPrefix, Random: o.Random},
+		Keys:      keys,
 	}
 	if err := apiKeys.SetupWithManager(mgr, "apikey", o.Controller); err != nil {
 		return fmt.Errorf("setting up the APIKey controller: %w", err)
@@ -65,7 +72,9 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  recorder,
 		Clock:     o.Clock,
-		Kind:      OAuthClientKind{IssuerURL: o.IssuerURL, TokenURL: o.TokenURL, Random: o.Random},
+		Kind: OAuthClientKind{IssuerURL: o.IssuerURL, TokenURL: o.TokenURL, Random: o.Random,
+			Keys: keys, Clients: mgr.GetClient()},
+		Keys: keys,
 	}
 	if err := oauthClients.SetupWithManager(mgr, "oauthclient", o.Controller); err != nil {
 		return fmt.Errorf("setting up the OAuthClient controller: %w", err)
@@ -73,12 +82,12 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 	if o.SigningKeys == nil {
 		return nil
 	}
-	keys := &SigningKeyManager{
+	signingKeys := &SigningKeyManager{
 		Client: c, APIReader: mgr.GetAPIReader(),
 		Namespace: o.SigningKeys.Namespace, Name: o.SigningKeys.SecretName,
 		Policy: o.SigningKeys.Policy, Clock: o.Clock, Random: o.Random,
 	}
-	if err := keys.SetupWithManager(mgr); err != nil {
+	if err := signingKeys.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the signing key manager: %w", err)
 	}
 	return nil

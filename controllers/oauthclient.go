@@ -1,9 +1,11 @@
 package controllers
 
 import (
+	"context"
+	"fmt"
 	"io"
 
-	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
@@ -12,6 +14,9 @@ import (
 // +kubebuilder:rbac:groups=latchkey.dev,resources=oauthclients,verbs=get;list;watch
 // +kubebuilder:rbac:groups=latchkey.dev,resources=oauthclients/status,verbs=get;update;patch
 
+// ClientIDField indexes the manager's OAuthClient cache by status.clientID.
+const ClientIDField = "status.clientID"
+
 // OAuthClientKind plugs the OAuth client format into the credential lifecycle:
 // a stable 24-hex client_id and a rotating 64-hex client_secret.
 type OAuthClientKind struct {
@@ -19,30 +24,61 @@ type OAuthClientKind struct {
 	IssuerURL, TokenURL string
 	// Random is the entropy source (crypto/rand.Reader in production).
 	Random io.Reader
+	// Keys derives client_ids; Clients finds other holders of one (indexed by ClientIDField).
+	Keys    *IssuanceKeySource
+	Clients client.Reader
 }
 
 var _ CredentialKind[*latchkeyv1.OAuthClient] = OAuthClientKind{}
 
-func (OAuthClientKind) Name() string                       { return "OAuth client secret" }
-func (OAuthClientKind) NewObject() *latchkeyv1.OAuthClient { return &latchkeyv1.OAuthClient{} }
+func (OAuthClientKind) Name() string                           { return "OAuth client secret" }
+func (OAuthClientKind) NewObject() *latchkeyv1.OAuthClient     { return &latchkeyv1.OAuthClient{} }
+func (OAuthClientKind) SecretKey() string                      { return latchkeyv1.ClientSecretSecretKey }
+func (OAuthClientKind) Issued(*latchkeyv1.OAuthClient, string) {}
 
-// Prepare assigns the client_id once. If an earlier reconcile wrote the Secret but
-// died before recording the id, the id in the Secret we own is the one to keep.
-func (k OAuthClientKind) Prepare(c *latchkeyv1.OAuthClient, owned *corev1.Secret) error {
-	if c.Status.ClientID != "" {
-		return nil
+// Prepare assigns the client_id once: derived from the object's UID with the
+// issuance key, so it is the manager's choice, the same after a crash, and never
+// read from a Secret (which the tenant can write). A client_id that another
+// OAuthClient already holds is refused for the younger of the two: the token server
+// answers for neither while both claim it.
+func (k OAuthClientKind) Prepare(ctx context.Context, c *latchkeyv1.OAuthClient) error {
+	id := c.Status.ClientID
+	if id == "" {
+		key, err := k.Keys.Get(ctx)
+		if err != nil {
+			return err
+		}
+		id = key.ClientID(c.UID)
 	}
-	if owned != nil {
-		if id := string(owned.Data[latchkeyv1.ClientIDSecretKey]); credential.ValidClientID(id) {
-			c.Status.ClientID = id
-			return nil
+	var holders latchkeyv1.OAuthClientList
+	if err := k.Clients.List(ctx, &holders, client.MatchingFields{ClientIDField: id}); err != nil {
+		return fmt.Errorf("looking up client_id %s: %w", id, err)
+	}
+	for i := range holders.Items {
+		if other := &holders.Items[i]; other.UID != c.UID && older(other, c) {
+			return &Refusal{Reason: latchkeyv1.ReasonClientIDConflict, Message: fmt.Sprintf(
+				"client_id %s is already held by OAuthClient %s/%s; this client gets no secret until that one is gone",
+				id, other.Namespace, other.Name)}
 		}
 	}
-	id, err := credential.NewClientID(k.Random)
-	if err != nil {
-		return err
-	}
 	c.Status.ClientID = id
+	return nil
+}
+
+// older orders two objects by creation, then by UID, so that both sides of a
+// conflict agree on which one keeps the claim.
+func older(a, b *latchkeyv1.OAuthClient) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.UID < b.UID
+}
+
+// ClientIDIndex is the index function of ClientIDField.
+func ClientIDIndex(obj client.Object) []string {
+	if c, ok := obj.(*latchkeyv1.OAuthClient); ok && c.Status.ClientID != "" {
+		return []string{c.Status.ClientID}
+	}
 	return nil
 }
 
@@ -50,22 +86,10 @@ func (k OAuthClientKind) Generate(*latchkeyv1.OAuthClient) (string, error) {
 	return credential.NewClientSecret(k.Random)
 }
 
-// Plaintext accepts a well-formed client_secret for this client's id.
-func (OAuthClientKind) Plaintext(c *latchkeyv1.OAuthClient, data map[string][]byte) (string, bool) {
-	secret := string(data[latchkeyv1.ClientSecretSecretKey])
-	if !credential.ValidClientSecret(secret) || string(data[latchkeyv1.ClientIDSecretKey]) != c.Status.ClientID {
-		return "", false
-	}
-	return secret, true
-}
-
-func (k OAuthClientKind) SecretData(c *latchkeyv1.OAuthClient, plaintext string) map[string][]byte {
+func (k OAuthClientKind) PublicData(c *latchkeyv1.OAuthClient) map[string][]byte {
 	return map[string][]byte{
-		latchkeyv1.ClientIDSecretKey:     []byte(c.Status.ClientID),
-		latchkeyv1.ClientSecretSecretKey: []byte(plaintext),
-		latchkeyv1.TokenURLSecretKey:     []byte(k.TokenURL),
-		latchkeyv1.IssuerSecretKey:       []byte(k.IssuerURL),
+		latchkeyv1.ClientIDSecretKey: []byte(c.Status.ClientID),
+		latchkeyv1.TokenURLSecretKey: []byte(k.TokenURL),
+		latchkeyv1.IssuerSecretKey:   []byte(k.IssuerURL),
 	}
 }
-
-func (OAuthClientKind) Issued(*latchkeyv1.OAuthClient, string) {}

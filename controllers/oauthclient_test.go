@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -70,6 +71,33 @@ var _ = Describe("OAuthClient", func() {
 		err := k8s.Status().Patch(ctx, ready, client.MergeFrom(base))
 		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 		Expect(err.Error()).To(ContainSubstring("clientID never changes once assigned"))
+	})
+
+	It("refuses a client_id that an older OAuthClient holds, until that one is gone", func() {
+		original := waitReady(ctx, oauthClientKind, create(ctx, oauthClientKind, ns, "original", nil), latchkeyv1.ReasonIssued).(*latchkeyv1.OAuthClient)
+		// An administrator restores a status that claims the same client_id (as a
+		// backup tool writing status might). Retried with a new object until the
+		// restore lands before the manager records an id of its own.
+		other := newNamespace()
+		var restored *latchkeyv1.OAuthClient
+		attempt := 0
+		Eventually(func() error {
+			attempt++
+			restored = create(ctx, oauthClientKind, other, fmt.Sprintf("restored-%d", attempt), nil).(*latchkeyv1.OAuthClient)
+			base := restored.DeepCopy()
+			restored.Status.ClientID = original.Status.ClientID
+			return k8s.Status().Patch(ctx, restored, client.MergeFrom(base))
+		}).Should(Succeed())
+
+		Eventually(readyReason).WithArguments(ctx, oauthClientKind, restored).Should(Equal(latchkeyv1.ReasonClientIDConflict))
+		Eventually(eventReasons).WithArguments(ctx, other, restored.Name).Should(ContainElement(latchkeyv1.ReasonClientIDConflict))
+		Expect(get(ctx, oauthClientKind, other, restored.Name).CredentialStatus().Credentials).To(BeEmpty())
+		Eventually(secretExists).WithArguments(ctx, other, restored.SecretName()).Should(BeFalse(), "no Secret carries the duplicated id")
+		Expect(readyReason(ctx, oauthClientKind, original)).To(Equal(latchkeyv1.ReasonIssued), "the older client keeps its id")
+
+		Expect(k8s.Delete(ctx, original)).To(Succeed())
+		Eventually(readyReason).WithArguments(ctx, oauthClientKind, restored).WithTimeout(45 * time.Second).
+			Should(Equal(latchkeyv1.ReasonIssued), "re-examined on its own within 30s")
 	})
 
 	It("gives every client its own client_id", func() {

@@ -55,6 +55,8 @@ var (
 	cancel    context.CancelFunc
 	// failedOnce remembers the objects whose status patch was already failed.
 	failedOnce sync.Map
+	// managerCache is the manager's own cache, to check what it holds.
+	managerCache cache.Cache
 )
 
 func TestControllers(t *testing.T) {
@@ -86,6 +88,7 @@ var _ = BeforeSuite(func() {
 		Cache:   cache.Options{ByObject: controllers.CacheByObject()},
 	})
 	Expect(err).NotTo(HaveOccurred())
+	managerCache = mgr.GetCache()
 	Expect(controllers.SetupAll(mgr, controllers.Options{
 		DefaultKeyPrefix: "lk",
 		IssuerURL:        testIssuerURL,
@@ -94,6 +97,7 @@ var _ = BeforeSuite(func() {
 		Clock:            testClock,
 		Controller:       controller.Options{MaxConcurrentReconciles: 4},
 		Client:           crashingClient{mgr.GetClient()},
+		IssuanceKey:      controllers.IssuanceKeyOptions{Namespace: operatorNamespace, SecretName: "latchkey-issuance-key"},
 		SigningKeys: &controllers.SigningKeyOptions{
 			Namespace: operatorNamespace, SecretName: signingKeySecret,
 			Policy: signingkeys.Policy{

@@ -72,11 +72,11 @@ type fuzzFixture struct {
 	revokedAPIKey string // its APIKey is revoked, so it is not indexed
 	unknownAPIKey string // well-formed, never indexed
 
-	clientID, clientSecret     string // basic and post, client_credentials
-	postID, postSecret         string // client_secret_post only
-	revokedID, revokedSecret   string // revoked
-	noGrantID, noGrantSecret   string // may not use client_credentials
-	duplicateID, duplicateSecr string // client_id held by two OAuthClients
+	clientID, clientSecret       string // basic and post, client_credentials
+	postID, postSecret           string // client_secret_post only
+	revokedID, revokedSecret     string // revoked
+	noGrantID, noGrantSecret     string // may not use client_credentials
+	duplicateID, duplicateSecret string // client_id held by two OAuthClients
 
 	token       string         // an access token from the token endpoint, for clientID
 	tokenClaims map[string]any // its introspection, without jti
@@ -161,7 +161,7 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 	fx.noGrantID, fx.noGrantSecret = client(13, "no-grant", func(o *latchkeyv1.OAuthClient) {
 		o.Spec.GrantTypes = []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode}
 	})
-	fx.duplicateID, fx.duplicateSecr = client(14, "duplicate-a", nil)
+	fx.duplicateID, fx.duplicateSecret = client(14, "duplicate-a", nil)
 	client(14, "duplicate-b", nil)
 
 	fx.srv, err = NewServer(Config{IssuerURL: fuzzIssuer, SigningAlgorithm: signingkeys.EdDSA, MaxBodyBytes: fuzzMaxBody},
@@ -310,7 +310,7 @@ func FuzzTokenEndpoint(f *testing.F) {
 		{cc, 0, basicHeader(fx.revokedID, fx.revokedSecret)},                                         // revoked
 		{inBody(fx.revokedID, fx.revokedSecret), 0, ""},                                              // revoked
 		{cc, 0, basicHeader(fx.noGrantID, fx.noGrantSecret)},                                         // unauthorized_client
-		{cc, 0, basicHeader(fx.duplicateID, fx.duplicateSecr)},                                       // duplicate client_id
+		{cc, 0, basicHeader(fx.duplicateID, fx.duplicateSecret)},                                     // duplicate client_id
 		{cc, 0, basicHeader(fx.clientID, fx.clientSecret[1:])},                                       // wrong secret
 		{cc, 0, basicHeader(fx.clientID, fx.postSecret)},                                             // another client's secret
 		{cc, 0, "Basic !!!not-base64!!!"},                                                            // malformed base64

@@ -113,6 +113,7 @@ func startManager(cfg *rest.Config) {
 		Random:           rand.Reader,
 		Clock:            clock.RealClock{},
 		Controller:       controller.Options{MaxConcurrentReconciles: 4},
+		IssuanceKey:      controllers.IssuanceKeyOptions{Namespace: operatorNamespace, SecretName: "latchkey-issuance-key"},
 		SigningKeys: &controllers.SigningKeyOptions{
 			Namespace: operatorNamespace, SecretName: "latchkey-signing-keys",
 			Policy: signingkeys.Policy{

@@ -15,6 +15,12 @@ const (
 	// has not yet recorded (adopt it) from an older or altered one (never adopt it).
 	SerialAnnotation = "latchkey.dev/serial"
 
+	// IssuanceProofAnnotation is written on a credential Secret beside the serial:
+	// an HMAC, under a key only the manager holds, of the object's identity, the
+	// serial and the credential's hash. A credential is adopted from a Secret only
+	// with a valid proof, so nothing a tenant writes into its Secret is ever adopted.
+	IssuanceProofAnnotation = "latchkey.dev/issuance-proof"
+
 	// ConditionReady is the one condition every credential kind reports.
 	ConditionReady = "Ready"
 
@@ -30,6 +36,8 @@ const (
 	ReasonRevoked        = "Revoked"        // False: spec.revoked is true
 	ReasonSecretConflict = "SecretConflict" // False: the Secret exists and is not controlled by this object
 	ReasonIssueFailed    = "IssueFailed"    // False: the Secret could not be written
+	// False: another OAuthClient, created earlier, holds the same client_id.
+	ReasonClientIDConflict = "ClientIDConflict"
 )
 
 // CredentialSpec holds the lifecycle settings that every credential kind shares.

@@ -1,0 +1,105 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// The manager caches the Secrets labelled managed-by=latchkey, and any tenant can
+// put that label on any Secret of theirs. So the cache keeps, of each, only what the
+// lifecycle decides on, in a size no tenant can grow:
+//
+//   - every data value is replaced by its SHA-256 (a credential's status hash is
+//     exactly that digest, so the manager never holds a plaintext credential in
+//     memory beyond the moment it generates one);
+//   - with more than maxCachedDataKeys values, or labels and annotations over
+//     maxCachedMetadataBytes, the Secret is not ours in any useful shape: its data
+//     and foreign metadata are dropped and trimmedAnnotation marks the cached copy
+//     as partial, so that any write to it starts from a live read;
+//   - managedFields are dropped.
+//
+// Everything the lifecycle reads — from the cache or live — is in this digest form
+// (digestSecret). A cached copy is never written back as it is: writes are merge
+// patches computed against it, or updates of a live read.
+const (
+	maxCachedDataKeys      = 8
+	maxCachedMetadataBytes = 16 << 10
+	// trimmedAnnotation marks a cached copy that lacks data or metadata. It exists
+	// only in the manager's memory, never in the API server.
+	trimmedAnnotation = "latchkey.dev/cache-trimmed"
+)
+
+// CacheByObject restricts the Secret cache to the Secrets the operator labelled,
+// in digest form.
+func CacheByObject() map[client.Object]cache.ByObject {
+	return map[client.Object]cache.ByObject{
+		&corev1.Secret{}: {
+			Label:     labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedByValue}),
+			Transform: digestSecretTransform,
+		},
+	}
+}
+
+func digestSecretTransform(obj any) (any, error) {
+	if secret, ok := obj.(*corev1.Secret); ok {
+		return digestSecret(secret), nil
+	}
+	return obj, nil // a tombstone
+}
+
+// digestSecret turns secret, in place, into the form the lifecycle works on.
+func digestSecret(secret *corev1.Secret) *corev1.Secret {
+	secret.ManagedFields = nil
+	secret.StringData = nil
+	trimmed := len(secret.Data) > maxCachedDataKeys || metadataBytes(secret) > maxCachedMetadataBytes
+	if len(secret.Data) > maxCachedDataKeys {
+		secret.Data = nil
+	}
+	for k, v := range secret.Data {
+		sum := sha256.Sum256(v)
+		secret.Data[k] = sum[:]
+	}
+	if !trimmed {
+		return secret
+	}
+	keptLabels := map[string]string{}
+	if v, ok := secret.Labels[ManagedByLabel]; ok {
+		keptLabels[ManagedByLabel] = v
+	}
+	keptAnnotations := map[string]string{trimmedAnnotation: "true"}
+	for k, v := range secret.Annotations {
+		if strings.HasPrefix(k, "latchkey.dev/") && len(v) <= 1024 {
+			keptAnnotations[k] = v
+		}
+	}
+	secret.Labels, secret.Annotations = keptLabels, keptAnnotations
+	return secret
+}
+
+// trimmed reports whether a digest-form Secret is partial (see trimmedAnnotation).
+func trimmed(secret *corev1.Secret) bool {
+	_, ok := secret.Annotations[trimmedAnnotation]
+	return ok
+}
+
+func metadataBytes(secret *corev1.Secret) int {
+	n := 0
+	for k, v := range secret.Labels {
+		n += len(k) + len(v)
+	}
+	for k, v := range secret.Annotations {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// digestOf is what digestSecret makes of a value.
+func digestOf(value []byte) []byte {
+	sum := sha256.Sum256(value)
+	return sum[:]
+}
