@@ -10,6 +10,8 @@ import (
 
 // +kubebuilder:rbac:groups=latchkey.dev,resources=apikeys,verbs=get;list;watch
 // +kubebuilder:rbac:groups=latchkey.dev,resources=apikeys/status,verbs=get;update;patch
+// Only an identity allowed "issue" may change what a credential's status says (config/policy).
+// +kubebuilder:rbac:groups=latchkey.dev,resources=apikeys;oauthclients,verbs=issue
 
 // APIKeyKind plugs the API key format into the credential lifecycle.
 type APIKeyKind struct {

@@ -144,6 +144,18 @@ var _ = Describe("OAuthClient", func() {
 			s.TokenEndpointAuthMethods = []latchkeyv1.TokenEndpointAuthMethod{"private_key_jwt"}
 		}, "spec.tokenEndpointAuthMethods[0]"),
 		Entry("bad scope", func(s *latchkeyv1.OAuthClientSpec) { s.Scopes = []string{"everything"} }, "spec.scopes[0]"),
+		Entry("redirect URI with a fragment", redirectTo("https://app.example.com/cb#frag"), "must not contain a fragment"),
+		Entry("redirect URI with user information", redirectTo("https://user:pw@app.example.com/cb"), "must not contain user information"),
+		Entry("redirect URI with a wildcard", redirectTo("https://*.example.com/cb"), "no wildcards"),
+		Entry("redirect URI without a host", redirectTo("https:///cb"), "absolute URL with a host"),
+		Entry("redirect URI that is a path", redirectTo("/cb"), "absolute URL with a host"),
+		Entry("redirect URI with port 0", redirectTo("https://app.example.com:0/cb"), "port must be between 1 and 65535"),
+		Entry("redirect URI with port 65536", redirectTo("https://app.example.com:65536/cb"), "port must be between 1 and 65535"),
+		Entry("redirect URI with an empty port", redirectTo("http://localhost:/cb"), "port must be between 1 and 65535"),
+		Entry("http redirect to a host named like loopback", redirectTo("http://localhost.evil.example/cb"), "redirect URIs must be https, or http on localhost"),
+		Entry("introspection that serves nothing", func(s *latchkeyv1.OAuthClientSpec) {
+			s.Introspection = &latchkeyv1.IntrospectionPolicy{Namespaces: []string{"*"}}
+		}, "introspection needs audiences"),
 	)
 
 	It("accepts https redirects and http on loopback for authorization_code", func() {
@@ -152,9 +164,18 @@ var _ = Describe("OAuthClient", func() {
 			Spec: latchkeyv1.OAuthClientSpec{
 				Audiences:    []string{"https://api.example.com"},
 				GrantTypes:   []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode, latchkeyv1.GrantRefreshToken},
-				RedirectURIs: []string{"https://app.example.com/cb", "http://localhost:8080/cb", "http://127.0.0.1/cb", "http://[::1]:9000/cb"},
+				RedirectURIs: []string{"https://app.example.com/cb", "http://localhost:8080/cb", "http://127.0.0.1/cb", "http://[::1]:9000/cb",
+					"https://app.example.com:65535/cb?x=1", "https://app.example.com:443"},
 			},
 		}
 		Expect(k8s.Create(ctx, c)).To(Succeed())
 	})
 })
+
+// redirectTo sets up an authorization_code client with one redirect URI.
+func redirectTo(uri string) func(*latchkeyv1.OAuthClientSpec) {
+	return func(s *latchkeyv1.OAuthClientSpec) {
+		s.GrantTypes = []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode}
+		s.RedirectURIs = []string{uri}
+	}
+}

@@ -52,7 +52,7 @@ func benchServer(b *testing.B, alg string, n int) (*Server, []string, string, st
 	if err := keys.load(&corev1.Secret{Data: map[string][]byte{signingkeys.SecretDataKey: data}}); err != nil {
 		b.Fatal(err)
 	}
-	index := NewIndex()
+	index := NewIndex(logr.Discard())
 	plaintexts := make([]string, n)
 	for i := range n {
 		key, err := credential.NewAPIKey(rand.Reader, "lk", "live")

@@ -53,8 +53,13 @@ func newClient(ns, name string, mutate func(*latchkeyv1.OAuthClient)) testClient
 	}
 	ExpectWithOffset(1, k8s.Create(ctx, obj)).To(Succeed())
 	waitIssued(obj)
+	return readClientSecret(obj)
+}
+
+// readClientSecret reads an issued OAuthClient's Secret, as its workload would.
+func readClientSecret(obj *latchkeyv1.OAuthClient) testClient {
 	secret := &corev1.Secret{}
-	ExpectWithOffset(1, k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: obj.SecretName()}, secret)).To(Succeed())
+	ExpectWithOffset(2, k8s.Get(context.Background(), client.ObjectKey{Namespace: obj.Namespace, Name: obj.SecretName()}, secret)).To(Succeed())
 	c := testClient{
 		Object:       obj,
 		ClientID:     string(secret.Data[latchkeyv1.ClientIDSecretKey]),
@@ -62,6 +67,21 @@ func newClient(ns, name string, mutate func(*latchkeyv1.OAuthClient)) testClient
 	}
 	plaintexts = append(plaintexts, c.ClientSecret)
 	return c
+}
+
+// newResourceServer is newClient for a resource server: it may introspect the
+// credentials of its namespace meant for the suite's APIs (audience
+// https://api.acme.test, scopes leads:* and billing:read).
+func newResourceServer(ns, name string, mutate func(*latchkeyv1.OAuthClient)) testClient {
+	return newClient(ns, name, func(o *latchkeyv1.OAuthClient) {
+		o.Spec.Introspection = &latchkeyv1.IntrospectionPolicy{
+			Audiences: []string{"https://api.acme.test"},
+			Scopes:    []string{"leads:*", "billing:read"},
+		}
+		if mutate != nil {
+			mutate(o)
+		}
+	})
 }
 
 // newAPIKey creates an APIKey, waits until it is Ready and returns the key in its Secret.

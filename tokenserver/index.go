@@ -2,15 +2,18 @@ package tokenserver
 
 import (
 	"crypto/subtle"
+	"slices"
 	"encoding/hex"
 	"strings"
 	"sync"
 	"time"
 	"unique"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/types"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
 // digest is a raw SHA-256: 32 bytes as a map key instead of 71 characters of "sha256:<hex>".
@@ -42,6 +45,8 @@ type objectRef struct {
 	UID             types.UID
 }
 
+func (r objectRef) String() string { return r.Namespace + "/" + r.Name }
+
 // oauthClient is what the token server keeps of one OAuthClient.
 type oauthClient struct {
 	ref               objectRef
@@ -54,6 +59,17 @@ type oauthClient struct {
 	clientCredentials bool
 	revoked           bool
 	expiresAt         time.Time
+	// introspection is nil for a client that may not introspect.
+	introspection *introspectionPolicy
+}
+
+// introspectionPolicy is an OAuthClient's spec.introspection: what a resource
+// server may learn about (introspect.go).
+type introspectionPolicy struct {
+	audiences     []string
+	scopes        []string
+	namespaces    []string // never empty: the client's own namespace by default
+	allNamespaces bool
 }
 
 type clientSecret struct {
@@ -79,21 +95,32 @@ func (c *oauthClient) secretMatches(presented digest, now time.Time) bool {
 
 // Index holds the reconciled state the token server answers from: every lookup is
 // one map access. Reflectors write watch events straight into it (feed.go).
+//
+// A hash or a client_id claimed by more than one object is never answered for,
+// whichever claimed it first: the index holds it aside (contested, and clients
+// with more than one holder) until one claim is left, and reports it once, when it
+// appears. The manager cannot produce either (issuance proofs, derived client_ids);
+// this holds even if something else writes status.
 type Index struct {
 	mu          sync.RWMutex
 	apiKeys     map[digest]*apiKey
 	keyHashes   map[types.UID][]digest // to drop an APIKey's hashes on update or delete
+	contested   map[digest][]*apiKey   // hashes accepted by more than one APIKey: answered for by none
 	clients     map[string][]*oauthClient
 	clientByUID map[types.UID]*oauthClient
+	// log receives one line per duplicate when it appears (never a credential).
+	log logr.Logger
 }
 
-// NewIndex returns an empty index.
-func NewIndex() *Index {
+// NewIndex returns an empty index that reports duplicates to log.
+func NewIndex(log logr.Logger) *Index {
 	return &Index{
 		apiKeys:     map[digest]*apiKey{},
 		keyHashes:   map[types.UID][]digest{},
+		contested:   map[digest][]*apiKey{},
 		clients:     map[string][]*oauthClient{},
 		clientByUID: map[types.UID]*oauthClient{},
+		log:         log,
 	}
 }
 
@@ -105,19 +132,16 @@ func (x *Index) LookupAPIKey(d digest) (*apiKey, bool) {
 	return k, ok
 }
 
-// LookupClient returns the client with this client_id. A client_id held by more than
-// one OAuthClient is an error, never a choice: it returns duplicate=true and no client.
-func (x *Index) LookupClient(clientID string) (c *oauthClient, duplicate bool) {
+// LookupClient returns the client that may authenticate with this client_id. A
+// client_id held by more than one OAuthClient is an error, never a choice: no client.
+func (x *Index) LookupClient(clientID string) (*oauthClient, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	found := x.clients[clientID]
-	if len(found) > 1 {
-		return nil, true
+	if len(found) != 1 {
+		return nil, false
 	}
-	if len(found) == 1 {
-		return found[0], false
-	}
-	return nil, false
+	return found[0], true
 }
 
 // ClientByUID returns the OAuthClient with this UID, for checks on issued tokens.
@@ -133,6 +157,18 @@ func (x *Index) Sizes() (apiKeyHashes, clients int) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return len(x.apiKeys), len(x.clientByUID)
+}
+
+// Duplicates returns how many API key hashes and client_ids more than one object claims.
+func (x *Index) Duplicates() (apiKeyHashes, clientIDs int) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for _, holders := range x.clients {
+		if len(holders) > 1 {
+			clientIDs++
+		}
+	}
+	return len(x.contested), clientIDs
 }
 
 // upsertAPIKey replaces everything known of one APIKey. A revoked key is dropped
@@ -166,13 +202,40 @@ func (x *Index) upsertAPIKey(k *latchkeyv1.APIKey) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	// An update drops and re-adds the object's hashes; a duplicate that was already
+	// there before it is not new, and is not reported again.
+	known := make([]bool, len(hashes))
+	for i, d := range hashes {
+		_, known[i] = x.contested[d]
+	}
 	x.dropAPIKeyLocked(k.UID)
 	for i, d := range hashes {
-		x.apiKeys[d] = entries[i]
+		if holders := x.addHashLocked(d, entries[i]); len(holders) == 2 && !known[i] {
+			x.log.Error(nil, "an API key hash is accepted by more than one APIKey; answering for neither until one is left",
+				"keyID", credential.KeyID("sha256:"+hexDigest(d)), "holders", []string{holders[0].ref.String(), holders[1].ref.String()})
+		}
 	}
 	if len(hashes) > 0 {
 		x.keyHashes[k.UID] = hashes
 	}
+}
+
+// addHashLocked records that entry's APIKey accepts d. A second APIKey accepting the
+// same hash makes it contested: answered for by neither. It returns the holders of a
+// contested hash.
+func (x *Index) addHashLocked(d digest, entry *apiKey) []*apiKey {
+	if holders, ok := x.contested[d]; ok {
+		x.contested[d] = append(holders, entry)
+		return x.contested[d]
+	}
+	existing, ok := x.apiKeys[d]
+	if !ok || existing.ref.UID == entry.ref.UID {
+		x.apiKeys[d] = entry
+		return nil
+	}
+	delete(x.apiKeys, d)
+	x.contested[d] = []*apiKey{existing, entry}
+	return x.contested[d]
 }
 
 func (x *Index) deleteAPIKey(uid types.UID) {
@@ -183,6 +246,16 @@ func (x *Index) deleteAPIKey(uid types.UID) {
 
 func (x *Index) dropAPIKeyLocked(uid types.UID) {
 	for _, d := range x.keyHashes[uid] {
+		if holders, ok := x.contested[d]; ok {
+			kept := slices.DeleteFunc(holders, func(k *apiKey) bool { return k.ref.UID == uid })
+			if len(kept) == 1 {
+				x.apiKeys[d] = kept[0]
+				delete(x.contested, d)
+			} else {
+				x.contested[d] = kept
+			}
+			continue
+		}
 		if k, ok := x.apiKeys[d]; ok && k.ref.UID == uid {
 			delete(x.apiKeys, d)
 		}
@@ -219,6 +292,13 @@ func (x *Index) upsertClient(o *latchkeyv1.OAuthClient) {
 	if len(o.Spec.GrantTypes) == 0 {
 		c.clientCredentials = true
 	}
+	if p := o.Spec.Introspection; p != nil {
+		c.introspection = &introspectionPolicy{audiences: p.Audiences, scopes: p.Scopes, namespaces: p.Namespaces}
+		if len(p.Namespaces) == 0 {
+			c.introspection.namespaces = []string{o.Namespace}
+		}
+		c.introspection.allNamespaces = slices.Contains(p.Namespaces, "*")
+	}
 	if !c.revoked {
 		for _, s := range o.Status.Credentials {
 			if d, ok := parseHash(s.Hash); ok {
@@ -232,10 +312,20 @@ func (x *Index) upsertClient(o *latchkeyv1.OAuthClient) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	known := len(x.clients[c.clientID]) > 1 // a duplicate before this update is not new
 	x.dropClientLocked(o.UID)
 	x.clientByUID[o.UID] = c
-	if c.clientID != "" {
-		x.clients[c.clientID] = append(x.clients[c.clientID], c)
+	// Only a client with a secret can authenticate, so only such a client claims its
+	// client_id: when the manager refuses a duplicate (withdrawing its secret), the
+	// older holder answers again.
+	if c.clientID == "" || len(c.secrets) == 0 {
+		return
+	}
+	holders := append(x.clients[c.clientID], c)
+	x.clients[c.clientID] = holders
+	if len(holders) == 2 && !known {
+		x.log.Error(nil, "a client_id is held by more than one OAuthClient; refusing it until one is left",
+			"clientID", c.clientID, "holders", []string{holders[0].ref.String(), holders[1].ref.String()})
 	}
 }
 

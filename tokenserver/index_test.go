@@ -1,7 +1,11 @@
 package tokenserver
 
 import (
+	"strings"
 	"testing"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,30 +24,93 @@ func oauthClientWithID(uid, clientID, secretHash string) *latchkeyv1.OAuthClient
 	}
 }
 
+// countingLog counts the lines logged to it.
+func countingLog(lines *[]string) logr.Logger {
+	return funcr.New(func(prefix, args string) { *lines = append(*lines, args) }, funcr.Options{})
+}
+
 // Two OAuthClients claiming one client_id (a restored backup, a hand-edited status)
-// must make that id unusable rather than let either answer for it.
+// must make that id unusable rather than let either answer for it, and say so once.
 func TestIndexRefusesADuplicateClientID(t *testing.T) {
 	const id = "0123456789abcdef01234567"
-	x := NewIndex()
+	var lines []string
+	x := NewIndex(countingLog(&lines))
 	x.upsertClient(oauthClientWithID("a", id, credential.Hash("secret-a")))
-	if c, dup := x.LookupClient(id); c == nil || dup {
-		t.Fatalf("one holder: got client=%v duplicate=%v", c, dup)
+	if c, ok := x.LookupClient(id); !ok || c.ref.UID != "a" {
+		t.Fatalf("one holder: got client=%v", c)
 	}
 
 	x.upsertClient(oauthClientWithID("b", id, credential.Hash("secret-b")))
-	if c, dup := x.LookupClient(id); c != nil || !dup {
-		t.Fatalf("two holders: got client=%v duplicate=%v, want no client and duplicate", c, dup)
+	for range 3 { // updates and lookups of a known duplicate log nothing more
+		x.upsertClient(oauthClientWithID("b", id, credential.Hash("secret-b")))
+		if c, ok := x.LookupClient(id); ok {
+			t.Fatalf("two holders: got client=%v, want none", c)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], id) {
+		t.Errorf("want one log line naming the client_id, got %q", lines)
+	}
+	if _, clientIDs := x.Duplicates(); clientIDs != 1 {
+		t.Errorf("Duplicates() counts %d client_ids, want 1", clientIDs)
 	}
 
+	// The manager withdraws the younger holder's secret: the older one answers again.
+	withdrawn := oauthClientWithID("b", id, "")
+	withdrawn.Status.Credentials = nil
+	x.upsertClient(withdrawn)
+	if c, ok := x.LookupClient(id); !ok || c.ref.UID != "a" {
+		t.Fatalf("after the duplicate's secret is withdrawn: got client=%v", c)
+	}
+	x.upsertClient(oauthClientWithID("b", id, credential.Hash("secret-b")))
 	x.deleteClient("b")
-	if c, dup := x.LookupClient(id); c == nil || dup || c.ref.UID != "a" {
-		t.Fatalf("after the duplicate is deleted: got client=%v duplicate=%v", c, dup)
+	if c, ok := x.LookupClient(id); !ok || c.ref.UID != "a" {
+		t.Fatalf("after the duplicate is deleted: got client=%v", c)
+	}
+}
+
+// Two APIKeys accepting one hash: neither is answered for, the claim never flips to
+// whichever wrote last, and the one left once the other is gone answers again.
+func TestIndexRefusesAContestedAPIKeyHash(t *testing.T) {
+	var lines []string
+	x := NewIndex(countingLog(&lines))
+	shared, own := credential.Hash("shared"), credential.Hash("own")
+	victim := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "victim", Name: "k", UID: "v"}}
+	victim.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: shared}}
+	shadow := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "attacker", Name: "k", UID: "s"}}
+	shadow.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: shared}, {Hash: own}}
+
+	x.upsertAPIKey(victim)
+	x.upsertAPIKey(shadow)
+	for _, order := range [][]*latchkeyv1.APIKey{{victim}, {shadow}, {victim, shadow}} {
+		for _, k := range order {
+			x.upsertAPIKey(k)
+		}
+		if k, ok := x.LookupAPIKey(mustDigest(t, shared)); ok {
+			t.Fatalf("a contested hash is answered for, by %s", k.ref)
+		}
+	}
+	if k, ok := x.LookupAPIKey(mustDigest(t, own)); !ok || k.ref.UID != "s" {
+		t.Errorf("an uncontested hash of the same APIKey is not answered for")
+	}
+	if hashes, _ := x.Duplicates(); hashes != 1 {
+		t.Errorf("Duplicates() counts %d hashes, want 1", hashes)
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], credential.KeyID(shared)) || strings.Contains(lines[0], shared) {
+		t.Errorf("want one log line naming the key ID (never the hash), got %q", lines)
+	}
+
+	x.deleteAPIKey("s")
+	if k, ok := x.LookupAPIKey(mustDigest(t, shared)); !ok || k.ref.UID != "v" {
+		t.Fatalf("once the shadow is gone the victim's key is not answered for: %v", k)
+	}
+	if hashes, _ := x.Duplicates(); hashes != 0 {
+		t.Errorf("Duplicates() counts %d hashes after the shadow is gone", hashes)
 	}
 }
 
 // An update replaces what was known of an object: a rotated-away hash is gone.
 func TestIndexReplacesAnAPIKeysHashesOnUpdate(t *testing.T) {
-	x := NewIndex()
+	x := NewIndex(logr.Discard())
 	key := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "k", UID: "k"}}
 	old, current := credential.Hash("old"), credential.Hash("current")
 	key.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: old}}
@@ -83,7 +150,7 @@ func TestIndexReplaceDropsWhatARelistNoLongerHas(t *testing.T) {
 				Credentials: []latchkeyv1.CredentialHash{{Hash: credential.Hash("key-" + uid)}}}},
 		}
 	}
-	x := NewIndex()
+	x := NewIndex(logr.Discard())
 	for _, k := range []*latchkeyv1.APIKey{apiKey("a", "kept"), apiKey("a", "deleted"), apiKey("b", "other")} {
 		x.upsertAPIKey(k)
 	}

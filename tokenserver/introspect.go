@@ -3,6 +3,7 @@ package tokenserver
 import (
 	"crypto/sha256"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,9 +27,10 @@ type introspection struct {
 	Aud       jwt.Audience `json:"aud,omitempty"`
 	Iss       string       `json:"iss,omitempty"`
 	Jti       string       `json:"jti,omitempty"`
+	// The namespace of the APIKey, or of the OAuthClient a token was issued to.
+	Namespace string `json:"namespace,omitempty"`
 	// API keys only.
 	Environment string `json:"environment,omitempty"`
-	Namespace   string `json:"namespace,omitempty"`
 	Name        string `json:"name,omitempty"`
 	KeyID       string `json:"key_id,omitempty"`
 }
@@ -38,16 +40,27 @@ var inactive = introspection{Active: false}
 // tokenLeeway absorbs clock skew between replicas on nbf and exp.
 const tokenLeeway = 5 * time.Second
 
-// handleIntrospect is RFC 7662 introspection for resource servers, which
-// authenticate as an active OAuthClient. token is an API key or an access token.
+// errNotAResourceServer answers a client that may not introspect.
+var errNotAResourceServer = &oauthError{http.StatusForbidden, "unauthorized_client",
+	"this client may not introspect; give its OAuthClient spec.introspection"}
+
+// handleIntrospect is RFC 7662 introspection for resource servers: OAuthClients
+// with spec.introspection. token is an API key or an access token. Each caller
+// learns only about the credentials meant for it (its introspection policy):
+// anything else is {"active": false}, as an unknown token is.
 func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	form, oerr := s.readForm(w, r)
 	if oerr != nil {
 		writeError(w, oerr)
 		return
 	}
-	if _, oerr := s.authenticateClient(r, form); oerr != nil {
+	caller, oerr := s.authenticateClient(r, form)
+	if oerr != nil {
 		writeError(w, oerr)
+		return
+	}
+	if caller.introspection == nil {
+		writeError(w, errNotAResourceServer)
 		return
 	}
 	token := form.Get("token")
@@ -57,25 +70,51 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	}
 	result := inactive
 	if credential.LooksLikeAPIKey(token) {
-		result = s.introspectAPIKey(token)
+		result = s.introspectAPIKey(caller.introspection, token)
 	} else if strings.Count(token, ".") == 2 {
-		result = s.introspectJWT(token)
+		result = s.introspectJWT(caller.introspection, token)
 	}
 	writeJSON(w, http.StatusOK, result)
 }
 
+// coversNamespace reports whether the policy lets its client introspect credentials of namespace.
+func (p *introspectionPolicy) coversNamespace(namespace string) bool {
+	return p.allNamespaces || slices.Contains(p.namespaces, namespace)
+}
+
+// servedScopes keeps the scopes of a space-separated list that the policy serves
+// ("orders:*" serves every orders scope), space-separated.
+func (p *introspectionPolicy) servedScopes(scopes string) string {
+	var served []string
+	for scope := range strings.SplitSeq(scopes, " ") {
+		for _, mine := range p.scopes {
+			if scope == mine || (strings.HasSuffix(mine, ":*") && strings.HasPrefix(scope, mine[:len(mine)-1])) {
+				served = append(served, scope)
+				break
+			}
+		}
+	}
+	return strings.Join(served, " ")
+}
+
 // introspectAPIKey: active while its hash is accepted (including a grace period)
-// and the key has not expired. A revoked key's hashes are already gone.
-func (s *Server) introspectAPIKey(token string) introspection {
+// and the key has not expired — and only to a resource server whose policy covers
+// the key's namespace and one of its scopes; the answer's scope lists only those.
+// A revoked key's hashes are already gone.
+func (s *Server) introspectAPIKey(policy *introspectionPolicy, token string) introspection {
 	hash := digest(sha256.Sum256([]byte(token)))
 	key, ok := s.index.LookupAPIKey(hash)
 	now := s.clock.Now()
-	if !ok || !key.acceptedAt(now) {
+	if !ok || !key.acceptedAt(now) || !policy.coversNamespace(key.ref.Namespace) {
+		return inactive
+	}
+	scope := policy.servedScopes(key.scope.Value())
+	if scope == "" {
 		return inactive
 	}
 	s.usage.Used(kindAPIKey, key.ref)
 	return introspection{
-		Active: true, Scope: key.scope.Value(), TokenType: "api_key", Environment: key.environment,
+		Active: true, Scope: scope, TokenType: "api_key", Environment: key.environment,
 		Exp: key.expiry(), Namespace: key.ref.Namespace, Name: key.ref.Name,
 		Sub:   "apikey:" + key.ref.Namespace + "/" + key.ref.Name,
 		KeyID: credential.KeyID("sha256:" + hexDigest(hash)),
@@ -100,14 +139,17 @@ func (k *apiKey) expiry() int64 {
 
 // introspectJWT checks signature, typ, iss, exp and nbf, and that the OAuthClient
 // the token was issued to still exists with the same UID and is active: revoking or
-// deleting a client ends its outstanding tokens at once.
-func (s *Server) introspectJWT(token string) introspection {
+// deleting a client ends its outstanding tokens at once. The answer reflects the
+// client as it is now: only the scopes and audiences it still has, and only to a
+// resource server whose policy covers the client's namespace and serves one of
+// those audiences.
+func (s *Server) introspectJWT(policy *introspectionPolicy, token string) introspection {
 	ring := s.keys.current()
 	if ring == nil {
 		return inactive
 	}
 	parsed, err := jwt.ParseSigned(token, ring.algs)
-	if err != nil || len(parsed.Headers) != 1 || parsed.Headers[0].ExtraHeaders[jose.HeaderType] != "at+jwt" {
+	if err != nil || len(parsed.Headers) != 1 || !accessTokenType(parsed.Headers[0].ExtraHeaders[jose.HeaderType]) {
 		return inactive
 	}
 	key, ok := ring.verifiers[parsed.Headers[0].KeyID]
@@ -123,14 +165,37 @@ func (s *Server) introspectJWT(token string) introspection {
 		return inactive
 	}
 	client, ok := s.index.ClientByUID(types.UID(claims.ClientUID))
-	if !ok || client.clientID != claims.ClientID || client.ref.Namespace != claims.Namespace || !client.active(now) {
+	if !ok || client.clientID != claims.ClientID || client.ref.Namespace != claims.Namespace || !client.active(now) ||
+		!policy.coversNamespace(client.ref.Namespace) {
 		return inactive
 	}
-	return introspection{
-		Active: true, Scope: claims.Scope, ClientID: claims.ClientID, TokenType: "Bearer",
-		Exp: int64(*claims.Expiry), Iat: numericDate(claims.IssuedAt), Nbf: numericDate(claims.NotBefore),
-		Sub: claims.Subject, Aud: claims.Audience, Iss: claims.Issuer, Jti: claims.ID,
+	var aud jwt.Audience
+	for _, a := range claims.Audience {
+		if slices.Contains(client.audiences, a) && slices.Contains(policy.audiences, a) {
+			aud = append(aud, a)
+		}
 	}
+	if len(aud) == 0 {
+		return inactive
+	}
+	var scopes []string
+	for scope := range strings.SplitSeq(claims.Scope, " ") {
+		if slices.Contains(client.scopes, scope) {
+			scopes = append(scopes, scope)
+		}
+	}
+	return introspection{
+		Active: true, Scope: strings.Join(scopes, " "), ClientID: claims.ClientID, TokenType: "Bearer",
+		Exp: int64(*claims.Expiry), Iat: numericDate(claims.IssuedAt), Nbf: numericDate(claims.NotBefore),
+		Sub: claims.Subject, Aud: aud, Iss: claims.Issuer, Jti: claims.ID, Namespace: client.ref.Namespace,
+	}
+}
+
+// accessTokenType accepts the typ header values RFC 9068 §4 allows: "at+jwt", or
+// the full media type "application/at+jwt", compared case-insensitively (RFC 2045).
+func accessTokenType(typ any) bool {
+	s, ok := typ.(string)
+	return ok && (strings.EqualFold(s, "at+jwt") || strings.EqualFold(s, "application/at+jwt"))
 }
 
 func numericDate(d *jwt.NumericDate) int64 {

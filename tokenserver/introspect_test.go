@@ -24,7 +24,7 @@ var _ = Describe("Introspection", func() {
 	var resourceServer testClient
 	BeforeEach(func() {
 		ns = newNamespace()
-		resourceServer = newClient(ns, "leads-api", nil)
+		resourceServer = newResourceServer(ns, "leads-api", nil)
 	})
 
 	It("describes an access token, and revoking its client makes it inactive within a second", func() {

@@ -36,6 +36,14 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Name: "latchkey_tokenserver_cached_oauthclients", Help: "OAuthClients in the cache.",
 		}, cacheSize(func(_, c int) int { return c })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "latchkey_tokenserver_duplicate_credentials", Help: "Credentials claimed by more than one object, answered for by none.",
+			ConstLabels: prometheus.Labels{"kind": "apikey_hash"},
+		}, func() float64 { hashes, _ := s.index.Duplicates(); return float64(hashes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "latchkey_tokenserver_duplicate_credentials", Help: "Credentials claimed by more than one object, answered for by none.",
+			ConstLabels: prometheus.Labels{"kind": "client_id"},
+		}, func() float64 { _, ids := s.index.Duplicates(); return float64(ids) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "latchkey_tokenserver_signing_key_age_seconds", Help: "How long the current signing key has been signing.",
 		}, func() float64 {
 			age, _ := s.keys.ActiveAge(s.clock.Now())

@@ -3,6 +3,7 @@ package tokenserver_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"encoding/base64"
 	"net"
 	"net/http"
@@ -102,9 +103,21 @@ var _ = Describe("Operations", func() {
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "not even a list in its own namespace: got %v", err)
 	})
 
+	It("closes a metrics connection that never finishes its request", func() {
+		conn, err := net.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(server.Metrics, "http://"), "/metrics"))
+		Expect(err).NotTo(HaveOccurred())
+		defer conn.Close()
+		_, err = conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: latchkey\r\n")) // and never the blank line
+		Expect(err).NotTo(HaveOccurred())
+		Expect(conn.SetReadDeadline(time.Now().Add(15 * time.Second))).To(Succeed())
+		_, err = bufio.NewReader(conn).ReadByte()
+		var netErr net.Error
+		Expect(errors.As(err, &netErr) && netErr.Timeout()).To(BeFalse(), "the server closed it, before our 15s deadline: %v", err)
+	})
+
 	It("records lastUsedAt at most once a minute per object", func() {
 		ns := newNamespace()
-		resourceServer := newClient(ns, "busy-api", nil)
+		resourceServer := newResourceServer(ns, "busy-api", nil)
 		key, plaintext := newAPIKey(ns, "busy-key", nil)
 		Expect(key.Status.LastUsedAt).To(BeNil())
 

@@ -68,7 +68,7 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	index, keys := NewIndex(), &Keys{alg: o.SigningAlgorithm}
+	index, keys := NewIndex(o.Log.WithName("index")), &Keys{alg: o.SigningAlgorithm}
 	usage := newUsageTracker(writer, o.Clock, o.Log, o.LastUsedFlushInterval, o.LastUsedMinInterval)
 	srv, err := NewServer(o.Config, index, keys, o.Clock, o.Log, o.Registry, usage)
 	if err != nil {
@@ -95,17 +95,26 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 	return serveAll(ctx, srv, o)
 }
 
-// serveAll runs the API listener (and the metrics one, if any) until ctx ends.
-func serveAll(ctx context.Context, srv *Server, o Options) error {
-	api := &http.Server{
-		Handler:           srv.Handler(),
+// newHTTPServer is every listener's server: bounded reads, writes and idle time, so
+// that slow or idle connections cannot pile up (on the metrics and pprof listeners
+// as much as on the API one). writeTimeout is the longest a response may take.
+func newHTTPServer(handler http.Handler, writeTimeout time.Duration) *http.Server {
+	return &http.Server{
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
+		WriteTimeout:      writeTimeout,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          nil,
 	}
+}
+
+// pprofWriteTimeout leaves room for a 30-second CPU profile or trace (pprof's default).
+const pprofWriteTimeout = 45 * time.Second
+
+// serveAll runs the API listener (and the metrics and pprof ones, if any) until ctx ends.
+func serveAll(ctx context.Context, srv *Server, o Options) error {
+	api := newHTTPServer(srv.Handler(), 10*time.Second)
 	errs := make(chan error, 2)
 	go func() {
 		errs <- serve(ctx, api, func() error {
@@ -121,7 +130,7 @@ func serveAll(ctx context.Context, srv *Server, o Options) error {
 		running++
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
-		metricsSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		metricsSrv := newHTTPServer(mux, 10*time.Second)
 		go func() { errs <- serve(ctx, metricsSrv, func() error { return metricsSrv.Serve(o.MetricsListener) }) }()
 	}
 	if o.PprofListener != nil {
@@ -131,7 +140,7 @@ func serveAll(ctx context.Context, srv *Server, o Options) error {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		pprofSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		pprofSrv := newHTTPServer(mux, pprofWriteTimeout)
 		go func() { errs <- serve(ctx, pprofSrv, func() error { return pprofSrv.Serve(o.PprofListener) }) }()
 	}
 	var all []error

@@ -75,8 +75,10 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}})).To(Succeed())
 
+	Expect(env.InstallTenantRoles(context.Background(), k8s)).To(Succeed())
 	startManager(env.Config)
 	tokenServerConfig = bindTokenServerRBAC(env)
+	installPolicies()
 	server = startServer(signingkeys.RS256)
 })
 

@@ -92,13 +92,37 @@ func grantedScope(client *oauthClient, requested string) (string, *oauthError) {
 	if requested == "" {
 		return strings.Join(client.scopes, " "), nil
 	}
-	parts := strings.Fields(requested)
+	parts, ok := parseScope(requested)
+	if !ok {
+		return "", &oauthError{http.StatusBadRequest, "invalid_scope", "scope must be scope tokens of printable ASCII separated by spaces"}
+	}
 	for _, p := range parts {
 		if !contains(client.scopes, p) {
 			return "", &oauthError{http.StatusBadRequest, "invalid_scope", "scope " + p + " is not allowed for this client"}
 		}
 	}
 	return strings.Join(parts, " "), nil
+}
+
+// parseScope splits a scope parameter as RFC 6749 §3.3 defines it: tokens of
+// %x21 / %x23-5B / %x5D-7E separated by spaces (ASCII space only: no tab, no
+// Unicode space), each kept once. It reports false for anything else.
+func parseScope(scope string) ([]string, bool) {
+	var tokens []string
+	for token := range strings.SplitSeq(scope, " ") {
+		if token == "" {
+			continue // tolerate doubled or trailing spaces
+		}
+		for i := 0; i < len(token); i++ {
+			if c := token[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+				return nil, false
+			}
+		}
+		if !contains(tokens, token) {
+			tokens = append(tokens, token)
+		}
+	}
+	return tokens, len(tokens) > 0
 }
 
 // grantedAudience is the requested audience (RFC 8707 "resource", or "audience") if

@@ -137,7 +137,7 @@ var _ = Describe("The token endpoint", func() {
 		func(alg string) {
 			s := startServer(alg)
 			defer s.Stop()
-			c := newClient(ns, strings.ToLower(alg), nil)
+			c := newResourceServer(ns, strings.ToLower(alg), nil)
 			tok, err := clientCredentials(s, c, oauth2.AuthStyleInHeader).Token(ctx)
 			Expect(err).NotTo(HaveOccurred())
 			got, _ := header(tok.AccessToken).Algorithm()

@@ -84,10 +84,22 @@ type OAuthClientSpec struct {
 	// RedirectURIs for the authorization_code grant: https, or http on a loopback address only.
 	// +kubebuilder:validation:MaxItems=16
 	// +kubebuilder:validation:items:MaxLength=2048
-	// +kubebuilder:validation:items:XValidation:rule="isURL(self) && (self.startsWith('https://') || self.matches('^http://(localhost|127\\\\.0\\\\.0\\\\.1|\\\\[::1\\\\])(:[0-9]+)?(/.*)?$'))",message="redirect URIs must be https, or http on localhost, 127.0.0.1 or [::1]"
+	// Each is compared exactly (RFC 9700 §2.1): no fragments, wildcards or user information.
+	// +kubebuilder:validation:items:XValidation:rule="isURL(self) && url(self).getHostname() != ''",message="a redirect URI must be an absolute URL with a host"
+	// +kubebuilder:validation:items:XValidation:rule="!isURL(self) || url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['localhost', '127.0.0.1', '::1'])",message="redirect URIs must be https, or http on localhost, 127.0.0.1 or [::1]"
+	// +kubebuilder:validation:items:XValidation:rule="!self.contains('#')",message="a redirect URI must not contain a fragment (RFC 6749 section 3.1.2)"
+	// +kubebuilder:validation:items:XValidation:rule="!self.contains('*')",message="a redirect URI is compared exactly: no wildcards"
+	// +kubebuilder:validation:items:XValidation:rule="!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')",message="a redirect URI must not contain user information"
+	// +kubebuilder:validation:items:XValidation:rule="!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*:(0[0-9]*|[0-9]{6,}|6553[6-9]|655[4-9][0-9]|65[6-9][0-9][0-9]|6[6-9][0-9][0-9][0-9]|[7-9][0-9][0-9][0-9][0-9])?([/?#].*)?$')",message="a redirect URI's port must be between 1 and 65535"
 	// +listType=set
 	// +optional
 	RedirectURIs []string `json:"redirectURIs,omitempty"`
+
+	// Introspection makes this client a resource server: it may call the token
+	// server's introspection endpoint, and the answers are limited to the
+	// credentials meant for it. Without it, introspection is refused (403).
+	// +optional
+	Introspection *IntrospectionPolicy `json:"introspection,omitempty"`
 
 	// TokenEndpointAuthMethods the client may authenticate with.
 	// +kubebuilder:default={"client_secret_basic","client_secret_post"}
@@ -97,6 +109,39 @@ type OAuthClientSpec struct {
 	TokenEndpointAuthMethods []TokenEndpointAuthMethod `json:"tokenEndpointAuthMethods,omitempty"`
 
 	CredentialSpec `json:",inline"`
+}
+
+// IntrospectionPolicy says which credentials a resource server may learn about.
+// A credential outside it introspects as {"active": false}, exactly like an unknown one.
+// +kubebuilder:validation:XValidation:rule="(has(self.audiences) && size(self.audiences) > 0) || (has(self.scopes) && size(self.scopes) > 0)",message="introspection needs audiences (for access tokens), scopes (for API keys), or both"
+type IntrospectionPolicy struct {
+	// Audiences this resource server serves: an access token is active to it only
+	// if its aud contains one of them (and only those are returned in aud).
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=set
+	// +optional
+	Audiences []string `json:"audiences,omitempty"`
+
+	// Scopes this resource server serves: an API key is active to it only if it
+	// carries one of them, and the answer's scope lists only those. "orders:*"
+	// stands for every scope of the orders resource.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:Pattern=`^[a-z][a-z0-9_.-]{0,62}:[a-z*][a-z0-9_.-]{0,62}$`
+	// +kubebuilder:validation:items:MaxLength=127
+	// +listType=set
+	// +optional
+	Scopes []string `json:"scopes,omitempty"`
+
+	// Namespaces whose credentials this resource server may introspect. Empty
+	// means its own namespace only; "*" means every namespace the token server serves.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:Pattern=`^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$`
+	// +kubebuilder:validation:items:MaxLength=63
+	// +listType=set
+	// +optional
+	Namespaces []string `json:"namespaces,omitempty"`
 }
 
 // OAuthClientStatus is the observed state of an OAuthClient. It holds the client_id

@@ -111,6 +111,10 @@ func (b *bench) createClients(ctx context.Context) error {
 				DisplayName: "benchmark client",
 				Scopes:      []string{"leads:read", "leads:write"},
 				Audiences:   []string{"https://api.bench.example"},
+				// Each is also a resource server: the introspection load authenticates as one.
+				Introspection: &latchkeyv1.IntrospectionPolicy{
+					Audiences: []string{"https://api.bench.example"}, Scopes: []string{"leads:*"},
+				},
 			},
 		}
 	}

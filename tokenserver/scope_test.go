@@ -1,0 +1,43 @@
+package tokenserver
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestParseScope(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string // nil: refused
+	}{
+		{"leads:read", []string{"leads:read"}},
+		{"leads:read leads:write", []string{"leads:read", "leads:write"}},
+		{"leads:read  leads:write ", []string{"leads:read", "leads:write"}},
+		{"leads:read leads:read leads:write leads:read", []string{"leads:read", "leads:write"}}, // granted once
+		{"leads:read\u00a0leads:write", nil},                                                    // a Unicode space is not a separator
+		{"leads:read\u2003leads:write", nil},
+		{"leads:read\tleads:write", nil},
+		{"leads:read\nleads:write", nil},
+		{"leads:read\x00", nil},
+		{"leads:read\x7f", nil},
+		{`lead"s:read`, nil},
+		{`leads\:read`, nil},
+		{" ", nil},
+	} {
+		got, ok := parseScope(tc.in)
+		if (tc.want == nil) == ok || !slices.Equal(got, tc.want) {
+			t.Errorf("parseScope(%q) = %q, %v; want %q", tc.in, got, ok, tc.want)
+		}
+	}
+}
+
+func TestAccessTokenType(t *testing.T) {
+	for typ, want := range map[any]bool{
+		"at+jwt": true, "AT+JWT": true, "application/at+jwt": true, "Application/AT+JWT": true,
+		"JWT": false, "jwt": false, "": false, "application/jwt": false, nil: false, 1: false,
+	} {
+		if accessTokenType(typ) != want {
+			t.Errorf("accessTokenType(%v) = %v, want %v", typ, !want, want)
+		}
+	}
+}
