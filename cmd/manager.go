@@ -35,6 +35,7 @@ type managerFlags struct {
 	namespace              string
 	signingKeySecret       string
 	issuanceKeySecret      string
+	namespaces             []string
 	signingAlgorithms      string
 	signingKeyRotation     time.Duration
 	concurrency            int
@@ -61,6 +62,10 @@ func runManager(args []string) error {
 	fs.IntVar(&f.concurrency, "concurrency", 8, "reconciles run in parallel per kind")
 	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", -1, "client-side QPS limit towards the API server; negative (the default) means none, as in controller-runtime: the API server's priority and fairness paces the manager")
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 400, "client-side burst towards the API server, with --kube-api-qps")
+	fs.Func("namespaces", "comma-separated namespaces to manage credentials in (namespace-scoped install: config/namespaced); empty (the default) means all", func(v string) error {
+		f.namespaces = splitList(v)
+		return nil
+	})
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -119,8 +124,18 @@ func runManager(args []string) error {
 }
 
 // ManagerOptions builds the manager's options. The Secret cache holds only the
-// Secrets the operator labelled, so memory does not grow with unrelated Secrets.
+// Secrets the operator labelled, in digest form, so memory does not grow with
+// unrelated Secrets. With --namespaces, every cache watches only those namespaces
+// and the operator's own (signing and issuance keys), so that the manager needs
+// RBAC in those namespaces alone.
 func ManagerOptions(f managerFlags) ctrl.Options {
+	cacheOptions := cache.Options{ByObject: controllers.CacheByObject()}
+	if len(f.namespaces) > 0 {
+		cacheOptions.DefaultNamespaces = map[string]cache.Config{f.namespace: {}}
+		for _, ns := range f.namespaces {
+			cacheOptions.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
 	return ctrl.Options{
 		Scheme:                        newScheme(),
 		Metrics:                       metricsserver.Options{BindAddress: f.metricsAddr},
@@ -131,7 +146,7 @@ func ManagerOptions(f managerFlags) ctrl.Options {
 		LeaderElectionNamespace:       f.namespace, // in a pod as well as outside one (make demo)
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       ptrDuration(30 * time.Second),
-		Cache:                         cache.Options{ByObject: controllers.CacheByObject()},
+		Cache:                         cacheOptions,
 	}
 }
 
@@ -152,6 +167,17 @@ func parseAlgorithms(list string) ([]string, error) {
 		algs = append(algs, alg)
 	}
 	return algs, nil
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 func envOr(name, fallback string) string {

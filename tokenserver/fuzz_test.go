@@ -71,15 +71,21 @@ type fuzzFixture struct {
 	expiredAPIKey string // indexed, past its expiresAt
 	revokedAPIKey string // its APIKey is revoked, so it is not indexed
 	unknownAPIKey string // well-formed, never indexed
+	otherNSAPIKey string // active, in a namespace the introspecting client does not serve
+	otherScopeKey string // active, with a scope the introspecting client does not serve
 
-	clientID, clientSecret       string // basic and post, client_credentials
+	clientID, clientSecret       string // basic and post, client_credentials, a resource server (spec.introspection)
 	postID, postSecret           string // client_secret_post only
 	revokedID, revokedSecret     string // revoked
 	noGrantID, noGrantSecret     string // may not use client_credentials
 	duplicateID, duplicateSecret string // client_id held by two OAuthClients
+	otherNSID, otherNSSecret     string // in another namespace; not a resource server
 
 	token       string         // an access token from the token endpoint, for clientID
 	tokenClaims map[string]any // its introspection, without jti
+	// Real tokens that must not be active to clientID as a resource server.
+	billingToken string // clientID's, for an audience its introspection policy does not serve
+	otherNSToken string // of a client in a namespace the policy does not cover
 }
 
 // fixedBytes is a deterministic "random" source.
@@ -114,7 +120,7 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 	keys := &Keys{alg: signingkeys.EdDSA}
 	must(keys.load(&corev1.Secret{Data: map[string][]byte{signingkeys.SecretDataKey: data}}))
 
-	index := NewIndex()
+	index := NewIndex(logr.Discard())
 	apiKey := func(fill byte, name string, mutate func(*latchkeyv1.APIKey)) string {
 		plaintext, err := credential.NewAPIKey(fixedBytes(fill), "lk", "live")
 		must(err)
@@ -138,6 +144,8 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 	fx.revokedAPIKey = apiKey(3, "revoked", func(k *latchkeyv1.APIKey) { k.Spec.Revoked = true })
 	fx.unknownAPIKey, err = credential.NewAPIKey(fixedBytes(4), "lk", "live")
 	must(err)
+	fx.otherNSAPIKey = apiKey(5, "other-namespace", func(k *latchkeyv1.APIKey) { k.Namespace = "other" })
+	fx.otherScopeKey = apiKey(6, "other-scope", func(k *latchkeyv1.APIKey) { k.Spec.Scopes = []string{"billing:read"} })
 
 	client := func(fill byte, uid string, mutate func(*latchkeyv1.OAuthClient)) (string, string) {
 		id, err := credential.NewClientID(fixedBytes(fill))
@@ -153,7 +161,14 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 		index.upsertClient(obj)
 		return id, secret
 	}
-	fx.clientID, fx.clientSecret = client(10, "client", nil)
+	// The client the seeds authenticate as is also the resource server that introspects:
+	// it serves the API keys of namespace fuzz (scopes leads:*) and the access tokens
+	// of its own namespace (ns) for fuzzAudience.
+	fx.clientID, fx.clientSecret = client(10, "client", func(o *latchkeyv1.OAuthClient) {
+		o.Spec.Introspection = &latchkeyv1.IntrospectionPolicy{
+			Audiences: []string{fuzzAudience}, Scopes: []string{"leads:*"}, Namespaces: []string{"fuzz", o.Namespace},
+		}
+	})
 	fx.postID, fx.postSecret = client(11, "post-only", func(o *latchkeyv1.OAuthClient) {
 		o.Spec.TokenEndpointAuthMethods = []latchkeyv1.TokenEndpointAuthMethod{latchkeyv1.AuthClientSecretPost}
 	})
@@ -163,6 +178,7 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 	})
 	fx.duplicateID, fx.duplicateSecret = client(14, "duplicate-a", nil)
 	client(14, "duplicate-b", nil)
+	fx.otherNSID, fx.otherNSSecret = client(15, "other-namespace", func(o *latchkeyv1.OAuthClient) { o.Namespace = "other" })
 
 	fx.srv, err = NewServer(Config{IssuerURL: fuzzIssuer, SigningAlgorithm: signingkeys.EdDSA, MaxBodyBytes: fuzzMaxBody},
 		index, keys, clocktesting.NewFakePassiveClock(fuzzNow), logr.Discard(), prometheus.NewRegistry(), discardUsage{})
@@ -170,17 +186,22 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 	fx.srv.SetSynced()
 	fx.h = fx.srv.Handler()
 
-	rec := post(fx.h, "/oauth2/token", "grant_type=client_credentials", fx.clientID, fx.clientSecret)
-	var issued tokenResponse
-	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &issued) != nil || issued.AccessToken == "" {
-		tb.Fatalf("the fuzz server issued no token: %d %s", rec.Code, rec.Body)
+	issue := func(body, id, secret string) string {
+		rec := post(fx.h, "/oauth2/token", body, id, secret)
+		var issued tokenResponse
+		if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &issued) != nil || issued.AccessToken == "" {
+			tb.Fatalf("the fuzz server issued no token: %d %s", rec.Code, rec.Body)
+		}
+		return issued.AccessToken
 	}
-	fx.token = issued.AccessToken
-	rec = post(fx.h, "/oauth2/introspect", url.Values{"token": {fx.token}}.Encode(), fx.clientID, fx.clientSecret)
+	fx.token = issue("grant_type=client_credentials", fx.clientID, fx.clientSecret)
+	rec := post(fx.h, "/oauth2/introspect", url.Values{"token": {fx.token}}.Encode(), fx.clientID, fx.clientSecret)
 	if err := json.Unmarshal(rec.Body.Bytes(), &fx.tokenClaims); err != nil || fx.tokenClaims["active"] != true {
 		tb.Fatalf("the fuzz server's own token is not active: %d %s", rec.Code, rec.Body)
 	}
 	delete(fx.tokenClaims, "jti")
+	fx.billingToken = issue("grant_type=client_credentials&resource=https%3A%2F%2Fbilling.fuzz.test", fx.clientID, fx.clientSecret)
+	fx.otherNSToken = issue("grant_type=client_credentials", fx.otherNSID, fx.otherNSSecret)
 	return fx
 }
 
@@ -206,10 +227,10 @@ func segments(token string) [][]byte {
 	return out
 }
 
-// canonicalJWS reports whether token is exactly header.payload.signature, each the
+// spelledCanonically (the test's own oracle, independent of canonicalJWS) reports whether token is exactly header.payload.signature, each the
 // unpadded base64url of its bytes (RFC 7515 §2: no line breaks, whitespace or
 // other characters), so that one signed token has exactly one spelling.
-func canonicalJWS(token string) bool {
+func spelledCanonically(token string) bool {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
 		return false
@@ -306,10 +327,11 @@ func FuzzTokenEndpoint(f *testing.F) {
 		{cc + "&resource=" + url.QueryEscape(fuzzAudience) + "&resource=" + url.QueryEscape(fuzzAudience), 0, basic},
 		{inBody(fx.clientID, fx.clientSecret), 0, ""},
 		{inBody(fx.postID, fx.postSecret), 0, ""},
-		{cc, 0, basicHeader(fx.postID, fx.postSecret)},                                               // basic is not allowed for it
-		{cc, 0, basicHeader(fx.revokedID, fx.revokedSecret)},                                         // revoked
-		{inBody(fx.revokedID, fx.revokedSecret), 0, ""},                                              // revoked
-		{cc, 0, basicHeader(fx.noGrantID, fx.noGrantSecret)},                                         // unauthorized_client
+		{cc, 0, basicHeader(fx.postID, fx.postSecret)},       // basic is not allowed for it
+		{cc, 0, basicHeader(fx.revokedID, fx.revokedSecret)}, // revoked
+		{inBody(fx.revokedID, fx.revokedSecret), 0, ""},      // revoked
+		{cc, 0, basicHeader(fx.noGrantID, fx.noGrantSecret)}, // unauthorized_client
+		{cc, 0, basicHeader(fx.otherNSID, fx.otherNSSecret)},
 		{cc, 0, basicHeader(fx.duplicateID, fx.duplicateSecret)},                                     // duplicate client_id
 		{cc, 0, basicHeader(fx.clientID, fx.clientSecret[1:])},                                       // wrong secret
 		{cc, 0, basicHeader(fx.clientID, fx.postSecret)},                                             // another client's secret
@@ -357,8 +379,9 @@ func FuzzTokenEndpoint(f *testing.F) {
 	}
 
 	allowedSecrets := map[[2]string]bool{ // {id, secret} of each client that may get a token
-		{fx.clientID, fx.clientSecret}: true,
-		{fx.postID, fx.postSecret}:     true,
+		{fx.clientID, fx.clientSecret}:   true,
+		{fx.postID, fx.postSecret}:       true,
+		{fx.otherNSID, fx.otherNSSecret}: true,
 	}
 	f.Fuzz(func(t *testing.T, body string, ct uint8, authorization string) {
 		req := httptest.NewRequest(http.MethodPost, "/oauth2/token", strings.NewReader(body))
@@ -399,7 +422,7 @@ func FuzzTokenEndpoint(f *testing.F) {
 			ClientID string `json:"client_id"`
 			Subject  string `json:"sub"`
 		}
-		if parts == nil || !canonicalJWS(token) || json.Unmarshal(parts[1], &claims) != nil {
+		if parts == nil || !spelledCanonically(token) || json.Unmarshal(parts[1], &claims) != nil {
 			t.Fatalf("the access token is not a compact JWS: %q", token)
 		}
 		if claims.ClientID != id || claims.Subject != id {
@@ -411,9 +434,10 @@ func FuzzTokenEndpoint(f *testing.F) {
 var jtiPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // FuzzIntrospect posts a token (and, when the token is empty, an arbitrary body, or
-// else extra raw parameters after it) to introspection as an authenticated client.
-// Nothing comes back active but the one indexed API key and the server's own
-// tokens, spelled exactly as issued.
+// else extra raw parameters after it) to introspection as an authenticated resource
+// server. Nothing comes back active but the one API key and the tokens meant for it,
+// spelled exactly as issued: not the other indexed keys and tokens (other namespaces,
+// scopes, audiences), not a crafted token, not another spelling of a real one.
 func FuzzIntrospect(f *testing.F) {
 	fx := newFuzzFixture(f)
 	parts := strings.Split(fx.token, ".")
@@ -442,12 +466,16 @@ func FuzzIntrospect(f *testing.F) {
 		{fx.expiredAPIKey, ""},
 		{fx.revokedAPIKey, ""},
 		{fx.unknownAPIKey, ""},
+		{fx.otherNSAPIKey, ""}, // not for this resource server
+		{fx.otherScopeKey, ""}, // not for this resource server
 		{mutate(fx.apiKey, 10), ""},
 		{fx.apiKey + " ", ""},
 		{strings.ToUpper(fx.apiKey), ""},
 		{"", "token=" + fx.apiKey},
 		{"", "token=" + url.QueryEscape(fx.token)},
 		{fx.token, ""},
+		{fx.billingToken, ""},                              // not for this resource server
+		{fx.otherNSToken, ""},                              // not for this resource server
 		{mutate(fx.token, len(header)+len(payload)/2), ""}, // payload mutated
 		{mutate(fx.token, -len(signature)/2), ""},          // signature mutated
 		{mutate(fx.token, 5), ""},                          // header mutated
@@ -546,7 +574,7 @@ func FuzzIntrospect(f *testing.F) {
 		}
 		// An active JWT: in this process that is the token issued above; in another
 		// process of the same fuzz run, the same claims with another jti.
-		if !canonicalJWS(presented) {
+		if !spelledCanonically(presented) {
 			t.Fatalf("a token that is not spelled as issued is active: %q (the issued token is %q): %s", presented, fx.token, rec.Body)
 		}
 		claims := maps.Clone(resp)

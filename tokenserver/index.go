@@ -2,8 +2,8 @@ package tokenserver
 
 import (
 	"crypto/subtle"
-	"slices"
 	"encoding/hex"
+	"slices"
 	"strings"
 	"sync"
 	"time"

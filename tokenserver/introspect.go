@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"net/http"
 	"slices"
 	"strings"
@@ -145,7 +146,7 @@ func (k *apiKey) expiry() int64 {
 // those audiences.
 func (s *Server) introspectJWT(policy *introspectionPolicy, token string) introspection {
 	ring := s.keys.current()
-	if ring == nil {
+	if ring == nil || !canonicalJWS(token) {
 		return inactive
 	}
 	parsed, err := jwt.ParseSigned(token, ring.algs)
@@ -189,6 +190,22 @@ func (s *Server) introspectJWT(policy *introspectionPolicy, token string) intros
 		Exp: int64(*claims.Expiry), Iat: numericDate(claims.IssuedAt), Nbf: numericDate(claims.NotBefore),
 		Sub: claims.Subject, Aud: aud, Iss: claims.Issuer, Jti: claims.ID, Namespace: client.ref.Namespace,
 	}
+}
+
+// canonicalJWS reports whether each of the three parts of a compact JWS is
+// base64url exactly as RFC 7515 §2 spells it: no padding, no line breaks, no
+// non-zero trailing bits. go-jose decodes leniently and re-encodes the payload
+// before checking the signature, so without this one token would have many
+// spellings that all introspect as active, and anything a resource server keys
+// on the token string (a cache, a deny list, an audit log) could be sidestepped.
+func canonicalJWS(token string) bool {
+	for part := range strings.SplitSeq(token, ".") {
+		decoded, err := base64.RawURLEncoding.Strict().DecodeString(part)
+		if err != nil || base64.RawURLEncoding.EncodedLen(len(decoded)) != len(part) {
+			return false
+		}
+	}
+	return true
 }
 
 // accessTokenType accepts the typ header values RFC 9068 §4 allows: "at+jwt", or

@@ -3,8 +3,8 @@ package tokenserver_test
 import (
 	"bufio"
 	"context"
-	"errors"
 	"encoding/base64"
+	"errors"
 	"net"
 	"net/http"
 	"strconv"

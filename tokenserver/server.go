@@ -11,9 +11,9 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -138,7 +138,8 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 // and refuses repeated parameters (RFC 6749 §3.2: parameters MUST NOT be included
 // more than once), except those listed as repeatable.
 func (s *Server) readForm(w http.ResponseWriter, r *http.Request, repeatable ...string) (url.Values, *oauthError) {
-	if mt := r.Header.Get("Content-Type"); !strings.HasPrefix(mt, "application/x-www-form-urlencoded") {
+	// Media types compare case-insensitively, parameters (charset) aside (RFC 9110 §8.3.1).
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
 		return nil, errInvalidRequest("the request body must be application/x-www-form-urlencoded")
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
@@ -178,7 +179,7 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*oauthCli
 		}
 	}
 	presented := digest(sha256.Sum256([]byte(secret))) // hashed even for an unknown id: no timing difference to probe
-	client, _ := s.index.LookupClient(id) // a duplicated client_id finds none (reported once by the index)
+	client, _ := s.index.LookupClient(id)              // a duplicated client_id finds none (reported once by the index)
 	now := s.clock.Now()
 	if client == nil || !client.active(now) || !client.secretMatches(presented, now) ||
 		(basic && !client.basic) || (!basic && !client.post) {

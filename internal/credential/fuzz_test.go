@@ -80,13 +80,13 @@ func fixedKey(tb testing.TB, fill, prefix, env string) string {
 	return key
 }
 
-// FuzzParseAPIKeyProperties: ParseAPIKey never panics, agrees with the documented
+// FuzzParseAPIKey: ParseAPIKey never panics, agrees with the documented
 // format, and an accepted key re-parses identically, has the parts it was parsed
 // into, and stops parsing when its last character changes.
 //
 // (It is not named FuzzParseAPIKey because credential_test.go already declares a
 // smaller target of that name.)
-func FuzzParseAPIKeyProperties(f *testing.F) {
+func FuzzParseAPIKey(f *testing.F) {
 	key := fixedKey(f, "x", "lk", "live")
 	testKey := fixedKey(f, "\x00", "acme", "test")
 	maxKey, _ := NewAPIKey(bytes.NewReader(bytes.Repeat([]byte{0xff}, 32)), "abcdefghijkl", "live")

@@ -1,0 +1,88 @@
+package controllers_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os/exec"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// The namespace-scoped install (config/namespaced), rendered with kustomize as a
+// user would and applied to the API server, grants the manager what it needs in
+// the listed namespaces and its own, and nothing anywhere else.
+var _ = Describe("The namespace-scoped install", func() {
+	ctx := context.Background()
+	const manager = "system:serviceaccount:latchkey-system:latchkey-manager"
+
+	can := func(user, verb, resource, namespace string) bool {
+		review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: user, ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: namespace, Verb: verb, Resource: resource},
+		}}
+		ExpectWithOffset(1, k8s.Create(ctx, review)).To(Succeed())
+		return review.Status.Allowed
+	}
+
+	It("lets the manager manage Secrets in its namespaces only", func() {
+		rendered, err := exec.Command("go", "tool", "kustomize", "build", "../config/namespaced").Output()
+		Expect(err).NotTo(HaveOccurred())
+		for _, ns := range []string{"tenant-a", "tenant-b", "tenant-c"} {
+			err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+			Expect(client.IgnoreAlreadyExists(err)).To(Succeed())
+		}
+		decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(rendered), 4096)
+		for {
+			var doc runtime.RawExtension
+			if err := decoder.Decode(&doc); errors.Is(err, io.EOF) {
+				break
+			} else {
+				Expect(err).NotTo(HaveOccurred())
+			}
+			var meta metav1.TypeMeta
+			Expect(utilyaml.Unmarshal(doc.Raw, &meta)).To(Succeed())
+			var obj client.Object
+			switch meta.Kind {
+			case "ClusterRole":
+				obj = &rbacv1.ClusterRole{}
+			case "Role":
+				obj = &rbacv1.Role{}
+			case "RoleBinding":
+				obj = &rbacv1.RoleBinding{}
+			case "ClusterRoleBinding":
+				binding := &rbacv1.ClusterRoleBinding{}
+				Expect(utilyaml.Unmarshal(doc.Raw, binding)).To(Succeed())
+				for _, s := range binding.Subjects {
+					Expect(s.Name).NotTo(BeElementOf("latchkey-manager", "latchkey-tokenserver"), "no cluster-wide binding for %s", binding.Name)
+				}
+				obj = binding
+			default:
+				continue
+			}
+			Expect(utilyaml.Unmarshal(doc.Raw, obj)).To(Succeed())
+			if err := k8s.Create(ctx, obj); !apierrors.IsAlreadyExists(err) {
+				Expect(err).NotTo(HaveOccurred())
+			}
+		}
+
+		Eventually(func() bool { return can(manager, "update", "secrets", "tenant-a") }).Should(BeTrue())
+		for _, ns := range []string{"tenant-a", "tenant-b", "latchkey-system"} {
+			Expect(can(manager, "create", "secrets", ns)).To(BeTrue(), "in %s", ns)
+		}
+		for _, ns := range []string{"tenant-c", "kube-system", "default", ""} {
+			for _, verb := range []string{"get", "list", "create", "update"} {
+				Expect(can(manager, verb, "secrets", ns)).To(BeFalse(), "%s secrets in %q", verb, ns)
+			}
+		}
+	})
+})
