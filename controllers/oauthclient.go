@@ -9,6 +9,7 @@ import (
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
+	"github.com/latchkey-dev/latchkey/internal/issuance"
 )
 
 // +kubebuilder:rbac:groups=latchkey.dev,resources=oauthclients,verbs=get;list;watch
@@ -39,15 +40,15 @@ func (OAuthClientKind) Issued(*latchkeyv1.OAuthClient, string) {}
 // Prepare assigns the client_id once: derived from the object's UID with the
 // issuance key, so it is the manager's choice, the same after a crash, and never
 // read from a Secret (which the tenant can write). A client_id that another
-// OAuthClient already holds is refused for the younger of the two: the token server
-// answers for neither while both claim it.
+// OAuthClient has a better claim to is refused: the token server answers for
+// neither while both can authenticate with it.
 func (k OAuthClientKind) Prepare(ctx context.Context, c *latchkeyv1.OAuthClient) error {
+	key, err := k.Keys.Get(ctx)
+	if err != nil {
+		return err
+	}
 	id := c.Status.ClientID
 	if id == "" {
-		key, err := k.Keys.Get(ctx)
-		if err != nil {
-			return err
-		}
 		id = key.ClientID(c.UID)
 	}
 	var holders latchkeyv1.OAuthClientList
@@ -55,7 +56,7 @@ func (k OAuthClientKind) Prepare(ctx context.Context, c *latchkeyv1.OAuthClient)
 		return fmt.Errorf("looking up client_id %s: %w", id, err)
 	}
 	for i := range holders.Items {
-		if other := &holders.Items[i]; other.UID != c.UID && older(other, c) {
+		if other := &holders.Items[i]; other.UID != c.UID && betterClaim(key, id, other, c) {
 			return &Refusal{Reason: latchkeyv1.ReasonClientIDConflict, Message: fmt.Sprintf(
 				"client_id %s is already held by OAuthClient %s/%s; this client gets no secret until that one is gone",
 				id, other.Namespace, other.Name)}
@@ -65,9 +66,15 @@ func (k OAuthClientKind) Prepare(ctx context.Context, c *latchkeyv1.OAuthClient)
 	return nil
 }
 
-// older orders two objects by creation, then by UID, so that both sides of a
-// conflict agree on which one keeps the claim.
-func older(a, b *latchkeyv1.OAuthClient) bool {
+// betterClaim reports whether a's claim to id beats b's, the same way whichever of
+// the two is reconciled: the object the id was derived for wins (a status restored
+// onto another object cannot be); between two that are not (ids from before
+// derivation, or from an earlier issuance key), the older, then the lower UID.
+func betterClaim(key *issuance.Key, id string, a, b *latchkeyv1.OAuthClient) bool {
+	aDerived, bDerived := key.ClientID(a.UID) == id, key.ClientID(b.UID) == id
+	if aDerived != bDerived {
+		return aDerived
+	}
 	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
 		return a.CreationTimestamp.Before(&b.CreationTimestamp)
 	}

@@ -36,7 +36,7 @@ const (
 	ReasonRevoked        = "Revoked"        // False: spec.revoked is true
 	ReasonSecretConflict = "SecretConflict" // False: the Secret exists and is not controlled by this object
 	ReasonIssueFailed    = "IssueFailed"    // False: the Secret could not be written
-	// False: another OAuthClient, created earlier, holds the same client_id.
+	// False: another OAuthClient holds the same client_id by right (it was derived for that one).
 	ReasonClientIDConflict = "ClientIDConflict"
 )
 
