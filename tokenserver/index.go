@@ -363,7 +363,10 @@ func (x *Index) replaceAPIKeys(namespace string, list []*latchkeyv1.APIKey) {
 	}
 	x.mu.Lock()
 	for uid, hashes := range x.keyHashes {
-		if k, ok := x.apiKeys[hashes[0]]; ok && !listed[uid] && (namespace == "" || k.ref.Namespace == namespace) {
+		if listed[uid] {
+			continue
+		}
+		if ref, ok := x.apiKeyRefLocked(uid, hashes[0]); ok && (namespace == "" || ref.Namespace == namespace) {
 			x.dropAPIKeyLocked(uid)
 		}
 	}
@@ -371,6 +374,19 @@ func (x *Index) replaceAPIKeys(namespace string, list []*latchkeyv1.APIKey) {
 	for _, k := range list {
 		x.upsertAPIKey(k)
 	}
+}
+
+// apiKeyRefLocked names the APIKey uid through one of its hashes, contested or not.
+func (x *Index) apiKeyRefLocked(uid types.UID, d digest) (objectRef, bool) {
+	if k, ok := x.apiKeys[d]; ok && k.ref.UID == uid {
+		return k.ref, true
+	}
+	for _, k := range x.contested[d] {
+		if k.ref.UID == uid {
+			return k.ref, true
+		}
+	}
+	return objectRef{}, false
 }
 
 // replaceClients is replaceAPIKeys for OAuthClients.
