@@ -208,6 +208,10 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 		for i := range 8 {
 			annotations[fmt.Sprintf("example.com/padding-%d", i)] = string(big[:24<<10])
 		}
+		var finalizers []string // kept by the API server like any other metadata
+		for i := range 2000 {
+			finalizers = append(finalizers, fmt.Sprintf("example.com/finalizer-%05d", i))
+		}
 		for i := range 3 {
 			Expect(attacker.Client.Create(ctx, &corev1.Secret{
 				ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: fmt.Sprintf("ballast-%d", i),
@@ -215,6 +219,16 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 				Data: map[string][]byte{"a": big, "b": big},
 			})).To(Succeed())
 		}
+		Expect(attacker.Client.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: "finalized",
+				Labels: map[string]string{controllers.ManagedByLabel: controllers.ManagedByValue}, Finalizers: finalizers},
+		})).To(Succeed())
+		DeferCleanup(func() { // let the namespace go away
+			secret := &corev1.Secret{}
+			Expect(k8s.Get(ctx, client.ObjectKey{Namespace: attacker.Namespace, Name: "finalized"}, secret)).To(Succeed())
+			secret.Finalizers = nil
+			Expect(k8s.Update(ctx, secret)).To(Succeed())
+		})
 		// A Secret with many small values: each one would cost a map entry.
 		many := map[string][]byte{}
 		for i := range 1000 {
@@ -233,7 +247,7 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 				return len(mustJSON(cached))
 			}
 		}
-		for _, name := range []string{"ballast-0", "ballast-1", "ballast-2", "confetti"} {
+		for _, name := range []string{"ballast-0", "ballast-1", "ballast-2", "confetti", "finalized"} {
 			Eventually(cachedSize(name)).Should(BeNumerically("<", 4<<10), "the manager caches %s in a bounded digest form", name)
 		}
 

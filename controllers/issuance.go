@@ -48,6 +48,9 @@ func (r *CredentialReconciler[T]) classify(ctx context.Context, obj T, secret *c
 	if secret == nil {
 		return secretMissing, "", nil
 	}
+	if secret.DeletionTimestamp != nil {
+		return secretModified, "", nil // on its way out (someone's finalizer holds it): never adopt from it
+	}
 	digest := secret.Data[r.Kind.SecretKey()]
 	if len(digest) != sha256.Size {
 		return secretModified, "", nil

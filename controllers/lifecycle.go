@@ -226,6 +226,9 @@ func (r *CredentialReconciler[T]) withdraw(ctx context.Context, obj T, state obs
 	}
 	status.Credentials = nil
 	if r.setReady(obj, metav1.ConditionFalse, reason, message) {
+		// Retire the serial: a credential written for it but never recorded (a
+		// withdrawal that raced an issuance) can then never be adopted afterwards.
+		status.Serial++
 		r.event(obj, eventType, reason, "%s", message)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
@@ -57,9 +58,12 @@ func (k OAuthClientKind) Prepare(ctx context.Context, c *latchkeyv1.OAuthClient)
 	}
 	for i := range holders.Items {
 		if other := &holders.Items[i]; other.UID != c.UID && betterClaim(key, id, other, c) {
+			// The condition and Event are read in this object's namespace: they do not
+			// name the other object, which may be another tenant's. The log does.
+			ctrl.LoggerFrom(ctx).Info("client_id refused: another OAuthClient holds it by right",
+				"clientID", id, "holder", other.Namespace+"/"+other.Name)
 			return &Refusal{Reason: latchkeyv1.ReasonClientIDConflict, Message: fmt.Sprintf(
-				"client_id %s is already held by OAuthClient %s/%s; this client gets no secret until that one is gone",
-				id, other.Namespace, other.Name)}
+				"client_id %s is already held by another OAuthClient; this client gets no secret until that one is gone (an administrator can find it in the manager's log)", id)}
 		}
 	}
 	c.Status.ClientID = id

@@ -97,7 +97,7 @@ var _ = Describe("OAuthClient", func() {
 			Should(Equal(latchkeyv1.ReasonIssued), "the client the id was made for keeps it")
 
 		Expect(k8s.Delete(ctx, original)).To(Succeed())
-		Eventually(readyReason).WithArguments(ctx, oauthClientKind, restored).WithTimeout(45 * time.Second).
+		Eventually(readyReason).WithArguments(ctx, oauthClientKind, restored).WithTimeout(45*time.Second).
 			Should(Equal(latchkeyv1.ReasonIssued), "re-examined on its own within 30s")
 	})
 
@@ -163,8 +163,8 @@ var _ = Describe("OAuthClient", func() {
 		c := &latchkeyv1.OAuthClient{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "webapp"},
 			Spec: latchkeyv1.OAuthClientSpec{
-				Audiences:    []string{"https://api.example.com"},
-				GrantTypes:   []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode, latchkeyv1.GrantRefreshToken},
+				Audiences:  []string{"https://api.example.com"},
+				GrantTypes: []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode, latchkeyv1.GrantRefreshToken},
 				RedirectURIs: []string{"https://app.example.com/cb", "http://localhost:8080/cb", "http://127.0.0.1/cb", "http://[::1]:9000/cb",
 					"https://app.example.com:65535/cb?x=1", "https://app.example.com:443"},
 			},

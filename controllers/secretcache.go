@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,10 +18,11 @@ import (
 //   - every data value is replaced by its SHA-256 (a credential's status hash is
 //     exactly that digest, so the manager never holds a plaintext credential in
 //     memory beyond the moment it generates one);
-//   - with more than maxCachedDataKeys values, or labels and annotations over
-//     maxCachedMetadataBytes, the Secret is not ours in any useful shape: its data
-//     and foreign metadata are dropped and trimmedAnnotation marks the cached copy
-//     as partial, so that any write to it starts from a live read;
+//   - with more than maxCachedDataKeys values, or labels, annotations, finalizers
+//     and owner references over maxCachedMetadataBytes, the Secret is not ours in
+//     any useful shape: its data and foreign metadata (all but our label and
+//     annotations and the controller reference) are dropped and trimmedAnnotation
+//     marks the cached copy as partial, so that any write to it starts from a live read;
 //   - managedFields are dropped.
 //
 // Everything the lifecycle reads — from the cache or live — is in this digest form
@@ -78,6 +80,12 @@ func digestSecret(secret *corev1.Secret) *corev1.Secret {
 		}
 	}
 	secret.Labels, secret.Annotations = keptLabels, keptAnnotations
+	secret.Finalizers = nil
+	var keptOwners []metav1.OwnerReference
+	if owner := metav1.GetControllerOfNoCopy(secret); owner != nil {
+		keptOwners = []metav1.OwnerReference{*owner}
+	}
+	secret.OwnerReferences = keptOwners
 	return secret
 }
 
@@ -87,8 +95,16 @@ func trimmed(secret *corev1.Secret) bool {
 	return ok
 }
 
+// metadataBytes is the size of the metadata a tenant can grow: labels,
+// annotations, finalizers and owner references.
 func metadataBytes(secret *corev1.Secret) int {
-	n := 0
+	n := len(secret.GenerateName)
+	for _, f := range secret.Finalizers {
+		n += len(f)
+	}
+	for _, o := range secret.OwnerReferences {
+		n += len(o.APIVersion) + len(o.Kind) + len(o.Name) + len(o.UID) + 16
+	}
 	for k, v := range secret.Labels {
 		n += len(k) + len(v)
 	}

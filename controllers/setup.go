@@ -7,7 +7,8 @@ import (
 )
 
 // The lifecycle writes the Secrets that hold plaintext credentials and records Events.
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
+// Secrets are written with merge patches locked to the cached resourceVersion (issuance.go).
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the reconciler for its kind, watching the Secrets it controls.

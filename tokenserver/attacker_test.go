@@ -19,11 +19,13 @@ import (
 	. "github.com/onsi/gomega"
 	"golang.org/x/oauth2"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
@@ -228,5 +230,31 @@ var _ = Describe("A compromised token server", func() {
 		latest := &latchkeyv1.APIKey{}
 		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(key), latest)).To(Succeed())
 		Expect(latest.Status.Credentials).To(ConsistOf(HaveField("Hash", credential.Hash(plaintext))))
+	})
+
+	It("still lets an identity that may issue in a namespace, through a RoleBinding only, write status there", func() {
+		// As the namespace-scoped install binds the manager (config/namespaced).
+		ns := newNamespace()
+		key, _ := newAPIKey(ns, "scoped", nil)
+		role := &rbacv1.ClusterRole{
+			ObjectMeta: metav1.ObjectMeta{Name: "scoped-issuer-" + ns},
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{"latchkey.dev"}, Resources: []string{"apikeys"}, Verbs: []string{"get", "issue"}},
+				{APIGroups: []string{"latchkey.dev"}, Resources: []string{"apikeys/status"}, Verbs: []string{"patch"}},
+			},
+		}
+		Expect(k8s.Create(ctx, role)).To(Succeed())
+		Expect(k8s.Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "scoped-issuer"},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "scoped-issuer"}},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		})).To(Succeed())
+		cfg := rest.CopyConfig(env.Config)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: "scoped-issuer"}
+		scoped, err := client.New(cfg, client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() error {
+			return scoped.Status().Patch(ctx, key, client.RawPatch(types.MergePatchType, []byte(`{"status":{"lastRotateRequest":"scoped"}}`)))
+		}).Should(Succeed(), "the policy checks issue in the request's namespace")
 	})
 })

@@ -189,7 +189,7 @@ func (x *Index) upsertAPIKey(k *latchkeyv1.APIKey) {
 		scope := unique.Make(strings.Join(k.Spec.Scopes, " "))
 		for _, c := range k.Status.Credentials {
 			d, ok := parseHash(c.Hash)
-			if !ok {
+			if !ok || slices.Contains(hashes, d) {
 				continue
 			}
 			entry := &apiKey{ref: ref, environment: env, scope: scope, expiresAt: expiresAt}
@@ -248,10 +248,13 @@ func (x *Index) dropAPIKeyLocked(uid types.UID) {
 	for _, d := range x.keyHashes[uid] {
 		if holders, ok := x.contested[d]; ok {
 			kept := slices.DeleteFunc(holders, func(k *apiKey) bool { return k.ref.UID == uid })
-			if len(kept) == 1 {
+			switch len(kept) {
+			case 0:
+				delete(x.contested, d)
+			case 1:
 				x.apiKeys[d] = kept[0]
 				delete(x.contested, d)
-			} else {
+			default:
 				x.contested[d] = kept
 			}
 			continue

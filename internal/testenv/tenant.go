@@ -18,6 +18,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // Tenant is a user who owns one namespace the way a platform team hands one out:
@@ -88,6 +89,44 @@ func (e *Env) NewTenant(ctx context.Context, admin client.Client, scheme *runtim
 		}
 	}
 	return &Tenant{User: user, Namespace: namespace, Client: c, Config: cfg}, nil
+}
+
+// BindClusterRole creates the ClusterRoles in path (relative to the working
+// directory) and binds them cluster-wide to user, and returns a config that
+// authenticates as user: a component under test runs with exactly the RBAC it ships.
+func (e *Env) BindClusterRole(ctx context.Context, admin client.Client, user, path string) (*rest.Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	for {
+		role := &rbacv1.ClusterRole{}
+		if err := decoder.Decode(role); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if role.Name == "" {
+			continue
+		}
+		if err := admin.Create(ctx, role); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating ClusterRole %s: %w", role.Name, err)
+		}
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: role.Name + "-" + user},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		}
+		if err := admin.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("binding ClusterRole %s: %w", role.Name, err)
+		}
+	}
+	u, err := e.AddUser(envtest.User{Name: user}, e.Config)
+	if err != nil {
+		return nil, err
+	}
+	return u.Config(), nil
 }
 
 // applyClusterRoles creates every ClusterRole in a YAML file.

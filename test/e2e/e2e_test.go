@@ -162,7 +162,9 @@ var _ = Describe("Latchkey, end to end", Ordered, func() {
 	It("rotates with kubectl annotate: the old key works through the grace period, then not", func() {
 		kubectl("annotate", "apikey", "orders", "-n", ns, "--overwrite", "latchkey.dev/rotate=e2e-1")
 		var rotated string
-		Eventually(func() string { rotated = secretValue(ns, "orders-apikey", "api-key"); return rotated }).ShouldNot(Equal(apiKey))
+		// Hashes, not keys, in assertions: a failure message must not print a credential.
+		Eventually(func() string { rotated = secretValue(ns, "orders-apikey", "api-key"); return credentialHash(rotated) }).
+			ShouldNot(Equal(credentialHash(apiKey)))
 		Eventually(func() bool { return active(ordersAPI, rotated) }).Should(BeTrue())
 		Expect(active(ordersAPI, apiKey)).To(BeTrue(), "the old key is still accepted in its 4s grace period")
 		Eventually(func() bool { return active(ordersAPI, apiKey) }).WithTimeout(10*time.Second).Should(BeFalse(), "and rejected after it")
@@ -231,7 +233,7 @@ spec: {scopes: ["orders:read"]}`)
 		out := kubectl("latchkey", "restore", "apikey/orders", "-n", ns)
 		Expect(out).To(ContainSubstring("apikey/orders restored"))
 		restored := secretValue(ns, "orders-apikey", "api-key")
-		Expect(restored).NotTo(Equal(apiKey))
+		Expect(credentialHash(restored)).NotTo(Equal(credentialHash(apiKey)))
 		Eventually(func() bool { return active(ordersAPI, restored) }).Should(BeTrue())
 		Expect(active(ordersAPI, apiKey)).To(BeFalse(), "a revoked key never comes back")
 		Expect(kubectl("latchkey", "status", "apikey/orders", "-n", ns)).To(MatchRegexp(`Ready:\s+True \(Issued`))
