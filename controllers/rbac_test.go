@@ -1,12 +1,10 @@
 package controllers_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"os/exec"
 
+	"github.com/latchkey-dev/latchkey/internal/testenv"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -14,8 +12,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -41,35 +37,18 @@ var _ = Describe("The namespace-scoped install", func() {
 			err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 			Expect(client.IgnoreAlreadyExists(err)).To(Succeed())
 		}
-		decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(rendered), 4096)
-		for {
-			var doc runtime.RawExtension
-			if err := decoder.Decode(&doc); errors.Is(err, io.EOF) {
-				break
-			} else {
-				Expect(err).NotTo(HaveOccurred())
-			}
-			var meta metav1.TypeMeta
-			Expect(utilyaml.Unmarshal(doc.Raw, &meta)).To(Succeed())
-			var obj client.Object
-			switch meta.Kind {
-			case "ClusterRole":
-				obj = &rbacv1.ClusterRole{}
-			case "Role":
-				obj = &rbacv1.Role{}
-			case "RoleBinding":
-				obj = &rbacv1.RoleBinding{}
-			case "ClusterRoleBinding":
-				binding := &rbacv1.ClusterRoleBinding{}
-				Expect(utilyaml.Unmarshal(doc.Raw, binding)).To(Succeed())
-				for _, s := range binding.Subjects {
-					Expect(s.Name).NotTo(BeElementOf("latchkey-manager", "latchkey-tokenserver"), "no cluster-wide binding for %s", binding.Name)
+		objs, err := testenv.ReadManifests("config/namespaced", rendered)
+		Expect(err).NotTo(HaveOccurred())
+		for _, obj := range objs {
+			switch o := obj.(type) {
+			case *rbacv1.ClusterRoleBinding:
+				for _, s := range o.Subjects {
+					Expect(s.Name).NotTo(BeElementOf("latchkey-manager", "latchkey-tokenserver"), "no cluster-wide binding for %s", o.Name)
 				}
-				obj = binding
+			case *rbacv1.ClusterRole, *rbacv1.Role, *rbacv1.RoleBinding:
 			default:
 				continue
 			}
-			Expect(utilyaml.Unmarshal(doc.Raw, obj)).To(Succeed())
 			if err := k8s.Create(ctx, obj); !apierrors.IsAlreadyExists(err) {
 				Expect(err).NotTo(HaveOccurred())
 			}

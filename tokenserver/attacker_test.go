@@ -1,30 +1,22 @@
 package tokenserver_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"golang.org/x/oauth2"
-	admissionv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -65,21 +57,10 @@ func tenantClient(t *testenv.Tenant, name string, mutate func(*latchkeyv1.OAuthC
 // the API server enforces them.
 func installPolicies() {
 	ctx := context.Background()
-	raw, err := os.ReadFile(filepath.Join("..", "config", "policy", "credential_status.yaml"))
+	objs, err := testenv.ReadManifests(filepath.Join("..", "config", "policy", "credential_status.yaml"), nil)
 	Expect(err).NotTo(HaveOccurred())
-	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
-	for {
-		var doc runtime.RawExtension
-		if err := decoder.Decode(&doc); errors.Is(err, io.EOF) {
-			break
-		} else {
-			Expect(err).NotTo(HaveOccurred())
-		}
-		var obj client.Object = &admissionv1.ValidatingAdmissionPolicy{}
-		if strings.Contains(string(doc.Raw), `"ValidatingAdmissionPolicyBinding"`) {
-			obj = &admissionv1.ValidatingAdmissionPolicyBinding{}
-		}
-		Expect(utilyaml.Unmarshal(doc.Raw, obj)).To(Succeed())
+	Expect(objs).To(HaveLen(2))
+	for _, obj := range objs {
 		Expect(k8s.Create(ctx, obj)).To(Succeed())
 	}
 	// A probe the token server's identity tries to alter until the policy holds.

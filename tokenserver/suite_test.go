@@ -1,10 +1,8 @@
 package tokenserver_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"errors"
 	"io"
 	"net"
 	"os"
@@ -19,7 +17,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -137,33 +134,18 @@ func startManager(cfg *rest.Config) {
 // them to a test user, so the suite's token servers have exactly those permissions.
 func bindTokenServerRBAC(env *testenv.Env) *rest.Config {
 	ctx := context.Background()
-	raw, err := os.ReadFile(filepath.Join("..", "config", "tokenserver", "rbac", "rbac.yaml"))
+	objs, err := testenv.ReadManifests(filepath.Join("..", "config", "tokenserver", "rbac", "rbac.yaml"), nil)
 	Expect(err).NotTo(HaveOccurred())
-	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
 	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: tokenServerUser, APIGroup: rbacv1.GroupName}}
-	for {
-		var doc struct {
-			Kind string `json:"kind"`
-		}
-		var rawDoc runtime.RawExtension
-		if err := decoder.Decode(&rawDoc); errors.Is(err, io.EOF) {
-			break
-		} else {
-			Expect(err).NotTo(HaveOccurred())
-		}
-		Expect(utilyaml.Unmarshal(rawDoc.Raw, &doc)).To(Succeed())
-		switch doc.Kind {
-		case "ClusterRole":
-			role := &rbacv1.ClusterRole{}
-			Expect(utilyaml.Unmarshal(rawDoc.Raw, role)).To(Succeed())
+	for _, obj := range objs {
+		switch role := obj.(type) {
+		case *rbacv1.ClusterRole:
 			Expect(k8s.Create(ctx, role)).To(Succeed())
 			Expect(k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
 				ObjectMeta: metav1.ObjectMeta{Name: role.Name + "-test"}, Subjects: subject,
 				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
 			})).To(Succeed())
-		case "Role":
-			role := &rbacv1.Role{}
-			Expect(utilyaml.Unmarshal(rawDoc.Raw, role)).To(Succeed())
+		case *rbacv1.Role:
 			role.Namespace = operatorNamespace
 			Expect(k8s.Create(ctx, role)).To(Succeed())
 			Expect(k8s.Create(ctx, &rbacv1.RoleBinding{

@@ -1,12 +1,8 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -15,7 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -95,19 +90,13 @@ func (e *Env) NewTenant(ctx context.Context, admin client.Client, scheme *runtim
 // directory) and binds them cluster-wide to user, and returns a config that
 // authenticates as user: a component under test runs with exactly the RBAC it ships.
 func (e *Env) BindClusterRole(ctx context.Context, admin client.Client, user, path string) (*rest.Config, error) {
-	raw, err := os.ReadFile(path)
+	objs, err := ReadManifests(path, nil)
 	if err != nil {
 		return nil, err
 	}
-	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
-	for {
-		role := &rbacv1.ClusterRole{}
-		if err := decoder.Decode(role); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if role.Name == "" {
+	for _, obj := range objs {
+		role, ok := obj.(*rbacv1.ClusterRole)
+		if !ok {
 			continue
 		}
 		if err := admin.Create(ctx, role); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -131,23 +120,16 @@ func (e *Env) BindClusterRole(ctx context.Context, admin client.Client, user, pa
 
 // applyClusterRoles creates every ClusterRole in a YAML file.
 func applyClusterRoles(ctx context.Context, admin client.Client, path string) error {
-	raw, err := os.ReadFile(path)
+	objs, err := ReadManifests(path, nil)
 	if err != nil {
 		return err
 	}
-	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
-	for {
-		role := &rbacv1.ClusterRole{}
-		if err := decoder.Decode(role); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		if role.Name == "" {
-			continue
-		}
-		if err := admin.Create(ctx, role); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("creating ClusterRole %s: %w", role.Name, err)
+	for _, obj := range objs {
+		if role, ok := obj.(*rbacv1.ClusterRole); ok {
+			if err := admin.Create(ctx, role); err != nil && !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("creating ClusterRole %s: %w", role.Name, err)
+			}
 		}
 	}
+	return nil
 }
