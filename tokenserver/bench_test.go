@@ -74,6 +74,7 @@ func benchServer(b *testing.B, alg string, n int) (*Server, []string, string, st
 		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "client", UID: "client-uid"},
 		Spec: latchkeyv1.OAuthClientSpec{
 			Scopes: []string{"leads:read"}, Audiences: []string{"https://api.bench"},
+			Introspection: &latchkeyv1.IntrospectionPolicy{Audiences: []string{"https://api.bench"}, Scopes: []string{"leads:*"}},
 		},
 		Status: latchkeyv1.OAuthClientStatus{ClientID: clientID, CredentialStatus: latchkeyv1.CredentialStatus{
 			Credentials: []latchkeyv1.CredentialHash{{Hash: credential.Hash(secret)}},

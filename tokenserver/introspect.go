@@ -84,18 +84,32 @@ func (p *introspectionPolicy) coversNamespace(namespace string) bool {
 }
 
 // servedScopes keeps the scopes of a space-separated list that the policy serves
-// ("orders:*" serves every orders scope), space-separated.
+// ("orders:*" serves every orders scope), space-separated. When it serves them all
+// (the usual case) the list itself is returned, with no allocation.
 func (p *introspectionPolicy) servedScopes(scopes string) string {
+	all := true
+	for scope := range strings.SplitSeq(scopes, " ") {
+		all = all && p.serves(scope)
+	}
+	if all {
+		return scopes
+	}
 	var served []string
 	for scope := range strings.SplitSeq(scopes, " ") {
-		for _, mine := range p.scopes {
-			if scope == mine || (strings.HasSuffix(mine, ":*") && strings.HasPrefix(scope, mine[:len(mine)-1])) {
-				served = append(served, scope)
-				break
-			}
+		if p.serves(scope) {
+			served = append(served, scope)
 		}
 	}
 	return strings.Join(served, " ")
+}
+
+func (p *introspectionPolicy) serves(scope string) bool {
+	for _, mine := range p.scopes {
+		if scope == mine || (strings.HasSuffix(mine, ":*") && strings.HasPrefix(scope, mine[:len(mine)-1])) {
+			return true
+		}
+	}
+	return false
 }
 
 // introspectAPIKey: active while its hash is accepted (including a grace period)
