@@ -140,8 +140,12 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 	state := observed{now: r.Clock.Now(), secret: secret}
 	var refusal *Refusal
 	if err := r.Kind.Prepare(ctx, obj); errors.As(err, &refusal) {
-		return ctrl.Result{RequeueAfter: conflictRecheck},
-			r.withdraw(ctx, obj, state, corev1.EventTypeWarning, refusal.Reason, refusal.Message)
+		// Re-examined on a timer: what resolves it (the other holder going away) is
+		// an event on another object.
+		if err := r.withdraw(ctx, obj, state, corev1.EventTypeWarning, refusal.Reason, refusal.Message); err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: conflictRecheck}, nil
 	} else if err != nil {
 		return ctrl.Result{}, err
 	}

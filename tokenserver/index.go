@@ -320,7 +320,7 @@ func (x *Index) upsertClient(o *latchkeyv1.OAuthClient) {
 	x.clientByUID[o.UID] = c
 	// Only a client with a secret can authenticate, so only such a client claims its
 	// client_id: when the manager refuses a duplicate (withdrawing its secret), the
-	// older holder answers again.
+	// holder by right answers again.
 	if c.clientID == "" || len(c.secrets) == 0 {
 		return
 	}

@@ -225,13 +225,17 @@ func (c *cluster) watchReady(ctx context.Context, obj client.Object) (*readyWatc
 			}
 		}
 	}
-	if _, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	registration, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: update, UpdateFunc: func(_, o any) { update(o) },
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
 	go func() { _ = informers.Start(ctx) }()
-	if !informers.WaitForCacheSync(ctx) {
+	// The handler's own sync, not the informer's: the store can be synced while the
+	// handler has yet to see part of the initial list, and a count read then is short
+	// (a full run once waited for 96,962 of 100,000 keys and found Secrets missing).
+	if !toolscache.WaitForCacheSync(ctx.Done(), registration.HasSynced) {
 		return nil, fmt.Errorf("watch cache did not sync")
 	}
 	return w, nil
