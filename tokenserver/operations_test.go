@@ -2,6 +2,7 @@ package tokenserver_test
 
 import (
 	"bufio"
+	"io"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -103,16 +104,19 @@ var _ = Describe("Operations", func() {
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "not even a list in its own namespace: got %v", err)
 	})
 
-	It("closes a metrics connection that never finishes its request", func() {
+	It("closes a metrics connection whose request body never arrives", func() {
 		conn, err := net.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(server.Metrics, "http://"), "/metrics"))
 		Expect(err).NotTo(HaveOccurred())
 		defer conn.Close()
-		_, err = conn.Write([]byte("GET /metrics HTTP/1.1\r\nHost: latchkey\r\n")) // and never the blank line
+		// A complete header announcing a body that never comes: the server answers, then
+		// waits for the rest of the body before it could reuse the connection.
+		_, err = conn.Write([]byte("POST /metrics HTTP/1.1\r\nHost: latchkey\r\nContent-Length: 1000\r\n\r\nslow"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(conn.SetReadDeadline(time.Now().Add(15 * time.Second))).To(Succeed())
-		_, err = bufio.NewReader(conn).ReadByte()
+		Expect(conn.SetReadDeadline(time.Now().Add(20 * time.Second))).To(Succeed())
+		_, err = io.Copy(io.Discard, conn) // the answer, then the end of the connection
 		var netErr net.Error
-		Expect(errors.As(err, &netErr) && netErr.Timeout()).To(BeFalse(), "the server closed it, before our 15s deadline: %v", err)
+		Expect(errors.As(err, &netErr) && netErr.Timeout()).To(BeFalse(),
+			"the server closed the connection (its 10s read timeout), before our 20s deadline: %v", err)
 	})
 
 	It("records lastUsedAt at most once a minute per object", func() {
