@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -55,7 +54,7 @@ func (r *CredentialReconciler[T]) classify(ctx context.Context, obj T, secret *c
 	if len(digest) != sha256.Size {
 		return secretModified, "", nil
 	}
-	hash := "sha256:" + hex.EncodeToString(digest)
+	hash := credential.HashOfDigest(digest)
 	status := obj.CredentialStatus()
 	serial := secretSerial(secret)
 	switch {
@@ -188,13 +187,13 @@ func (r *CredentialReconciler[T]) ensureSecretShape(ctx context.Context, obj T, 
 	return r.writeSecret(ctx, obj, secret, nil, current.Serial, current.Hash)
 }
 
-// writeSecret makes the Secret hold credential (nil: keep the one it holds, whose
+// writeSecret makes the Secret hold the credential value (nil: keep the one it holds, whose
 // hash is hash) under serial, with everything else as desired. existing is the
 // Secret in digest form, or nil to create it.
-func (r *CredentialReconciler[T]) writeSecret(ctx context.Context, obj T, existing *corev1.Secret, credential []byte, serial int64, hash string) error {
+func (r *CredentialReconciler[T]) writeSecret(ctx context.Context, obj T, existing *corev1.Secret, value []byte, serial int64, hash string) error {
 	if existing == nil {
 		secret, err := r.desiredSecret(ctx, obj, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: obj.GetNamespace(), Name: obj.SecretName()}},
-			r.data(obj, credential), serial, hash)
+			r.data(obj, value), serial, hash)
 		if err != nil {
 			return err
 		}
@@ -208,13 +207,13 @@ func (r *CredentialReconciler[T]) writeSecret(ctx context.Context, obj T, existi
 		return nil
 	}
 	if trimmed(existing) {
-		return r.updateLiveSecret(ctx, obj, credential, serial, hash)
+		return r.updateLiveSecret(ctx, obj, value, serial, hash)
 	}
-	if credential == nil {
+	if value == nil {
 		// The cached copy holds the digest: patching it with the same value leaves the credential as it is.
-		credential = existing.Data[r.Kind.SecretKey()]
+		value = existing.Data[r.Kind.SecretKey()]
 	}
-	desired, err := r.desiredSecret(ctx, obj, existing.DeepCopy(), r.data(obj, credential), serial, hash)
+	desired, err := r.desiredSecret(ctx, obj, existing.DeepCopy(), r.data(obj, value), serial, hash)
 	if err != nil {
 		return err
 	}
@@ -227,18 +226,18 @@ func (r *CredentialReconciler[T]) writeSecret(ctx context.Context, obj T, existi
 }
 
 // updateLiveSecret writes a Secret whose cached copy is partial, from a live read.
-func (r *CredentialReconciler[T]) updateLiveSecret(ctx context.Context, obj T, credential []byte, serial int64, hash string) error {
+func (r *CredentialReconciler[T]) updateLiveSecret(ctx context.Context, obj T, value []byte, serial int64, hash string) error {
 	live := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.GetNamespace(), Name: obj.SecretName()}, live); err != nil {
 		return fmt.Errorf("reading Secret %s: %w", obj.SecretName(), err)
 	}
-	if credential == nil {
-		credential = live.Data[r.Kind.SecretKey()]
-		if "sha256:"+hex.EncodeToString(digestOf(credential)) != hash {
+	if value == nil {
+		value = live.Data[r.Kind.SecretKey()]
+		if credential.Hash(string(value)) != hash {
 			return errSecretChanged
 		}
 	}
-	desired, err := r.desiredSecret(ctx, obj, live, r.data(obj, credential), serial, hash)
+	desired, err := r.desiredSecret(ctx, obj, live, r.data(obj, value), serial, hash)
 	if err != nil {
 		return err
 	}

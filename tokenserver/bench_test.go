@@ -68,7 +68,7 @@ func benchServer(b *testing.B, alg string, n int) (*Server, []string, string, st
 			}},
 		})
 	}
-	clientID, _ := credential.NewClientID(rand.Reader)
+	clientID := "0123456789abcdef01234567"
 	secret, _ := credential.NewClientSecret(rand.Reader)
 	index.upsertClient(&latchkeyv1.OAuthClient{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "client", UID: "client-uid"},

@@ -2,10 +2,10 @@ package tokenserver_test
 
 import (
 	"bufio"
-	"io"
 	"context"
 	"encoding/base64"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strconv"

@@ -105,7 +105,12 @@ func LooksLikeAPIKey(token string) bool {
 // Hash returns "sha256:<hex>" of a credential.
 func Hash(plaintext string) string {
 	sum := sha256.Sum256([]byte(plaintext))
-	return hashPrefix + hex.EncodeToString(sum[:])
+	return HashOfDigest(sum[:])
+}
+
+// HashOfDigest is Hash for a credential known only by its raw SHA-256.
+func HashOfDigest(sum []byte) string {
+	return hashPrefix + hex.EncodeToString(sum)
 }
 
 // KeyID is the short public identifier of a credential: the first 12 hex digits of its hash.
@@ -117,10 +122,6 @@ func KeyID(hash string) string {
 	return h[:12]
 }
 
-// NewClientID returns 24 lowercase hex characters (96 random bits): with a cluster
-// of a million clients the chance of any collision stays below 1e-17.
-func NewClientID(random io.Reader) (string, error) { return randomHex(random, 12) }
-
 // NewClientSecret returns 64 lowercase hex characters (256 random bits).
 func NewClientSecret(random io.Reader) (string, error) { return randomHex(random, 32) }
 
@@ -129,7 +130,8 @@ var (
 	clientSecretPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
-// ValidClientID reports whether s has the client_id format.
+// ValidClientID reports whether s has the client_id format (24 lowercase hex
+// digits; the manager derives them: internal/issuance).
 func ValidClientID(s string) bool { return clientIDPattern.MatchString(s) }
 
 // ValidClientSecret reports whether s has the client_secret format.

@@ -2,6 +2,7 @@ package credential
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"hash/crc32"
 	"math/big"
@@ -153,7 +154,7 @@ func FuzzParseAPIKey(f *testing.F) {
 // FuzzClientIDAndSecret: ValidClientID and ValidClientSecret accept exactly 24 and
 // 64 lowercase hex digits.
 func FuzzClientIDAndSecret(f *testing.F) {
-	id, _ := NewClientID(strings.NewReader(strings.Repeat("i", 12)))
+	id := hex.EncodeToString([]byte(strings.Repeat("i", 12)))
 	secret, _ := NewClientSecret(strings.NewReader(strings.Repeat("s", 32)))
 	for _, s := range []string{
 		id, secret, strings.ToUpper(id), strings.ToUpper(secret),
