@@ -212,7 +212,7 @@ func (x *Index) upsertAPIKey(k *latchkeyv1.APIKey) {
 	for i, d := range hashes {
 		if holders := x.addHashLocked(d, entries[i]); len(holders) == 2 && !known[i] {
 			x.log.Error(nil, "an API key hash is accepted by more than one APIKey; answering for neither until one is left",
-				"keyID", credential.KeyID("sha256:"+hexDigest(d)), "holders", []string{holders[0].ref.String(), holders[1].ref.String()})
+				"keyID", credential.KeyID(credential.HashOfDigest(d[:])), "holders", []string{holders[0].ref.String(), holders[1].ref.String()})
 		}
 	}
 	if len(hashes) > 0 {

@@ -132,7 +132,7 @@ func (s *Server) introspectAPIKey(policy *introspectionPolicy, token string) int
 		Active: true, Scope: scope, TokenType: "api_key", Environment: key.environment,
 		Exp: key.expiry(), Namespace: key.ref.Namespace, Name: key.ref.Name,
 		Sub:   "apikey:" + key.ref.Namespace + "/" + key.ref.Name,
-		KeyID: credential.KeyID("sha256:" + hexDigest(hash)),
+		KeyID: credential.KeyID(credential.HashOfDigest(hash[:])),
 	}
 }
 

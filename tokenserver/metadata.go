@@ -1,7 +1,6 @@
 package tokenserver
 
 import (
-	"encoding/hex"
 	"net/http"
 	"strings"
 )
@@ -47,5 +46,3 @@ func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
 	h.Set("Cache-Control", "public, max-age=300")
 	_, _ = w.Write(ring.jwks)
 }
-
-func hexDigest(d digest) string { return hex.EncodeToString(d[:]) }
