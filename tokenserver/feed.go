@@ -3,13 +3,16 @@ package tokenserver
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 )
@@ -18,7 +21,8 @@ import (
 // write straight into the Index: the index is the watch cache. An informer would
 // keep every object a second time in its own store, which doubled the memory per
 // API key (make bench: ~2.5 KiB per key with an informer, against a 2 KiB target),
-// and the server never reads those objects back.
+// and the server never reads those objects back. The objects are decoded into the
+// slim types of cached.go.
 
 // indexFeed is what a Reflector writes to (cache.ReflectorStore), for one kind in
 // one namespace ("" for all).
@@ -33,17 +37,32 @@ type indexFeed[T interface {
 	// replace makes the objects of namespace exactly list (a relist).
 	replace func(namespace string, list []T)
 	synced  atomic.Bool
+	// lastHeard is when the API server last told this feed anything (a list, an
+	// event, a bookmark), in Unix nanoseconds: how stale the cache may be.
+	lastHeard atomic.Int64
+	clock     clock.PassiveClock
 }
 
+func (f *indexFeed[T]) heard() { f.lastHeard.Store(f.clock.Now().UnixNano()) }
+
 func (f *indexFeed[T]) Add(obj any) error {
-	upsertTyped(obj, f.upsert)
+	f.heard()
+	if typed, ok := obj.(T); ok {
+		f.upsert(typed)
+	}
 	return nil
 }
 
 func (f *indexFeed[T]) Update(obj any) error { return f.Add(obj) }
 
+// Delete drops a deleted object. A Reflector hands over the object itself
+// (informers' DeletedFinalStateUnknown tombstones do not occur: a relist goes
+// through Replace).
 func (f *indexFeed[T]) Delete(obj any) error {
-	deleteTyped[T](obj, f.remove)
+	f.heard()
+	if typed, ok := obj.(T); ok {
+		f.remove(typed.GetUID())
+	}
 	return nil
 }
 
@@ -55,58 +74,123 @@ func (f *indexFeed[T]) Replace(list []any, _ string) error {
 		}
 	}
 	f.replace(f.namespace, typed)
+	f.heard()
 	f.synced.Store(true)
 	return nil
 }
 
 func (f *indexFeed[T]) Resync() error { return nil }
 
+// UpdateResourceVersion is called on every watch event, bookmarks included
+// (cache.ResourceVersionUpdater): a bookmark proves the watch is alive.
+func (f *indexFeed[T]) UpdateResourceVersion(string) { f.heard() }
+
 // HasSynced reports whether the first list has reached the index.
 func (f *indexFeed[T]) HasSynced() bool { return f.synced.Load() }
 
+// staleness is how long ago the API server last told this feed anything.
+func (f *indexFeed[T]) staleness() time.Duration {
+	return f.clock.Since(time.Unix(0, f.lastHeard.Load()))
+}
+
+// feedStore is a feed of either kind.
+type feedStore interface {
+	toolscache.ReflectorStore
+	HasSynced() bool
+	staleness() time.Duration
+}
+
+// feeds are the running Reflectors' stores.
+type feeds struct {
+	byResource map[string][]feedStore // "apikeys", "oauthclients"
+}
+
+// waitSynced waits until each feed has listed once.
+func (fs *feeds) waitSynced(ctx context.Context) bool {
+	for _, list := range fs.byResource {
+		for _, f := range list {
+			if !waitFor(ctx, f.HasSynced) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Staleness is the longest time since any feed of resource heard from the API
+// server: the bound on how out of date answers about that resource may be.
+func (fs *feeds) Staleness(resource string) time.Duration {
+	var worst time.Duration
+	for _, f := range fs.byResource[resource] {
+		worst = max(worst, f.staleness())
+	}
+	return worst
+}
+
+// watchBackoff replaces client-go's (0.8 s doubling to 30 s): after an API server
+// outage the feeds retry at least every second, so that a revocation made once
+// it is back reaches the index within about a second, not half a minute later.
+// Each retry is one cheap request per feed.
+var watchBackoff = wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 1 << 30, Cap: time.Second}
+
 // startFeeds runs one Reflector per kind and namespace (or one per kind for all
-// namespaces) into index. The returned function waits until each has listed once.
-func startFeeds(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, namespaces []string, index *Index) (func(context.Context) bool, error) {
-	restClient, err := latchkeyRESTClient(cfg, scheme)
+// namespaces) into index.
+func startFeeds(ctx context.Context, cfg *rest.Config, namespaces []string, index *Index, clk clock.PassiveClock) (*feeds, error) {
+	restClient, err := latchkeyRESTClient(cfg, cacheScheme())
 	if err != nil {
 		return nil, err
 	}
 	if len(namespaces) == 0 {
 		namespaces = []string{""}
 	}
-	var synced []func() bool
+	fs := &feeds{byResource: map[string][]feedStore{}}
 	for _, ns := range namespaces {
-		keys := &indexFeed[*latchkeyv1.APIKey]{namespace: ns,
-			upsert: index.upsertAPIKey, remove: index.deleteAPIKey, replace: index.replaceAPIKeys}
-		clients := &indexFeed[*latchkeyv1.OAuthClient]{namespace: ns,
-			upsert: index.upsertClient, remove: index.deleteClient, replace: index.replaceClients}
+		keys := &indexFeed[*cachedAPIKey]{namespace: ns, clock: clk,
+			upsert:  func(k *cachedAPIKey) { index.upsertAPIKey(k.apiKey()) },
+			remove:  index.deleteAPIKey,
+			replace: func(ns string, list []*cachedAPIKey) { index.replaceAPIKeys(ns, convert(list, (*cachedAPIKey).apiKey)) }}
+		clients := &indexFeed[*cachedOAuthClient]{namespace: ns, clock: clk,
+			upsert: func(c *cachedOAuthClient) { index.upsertClient(c.oauthClient()) },
+			remove: index.deleteClient,
+			replace: func(ns string, list []*cachedOAuthClient) {
+				index.replaceClients(ns, convert(list, (*cachedOAuthClient).oauthClient))
+			}}
+		keys.heard()
+		clients.heard()
 		for resource, feed := range map[string]struct {
-			store interface {
-				toolscache.ReflectorStore
-				HasSynced() bool
-			}
+			store    feedStore
 			expected runtime.Object
 		}{
-			"apikeys":      {keys, &latchkeyv1.APIKey{}},
-			"oauthclients": {clients, &latchkeyv1.OAuthClient{}},
+			"apikeys":      {keys, &cachedAPIKey{}},
+			"oauthclients": {clients, &cachedOAuthClient{}},
 		} {
-			lw := toolscache.NewListWatchFromClient(restClient, resource, ns, fields.Everything())
-			r := toolscache.NewReflectorWithOptions(lw, feed.expected, feed.store, toolscache.ReflectorOptions{Name: resource})
+			lw := listWatch{toolscache.NewListWatchFromClient(restClient, resource, ns, fields.Everything())}
+			r := toolscache.NewReflectorWithOptions(lw, feed.expected, feed.store,
+				toolscache.ReflectorOptions{Name: resource, Backoff: &watchBackoff})
 			go r.RunWithContext(ctx)
-			synced = append(synced, feed.store.HasSynced)
+			fs.byResource[resource] = append(fs.byResource[resource], feed.store)
 		}
 	}
-	return func(ctx context.Context) bool {
-		for _, hasSynced := range synced {
-			if !waitFor(ctx, hasSynced) {
-				return false
-			}
-		}
-		return true
-	}, nil
+	return fs, nil
 }
 
-// latchkeyRESTClient is a REST client for latchkey.dev/v1alpha1 that decodes into typed objects.
+func convert[From, To any](list []From, f func(From) To) []To {
+	out := make([]To, len(list))
+	for i, v := range list {
+		out[i] = f(v)
+	}
+	return out
+}
+
+// listWatch lists with one plain LIST served from the API server's watch cache
+// rather than client-go's default "watch list" stream: with 20,000 APIKeys the
+// stream took 2.6–3.1 s to sync and the LIST 1.7–1.9 s (same run, same machine).
+type listWatch struct{ *toolscache.ListWatch }
+
+// IsWatchListSemanticsUnSupported tells the Reflector not to use the stream.
+func (listWatch) IsWatchListSemanticsUnSupported() bool { return true }
+
+// latchkeyRESTClient is a REST client for latchkey.dev/v1alpha1 that decodes with scheme.
 func latchkeyRESTClient(cfg *rest.Config, scheme *runtime.Scheme) (*rest.RESTClient, error) {
 	c := rest.CopyConfig(cfg)
 	c.GroupVersion = &latchkeyv1.GroupVersion

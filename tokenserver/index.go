@@ -59,6 +59,7 @@ type oauthClient struct {
 	clientCredentials bool
 	revoked           bool
 	expiresAt         time.Time
+	lastUsedAt        time.Time // status.lastUsedAt; zero when never used
 	// introspection is nil for a client that may not introspect.
 	introspection *introspectionPolicy
 }
@@ -108,6 +109,9 @@ type Index struct {
 	contested   map[digest][]*apiKey   // hashes accepted by more than one APIKey: answered for by none
 	clients     map[string][]*oauthClient
 	clientByUID map[types.UID]*oauthClient
+	// keyLastUsed is each APIKey's status.lastUsedAt (Unix seconds), for the
+	// last-use write budget (usage.go); absent when never used.
+	keyLastUsed map[types.UID]int64
 	// log receives one line per duplicate when it appears (never a credential).
 	log logr.Logger
 }
@@ -120,6 +124,7 @@ func NewIndex(log logr.Logger) *Index {
 		contested:   map[digest][]*apiKey{},
 		clients:     map[string][]*oauthClient{},
 		clientByUID: map[types.UID]*oauthClient{},
+		keyLastUsed: map[types.UID]int64{},
 		log:         log,
 	}
 }
@@ -150,6 +155,23 @@ func (x *Index) ClientByUID(uid types.UID) (*oauthClient, bool) {
 	defer x.mu.RUnlock()
 	c, ok := x.clientByUID[uid]
 	return c, ok
+}
+
+// LastUsed returns the status.lastUsedAt of the object of kind with uid as the
+// watch cache holds it: zero when never used or unknown.
+func (x *Index) LastUsed(kind string, uid types.UID) time.Time {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if kind == kindOAuthClient {
+		if c, ok := x.clientByUID[uid]; ok {
+			return c.lastUsedAt
+		}
+		return time.Time{}
+	}
+	if at, ok := x.keyLastUsed[uid]; ok {
+		return time.Unix(at, 0)
+	}
+	return time.Time{}
 }
 
 // Sizes returns how many API key hashes and clients the index holds.
@@ -218,6 +240,9 @@ func (x *Index) upsertAPIKey(k *latchkeyv1.APIKey) {
 	if len(hashes) > 0 {
 		x.keyHashes[k.UID] = hashes
 	}
+	if k.Status.LastUsedAt != nil && len(hashes) > 0 {
+		x.keyLastUsed[k.UID] = k.Status.LastUsedAt.Unix()
+	}
 }
 
 // addHashLocked records that entry's APIKey accepts d. A second APIKey accepting the
@@ -264,6 +289,7 @@ func (x *Index) dropAPIKeyLocked(uid types.UID) {
 		}
 	}
 	delete(x.keyHashes, uid)
+	delete(x.keyLastUsed, uid)
 }
 
 // upsertClient replaces everything known of one OAuthClient.
@@ -281,6 +307,9 @@ func (x *Index) upsertClient(o *latchkeyv1.OAuthClient) {
 	}
 	if o.Spec.ExpiresAt != nil {
 		c.expiresAt = o.Spec.ExpiresAt.Time
+	}
+	if o.Status.LastUsedAt != nil {
+		c.lastUsedAt = o.Status.LastUsedAt.Time
 	}
 	for _, m := range o.Spec.TokenEndpointAuthMethods {
 		c.basic = c.basic || m == latchkeyv1.AuthClientSecretBasic
@@ -407,20 +436,5 @@ func (x *Index) replaceClients(namespace string, list []*latchkeyv1.OAuthClient)
 	x.mu.Unlock()
 	for _, c := range list {
 		x.upsertClient(c)
-	}
-}
-
-func upsertTyped[T any](obj any, upsert func(T)) {
-	if typed, ok := obj.(T); ok {
-		upsert(typed)
-	}
-}
-
-// deleteTyped drops a deleted object. A Reflector hands over the object itself
-// (informers' DeletedFinalStateUnknown tombstones do not occur: a relist goes
-// through Replace).
-func deleteTyped[T interface{ GetUID() types.UID }](obj any, drop func(types.UID)) {
-	if typed, ok := obj.(T); ok {
-		drop(typed.GetUID())
 	}
 }

@@ -11,6 +11,7 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	rejected *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -24,11 +25,15 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Help:    "Request latency by endpoint.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}, []string{"endpoint"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "latchkey_tokenserver_rejected_requests_total",
+			Help: "Requests refused before being served, by reason (overload: beyond --max-requests-in-flight).",
+		}, []string{"reason"}),
 	}
 	cacheSize := func(pick func(hashes, clients int) int) func() float64 {
 		return func() float64 { return float64(pick(s.index.Sizes())) }
 	}
-	reg.MustRegister(m.requests, m.latency,
+	reg.MustRegister(m.requests, m.latency, m.rejected,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "latchkey_tokenserver_cached_apikey_hashes", Help: "API key hashes accepted now.",
 		}, cacheSize(func(h, _ int) int { return h })),
@@ -56,4 +61,18 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 func (m *metrics) observe(endpoint string, status int, d time.Duration) {
 	m.requests.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
 	m.latency.WithLabelValues(endpoint).Observe(d.Seconds())
+}
+
+// registerStaleness exposes how stale each watch cache may be: the seconds since
+// the API server last sent it a list, an event or a bookmark (bookmarks come about
+// once a minute on a quiet cluster). During an API server outage it grows while the
+// server keeps answering from the cache.
+func registerStaleness(reg prometheus.Registerer, fs *feeds) {
+	for _, resource := range []string{"apikeys", "oauthclients"} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "latchkey_tokenserver_cache_staleness_seconds",
+			Help:        "Seconds since the API server last sent this watch cache a list, an event or a bookmark.",
+			ConstLabels: prometheus.Labels{"resource": resource},
+		}, func() float64 { return fs.Staleness(resource).Seconds() }))
+	}
 }

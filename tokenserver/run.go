@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
+	httppprof "net/http/pprof"
+	"os"
 	"runtime/debug"
+	"runtime/pprof"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -36,16 +39,29 @@ type Options struct {
 	Namespaces []string
 	// SigningKeyNamespace and SigningKeySecret locate the signing keys.
 	SigningKeyNamespace, SigningKeySecret string
-	// LastUsedFlushInterval and LastUsedMinInterval pace status.lastUsedAt writes.
-	LastUsedFlushInterval, LastUsedMinInterval time.Duration
-	Clock                                      clock.PassiveClock
-	Log                                        logr.Logger
+	// LastUsedFlushInterval is how often uses are written; LastUsedGranularity what
+	// status.lastUsedAt is truncated to (at least MinLastUsedGranularity): at most one
+	// write per object per granularity, whatever the replica count.
+	LastUsedFlushInterval, LastUsedGranularity time.Duration
+	// StartupCPUProfile, when set, is a file that receives a CPU profile of the start,
+	// until the caches are synced.
+	StartupCPUProfile string
+	Clock             clock.PassiveClock
+	Log               logr.Logger
 	// Registry receives the metrics; a new one when nil.
 	Registry *prometheus.Registry
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
 func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
+	if o.LastUsedGranularity < MinLastUsedGranularity {
+		return fmt.Errorf("the last-use granularity must be at least %s, not %s", MinLastUsedGranularity, o.LastUsedGranularity)
+	}
+	stopProfile, err := startCPUProfile(o.StartupCPUProfile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
@@ -69,20 +85,22 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 	defer cancel()
 
 	index, keys := NewIndex(o.Log.WithName("index")), &Keys{alg: o.SigningAlgorithm}
-	usage := newUsageTracker(writer, o.Clock, o.Log, o.LastUsedFlushInterval, o.LastUsedMinInterval)
+	usage := newUsageTracker(writer, index, o.Clock, o.Log, o.LastUsedFlushInterval, o.LastUsedGranularity, o.Registry)
 	srv, err := NewServer(o.Config, index, keys, o.Clock, o.Log, o.Registry, usage)
 	if err != nil {
 		return err
 	}
-	synced, err := startFeeds(ctx, restConfig, scheme, o.Namespaces, index)
+	feeds, err := startFeeds(ctx, restConfig, o.Namespaces, index, o.Clock)
 	if err != nil {
 		return err
 	}
+	registerStaleness(o.Registry, feeds)
 	keyInformer := watchSigningKeys(ctx, clientset, o.SigningKeyNamespace, o.SigningKeySecret, keys, func(err error) {
 		o.Log.Error(err, "signing keys not loaded; keeping the previous ones")
 	})
 	go func() {
-		if synced(ctx) && waitFor(ctx, keyInformer.HasSynced) {
+		if feeds.waitSynced(ctx) && waitFor(ctx, keyInformer.HasSynced) {
+			stopProfile()
 			// The initial lists are garbage once the index is built; hand their
 			// memory back now rather than at the runtime's forced GC minutes later.
 			debug.FreeOSMemory()
@@ -93,6 +111,29 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 	}()
 	go usage.Run(ctx)
 	return serveAll(ctx, srv, o)
+}
+
+// startCPUProfile profiles into path until the returned function is first called
+// (no-op without a path).
+func startCPUProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}, nil
 }
 
 // newHTTPServer is every listener's server: bounded reads, writes and idle time, so
@@ -136,10 +177,10 @@ func serveAll(ctx context.Context, srv *Server, o Options) error {
 	if o.PprofListener != nil {
 		running++
 		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
 		pprofSrv := newHTTPServer(mux, pprofWriteTimeout)
 		go func() { errs <- serve(ctx, pprofSrv, func() error { return pprofSrv.Serve(o.PprofListener) }) }()
 	}

@@ -30,6 +30,12 @@ type Config struct {
 	SigningAlgorithm string
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
+	// MaxRequestsInFlight bounds the OAuth requests served at once (default 256);
+	// beyond it a request waits up to OverloadWait for a slot, then gets 503 with
+	// Retry-After, so that a flood costs bounded memory and never hangs a client.
+	MaxRequestsInFlight int
+	// OverloadWait is how long a request may queue for a slot (default 250 ms).
+	OverloadWait time.Duration
 }
 
 // Server answers the OAuth endpoints from an Index and a key ring.
@@ -42,6 +48,8 @@ type Server struct {
 	metrics *metrics
 	usage   usageRecorder
 	ready   atomic.Bool // caches synced; the signing key is checked per request
+	// slots holds one token per OAuth request being served (MaxRequestsInFlight).
+	slots chan struct{}
 	// metadata is the RFC 8414 document, rendered once.
 	metadata []byte
 }
@@ -60,7 +68,14 @@ func NewServer(cfg Config, index *Index, keys *Keys, clk clock.PassiveClock, log
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 16 << 10
 	}
-	s := &Server{cfg: cfg, index: index, keys: keys, clock: clk, log: log, usage: usage}
+	if cfg.MaxRequestsInFlight <= 0 {
+		cfg.MaxRequestsInFlight = 256
+	}
+	if cfg.OverloadWait <= 0 {
+		cfg.OverloadWait = 250 * time.Millisecond
+	}
+	s := &Server{cfg: cfg, index: index, keys: keys, clock: clk, log: log, usage: usage,
+		slots: make(chan struct{}, cfg.MaxRequestsInFlight)}
 	s.metrics = newMetrics(reg, s)
 	var err error
 	if s.metadata, err = json.Marshal(s.authorizationServerMetadata()); err != nil {
@@ -72,8 +87,8 @@ func NewServer(cfg Config, index *Index, keys *Keys, clk clock.PassiveClock, log
 // Handler routes the server's endpoints.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST /oauth2/token", s.instrument("token", s.handleToken))
-	mux.Handle("POST /oauth2/introspect", s.instrument("introspect", s.handleIntrospect))
+	mux.Handle("POST /oauth2/token", s.instrument("token", s.limited(s.handleToken)))
+	mux.Handle("POST /oauth2/introspect", s.instrument("introspect", s.limited(s.handleIntrospect)))
 	mux.Handle("GET /oauth2/jwks", s.instrument("jwks", s.handleJWKS))
 	mux.Handle("GET /.well-known/oauth-authorization-server", s.instrument("metadata", s.handleMetadata))
 	mux.Handle("GET /.well-known/openid-configuration", s.instrument("metadata", s.handleMetadata))
@@ -223,6 +238,36 @@ func (s *Server) instrument(endpoint string, h http.HandlerFunc) http.Handler {
 		h(rec, r)
 		s.metrics.observe(endpoint, rec.status, time.Since(start))
 	})
+}
+
+// errOverloaded is the answer beyond MaxRequestsInFlight (RFC 6749 §4.1.2.1's
+// temporarily_unavailable; Retry-After per RFC 9110 §10.2.3).
+var errOverloaded = &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable", "the server is overloaded; retry later"}
+
+// limited serves h within the in-flight bound: it waits up to OverloadWait for a
+// slot, then refuses.
+func (s *Server) limited(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			timer := time.NewTimer(s.cfg.OverloadWait)
+			select {
+			case s.slots <- struct{}{}:
+				timer.Stop()
+			case <-timer.C:
+				s.metrics.rejected.WithLabelValues("overload").Inc()
+				w.Header().Set("Retry-After", "1")
+				writeError(w, errOverloaded)
+				return
+			case <-r.Context().Done():
+				timer.Stop()
+				return
+			}
+		}
+		defer func() { <-s.slots }()
+		h(w, r)
+	}
 }
 
 type statusRecorder struct {

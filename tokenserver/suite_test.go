@@ -193,7 +193,7 @@ func startServerWith(cfg *rest.Config, alg string, mutate func(*tokenserver.Opti
 		SigningKeyNamespace:   operatorNamespace,
 		SigningKeySecret:      "latchkey-signing-keys",
 		LastUsedFlushInterval: 200 * time.Millisecond,
-		LastUsedMinInterval:   time.Minute,
+		LastUsedGranularity:   time.Minute,
 		Log:                   ctrl.Log.WithName("tokenserver-" + alg),
 		Registry:              s.Registry,
 	}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -15,19 +18,39 @@ import (
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 )
 
-// usageTracker records status.lastUsedAt in batches: requests only note the use in
-// memory; a flush every FlushInterval patches each object at most once per
-// MinInterval, so a busy key does not turn into a write storm.
+// MinLastUsedGranularity is the finest last-use granularity allowed: at 100,000
+// active keys even one write per key per minute is ~1,700 writes/s to etcd.
+const MinLastUsedGranularity = time.Minute
+
+// usageTracker records status.lastUsedAt within a write budget. Requests only note
+// the use in memory. Every FlushInterval the uses are truncated to Granularity, and
+// an object is patched only when its truncated last use is later than what the watch
+// cache already holds: at most one write per object per granularity bucket. Every
+// replica truncates the same way, so when two replicas write the same bucket before
+// either sees the other's write, the second patch changes nothing and the API
+// server stores nothing (no etcd revision, no watch event).
 type usageTracker struct {
 	client        client.Client
+	cache         lastUsedCache
 	clock         clock.PassiveClock
 	log           logr.Logger
 	flushInterval time.Duration
-	minInterval   time.Duration
+	granularity   time.Duration
 
 	mu      sync.Mutex
-	pending map[usageKey]time.Time // last use not yet written
-	written map[usageKey]time.Time // when lastUsedAt was last written
+	pending map[usageKey]time.Time // latest use not yet flushed
+	// written is the bucket this replica last wrote per object, until the watch
+	// cache catches up with it (kept for the current bucket only).
+	written map[usageKey]time.Time
+	// flushing counts the uses taken by the flush under way and not yet handled.
+	flushing atomic.Int64
+
+	writes, skipped *prometheus.CounterVec
+}
+
+// lastUsedCache is what the watch cache knows of last use (the Index).
+type lastUsedCache interface {
+	LastUsed(kind string, uid types.UID) time.Time
 }
 
 type usageKey struct {
@@ -35,11 +58,28 @@ type usageKey struct {
 	ref  objectRef
 }
 
-func newUsageTracker(c client.Client, clk clock.PassiveClock, log logr.Logger, flush, minInterval time.Duration) *usageTracker {
-	return &usageTracker{
-		client: c, clock: clk, log: log, flushInterval: flush, minInterval: minInterval,
+func newUsageTracker(c client.Client, cache lastUsedCache, clk clock.PassiveClock, log logr.Logger, flush, granularity time.Duration, reg prometheus.Registerer) *usageTracker {
+	u := &usageTracker{
+		client: c, cache: cache, clock: clk, log: log, flushInterval: flush, granularity: granularity,
 		pending: map[usageKey]time.Time{}, written: map[usageKey]time.Time{},
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "latchkey_tokenserver_last_used_writes_total",
+			Help: "status.lastUsedAt patches sent to the API server.",
+		}, []string{"kind"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "latchkey_tokenserver_last_used_skipped_total",
+			Help: "Objects used but not written because their last use already covered the bucket.",
+		}, []string{"kind"}),
 	}
+	reg.MustRegister(u.writes, u.skipped, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "latchkey_tokenserver_last_used_pending",
+		Help: "Objects used whose use is not yet written or skipped (it grows while the API server is unreachable).",
+	}, func() float64 {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return float64(len(u.pending) + int(u.flushing.Load()))
+	}))
+	return u
 }
 
 // Used is on the hot path: one map write under a mutex.
@@ -64,38 +104,59 @@ func (u *usageTracker) Run(ctx context.Context) {
 	}
 }
 
-// flush writes the uses that are due and keeps the rest for a later flush.
+// flush writes the uses whose bucket is not recorded yet.
 func (u *usageTracker) flush(ctx context.Context) {
-	now := u.clock.Now()
-	due := map[usageKey]time.Time{}
+	current := u.clock.Now().Truncate(u.granularity)
 	u.mu.Lock()
-	for key, usedAt := range u.pending {
-		if now.Sub(u.written[key]) >= u.minInterval {
-			due[key] = usedAt
-			u.written[key] = now
-			delete(u.pending, key)
-		}
-	}
-	for key, at := range u.written { // forget what can no longer hold anything back
-		if now.Sub(at) >= u.minInterval {
+	pending := u.pending
+	u.pending = map[usageKey]time.Time{}
+	u.flushing.Store(int64(len(pending)))
+	for key, bucket := range u.written { // older buckets can no longer hold a write back
+		if bucket.Before(current) {
 			delete(u.written, key)
 		}
 	}
 	u.mu.Unlock()
 
-	for key, usedAt := range due {
-		if err := u.patch(ctx, key, usedAt); err != nil {
-			u.log.V(1).Info("recording last use failed", "kind", key.kind, "namespace", key.ref.Namespace, "name", key.ref.Name, "error", err.Error())
-		}
+	for key, usedAt := range pending {
+		u.record(ctx, key, usedAt)
+		u.flushing.Add(-1)
 	}
 }
 
+// record writes one object's last use if its bucket is not recorded yet.
+func (u *usageTracker) record(ctx context.Context, key usageKey, usedAt time.Time) {
+	bucket := usedAt.Truncate(u.granularity)
+	u.mu.Lock()
+	done := !u.written[key].Before(bucket)
+	u.mu.Unlock()
+	if done || !u.cache.LastUsed(key.kind, key.ref.UID).Before(bucket) {
+		u.skipped.WithLabelValues(kindLabel(key.kind)).Inc()
+		return
+	}
+	u.writes.WithLabelValues(kindLabel(key.kind)).Inc()
+	if err := u.patch(ctx, key, bucket); err != nil {
+		// The API server may be down: keep the use for the next flush, unless a
+		// later one has been noted since.
+		u.log.V(1).Info("recording last use failed; will retry", "kind", key.kind, "namespace", key.ref.Namespace, "name", key.ref.Name, "error", err.Error())
+		u.mu.Lock()
+		if later, ok := u.pending[key]; !ok || later.Before(usedAt) {
+			u.pending[key] = usedAt
+		}
+		u.mu.Unlock()
+		return
+	}
+	u.mu.Lock()
+	u.written[key] = bucket
+	u.mu.Unlock()
+}
+
 // patch merges status.lastUsedAt, with the UID as a precondition so that a
-// recreated object of the same name is not touched.
-func (u *usageTracker) patch(ctx context.Context, key usageKey, usedAt time.Time) error {
+// recreated object of the same name is not touched. A gone object is not an error.
+func (u *usageTracker) patch(ctx context.Context, key usageKey, bucket time.Time) error {
 	body, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{"uid": key.ref.UID},
-		"status":   map[string]any{"lastUsedAt": metav1.NewTime(usedAt)},
+		"status":   map[string]any{"lastUsedAt": metav1.NewTime(bucket.UTC())},
 	})
 	if err != nil {
 		return err
@@ -106,5 +167,17 @@ func (u *usageTracker) patch(ctx context.Context, key usageKey, usedAt time.Time
 	}
 	obj.SetNamespace(key.ref.Namespace)
 	obj.SetName(key.ref.Name)
-	return client.IgnoreNotFound(u.client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, body)))
+	err = u.client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, body))
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) { // gone, or replaced by another object of the same name
+		return nil
+	}
+	return err
+}
+
+// kindLabel is the metrics label of an internal kind name.
+func kindLabel(kind string) string {
+	if kind == kindOAuthClient {
+		return "OAuthClient"
+	}
+	return "APIKey"
 }
