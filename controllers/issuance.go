@@ -122,12 +122,11 @@ func (r *CredentialReconciler[T]) ensureCredential(ctx context.Context, obj T, s
 		}
 	}
 	status.Credentials = nil // whatever the Secret held before is gone: never accept it again
-	if err := r.issue(ctx, obj, secret, state.now, false); err != nil {
-		return err
-	}
-	r.event(obj, corev1.EventTypeNormal, latchkeyv1.ReasonIssued, "Issued %s %s into Secret %s",
-		r.Kind.Name(), credential.KeyID(status.Credentials[0].Hash), obj.SecretName())
-	return nil
+	// No Event for an issuance: Ready=True (reason Issued, naming the key ID) says
+	// it, and at scale one Event per new object was a third of the manager's writes
+	// (make bench). Events are kept for what a user must notice: rotation,
+	// tampering, revocation, expiry, refusals.
+	return r.issue(ctx, obj, secret, state.now, false)
 }
 
 // issue generates a credential, writes it to the Secret first and records its hash

@@ -3,7 +3,10 @@ package controllers
 import (
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 )
 
 // The lifecycle writes the Secrets that hold plaintext credentials and records Events.
@@ -12,11 +15,25 @@ import (
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the reconciler for its kind, watching the Secrets it controls.
+//
+// Only what asks for new work triggers a reconcile: a new, changed (spec:
+// generation) or deleted object, a rotation request (an annotation; labels too, so
+// that `kubectl label` nudges a reconcile), and a Secret
+// changed or deleted by someone. The manager's own writes do not: its status patch
+// (and the token server's lastUsedAt) leave the generation alone, and the Secret
+// it creates is already accounted for. That halves the reconciles of a new object
+// (make bench, reconcile vs floor). Time-based work is requeued by the lifecycle.
 func (r *CredentialReconciler[T]) SetupWithManager(mgr ctrl.Manager, name string, options controller.Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(name).
-		For(r.Kind.NewObject()).
-		Owns(&corev1.Secret{}).
+		For(r.Kind.NewObject(), builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated)).
 		WithOptions(options).
 		Complete(r)
 }
+
+// notCreated drops Secret creations: the manager is the one creating the Secrets it
+// owns (a Secret someone else creates under the same name is found when the owner
+// is next reconciled, as its creation cannot be told apart from ours).
+var notCreated = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
