@@ -34,16 +34,17 @@ fmt: ## go fmt.
 	go fmt ./...
 
 .PHONY: vet
-vet: ## go vet (the e2e suite too).
+vet: ## go vet (the e2e and chaos suites too).
 	go vet ./...
 	go vet -tags e2e ./test/...
+	go vet -tags chaos ./test/...
 
 .PHONY: envtest
 envtest: ## Build kube-apiserver, etcd, kube-controller-manager and kubectl from Go modules into bin/k8s/<version> (once).
 	K8S_VERSION=$(K8S_VERSION) ENVTEST_BIN_DIR=$(ENVTEST_DIR) hack/envtest.sh kube-apiserver etcd kube-controller-manager kubectl
 
 .PHONY: test
-test: verify-generated vet test-envtest test-e2e ## Everything: unit tests, envtest suites, then the end-to-end suite.
+test: verify-generated vet test-envtest test-e2e test-chaos ## Everything: unit tests, envtest suites, the end-to-end suite, then the chaos suite.
 
 .PHONY: test-envtest
 test-envtest: envtest ## The unit tests and the envtest suites against a real API server.
@@ -52,6 +53,16 @@ test-envtest: envtest ## The unit tests and the envtest suites against a real AP
 .PHONY: test-e2e
 test-e2e: build envtest ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl.
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v
+
+.PHONY: test-chaos
+test-chaos: build envtest ## The fault suite: kube-apiserver and etcd restarted under load, the token server overloaded (under 4 min).
+	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags chaos ./test/chaos/ -count=1 -timeout 10m -v -args -ginkgo.v
+
+REPEAT ?= 5
+
+.PHONY: repeat-tests
+repeat-tests: build envtest ## Run the envtest, e2e and chaos suites REPEAT times (default 5) from a clean test cache; stops at the first failure.
+	hack/repeat-tests.sh $(REPEAT)
 
 .PHONY: bench
 bench: build envtest ## The system benchmark: control plane, manager, pinned token server, load; writes BENCHMARKS.md (under 30 min).

@@ -41,6 +41,7 @@ func runTokenServer(args []string) error {
 	fs.DurationVar(&o.LastUsedFlushInterval, "last-used-flush-interval", 10*time.Second, "how often recorded uses are written to status.lastUsedAt")
 	fs.DurationVar(&o.LastUsedGranularity, "last-used-granularity", time.Hour, "status.lastUsedAt is the start of the period of this length in which the credential was last used: at most one write per object per period, whatever the replica count (minimum 1m)")
 	fs.IntVar(&o.MaxRequestsInFlight, "max-requests-in-flight", 256, "OAuth requests served at once; beyond it a request waits up to 250 ms for a slot, then gets 503 with Retry-After")
+	fs.DurationVar(&o.OverloadSchedulingLatency, "overload-scheduling-latency", 50*time.Millisecond, "refuse OAuth requests (503, Retry-After) while the Go scheduler's 90th-percentile latency over 100 ms exceeds this: the CPU is behind; 0 disables")
 	fs.StringVar(&o.StartupCPUProfile, "startup-cpu-profile", "", "write a CPU profile of the start, until the caches are synced, to this file")
 	fs.Float64Var(&kubeAPIQPS, "kube-api-qps", 50, "client-side QPS limit towards the API server")
 	fs.IntVar(&kubeAPIBurst, "kube-api-burst", 100, "client-side burst towards the API server")

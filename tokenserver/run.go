@@ -110,6 +110,7 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 		}
 	}()
 	go usage.Run(ctx)
+	go srv.scheduler.run(ctx)
 	return serveAll(ctx, srv, o)
 }
 

@@ -7,10 +7,12 @@
 package tokenserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -36,6 +38,10 @@ type Config struct {
 	MaxRequestsInFlight int
 	// OverloadWait is how long a request may queue for a slot (default 250 ms).
 	OverloadWait time.Duration
+	// OverloadSchedulingLatency sheds requests while the Go scheduler's
+	// 90th-percentile latency exceeds it: the CPU is behind (overload.go). Zero
+	// disables it.
+	OverloadSchedulingLatency time.Duration
 }
 
 // Server answers the OAuth endpoints from an Index and a key ring.
@@ -50,6 +56,8 @@ type Server struct {
 	ready   atomic.Bool // caches synced; the signing key is checked per request
 	// slots holds one token per OAuth request being served (MaxRequestsInFlight).
 	slots chan struct{}
+	// scheduler says when the CPU is overloaded.
+	scheduler *schedulerWatch
 	// metadata is the RFC 8414 document, rendered once.
 	metadata []byte
 }
@@ -75,7 +83,8 @@ func NewServer(cfg Config, index *Index, keys *Keys, clk clock.PassiveClock, log
 		cfg.OverloadWait = 250 * time.Millisecond
 	}
 	s := &Server{cfg: cfg, index: index, keys: keys, clock: clk, log: log, usage: usage,
-		slots: make(chan struct{}, cfg.MaxRequestsInFlight)}
+		slots:     make(chan struct{}, cfg.MaxRequestsInFlight),
+		scheduler: &schedulerWatch{threshold: cfg.OverloadSchedulingLatency}}
 	s.metrics = newMetrics(reg, s)
 	var err error
 	if s.metadata, err = json.Marshal(s.authorizationServerMetadata()); err != nil {
@@ -244,10 +253,22 @@ func (s *Server) instrument(endpoint string, h http.HandlerFunc) http.Handler {
 // temporarily_unavailable; Retry-After per RFC 9110 §10.2.3).
 var errOverloaded = &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable", "the server is overloaded; retry later"}
 
-// limited serves h within the in-flight bound: it waits up to OverloadWait for a
-// slot, then refuses.
+// limited serves h within the overload bounds. The body (at most MaxBodyBytes) is
+// read before a slot is taken, so that slow uploads hold no slot, only their
+// connection (up to the read timeout). A request is refused when the CPU is
+// behind (schedulerWatch), or when no slot frees up within OverloadWait.
 func (s *Server) limited(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+		if err != nil {
+			writeError(w, errInvalidRequest("the request body could not be read"))
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if s.scheduler.Overloaded() {
+			s.refuse(w, "cpu")
+			return
+		}
 		select {
 		case s.slots <- struct{}{}:
 		default:
@@ -256,9 +277,7 @@ func (s *Server) limited(h http.HandlerFunc) http.HandlerFunc {
 			case s.slots <- struct{}{}:
 				timer.Stop()
 			case <-timer.C:
-				s.metrics.rejected.WithLabelValues("overload").Inc()
-				w.Header().Set("Retry-After", "1")
-				writeError(w, errOverloaded)
+				s.refuse(w, "overload")
 				return
 			case <-r.Context().Done():
 				timer.Stop()
@@ -268,6 +287,13 @@ func (s *Server) limited(h http.HandlerFunc) http.HandlerFunc {
 		defer func() { <-s.slots }()
 		h(w, r)
 	}
+}
+
+// refuse answers 503 with Retry-After and counts why.
+func (s *Server) refuse(w http.ResponseWriter, reason string) {
+	s.metrics.rejected.WithLabelValues(reason).Inc()
+	w.Header().Set("Retry-After", "1")
+	writeError(w, errOverloaded)
 }
 
 type statusRecorder struct {
