@@ -18,6 +18,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -47,6 +48,10 @@ type cluster struct {
 	manager    *process
 	managerURL string // metrics
 	pprofMgr   string
+	// managerArgs and probeAddr start the manager again after the reconcile floor stopped it.
+	managerArgs   []string
+	probeAddr     string
+	managerStarts int
 }
 
 func startCluster(ctx context.Context, dir string, withPprof bool, managerArgs []string) (*cluster, error) {
@@ -93,29 +98,37 @@ func startCluster(ctx context.Context, dir string, withPprof bool, managerArgs [
 	}
 	c.issuer = "http://" + c.tokenAddr
 	metricsAddr, _ := testenv.FreeAddr()
-	probeAddr, _ := testenv.FreeAddr()
+	c.probeAddr, _ = testenv.FreeAddr()
 	c.managerURL = "http://" + metricsAddr + "/metrics"
-	args := []string{"manager",
+	c.managerArgs = []string{"manager",
 		"--namespace=" + operatorNamespace,
 		"--metrics-bind-address=" + metricsAddr,
-		"--health-probe-bind-address=" + probeAddr,
+		"--health-probe-bind-address=" + c.probeAddr,
 		"--issuer-url=" + c.issuer,
 		"--signing-algorithms=RS256,ES256,EdDSA",
 	}
-	args = append(args, managerArgs...)
+	c.managerArgs = append(c.managerArgs, managerArgs...)
 	if withPprof {
 		c.pprofMgr, _ = testenv.FreeAddr()
-		args = append(args, "--pprof-bind-address="+c.pprofMgr)
+		c.managerArgs = append(c.managerArgs, "--pprof-bind-address="+c.pprofMgr)
 	}
-	c.manager, err = start(dir, "manager", "", []string{"KUBECONFIG=" + filepath.Join(dir, "latchkey-manager.kubeconfig")},
-		repoPath("bin", "latchkey"), args...)
+	return c, c.startManager(ctx)
+}
+
+// startManager starts the manager (on the same addresses each time) and waits until it is ready.
+func (c *cluster) startManager(ctx context.Context) error {
+	name := "manager"
+	if c.managerStarts++; c.managerStarts > 1 {
+		name = fmt.Sprintf("manager-%d", c.managerStarts) // its own log
+	}
+	var err error
+	c.manager, err = start(c.dir, name, "", []string{"KUBECONFIG=" + filepath.Join(c.dir, "latchkey-manager.kubeconfig")},
+		repoPath("bin", "latchkey"), c.managerArgs...)
 	if err != nil {
-		return c, err
+		return err
 	}
-	if _, err := c.manager.waitReady(ctx, "http://"+probeAddr+"/readyz", time.Minute); err != nil {
-		return c, err
-	}
-	return c, nil
+	_, err = c.manager.waitReady(ctx, "http://"+c.probeAddr+"/readyz", time.Minute)
+	return err
 }
 
 func (c *cluster) stop() {
@@ -132,23 +145,40 @@ func (c *cluster) stop() {
 
 // tokenServer starts a token server signing with alg, pinned to cpu, and waits
 // until it is ready. It returns the process and the time from start to ready.
-func (c *cluster) tokenServer(ctx context.Context, alg, cpu, pprofAddr string) (*process, time.Duration, error) {
+func (c *cluster) tokenServer(ctx context.Context, alg, cpu, pprofAddr string, extra ...string) (*process, time.Duration, error) {
+	return c.tokenServerWith(ctx, tokenServerOptions{name: "tokenserver-" + alg, listen: c.tokenAddr, alg: alg, cpu: cpu,
+		pprofAddr: pprofAddr, extra: extra})
+}
+
+// tokenServerOptions are what differ between the token servers of a run.
+type tokenServerOptions struct {
+	name, listen, alg, cpu string
+	pprofAddr, metricsAddr string // "" for none
+	extra                  []string
+}
+
+func (c *cluster) tokenServerWith(ctx context.Context, o tokenServerOptions) (*process, time.Duration, error) {
+	metrics := o.metricsAddr
+	if metrics == "" {
+		metrics = "0"
+	}
 	args := []string{"tokenserver",
-		"--listen-address=" + c.tokenAddr,
-		"--metrics-bind-address=0",
+		"--listen-address=" + o.listen,
+		"--metrics-bind-address=" + metrics,
 		"--issuer-url=" + c.issuer,
 		"--signing-key-namespace=" + operatorNamespace,
-		"--signing-algorithm=" + alg,
+		"--signing-algorithm=" + o.alg,
 	}
-	if pprofAddr != "" {
-		args = append(args, "--pprof-bind-address="+pprofAddr)
+	if o.pprofAddr != "" {
+		args = append(args, "--pprof-bind-address="+o.pprofAddr)
 	}
-	p, err := start(c.dir, "tokenserver-"+alg, cpu, []string{"KUBECONFIG=" + filepath.Join(c.dir, "latchkey-tokenserver.kubeconfig")},
+	args = append(args, o.extra...)
+	p, err := start(c.dir, o.name, o.cpu, []string{"KUBECONFIG=" + filepath.Join(c.dir, "latchkey-tokenserver.kubeconfig")},
 		repoPath("bin", "latchkey"), args...)
 	if err != nil {
 		return nil, 0, err
 	}
-	ready, err := p.waitReady(ctx, c.issuer+"/readyz", 2*time.Minute)
+	ready, err := p.waitReady(ctx, "http://"+o.listen+"/readyz", 2*time.Minute)
 	if err != nil {
 		p.stop()
 		return nil, 0, err
@@ -158,21 +188,34 @@ func (c *cluster) tokenServer(ctx context.Context, alg, cpu, pprofAddr string) (
 
 // createParallel creates objects with the given parallelism and returns the first error.
 func (c *cluster) createParallel(ctx context.Context, objs []client.Object, parallelism int) error {
+	return parallel(ctx, len(objs), parallelism, func(i int) error {
+		if err := c.client.Create(ctx, objs[i]); err != nil {
+			return fmt.Errorf("creating %s: %w", objs[i].GetName(), err)
+		}
+		return nil
+	})
+}
+
+// parallel runs do(0..n-1) on workers goroutines and returns the first error;
+// after one, the workers take no further items.
+func parallel(ctx context.Context, n, workers int, do func(i int) error) error {
 	var next atomic.Int64
 	var firstErr error
 	var once sync.Once
+	var failed atomic.Bool
 	var wg sync.WaitGroup
-	for range parallelism {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= len(objs) || ctx.Err() != nil {
+				if i >= n || ctx.Err() != nil || failed.Load() {
 					return
 				}
-				if err := c.client.Create(ctx, objs[i]); err != nil {
-					once.Do(func() { firstErr = fmt.Errorf("creating %s: %w", objs[i].GetName(), err) })
+				if err := do(i); err != nil {
+					once.Do(func() { firstErr = err })
+					failed.Store(true)
 					return
 				}
 			}
@@ -182,7 +225,7 @@ func (c *cluster) createParallel(ctx context.Context, objs []client.Object, para
 	return firstErr
 }
 
-// readyWatch counts objects of one kind in the bench namespace whose Ready
+// readyWatch counts objects of one kind in one namespace whose Ready
 // condition is True for their current generation, from a watch cache.
 type readyWatch struct {
 	mu    sync.Mutex
@@ -190,15 +233,8 @@ type readyWatch struct {
 	count atomic.Int64
 }
 
-func (c *cluster) watchReady(ctx context.Context, obj client.Object) (*readyWatch, error) {
-	informers, err := cache.New(c.config, cache.Options{
-		Scheme:            c.client.Scheme(),
-		DefaultNamespaces: map[string]cache.Config{benchNamespace: {}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	informer, err := informers.GetInformer(ctx, obj)
+func (c *cluster) watchReady(ctx context.Context, namespace string, obj client.Object) (*readyWatch, error) {
+	informer, err := c.informer(ctx, namespace, obj)
 	if err != nil {
 		return nil, err
 	}
@@ -225,20 +261,41 @@ func (c *cluster) watchReady(ctx context.Context, obj client.Object) (*readyWatc
 			}
 		}
 	}
-	registration, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	return w, watchHandler(ctx, informer, toolscache.ResourceEventHandlerFuncs{
 		AddFunc: update, UpdateFunc: func(_, o any) { update(o) },
+	})
+}
+
+// informer starts a watch cache of obj's kind in namespace; it runs until ctx ends.
+func (c *cluster) informer(ctx context.Context, namespace string, obj client.Object) (cache.Informer, error) {
+	informers, err := cache.New(c.config, cache.Options{
+		Scheme:            c.client.Scheme(),
+		DefaultNamespaces: map[string]cache.Config{namespace: {}},
 	})
 	if err != nil {
 		return nil, err
 	}
+	informer, err := informers.GetInformer(ctx, obj)
+	if err != nil {
+		return nil, err
+	}
 	go func() { _ = informers.Start(ctx) }()
+	return informer, nil
+}
+
+// watchHandler adds handler to informer and waits until it has seen the initial list.
+func watchHandler(ctx context.Context, informer cache.Informer, handler toolscache.ResourceEventHandler) error {
+	registration, err := informer.AddEventHandler(handler)
+	if err != nil {
+		return err
+	}
 	// The handler's own sync, not the informer's: the store can be synced while the
 	// handler has yet to see part of the initial list, and a count read then is short
 	// (a full run once waited for 96,962 of 100,000 keys and found Secrets missing).
 	if !toolscache.WaitForCacheSync(ctx.Done(), registration.HasSynced) {
-		return nil, fmt.Errorf("watch cache did not sync")
+		return fmt.Errorf("watch cache did not sync")
 	}
-	return w, nil
+	return nil
 }
 
 // waitCount waits until n objects are ready, logging progress.
@@ -264,10 +321,15 @@ func (w *readyWatch) waitCount(ctx context.Context, n int, timeout time.Duration
 
 // countSecrets counts the operator's Secrets in the bench namespace (metadata only).
 func (c *cluster) countSecrets(ctx context.Context) (int, error) {
-	list := &metav1.PartialObjectMetadataList{}
-	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
-	err := c.client.List(ctx, list, client.InNamespace(benchNamespace),
+	return c.count(ctx, benchNamespace, corev1.SchemeGroupVersion.WithKind("SecretList"),
 		client.MatchingLabels{controllers.ManagedByLabel: controllers.ManagedByValue})
+}
+
+// count counts the objects of a list kind in namespace (metadata only).
+func (c *cluster) count(ctx context.Context, namespace string, listKind schema.GroupVersionKind, opts ...client.ListOption) (int, error) {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(listKind)
+	err := c.client.List(ctx, list, append(opts, client.InNamespace(namespace))...)
 	return len(list.Items), err
 }
 
@@ -317,4 +379,67 @@ func (c *cluster) managerMetrics(ctx context.Context) (map[string]float64, error
 		}
 	}
 	return sums, nil
+}
+
+// sample selects the samples of one metric family whose labels include labels.
+type sample struct {
+	name   string
+	labels map[string]string
+}
+
+// reading is the sum of the samples a sample selects; ok is false when the
+// endpoint has no such family (a build without that metric).
+type reading struct {
+	value float64
+	ok    bool
+}
+
+// scrape reads a Prometheus text endpoint with hc and sums the counters and gauges each of selected picks.
+func scrape(ctx context.Context, hc *http.Client, url string, selected ...sample) ([]reading, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("Accept", "text/plain; version=0.0.4")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]reading, len(selected))
+	for i, sel := range selected {
+		f, ok := families[sel.name]
+		if !ok {
+			continue
+		}
+		out[i].ok = true
+	samples:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range sel.labels {
+				if have[k] != v {
+					continue samples
+				}
+			}
+			out[i].value += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out, nil
+}
+
+// apiserverMetrics scrapes kube-apiserver's own /metrics as the admin.
+func (c *cluster) apiserverMetrics(ctx context.Context, selected ...sample) ([]reading, error) {
+	hc, err := rest.HTTPClientFor(c.config)
+	if err != nil {
+		return nil, err
+	}
+	return scrape(ctx, hc, strings.TrimSuffix(c.config.Host, "/")+"/metrics", selected...)
 }

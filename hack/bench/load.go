@@ -22,17 +22,22 @@ import (
 
 // The load generator and the signing reference run as child processes of the
 // benchmark, pinned to their own core (taskset) with GOMAXPROCS=1: `bench load`
-// and `bench sign`. Jobs arrive as JSON on stdin (they carry credentials, which
-// must not show on a command line) and results leave as JSON on stdout.
+// and `bench sign` (and `bench list`: coldstart.go). Jobs arrive as JSON on stdin
+// (they carry credentials, which must not show on a command line) and results
+// leave as JSON on stdout.
 
-// loadJob is one closed-loop load: each connection sends a request, waits for
-// its response, and sends the next, until the duration is over.
+// loadJob is one load: each connection sends a request, waits for its response,
+// and sends the next (at once, or when Rate paces it), until the duration is over.
 type loadJob struct {
 	Addr        string
-	Requests    [][]byte // raw HTTP/1.1 requests; connection i starts at request i and cycles
+	Requests    [][]byte // raw HTTP/1.1 requests; connection i starts at request i (see Rate) and cycles
 	Connections int
 	Warmup      time.Duration // requests completed during the warmup are not counted
 	Duration    time.Duration // measured time, after the warmup
+	// Rate paces the load (requests per second over all connections); 0 is a closed
+	// loop. A paced load spreads its connections evenly over Requests, so that each
+	// request recurs at an even interval.
+	Rate float64
 	// ExpectStatus and ExpectBody (a substring) decide whether a response counts as a success.
 	ExpectStatus int
 	ExpectBody   string
@@ -89,7 +94,15 @@ func runLoad(job loadJob) (loadResult, error) {
 			defer conn.Close()
 			reader := bufio.NewReaderSize(conn, 32<<10)
 			var body bytes.Buffer
-			for i := c; ; i++ {
+			first, interval := c, time.Duration(0)
+			if job.Rate > 0 {
+				first = c * len(job.Requests) / job.Connections
+				interval = time.Duration(float64(job.Connections) / job.Rate * float64(time.Second))
+			}
+			for i := first; ; i++ {
+				if interval > 0 {
+					time.Sleep(time.Until(start.Add(time.Duration(i-first) * interval)))
+				}
 				sent := time.Now()
 				if sent.After(end) {
 					return
@@ -207,7 +220,7 @@ func runSign(job signJob) (signResult, error) {
 	return res, nil
 }
 
-// childMain runs `bench load` or `bench sign`: a job from stdin, a result to stdout.
+// childMain runs `bench load`, `bench sign` or `bench list`: a job from stdin, a result to stdout.
 func childMain(kind string) error {
 	input, err := io.ReadAll(os.Stdin)
 	if err != nil {
@@ -227,6 +240,12 @@ func childMain(kind string) error {
 			return err
 		}
 		result, err = runSign(job)
+	case "list":
+		var job listJob
+		if err := json.Unmarshal(input, &job); err != nil {
+			return err
+		}
+		result, err = runList(job)
 	}
 	if err != nil {
 		return err

@@ -47,10 +47,14 @@ type settings struct {
 	managerArgs  []string
 	steps        []string // empty: all
 	introspected int      // distinct API keys the introspection load cycles through
+	// lastUsedKeys API keys are introspected through two token servers for at least
+	// lastUsedWindow to count the writes that record their last use.
+	lastUsedKeys   int
+	lastUsedWindow time.Duration
 }
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "load" || os.Args[1] == "sign") {
+	if len(os.Args) > 1 && (os.Args[1] == "load" || os.Args[1] == "sign" || os.Args[1] == "list") {
 		if err := childMain(os.Args[1]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
@@ -87,7 +91,7 @@ func parseFlags(args []string) (settings, error) {
 	out := fs.String("out", "", "report path (full: BENCHMARKS.md; quick: bin/BENCHMARKS.quick.md)")
 	profileDir := fs.String("profile-dir", "", "if set, save CPU profiles of the token server under each load and of the manager while reconciling")
 	keep := fs.Bool("keep", false, "keep the work directory (logs) after the run")
-	steps := fs.String("steps", "", "run only these measurements (comma-separated: coldstart, tokens, introspection, revocation, scale); the setup (clients, baseline memory, reconcile) always runs")
+	steps := fs.String("steps", "", "run only these measurements (comma-separated: floor, coldstart, tokens, introspection, revocation, lastused, scale); the setup (clients, baseline memory, reconcile) always runs")
 	managerArgs := fs.String("manager-args", "", "extra flags for the manager, space-separated (to compare settings, e.g. --kube-api-qps=200)")
 	if err := fs.Parse(args); err != nil {
 		return settings{}, err
@@ -98,8 +102,11 @@ func parseFlags(args []string) (settings, error) {
 	switch *size {
 	case "quick":
 		s.duration, s.warmup, s.coldStarts, s.revocations, s.out = 5*time.Second, time.Second, 3, 100, "bin/BENCHMARKS.quick.md"
+		s.lastUsedKeys, s.lastUsedWindow = 200, 10*time.Second // mostly within one bucket
 	case "full":
 		s.duration, s.warmup, s.coldStarts, s.revocations, s.out = 20*time.Second, 3*time.Second, 5, 200, "BENCHMARKS.md"
+		// 70 s and the 5 s margins around boundaries: two or three 1-minute buckets, one boundary or two.
+		s.lastUsedKeys, s.lastUsedWindow = 1000, 70*time.Second
 		s.memoryKeys = []int{100_000}
 	default:
 		return s, fmt.Errorf("-size is quick or full, not %q", *size)
@@ -129,8 +136,8 @@ func parseFlags(args []string) (settings, error) {
 			s.memoryKeys = append(s.memoryKeys, n)
 		}
 	}
-	if s.keys < s.revocations+s.introspected {
-		return s, fmt.Errorf("-keys must be at least %d (revocations plus introspected keys)", s.revocations+s.introspected)
+	if need := s.revocations + s.introspected + s.lastUsedKeys; s.keys < need {
+		return s, fmt.Errorf("-keys must be at least %d (revocations, introspected keys and last-use keys)", need)
 	}
 	if runtime.NumCPU() < 2 {
 		return s, fmt.Errorf("needs two cores (one for the token server, one for the load); this machine has %d", runtime.NumCPU())

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -216,4 +217,35 @@ func cpuModel() string {
 		}
 	}
 	return "unknown"
+}
+
+// helpText is `bin/latchkey <command> -h`: the flags this build has, with their defaults.
+func helpText(command string) string {
+	out, _ := exec.Command(repoPath("bin", "latchkey"), command, "-h").CombinedOutput()
+	return string(out)
+}
+
+// hasFlag reports whether this build's command has the flag name.
+func hasFlag(command, name string) bool {
+	return regexp.MustCompile(`(?m)^\s+-` + regexp.QuoteMeta(name) + `(\s|$)`).MatchString(helpText(command))
+}
+
+// managerFlag is the value the manager runs with for flag name: from args (the
+// benchmark's -manager-args) when given there, else its default from the help text.
+func managerFlag(name string, args []string) (string, error) {
+	for i, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v, nil
+		}
+		if a == name && i+1 < len(args) {
+			return args[i+1], nil
+		}
+	}
+	// Go's flag help: "  -name type\n    \tdescription (default value)".
+	m := regexp.MustCompile(`(?m)^\s+-` + regexp.QuoteMeta(name) + `\b.*\n\s+.*\(default "?([^")]*)"?\)$`).FindStringSubmatch(helpText("manager"))
+	if m == nil {
+		return "", fmt.Errorf("no default for the manager's --%s in `latchkey manager -h`", name)
+	}
+	return m[1], nil
 }

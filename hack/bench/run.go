@@ -75,16 +75,18 @@ func run(ctx context.Context, s settings) error {
 		run      func(context.Context) error
 	}{
 		{"setup", "OAuthClients for the load and the revocations", b.createClients},
-		{"setup", "token server memory with no APIKeys", b.baseline},
+		{"setup", "memory with no APIKeys", b.baseline},
+		{"floor", "reconcile floor: the manager's writes by a bare client", b.floor},
 		{"setup", "reconcile throughput", b.reconcile},
 		{"coldstart", "token server cold start", b.coldStart},
 		{"tokens", "token issuance", b.tokenIssuance},
 		{"introspection", "API key introspection", b.introspection},
 		{"revocation", "revocation latency", b.revocation},
+		{"lastused", "last-use write budget (two token servers)", b.lastUsed},
 		{"scale", "memory at larger sizes", b.memoryAtScale},
 	}
 	for _, step := range steps {
-		if step.id != "setup" && len(s.steps) > 0 && !slices.Contains(s.steps, step.id) {
+		if !b.runs(step.id) {
 			continue
 		}
 		logf("== %s", step.name)
@@ -98,6 +100,19 @@ func run(ctx context.Context, s settings) error {
 	logf("wrote %s", s.out)
 	fmt.Println(b.report.summary())
 	return nil
+}
+
+// runs reports whether the run includes the step with this id (setup always runs).
+func (b *bench) runs(id string) bool {
+	return id == "setup" || len(b.s.steps) == 0 || slices.Contains(b.s.steps, id)
+}
+
+// largestKeys is the largest APIKey count this run measures the token server at.
+func (b *bench) largestKeys() int {
+	if len(b.s.memoryKeys) > 0 && b.runs("scale") {
+		return b.s.memoryKeys[len(b.s.memoryKeys)-1]
+	}
+	return b.s.keys
 }
 
 // createClients creates the OAuthClients the load uses plus one per client revocation.
@@ -120,7 +135,7 @@ func (b *bench) createClients(ctx context.Context) error {
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	watch, err := b.c.watchReady(watchCtx, &latchkeyv1.OAuthClient{})
+	watch, err := b.c.watchReady(watchCtx, benchNamespace, &latchkeyv1.OAuthClient{})
 	if err != nil {
 		return err
 	}
@@ -164,39 +179,6 @@ func (b *bench) restartTokenServer(ctx context.Context, alg string) (time.Durati
 	return ready, nil
 }
 
-// settledRSS waits for the token server's start-up garbage to be collected and
-// returns to its resident set size.
-func (b *bench) settledRSS(ctx context.Context) (int64, error) {
-	select {
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-time.After(5 * time.Second):
-	}
-	if b.s.profileDir != "" {
-		if resp, err := http.Get("http://" + b.pprofAddr + "/debug/pprof/heap"); err == nil {
-			if f, err := os.Create(filepath.Join(b.s.profileDir, fmt.Sprintf("tokenserver-heap-%d.pprof", time.Now().Unix()))); err == nil {
-				_, _ = io.Copy(f, resp.Body)
-				f.Close()
-			}
-			resp.Body.Close()
-		}
-	}
-	return b.server.rssBytes()
-}
-
-func (b *bench) baseline(ctx context.Context) error {
-	if _, err := b.restartTokenServer(ctx, "RS256"); err != nil {
-		return err
-	}
-	rss, err := b.settledRSS(ctx)
-	if err != nil {
-		return err
-	}
-	b.report.memory = append(b.report.memory, memoryPoint{keys: 0, rss: rss})
-	logf("  RSS %s", mib(rss))
-	return nil
-}
-
 // reconcile applies s.keys APIKeys at once and waits until every one is Ready with its Secret.
 func (b *bench) reconcile(ctx context.Context) error {
 	r, err := b.createKeys(ctx, 0, b.s.keys)
@@ -205,33 +187,24 @@ func (b *bench) reconcile(ctx context.Context) error {
 	}
 	b.report.reconcile = append(b.report.reconcile, r)
 	logf("  %d APIKeys Ready with Secrets in %s (created in %s)", r.keys, r.total.Round(time.Millisecond), r.created.Round(time.Millisecond))
-	return nil
+	if f := b.report.floor; f != nil {
+		logf("  reconcile ÷ floor: %.2f× (%s ÷ %s)", r.total.Seconds()/f.total.Seconds(), r.total.Round(time.Millisecond), f.total.Round(time.Millisecond))
+	}
+	return b.floorSizesOfManager(ctx)
 }
 
 // createKeys creates APIKeys from..to-1 and measures how long they take to be Ready.
 func (b *bench) createKeys(ctx context.Context, from, to int) (reconcileRun, error) {
 	objs := make([]client.Object, 0, to-from)
 	for i := from; i < to; i++ {
-		env := latchkeyv1.EnvironmentLive
-		if i%4 == 3 {
-			env = latchkeyv1.EnvironmentTest
-		}
-		objs = append(objs, &latchkeyv1.APIKey{
-			ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: keyName(i),
-				Labels: map[string]string{"team": fmt.Sprintf("team-%d", i%50)}},
-			Spec: latchkeyv1.APIKeySpec{
-				DisplayName: fmt.Sprintf("benchmark key %d", i),
-				Environment: env,
-				Scopes:      []string{"leads:read", "leads:write"},
-			},
-		})
+		objs = append(objs, apiKeyObject(benchNamespace, i))
 	}
 	if err := b.confine(allCPUs(), "0"); err != nil {
 		return reconcileRun{}, err
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch() // its events would cost CPU in the measurements that follow
-	watch, err := b.c.watchReady(watchCtx, &latchkeyv1.APIKey{})
+	watch, err := b.c.watchReady(watchCtx, benchNamespace, &latchkeyv1.APIKey{})
 	if err != nil {
 		return reconcileRun{}, err
 	}
@@ -243,7 +216,7 @@ func (b *bench) createKeys(ctx context.Context, from, to int) (reconcileRun, err
 	apiserverProfile := b.apiserverProfile(ctx, fmt.Sprintf("kube-apiserver-reconcile-%d.pprof", to-from), 30*time.Second)
 
 	begin := time.Now()
-	if err := b.c.createParallel(ctx, objs, 32); err != nil {
+	if err := b.c.createParallel(ctx, objs, createWorkers); err != nil {
 		return reconcileRun{}, err
 	}
 	created := time.Since(begin)
@@ -267,6 +240,23 @@ func (b *bench) createKeys(ctx context.Context, from, to int) (reconcileRun, err
 	}, nil
 }
 
+// apiKeyObject is the benchmark's APIKey number i in namespace.
+func apiKeyObject(namespace string, i int) *latchkeyv1.APIKey {
+	env := latchkeyv1.EnvironmentLive
+	if i%4 == 3 {
+		env = latchkeyv1.EnvironmentTest
+	}
+	return &latchkeyv1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: keyName(i),
+			Labels: map[string]string{"team": fmt.Sprintf("team-%d", i%50)}},
+		Spec: latchkeyv1.APIKeySpec{
+			DisplayName: fmt.Sprintf("benchmark key %d", i),
+			Environment: env,
+			Scopes:      []string{"leads:read", "leads:write"},
+		},
+	}
+}
+
 // revokedKeys is how many APIKeys the revocation step revoked (their Secrets are gone).
 func (b *bench) revokedKeys() int {
 	if b.report.revocations.apiKeys != nil {
@@ -275,8 +265,13 @@ func (b *bench) revokedKeys() int {
 	return 0
 }
 
+// processCPU is the CPU time so far of each process of the run; manager and
+// tokenServer may be nil (not running).
 func processCPU(children map[string]int, manager, tokenServer *process) map[string]float64 {
-	cpu := map[string]float64{"manager": cpuSeconds(manager.cmd.Process.Pid), "benchmark (creates, watch)": cpuSeconds(os.Getpid())}
+	cpu := map[string]float64{"benchmark (creates, watch)": cpuSeconds(os.Getpid())}
+	if manager != nil {
+		cpu["manager"] = cpuSeconds(manager.cmd.Process.Pid)
+	}
 	if tokenServer != nil {
 		cpu["token server (watching)"] = cpuSeconds(tokenServer.cmd.Process.Pid)
 	}
@@ -312,12 +307,12 @@ func (b *bench) coldStart(ctx context.Context) error {
 		logf("  ready %s after start (token server CPU %.2f s)", ready.Round(time.Millisecond), cpuSeconds(b.server.cmd.Process.Pid))
 	}
 	b.report.coldStarts = append(b.report.coldStarts, coldStartRun{keys: b.s.keys, times: times})
-	rss, err := b.settledRSS(ctx)
-	if err != nil {
+	if err := b.measureMemory(ctx, b.s.keys); err != nil {
 		return err
 	}
-	b.report.memory = append(b.report.memory, memoryPoint{keys: b.s.keys, rss: rss})
-	logf("  RSS %s with %d APIKeys", mib(rss), b.s.keys)
+	if b.largestKeys() == b.s.keys {
+		return b.profiledColdStart(ctx, b.s.keys)
+	}
 	return nil
 }
 
@@ -644,7 +639,7 @@ func (b *bench) revokeAndPoll(ctx context.Context, obj client.Object, name, requ
 }
 
 // memoryAtScale grows the APIKeys to each of s.memoryKeys and measures the token
-// server's cold start and RSS there.
+// server's cold start and the processes' RSS there.
 func (b *bench) memoryAtScale(ctx context.Context) error {
 	have := b.s.keys
 	for _, total := range b.s.memoryKeys {
@@ -666,12 +661,14 @@ func (b *bench) memoryAtScale(ctx context.Context) error {
 			logf("  ready %s after start", ready.Round(time.Millisecond))
 		}
 		b.report.coldStarts = append(b.report.coldStarts, coldStartRun{keys: total, times: times})
-		rss, err := b.settledRSS(ctx)
-		if err != nil {
+		if err := b.measureMemory(ctx, total); err != nil {
 			return err
 		}
-		b.report.memory = append(b.report.memory, memoryPoint{keys: total, rss: rss})
-		logf("  RSS %s with %d APIKeys", mib(rss), total)
+		if total == b.largestKeys() {
+			if err := b.profiledColdStart(ctx, total); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
