@@ -30,6 +30,9 @@ type managerFlags struct {
 	pprofAddr              string
 	leaderElection         bool
 	leaderElectionID       string
+	leaseDuration          time.Duration
+	renewDeadline          time.Duration
+	retryPeriod            time.Duration
 	defaultKeyPrefix       string
 	issuerURL, tokenURL    string
 	namespace              string
@@ -51,6 +54,12 @@ func runManager(args []string) error {
 	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "0", "address of Go's /debug/pprof endpoints, for profiling; \"0\" (the default) disables them")
 	fs.BoolVar(&f.leaderElection, "leader-elect", false, "elect one active manager among replicas")
 	fs.StringVar(&f.leaderElectionID, "leader-election-id", "manager.latchkey.dev", "name of the leader-election Lease")
+	// A standby takes over at most a lease duration after the leader dies without
+	// releasing the Lease (a crash, SIGKILL). The defaults are controller-runtime's:
+	// short enough for a credential operator, long enough not to flap on a slow API server.
+	fs.DurationVar(&f.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long standbys wait, after the last renewal, before taking the Lease from a leader that stopped renewing it")
+	fs.DurationVar(&f.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps retrying to renew the Lease before it gives up leadership (and exits); shorter than the lease duration")
+	fs.DurationVar(&f.retryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew the Lease")
 	fs.StringVar(&f.defaultKeyPrefix, "default-key-prefix", "lk", "prefix of API keys whose spec.prefix is empty")
 	fs.StringVar(&f.issuerURL, "issuer-url", "http://latchkey-tokenserver.latchkey-system.svc", "issuer of access tokens, written into OAuthClient Secrets (must match the token server's --issuer-url)")
 	fs.StringVar(&f.tokenURL, "token-url", "", "token endpoint written into OAuthClient Secrets; default <issuer-url>/oauth2/token")
@@ -127,7 +136,9 @@ func runManager(args []string) error {
 // Secrets the operator labelled, in digest form, so memory does not grow with
 // unrelated Secrets. With --namespaces, every cache watches only those namespaces
 // and the operator's own (signing and issuance keys), so that the manager needs
-// RBAC in those namespaces alone.
+// RBAC in those namespaces alone. On SIGTERM the leader gives up its Lease, so a
+// standby takes over at once instead of a lease duration later: safe, because the
+// manager stops its controllers before it lets go, and the process exits right after.
 func ManagerOptions(f managerFlags) ctrl.Options {
 	cacheOptions := cache.Options{ByObject: controllers.CacheByObject()}
 	if len(f.namespaces) > 0 {
@@ -144,6 +155,9 @@ func ManagerOptions(f managerFlags) ctrl.Options {
 		LeaderElection:                f.leaderElection,
 		LeaderElectionID:              f.leaderElectionID,
 		LeaderElectionNamespace:       f.namespace, // in a pod as well as outside one (make demo)
+		LeaseDuration:                 &f.leaseDuration,
+		RenewDeadline:                 &f.renewDeadline,
+		RetryPeriod:                   &f.retryPeriod,
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       ptrDuration(30 * time.Second),
 		Cache:                         cacheOptions,

@@ -100,7 +100,12 @@ func (r *CredentialReconciler[T]) ensureCredential(ctx context.Context, obj T, s
 
 	switch kind {
 	case secretNewer:
-		r.accept(obj, hash, secretSerial(secret), state.now, rotate)
+		// Adopt what an interrupted run wrote. It satisfies the rotate request it
+		// was issued under, which may be older than the object's: then the newer
+		// request stays due, and is answered by the next reconcile (nextEvent), once
+		// this status has recorded the adopted credential. Rotating it away now,
+		// before that, would drop a credential the Secret held without a grace period.
+		r.accept(obj, hash, secretSerial(secret), state.now, rotate, secret.Annotations[latchkeyv1.RotateRequestAnnotation])
 		return r.ensureSecretShape(ctx, obj, secret)
 	case secretCurrent:
 		if !rotate {
@@ -142,13 +147,14 @@ func (r *CredentialReconciler[T]) issue(ctx context.Context, obj T, existing *co
 	if err := r.writeSecret(ctx, obj, existing, []byte(plaintext), serial, hash); err != nil {
 		return err
 	}
-	r.accept(obj, hash, serial, now, rotation)
+	r.accept(obj, hash, serial, now, rotation, obj.GetAnnotations()[latchkeyv1.RotateAnnotation])
 	return nil
 }
 
-// accept makes hash the current credential. On a rotation the previous current one
-// stays accepted for the grace period; otherwise nothing else is kept.
-func (r *CredentialReconciler[T]) accept(obj T, hash string, serial int64, now time.Time, rotation bool) {
+// accept makes hash the current credential, issued under the rotate request
+// request. On a rotation the previous current one stays accepted for the grace
+// period; otherwise nothing else is kept.
+func (r *CredentialReconciler[T]) accept(obj T, hash string, serial int64, now time.Time, rotation bool, request string) {
 	status := obj.CredentialStatus()
 	issuedAt := metav1.NewTime(now.Truncate(time.Second))
 	accepted := []latchkeyv1.CredentialHash{{Hash: hash, Serial: serial, IssuedAt: issuedAt}}
@@ -168,7 +174,7 @@ func (r *CredentialReconciler[T]) accept(obj T, hash string, serial int64, now t
 	status.Credentials = accepted
 	status.Serial = serial
 	// A rotate request present at issuance is satisfied by that issuance.
-	status.LastRotateRequest = obj.GetAnnotations()[latchkeyv1.RotateAnnotation]
+	status.LastRotateRequest = request
 	r.Kind.Issued(obj, hash)
 }
 
@@ -284,6 +290,17 @@ func (r *CredentialReconciler[T]) desiredSecret(ctx context.Context, obj T, secr
 	secret.Labels[ManagedByLabel] = ManagedByValue
 	secret.Annotations[latchkeyv1.SerialAnnotation] = strconv.FormatInt(serial, 10)
 	secret.Annotations[latchkeyv1.IssuanceProofAnnotation] = key.Proof(r.claim(obj, serial, hash))
+	// The current credential (already accepted) keeps the request it satisfied; a
+	// new one (serial past status's) is issued under the object's request now.
+	request := obj.GetAnnotations()[latchkeyv1.RotateAnnotation]
+	if serial == obj.CredentialStatus().Serial {
+		request = obj.CredentialStatus().LastRotateRequest
+	}
+	if request == "" {
+		delete(secret.Annotations, latchkeyv1.RotateRequestAnnotation)
+	} else {
+		secret.Annotations[latchkeyv1.RotateRequestAnnotation] = request
+	}
 	if secret.Type == "" {
 		secret.Type = corev1.SecretTypeOpaque
 	}

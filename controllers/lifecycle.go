@@ -125,7 +125,10 @@ func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Reques
 			err = errors.Join(err, fmt.Errorf("patching status: %w", perr))
 		}
 	}
-	return result, err
+	if err != nil {
+		return ctrl.Result{}, err // retried with backoff; a RequeueAfter beside an error is ignored (and logged)
+	}
+	return result, nil
 }
 
 func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmMiss bool) (ctrl.Result, error) {
@@ -285,7 +288,8 @@ func pruneGraceEnded(status *latchkeyv1.CredentialStatus, now time.Time) {
 }
 
 // nextEvent is the next moment the lifecycle must act by itself: a grace period
-// ending, a scheduled rotation, or expiry. Zero when there is none.
+// ending, a scheduled rotation, expiry, or a rotate request still to answer. Zero
+// when there is none.
 func nextEvent(obj CredentialObject, now time.Time) time.Time {
 	var next time.Time
 	earliest := func(t time.Time) {
@@ -304,6 +308,9 @@ func nextEvent(obj CredentialObject, now time.Time) time.Time {
 	}
 	if spec.ExpiresAt != nil {
 		earliest(spec.ExpiresAt.Time)
+	}
+	if request := obj.GetAnnotations()[latchkeyv1.RotateAnnotation]; len(status.Credentials) > 0 && request != "" && request != status.LastRotateRequest {
+		earliest(now) // a rotate request not answered yet (the credential just adopted predates it)
 	}
 	return next
 }

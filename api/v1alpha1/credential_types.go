@@ -21,6 +21,11 @@ const (
 	// with a valid proof, so nothing a tenant writes into its Secret is ever adopted.
 	IssuanceProofAnnotation = "latchkey.dev/issuance-proof"
 
+	// RotateRequestAnnotation is written on a credential Secret beside the serial:
+	// the latchkey.dev/rotate value the credential was issued under. A credential
+	// adopted after a crash satisfies that request, not a newer one made since.
+	RotateRequestAnnotation = "latchkey.dev/rotate-request"
+
 	// ConditionReady is the one condition every credential kind reports.
 	ConditionReady = "Ready"
 

@@ -93,11 +93,18 @@ var _ = AfterSuite(func() {
 })
 
 func startManager() *process {
-	p := startProcess("manager", filepath.Join(workDir, "latchkey-manager.kubeconfig"), filepath.Join(binDir, "latchkey"),
-		"manager", "--leader-elect", "--namespace=latchkey-system",
-		"--metrics-bind-address=0", "--health-probe-bind-address="+probeAddr, "--issuer-url="+issuer)
+	p := startManagerProcess(probeAddr, "--leader-elect")
 	Eventually(func() int { return httpStatus("http://" + probeAddr + "/readyz") }).Should(Equal(http.StatusOK), "the manager becomes ready")
 	return p
+}
+
+// startManagerProcess starts a manager with the suite's settings plus extra flags,
+// its probes on probe, and returns at once: the fault specs kill some before they
+// are ready. Every manager logs to manager.log, which AfterSuite searches.
+func startManagerProcess(probe string, extra ...string) *process {
+	args := append([]string{"manager", "--namespace=latchkey-system",
+		"--metrics-bind-address=0", "--health-probe-bind-address=" + probe, "--issuer-url=" + issuer}, extra...)
+	return startProcess("manager", filepath.Join(workDir, "latchkey-manager.kubeconfig"), filepath.Join(binDir, "latchkey"), args...)
 }
 
 func startTokenServer() *process {
@@ -138,6 +145,17 @@ func (p *process) stop() {
 	case <-time.After(40 * time.Second):
 		_ = p.cmd.Process.Kill()
 		Fail(p.name + " did not stop within 40s of SIGTERM")
+	}
+}
+
+// kill sends SIGKILL, as a crash or an OOM kill would end the process, and waits
+// until it is gone. A process that already exited is fine: done still holds its end.
+func (p *process) kill() {
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		Fail(p.name + " still runs 10s after SIGKILL")
 	}
 }
 
