@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -130,14 +131,16 @@ func (e *Env) Stop() error {
 	return errors.Join(errs...)
 }
 
-// FreeAddr returns a loopback address nobody listens on, for a process to bind.
+// FreeAddr returns a free loopback address for a listener a test starts later. Its
+// port is below Linux's ephemeral range (stablePort): one from :0 is in that range,
+// where any outgoing connection may take it as its source port before the listener
+// binds it ("address already in use" once the machine is busy).
 func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := stablePort()
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
 
 // repoRoot is the directory holding go.mod, found upwards from the working directory.
