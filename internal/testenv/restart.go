@@ -56,18 +56,7 @@ func StartRestartable(o Options, dir string) (*Env, error) {
 		BinaryAssetsDirectory: assets,
 		ControlPlane:          envtest.ControlPlane{APIServer: apiServer, Etcd: etcd},
 	}}
-	if !o.SkipCRDs {
-		env.CRDDirectoryPaths = []string{filepath.Join(root, "config", "crd", "bases")}
-		env.ErrorIfCRDPathMissing = true
-	}
-	if env.Config, err = env.Environment.Start(); err != nil {
-		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s (run `make envtest`): %w", assets, err)
-	}
-	if err := env.startGarbageCollector(assets, o.LogTo); err != nil {
-		_ = env.Stop()
-		return nil, err
-	}
-	return env, nil
+	return env.start(root, o)
 }
 
 // KillAPIServer kills kube-apiserver, as a crash would, and waits until it has

@@ -54,18 +54,25 @@ func StartWith(o Options) (*Env, error) {
 		assets = filepath.Join(root, "bin", "k8s", K8sVersion)
 	}
 	env := &Env{Environment: &envtest.Environment{BinaryAssetsDirectory: assets}}
+	return env.start(root, o)
+}
+
+// start starts the control plane e describes, with the project's CRDs unless
+// o.SkipCRDs, and the garbage collector.
+func (e *Env) start(root string, o Options) (*Env, error) {
 	if !o.SkipCRDs {
-		env.CRDDirectoryPaths = []string{filepath.Join(root, "config", "crd", "bases")}
-		env.ErrorIfCRDPathMissing = true
+		e.CRDDirectoryPaths = []string{filepath.Join(root, "config", "crd", "bases")}
+		e.ErrorIfCRDPathMissing = true
 	}
-	if env.Config, err = env.Environment.Start(); err != nil {
-		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s (run `make envtest`): %w", assets, err)
+	var err error
+	if e.Config, err = e.Environment.Start(); err != nil {
+		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s (run `make envtest`): %w", e.BinaryAssetsDirectory, err)
 	}
-	if err := env.startGarbageCollector(assets, o.LogTo); err != nil {
-		_ = env.Stop()
+	if err := e.startGarbageCollector(e.BinaryAssetsDirectory, o.LogTo); err != nil {
+		_ = e.Stop()
 		return nil, err
 	}
-	return env, nil
+	return e, nil
 }
 
 func (e *Env) startGarbageCollector(assets string, logTo *os.File) error {
