@@ -54,7 +54,7 @@ func runTokenServer(args []string) error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	o.Log = ctrl.Log.WithName("tokenserver")
 	if os.Getenv("GOGC") == "" {
-		// The server's live heap is small (the index: ~0.7 KiB per API key) and its
+		// The server's live heap is small (the index: ~0.5 KiB per API key) and its
 		// garbage rate high (~25 KB per token request). Collecting at 3x the live
 		// heap instead of Go's 2x raised ES256 tokens/s on one core by ~15% in
 		// make bench, for heap headroom that stays a few MiB per 10,000 keys.
