@@ -35,19 +35,12 @@ func (w *schedulerWatch) run(ctx context.Context) {
 	sample := []runtimemetrics.Sample{{Name: "/sched/latencies:seconds"}}
 	runtimemetrics.Read(sample)
 	previous := copyCounts(sample[0].Value.Float64Histogram())
-	ticker := time.NewTicker(schedWindow)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
+	every(ctx, schedWindow, func() {
 		runtimemetrics.Read(sample)
 		h := sample[0].Value.Float64Histogram()
 		w.overloaded.Store(percentileSince(h, previous, 0.9) > w.threshold.Seconds())
 		previous = copyCounts(h)
-	}
+	})
 }
 
 // Overloaded reports whether the last window's scheduling latency was over threshold.

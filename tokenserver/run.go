@@ -197,6 +197,20 @@ func serveAll(ctx context.Context, srv *Server, o Options) error {
 	return nil
 }
 
+// every calls f every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, f func()) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			f()
+		}
+	}
+}
+
 // waitFor polls cond until it holds or ctx ends.
 func waitFor(ctx context.Context, cond func() bool) bool {
 	for !cond() {

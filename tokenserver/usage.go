@@ -92,16 +92,7 @@ func (u *usageTracker) Used(kind string, ref objectRef) {
 
 // Run flushes until ctx ends.
 func (u *usageTracker) Run(ctx context.Context) {
-	ticker := time.NewTicker(u.flushInterval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-			u.flush(ctx)
-		}
-	}
+	every(ctx, u.flushInterval, func() { u.flush(ctx) })
 }
 
 // flush writes the uses whose bucket is not recorded yet.
