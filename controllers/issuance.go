@@ -100,12 +100,14 @@ func (r *CredentialReconciler[T]) ensureCredential(ctx context.Context, obj T, s
 
 	switch kind {
 	case secretNewer:
-		// Adopt what an interrupted run wrote. It satisfies the rotate request it
-		// was issued under, which may be older than the object's: then the newer
-		// request stays due, and is answered by the next reconcile (nextEvent), once
+		// Adopt what an interrupted run wrote. Whether it was issued before or after
+		// the object's rotate request is not known (nothing a tenant could write in
+		// the Secret is trusted for that), so the request is not counted as
+		// answered: it stays due and the next reconcile (nextEvent) rotates, once
 		// this status has recorded the adopted credential. Rotating it away now,
-		// before that, would drop a credential the Secret held without a grace period.
-		r.accept(obj, hash, secretSerial(secret), state.now, rotate, secret.Annotations[latchkeyv1.RotateRequestAnnotation])
+		// before that, would drop a credential the Secret held without a grace
+		// period. At worst a crash costs one extra rotation.
+		r.accept(obj, hash, secretSerial(secret), state.now, rotate, obj.CredentialStatus().LastRotateRequest)
 		return r.ensureSecretShape(ctx, obj, secret)
 	case secretCurrent:
 		if !rotate {
@@ -290,17 +292,6 @@ func (r *CredentialReconciler[T]) desiredSecret(ctx context.Context, obj T, secr
 	secret.Labels[ManagedByLabel] = ManagedByValue
 	secret.Annotations[latchkeyv1.SerialAnnotation] = strconv.FormatInt(serial, 10)
 	secret.Annotations[latchkeyv1.IssuanceProofAnnotation] = key.Proof(r.claim(obj, serial, hash))
-	// The current credential (already accepted) keeps the request it satisfied; a
-	// new one (serial past status's) is issued under the object's request now.
-	request := obj.GetAnnotations()[latchkeyv1.RotateAnnotation]
-	if serial == obj.CredentialStatus().Serial {
-		request = obj.CredentialStatus().LastRotateRequest
-	}
-	if request == "" {
-		delete(secret.Annotations, latchkeyv1.RotateRequestAnnotation)
-	} else {
-		secret.Annotations[latchkeyv1.RotateRequestAnnotation] = request
-	}
 	if secret.Type == "" {
 		secret.Type = corev1.SecretTypeOpaque
 	}

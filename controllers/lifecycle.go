@@ -309,8 +309,8 @@ func nextEvent(obj CredentialObject, now time.Time) time.Time {
 	if spec.ExpiresAt != nil {
 		earliest(spec.ExpiresAt.Time)
 	}
-	if request := obj.GetAnnotations()[latchkeyv1.RotateAnnotation]; len(status.Credentials) > 0 && request != "" && request != status.LastRotateRequest {
-		earliest(now) // a rotate request not answered yet (the credential just adopted predates it)
+	if due, _ := rotationDue(obj, now); due {
+		earliest(now) // a rotate request not answered yet (a credential was just adopted)
 	}
 	return next
 }

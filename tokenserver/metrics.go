@@ -27,7 +27,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		}, []string{"endpoint"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "latchkey_tokenserver_rejected_requests_total",
-			Help: "Requests refused before being served, by reason (overload: no slot within --max-requests-in-flight; cpu: scheduling latency over --overload-scheduling-latency).",
+			Help: "Requests refused before being served, by reason (overload: no slot within --max-requests-in-flight; cpu: scheduling latency over --overload-scheduling-latency; canceled: the client left while waiting).",
 		}, []string{"reason"}),
 	}
 	cacheSize := func(pick func(hashes, clients int) int) func() float64 {

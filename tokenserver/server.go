@@ -279,8 +279,9 @@ func (s *Server) limited(h http.HandlerFunc) http.HandlerFunc {
 			case <-timer.C:
 				s.refuse(w, "overload")
 				return
-			case <-r.Context().Done():
+			case <-r.Context().Done(): // the client gave up waiting
 				timer.Stop()
+				s.refuse(w, "canceled")
 				return
 			}
 		}

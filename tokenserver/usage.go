@@ -3,6 +3,7 @@ package tokenserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,37 +110,53 @@ func (u *usageTracker) flush(ctx context.Context) {
 	}
 	u.mu.Unlock()
 
+	// Once the API server is unreachable, the rest waits for the next flush rather
+	// than each failing in turn.
+	reachable := true
 	for key, usedAt := range pending {
-		u.record(ctx, key, usedAt)
+		if reachable {
+			reachable = u.record(ctx, key, usedAt)
+		} else {
+			u.requeue(key, usedAt)
+		}
 		u.flushing.Add(-1)
 	}
 }
 
-// record writes one object's last use if its bucket is not recorded yet.
-func (u *usageTracker) record(ctx context.Context, key usageKey, usedAt time.Time) {
+// requeue keeps a use that was not written for the next flush, unless a later one
+// has been noted since.
+func (u *usageTracker) requeue(key usageKey, usedAt time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if later, ok := u.pending[key]; !ok || later.Before(usedAt) {
+		u.pending[key] = usedAt
+	}
+}
+
+// record writes one object's last use if its bucket is not recorded yet. It
+// reports false when the API server could not be reached (the use is kept).
+func (u *usageTracker) record(ctx context.Context, key usageKey, usedAt time.Time) bool {
 	bucket := usedAt.Truncate(u.granularity)
 	u.mu.Lock()
 	done := !u.written[key].Before(bucket)
 	u.mu.Unlock()
 	if done || !u.cache.LastUsed(key.kind, key.ref.UID).Before(bucket) {
 		u.skipped.WithLabelValues(kindLabel(key.kind)).Inc()
-		return
+		return true
 	}
 	u.writes.WithLabelValues(kindLabel(key.kind)).Inc()
 	if err := u.patch(ctx, key, bucket); err != nil {
 		// The API server may be down: keep the use for the next flush, unless a
 		// later one has been noted since.
 		u.log.V(1).Info("recording last use failed; will retry", "kind", key.kind, "namespace", key.ref.Namespace, "name", key.ref.Name, "error", err.Error())
-		u.mu.Lock()
-		if later, ok := u.pending[key]; !ok || later.Before(usedAt) {
-			u.pending[key] = usedAt
-		}
-		u.mu.Unlock()
-		return
+		u.requeue(key, usedAt)
+		var status apierrors.APIStatus
+		return errors.As(err, &status) // an answer, even an error, means the API server is there
 	}
 	u.mu.Lock()
 	u.written[key] = bucket
 	u.mu.Unlock()
+	return true
 }
 
 // patch merges status.lastUsedAt, with the UID as a precondition so that a

@@ -21,11 +21,6 @@ const (
 	// with a valid proof, so nothing a tenant writes into its Secret is ever adopted.
 	IssuanceProofAnnotation = "latchkey.dev/issuance-proof"
 
-	// RotateRequestAnnotation is written on a credential Secret beside the serial:
-	// the latchkey.dev/rotate value the credential was issued under. A credential
-	// adopted after a crash satisfies that request, not a newer one made since.
-	RotateRequestAnnotation = "latchkey.dev/rotate-request"
-
 	// ConditionReady is the one condition every credential kind reports.
 	ConditionReady = "Ready"
 
@@ -160,7 +155,8 @@ type CredentialStatus struct {
 	// +optional
 	LastRotateRequest string `json:"lastRotateRequest,omitempty"`
 
-	// LastUsedAt is when the token server last accepted this credential (updated at most once a minute).
+	// LastUsedAt is the start of the period (the token server's --last-used-granularity,
+	// an hour by default) in which the token server last accepted this credential.
 	// +optional
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -125,12 +126,24 @@ func killChild(path string) error {
 // down, the kernel may hand its port to an outgoing connection as a source port,
 // and the restart could not bind it.
 func stablePort() (int, error) {
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	for range 100 {
 		port := 20000 + rand.IntN(12000)
+		if handedOut.ports[port] {
+			continue // free now, but promised to a listener that may not be up yet
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err == nil {
+			handedOut.ports[port] = true
 			return port, l.Close()
 		}
 	}
 	return 0, errors.New("no free port between 20000 and 32000")
 }
+
+// handedOut are the ports stablePort returned in this process: never twice.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}

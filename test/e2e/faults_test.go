@@ -611,9 +611,16 @@ func (r *faultRecorder) follow(ctx context.Context, c crclient.WithWatch, list c
 			failures = 0
 			for event := range w.ResultChan() {
 				if event.Type == watch.Error {
-					r.fail(fmt.Errorf("watching %T: %w", list, apierrors.FromObject(event.Object)))
+					// As a Reflector does: only an expired resourceVersion is a gap in
+					// the history; any other error (the stream cut, client side or
+					// server side) ends this watch, and the next resumes from rv.
+					err := apierrors.FromObject(event.Object)
 					w.Stop()
-					return
+					if apierrors.IsGone(err) || apierrors.IsResourceExpired(err) {
+						r.fail(fmt.Errorf("watching %T: %w", list, err))
+						return
+					}
+					break
 				}
 				obj := event.Object.(crclient.Object)
 				rv = obj.GetResourceVersion()
