@@ -25,13 +25,9 @@ import (
 // which the caller owns and removes. o.LogTo receives kube-apiserver's and etcd's
 // output too.
 func StartRestartable(o Options, dir string) (*Env, error) {
-	root, err := repoRoot()
+	root, assets, err := locate()
 	if err != nil {
 		return nil, err
-	}
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		assets = filepath.Join(root, "bin", "k8s", K8sVersion)
 	}
 	certDir, dataDir := filepath.Join(dir, "kube-apiserver"), filepath.Join(dir, "etcd")
 	for _, d := range []string{certDir, dataDir} {

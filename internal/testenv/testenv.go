@@ -45,13 +45,9 @@ func Start(logTo *os.File) (*Env, error) { return StartWith(Options{LogTo: logTo
 
 // StartWith is Start with options.
 func StartWith(o Options) (*Env, error) {
-	root, err := repoRoot()
+	root, assets, err := locate()
 	if err != nil {
 		return nil, err
-	}
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		assets = filepath.Join(root, "bin", "k8s", K8sVersion)
 	}
 	env := &Env{Environment: &envtest.Environment{BinaryAssetsDirectory: assets}}
 	return env.start(root, o)
@@ -148,6 +144,18 @@ func FreeAddr() (string, error) {
 		return "", err
 	}
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
+}
+
+// locate returns the repository and the directory of the control-plane binaries:
+// $KUBEBUILDER_ASSETS, else what `make envtest` builds.
+func locate() (root, assets string, err error) {
+	if root, err = repoRoot(); err != nil {
+		return "", "", err
+	}
+	if assets = os.Getenv("KUBEBUILDER_ASSETS"); assets == "" {
+		assets = filepath.Join(root, "bin", "k8s", K8sVersion)
+	}
+	return root, assets, nil
 }
 
 // repoRoot is the directory holding go.mod, found upwards from the working directory.
