@@ -115,9 +115,9 @@ var _ = Describe("Faults", Label("faults"), func() {
 				// A timer, not a wait for a condition: this is the fault schedule.
 				timer := time.NewTimer(alive)
 				select {
-				case err := <-p.done:
+				case <-p.exited:
 					timer.Stop()
-					errs = append(errs, fmt.Errorf("manager %d/%d exited by itself after less than %s: %v", i, crashKills, alive, err))
+					errs = append(errs, fmt.Errorf("manager %d/%d exited by itself after less than %s: %v", i, crashKills, alive, p.err))
 					continue
 				case <-killCtx.Done():
 					timer.Stop()

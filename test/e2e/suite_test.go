@@ -118,7 +118,10 @@ func startTokenServer() *process {
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	done chan error
+	// exited is closed when the process has ended, with its exit error in err: a
+	// closed channel, so that stop, kill and anyone else can all wait on it.
+	exited chan struct{}
+	err    error
 }
 
 func startProcess(name, kubeconfig, bin string, args ...string) *process {
@@ -131,8 +134,8 @@ func startProcess(name, kubeconfig, bin string, args ...string) *process {
 		cmd.Env = append(cmd.Env, "KUBECONFIG="+kubeconfig)
 	}
 	Expect(cmd.Start()).To(Succeed())
-	p := &process{name: name, cmd: cmd, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait(); log.Close() }()
+	p := &process{name: name, cmd: cmd, exited: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); log.Close(); close(p.exited) }()
 	return p
 }
 
@@ -140,8 +143,8 @@ func startProcess(name, kubeconfig, bin string, args ...string) *process {
 func (p *process) stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-p.done:
-		Expect(err).NotTo(HaveOccurred(), "%s exits cleanly on SIGTERM", p.name)
+	case <-p.exited:
+		Expect(p.err).NotTo(HaveOccurred(), "%s exits cleanly on SIGTERM", p.name)
 	case <-time.After(40 * time.Second):
 		_ = p.cmd.Process.Kill()
 		Fail(p.name + " did not stop within 40s of SIGTERM")
@@ -149,11 +152,11 @@ func (p *process) stop() {
 }
 
 // kill sends SIGKILL, as a crash or an OOM kill would end the process, and waits
-// until it is gone. A process that already exited is fine: done still holds its end.
+// until it is gone. A process that already exited (or was stopped) is fine.
 func (p *process) kill() {
 	_ = p.cmd.Process.Kill()
 	select {
-	case <-p.done:
+	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		Fail(p.name + " still runs 10s after SIGKILL")
 	}
