@@ -101,7 +101,7 @@ var _ = Describe("The token server, overloaded", func() {
 		Eventually(func() int { return httpStatus(srv.url + "/readyz") }).Should(Equal(http.StatusOK), "the token server becomes ready")
 		keys, err := jwk.Fetch(ctx, srv.url+"/oauth2/jwks")
 		Expect(err).NotTo(HaveOccurred())
-		AddReportEntry("overload: token server RSS before (VmRSS)", mib(memory(srv.cmd.Process.Pid, "VmRSS")))
+		AddReportEntry("overload: token server RSS before (VmRSS)", mib(memory(srv.Cmd.Process.Pid, "VmRSS")))
 
 		By(fmt.Sprintf("opening %d connections at once, %d requests each: mostly tokens, some introspection", connections, requestsPerConn))
 		answers := make(chan answer, connections*(requestsPerConn+1))
@@ -166,10 +166,10 @@ var _ = Describe("The token server, overloaded", func() {
 		AddReportEntry("overload: shed for", fmt.Sprintf("no slot %v, CPU behind %v", noSlot, cpuBehind))
 		Expect(noSlot+cpuBehind).To(BeNumerically("==", shed), "requests counted as rejected for overload")
 
-		peak := memory(srv.cmd.Process.Pid, "VmHWM")
+		peak := memory(srv.Cmd.Process.Pid, "VmHWM")
 		AddReportEntry("overload: token server peak RSS (VmHWM)", mib(peak))
 		Expect(peak).To(BeNumerically("<", maxRSS), "peak RSS in bytes")
-		Expect(srv.running()).To(BeTrue())
+		Expect(srv.Running()).To(BeTrue())
 	})
 })
 
@@ -188,7 +188,7 @@ func takeDown(kill, start func() error) (restart func(context.Context) time.Time
 	Expect(kill()).To(Succeed())
 	down := time.Now()
 	return func(ctx context.Context) time.Time {
-		Consistently(tokenSrv.running).WithTimeout(time.Until(down.Add(outage))).Should(BeTrue(), "the token server keeps running")
+		Consistently(tokenSrv.Running).WithTimeout(time.Until(down.Add(outage))).Should(BeTrue(), "the token server keeps running")
 		By("starting it again")
 		restarted := time.Now()
 		Expect(start()).To(Succeed())

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -144,48 +143,20 @@ func startTokenServer(name, issuer string, flags ...string) *server {
 }
 
 // process is one of the binaries, running with its output in workDir/<name>.log.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // how it exited, once done is closed
-}
+type process struct{ *testenv.Process }
 
 func startProcess(name, kubeconfig, bin string, args ...string) *process {
-	log, err := os.OpenFile(filepath.Join(workDir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	p, err := testenv.StartProcess(name, filepath.Join(workDir, name+".log"), kubeconfig, bin, args...)
 	Expect(err).NotTo(HaveOccurred())
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	Expect(cmd.Start()).To(Succeed())
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); log.Close(); close(p.done) }()
-	return p
-}
-
-// running reports whether the process has not exited.
-func (p *process) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
+	return &process{p}
 }
 
 // stop sends SIGTERM and waits for a clean exit.
 func (p *process) stop() {
-	if !p.running() {
-		Fail(fmt.Sprintf("%s had exited: %v (see %s.log)", p.name, p.err, p.name))
+	if !p.Running() {
+		Fail(fmt.Sprintf("%s had exited: %v (see %s.log)", p.Name, p.Err(), p.Name))
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		Expect(p.err).NotTo(HaveOccurred(), "%s exits cleanly on SIGTERM", p.name)
-	case <-time.After(40 * time.Second):
-		_ = p.cmd.Process.Kill()
-		Fail(p.name + " did not stop within 40s of SIGTERM")
-	}
+	Expect(p.Stop(40*time.Second)).To(Succeed(), "%s exits cleanly on SIGTERM", p.Name)
 }
 
 // kubectl runs the control plane's kubectl as the admin user.

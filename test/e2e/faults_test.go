@@ -115,9 +115,9 @@ var _ = Describe("Faults", Label("faults"), func() {
 				// A timer, not a wait for a condition: this is the fault schedule.
 				timer := time.NewTimer(alive)
 				select {
-				case <-p.exited:
+				case <-p.Exited():
 					timer.Stop()
-					errs = append(errs, fmt.Errorf("manager %d/%d exited by itself after less than %s: %v", i, crashKills, alive, p.err))
+					errs = append(errs, fmt.Errorf("manager %d/%d exited by itself after less than %s: %v", i, crashKills, alive, p.Err()))
 					continue
 				case <-killCtx.Done():
 					timer.Stop()
@@ -127,7 +127,7 @@ var _ = Describe("Faults", Label("faults"), func() {
 				}
 				p.kill()
 				rec.killed(time.Now())
-				fmt.Fprintf(GinkgoWriter, "kill %d/%d: manager pid %d SIGKILLed after %s\n", i, crashKills, p.cmd.Process.Pid, alive)
+				fmt.Fprintf(GinkgoWriter, "kill %d/%d: manager pid %d SIGKILLed after %s\n", i, crashKills, p.Cmd.Process.Pid, alive)
 			}
 		}()
 

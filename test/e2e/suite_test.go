@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -115,51 +114,22 @@ func startTokenServer() *process {
 
 // process is one of the binaries, running with its output in workDir/<name>.log
 // (appended to across restarts).
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	// exited is closed when the process has ended, with its exit error in err: a
-	// closed channel, so that stop, kill and anyone else can all wait on it.
-	exited chan struct{}
-	err    error
-}
+type process struct{ *testenv.Process }
 
 func startProcess(name, kubeconfig, bin string, args ...string) *process {
-	log, err := os.OpenFile(filepath.Join(workDir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	p, err := testenv.StartProcess(name, filepath.Join(workDir, name+".log"), kubeconfig, bin, args...)
 	Expect(err).NotTo(HaveOccurred())
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = os.Environ()
-	if kubeconfig != "" {
-		cmd.Env = append(cmd.Env, "KUBECONFIG="+kubeconfig)
-	}
-	Expect(cmd.Start()).To(Succeed())
-	p := &process{name: name, cmd: cmd, exited: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); log.Close(); close(p.exited) }()
-	return p
+	return &process{p}
 }
 
 // stop sends SIGTERM and waits for a clean exit.
 func (p *process) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		Expect(p.err).NotTo(HaveOccurred(), "%s exits cleanly on SIGTERM", p.name)
-	case <-time.After(40 * time.Second):
-		_ = p.cmd.Process.Kill()
-		Fail(p.name + " did not stop within 40s of SIGTERM")
-	}
+	Expect(p.Stop(40*time.Second)).To(Succeed(), "%s exits cleanly on SIGTERM", p.Name)
 }
 
-// kill sends SIGKILL, as a crash or an OOM kill would end the process, and waits
-// until it is gone. A process that already exited (or was stopped) is fine.
+// kill sends SIGKILL and waits until the process is gone (fine if it already was).
 func (p *process) kill() {
-	_ = p.cmd.Process.Kill()
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		Fail(p.name + " still runs 10s after SIGKILL")
-	}
+	Expect(p.Kill(10 * time.Second)).To(Succeed())
 }
 
 // kubectl runs the built kubectl as the admin user, with bin/ on PATH so that
