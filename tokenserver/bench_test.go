@@ -25,6 +25,7 @@ import (
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
+	"github.com/latchkey-dev/latchkey/internal/index"
 	"github.com/latchkey-dev/latchkey/internal/signingkeys"
 )
 
@@ -33,7 +34,7 @@ import (
 
 type discardUsage struct{}
 
-func (discardUsage) Used(string, objectRef) {}
+func (discardUsage) Used(string, index.Ref) {}
 
 // benchServer is a server over an index of n API keys and one client, signing with alg.
 func benchServer(b *testing.B, alg string, n int) (*Server, []string, string, string) {
@@ -52,7 +53,7 @@ func benchServer(b *testing.B, alg string, n int) (*Server, []string, string, st
 	if err := keys.load(&corev1.Secret{Data: map[string][]byte{signingkeys.SecretDataKey: data}}); err != nil {
 		b.Fatal(err)
 	}
-	index := NewIndex(logr.Discard())
+	idx := index.NewIndex(logr.Discard())
 	plaintexts := make([]string, n)
 	for i := range n {
 		key, err := credential.NewAPIKey(rand.Reader, "lk", "live")
@@ -60,7 +61,7 @@ func benchServer(b *testing.B, alg string, n int) (*Server, []string, string, st
 			b.Fatal(err)
 		}
 		plaintexts[i] = key
-		index.upsertAPIKey(&latchkeyv1.APIKey{
+		idx.UpsertAPIKey(&latchkeyv1.APIKey{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprint("key-", i), UID: types.UID(fmt.Sprint("uid-", i))},
 			Spec:       latchkeyv1.APIKeySpec{Scopes: []string{"leads:read"}},
 			Status: latchkeyv1.APIKeyStatus{CredentialStatus: latchkeyv1.CredentialStatus{
@@ -70,7 +71,7 @@ func benchServer(b *testing.B, alg string, n int) (*Server, []string, string, st
 	}
 	clientID := "0123456789abcdef01234567"
 	secret, _ := credential.NewClientSecret(rand.Reader)
-	index.upsertClient(&latchkeyv1.OAuthClient{
+	idx.UpsertClient(&latchkeyv1.OAuthClient{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "client", UID: "client-uid"},
 		Spec: latchkeyv1.OAuthClientSpec{
 			Scopes: []string{"leads:read"}, Audiences: []string{"https://api.bench"},
@@ -80,7 +81,7 @@ func benchServer(b *testing.B, alg string, n int) (*Server, []string, string, st
 			Credentials: []latchkeyv1.CredentialHash{{Hash: credential.Hash(secret)}},
 		}},
 	})
-	s, err := NewServer(Config{IssuerURL: "https://auth.bench", SigningAlgorithm: alg}, index, keys,
+	s, err := NewServer(Config{IssuerURL: "https://auth.bench", SigningAlgorithm: alg}, idx, keys,
 		clock.RealClock{}, logr.Discard(), prometheus.NewRegistry(), discardUsage{})
 	if err != nil {
 		b.Fatal(err)
@@ -160,7 +161,7 @@ func BenchmarkAPIKeyLookup(b *testing.B) {
 		if !credential.LooksLikeAPIKey(key) {
 			b.Fatal("rejected a good key")
 		}
-		if _, ok := s.index.LookupAPIKey(digest(sha256.Sum256([]byte(key)))); !ok {
+		if _, ok := s.index.LookupAPIKey(index.Digest(sha256.Sum256([]byte(key)))); !ok {
 			b.Fatal("key not found")
 		}
 		i++

@@ -33,6 +33,7 @@ import (
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
+	"github.com/latchkey-dev/latchkey/internal/index"
 	"github.com/latchkey-dev/latchkey/internal/signingkeys"
 )
 
@@ -121,7 +122,7 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 	keys := &Keys{alg: signingkeys.EdDSA}
 	must(keys.load(&corev1.Secret{Data: map[string][]byte{signingkeys.SecretDataKey: data}}))
 
-	index := NewIndex(logr.Discard())
+	idx := index.NewIndex(logr.Discard())
 	apiKey := func(fill byte, name string, mutate func(*latchkeyv1.APIKey)) string {
 		plaintext, err := credential.NewAPIKey(fixedBytes(fill), "lk", "live")
 		must(err)
@@ -135,7 +136,7 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 		if mutate != nil {
 			mutate(obj)
 		}
-		index.upsertAPIKey(obj)
+		idx.UpsertAPIKey(obj)
 		return plaintext
 	}
 	fx.apiKey = apiKey(1, "key", nil)
@@ -158,7 +159,7 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 		if mutate != nil {
 			mutate(obj)
 		}
-		index.upsertClient(obj)
+		idx.UpsertClient(obj)
 		return id, secret
 	}
 	// The client the seeds authenticate as is also the resource server that introspects:
@@ -181,7 +182,7 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 	fx.otherNSID, fx.otherNSSecret = client(15, "other-namespace", func(o *latchkeyv1.OAuthClient) { o.Namespace = "other" })
 
 	fx.srv, err = NewServer(Config{IssuerURL: fuzzIssuer, SigningAlgorithm: signingkeys.EdDSA, MaxBodyBytes: fuzzMaxBody},
-		index, keys, clocktesting.NewFakePassiveClock(fuzzNow), logr.Discard(), prometheus.NewRegistry(), discardUsage{})
+		idx, keys, clocktesting.NewFakePassiveClock(fuzzNow), logr.Discard(), prometheus.NewRegistry(), discardUsage{})
 	must(err)
 	fx.srv.SetSynced()
 	fx.h = fx.srv.Handler()
@@ -670,4 +671,15 @@ func FuzzReadForm(f *testing.F) {
 			t.Fatalf("%s: %d %s for the form %q", path, rec.Code, rec.Body, body)
 		}
 	})
+}
+
+// oauthClientWithID is an OAuthClient as the manager leaves it: a client_id and one accepted secret hash.
+func oauthClientWithID(uid, clientID, secretHash string) *latchkeyv1.OAuthClient {
+	return &latchkeyv1.OAuthClient{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: uid, UID: types.UID(uid)},
+		Status: latchkeyv1.OAuthClientStatus{
+			ClientID:         clientID,
+			CredentialStatus: latchkeyv1.CredentialStatus{Credentials: []latchkeyv1.CredentialHash{{Hash: secretHash}}},
+		},
+	}
 }

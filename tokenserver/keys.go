@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,16 +16,16 @@ import (
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 
+	"github.com/latchkey-dev/latchkey/internal/accesstoken"
 	"github.com/latchkey-dev/latchkey/internal/signingkeys"
 )
 
 // keyRing is one loaded version of the signing-key Secret, ready to use.
 type keyRing struct {
-	set       signingkeys.Set
-	signers   map[string]*jwtSigner      // kid -> signer, for the configured algorithm
-	verifiers map[string]jose.JSONWebKey // kid -> public key, every algorithm
-	jwks      []byte                     // the JWKS document, rendered once
-	algs      []jose.SignatureAlgorithm  // algorithms present, for parsing tokens
+	set      signingkeys.Set
+	signers  map[string]*jwtSigner // kid -> signer, for the configured algorithm
+	verifier *accesstoken.Verifier // every key's public half
+	jwks     []byte                // the JWKS document, rendered once
 }
 
 // Keys holds the current key ring; replicas all read the same Secret.
@@ -76,15 +75,9 @@ func (k *Keys) load(secret *corev1.Secret) error {
 	if err != nil {
 		return err
 	}
-	ring := &keyRing{set: set, signers: map[string]*jwtSigner{}, verifiers: map[string]jose.JSONWebKey{}}
-	seen := map[jose.SignatureAlgorithm]bool{}
+	public := set.Public()
+	ring := &keyRing{set: set, signers: map[string]*jwtSigner{}, verifier: accesstoken.NewVerifier(public)}
 	for _, key := range set.Keys {
-		alg := jose.SignatureAlgorithm(key.Algorithm)
-		ring.verifiers[key.KID] = key.Private.Public()
-		if !seen[alg] {
-			seen[alg] = true
-			ring.algs = append(ring.algs, alg)
-		}
 		if key.Algorithm != k.alg {
 			continue
 		}
@@ -94,7 +87,7 @@ func (k *Keys) load(secret *corev1.Secret) error {
 		}
 		ring.signers[key.KID] = signer
 	}
-	if ring.jwks, err = json.Marshal(set.Public()); err != nil {
+	if ring.jwks, err = json.Marshal(public); err != nil {
 		return err
 	}
 	k.ring.Store(ring)

@@ -1,13 +1,17 @@
 package tokenserver
 
 import (
+	"encoding/json"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 )
 
 // authorizationServerMetadata is the RFC 8414 document, also served as the OpenID
 // discovery document so that OIDC libraries find the JWKS.
-func (s *Server) authorizationServerMetadata() map[string]any {
+// scopes_supported lists the scopes of every served API's catalogue (RFC 8414 §2).
+func (s *Server) authorizationServerMetadata(scopes []string) map[string]any {
 	base := strings.TrimSuffix(s.cfg.IssuerURL, "/")
 	authMethods := []string{"client_secret_basic", "client_secret_post"}
 	return map[string]any{
@@ -22,14 +26,46 @@ func (s *Server) authorizationServerMetadata() map[string]any {
 		"id_token_signing_alg_values_supported":         []string{s.cfg.SigningAlgorithm},
 		"access_token_signing_alg_values_supported":     []string{s.cfg.SigningAlgorithm},
 		"subject_types_supported":                       []string{"public"},
+		"scopes_supported":                              scopes,
 	}
 }
 
+// renderedMetadata is the metadata document for one version of the APIs.
+type renderedMetadata struct {
+	apiVersion uint64
+	body       []byte
+}
+
+// currentMetadata renders the document again if the APIs changed since it last was.
+func (s *Server) currentMetadata() ([]byte, error) {
+	version := s.index.APIVersion()
+	if m := s.metadata.Load(); m != nil && m.apiVersion == version {
+		return m.body, nil
+	}
+	catalogue, version := s.index.ScopeCatalogue()
+	scopes := slices.Sorted(maps.Keys(catalogue))
+	if scopes == nil {
+		scopes = []string{}
+	}
+	body, err := json.Marshal(s.authorizationServerMetadata(scopes))
+	if err != nil {
+		return nil, err
+	}
+	s.metadata.Store(&renderedMetadata{apiVersion: version, body: body})
+	return body, nil
+}
+
 func (s *Server) handleMetadata(w http.ResponseWriter, _ *http.Request) {
+	body, err := s.currentMetadata()
+	if err != nil {
+		writeError(w, &oauthError{http.StatusInternalServerError, "server_error", "the metadata could not be rendered"})
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "public, max-age=3600")
-	_, _ = w.Write(s.metadata)
+	// Short: scopes_supported follows the APIs.
+	h.Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(body)
 }
 
 // handleJWKS serves every key that may have signed a still-valid token and the

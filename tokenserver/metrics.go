@@ -62,17 +62,3 @@ func (m *metrics) observe(endpoint string, status int, d time.Duration) {
 	m.requests.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
 	m.latency.WithLabelValues(endpoint).Observe(d.Seconds())
 }
-
-// registerStaleness exposes how stale each watch cache may be: the seconds since
-// the API server last sent it a list, an event or a bookmark (bookmarks come about
-// once a minute on a quiet cluster). During an API server outage it grows while the
-// server keeps answering from the cache.
-func registerStaleness(reg prometheus.Registerer, fs *feeds) {
-	for _, resource := range []string{"apikeys", "oauthclients"} {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "latchkey_tokenserver_cache_staleness_seconds",
-			Help:        "Seconds since the API server last sent this watch cache a list, an event or a bookmark.",
-			ConstLabels: prometheus.Labels{"resource": resource},
-		}, func() float64 { return fs.Staleness(resource).Seconds() }))
-	}
-}

@@ -5,6 +5,8 @@ import (
 	runtimemetrics "runtime/metrics"
 	"sync/atomic"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // schedulerWatch tells when the process is CPU-overloaded, from the Go scheduler's
@@ -35,12 +37,12 @@ func (w *schedulerWatch) run(ctx context.Context) {
 	sample := []runtimemetrics.Sample{{Name: "/sched/latencies:seconds"}}
 	runtimemetrics.Read(sample)
 	previous := copyCounts(sample[0].Value.Float64Histogram())
-	every(ctx, schedWindow, func() {
+	wait.UntilWithContext(ctx, func(context.Context) {
 		runtimemetrics.Read(sample)
 		h := sample[0].Value.Float64Histogram()
 		w.overloaded.Store(percentileSince(h, previous, 0.9) > w.threshold.Seconds())
 		previous = copyCounts(h)
-	})
+	}, schedWindow)
 }
 
 // Overloaded reports whether the last window's scheduling latency was over threshold.

@@ -21,10 +21,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/index"
 )
 
 // Options configure a running token server (the flags of `latchkey tokenserver`).
@@ -40,7 +42,7 @@ type Options struct {
 	// SigningKeyNamespace and SigningKeySecret locate the signing keys.
 	SigningKeyNamespace, SigningKeySecret string
 	// LastUsedFlushInterval is how often uses are written; LastUsedGranularity what
-	// status.lastUsedAt is truncated to (at least MinLastUsedGranularity): at most one
+	// status.lastUsedAt is truncated to (at least index.MinLastUsedGranularity): at most one
 	// write per object per granularity, whatever the replica count.
 	LastUsedFlushInterval, LastUsedGranularity time.Duration
 	// StartupCPUProfile, when set, is a file that receives a CPU profile of the start,
@@ -54,8 +56,8 @@ type Options struct {
 
 // Run serves until ctx ends, then shuts down gracefully.
 func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
-	if o.LastUsedGranularity < MinLastUsedGranularity {
-		return fmt.Errorf("the last-use granularity must be at least %s, not %s", MinLastUsedGranularity, o.LastUsedGranularity)
+	if o.LastUsedGranularity < index.MinLastUsedGranularity {
+		return fmt.Errorf("the last-use granularity must be at least %s, not %s", index.MinLastUsedGranularity, o.LastUsedGranularity)
 	}
 	stopProfile, err := startCPUProfile(o.StartupCPUProfile)
 	if err != nil {
@@ -84,28 +86,28 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	index, keys := NewIndex(o.Log.WithName("index")), &Keys{alg: o.SigningAlgorithm}
-	usage := newUsageTracker(writer, index, o.Clock, o.Log, o.LastUsedFlushInterval, o.LastUsedGranularity, o.Registry)
-	srv, err := NewServer(o.Config, index, keys, o.Clock, o.Log, o.Registry, usage)
+	idx, keys := index.NewIndex(o.Log.WithName("index")), &Keys{alg: o.SigningAlgorithm}
+	usage := index.NewUsageTracker(writer, idx, o.Clock, o.Log, o.LastUsedFlushInterval, o.LastUsedGranularity, o.Registry, "tokenserver")
+	srv, err := NewServer(o.Config, idx, keys, o.Clock, o.Log, o.Registry, usage)
 	if err != nil {
 		return err
 	}
-	feeds, err := startFeeds(ctx, restConfig, o.Namespaces, index, o.Clock)
+	feeds, err := index.StartFeeds(ctx, restConfig, o.Namespaces, idx, o.Clock)
 	if err != nil {
 		return err
 	}
-	registerStaleness(o.Registry, feeds)
+	feeds.RegisterStaleness(o.Registry, "tokenserver")
 	keyInformer := watchSigningKeys(ctx, clientset, o.SigningKeyNamespace, o.SigningKeySecret, keys, func(err error) {
 		o.Log.Error(err, "signing keys not loaded; keeping the previous ones")
 	})
 	go func() {
-		if feeds.waitSynced(ctx) && waitFor(ctx, keyInformer.HasSynced) {
+		if feeds.WaitSynced(ctx) && toolscache.WaitForCacheSync(ctx.Done(), keyInformer.HasSynced) {
 			stopProfile()
 			// The initial lists are garbage once the index is built; hand their
 			// memory back now rather than at the runtime's forced GC minutes later.
 			debug.FreeOSMemory()
 			srv.SetSynced()
-			hashes, clients := index.Sizes()
+			hashes, clients := idx.Sizes()
 			o.Log.Info("caches synced", "apiKeyHashes", hashes, "oauthClients", clients)
 		}
 	}()
@@ -195,30 +197,4 @@ func serveAll(ctx context.Context, srv *Server, o Options) error {
 		return fmt.Errorf("serving: %w", errors.Join(all...))
 	}
 	return nil
-}
-
-// every calls f every interval until ctx ends.
-func every(ctx context.Context, interval time.Duration, f func()) {
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-			f()
-		}
-	}
-}
-
-// waitFor polls cond until it holds or ctx ends.
-func waitFor(ctx context.Context, cond func() bool) bool {
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return true
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/latchkey-dev/latchkey/internal/index"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 )
@@ -44,10 +45,10 @@ type Config struct {
 	OverloadSchedulingLatency time.Duration
 }
 
-// Server answers the OAuth endpoints from an Index and a key ring.
+// Server answers the OAuth endpoints from an index.Index and a key ring.
 type Server struct {
 	cfg     Config
-	index   *Index
+	index   *index.Index
 	keys    *Keys
 	clock   clock.PassiveClock
 	log     logr.Logger
@@ -58,18 +59,18 @@ type Server struct {
 	slots chan struct{}
 	// scheduler says when the CPU is overloaded.
 	scheduler *schedulerWatch
-	// metadata is the RFC 8414 document, rendered once.
-	metadata []byte
+	// metadata is the RFC 8414 document, rendered again when the APIs change.
+	metadata atomic.Pointer[renderedMetadata]
 }
 
 // usageRecorder notes that a credential was accepted, for status.lastUsedAt.
 type usageRecorder interface {
-	Used(kind string, ref objectRef)
+	Used(kind string, ref index.Ref)
 }
 
 // NewServer assembles a server. Handler() serves it; Run (in run.go) wires it to
 // the API server.
-func NewServer(cfg Config, index *Index, keys *Keys, clk clock.PassiveClock, log logr.Logger, reg prometheus.Registerer, usage usageRecorder) (*Server, error) {
+func NewServer(cfg Config, idx *index.Index, keys *Keys, clk clock.PassiveClock, log logr.Logger, reg prometheus.Registerer, usage usageRecorder) (*Server, error) {
 	if _, err := url.Parse(cfg.IssuerURL); err != nil || cfg.IssuerURL == "" {
 		return nil, fmt.Errorf("invalid issuer URL %q", cfg.IssuerURL)
 	}
@@ -82,12 +83,11 @@ func NewServer(cfg Config, index *Index, keys *Keys, clk clock.PassiveClock, log
 	if cfg.OverloadWait <= 0 {
 		cfg.OverloadWait = 250 * time.Millisecond
 	}
-	s := &Server{cfg: cfg, index: index, keys: keys, clock: clk, log: log, usage: usage,
+	s := &Server{cfg: cfg, index: idx, keys: keys, clock: clk, log: log, usage: usage,
 		slots:     make(chan struct{}, cfg.MaxRequestsInFlight),
 		scheduler: &schedulerWatch{threshold: cfg.OverloadSchedulingLatency}}
 	s.metrics = newMetrics(reg, s)
-	var err error
-	if s.metadata, err = json.Marshal(s.authorizationServerMetadata()); err != nil {
+	if _, err := s.currentMetadata(); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -192,7 +192,7 @@ func formContentType(contentType string) bool {
 // authenticateClient authenticates the caller as an active OAuthClient with
 // client_secret_basic (RFC 6749 §2.3.1, form-urlencoded id and secret) or
 // client_secret_post, as the client allows.
-func (s *Server) authenticateClient(r *http.Request, form url.Values) (*oauthClient, *oauthError) {
+func (s *Server) authenticateClient(r *http.Request, form url.Values) (*index.Client, *oauthError) {
 	id, secret, basic := r.BasicAuth()
 	if basic {
 		if form.Has("client_secret") {
@@ -213,22 +213,16 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*oauthCli
 			return nil, errInvalidClient
 		}
 	}
-	presented := digest(sha256.Sum256([]byte(secret))) // hashed even for an unknown id: no timing difference to probe
-	client, _ := s.index.LookupClient(id)              // a duplicated client_id finds none (reported once by the index)
+	presented := index.Digest(sha256.Sum256([]byte(secret))) // hashed even for an unknown id: no timing difference to probe
+	client, _ := s.index.LookupClient(id)                    // a duplicated client_id finds none (reported once by the index)
 	now := s.clock.Now()
-	if client == nil || !client.active(now) || !client.secretMatches(presented, now) ||
-		(basic && !client.basic) || (!basic && !client.post) {
+	if client == nil || !client.Active(now) || !client.SecretMatches(presented, now) ||
+		(basic && !client.Basic) || (!basic && !client.Post) {
 		return nil, errInvalidClient
 	}
-	s.usage.Used(kindOAuthClient, client.ref)
+	s.usage.Used(index.KindOAuthClient, client.Ref)
 	return client, nil
 }
-
-// Kinds as the usage recorder names them.
-const (
-	kindAPIKey      = "apikeys"
-	kindOAuthClient = "oauthclients"
-)
 
 func contains(list []string, s string) bool {
 	for _, v := range list {

@@ -10,18 +10,9 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/latchkey-dev/latchkey/internal/accesstoken"
+	"github.com/latchkey-dev/latchkey/internal/index"
 )
-
-// accessTokenClaims are the claims of an RFC 9068 JWT access token.
-type accessTokenClaims struct {
-	jwt.Claims
-	ClientID string `json:"client_id"`
-	Scope    string `json:"scope,omitempty"`
-	// Namespace and ClientUID name the OAuthClient, so that introspection can tell a
-	// token of a deleted-and-recreated client (same name, new UID) from a live one.
-	Namespace string `json:"latchkey.dev/namespace"`
-	ClientUID string `json:"latchkey.dev/client_uid"`
-}
 
 type tokenResponse struct {
 	AccessToken string `json:"access_token"`
@@ -68,16 +59,16 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, tokenResponse{
-		AccessToken: token, TokenType: "Bearer", ExpiresIn: int64(client.ttl / time.Second), Scope: scope,
+		AccessToken: token, TokenType: "Bearer", ExpiresIn: int64(client.TTL / time.Second), Scope: scope,
 	})
 }
 
 // checkGrant: client_credentials is served; the other grants the schema knows are
 // not served yet, and anything else is unknown.
-func checkGrant(client *oauthClient, grantType string) *oauthError {
+func checkGrant(client *index.Client, grantType string) *oauthError {
 	switch grantType {
 	case "client_credentials":
-		if client.clientCredentials {
+		if client.ClientCredentials {
 			return nil
 		}
 		return &oauthError{http.StatusBadRequest, "unauthorized_client", "this client may not use the client_credentials grant"}
@@ -88,16 +79,16 @@ func checkGrant(client *oauthClient, grantType string) *oauthError {
 }
 
 // grantedScope is the requested scope if every part is allowed, or all the client's scopes.
-func grantedScope(client *oauthClient, requested string) (string, *oauthError) {
+func grantedScope(client *index.Client, requested string) (string, *oauthError) {
 	if requested == "" {
-		return strings.Join(client.scopes, " "), nil
+		return strings.Join(client.Scopes, " "), nil
 	}
 	parts, ok := parseScope(requested)
 	if !ok {
 		return "", &oauthError{http.StatusBadRequest, "invalid_scope", "scope must be scope tokens of printable ASCII separated by spaces"}
 	}
 	for _, p := range parts {
-		if !contains(client.scopes, p) {
+		if !contains(client.Scopes, p) {
 			return "", &oauthError{http.StatusBadRequest, "invalid_scope", "scope " + p + " is not allowed for this client"}
 		}
 	}
@@ -127,17 +118,17 @@ func parseScope(scope string) ([]string, bool) {
 
 // grantedAudience is the requested audience (RFC 8707 "resource", or "audience") if
 // allowed, or the client's first audience.
-func grantedAudience(client *oauthClient, form url.Values) (jwt.Audience, *oauthError) {
+func grantedAudience(client *index.Client, form url.Values) (jwt.Audience, *oauthError) {
 	requested := append(append([]string{}, form["resource"]...), form["audience"]...)
 	if len(requested) == 0 {
-		if len(client.audiences) == 0 {
+		if len(client.Audiences) == 0 {
 			return nil, &oauthError{http.StatusBadRequest, "invalid_target", "the client has no audience"}
 		}
-		return jwt.Audience{client.audiences[0]}, nil
+		return jwt.Audience{client.Audiences[0]}, nil
 	}
 	var aud jwt.Audience
 	for _, a := range requested {
-		if !contains(client.audiences, a) {
+		if !contains(client.Audiences, a) {
 			return nil, &oauthError{http.StatusBadRequest, "invalid_target", "audience " + a + " is not allowed for this client"}
 		}
 		if !contains(aud, a) {
@@ -148,7 +139,7 @@ func grantedAudience(client *oauthClient, form url.Values) (jwt.Audience, *oauth
 }
 
 // sign issues the JWT.
-func (s *Server) sign(client *oauthClient, scope string, audience jwt.Audience) (string, error) {
+func (s *Server) sign(client *index.Client, scope string, audience jwt.Audience) (string, error) {
 	now := s.clock.Now()
 	signer, _, err := s.keys.Signer(now)
 	if err != nil {
@@ -158,20 +149,20 @@ func (s *Server) sign(client *oauthClient, scope string, audience jwt.Audience) 
 	if _, err := rand.Read(jti[:]); err != nil {
 		return "", err
 	}
-	claims := accessTokenClaims{
+	claims := accesstoken.Claims{
 		Claims: jwt.Claims{
 			Issuer:    s.cfg.IssuerURL,
-			Subject:   client.clientID,
+			Subject:   client.ClientID,
 			Audience:  audience,
-			Expiry:    jwt.NewNumericDate(now.Add(client.ttl)),
+			Expiry:    jwt.NewNumericDate(now.Add(client.TTL)),
 			IssuedAt:  jwt.NewNumericDate(now),
 			NotBefore: jwt.NewNumericDate(now),
 			ID:        hex.EncodeToString(jti[:]),
 		},
-		ClientID:  client.clientID,
+		ClientID:  client.ClientID,
 		Scope:     scope,
-		Namespace: client.ref.Namespace,
-		ClientUID: string(client.ref.UID),
+		Namespace: client.Ref.Namespace,
+		ClientUID: string(client.Ref.UID),
 	}
 	// Marshalled once and signed directly: jwt.Signed's builder marshals the claims,
 	// decodes them into a map to merge and marshals again, which doubled the cost of

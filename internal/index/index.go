@@ -1,4 +1,4 @@
-package tokenserver
+package index
 
 import (
 	"crypto/subtle"
@@ -13,15 +13,16 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/accesstoken"
 	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
-// digest is a raw SHA-256: 32 bytes as a map key instead of 71 characters of "sha256:<hex>".
-type digest [32]byte
+// Digest is a raw SHA-256: 32 bytes as a map key instead of 71 characters of "sha256:<hex>".
+type Digest [32]byte
 
-// parseHash turns "sha256:<hex>" into a digest.
-func parseHash(s string) (digest, bool) {
-	var d digest
+// ParseHash turns "sha256:<hex>" into a digest.
+func ParseHash(s string) (Digest, bool) {
+	var d Digest
 	hexPart, ok := strings.CutPrefix(s, "sha256:")
 	if !ok || len(hexPart) != 64 {
 		return d, false
@@ -30,61 +31,61 @@ func parseHash(s string) (digest, bool) {
 	return d, err == nil
 }
 
-// apiKey is what the token server keeps of one accepted API key hash.
-type apiKey struct {
-	ref         objectRef
-	environment string                // a constant of the API: no copy per key
-	scope       unique.Handle[string] // space-separated, as introspection returns it; shared by keys with the same scopes
-	expiresAt   time.Time             // zero: never
-	notAfter    time.Time             // zero: the current key; else the end of its grace period
+// Key is what the token server keeps of one accepted API key hash.
+type Key struct {
+	Ref         Ref
+	Environment string                // a constant of the API: no copy per key
+	Scope       unique.Handle[string] // space-separated, as introspection returns it; shared by keys with the same scopes
+	ExpiresAt   time.Time             // zero: never
+	NotAfter    time.Time             // zero: the current key; else the end of its grace period
 }
 
-// objectRef names a resource; shared by all of its hashes.
-type objectRef struct {
+// Ref names a resource; shared by all of its hashes.
+type Ref struct {
 	Namespace, Name string
 	UID             types.UID
 }
 
-func (r objectRef) String() string { return r.Namespace + "/" + r.Name }
+func (r Ref) String() string { return r.Namespace + "/" + r.Name }
 
-// oauthClient is what the token server keeps of one OAuthClient.
-type oauthClient struct {
-	ref               objectRef
-	clientID          string
+// Client is what the token server keeps of one OAuthClient.
+type Client struct {
+	Ref               Ref
+	ClientID          string
 	secrets           []clientSecret
-	scopes            []string
-	audiences         []string
-	ttl               time.Duration
-	basic, post       bool
-	clientCredentials bool
-	revoked           bool
-	expiresAt         time.Time
-	lastUsedAt        time.Time // status.lastUsedAt; zero when never used
-	// introspection is nil for a client that may not introspect.
-	introspection *introspectionPolicy
+	Scopes            []string
+	Audiences         []string
+	TTL               time.Duration
+	Basic, Post       bool
+	ClientCredentials bool
+	Revoked           bool
+	ExpiresAt         time.Time
+	LastUsedAt        time.Time // status.lastUsedAt; zero when never used
+	// Introspection is nil for a client that may not introspect.
+	Introspection *IntrospectionPolicy
 }
 
-// introspectionPolicy is an OAuthClient's spec.introspection: what a resource
+// IntrospectionPolicy is an OAuthClient's spec.introspection: what a resource
 // server may learn about (introspect.go).
-type introspectionPolicy struct {
-	audiences     []string
-	scopes        []string
-	namespaces    []string // never empty: the client's own namespace by default
-	allNamespaces bool
+type IntrospectionPolicy struct {
+	Audiences     []string
+	Scopes        []string
+	Namespaces    []string // never empty: the client's own namespace by default
+	AllNamespaces bool
 }
 
 type clientSecret struct {
-	hash     digest
+	hash     Digest
 	notAfter time.Time
 }
 
-// active reports whether the client may authenticate or have its tokens accepted at now.
-func (c *oauthClient) active(now time.Time) bool {
-	return !c.revoked && (c.expiresAt.IsZero() || now.Before(c.expiresAt))
+// Active reports whether the client may authenticate or have its tokens accepted at now.
+func (c *Client) Active(now time.Time) bool {
+	return !c.Revoked && (c.ExpiresAt.IsZero() || now.Before(c.ExpiresAt))
 }
 
-// secretMatches compares a presented secret's hash with every accepted one in constant time.
-func (c *oauthClient) secretMatches(presented digest, now time.Time) bool {
+// SecretMatches compares a presented secret's hash with every accepted one in constant time.
+func (c *Client) SecretMatches(presented Digest, now time.Time) bool {
 	match := 0
 	for _, s := range c.secrets {
 		if subtle.ConstantTimeCompare(presented[:], s.hash[:]) == 1 && (s.notAfter.IsZero() || now.Before(s.notAfter)) {
@@ -104,14 +105,15 @@ func (c *oauthClient) secretMatches(presented digest, now time.Time) bool {
 // this holds even if something else writes status.
 type Index struct {
 	mu          sync.RWMutex
-	apiKeys     map[digest]*apiKey
-	keyHashes   map[types.UID][]digest // to drop an APIKey's hashes on update or delete
-	contested   map[digest][]*apiKey   // hashes accepted by more than one APIKey: answered for by none
-	clients     map[string][]*oauthClient
-	clientByUID map[types.UID]*oauthClient
+	apiKeys     map[Digest]*Key
+	keyHashes   map[types.UID][]Digest // to drop an APIKey's hashes on update or delete
+	contested   map[Digest][]*Key      // hashes accepted by more than one APIKey: answered for by none
+	clients     map[string][]*Client
+	clientByUID map[types.UID]*Client
 	// keyLastUsed is each APIKey's status.lastUsedAt (Unix seconds), for the
 	// last-use write budget (usage.go); absent when never used.
 	keyLastUsed map[types.UID]int64
+	apis        apiSet
 	// log receives one line per duplicate when it appears (never a credential).
 	log logr.Logger
 }
@@ -119,18 +121,19 @@ type Index struct {
 // NewIndex returns an empty index that reports duplicates to log.
 func NewIndex(log logr.Logger) *Index {
 	return &Index{
-		apiKeys:     map[digest]*apiKey{},
-		keyHashes:   map[types.UID][]digest{},
-		contested:   map[digest][]*apiKey{},
-		clients:     map[string][]*oauthClient{},
-		clientByUID: map[types.UID]*oauthClient{},
+		apiKeys:     map[Digest]*Key{},
+		keyHashes:   map[types.UID][]Digest{},
+		contested:   map[Digest][]*Key{},
+		clients:     map[string][]*Client{},
+		clientByUID: map[types.UID]*Client{},
 		keyLastUsed: map[types.UID]int64{},
+		apis:        apiSet{all: map[types.UID]*API{}, served: map[string]*API{}, byHost: map[string]*API{}},
 		log:         log,
 	}
 }
 
 // LookupAPIKey returns the API key with this hash, whether or not it is still valid.
-func (x *Index) LookupAPIKey(d digest) (*apiKey, bool) {
+func (x *Index) LookupAPIKey(d Digest) (*Key, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	k, ok := x.apiKeys[d]
@@ -139,7 +142,7 @@ func (x *Index) LookupAPIKey(d digest) (*apiKey, bool) {
 
 // LookupClient returns the client that may authenticate with this client_id. A
 // client_id held by more than one OAuthClient is an error, never a choice: no client.
-func (x *Index) LookupClient(clientID string) (*oauthClient, bool) {
+func (x *Index) LookupClient(clientID string) (*Client, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	found := x.clients[clientID]
@@ -150,7 +153,7 @@ func (x *Index) LookupClient(clientID string) (*oauthClient, bool) {
 }
 
 // ClientByUID returns the OAuthClient with this UID, for checks on issued tokens.
-func (x *Index) ClientByUID(uid types.UID) (*oauthClient, bool) {
+func (x *Index) ClientByUID(uid types.UID) (*Client, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	c, ok := x.clientByUID[uid]
@@ -162,9 +165,9 @@ func (x *Index) ClientByUID(uid types.UID) (*oauthClient, bool) {
 func (x *Index) LastUsed(kind string, uid types.UID) time.Time {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	if kind == kindOAuthClient {
+	if kind == KindOAuthClient {
 		if c, ok := x.clientByUID[uid]; ok {
-			return c.lastUsedAt
+			return c.LastUsedAt
 		}
 		return time.Time{}
 	}
@@ -193,12 +196,12 @@ func (x *Index) Duplicates() (apiKeyHashes, clientIDs int) {
 	return len(x.contested), clientIDs
 }
 
-// upsertAPIKey replaces everything known of one APIKey. A revoked key is dropped
+// UpsertAPIKey replaces everything known of one APIKey. A revoked key is dropped
 // at once, from the spec change itself, before the manager has even reconciled it.
-func (x *Index) upsertAPIKey(k *latchkeyv1.APIKey) {
-	ref := objectRef{Namespace: k.Namespace, Name: k.Name, UID: k.UID}
-	var entries []*apiKey
-	var hashes []digest
+func (x *Index) UpsertAPIKey(k *latchkeyv1.APIKey) {
+	ref := Ref{Namespace: k.Namespace, Name: k.Name, UID: k.UID}
+	var entries []*Key
+	var hashes []Digest
 	if !k.Spec.Revoked {
 		var expiresAt time.Time
 		if k.Spec.ExpiresAt != nil {
@@ -210,13 +213,13 @@ func (x *Index) upsertAPIKey(k *latchkeyv1.APIKey) {
 		}
 		scope := unique.Make(strings.Join(k.Spec.Scopes, " "))
 		for _, c := range k.Status.Credentials {
-			d, ok := parseHash(c.Hash)
+			d, ok := ParseHash(c.Hash)
 			if !ok || slices.Contains(hashes, d) {
 				continue
 			}
-			entry := &apiKey{ref: ref, environment: env, scope: scope, expiresAt: expiresAt}
+			entry := &Key{Ref: ref, Environment: env, Scope: scope, ExpiresAt: expiresAt}
 			if c.NotAfter != nil {
-				entry.notAfter = c.NotAfter.Time
+				entry.NotAfter = c.NotAfter.Time
 			}
 			entries = append(entries, entry)
 			hashes = append(hashes, d)
@@ -234,7 +237,7 @@ func (x *Index) upsertAPIKey(k *latchkeyv1.APIKey) {
 	for i, d := range hashes {
 		if holders := x.addHashLocked(d, entries[i]); len(holders) == 2 && !known[i] {
 			x.log.Error(nil, "an API key hash is accepted by more than one APIKey; answering for neither until one is left",
-				"keyID", credential.KeyID(credential.HashOfDigest(d[:])), "holders", []string{holders[0].ref.String(), holders[1].ref.String()})
+				"keyID", credential.KeyID(credential.HashOfDigest(d[:])), "holders", []string{holders[0].Ref.String(), holders[1].Ref.String()})
 		}
 	}
 	if len(hashes) > 0 {
@@ -248,22 +251,22 @@ func (x *Index) upsertAPIKey(k *latchkeyv1.APIKey) {
 // addHashLocked records that entry's APIKey accepts d. A second APIKey accepting the
 // same hash makes it contested: answered for by neither. It returns the holders of a
 // contested hash.
-func (x *Index) addHashLocked(d digest, entry *apiKey) []*apiKey {
+func (x *Index) addHashLocked(d Digest, entry *Key) []*Key {
 	if holders, ok := x.contested[d]; ok {
 		x.contested[d] = append(holders, entry)
 		return x.contested[d]
 	}
 	existing, ok := x.apiKeys[d]
-	if !ok || existing.ref.UID == entry.ref.UID {
+	if !ok || existing.Ref.UID == entry.Ref.UID {
 		x.apiKeys[d] = entry
 		return nil
 	}
 	delete(x.apiKeys, d)
-	x.contested[d] = []*apiKey{existing, entry}
+	x.contested[d] = []*Key{existing, entry}
 	return x.contested[d]
 }
 
-func (x *Index) deleteAPIKey(uid types.UID) {
+func (x *Index) DeleteAPIKey(uid types.UID) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.dropAPIKeyLocked(uid)
@@ -272,7 +275,7 @@ func (x *Index) deleteAPIKey(uid types.UID) {
 func (x *Index) dropAPIKeyLocked(uid types.UID) {
 	for _, d := range x.keyHashes[uid] {
 		if holders, ok := x.contested[d]; ok {
-			kept := slices.DeleteFunc(holders, func(k *apiKey) bool { return k.ref.UID == uid })
+			kept := slices.DeleteFunc(holders, func(k *Key) bool { return k.Ref.UID == uid })
 			switch len(kept) {
 			case 0:
 				delete(x.contested, d)
@@ -284,7 +287,7 @@ func (x *Index) dropAPIKeyLocked(uid types.UID) {
 			}
 			continue
 		}
-		if k, ok := x.apiKeys[d]; ok && k.ref.UID == uid {
+		if k, ok := x.apiKeys[d]; ok && k.Ref.UID == uid {
 			delete(x.apiKeys, d)
 		}
 	}
@@ -292,48 +295,48 @@ func (x *Index) dropAPIKeyLocked(uid types.UID) {
 	delete(x.keyLastUsed, uid)
 }
 
-// upsertClient replaces everything known of one OAuthClient.
-func (x *Index) upsertClient(o *latchkeyv1.OAuthClient) {
-	c := &oauthClient{
-		ref:       objectRef{Namespace: o.Namespace, Name: o.Name, UID: o.UID},
-		clientID:  o.Status.ClientID,
-		scopes:    o.Spec.Scopes,
-		audiences: o.Spec.Audiences,
-		ttl:       time.Hour,
-		revoked:   o.Spec.Revoked,
+// UpsertClient replaces everything known of one OAuthClient.
+func (x *Index) UpsertClient(o *latchkeyv1.OAuthClient) {
+	c := &Client{
+		Ref:       Ref{Namespace: o.Namespace, Name: o.Name, UID: o.UID},
+		ClientID:  o.Status.ClientID,
+		Scopes:    o.Spec.Scopes,
+		Audiences: o.Spec.Audiences,
+		TTL:       time.Hour,
+		Revoked:   o.Spec.Revoked,
 	}
 	if o.Spec.AccessTokenTTL != nil {
-		c.ttl = o.Spec.AccessTokenTTL.Duration
+		c.TTL = o.Spec.AccessTokenTTL.Duration
 	}
 	if o.Spec.ExpiresAt != nil {
-		c.expiresAt = o.Spec.ExpiresAt.Time
+		c.ExpiresAt = o.Spec.ExpiresAt.Time
 	}
 	if o.Status.LastUsedAt != nil {
-		c.lastUsedAt = o.Status.LastUsedAt.Time
+		c.LastUsedAt = o.Status.LastUsedAt.Time
 	}
 	for _, m := range o.Spec.TokenEndpointAuthMethods {
-		c.basic = c.basic || m == latchkeyv1.AuthClientSecretBasic
-		c.post = c.post || m == latchkeyv1.AuthClientSecretPost
+		c.Basic = c.Basic || m == latchkeyv1.AuthClientSecretBasic
+		c.Post = c.Post || m == latchkeyv1.AuthClientSecretPost
 	}
 	if len(o.Spec.TokenEndpointAuthMethods) == 0 { // the schema's default
-		c.basic, c.post = true, true
+		c.Basic, c.Post = true, true
 	}
 	for _, g := range o.Spec.GrantTypes {
-		c.clientCredentials = c.clientCredentials || g == latchkeyv1.GrantClientCredentials
+		c.ClientCredentials = c.ClientCredentials || g == latchkeyv1.GrantClientCredentials
 	}
 	if len(o.Spec.GrantTypes) == 0 {
-		c.clientCredentials = true
+		c.ClientCredentials = true
 	}
 	if p := o.Spec.Introspection; p != nil {
-		c.introspection = &introspectionPolicy{audiences: p.Audiences, scopes: p.Scopes, namespaces: p.Namespaces}
+		c.Introspection = &IntrospectionPolicy{Audiences: p.Audiences, Scopes: p.Scopes, Namespaces: p.Namespaces}
 		if len(p.Namespaces) == 0 {
-			c.introspection.namespaces = []string{o.Namespace}
+			c.Introspection.Namespaces = []string{o.Namespace}
 		}
-		c.introspection.allNamespaces = slices.Contains(p.Namespaces, "*")
+		c.Introspection.AllNamespaces = slices.Contains(p.Namespaces, "*")
 	}
-	if !c.revoked {
+	if !c.Revoked {
 		for _, s := range o.Status.Credentials {
-			if d, ok := parseHash(s.Hash); ok {
+			if d, ok := ParseHash(s.Hash); ok {
 				secret := clientSecret{hash: d}
 				if s.NotAfter != nil {
 					secret.notAfter = s.NotAfter.Time
@@ -344,24 +347,24 @@ func (x *Index) upsertClient(o *latchkeyv1.OAuthClient) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	known := len(x.clients[c.clientID]) > 1 // a duplicate before this update is not new
+	known := len(x.clients[c.ClientID]) > 1 // a duplicate before this update is not new
 	x.dropClientLocked(o.UID)
 	x.clientByUID[o.UID] = c
 	// Only a client with a secret can authenticate, so only such a client claims its
 	// client_id: when the manager refuses a duplicate (withdrawing its secret), the
 	// holder by right answers again.
-	if c.clientID == "" || len(c.secrets) == 0 {
+	if c.ClientID == "" || len(c.secrets) == 0 {
 		return
 	}
-	holders := append(x.clients[c.clientID], c)
-	x.clients[c.clientID] = holders
+	holders := append(x.clients[c.ClientID], c)
+	x.clients[c.ClientID] = holders
 	if len(holders) == 2 && !known {
 		x.log.Error(nil, "a client_id is held by more than one OAuthClient; refusing it until one is left",
-			"clientID", c.clientID, "holders", []string{holders[0].ref.String(), holders[1].ref.String()})
+			"clientID", c.ClientID, "holders", []string{holders[0].Ref.String(), holders[1].Ref.String()})
 	}
 }
 
-func (x *Index) deleteClient(uid types.UID) {
+func (x *Index) DeleteClient(uid types.UID) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.dropClientLocked(uid)
@@ -373,22 +376,22 @@ func (x *Index) dropClientLocked(uid types.UID) {
 		return
 	}
 	delete(x.clientByUID, uid)
-	kept := x.clients[old.clientID][:0]
-	for _, c := range x.clients[old.clientID] {
-		if c.ref.UID != uid {
+	kept := x.clients[old.ClientID][:0]
+	for _, c := range x.clients[old.ClientID] {
+		if c.Ref.UID != uid {
 			kept = append(kept, c)
 		}
 	}
 	if len(kept) == 0 {
-		delete(x.clients, old.clientID)
+		delete(x.clients, old.ClientID)
 	} else {
-		x.clients[old.clientID] = kept
+		x.clients[old.ClientID] = kept
 	}
 }
 
-// replaceAPIKeys makes the APIKeys of namespace ("" for all) exactly list: what a
+// ReplaceAPIKeys makes the APIKeys of namespace ("" for all) exactly list: what a
 // relist says. Keys that are gone from the list are dropped.
-func (x *Index) replaceAPIKeys(namespace string, list []*latchkeyv1.APIKey) {
+func (x *Index) ReplaceAPIKeys(namespace string, list []*latchkeyv1.APIKey) {
 	listed := make(map[types.UID]bool, len(list))
 	for _, k := range list {
 		listed[k.UID] = true
@@ -404,37 +407,48 @@ func (x *Index) replaceAPIKeys(namespace string, list []*latchkeyv1.APIKey) {
 	}
 	x.mu.Unlock()
 	for _, k := range list {
-		x.upsertAPIKey(k)
+		x.UpsertAPIKey(k)
 	}
 }
 
 // apiKeyRefLocked names the APIKey uid through one of its hashes, contested or not.
-func (x *Index) apiKeyRefLocked(uid types.UID, d digest) (objectRef, bool) {
-	if k, ok := x.apiKeys[d]; ok && k.ref.UID == uid {
-		return k.ref, true
+func (x *Index) apiKeyRefLocked(uid types.UID, d Digest) (Ref, bool) {
+	if k, ok := x.apiKeys[d]; ok && k.Ref.UID == uid {
+		return k.Ref, true
 	}
 	for _, k := range x.contested[d] {
-		if k.ref.UID == uid {
-			return k.ref, true
+		if k.Ref.UID == uid {
+			return k.Ref, true
 		}
 	}
-	return objectRef{}, false
+	return Ref{}, false
 }
 
-// replaceClients is replaceAPIKeys for OAuthClients.
-func (x *Index) replaceClients(namespace string, list []*latchkeyv1.OAuthClient) {
+// ReplaceClients is replaceAPIKeys for OAuthClients.
+func (x *Index) ReplaceClients(namespace string, list []*latchkeyv1.OAuthClient) {
 	listed := make(map[types.UID]bool, len(list))
 	for _, c := range list {
 		listed[c.UID] = true
 	}
 	x.mu.Lock()
 	for uid, c := range x.clientByUID {
-		if !listed[uid] && (namespace == "" || c.ref.Namespace == namespace) {
+		if !listed[uid] && (namespace == "" || c.Ref.Namespace == namespace) {
 			x.dropClientLocked(uid)
 		}
 	}
 	x.mu.Unlock()
 	for _, c := range list {
-		x.upsertClient(c)
+		x.UpsertClient(c)
 	}
+}
+
+// TokenClient returns the OAuthClient an access token was issued to, if it still
+// exists with the same UID, client_id and namespace, and is active at now: revoking
+// or deleting a client ends its outstanding tokens at once, wherever they are checked.
+func (x *Index) TokenClient(claims *accesstoken.Claims, now time.Time) (*Client, bool) {
+	c, ok := x.ClientByUID(types.UID(claims.ClientUID))
+	if !ok || c.ClientID != claims.ClientID || c.Ref.Namespace != claims.Namespace || !c.Active(now) {
+		return nil, false
+	}
+	return c, true
 }

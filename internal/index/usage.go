@@ -1,4 +1,4 @@
-package tokenserver
+package index
 
 import (
 	"context"
@@ -13,26 +13,33 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 )
 
+// Kinds as the usage recorder names them.
+const (
+	KindAPIKey      = "apikeys"
+	KindOAuthClient = "oauthclients"
+)
+
 // MinLastUsedGranularity is the finest last-use granularity allowed: at 100,000
 // active keys even one write per key per minute is ~1,700 writes/s to etcd.
 const MinLastUsedGranularity = time.Minute
 
-// usageTracker records status.lastUsedAt within a write budget. Requests only note
+// UsageTracker records status.lastUsedAt within a write budget. Requests only note
 // the use in memory. Every FlushInterval the uses are truncated to Granularity, and
 // an object is patched only when its truncated last use is later than what the watch
 // cache already holds: at most one write per object per granularity bucket. Every
 // replica truncates the same way, so when two replicas write the same bucket before
 // either sees the other's write, the second patch changes nothing and the API
 // server stores nothing (no etcd revision, no watch event).
-type usageTracker struct {
+type UsageTracker struct {
 	client        client.Client
-	cache         lastUsedCache
+	cache         LastUsedCache
 	clock         clock.PassiveClock
 	log           logr.Logger
 	flushInterval time.Duration
@@ -49,31 +56,33 @@ type usageTracker struct {
 	writes, skipped *prometheus.CounterVec
 }
 
-// lastUsedCache is what the watch cache knows of last use (the Index).
-type lastUsedCache interface {
+// LastUsedCache is what the watch cache knows of last use (the Index).
+type LastUsedCache interface {
 	LastUsed(kind string, uid types.UID) time.Time
 }
 
 type usageKey struct {
 	kind string
-	ref  objectRef
+	ref  Ref
 }
 
-func newUsageTracker(c client.Client, cache lastUsedCache, clk clock.PassiveClock, log logr.Logger, flush, granularity time.Duration, reg prometheus.Registerer) *usageTracker {
-	u := &usageTracker{
+// NewUsageTracker records uses through c; its metrics are named after component
+// (latchkey_<component>_last_used_writes_total, ...).
+func NewUsageTracker(c client.Client, cache LastUsedCache, clk clock.PassiveClock, log logr.Logger, flush, granularity time.Duration, reg prometheus.Registerer, component string) *UsageTracker {
+	u := &UsageTracker{
 		client: c, cache: cache, clock: clk, log: log, flushInterval: flush, granularity: granularity,
 		pending: map[usageKey]time.Time{}, written: map[usageKey]time.Time{},
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "latchkey_tokenserver_last_used_writes_total",
+			Name: "latchkey_" + component + "_last_used_writes_total",
 			Help: "status.lastUsedAt patches sent to the API server.",
 		}, []string{"kind"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "latchkey_tokenserver_last_used_skipped_total",
+			Name: "latchkey_" + component + "_last_used_skipped_total",
 			Help: "Objects used but not written because their last use already covered the bucket.",
 		}, []string{"kind"}),
 	}
 	reg.MustRegister(u.writes, u.skipped, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "latchkey_tokenserver_last_used_pending",
+		Name: "latchkey_" + component + "_last_used_pending",
 		Help: "Objects used whose use is not yet written or skipped (it grows while the API server is unreachable).",
 	}, func() float64 {
 		u.mu.Lock()
@@ -84,7 +93,7 @@ func newUsageTracker(c client.Client, cache lastUsedCache, clk clock.PassiveCloc
 }
 
 // Used is on the hot path: one map write under a mutex.
-func (u *usageTracker) Used(kind string, ref objectRef) {
+func (u *UsageTracker) Used(kind string, ref Ref) {
 	now := u.clock.Now()
 	u.mu.Lock()
 	u.pending[usageKey{kind, ref}] = now
@@ -92,12 +101,12 @@ func (u *usageTracker) Used(kind string, ref objectRef) {
 }
 
 // Run flushes until ctx ends.
-func (u *usageTracker) Run(ctx context.Context) {
-	every(ctx, u.flushInterval, func() { u.flush(ctx) })
+func (u *UsageTracker) Run(ctx context.Context) {
+	wait.UntilWithContext(ctx, u.flush, u.flushInterval)
 }
 
 // flush writes the uses whose bucket is not recorded yet.
-func (u *usageTracker) flush(ctx context.Context) {
+func (u *UsageTracker) flush(ctx context.Context) {
 	current := u.clock.Now().Truncate(u.granularity)
 	u.mu.Lock()
 	pending := u.pending
@@ -125,7 +134,7 @@ func (u *usageTracker) flush(ctx context.Context) {
 
 // requeue keeps a use that was not written for the next flush, unless a later one
 // has been noted since.
-func (u *usageTracker) requeue(key usageKey, usedAt time.Time) {
+func (u *UsageTracker) requeue(key usageKey, usedAt time.Time) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if later, ok := u.pending[key]; !ok || later.Before(usedAt) {
@@ -135,7 +144,7 @@ func (u *usageTracker) requeue(key usageKey, usedAt time.Time) {
 
 // record writes one object's last use if its bucket is not recorded yet. It
 // reports false when the API server could not be reached (the use is kept).
-func (u *usageTracker) record(ctx context.Context, key usageKey, usedAt time.Time) bool {
+func (u *UsageTracker) record(ctx context.Context, key usageKey, usedAt time.Time) bool {
 	bucket := usedAt.Truncate(u.granularity)
 	u.mu.Lock()
 	done := !u.written[key].Before(bucket)
@@ -161,7 +170,7 @@ func (u *usageTracker) record(ctx context.Context, key usageKey, usedAt time.Tim
 
 // patch merges status.lastUsedAt, with the UID as a precondition so that a
 // recreated object of the same name is not touched. A gone object is not an error.
-func (u *usageTracker) patch(ctx context.Context, key usageKey, bucket time.Time) error {
+func (u *UsageTracker) patch(ctx context.Context, key usageKey, bucket time.Time) error {
 	body, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{"uid": key.ref.UID},
 		"status":   map[string]any{"lastUsedAt": metav1.NewTime(bucket.UTC())},
@@ -170,7 +179,7 @@ func (u *usageTracker) patch(ctx context.Context, key usageKey, bucket time.Time
 		return err
 	}
 	var obj client.Object = &latchkeyv1.APIKey{}
-	if key.kind == kindOAuthClient {
+	if key.kind == KindOAuthClient {
 		obj = &latchkeyv1.OAuthClient{}
 	}
 	obj.SetNamespace(key.ref.Namespace)
@@ -184,7 +193,7 @@ func (u *usageTracker) patch(ctx context.Context, key usageKey, bucket time.Time
 
 // kindLabel is the metrics label of an internal kind name.
 func kindLabel(kind string) string {
-	if kind == kindOAuthClient {
+	if kind == KindOAuthClient {
 		return "OAuthClient"
 	}
 	return "APIKey"

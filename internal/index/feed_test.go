@@ -1,4 +1,4 @@
-package tokenserver
+package index
 
 import (
 	"encoding/json"

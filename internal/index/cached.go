@@ -1,4 +1,4 @@
-package tokenserver
+package index
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -69,6 +69,20 @@ type cachedOAuthClientList struct {
 	Items           []cachedOAuthClient `json:"items"`
 }
 
+// cachedAPI is an API as the index decodes it: the whole spec (APIs are few and
+// small), without the metadata the index never reads.
+type cachedAPI struct {
+	metav1.TypeMeta `json:",inline"`
+	cachedMeta      `json:"metadata"`
+	Spec            latchkeyv1.APISpec `json:"spec"`
+}
+
+type cachedAPIList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata"`
+	Items           []cachedAPI `json:"items"`
+}
+
 // cacheScheme maps latchkey.dev/v1alpha1's kinds to the cached types.
 func cacheScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
@@ -77,6 +91,8 @@ func cacheScheme() *runtime.Scheme {
 	s.AddKnownTypeWithName(gv.WithKind("APIKeyList"), &cachedAPIKeyList{})
 	s.AddKnownTypeWithName(gv.WithKind("OAuthClient"), &cachedOAuthClient{})
 	s.AddKnownTypeWithName(gv.WithKind("OAuthClientList"), &cachedOAuthClientList{})
+	s.AddKnownTypeWithName(gv.WithKind("API"), &cachedAPI{})
+	s.AddKnownTypeWithName(gv.WithKind("APIList"), &cachedAPIList{})
 	metav1.AddToGroupVersion(s, gv)
 	return s
 }
@@ -94,6 +110,13 @@ func (c *cachedOAuthClient) oauthClient() *latchkeyv1.OAuthClient {
 	o := &latchkeyv1.OAuthClient{Spec: c.Spec}
 	o.Namespace, o.Name, o.UID = c.Namespace, c.Name, c.UID
 	o.Status.ClientID, o.Status.Credentials, o.Status.LastUsedAt = c.Status.ClientID, c.Status.Credentials, c.Status.LastUsedAt
+	return o
+}
+
+// api is the API the index reads.
+func (a *cachedAPI) api() *latchkeyv1.API {
+	o := &latchkeyv1.API{Spec: a.Spec}
+	o.Namespace, o.Name, o.UID, o.CreationTimestamp = a.Namespace, a.Name, a.UID, a.CreationTimestamp
 	return o
 }
 
@@ -146,6 +169,22 @@ func (l *cachedOAuthClientList) DeepCopyObject() runtime.Object {
 	l.ListMeta.DeepCopyInto(&out.ListMeta)
 	for i := range l.Items {
 		out.Items = append(out.Items, *l.Items[i].DeepCopyObject().(*cachedOAuthClient))
+	}
+	return out
+}
+
+func (a *cachedAPI) DeepCopyObject() runtime.Object {
+	out := &cachedAPI{TypeMeta: a.TypeMeta}
+	a.cachedMeta.DeepCopyInto(&out.cachedMeta)
+	a.Spec.DeepCopyInto(&out.Spec)
+	return out
+}
+
+func (l *cachedAPIList) DeepCopyObject() runtime.Object {
+	out := &cachedAPIList{TypeMeta: l.TypeMeta}
+	l.ListMeta.DeepCopyInto(&out.ListMeta)
+	for i := range l.Items {
+		out.Items = append(out.Items, *l.Items[i].DeepCopyObject().(*cachedAPI))
 	}
 	return out
 }

@@ -1,4 +1,4 @@
-package tokenserver
+package index
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 	kjson "sigs.k8s.io/json"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The token server watches APIKeys and OAuthClients with client-go Reflectors that
@@ -105,16 +106,16 @@ type feedStore interface {
 	staleness() time.Duration
 }
 
-// feeds are the running Reflectors' stores.
-type feeds struct {
+// Feeds are the running Reflectors' stores.
+type Feeds struct {
 	byResource map[string][]feedStore // "apikeys", "oauthclients"
 }
 
-// waitSynced waits until each feed has listed once.
-func (fs *feeds) waitSynced(ctx context.Context) bool {
+// WaitSynced waits until each feed has listed once.
+func (fs *Feeds) WaitSynced(ctx context.Context) bool {
 	for _, list := range fs.byResource {
 		for _, f := range list {
-			if !waitFor(ctx, f.HasSynced) {
+			if !toolscache.WaitForCacheSync(ctx.Done(), f.HasSynced) {
 				return false
 			}
 		}
@@ -124,7 +125,7 @@ func (fs *feeds) waitSynced(ctx context.Context) bool {
 
 // Staleness is the longest time since any feed of resource heard from the API
 // server: the bound on how out of date answers about that resource may be.
-func (fs *feeds) Staleness(resource string) time.Duration {
+func (fs *Feeds) Staleness(resource string) time.Duration {
 	var worst time.Duration
 	for _, f := range fs.byResource[resource] {
 		worst = max(worst, f.staleness())
@@ -138,9 +139,9 @@ func (fs *feeds) Staleness(resource string) time.Duration {
 // Each retry is one cheap request per feed.
 var watchBackoff = wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 1 << 30, Cap: time.Second}
 
-// startFeeds runs one Reflector per kind and namespace (or one per kind for all
+// StartFeeds runs one Reflector per kind and namespace (or one per kind for all
 // namespaces) into index.
-func startFeeds(ctx context.Context, cfg *rest.Config, namespaces []string, index *Index, clk clock.PassiveClock) (*feeds, error) {
+func StartFeeds(ctx context.Context, cfg *rest.Config, namespaces []string, index *Index, clk clock.PassiveClock) (*Feeds, error) {
 	restClient, err := latchkeyRESTClient(cfg, cacheScheme())
 	if err != nil {
 		return nil, err
@@ -148,20 +149,25 @@ func startFeeds(ctx context.Context, cfg *rest.Config, namespaces []string, inde
 	if len(namespaces) == 0 {
 		namespaces = []string{""}
 	}
-	fs := &feeds{byResource: map[string][]feedStore{}}
+	fs := &Feeds{byResource: map[string][]feedStore{}}
 	for _, ns := range namespaces {
 		keys := &indexFeed[*cachedAPIKey]{namespace: ns, clock: clk,
-			upsert:  func(k *cachedAPIKey) { index.upsertAPIKey(k.apiKey()) },
-			remove:  index.deleteAPIKey,
-			replace: func(ns string, list []*cachedAPIKey) { index.replaceAPIKeys(ns, convert(list, (*cachedAPIKey).apiKey)) }}
+			upsert:  func(k *cachedAPIKey) { index.UpsertAPIKey(k.apiKey()) },
+			remove:  index.DeleteAPIKey,
+			replace: func(ns string, list []*cachedAPIKey) { index.ReplaceAPIKeys(ns, convert(list, (*cachedAPIKey).apiKey)) }}
 		clients := &indexFeed[*cachedOAuthClient]{namespace: ns, clock: clk,
-			upsert: func(c *cachedOAuthClient) { index.upsertClient(c.oauthClient()) },
-			remove: index.deleteClient,
+			upsert: func(c *cachedOAuthClient) { index.UpsertClient(c.oauthClient()) },
+			remove: index.DeleteClient,
 			replace: func(ns string, list []*cachedOAuthClient) {
-				index.replaceClients(ns, convert(list, (*cachedOAuthClient).oauthClient))
+				index.ReplaceClients(ns, convert(list, (*cachedOAuthClient).oauthClient))
 			}}
+		apis := &indexFeed[*cachedAPI]{namespace: ns, clock: clk,
+			upsert:  func(a *cachedAPI) { index.UpsertAPI(a.api()) },
+			remove:  index.DeleteAPI,
+			replace: func(ns string, list []*cachedAPI) { index.ReplaceAPIs(ns, convert(list, (*cachedAPI).api)) }}
 		keys.heard()
 		clients.heard()
+		apis.heard()
 		watches := func(resource string) *toolscache.ListWatch {
 			return toolscache.NewListWatchFromClient(restClient, resource, ns, fields.Everything())
 		}
@@ -179,6 +185,11 @@ func startFeeds(ctx context.Context, cfg *rest.Config, namespaces []string, inde
 				ListWatch: watches("oauthclients"), client: restClient, resource: "oauthclients", namespace: ns,
 				newList: func(m metav1.ListMeta, items []cachedOAuthClient) *cachedOAuthClientList {
 					return &cachedOAuthClientList{ListMeta: m, Items: items}
+				}}},
+			"apis": {apis, &cachedAPI{}, listWatch[*cachedAPIList, cachedAPI]{
+				ListWatch: watches("apis"), client: restClient, resource: "apis", namespace: ns,
+				newList: func(m metav1.ListMeta, items []cachedAPI) *cachedAPIList {
+					return &cachedAPIList{ListMeta: m, Items: items}
 				}}},
 		} {
 			r := toolscache.NewReflectorWithOptions(feed.lw, feed.expected, feed.store,
@@ -295,4 +306,19 @@ func latchkeyRESTClient(cfg *rest.Config, scheme *runtime.Scheme) (*rest.RESTCli
 		c.UserAgent = rest.DefaultKubernetesUserAgent()
 	}
 	return rest.RESTClientFor(c)
+}
+
+// RegisterStaleness exposes how stale each watch cache may be: the seconds since
+// the API server last sent it a list, an event or a bookmark (bookmarks come about
+// once a minute on a quiet cluster). During an API server outage it grows while the
+// server keeps answering from the cache.
+// component names the process in the metric: latchkey_<component>_cache_staleness_seconds.
+func (fs *Feeds) RegisterStaleness(reg prometheus.Registerer, component string) {
+	for resource := range fs.byResource {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "latchkey_" + component + "_cache_staleness_seconds",
+			Help:        "Seconds since the API server last sent this watch cache a list, an event or a bookmark.",
+			ConstLabels: prometheus.Labels{"resource": resource},
+		}, func() float64 { return fs.Staleness(resource).Seconds() }))
+	}
 }

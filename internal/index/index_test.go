@@ -1,4 +1,4 @@
-package tokenserver
+package index
 
 import (
 	"strings"
@@ -35,14 +35,14 @@ func TestIndexRefusesADuplicateClientID(t *testing.T) {
 	const id = "0123456789abcdef01234567"
 	var lines []string
 	x := NewIndex(countingLog(&lines))
-	x.upsertClient(oauthClientWithID("a", id, credential.Hash("secret-a")))
-	if c, ok := x.LookupClient(id); !ok || c.ref.UID != "a" {
+	x.UpsertClient(oauthClientWithID("a", id, credential.Hash("secret-a")))
+	if c, ok := x.LookupClient(id); !ok || c.Ref.UID != "a" {
 		t.Fatalf("one holder: got client=%v", c)
 	}
 
-	x.upsertClient(oauthClientWithID("b", id, credential.Hash("secret-b")))
+	x.UpsertClient(oauthClientWithID("b", id, credential.Hash("secret-b")))
 	for range 3 { // updates and lookups of a known duplicate log nothing more
-		x.upsertClient(oauthClientWithID("b", id, credential.Hash("secret-b")))
+		x.UpsertClient(oauthClientWithID("b", id, credential.Hash("secret-b")))
 		if c, ok := x.LookupClient(id); ok {
 			t.Fatalf("two holders: got client=%v, want none", c)
 		}
@@ -57,13 +57,13 @@ func TestIndexRefusesADuplicateClientID(t *testing.T) {
 	// The manager withdraws the younger holder's secret: the older one answers again.
 	withdrawn := oauthClientWithID("b", id, "")
 	withdrawn.Status.Credentials = nil
-	x.upsertClient(withdrawn)
-	if c, ok := x.LookupClient(id); !ok || c.ref.UID != "a" {
+	x.UpsertClient(withdrawn)
+	if c, ok := x.LookupClient(id); !ok || c.Ref.UID != "a" {
 		t.Fatalf("after the duplicate's secret is withdrawn: got client=%v", c)
 	}
-	x.upsertClient(oauthClientWithID("b", id, credential.Hash("secret-b")))
-	x.deleteClient("b")
-	if c, ok := x.LookupClient(id); !ok || c.ref.UID != "a" {
+	x.UpsertClient(oauthClientWithID("b", id, credential.Hash("secret-b")))
+	x.DeleteClient("b")
+	if c, ok := x.LookupClient(id); !ok || c.Ref.UID != "a" {
 		t.Fatalf("after the duplicate is deleted: got client=%v", c)
 	}
 }
@@ -79,17 +79,17 @@ func TestIndexRefusesAContestedAPIKeyHash(t *testing.T) {
 	shadow := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "attacker", Name: "k", UID: "s"}}
 	shadow.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: shared}, {Hash: own}}
 
-	x.upsertAPIKey(victim)
-	x.upsertAPIKey(shadow)
+	x.UpsertAPIKey(victim)
+	x.UpsertAPIKey(shadow)
 	for _, order := range [][]*latchkeyv1.APIKey{{victim}, {shadow}, {victim, shadow}} {
 		for _, k := range order {
-			x.upsertAPIKey(k)
+			x.UpsertAPIKey(k)
 		}
 		if k, ok := x.LookupAPIKey(mustDigest(t, shared)); ok {
-			t.Fatalf("a contested hash is answered for, by %s", k.ref)
+			t.Fatalf("a contested hash is answered for, by %s", k.Ref)
 		}
 	}
-	if k, ok := x.LookupAPIKey(mustDigest(t, own)); !ok || k.ref.UID != "s" {
+	if k, ok := x.LookupAPIKey(mustDigest(t, own)); !ok || k.Ref.UID != "s" {
 		t.Errorf("an uncontested hash of the same APIKey is not answered for")
 	}
 	if hashes, _ := x.Duplicates(); hashes != 1 {
@@ -102,9 +102,9 @@ func TestIndexRefusesAContestedAPIKeyHash(t *testing.T) {
 	// A relist that no longer has the shadow drops it, although its first hash is
 	// contested (not among the answered hashes).
 	shadow.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: shared}}
-	x.upsertAPIKey(shadow)
-	x.replaceAPIKeys("attacker", nil)
-	if k, ok := x.LookupAPIKey(mustDigest(t, shared)); !ok || k.ref.UID != "v" {
+	x.UpsertAPIKey(shadow)
+	x.ReplaceAPIKeys("attacker", nil)
+	if k, ok := x.LookupAPIKey(mustDigest(t, shared)); !ok || k.Ref.UID != "v" {
 		t.Fatalf("once the shadow is gone the victim's key is not answered for: %v", k)
 	}
 	if hashes, _ := x.Duplicates(); hashes != 0 {
@@ -118,9 +118,9 @@ func TestIndexReplacesAnAPIKeysHashesOnUpdate(t *testing.T) {
 	key := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "k", UID: "k"}}
 	old, current := credential.Hash("old"), credential.Hash("current")
 	key.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: old}}
-	x.upsertAPIKey(key)
+	x.UpsertAPIKey(key)
 	key.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: current}}
-	x.upsertAPIKey(key)
+	x.UpsertAPIKey(key)
 
 	if _, ok := x.LookupAPIKey(mustDigest(t, old)); ok {
 		t.Error("the replaced hash is still accepted")
@@ -129,15 +129,15 @@ func TestIndexReplacesAnAPIKeysHashesOnUpdate(t *testing.T) {
 		t.Error("the current hash is not accepted")
 	}
 	key.Spec.Revoked = true
-	x.upsertAPIKey(key)
+	x.UpsertAPIKey(key)
 	if hashes, _ := x.Sizes(); hashes != 0 {
 		t.Errorf("a revoked key still has %d hashes", hashes)
 	}
 }
 
-func mustDigest(t *testing.T, hash string) digest {
+func mustDigest(t *testing.T, hash string) Digest {
 	t.Helper()
-	d, ok := parseHash(hash)
+	d, ok := ParseHash(hash)
 	if !ok {
 		t.Fatalf("bad hash %q", hash)
 	}
@@ -156,18 +156,18 @@ func TestIndexReplaceDropsWhatARelistNoLongerHas(t *testing.T) {
 	}
 	x := NewIndex(logr.Discard())
 	for _, k := range []*latchkeyv1.APIKey{apiKey("a", "kept"), apiKey("a", "deleted"), apiKey("b", "other")} {
-		x.upsertAPIKey(k)
+		x.UpsertAPIKey(k)
 	}
-	x.upsertClient(oauthClientWithID("gone", "0123456789abcdef01234567", credential.Hash("s1")))
-	x.upsertClient(oauthClientWithID("stays", "89abcdef0123456789abcdef", credential.Hash("s2")))
+	x.UpsertClient(oauthClientWithID("gone", "0123456789abcdef01234567", credential.Hash("s1")))
+	x.UpsertClient(oauthClientWithID("stays", "89abcdef0123456789abcdef", credential.Hash("s2")))
 
-	x.replaceAPIKeys("a", []*latchkeyv1.APIKey{apiKey("a", "kept"), apiKey("a", "new")})
+	x.ReplaceAPIKeys("a", []*latchkeyv1.APIKey{apiKey("a", "kept"), apiKey("a", "new")})
 	for uid, want := range map[string]bool{"kept": true, "new": true, "deleted": false, "other": true} {
 		if _, ok := x.LookupAPIKey(mustDigest(t, credential.Hash("key-"+uid))); ok != want {
 			t.Errorf("key %s: accepted=%v, want %v", uid, ok, want)
 		}
 	}
-	x.replaceClients("", []*latchkeyv1.OAuthClient{oauthClientWithID("stays", "89abcdef0123456789abcdef", credential.Hash("s2"))})
+	x.ReplaceClients("", []*latchkeyv1.OAuthClient{oauthClientWithID("stays", "89abcdef0123456789abcdef", credential.Hash("s2"))})
 	if c, _ := x.LookupClient("0123456789abcdef01234567"); c != nil {
 		t.Error("a client missing from the relist is still known")
 	}

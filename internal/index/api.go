@@ -1,0 +1,246 @@
+package index
+
+import (
+	"slices"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/apis"
+)
+
+// API is an API resource as the authorizer applies it: rules sorted most specific
+// first, so that the first match is the one that wins.
+type API struct {
+	Ref        Ref
+	Identifier string
+	Hosts      []string
+	// AcceptsLive and AcceptsTest say which API-key environments are accepted.
+	AcceptsLive, AcceptsTest bool
+	// Namespaces whose credentials are accepted; AllNamespaces for "*".
+	Namespaces    []string
+	AllNamespaces bool
+	// Authenticate is the default action for unmatched routes: any valid credential
+	// (true) or deny (false).
+	Authenticate bool
+	Rules        []Rule
+	// Catalogue maps each scope the API defines to its description.
+	Catalogue map[string]string
+	// claim is what apis.OlderClaim compares.
+	claim *latchkeyv1.API
+}
+
+// Rule is one route rule of an API.
+type Rule struct {
+	Methods    []string // empty: every method
+	PathPrefix string
+	Scopes     []string // all required; empty: any valid credential
+}
+
+// newAPI compiles an API resource.
+func newAPI(o *latchkeyv1.API) *API {
+	a := &API{
+		Ref:        Ref{Namespace: o.Namespace, Name: o.Name, UID: o.UID},
+		Identifier: o.Spec.Identifier,
+		Hosts:      o.Spec.Hosts,
+		Namespaces: o.Spec.Namespaces,
+		Catalogue:  make(map[string]string, len(o.Spec.Scopes)),
+		// Only the fields OlderClaim reads.
+		claim: &latchkeyv1.API{ObjectMeta: *o.ObjectMeta.DeepCopy()},
+	}
+	a.claim.ManagedFields, a.claim.Annotations, a.claim.Labels = nil, nil, nil
+	if len(a.Namespaces) == 0 {
+		a.Namespaces = []string{o.Namespace}
+	}
+	a.AllNamespaces = slices.Contains(a.Namespaces, "*")
+	a.Authenticate = o.Spec.DefaultAction == latchkeyv1.DefaultActionAuthenticate
+	for _, e := range o.Spec.Environments {
+		a.AcceptsLive = a.AcceptsLive || e == latchkeyv1.EnvironmentLive
+		a.AcceptsTest = a.AcceptsTest || e == latchkeyv1.EnvironmentTest
+	}
+	if len(o.Spec.Environments) == 0 { // the schema's default
+		a.AcceptsLive, a.AcceptsTest = true, true
+	}
+	for _, s := range o.Spec.Scopes {
+		a.Catalogue[s.Name] = s.Description
+	}
+	for _, r := range o.Spec.Rules {
+		a.Rules = append(a.Rules, Rule{Methods: r.Methods, PathPrefix: r.PathPrefix, Scopes: r.Scopes})
+	}
+	// Most specific first: the longest prefix; at equal length a rule that names
+	// methods before one for every method. Stable, so that the order written in
+	// the spec breaks the remaining ties.
+	sort.SliceStable(a.Rules, func(i, j int) bool {
+		ri, rj := a.Rules[i], a.Rules[j]
+		if len(ri.PathPrefix) != len(rj.PathPrefix) {
+			return len(ri.PathPrefix) > len(rj.PathPrefix)
+		}
+		return len(ri.Methods) > 0 && len(rj.Methods) == 0
+	})
+	return a
+}
+
+// Match returns the most specific rule for a request, or false when none matches
+// (the default action applies). path must already be clean (see the authorizer).
+func (a *API) Match(method, path string) (*Rule, bool) {
+	for i := range a.Rules {
+		r := &a.Rules[i]
+		if (len(r.Methods) == 0 || slices.Contains(r.Methods, method)) && pathHasPrefix(path, r.PathPrefix) {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// pathHasPrefix matches on segment boundaries: /v1/leads covers /v1/leads and
+// /v1/leads/42, not /v1/leadsx.
+func pathHasPrefix(path, prefix string) bool {
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || strings.HasSuffix(prefix, "/") || path[len(prefix)] == '/'
+}
+
+// AcceptsNamespace reports whether the API accepts credentials of namespace.
+func (a *API) AcceptsNamespace(namespace string) bool {
+	return a.AllNamespaces || slices.Contains(a.Namespaces, namespace)
+}
+
+// AcceptsEnvironment reports whether the API accepts API keys of env.
+func (a *API) AcceptsEnvironment(env string) bool {
+	return (env == string(latchkeyv1.EnvironmentLive) && a.AcceptsLive) ||
+		(env == string(latchkeyv1.EnvironmentTest) && a.AcceptsTest)
+}
+
+// apiSet is every API the index knows and which of them are served: an API is
+// served only while it holds its identifier and every one of its hosts
+// (apis.OlderClaim), exactly as the manager reports in its Ready condition.
+type apiSet struct {
+	all     map[types.UID]*API
+	served  map[string]*API // "namespace/name"
+	byHost  map[string]*API
+	version uint64 // counts changes, for caches of what is derived from the APIs
+}
+
+func (s *apiSet) recompute() {
+	s.version++
+	idHolder, hostHolder := map[string]*API{}, map[string]*API{}
+	for _, a := range s.all {
+		if h, ok := idHolder[a.Identifier]; !ok || apis.OlderClaim(a.claim, h.claim) {
+			idHolder[a.Identifier] = a
+		}
+		for _, host := range a.Hosts {
+			if h, ok := hostHolder[host]; !ok || apis.OlderClaim(a.claim, h.claim) {
+				hostHolder[host] = a
+			}
+		}
+	}
+	s.served, s.byHost = map[string]*API{}, map[string]*API{}
+	for _, a := range s.all {
+		holdsAll := idHolder[a.Identifier] == a
+		for _, host := range a.Hosts {
+			holdsAll = holdsAll && hostHolder[host] == a
+		}
+		if !holdsAll {
+			continue
+		}
+		s.served[a.Ref.String()] = a
+		for _, host := range a.Hosts {
+			s.byHost[host] = a
+		}
+	}
+}
+
+// API returns the served API namespace/name.
+func (x *Index) API(namespace, name string) (*API, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	a, ok := x.apis.served[namespace+"/"+name]
+	return a, ok
+}
+
+// APIForHost returns the served API for a Host header: an exact match (with the
+// port, if one is given), else a match of the host name without its port.
+func (x *Index) APIForHost(host string) (*API, bool) {
+	host = strings.ToLower(host)
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if a, ok := x.apis.byHost[host]; ok {
+		return a, true
+	}
+	if i := strings.LastIndexByte(host, ':'); i > 0 && !strings.Contains(host[i:], "]") {
+		a, ok := x.apis.byHost[host[:i]]
+		return a, ok
+	}
+	return nil, false
+}
+
+// ScopeCatalogue returns every scope of the served APIs with its description (the
+// first API's, by name, where two describe the same scope), and a version that
+// changes whenever the APIs do.
+func (x *Index) ScopeCatalogue() (map[string]string, uint64) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	names := make([]string, 0, len(x.apis.served))
+	for name := range x.apis.served {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	out := map[string]string{}
+	for _, name := range names {
+		for scope, description := range x.apis.served[name].Catalogue {
+			if _, ok := out[scope]; !ok {
+				out[scope] = description
+			}
+		}
+	}
+	return out, x.apis.version
+}
+
+// APIVersion changes whenever the APIs do: what is derived from them is recomputed then.
+func (x *Index) APIVersion() uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.apis.version
+}
+
+// APIs returns how many APIs the index knows and how many it serves.
+func (x *Index) APIs() (known, served int) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.apis.all), len(x.apis.served)
+}
+
+// UpsertAPI replaces everything known of one API.
+func (x *Index) UpsertAPI(o *latchkeyv1.API) {
+	a := newAPI(o)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.apis.all[o.UID] = a
+	x.apis.recompute()
+}
+
+// DeleteAPI drops an API.
+func (x *Index) DeleteAPI(uid types.UID) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.apis.all, uid)
+	x.apis.recompute()
+}
+
+// ReplaceAPIs makes the APIs of namespace ("" for all) exactly list.
+func (x *Index) ReplaceAPIs(namespace string, list []*latchkeyv1.API) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for uid, a := range x.apis.all {
+		if namespace == "" || a.Ref.Namespace == namespace {
+			delete(x.apis.all, uid)
+		}
+	}
+	for _, o := range list {
+		x.apis.all[o.UID] = newAPI(o)
+	}
+	x.apis.recompute()
+}

@@ -1,0 +1,118 @@
+package index
+
+import (
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+)
+
+func testAPI(ns, name string, created int64, mutate func(*latchkeyv1.APISpec)) *latchkeyv1.API {
+	a := &latchkeyv1.API{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(ns + "/" + name),
+			CreationTimestamp: metav1.NewTime(time.Unix(created, 0))},
+		Spec: latchkeyv1.APISpec{
+			Identifier: "https://" + name + ".example",
+			Scopes:     []latchkeyv1.APIScope{{Name: "leads:read"}, {Name: "leads:write"}},
+			Rules: []latchkeyv1.APIRule{
+				{PathPrefix: "/v1/leads", Scopes: []string{"leads:read"}},
+				{PathPrefix: "/v1/leads", Methods: []string{"POST"}, Scopes: []string{"leads:write"}},
+				{PathPrefix: "/v1/leads/export", Scopes: []string{"leads:read", "leads:write"}},
+				{PathPrefix: "/", Methods: []string{"GET"}},
+			},
+		},
+	}
+	if mutate != nil {
+		mutate(&a.Spec)
+	}
+	return a
+}
+
+func TestRuleMatchMostSpecific(t *testing.T) {
+	a := newAPI(testAPI("ns", "leads", 1, nil))
+	for _, tc := range []struct {
+		method, path string
+		want         string // the matched rule's scopes, or "none"
+	}{
+		{"GET", "/v1/leads", "[leads:read]"},
+		{"GET", "/v1/leads/42", "[leads:read]"},
+		{"POST", "/v1/leads", "[leads:write]"},
+		{"POST", "/v1/leads/42/notes", "[leads:write]"},
+		{"GET", "/v1/leads/export", "[leads:read leads:write]"},
+		{"GET", "/v1/leadsx", "[]"},  // not the /v1/leads rule: segment boundary; the / rule
+		{"POST", "/v1/leadsx", "none"}, // the / rule is GET only
+		{"DELETE", "/v1/leads", "[leads:read]"},
+		{"GET", "/", "[]"},
+	} {
+		r, ok := a.Match(tc.method, tc.path)
+		got := "none"
+		if ok {
+			got = "[" + joinScopes(r.Scopes) + "]"
+		}
+		if got != tc.want {
+			t.Errorf("%s %s matched %s, want %s", tc.method, tc.path, got, tc.want)
+		}
+	}
+}
+
+func joinScopes(s []string) string {
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += " "
+		}
+		out += v
+	}
+	return out
+}
+
+func TestAPIDefaults(t *testing.T) {
+	a := newAPI(testAPI("acme", "leads", 1, nil))
+	if !a.AcceptsNamespace("acme") || a.AcceptsNamespace("globex") {
+		t.Errorf("an API without namespaces must accept its own namespace only")
+	}
+	if !a.AcceptsEnvironment("live") || !a.AcceptsEnvironment("test") || a.AcceptsEnvironment("") {
+		t.Errorf("an API without environments accepts live and test keys, nothing else")
+	}
+	if a.Authenticate {
+		t.Errorf("the default action is deny")
+	}
+	all := newAPI(testAPI("acme", "leads", 1, func(s *latchkeyv1.APISpec) {
+		s.Namespaces = []string{"*"}
+		s.Environments = []latchkeyv1.Environment{latchkeyv1.EnvironmentLive}
+	}))
+	if !all.AcceptsNamespace("globex") || all.AcceptsEnvironment("test") {
+		t.Errorf("namespaces [*] accepts every namespace; environments [live] refuses test keys")
+	}
+}
+
+// The oldest API holds an identifier and each host; a newcomer that claims either
+// is not served at all, and the holder is unaffected.
+func TestAPIClaims(t *testing.T) {
+	x := NewIndex(logr.Discard())
+	x.UpsertAPI(testAPI("victim", "leads", 100, func(s *latchkeyv1.APISpec) { s.Hosts = []string{"api.example.com"} }))
+	x.UpsertAPI(testAPI("tenant", "same-identifier", 200, func(s *latchkeyv1.APISpec) { s.Identifier = "https://leads.example" }))
+	x.UpsertAPI(testAPI("tenant", "same-host", 200, func(s *latchkeyv1.APISpec) { s.Hosts = []string{"other.example.com", "api.example.com"} }))
+	if a, ok := x.APIForHost("API.example.com:443"); !ok || a.Ref.Namespace != "victim" {
+		t.Fatalf("the host belongs to the oldest API, got %v %v", a, ok)
+	}
+	for _, name := range []string{"same-identifier", "same-host"} {
+		if _, ok := x.API("tenant", name); ok {
+			t.Errorf("tenant/%s claims what an older API holds and must not be served", name)
+		}
+	}
+	if _, ok := x.APIForHost("other.example.com"); ok {
+		t.Errorf("a conflicting API serves none of its hosts")
+	}
+	x.DeleteAPI("victim/leads")
+	if a, ok := x.APIForHost("api.example.com"); !ok || a.Ref.Name != "same-host" {
+		t.Errorf("once the holder is gone the next claim holds the host")
+	}
+	if known, served := x.APIs(); known != 2 || served != 2 {
+		t.Errorf("APIs() = %d, %d; want 2, 2", known, served)
+	}
+}
