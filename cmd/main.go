@@ -1,5 +1,5 @@
 // Command latchkey is the one binary of the project: `latchkey manager` runs the
-// operator, `latchkey tokenserver` runs the token server.
+// operator, `latchkey tokenserver` the token server, `latchkey authz` the edge authorizer.
 package main
 
 import (
@@ -12,6 +12,7 @@ const usage = `usage: latchkey <command> [flags]
 commands:
   manager      reconcile APIKeys and OAuthClients into hashed credentials and Secrets
   tokenserver  issue and verify access tokens from the reconciled state
+  authz        edge authorizer: Envoy ext_authz (gRPC) and HTTP forward-auth for proxies
 
 Run "latchkey <command> -h" for the flags of a command.
 `
@@ -27,6 +28,8 @@ func main() {
 		err = runManager(os.Args[2:])
 	case "tokenserver":
 		err = runTokenServer(os.Args[2:])
+	case "authz":
+		err = runAuthz(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

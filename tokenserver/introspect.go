@@ -1,14 +1,12 @@
 package tokenserver
 
 import (
-	"crypto/sha256"
 	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/latchkey-dev/latchkey/internal/credential"
 	"github.com/latchkey-dev/latchkey/internal/index"
 )
 
@@ -63,10 +61,8 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidRequest("token is required"))
 		return
 	}
-	result := inactive
-	if credential.LooksLikeAPIKey(token) {
-		result = s.introspectAPIKey(caller.Introspection, token)
-	} else if strings.Count(token, ".") == 2 {
+	result := s.introspectAPIKey(caller.Introspection, token)
+	if !result.Active && strings.Count(token, ".") == 2 {
 		result = s.introspectJWT(caller.Introspection, token)
 	}
 	writeJSON(w, http.StatusOK, result)
@@ -77,10 +73,8 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 // the key's namespace and one of its scopes; the answer's scope lists only those.
 // A revoked key's hashes are already gone.
 func (s *Server) introspectAPIKey(policy *index.IntrospectionPolicy, token string) introspection {
-	hash := index.Digest(sha256.Sum256([]byte(token)))
-	key, ok := s.index.LookupAPIKey(hash)
-	now := s.clock.Now()
-	if !ok || !key.AcceptedAt(now) || !policy.CoversNamespace(key.Ref.Namespace) {
+	key, hash, _, accepted := s.index.AcceptAPIKey(token, s.clock.Now())
+	if !accepted || !policy.CoversNamespace(key.Ref.Namespace) {
 		return inactive
 	}
 	scope := policy.ServedScopes(key.Scope.Value())
@@ -92,7 +86,7 @@ func (s *Server) introspectAPIKey(policy *index.IntrospectionPolicy, token strin
 		Active: true, Scope: scope, TokenType: "api_key", Environment: key.Environment,
 		Exp: key.Expiry(), Namespace: key.Ref.Namespace, Name: key.Ref.Name,
 		Sub:   "apikey:" + key.Ref.Namespace + "/" + key.Ref.Name,
-		KeyID: credential.KeyID(credential.HashOfDigest(hash[:])),
+		KeyID: hash.KeyID(),
 	}
 }
 

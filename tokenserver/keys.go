@@ -8,16 +8,14 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/latchkey-dev/latchkey/internal/accesstoken"
 	"github.com/latchkey-dev/latchkey/internal/signingkeys"
+	"github.com/latchkey-dev/latchkey/internal/watchone"
 )
 
 // keyRing is one loaded version of the signing-key Secret, ready to use.
@@ -97,35 +95,16 @@ func (k *Keys) load(secret *corev1.Secret) error {
 // watchSigningKeys keeps keys loaded from one Secret, read with get and a watch on
 // that name only, so RBAC can restrict the token server to it by resourceNames.
 func watchSigningKeys(ctx context.Context, cs kubernetes.Interface, namespace, name string, keys *Keys, onError func(error)) toolscache.SharedInformer {
-	byName := fields.OneTermEqualSelector("metadata.name", name).String()
-	lw := &toolscache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, _ metav1.ListOptions) (runtime.Object, error) {
-			secret, err := cs.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				return &corev1.SecretList{}, nil
-			}
-			if err != nil {
-				return nil, err
-			}
-			return &corev1.SecretList{ListMeta: metav1.ListMeta{ResourceVersion: secret.ResourceVersion}, Items: []corev1.Secret{*secret}}, nil
-		},
-		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			opts.FieldSelector = byName
-			return cs.CoreV1().Secrets(namespace).Watch(ctx, opts)
-		},
-	}
-	informer := toolscache.NewSharedInformer(lw, &corev1.Secret{}, 0)
-	load := func(obj any) {
-		if secret, ok := obj.(*corev1.Secret); ok && secret.Name == name {
-			if err := keys.load(secret); err != nil {
-				onError(err)
-			}
+	asList := func(secret *corev1.Secret, resourceVersion string) runtime.Object {
+		list := &corev1.SecretList{ListMeta: metav1.ListMeta{ResourceVersion: resourceVersion}}
+		if secret != nil {
+			list.Items = []corev1.Secret{*secret}
 		}
+		return list
 	}
-	_, _ = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    load,
-		UpdateFunc: func(_, obj any) { load(obj) },
+	return watchone.Start(ctx, cs.CoreV1().Secrets(namespace), name, asList, func(secret *corev1.Secret) {
+		if err := keys.load(secret); err != nil {
+			onError(err)
+		}
 	})
-	go informer.RunWithContext(ctx)
-	return informer
 }

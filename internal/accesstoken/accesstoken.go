@@ -69,8 +69,13 @@ func ParseJWKS(data []byte) (*Verifier, error) {
 	return NewVerifier(set), nil
 }
 
-// Size is the number of keys the verifier knows.
-func (v *Verifier) Size() int { return len(v.keys) }
+// Size is the number of keys the verifier knows (0 for nil).
+func (v *Verifier) Size() int {
+	if v == nil {
+		return 0
+	}
+	return len(v.keys)
+}
 
 // Verify returns the claims of token if it is a canonical compact JWS with typ
 // at+jwt, signed by one of the keys with that key's algorithm, issued by issuer,

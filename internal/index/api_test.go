@@ -43,7 +43,7 @@ func TestRuleMatchMostSpecific(t *testing.T) {
 		{"POST", "/v1/leads", "[leads:write]"},
 		{"POST", "/v1/leads/42/notes", "[leads:write]"},
 		{"GET", "/v1/leads/export", "[leads:read leads:write]"},
-		{"GET", "/v1/leadsx", "[]"},  // not the /v1/leads rule: segment boundary; the / rule
+		{"GET", "/v1/leadsx", "[]"},    // not the /v1/leads rule: segment boundary; the / rule
 		{"POST", "/v1/leadsx", "none"}, // the / rule is GET only
 		{"DELETE", "/v1/leads", "[leads:read]"},
 		{"GET", "/", "[]"},

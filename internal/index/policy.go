@@ -1,9 +1,12 @@
 package index
 
 import (
+	"crypto/sha256"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
 // CoversNamespace reports whether the policy lets its client introspect credentials of namespace.
@@ -55,3 +58,23 @@ func (k *Key) Expiry() int64 {
 	}
 	return end.Unix()
 }
+
+// AcceptAPIKey is how every component accepts an API key: the checksum first (a
+// mistyped or truncated key costs no lookup), then one SHA-256 and one map lookup,
+// then the key's expiry and grace period at now. A revoked key's hashes are already
+// gone from the index. It returns the key and its hash's digest; wellFormed is false
+// when the checksum or shape is wrong.
+func (x *Index) AcceptAPIKey(token string, now time.Time) (key *Key, hash Digest, wellFormed, accepted bool) {
+	if !credential.LooksLikeAPIKey(token) {
+		return nil, hash, false, false
+	}
+	hash = Digest(sha256.Sum256([]byte(token)))
+	key, ok := x.LookupAPIKey(hash)
+	if !ok || !key.AcceptedAt(now) {
+		return nil, hash, true, false
+	}
+	return key, hash, true, true
+}
+
+// KeyID is the public identifier of the key with this hash (never the key).
+func (d Digest) KeyID() string { return credential.KeyID(credential.HashOfDigest(d[:])) }

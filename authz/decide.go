@@ -1,0 +1,342 @@
+// Package authz is the edge authorizer: it answers Envoy's ext_authz Check (gRPC)
+// and HTTP forward-auth requests from proxies (Caddy, Traefik, nginx, Envoy's HTTP
+// mode) with allow (and the caller's identity, in headers the upstream can trust),
+// 401 or 403, so that a service behind the proxy needs no code to accept Latchkey
+// API keys and access tokens.
+//
+// Both protocols translate their request into a Request and their answer from a
+// Decision; Decide is the one place that decides. It reads the same watch-fed index
+// as the token server (internal/index) and verifies tokens with public keys only
+// (internal/accesstoken, from the JWKS ConfigMap the manager publishes).
+package authz
+
+import (
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
+
+	"github.com/latchkey-dev/latchkey/internal/apis"
+	"github.com/latchkey-dev/latchkey/internal/index"
+)
+
+// Request is what a proxy asks about, whatever the protocol.
+type Request struct {
+	Method string
+	// Path is the request target as the client sent it (query included, not decoded).
+	Path string
+	Host string
+	// Header returns a request header by its lower-case name ("" when absent).
+	Header func(name string) string
+	// API names the API to apply ("namespace/name"); empty: the one serving Host.
+	API string
+	// Scopes, when not nil, are the scopes required instead of the API's rules.
+	Scopes []string
+}
+
+// Outcome is why a request was allowed or refused; a metrics label.
+type Outcome string
+
+const (
+	Allowed           Outcome = "allowed"
+	NoAPI             Outcome = "no_api"             // 403: no served API for the request
+	NoCredential      Outcome = "no_credential"      // 401
+	MalformedRequest  Outcome = "malformed"          // 401: more than one credential, a bad Authorization header, a bad checksum
+	InvalidCredential Outcome = "invalid_credential" // 401: unknown, revoked, expired, not for this API
+	WrongEnvironment  Outcome = "wrong_environment"  // 401
+	BadPath           Outcome = "bad_path"           // 403: a path the rules cannot be matched against safely
+	InsufficientScope Outcome = "insufficient_scope" // 403
+	RouteDenied       Outcome = "route_denied"       // 403: no rule matches and the API denies unmatched routes
+)
+
+// Decision is the answer: Status 200 with Identity, or 401/403 with an RFC 6750 error.
+type Decision struct {
+	Status  int
+	Outcome Outcome
+	// API is the API applied ("namespace/name"), empty when none was found.
+	API string
+	// Error and Description are the RFC 6750 error code and text ("" for a request
+	// with no credential at all, which gets a bare challenge: RFC 6750 §3.1).
+	Error, Description string
+	// RequiredScope is the scope a 403 insufficient_scope asks for.
+	RequiredScope string
+	Identity      *Identity
+	// CredentialHeader is the header that carried an API key: the upstream does not
+	// need the key, so ext_authz removes it (access tokens pass through).
+	CredentialHeader string
+}
+
+// Identity is who the caller is: the contract with resource servers (Headers).
+type Identity struct {
+	// Subject is "apikey:<namespace>/<name>" for an API key, the client_id for an access token.
+	Subject string
+	// Kind is "api_key" or "access_token".
+	Kind string
+	// Namespace is the workspace the credential belongs to.
+	Namespace string
+	// Name is the APIKey's or the OAuthClient's name.
+	Name     string
+	ClientID string // access tokens only
+	KeyID    string // API keys only: the public key ID, never the key
+	// Environment is "live" or "test" (API keys only).
+	Environment string
+	// Scopes granted, space-separated.
+	Scopes string
+}
+
+// Authorizer decides requests.
+type Authorizer struct {
+	Index *index.Index
+	// Keys holds the current JWKS verifier (nil until loaded).
+	Keys *JWKS
+	// Issuer is the iss every accepted token must carry.
+	Issuer string
+	// APIKeyHeader is the header, besides Authorization, that may carry an API key (lower case).
+	APIKeyHeader string
+	Usage        UsageRecorder
+	Clock        clock.PassiveClock
+	Log          logr.Logger
+}
+
+// UsageRecorder notes that an API key was accepted, for status.lastUsedAt.
+type UsageRecorder interface {
+	Used(kind string, ref index.Ref)
+}
+
+// Decide answers one request. Order matters for what a caller can learn: the API
+// first (nothing else can be decided without it), then the credential (401), then
+// the route (403).
+func (a *Authorizer) Decide(r Request) Decision {
+	api, ok := a.findAPI(r)
+	if !ok {
+		return Decision{Status: 403, Outcome: NoAPI, Error: "access_denied", Description: "no API is configured for this request"}
+	}
+	d := a.authenticate(r, api)
+	d.API = api.Ref.String()
+	if d.Identity == nil {
+		return d
+	}
+	path, ok := cleanPath(r.Path)
+	if !ok {
+		return Decision{Status: 403, Outcome: BadPath, API: d.API, Error: "access_denied",
+			Description: "the request path is not in canonical form (encoded slashes or dots, dot segments, empty segments or ';')"}
+	}
+	required := r.Scopes
+	if required == nil {
+		rule, matched := api.Match(r.Method, path)
+		switch {
+		case matched:
+			required = rule.Scopes
+		case !api.Authenticate:
+			return Decision{Status: 403, Outcome: RouteDenied, API: d.API, Error: "access_denied",
+				Description: "this route is not open to any credential"}
+		}
+	}
+	granted := strings.Fields(d.Identity.Scopes)
+	for _, scope := range required {
+		if !apis.GrantsScope(granted, scope) {
+			return Decision{Status: 403, Outcome: InsufficientScope, API: d.API, Error: "insufficient_scope",
+				Description: "the credential lacks a scope this route requires", RequiredScope: strings.Join(required, " ")}
+		}
+	}
+	return d
+}
+
+// findAPI is the API the proxy named, or the one serving the Host.
+func (a *Authorizer) findAPI(r Request) (*index.API, bool) {
+	if r.API != "" {
+		namespace, name, ok := strings.Cut(r.API, "/")
+		if !ok {
+			return nil, false
+		}
+		return a.Index.API(namespace, name)
+	}
+	if r.Host == "" {
+		return nil, false
+	}
+	return a.Index.APIForHost(r.Host)
+}
+
+var (
+	errInvalid = Decision{Status: 401, Outcome: InvalidCredential, Error: "invalid_token",
+		Description: "the credential is not valid"}
+	errNotForAPI = Decision{Status: 401, Outcome: InvalidCredential, Error: "invalid_token",
+		Description: "the credential is not valid for this API"}
+)
+
+// authenticate finds the one credential of the request and checks it against api:
+// a Decision with Identity, or a 401.
+func (a *Authorizer) authenticate(r Request, api *index.API) Decision {
+	token, header, problem := credentialOf(r, a.APIKeyHeader)
+	switch {
+	case problem != "":
+		return Decision{Status: 401, Outcome: MalformedRequest, Error: "invalid_request", Description: problem}
+	case token == "":
+		return Decision{Status: 401, Outcome: NoCredential,
+			Description: "send an API key or an access token: Authorization: Bearer <credential>"}
+	}
+	now := a.Clock.Now()
+	key, hash, wellFormed, accepted := a.Index.AcceptAPIKey(token, now)
+	switch {
+	case accepted:
+		if !api.AcceptsNamespace(key.Ref.Namespace) {
+			return errNotForAPI
+		}
+		if !api.AcceptsEnvironment(key.Environment) {
+			return Decision{Status: 401, Outcome: WrongEnvironment, Error: "invalid_token",
+				Description: "this API does not accept " + key.Environment + " keys"}
+		}
+		a.Usage.Used(index.KindAPIKey, key.Ref)
+		d := Decision{Status: 200, Outcome: Allowed, Identity: &Identity{
+			Subject: "apikey:" + key.Ref.Namespace + "/" + key.Ref.Name, Kind: "api_key",
+			Namespace: key.Ref.Namespace, Name: key.Ref.Name, KeyID: hash.KeyID(),
+			Environment: key.Environment, Scopes: key.Scope.Value(),
+		}}
+		d.CredentialHeader = header
+		return d
+	case wellFormed:
+		return errInvalid // unknown, revoked or expired: one answer for all
+	case strings.Count(token, ".") == 2 && header == "authorization":
+		return a.authenticateToken(token, api, now)
+	case header == "authorization" && looksLikeAPIKeyShape(token):
+		return Decision{Status: 401, Outcome: MalformedRequest, Error: "invalid_token", Description: "the API key is malformed (its checksum does not match)"}
+	}
+	return Decision{Status: 401, Outcome: MalformedRequest, Error: "invalid_token", Description: "the credential is malformed"}
+}
+
+// authenticateToken accepts an access token issued for api (aud) to a client of a
+// namespace api accepts, while the client still exists, unchanged and active.
+func (a *Authorizer) authenticateToken(token string, api *index.API, now time.Time) Decision {
+	claims, ok := a.Keys.Verifier().Verify(token, a.Issuer, now)
+	if !ok {
+		return errInvalid
+	}
+	client, ok := a.Index.TokenClient(claims, now)
+	if !ok {
+		return errInvalid
+	}
+	if !audienceContains(claims.Audience, api.Identifier) || !api.AcceptsNamespace(client.Ref.Namespace) {
+		return errNotForAPI
+	}
+	// The scopes the client still has: narrowing a client narrows its outstanding
+	// tokens too, as introspection answers.
+	var scopes []string
+	for scope := range strings.SplitSeq(claims.Scope, " ") {
+		if scope != "" && contains(client.Scopes, scope) {
+			scopes = append(scopes, scope)
+		}
+	}
+	return Decision{Status: 200, Outcome: Allowed, Identity: &Identity{
+		Subject: claims.Subject, Kind: "access_token", Namespace: client.Ref.Namespace, Name: client.Ref.Name,
+		ClientID: client.ClientID, Scopes: strings.Join(scopes, " "),
+	}}
+}
+
+func audienceContains(aud []string, identifier string) bool { return contains(aud, identifier) }
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// looksLikeAPIKeyShape tells a mistyped API key (lk_live_… with a wrong checksum)
+// from other garbage, for a clearer error.
+func looksLikeAPIKeyShape(token string) bool {
+	parts := strings.Split(token, "_")
+	return len(parts) == 3 && (parts[1] == "live" || parts[1] == "test")
+}
+
+// credentialOf returns the one credential of the request and the header it came in
+// (lower case). RFC 6750 §2: a client uses one method per request, so two
+// different credentials are refused rather than one chosen.
+func credentialOf(r Request, apiKeyHeader string) (token, header, problem string) {
+	auth := r.Header("authorization")
+	if auth != "" {
+		scheme, value, ok := strings.Cut(auth, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || !b64token(value) {
+			return "", "", "the Authorization header must be: Bearer <credential>"
+		}
+		token, header = value, "authorization"
+	}
+	if apiKeyHeader != "" {
+		if v := r.Header(apiKeyHeader); v != "" {
+			if token != "" && v != token {
+				return "", "", "send one credential per request, not two"
+			}
+			if token == "" {
+				if !b64token(v) {
+					return "", "", "the " + apiKeyHeader + " header must hold one API key"
+				}
+				token, header = v, apiKeyHeader
+			}
+		}
+	}
+	return token, header, ""
+}
+
+// b64token is RFC 6750 §2.1's b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+func b64token(s string) bool {
+	if s == "" || len(s) > 8192 {
+		return false
+	}
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
+			break
+		}
+	}
+	if i == 0 {
+		return false
+	}
+	for ; i < len(s); i++ {
+		if s[i] != '=' {
+			return false
+		}
+	}
+	return true
+}
+
+// cleanPath returns the path of a request target (no query), decoded, if matching
+// rules against it is safe: the upstream must see the same segments the rules
+// saw. Encoded slashes and backslashes, dot segments, empty segments and ';'
+// (path parameters some servers drop) are refused rather than normalized: a
+// normalization that differs from the upstream's is how route rules are bypassed.
+func cleanPath(target string) (string, bool) {
+	raw, _, _ := strings.Cut(target, "?")
+	raw, _, _ = strings.Cut(raw, "#")
+	if !strings.HasPrefix(raw, "/") || strings.ContainsAny(raw, `\;`) {
+		return "", false
+	}
+	lower := strings.ToLower(raw)
+	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%3b") || strings.Contains(lower, "%00") {
+		return "", false
+	}
+	decoded, err := url.PathUnescape(raw)
+	if err != nil {
+		return "", false
+	}
+	for i := 0; i < len(decoded); i++ {
+		if c := decoded[i]; c < 0x20 || c == 0x7f {
+			return "", false
+		}
+	}
+	if decoded == "/" {
+		return decoded, true
+	}
+	segments := strings.Split(decoded[1:], "/")
+	for i, seg := range segments {
+		last := i == len(segments)-1
+		if seg == "." || seg == ".." || (seg == "" && !last) {
+			return "", false
+		}
+	}
+	return decoded, true
+}

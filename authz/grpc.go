@@ -1,0 +1,128 @@
+package authz
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+)
+
+// Context extensions a route may set in Envoy (ExtAuthzPerRoute check_settings).
+const (
+	// ContextAPI names the API to apply, "namespace/name".
+	ContextAPI = "latchkey.dev/api"
+	// ContextScopes lists the scopes the route requires, space-separated,
+	// overriding the API's rules.
+	ContextScopes = "latchkey.dev/scopes"
+)
+
+// grpcServer is envoy.service.auth.v3.Authorization.
+type grpcServer struct {
+	s *Server
+}
+
+// Check answers Envoy's ext_authz. A refusal is a DeniedHttpResponse with the
+// status, challenge and body the client should see; Go errors are kept for real
+// faults, which Envoy answers with its status_on_error.
+func (g grpcServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	attrs := req.GetAttributes()
+	http := attrs.GetRequest().GetHttp()
+	r := Request{
+		Method: http.GetMethod(),
+		Path:   http.GetPath(),
+		Host:   http.GetHost(),
+		Header: envoyHeaders(http),
+		API:    attrs.GetContextExtensions()[ContextAPI],
+	}
+	if scopes, ok := attrs.GetContextExtensions()[ContextScopes]; ok {
+		r.Scopes = strings.Fields(scopes)
+		if r.Scopes == nil {
+			r.Scopes = []string{}
+		}
+	}
+	d := g.s.authorizer.Decide(r)
+	g.s.metrics.observe("grpc", d, time.Since(start))
+	if d.Status == 200 {
+		return &authv3.CheckResponse{
+			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: okResponse(d)},
+		}, nil
+	}
+	code, status := codes.PermissionDenied, typev3.StatusCode_Forbidden
+	if d.Status == 401 {
+		code, status = codes.Unauthenticated, typev3.StatusCode_Unauthorized
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code), Message: d.Description},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status: &typev3.HttpStatus{Code: status},
+			Headers: []*corev3.HeaderValueOption{
+				overwrite("www-authenticate", d.challenge(g.s.realm)),
+				overwrite("content-type", "application/json"),
+				overwrite("cache-control", "no-store"),
+			},
+			Body: d.body(),
+		}},
+	}, nil
+}
+
+// okResponse sets the identity headers on the upstream request and removes every
+// identity header it does not set (a client's forged copy included), and the API
+// key: the upstream needs who the caller is, not the key.
+func okResponse(d Decision) *authv3.OkHttpResponse {
+	ok := &authv3.OkHttpResponse{}
+	for _, h := range d.headers() {
+		name := strings.ToLower(h[0])
+		if h[1] == "" {
+			ok.HeadersToRemove = append(ok.HeadersToRemove, name)
+			continue
+		}
+		ok.Headers = append(ok.Headers, overwrite(name, h[1]))
+	}
+	if d.CredentialHeader != "" {
+		ok.HeadersToRemove = append(ok.HeadersToRemove, d.CredentialHeader)
+	}
+	return ok
+}
+
+// overwrite replaces any value of the header. Newer Envoy appends when neither
+// append nor append_action is set, so the action is always explicit.
+func overwrite(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: name, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// envoyHeaders reads the request headers Envoy sent: the headers map by default,
+// header_map when the filter sets encode_raw_headers. Names are lower case in both.
+// A repeated header arrives joined with "," (map) or as several entries (raw): a
+// repeated credential header is then not one valid credential, and is refused.
+func envoyHeaders(http *authv3.AttributeContext_HttpRequest) func(string) string {
+	if raw := http.GetHeaderMap(); raw != nil {
+		return func(name string) string {
+			value, seen := "", false
+			for _, h := range raw.GetHeaders() {
+				if strings.EqualFold(h.GetKey(), name) {
+					v := string(h.GetRawValue())
+					if v == "" {
+						v = h.GetValue()
+					}
+					if seen {
+						return value + "," + v
+					}
+					value, seen = v, true
+				}
+			}
+			return value
+		}
+	}
+	headers := http.GetHeaders()
+	return func(name string) string { return headers[name] }
+}

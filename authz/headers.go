@@ -1,0 +1,65 @@
+package authz
+
+import (
+	"encoding/json"
+	"strings"
+)
+
+// The identity headers the upstream receives on allow: the contract with resource
+// servers. Every one of them is removed from the client's request first, so a
+// value the upstream sees was written by the authorizer.
+const (
+	HeaderSubject     = "X-Latchkey-Subject"
+	HeaderKind        = "X-Latchkey-Credential-Kind"
+	HeaderNamespace   = "X-Latchkey-Namespace"
+	HeaderName        = "X-Latchkey-Name"
+	HeaderClientID    = "X-Latchkey-Client-Id"
+	HeaderKeyID       = "X-Latchkey-Key-Id"
+	HeaderEnvironment = "X-Latchkey-Environment"
+	HeaderScopes      = "X-Latchkey-Scopes"
+	HeaderAPI         = "X-Latchkey-Api"
+)
+
+// IdentityHeaders lists them all, for proxies' copy lists and for removal.
+var IdentityHeaders = []string{HeaderSubject, HeaderKind, HeaderNamespace, HeaderName, HeaderClientID,
+	HeaderKeyID, HeaderEnvironment, HeaderScopes, HeaderAPI}
+
+// headers are the identity headers of an allowed request; an empty value means
+// "absent" (an access token has no key ID), and proxies drop it.
+func (d Decision) headers() [][2]string {
+	id := d.Identity
+	return [][2]string{
+		{HeaderSubject, id.Subject}, {HeaderKind, id.Kind}, {HeaderNamespace, id.Namespace},
+		{HeaderName, id.Name}, {HeaderClientID, id.ClientID}, {HeaderKeyID, id.KeyID},
+		{HeaderEnvironment, id.Environment}, {HeaderScopes, id.Scopes}, {HeaderAPI, d.API},
+	}
+}
+
+// challenge is the WWW-Authenticate header of a refusal (RFC 6750 §3). A request
+// without any credential gets a bare challenge (§3.1).
+func (d Decision) challenge(realm string) string {
+	var b strings.Builder
+	b.WriteString(`Bearer realm="` + realm + `"`)
+	if d.Error != "" {
+		b.WriteString(`, error="` + d.Error + `"`)
+		b.WriteString(`, error_description="` + d.Description + `"`)
+	}
+	if d.RequiredScope != "" {
+		b.WriteString(`, scope="` + d.RequiredScope + `"`)
+	}
+	return b.String()
+}
+
+// body is the JSON body of a refusal.
+func (d Decision) body() string {
+	code := d.Error
+	if code == "" {
+		code = "invalid_token"
+	}
+	b, _ := json.Marshal(struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description,omitempty"`
+		Scope       string `json:"scope,omitempty"`
+	}{code, d.Description, d.RequiredScope})
+	return string(b) + "\n"
+}

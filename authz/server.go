@@ -1,0 +1,91 @@
+package authz
+
+import (
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Server serves the Authorizer over gRPC (Envoy ext_authz) and HTTP (forward-auth).
+type Server struct {
+	authorizer *Authorizer
+	realm      string
+	metrics    *metrics
+	ready      atomic.Bool
+}
+
+// NewServer wraps an authorizer; realm is the WWW-Authenticate realm.
+func NewServer(a *Authorizer, realm string, reg prometheus.Registerer) *Server {
+	s := &Server{authorizer: a, realm: realm}
+	s.metrics = newMetrics(reg, a)
+	return s
+}
+
+// SetReady marks the caches as synced: /readyz answers 200 from then on.
+func (s *Server) SetReady() { s.ready.Store(true) }
+
+// Handler routes the HTTP endpoints. Forward-auth answers every method: Traefik
+// and nginx may send the original one.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/authz", s.handleForwardAuth)
+	mux.HandleFunc(EnvoyHTTPPrefix+"/", s.handleEnvoyHTTP)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	return mux
+}
+
+// metrics never carry a credential or a per-credential label: decisions are
+// counted by API and outcome only.
+type metrics struct {
+	decisions *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer, a *Authorizer) *metrics {
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "latchkey_authz_decisions_total",
+			Help: "Authorization decisions by API (namespace/name, empty when none applied) and outcome (allowed, no_credential, invalid_credential, wrong_environment, malformed, insufficient_scope, route_denied, bad_path, no_api).",
+		}, []string{"api", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "latchkey_authz_check_duration_seconds",
+			Help:    "Time to decide a check, by protocol (grpc, http).",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1},
+		}, []string{"protocol"}),
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	reg.MustRegister(m.decisions, m.latency,
+		gauge("latchkey_authz_cached_apikey_hashes", "API key hashes accepted now.", func() float64 {
+			hashes, _ := a.Index.Sizes()
+			return float64(hashes)
+		}),
+		gauge("latchkey_authz_cached_oauthclients", "OAuthClients in the cache.", func() float64 {
+			_, clients := a.Index.Sizes()
+			return float64(clients)
+		}),
+		gauge("latchkey_authz_served_apis", "APIs served (holding their identifier and hosts).", func() float64 {
+			_, served := a.Index.APIs()
+			return float64(served)
+		}),
+		gauge("latchkey_authz_jwks_keys", "Public keys loaded from the JWKS ConfigMap.", func() float64 {
+			return float64(a.Keys.Verifier().Size())
+		}),
+	)
+	return m
+}
+
+func (m *metrics) observe(protocol string, d Decision, took time.Duration) {
+	m.decisions.WithLabelValues(d.API, string(d.Outcome)).Inc()
+	m.latency.WithLabelValues(protocol).Observe(took.Seconds())
+}
