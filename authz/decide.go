@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
@@ -306,9 +307,10 @@ func b64token(s string) bool {
 
 // cleanPath returns the path of a request target (no query), decoded, if matching
 // rules against it is safe: the upstream must see the same segments the rules
-// saw. Encoded slashes and backslashes, dot segments, empty segments and ';'
-// (path parameters some servers drop) are refused rather than normalized: a
-// normalization that differs from the upstream's is how route rules are bypassed.
+// saw. Encoded slashes and backslashes, dot segments, empty segments, ';' (path
+// parameters some servers drop), control characters and invalid UTF-8 are
+// refused rather than normalized: a normalization that differs from the
+// upstream's is how route rules are bypassed.
 func cleanPath(target string) (string, bool) {
 	raw, _, _ := strings.Cut(target, "?")
 	raw, _, _ = strings.Cut(raw, "#")
@@ -320,7 +322,7 @@ func cleanPath(target string) (string, bool) {
 		return "", false
 	}
 	decoded, err := url.PathUnescape(raw)
-	if err != nil {
+	if err != nil || !utf8.ValidString(decoded) {
 		return "", false
 	}
 	for i := 0; i < len(decoded); i++ {

@@ -8,19 +8,14 @@ import (
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 )
 
-// OlderClaim reports whether a's claim to an identifier or a host comes before b's:
-// the older object holds it, so that a newcomer can never take over what another
-// team's API already serves. Ties (same second) fall to namespace/name, then UID, so
-// every replica of every component decides the same way.
-func OlderClaim(a, b *latchkeyv1.API) bool {
-	ta, tb := a.CreationTimestamp.Time, b.CreationTimestamp.Time
-	if !ta.Equal(tb) {
-		return ta.Before(tb)
-	}
-	if ka, kb := a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name; ka != kb {
-		return ka < kb
-	}
-	return a.UID < b.UID
+// NotNewer reports whether a was created no later than b, so that b's claim to an
+// identifier or a host they share gives way to a's. A claim is held only by an API
+// that no other claimant is NotNewer than: the oldest, so that a newcomer can never
+// take over what another team's API already serves. Creation times have one-second
+// precision; claimants created in the same second all give way, and none holds the
+// claim: a tie broken by names would let a tenant pick a name that wins.
+func NotNewer(a, b *latchkeyv1.API) bool {
+	return !b.CreationTimestamp.Time.Before(a.CreationTimestamp.Time)
 }
 
 // ScopeCovered reports whether a credential's scope names something in a catalogue

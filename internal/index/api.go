@@ -28,7 +28,7 @@ type API struct {
 	Rules        []Rule
 	// Catalogue maps each scope the API defines to its description.
 	Catalogue map[string]string
-	// claim is what apis.OlderClaim compares.
+	// claim is what apis.NotNewer compares.
 	claim *latchkeyv1.API
 }
 
@@ -47,7 +47,7 @@ func newAPI(o *latchkeyv1.API) *API {
 		Hosts:      o.Spec.Hosts,
 		Namespaces: o.Spec.Namespaces,
 		Catalogue:  make(map[string]string, len(o.Spec.Scopes)),
-		// Only the fields OlderClaim reads.
+		// Only the fields apis.NotNewer reads.
 		claim: &latchkeyv1.API{ObjectMeta: *o.ObjectMeta.DeepCopy()},
 	}
 	a.claim.ManagedFields, a.claim.Annotations, a.claim.Labels = nil, nil, nil
@@ -115,8 +115,9 @@ func (a *API) AcceptsEnvironment(env string) bool {
 }
 
 // apiSet is every API the index knows and which of them are served: an API is
-// served only while it holds its identifier and every one of its hosts
-// (apis.OlderClaim), exactly as the manager reports in its Ready condition.
+// served only while it holds its identifier and every one of its hosts, that is
+// while no other API claiming one of them is apis.NotNewer than it: exactly what
+// the manager reports in its Ready condition.
 type apiSet struct {
 	all     map[types.UID]*API
 	served  map[string]*API // "namespace/name"
@@ -126,24 +127,26 @@ type apiSet struct {
 
 func (s *apiSet) recompute() {
 	s.version++
-	idHolder, hostHolder := map[string]*API{}, map[string]*API{}
+	claimants := map[string][]*API{} // "id:" + identifier, "host:" + host
 	for _, a := range s.all {
-		if h, ok := idHolder[a.Identifier]; !ok || apis.OlderClaim(a.claim, h.claim) {
-			idHolder[a.Identifier] = a
-		}
+		claimants["id:"+a.Identifier] = append(claimants["id:"+a.Identifier], a)
 		for _, host := range a.Hosts {
-			if h, ok := hostHolder[host]; !ok || apis.OlderClaim(a.claim, h.claim) {
-				hostHolder[host] = a
+			claimants["host:"+host] = append(claimants["host:"+host], a)
+		}
+	}
+	givesWay := map[*API]bool{}
+	for _, list := range claimants {
+		for _, a := range list {
+			for _, b := range list {
+				if a != b && apis.NotNewer(b.claim, a.claim) {
+					givesWay[a] = true
+				}
 			}
 		}
 	}
 	s.served, s.byHost = map[string]*API{}, map[string]*API{}
 	for _, a := range s.all {
-		holdsAll := idHolder[a.Identifier] == a
-		for _, host := range a.Hosts {
-			holdsAll = holdsAll && hostHolder[host] == a
-		}
-		if !holdsAll {
+		if givesWay[a] {
 			continue
 		}
 		s.served[a.Ref.String()] = a

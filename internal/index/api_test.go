@@ -116,3 +116,17 @@ func TestAPIClaims(t *testing.T) {
 		t.Errorf("APIs() = %d, %d; want 2, 2", known, served)
 	}
 }
+
+// Creation times have one-second precision: APIs created in the same second that
+// claim the same host both give way, whatever their names.
+func TestAPIClaimTie(t *testing.T) {
+	x := NewIndex(logr.Discard())
+	x.UpsertAPI(testAPI("b-team", "leads", 100, func(s *latchkeyv1.APISpec) { s.Hosts = []string{"api.example.com"} }))
+	x.UpsertAPI(testAPI("a-team", "aaa", 100, func(s *latchkeyv1.APISpec) { s.Hosts = []string{"api.example.com"} }))
+	if a, ok := x.APIForHost("api.example.com"); ok {
+		t.Fatalf("a tie must not be broken by name, but %s holds the host", a.Ref)
+	}
+	if _, served := x.APIs(); served != 0 {
+		t.Errorf("neither API of the tie is served")
+	}
+}
