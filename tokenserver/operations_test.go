@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
@@ -41,6 +42,22 @@ var _ = Describe("Discovery", func() {
 				HaveKeyWithValue("access_token_signing_alg_values_supported", ConsistOf("RS256")),
 			))
 		}
+	})
+
+	It("publishes the scopes of the APIs' catalogues as scopes_supported, following the APIs", func() {
+		ns := newNamespace()
+		api := &latchkeyv1.API{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "billing"}, Spec: latchkeyv1.APISpec{
+			Identifier: "https://billing." + ns + ".test",
+			Scopes:     []latchkeyv1.APIScope{{Name: "invoices:read", Description: "Read invoices"}, {Name: "invoices:write"}},
+		}}
+		Expect(k8s.Create(context.Background(), api)).To(Succeed())
+		scopes := func() []any {
+			scopes, _ := get(server.URL + "/.well-known/oauth-authorization-server").JSON()["scopes_supported"].([]any)
+			return scopes
+		}
+		Eventually(scopes).Should(ContainElements("invoices:read", "invoices:write"))
+		Expect(k8s.Delete(context.Background(), api)).To(Succeed())
+		Eventually(scopes).ShouldNot(ContainElement("invoices:read"))
 	})
 
 	It("publishes the signing key and the next one, public parts only", func() {

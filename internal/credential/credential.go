@@ -145,9 +145,16 @@ func randomHex(random io.Reader, n int) (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// checksum is the CRC-32 of s in base62, padded to ChecksumLength.
+// checksum is the CRC-32 of s in base62, padded to ChecksumLength. It runs on
+// every request that presents a key, so it avoids big.Int: 62^6 > 2^32.
 func checksum(s string) string {
-	return base62(new(big.Int).SetUint64(uint64(crc32.ChecksumIEEE([]byte(s)))), ChecksumLength)
+	n := crc32.ChecksumIEEE([]byte(s))
+	var out [ChecksumLength]byte
+	for i := ChecksumLength - 1; i >= 0; i-- {
+		out[i] = base62Alphabet[n%62]
+		n /= 62
+	}
+	return string(out[:])
 }
 
 // base62 encodes n in exactly width digits, most significant first.
