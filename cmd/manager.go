@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -37,6 +38,7 @@ type managerFlags struct {
 	issuerURL, tokenURL    string
 	namespace              string
 	signingKeySecret       string
+	jwksConfigMap          string
 	issuanceKeySecret      string
 	namespaces             []string
 	signingAlgorithms      string
@@ -65,6 +67,7 @@ func runManager(args []string) error {
 	fs.StringVar(&f.tokenURL, "token-url", "", "token endpoint written into OAuthClient Secrets; default <issuer-url>/oauth2/token")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "latchkey-system"), "the operator's namespace, which holds the signing-key Secret")
 	fs.StringVar(&f.signingKeySecret, "signing-key-secret", "latchkey-signing-keys", "name of the Secret that holds the token-signing keys")
+	fs.StringVar(&f.jwksConfigMap, "jwks-configmap", "latchkey-jwks", "name of the ConfigMap, in --namespace, where the manager publishes the signing keys' public JWK Set (data key jwks.json) for resource servers that verify tokens offline; \"\" publishes none. The manager's Role (config/rbac/jwks_role.yaml) names it: change both together")
 	fs.StringVar(&f.issuanceKeySecret, "issuance-key-secret", "latchkey-issuance-key", "name of the Secret, in --namespace, that holds the issuance key: it proves which credentials in tenants' Secrets the manager wrote, and derives client_ids")
 	fs.StringVar(&f.signingAlgorithms, "signing-algorithms", signingkeys.RS256, "comma-separated algorithms to keep signing keys for: RS256, ES256, EdDSA")
 	fs.DurationVar(&f.signingKeyRotation, "signing-key-rotation", 30*24*time.Hour, "how long each signing key signs before the next one takes over")
@@ -112,8 +115,9 @@ func runManager(args []string) error {
 		Controller:       controller.Options{MaxConcurrentReconciles: f.concurrency},
 		IssuanceKey:      controllers.IssuanceKeyOptions{Namespace: f.namespace, SecretName: f.issuanceKeySecret},
 		SigningKeys: &controllers.SigningKeyOptions{
-			Namespace:  f.namespace,
-			SecretName: f.signingKeySecret,
+			Namespace:     f.namespace,
+			SecretName:    f.signingKeySecret,
+			JWKSConfigMap: f.jwksConfigMap,
 			Policy: signingkeys.Policy{
 				Algorithms:       algorithms,
 				RotationInterval: f.signingKeyRotation,
@@ -134,13 +138,15 @@ func runManager(args []string) error {
 
 // ManagerOptions builds the manager's options. The Secret cache holds only the
 // Secrets the operator labelled, in digest form, so memory does not grow with
-// unrelated Secrets. With --namespaces, every cache watches only those namespaces
+// unrelated Secrets; the ConfigMap cache holds the JWKS ConfigMap alone. With
+// --namespaces, every cache watches only those namespaces
 // and the operator's own (signing and issuance keys), so that the manager needs
 // RBAC in those namespaces alone. On SIGTERM the leader gives up its Lease, so a
 // standby takes over at once instead of a lease duration later: safe, because the
 // manager stops its controllers before it lets go, and the process exits right after.
 func ManagerOptions(f managerFlags) ctrl.Options {
-	cacheOptions := cache.Options{ByObject: controllers.CacheByObject()}
+	jwks := client.ObjectKey{Namespace: f.namespace, Name: f.jwksConfigMap}
+	cacheOptions := cache.Options{ByObject: controllers.CacheByObject(jwks)}
 	if len(f.namespaces) > 0 {
 		cacheOptions.DefaultNamespaces = map[string]cache.Config{f.namespace: {}}
 		for _, ns := range f.namespaces {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
 )
@@ -25,6 +27,8 @@ var _ CredentialKind[*latchkeyv1.APIKey] = APIKeyKind{}
 
 func (APIKeyKind) Name() string                                      { return "API key" }
 func (APIKeyKind) NewObject() *latchkeyv1.APIKey                     { return &latchkeyv1.APIKey{} }
+func (APIKeyKind) NewList() client.ObjectList                        { return &latchkeyv1.APIKeyList{} }
+func (APIKeyKind) Scopes(key *latchkeyv1.APIKey) []string            { return key.Spec.Scopes }
 func (APIKeyKind) Prepare(context.Context, *latchkeyv1.APIKey) error { return nil }
 func (APIKeyKind) SecretKey() string                                 { return latchkeyv1.APIKeySecretKey }
 func (APIKeyKind) PublicData(*latchkeyv1.APIKey) map[string][]byte   { return map[string][]byte{} }

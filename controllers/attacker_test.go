@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -257,6 +259,73 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 		cached := &corev1.Secret{}
 		Expect(managerCache.Get(ctx, client.ObjectKey{Namespace: attacker.Namespace, Name: key.SecretName()}, cached)).To(Succeed())
 		Expect("sha256:" + hex.EncodeToString(cached.Data[latchkeyv1.APIKeySecretKey])).To(Equal(credential.Hash(plaintext)))
+	})
+
+	It("cannot take over another tenant's API identifier or host", func() {
+		victimNS := newNamespace()
+		host := victimNS + ".example.com"
+		victim := waitAPI(ctx, createAPI(ctx, victimNS, "leads", func(a *latchkeyv1.API) {
+			a.Spec.Identifier = "https://" + host + "/leads"
+			a.Spec.Hosts = []string{host}
+		}), metav1.ConditionTrue, latchkeyv1.ReasonAccepted)
+		attacker := newTenant(ctx)
+		waitPastCreationSecond(victim) // a newcomer, not a tie
+
+		impostor := &latchkeyv1.API{
+			ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: "impostor"},
+			Spec:       latchkeyv1.APISpec{Identifier: victim.Spec.Identifier, Hosts: []string{"attacker.example.com"}},
+		}
+		squatter := &latchkeyv1.API{
+			ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: "squatter"},
+			Spec:       latchkeyv1.APISpec{Identifier: "https://attacker.example.com/leads", Hosts: []string{host}},
+		}
+		for _, api := range []*latchkeyv1.API{impostor, squatter} {
+			Expect(attacker.Client.Create(ctx, api)).To(Succeed())
+			DeferCleanup(func() { Expect(client.IgnoreNotFound(k8s.Delete(ctx, api))).To(Succeed()) })
+		}
+		Expect(meta.FindStatusCondition(waitAPI(ctx, impostor, metav1.ConditionFalse, latchkeyv1.ReasonIdentifierConflict).Status.Conditions,
+			latchkeyv1.ConditionReady).Message).To(HavePrefix("identifier " + victim.Spec.Identifier + " is held by"))
+		Expect(meta.FindStatusCondition(waitAPI(ctx, squatter, metav1.ConditionFalse, latchkeyv1.ReasonIdentifierConflict).Status.Conditions,
+			latchkeyv1.ConditionReady).Message).To(HavePrefix("host " + host + " is held by"))
+		Consistently(apiReason).WithArguments(ctx, victim).WithTimeout(2 * time.Second).Should(Equal(latchkeyv1.ReasonAccepted))
+	})
+
+	It("cannot write an API's status", func() {
+		attacker := newTenant(ctx)
+		api := &latchkeyv1.API{
+			ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: "self-accepted"},
+			Spec:       latchkeyv1.APISpec{Identifier: "https://" + attacker.Namespace + ".example.com/self"},
+		}
+		Expect(attacker.Client.Create(ctx, api)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8s.Delete(ctx, api))).To(Succeed()) })
+		base := api.DeepCopy()
+		meta.SetStatusCondition(&api.Status.Conditions, metav1.Condition{
+			Type: latchkeyv1.ConditionReady, Status: metav1.ConditionTrue, Reason: latchkeyv1.ReasonAccepted, Message: "trust me",
+		})
+		err := attacker.Client.Status().Patch(ctx, api, client.MergeFrom(base))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "patch: got %v", err)
+		err = attacker.Client.Status().Update(ctx, api)
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "update: got %v", err)
+	})
+
+	It("cannot write the JWKS ConfigMap that resource servers trust", func() {
+		attacker := newTenant(ctx)
+		key := client.ObjectKey{Namespace: operatorNamespace, Name: jwksConfigMap}
+		planted := map[string]string{controllers.JWKSDataKey: `{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"attacker"}]}`}
+		Eventually(func() error { return k8s.Get(ctx, key, &corev1.ConfigMap{}) }).Should(Succeed())
+
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}, Data: planted}
+		for verb, err := range map[string]error{
+			"update": attacker.Client.Update(ctx, cm),
+			"patch":  attacker.Client.Patch(ctx, cm, client.Merge),
+			"delete": attacker.Client.Delete(ctx, cm),
+			"create": attacker.Client.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: "latchkey-jwks-2"}, Data: planted}),
+		} {
+			Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%s: got %v", verb, err)
+		}
+		current := &corev1.ConfigMap{}
+		Expect(k8s.Get(ctx, key, current)).To(Succeed())
+		Expect(current.Data[controllers.JWKSDataKey]).NotTo(ContainSubstring("attacker"))
 	})
 
 	It("cannot write status: hashes are the manager's alone", func() {

@@ -54,6 +54,11 @@ type CredentialKind[T CredentialObject] interface {
 	// into the issuance proof, so that a proof for one kind is never valid for another.
 	Name() string
 	NewObject() T
+	// NewList returns an empty list of the kind, for the lookups an API event makes.
+	NewList() client.ObjectList
+	// Scopes are the scopes obj grants (spec.scopes), checked against the APIs'
+	// catalogues for the ScopesKnown condition.
+	Scopes(obj T) []string
 	// Prepare runs before anything else, to settle kind-specific identity (an
 	// OAuthClient's client_id). A *Refusal stops the lifecycle with Ready=False.
 	Prepare(ctx context.Context, obj T) error
@@ -89,6 +94,9 @@ type CredentialReconciler[T CredentialObject] struct {
 	// Keys is the issuance key: it proves that a credential in a Secret is one this
 	// manager wrote for that object (see internal/issuance).
 	Keys *IssuanceKeySource
+	// Catalogue holds the APIs' scope catalogues, for the ScopesKnown condition;
+	// nil leaves the condition out.
+	Catalogue *ScopeCatalogue
 }
 
 // observed is the state of the world one reconcile acts on.
@@ -117,6 +125,9 @@ func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Reques
 	if err == nil {
 		obj.CredentialStatus().ObservedGeneration = obj.GetGeneration()
 	}
+	// On every path, revoked, expired and refused objects included: a typo in a
+	// scope is worth knowing before the credential is issued again.
+	r.setScopesKnown(obj)
 	if !equality.Semantic.DeepEqual(before.CredentialStatus(), obj.CredentialStatus()) {
 		// Optimistic lock: a status computed from a stale read must not win. On a
 		// conflict the next attempt adopts whatever Secret this one wrote.
@@ -259,16 +270,20 @@ func (r *CredentialReconciler[T]) setReadyIssued(obj T) {
 // setReady sets the Ready condition and reports whether its status or reason changed,
 // so that callers record an Event only on a transition.
 func (r *CredentialReconciler[T]) setReady(obj T, status metav1.ConditionStatus, reason, message string) bool {
-	conditions := &obj.CredentialStatus().Conditions
-	previous := meta.FindStatusCondition(*conditions, latchkeyv1.ConditionReady)
-	changed := previous == nil || previous.Status != status || previous.Reason != reason
-	meta.SetStatusCondition(conditions, metav1.Condition{
+	return setCondition(&obj.CredentialStatus().Conditions, metav1.Condition{
 		Type:               latchkeyv1.ConditionReady,
 		Status:             status,
 		Reason:             reason,
 		Message:            message,
 		ObservedGeneration: obj.GetGeneration(),
 	})
+}
+
+// setCondition sets a condition and reports whether its status or reason changed.
+func setCondition(conditions *[]metav1.Condition, condition metav1.Condition) bool {
+	previous := meta.FindStatusCondition(*conditions, condition.Type)
+	changed := previous == nil || previous.Status != condition.Status || previous.Reason != condition.Reason
+	meta.SetStatusCondition(conditions, condition)
 	return changed
 }
 

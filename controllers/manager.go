@@ -38,7 +38,10 @@ type IssuanceKeyOptions struct {
 // SigningKeyOptions say where the signing keys live and how they rotate.
 type SigningKeyOptions struct {
 	Namespace, SecretName string
-	Policy                signingkeys.Policy
+	// JWKSConfigMap names the ConfigMap, in Namespace, that receives the keys' public
+	// JWK Set; empty publishes none. Pass the same name to CacheByObject.
+	JWKSConfigMap string
+	Policy        signingkeys.Policy
 }
 
 // SetupAll registers every controller of the manager.
@@ -56,6 +59,12 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("indexing OAuthClients by client_id: %w", err)
 	}
 	recorder := mgr.GetEventRecorder("latchkey-manager")
+	apiReconciler := &APIReconciler{Client: c, Recorder: recorder}
+	if err := apiReconciler.SetupWithManager(mgr, o.Controller); err != nil {
+		return fmt.Errorf("setting up the API controller: %w", err)
+	}
+	// One catalogue, fed by both credential controllers' API watches.
+	catalogue := &ScopeCatalogue{Reader: mgr.GetCache()}
 	apiKeys := &CredentialReconciler[*latchkeyv1.APIKey]{
 		Client:    c,
 		APIReader: mgr.GetAPIReader(),
@@ -63,6 +72,7 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 		Clock:     o.Clock,
 		Kind:      APIKeyKind{DefaultPrefix: o.DefaultKeyPrefix, Random: o.Random},
 		Keys:      keys,
+		Catalogue: catalogue,
 	}
 	if err := apiKeys.SetupWithManager(mgr, "apikey", o.Controller); err != nil {
 		return fmt.Errorf("setting up the APIKey controller: %w", err)
@@ -74,7 +84,8 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 		Clock:     o.Clock,
 		Kind: OAuthClientKind{IssuerURL: o.IssuerURL, TokenURL: o.TokenURL, Random: o.Random,
 			Keys: keys, Clients: mgr.GetClient()},
-		Keys: keys,
+		Keys:      keys,
+		Catalogue: catalogue,
 	}
 	if err := oauthClients.SetupWithManager(mgr, "oauthclient", o.Controller); err != nil {
 		return fmt.Errorf("setting up the OAuthClient controller: %w", err)
@@ -84,7 +95,7 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 	}
 	signingKeys := &SigningKeyManager{
 		Client: c, APIReader: mgr.GetAPIReader(),
-		Namespace: o.SigningKeys.Namespace, Name: o.SigningKeys.SecretName,
+		Namespace: o.SigningKeys.Namespace, Name: o.SigningKeys.SecretName, JWKSConfigMap: o.SigningKeys.JWKSConfigMap,
 		Policy: o.SigningKeys.Policy, Clock: o.Clock, Random: o.Random,
 	}
 	if err := signingKeys.SetupWithManager(mgr); err != nil {

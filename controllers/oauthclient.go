@@ -33,10 +33,12 @@ type OAuthClientKind struct {
 
 var _ CredentialKind[*latchkeyv1.OAuthClient] = OAuthClientKind{}
 
-func (OAuthClientKind) Name() string                           { return "OAuth client secret" }
-func (OAuthClientKind) NewObject() *latchkeyv1.OAuthClient     { return &latchkeyv1.OAuthClient{} }
-func (OAuthClientKind) SecretKey() string                      { return latchkeyv1.ClientSecretSecretKey }
-func (OAuthClientKind) Issued(*latchkeyv1.OAuthClient, string) {}
+func (OAuthClientKind) Name() string                              { return "OAuth client secret" }
+func (OAuthClientKind) NewObject() *latchkeyv1.OAuthClient        { return &latchkeyv1.OAuthClient{} }
+func (OAuthClientKind) NewList() client.ObjectList                { return &latchkeyv1.OAuthClientList{} }
+func (OAuthClientKind) Scopes(c *latchkeyv1.OAuthClient) []string { return c.Spec.Scopes }
+func (OAuthClientKind) SecretKey() string                         { return latchkeyv1.ClientSecretSecretKey }
+func (OAuthClientKind) Issued(*latchkeyv1.OAuthClient, string)    {}
 
 // Prepare assigns the client_id once: derived from the object's UID with the
 // issuance key, so it is the manager's choice, the same after a crash, and never

@@ -22,15 +22,18 @@ var _ = Describe("The namespace-scoped install", func() {
 	ctx := context.Background()
 	const manager = "system:serviceaccount:latchkey-system:latchkey-manager"
 
-	can := func(user, verb, resource, namespace string) bool {
+	allowed := func(user string, attributes authorizationv1.ResourceAttributes) bool {
 		review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User: user, ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: namespace, Verb: verb, Resource: resource},
+			User: user, ResourceAttributes: &attributes,
 		}}
 		ExpectWithOffset(1, k8s.Create(ctx, review)).To(Succeed())
 		return review.Status.Allowed
 	}
+	can := func(user, verb, resource, namespace string) bool {
+		return allowed(user, authorizationv1.ResourceAttributes{Namespace: namespace, Verb: verb, Resource: resource})
+	}
 
-	It("lets the manager manage Secrets in its namespaces only", func() {
+	It("lets the manager manage Secrets and read APIs in its namespaces only, and write one ConfigMap", func() {
 		rendered, err := exec.Command("go", "tool", "kustomize", "build", "../config/namespaced").Output()
 		Expect(err).NotTo(HaveOccurred())
 		for _, ns := range []string{"tenant-a", "tenant-b", "tenant-c"} {
@@ -62,6 +65,31 @@ var _ = Describe("The namespace-scoped install", func() {
 			for _, verb := range []string{"get", "list", "create", "update"} {
 				Expect(can(manager, verb, "secrets", ns)).To(BeFalse(), "%s secrets in %q", verb, ns)
 			}
+		}
+
+		By("reading APIs and writing their status in its namespaces only")
+		api := func(verb, subresource, namespace string) authorizationv1.ResourceAttributes {
+			return authorizationv1.ResourceAttributes{Namespace: namespace, Verb: verb, Group: "latchkey.dev", Resource: "apis", Subresource: subresource}
+		}
+		Expect(allowed(manager, api("watch", "", "tenant-a"))).To(BeTrue())
+		Expect(allowed(manager, api("patch", "status", "tenant-b"))).To(BeTrue())
+		Expect(allowed(manager, api("list", "", "tenant-c"))).To(BeFalse())
+		Expect(allowed(manager, api("update", "", "tenant-a"))).To(BeFalse(), "the spec is the tenant's")
+
+		By("writing the JWKS ConfigMap of its own namespace, and no other ConfigMap")
+		configMap := func(verb, name, namespace string) authorizationv1.ResourceAttributes {
+			return authorizationv1.ResourceAttributes{Namespace: namespace, Verb: verb, Resource: "configmaps", Name: name}
+		}
+		for _, verb := range []string{"get", "list", "watch", "update"} {
+			Expect(allowed(manager, configMap(verb, "latchkey-jwks", "latchkey-system"))).To(BeTrue(), verb)
+			Expect(allowed(manager, configMap(verb, "other", "latchkey-system"))).To(BeFalse(), verb)
+			Expect(allowed(manager, configMap(verb, "latchkey-jwks", "tenant-a"))).To(BeFalse(), verb)
+		}
+		Expect(allowed(manager, configMap("create", "", "latchkey-system"))).To(BeTrue())
+		Expect(allowed(manager, configMap("list", "", "latchkey-system"))).To(BeFalse(), "a list of every ConfigMap")
+		Expect(allowed(manager, configMap("delete", "latchkey-jwks", "latchkey-system"))).To(BeFalse())
+		for _, ns := range []string{"tenant-a", "kube-system", ""} {
+			Expect(can(manager, "create", "configmaps", ns)).To(BeFalse(), "create configmaps in %q", ns)
 		}
 	})
 })

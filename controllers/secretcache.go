@@ -37,14 +37,20 @@ const (
 )
 
 // CacheByObject restricts the Secret cache to the Secrets the operator labelled,
-// in digest form.
-func CacheByObject() map[client.Object]cache.ByObject {
-	return map[client.Object]cache.ByObject{
+// in digest form. Given the JWKS ConfigMap (optional: SigningKeyOptions.JWKSConfigMap
+// in the signing keys' namespace), it restricts the ConfigMap cache to that one, so
+// that the manager neither holds nor needs the right to list the cluster's ConfigMaps.
+func CacheByObject(jwksConfigMap ...client.ObjectKey) map[client.Object]cache.ByObject {
+	byObject := map[client.Object]cache.ByObject{
 		&corev1.Secret{}: {
 			Label:     labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedByValue}),
 			Transform: digestSecretTransform,
 		},
 	}
+	if len(jwksConfigMap) > 0 && jwksConfigMap[0].Name != "" {
+		byObject[&corev1.ConfigMap{}] = jwksCacheByObject(jwksConfigMap[0])
+	}
+	return byObject
 }
 
 func digestSecretTransform(obj any) (any, error) {

@@ -1,12 +1,17 @@
 package controllers
 
 import (
+	"context"
+	"fmt"
+
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 )
 
 // The lifecycle writes the Secrets that hold plaintext credentials and records Events.
@@ -23,14 +28,23 @@ import (
 // (and the token server's lastUsedAt) leave the generation alone, and the Secret
 // it creates is already accounted for. That halves the reconciles of a new object
 // (make bench, reconcile vs floor). Time-based work is requeued by the lifecycle.
+//
+// With a Catalogue, it also watches APIs: an API edit rechecks the ScopesKnown
+// condition of the credentials it concerns (scopeWatch).
 func (r *CredentialReconciler[T]) SetupWithManager(mgr ctrl.Manager, name string, options controller.Options) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named(name).
 		For(r.Kind.NewObject(), builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated)).
-		WithOptions(options).
-		Complete(r)
+		WithOptions(options)
+	if r.Catalogue != nil {
+		if err := mgr.GetFieldIndexer().IndexField(context.Background(), r.Kind.NewObject(), ScopesField, scopesIndex(r.Kind)); err != nil {
+			return fmt.Errorf("indexing by %s: %w", ScopesField, err)
+		}
+		b = b.Watches(&latchkeyv1.API{}, r.scopeWatch())
+	}
+	return b.Complete(r)
 }
 
 // notCreated drops Secret creations: the manager is the one creating the Secrets it

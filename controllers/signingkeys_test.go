@@ -20,13 +20,7 @@ var _ = Describe("Signing keys", Ordered, func() {
 	ctx := context.Background()
 	key := client.ObjectKey{Namespace: operatorNamespace, Name: signingKeySecret}
 
-	readSet := func(g Gomega) signingkeys.Set {
-		secret := &corev1.Secret{}
-		g.Expect(k8s.Get(ctx, key, secret)).To(Succeed())
-		set, err := signingkeys.Parse(secret.Data[signingkeys.SecretDataKey])
-		g.Expect(err).NotTo(HaveOccurred())
-		return set
-	}
+	readSet := func(g Gomega) signingkeys.Set { return readSigningKeys(ctx, g) }
 	kidsOf := func(set signingkeys.Set, alg string) []string {
 		var kids []string
 		for _, k := range set.Keys {
@@ -36,18 +30,7 @@ var _ = Describe("Signing keys", Ordered, func() {
 		}
 		return kids
 	}
-	// touch changes the Secret's metadata, which makes the manager look at it at once
-	// (rather than at its next scheduled wake-up, in real time).
-	touch := func() {
-		secret := &corev1.Secret{}
-		Expect(k8s.Get(ctx, key, secret)).To(Succeed())
-		base := secret.DeepCopy()
-		if secret.Annotations == nil {
-			secret.Annotations = map[string]string{}
-		}
-		secret.Annotations["test.latchkey.dev/touched"] = time.Now().String()
-		Expect(k8s.Patch(ctx, secret, client.MergeFrom(base))).To(Succeed())
-	}
+	touch := func() { touchSigningKeys(ctx) }
 
 	It("creates an active and a next key per algorithm, the next published an interval ahead", func() {
 		// Other specs move the suite's clock; make the manager look at the keys at the current time.
@@ -142,3 +125,25 @@ var _ = Describe("Signing keys", Ordered, func() {
 		}
 	})
 })
+
+// readSigningKeys reads the signing-key Secret's set.
+func readSigningKeys(ctx context.Context, g Gomega) signingkeys.Set {
+	secret := &corev1.Secret{}
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: signingKeySecret}, secret)).To(Succeed())
+	set, err := signingkeys.Parse(secret.Data[signingkeys.SecretDataKey])
+	g.Expect(err).NotTo(HaveOccurred())
+	return set
+}
+
+// touchSigningKeys changes the Secret's metadata, which makes the manager look at
+// it at once (rather than at its next scheduled wake-up, in real time).
+func touchSigningKeys(ctx context.Context) {
+	secret := &corev1.Secret{}
+	ExpectWithOffset(1, k8s.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: signingKeySecret}, secret)).To(Succeed())
+	base := secret.DeepCopy()
+	if secret.Annotations == nil {
+		secret.Annotations = map[string]string{}
+	}
+	secret.Annotations["test.latchkey.dev/touched"] = time.Now().String()
+	ExpectWithOffset(1, k8s.Patch(ctx, secret, client.MergeFrom(base))).To(Succeed())
+}

@@ -43,6 +43,7 @@ const (
 const (
 	operatorNamespace  = "latchkey-system"
 	signingKeySecret   = "latchkey-signing-keys"
+	jwksConfigMap      = "latchkey-jwks" // the name config/rbac/jwks_role.yaml allows
 	signingKeyRotation = 2 * time.Hour
 )
 
@@ -83,14 +84,17 @@ var _ = BeforeSuite(func() {
 	Expect(testEnv.InstallTenantRoles(context.Background(), k8s)).To(Succeed())
 
 	// The manager runs as a user bound to exactly its production ClusterRole
-	// (config/rbac/role.yaml, generated from the +kubebuilder:rbac markers): a call
-	// the markers forgot fails here as it would in a cluster.
-	managerCfg, err := testEnv.BindClusterRole(context.Background(), k8s, "latchkey-manager-under-test", "../config/rbac/role.yaml")
+	// (config/rbac/role.yaml, generated from the +kubebuilder:rbac markers) and its
+	// Role in the operator's namespace (config/rbac/jwks_role.yaml): a call the
+	// markers or the Role forgot fails here as it would in a cluster.
+	const managerUser = "latchkey-manager-under-test"
+	managerCfg, err := testEnv.BindClusterRole(context.Background(), k8s, managerUser, "../config/rbac/role.yaml")
 	Expect(err).NotTo(HaveOccurred())
+	Expect(testEnv.BindRole(context.Background(), k8s, managerUser, "../config/rbac/jwks_role.yaml", operatorNamespace)).To(Succeed())
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   cache.Options{ByObject: controllers.CacheByObject()},
+		Cache:   cache.Options{ByObject: controllers.CacheByObject(client.ObjectKey{Namespace: operatorNamespace, Name: jwksConfigMap})},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	managerCache = mgr.GetCache()
@@ -104,7 +108,7 @@ var _ = BeforeSuite(func() {
 		Client:           crashingClient{mgr.GetClient()},
 		IssuanceKey:      controllers.IssuanceKeyOptions{Namespace: operatorNamespace, SecretName: "latchkey-issuance-key"},
 		SigningKeys: &controllers.SigningKeyOptions{
-			Namespace: operatorNamespace, SecretName: signingKeySecret,
+			Namespace: operatorNamespace, SecretName: signingKeySecret, JWKSConfigMap: jwksConfigMap,
 			Policy: signingkeys.Policy{
 				Algorithms:       []string{signingkeys.ES256, signingkeys.EdDSA}, // RSA works the same and is slower to generate
 				RotationInterval: signingKeyRotation,

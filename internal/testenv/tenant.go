@@ -18,7 +18,7 @@ import (
 
 // Tenant is a user who owns one namespace the way a platform team hands one out:
 // bound there to the built-in edit role (Secrets, workloads, and through
-// aggregation the APIKey and OAuthClient editor roles of config/rbac), and to
+// aggregation the APIKey, OAuthClient and API editor roles of config/rbac), and to
 // nothing else. Attacker specs act as a Tenant, against the real API server.
 type Tenant struct {
 	User      string
@@ -36,7 +36,8 @@ func (e *Env) InstallTenantRoles(ctx context.Context, admin client.Client) error
 	if err != nil {
 		return err
 	}
-	for _, name := range []string{"apikey_editor_role", "apikey_viewer_role", "oauthclient_editor_role", "oauthclient_viewer_role"} {
+	for _, name := range []string{"apikey_editor_role", "apikey_viewer_role", "oauthclient_editor_role", "oauthclient_viewer_role",
+		"api_editor_role", "api_viewer_role"} {
 		if err := applyClusterRoles(ctx, admin, filepath.Join(root, "config", "rbac", name+".yaml")); err != nil {
 			return err
 		}
@@ -45,7 +46,7 @@ func (e *Env) InstallTenantRoles(ctx context.Context, admin client.Client) error
 }
 
 // NewTenant binds user to the edit role in namespace and waits until the
-// aggregated role lets them manage APIKeys, OAuthClients and Secrets there.
+// aggregated role lets them manage APIKeys, OAuthClients, APIs and Secrets there.
 func (e *Env) NewTenant(ctx context.Context, admin client.Client, scheme *runtime.Scheme, user, namespace string) (*Tenant, error) {
 	binding := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: user + "-edit"},
@@ -66,6 +67,7 @@ func (e *Env) NewTenant(ctx context.Context, admin client.Client, scheme *runtim
 	for _, check := range []authorizationv1.ResourceAttributes{
 		{Namespace: namespace, Verb: "create", Group: "latchkey.dev", Resource: "apikeys"},
 		{Namespace: namespace, Verb: "create", Group: "latchkey.dev", Resource: "oauthclients"},
+		{Namespace: namespace, Verb: "create", Group: "latchkey.dev", Resource: "apis"},
 		{Namespace: namespace, Verb: "update", Resource: "secrets"},
 	} {
 		for {
@@ -116,6 +118,35 @@ func (e *Env) BindClusterRole(ctx context.Context, admin client.Client, user, pa
 		return nil, err
 	}
 	return u.Config(), nil
+}
+
+// BindRole creates the Roles in path (relative to the working directory) in
+// namespace, whatever namespace the file names, and binds them there to user: for
+// a component's rights in the operator's namespace (a user of BindClusterRole).
+func (e *Env) BindRole(ctx context.Context, admin client.Client, user, path, namespace string) error {
+	objs, err := ReadManifests(path, nil)
+	if err != nil {
+		return err
+	}
+	for _, obj := range objs {
+		role, ok := obj.(*rbacv1.Role)
+		if !ok {
+			continue
+		}
+		role.Namespace = namespace
+		if err := admin.Create(ctx, role); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating Role %s: %w", role.Name, err)
+		}
+		binding := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: role.Name + "-" + user},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		}
+		if err := admin.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("binding Role %s: %w", role.Name, err)
+		}
+	}
+	return nil
 }
 
 // applyClusterRoles creates every ClusterRole in a YAML file.

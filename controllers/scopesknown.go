@@ -1,0 +1,154 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+)
+
+// ScopesField indexes the manager's APIKey and OAuthClient caches by spec.scopes,
+// so that an API edit reaches only the credentials that carry a scope it changed.
+const ScopesField = "spec.scopes"
+
+// setScopesKnown reports whether every scope of obj is in some API's catalogue.
+// It is advice (usually a typo), not a verdict: Ready is untouched, since the
+// credential works; an API simply grants no scope it does not list.
+func (r *CredentialReconciler[T]) setScopesKnown(obj T) {
+	if r.Catalogue == nil {
+		return
+	}
+	status, reason, message := metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown, "every scope is in an API's catalogue"
+	hasAPIs, unknown := r.Catalogue.Check(r.Kind.Scopes(obj))
+	switch {
+	case !hasAPIs:
+		reason, message = latchkeyv1.ReasonNoCatalogue, "no API exists, so scopes are not checked"
+	case len(unknown) == 1:
+		status, reason, message = metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope,
+			fmt.Sprintf("scope %s is in no API's catalogue", unknown[0])
+	case len(unknown) > 1:
+		status, reason, message = metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope,
+			fmt.Sprintf("scopes %s are in no API's catalogue", strings.Join(unknown, ", "))
+	}
+	changed := setCondition(&obj.CredentialStatus().Conditions, metav1.Condition{
+		Type:               latchkeyv1.ConditionScopesKnown,
+		Status:             status,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: obj.GetGeneration(),
+	})
+	if changed && status == metav1.ConditionFalse { // False has one reason: a change is a transition to False
+		r.event(obj, corev1.EventTypeWarning, reason, "%s", message)
+	}
+}
+
+// scopeWatch is the credential controller's handler of API events. It first brings
+// the shared catalogue up to date (idempotent: the other credential controller
+// applies the same events), then enqueues only the credentials whose ScopesKnown
+// verdict the event may change: those carrying a scope the event added to or
+// removed from an API's catalogue, or that scope's resource wildcard. When the
+// cluster goes from no API to some or back, every credential of the kind changes
+// between NoCatalogue and a verdict: that rare event enqueues them all.
+//
+// Events of the initial list enqueue nothing: the controller reconciles every
+// credential when it starts, after this handler has seen every API.
+func (r *CredentialReconciler[T]) scopeWatch() handler.EventHandler {
+	// The catalogue's count of moves between no API and some, as this handler last
+	// acted on it: another controller may have applied the event that moved it.
+	var seenFlips atomic.Uint64
+	apply := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object, initial bool, changed []string) {
+		flips, err := r.Catalogue.Sync(ctx, obj)
+		if err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "reading an API into the scope catalogue", "api", obj.GetNamespace()+"/"+obj.GetName())
+			return
+		}
+		switch {
+		case initial:
+			seenFlips.Store(flips)
+		case seenFlips.Swap(flips) != flips:
+			r.enqueue(ctx, q, nil)
+		default:
+			for _, scope := range changed {
+				r.enqueue(ctx, q, client.MatchingFields{ScopesField: scope})
+			}
+			for _, resource := range uniqueResources(changed) {
+				r.enqueue(ctx, q, client.MatchingFields{ScopesField: resource + ":*"})
+			}
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if api, ok := e.Object.(*latchkeyv1.API); ok {
+				apply(ctx, q, api, e.IsInInitialList, catalogueNames(api))
+			}
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			before, okBefore := e.ObjectOld.(*latchkeyv1.API)
+			after, okAfter := e.ObjectNew.(*latchkeyv1.API)
+			if okBefore && okAfter {
+				apply(ctx, q, after, false, changedNames(catalogueNames(before), catalogueNames(after)))
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if api, ok := e.Object.(*latchkeyv1.API); ok {
+				apply(ctx, q, api, false, catalogueNames(api))
+			}
+		},
+	}
+}
+
+// enqueue adds the credentials of the kind that match opts (all of them without)
+// to the controller's queue. The list comes from the cache without copies: only
+// names are read.
+func (r *CredentialReconciler[T]) enqueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], match client.ListOption) {
+	list := r.Kind.NewList()
+	opts := []client.ListOption{client.UnsafeDisableDeepCopy}
+	if match != nil {
+		opts = append(opts, match)
+	}
+	if err := r.List(ctx, list, opts...); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing credentials to recheck their scopes")
+		return
+	}
+	_ = meta.EachListItem(list, func(o runtime.Object) error {
+		if obj, ok := o.(client.Object); ok {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
+		}
+		return nil
+	})
+}
+
+// scopesIndex is the index function of ScopesField for a kind.
+func scopesIndex[T CredentialObject](kind CredentialKind[T]) client.IndexerFunc {
+	return func(obj client.Object) []string {
+		if o, ok := obj.(T); ok {
+			return kind.Scopes(o)
+		}
+		return nil
+	}
+}
+
+func uniqueResources(scopes []string) []string {
+	var resources []string
+	seen := map[string]bool{}
+	for _, scope := range scopes {
+		if resource := scopeResource(scope); !seen[resource] {
+			seen[resource] = true
+			resources = append(resources, resource)
+		}
+	}
+	return resources
+}
