@@ -10,6 +10,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -36,6 +37,26 @@ var _ = Describe("Samples", func() {
 		Entry("APIKeys", "latchkey_v1alpha1_apikey.yaml", kinds[0], 2),
 		Entry("OAuthClients", "latchkey_v1alpha1_oauthclient.yaml", kinds[1], 2),
 	)
+
+	It("apply the API as it is, and it becomes Ready (Accepted)", func() {
+		ctx := context.Background()
+		ns := newNamespace()
+		objects := applySamples(ctx, ns, "latchkey_v1alpha1_api.yaml")
+		Expect(objects).To(HaveLen(1))
+		api := &latchkeyv1.API{}
+		// Other specs count on which APIs exist (ScopesKnown's NoCatalogue).
+		DeferCleanup(func() {
+			Expect(k8s.Delete(ctx, api)).To(Succeed())
+			Eventually(func() bool { return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(api), api)) }).Should(BeTrue())
+		})
+		Eventually(func(g Gomega) {
+			g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: objects[0].GetName()}, api)).To(Succeed())
+			ready := meta.FindStatusCondition(api.Status.Conditions, latchkeyv1.ConditionReady)
+			g.Expect(ready).NotTo(BeNil())
+			g.Expect(ready.Reason).To(Equal(latchkeyv1.ReasonAccepted))
+			g.Expect(api.Status.ScopeCount).To(Equal(int32(2)))
+		}).Should(Succeed())
+	})
 })
 
 // applySamples server-side-applies every document of a sample file into namespace ns.
