@@ -43,6 +43,12 @@ vet: ## go vet (the e2e and chaos suites too).
 envtest: ## Build kube-apiserver, etcd, kube-controller-manager and kubectl from Go modules into bin/k8s/<version> (once).
 	K8S_VERSION=$(K8S_VERSION) ENVTEST_BIN_DIR=$(ENVTEST_DIR) hack/envtest.sh kube-apiserver etcd kube-controller-manager kubectl
 
+CADDY_VERSION ?= v2.11.9
+
+.PHONY: caddy
+caddy: ## Build Caddy from its Go module into bin/caddy/<version> (once): the proxy of the e2e suite's edge specs.
+	CADDY_VERSION=$(CADDY_VERSION) hack/caddy.sh
+
 .PHONY: test
 test: verify-generated vet test-envtest test-e2e test-chaos ## Everything: unit tests, envtest suites, the end-to-end suite, then the chaos suite.
 
@@ -51,8 +57,8 @@ test-envtest: envtest ## The unit tests and the envtest suites against a real AP
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
 
 .PHONY: test-e2e
-test-e2e: build envtest ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl.
-	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v
+test-e2e: build envtest caddy ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy.
+	CADDY_VERSION=$(CADDY_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v
 
 .PHONY: test-chaos
 test-chaos: build envtest ## The fault suite: kube-apiserver and etcd restarted under load, the token server overloaded (under 4 min).
@@ -61,7 +67,7 @@ test-chaos: build envtest ## The fault suite: kube-apiserver and etcd restarted 
 REPEAT ?= 5
 
 .PHONY: repeat-tests
-repeat-tests: build envtest ## Run the envtest, e2e and chaos suites REPEAT times (default 5) from a clean test cache; stops at the first failure.
+repeat-tests: build envtest caddy ## Run the envtest, e2e and chaos suites REPEAT times (default 5) from a clean test cache; stops at the first failure.
 	hack/repeat-tests.sh $(REPEAT)
 
 .PHONY: bench
@@ -94,7 +100,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 30s); `make test` runs
 ##@ Demo
 
 .PHONY: demo
-demo: build envtest ## The whole product on this machine: control plane, manager, token server, samples, curl. Ctrl-C stops it.
+demo: build envtest ## The whole product on this machine: control plane, manager, token server, authorizer behind Caddy, samples, curl. Ctrl-C stops it.
 	hack/demo.sh
 
 ##@ Build
@@ -118,4 +124,5 @@ build-installer: manifests ## Render everything into dist/install.yaml.
 	mkdir -p dist
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
 	cd config/tokenserver && $(KUSTOMIZE) edit set image controller=$(IMG)
+	cd config/authz && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default > dist/install.yaml

@@ -26,6 +26,7 @@ var (
 	root       string // the repository
 	binDir     string // bin/, with latchkey, kubectl-latchkey, latchkey-controlplane
 	kubectlBin string
+	caddyBin   string // hack/caddy.sh's build, the edge specs' proxy
 	workDir    string // kubeconfigs and process logs
 	controlPl  *process
 	manager    *process
@@ -53,6 +54,8 @@ var _ = BeforeSuite(func() {
 		Expect(filepath.Join(binDir, bin)).To(BeAnExistingFile(), "run `make build`")
 	}
 	Expect(kubectlBin).To(BeAnExistingFile(), "run `make envtest`")
+	caddyBin = filepath.Join(binDir, "caddy", envOr("CADDY_VERSION", "v2.11.9"), "caddy")
+	Expect(caddyBin).To(BeAnExistingFile(), "run `make caddy` (hack/caddy.sh)")
 	workDir = GinkgoT().TempDir()
 
 	By("starting the local control plane")
@@ -80,7 +83,7 @@ var _ = AfterSuite(func() {
 		controlPl.stop()
 	}
 	By("checking that no credential reached a log")
-	for _, name := range []string{"manager", "tokenserver"} {
+	for _, name := range []string{"manager", "tokenserver", "authz", "caddy"} {
 		logs, err := os.ReadFile(filepath.Join(workDir, name+".log"))
 		if err != nil {
 			continue
