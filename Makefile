@@ -100,8 +100,8 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 30s); `make test` runs
 ##@ Demo
 
 .PHONY: demo
-demo: build envtest ## The whole product on this machine: control plane, manager, token server, authorizer behind Caddy, samples, curl. Ctrl-C stops it.
-	hack/demo.sh
+demo: build envtest caddy ## The whole product on this machine: control plane, manager, token server, authorizer behind Caddy, samples, curl. Ctrl-C stops it.
+	CADDY_VERSION=$(CADDY_VERSION) hack/demo.sh
 
 ##@ Build
 

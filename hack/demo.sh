@@ -5,13 +5,19 @@
 # temporary directory; hack/controlplane), installs the CRDs and RBAC
 # (config/local), runs the manager and the token server as local processes with
 # their production permissions, applies the samples, and walks through a token
-# request, introspection, rotation and revocation with curl and kubectl.
+# request, introspection, rotation and revocation with curl and kubectl. Then it
+# protects an API with no code: the authorizer (latchkey authz, as its
+# ServiceAccount with config/authz's RBAC), Caddy (built by hack/caddy.sh, cached
+# under bin/caddy) with forward_auth to it, in front of an upstream that echoes the
+# identity headers it gets (hack/demo/echo); curl shows 200, 403 and 401.
 #
 # Interactive by default: stays up until Ctrl-C, then stops everything it started
 # and removes its temporary data. DEMO_ONESHOT=1 runs to the end and exits 0 only
 # if every step worked (the end-to-end suite runs it so).
 #
-# Expects `make build envtest-kubectl` to have run (make demo does it).
+# Expects `make build envtest` to have run (make demo does it); builds the echo
+# upstream into bin/, and Caddy with hack/caddy.sh unless `make caddy` already did
+# (minutes the first time, then cached in bin/caddy/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,6 +32,10 @@ for tool in latchkey latchkey-controlplane kubectl-latchkey k8s/"${K8S_VERSION:-
 done
 command -v curl >/dev/null || { echo "demo: curl is required (apt-get install curl)" >&2; exit 1; }
 
+# The upstream and the proxy of the authorizer's part, built before anything starts.
+go build -o "$BIN/latchkey-demo-echo" ./hack/demo/echo
+CADDY="$(hack/caddy.sh | tail -n 1)"
+
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/latchkey-demo.XXXXXX")"
 PIDS=()
 
@@ -34,7 +44,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	if [ ${#PIDS[@]} -gt 0 ]; then
 		echo
-		echo "==> stopping the manager, the token server and the control plane"
+		echo "==> stopping Caddy, the echo upstream, the authorizer, the manager, the token server and the control plane"
 		for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -TERM "${PIDS[$i]}" 2>/dev/null || true; done
 		for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 	fi
@@ -99,6 +109,31 @@ start() {
 	PIDS+=($!)
 }
 
+# start_other NAME COMMAND...: runs COMMAND in the background, logging to $WORK/NAME.log.
+start_other() {
+	local name=$1
+	shift
+	"$@" >"$WORK/$name.log" 2>&1 &
+	PIDS+=($!)
+}
+
+# through_proxy METHOD PATH [CURL ARGS...]: one request through Caddy. Prints the
+# status, the WWW-Authenticate challenge (if any) and the body; sets STATUS.
+through_proxy() {
+	local method=$1 path=$2
+	shift 2
+	STATUS="$(curl -sS -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' -X "$method" "$@" "$PROXY$path")"
+	echo "HTTP $STATUS"
+	tr -d '\r' <"$WORK/headers" | grep -i '^www-authenticate:' || true
+	cat "$WORK/body"
+}
+# status_through_proxy METHOD PATH [CURL ARGS...]: prints only the status.
+status_through_proxy() {
+	local method=$1 path=$2
+	shift 2
+	curl -sS -o /dev/null -w '%{http_code}' -X "$method" "$@" "$PROXY$path"
+}
+
 secret_value() { # secret_value SECRET KEY
 	kubectl get secret "$1" -n "$NS" -o "jsonpath={.data.$2}" | base64 -d
 }
@@ -145,7 +180,7 @@ say "the token server is ready once its caches have synced and the manager has c
 wait_until 60 "the token server did not become ready (see tokenserver.log and manager.log)" curl -fsS "$ISSUER/readyz"
 say "token server at $ISSUER"
 
-step "Applying the samples (config/samples): two APIKeys and two OAuthClients"
+step "Applying the samples (config/samples): two APIKeys, two OAuthClients and an API"
 run kubectl apply --server-side -k config/samples | sed 's/^/  /'
 run kubectl wait --for=condition=Ready --timeout=60s -n "$NS" apikey/billing apikey/partner-sandbox oauthclient/crm-sync oauthclient/leads-api
 run kubectl get apikeys,oauthclients -n "$NS"
@@ -211,13 +246,152 @@ run kubectl latchkey status apikey/billing -n "$NS"
 run kubectl latchkey token oauthclient/crm-sync -n "$NS" -o json | sed -E 's/("access_token": "[^.]{12})[^"]*"/\1…"/'
 run kubectl latchkey status -n "$NS"
 
+step "The edge authorizer: protect an API with no code (latchkey authz, Caddy forward_auth, an echo upstream)"
+say "the authorizer runs as its ServiceAccount, with config/authz's RBAC: list/watch the three kinds,"
+say "patch apikeys/status (last use), get/watch the one ConfigMap latchkey-jwks; no Secret at all"
+run kubectl apply --server-side -k config/authz/local | sed 's/^/  /'
+SERVER="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')"
+CA_DATA="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')"
+printf '$ kubectl create token latchkey-authz -n latchkey-system --duration=24h   # into %s\n' "$WORK/latchkey-authz.kubeconfig"
+AUTHZ_TOKEN="$(kubectl create token latchkey-authz -n latchkey-system --duration=24h)"
+(
+	umask 077
+	cat >"$WORK/latchkey-authz.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$SERVER", certificate-authority-data: "$CA_DATA"}}]
+users: [{name: latchkey-authz, user: {token: "$AUTHZ_TOKEN"}}]
+contexts: [{name: local, context: {cluster: local, user: latchkey-authz}}]
+current-context: local
+EOF
+)
+unset AUTHZ_TOKEN
+AUTHZ_GRPC_PORT="$(free_port)" AUTHZ_HTTP_PORT="$(free_port)" AUTHZ_METRICS_PORT="$(free_port)"
+start authz "$WORK/latchkey-authz.kubeconfig" authz \
+	--grpc-bind-address="127.0.0.1:$AUTHZ_GRPC_PORT" --http-bind-address="127.0.0.1:$AUTHZ_HTTP_PORT" \
+	--metrics-bind-address="127.0.0.1:$AUTHZ_METRICS_PORT" \
+	--issuer-url="$ISSUER" --jwks-namespace=latchkey-system --last-used-flush-interval=2s
+wait_until 60 "the authorizer did not become ready (see authz.log)" curl -fsS "http://127.0.0.1:$AUTHZ_HTTP_PORT/readyz"
+say "authorizer: Envoy ext_authz (gRPC) at 127.0.0.1:$AUTHZ_GRPC_PORT, forward-auth at http://127.0.0.1:$AUTHZ_HTTP_PORT/authz"
+
+ECHO_PORT="$(free_port)" PROXY_PORT="$(free_port)"
+PROXY="http://127.0.0.1:$PROXY_PORT"
+start_other echo "$BIN/latchkey-demo-echo" --listen-address="127.0.0.1:$ECHO_PORT"
+cat >"$WORK/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+}
+
+http://127.0.0.1:$PROXY_PORT {
+	bind 127.0.0.1
+	# Ask the authorizer first; on 200 copy the identity headers (a copy the client
+	# sent is removed, even when the authorizer omits one: Caddy >= 2.11.2).
+	forward_auth 127.0.0.1:$AUTHZ_HTTP_PORT {
+		uri /authz?api=default/leads
+		copy_headers X-Latchkey-Subject X-Latchkey-Credential-Kind X-Latchkey-Namespace X-Latchkey-Name X-Latchkey-Client-Id X-Latchkey-Key-Id X-Latchkey-Environment X-Latchkey-Scopes X-Latchkey-Api
+	}
+	# forward_auth sets these for the authorizer only: drop a client's forged copies.
+	request_header -X-Forwarded-Method
+	request_header -X-Forwarded-Uri
+	reverse_proxy 127.0.0.1:$ECHO_PORT
+}
+EOF
+say "Caddy $("$CADDY" version | cut -d' ' -f1) in front of the echo upstream (127.0.0.1:$ECHO_PORT), with this Caddyfile:"
+sed 's/^/  /' "$WORK/Caddyfile"
+XDG_CONFIG_HOME="$WORK/caddy" XDG_DATA_HOME="$WORK/caddy" start_other caddy "$CADDY" run --config "$WORK/Caddyfile" --adapter caddyfile
+wait_until 30 "Caddy did not start (see caddy.log)" curl -sS -o /dev/null "$PROXY/"
+
+say "the samples' API leads (config/samples/latchkey_v1alpha1_api.yaml): its scope catalogue, and the scopes each route needs"
+sed -n '/^spec:/,$p' config/samples/latchkey_v1alpha1_api.yaml | sed 's/^/  /'
+run kubectl get lkapi -n "$NS" -o wide
+say "a live key that may only read, and a reporting job's client whose tokens are for this API (its identifier)"
+cat >"$WORK/leads-credentials.yaml" <<'EOF'
+apiVersion: latchkey.dev/v1alpha1
+kind: APIKey
+metadata:
+  name: leads-reader
+  namespace: default
+spec:
+  environment: live
+  scopes: ["leads:read"]
+---
+apiVersion: latchkey.dev/v1alpha1
+kind: OAuthClient
+metadata:
+  name: leads-report
+  namespace: default
+spec:
+  scopes: ["leads:read"]
+  audiences: ["https://api.example.com/leads"]
+EOF
+sed 's/^/  /' "$WORK/leads-credentials.yaml"
+run kubectl apply --server-side -f "$WORK/leads-credentials.yaml" | sed 's/^/  /'
+run kubectl wait --for=condition=Ready --timeout=60s -n "$NS" lkapi/leads apikey/leads-reader oauthclient/leads-report
+LEADS_KEY="$(secret_value leads-reader-apikey api-key)"
+wait_until 10 "the authorizer does not accept the new key" \
+	bash -c "[ \"\$(curl -sS -o /dev/null -w '%{http_code}' -H \"Authorization: Bearer \$0\" $PROXY/v1/leads)\" = 200 ]" "$LEADS_KEY"
+
+say "GET /v1/leads needs leads:read, which the key has: 200, and the upstream learns who called"
+say "(LEADS_KEY is from Secret leads-reader-apikey; the forged X-Latchkey-Subject never reaches the upstream)"
+printf '$ curl -sS -H "Authorization: Bearer $LEADS_KEY" -H "X-Latchkey-Subject: admin" %s/v1/leads\n' "$PROXY"
+through_proxy GET /v1/leads -H "Authorization: Bearer $LEADS_KEY" -H "X-Latchkey-Subject: admin"
+[ "$STATUS" = 200 ] || fail "GET /v1/leads with a leads:read key answered $STATUS"
+grep -q '"X-Latchkey-Subject": "apikey:default/leads-reader"' "$WORK/body" || fail "the upstream did not get the caller's identity"
+! grep -q '"admin"' "$WORK/body" || fail "a forged identity header reached the upstream"
+
+say "POST /v1/leads needs leads:write, which the key lacks: 403 insufficient_scope (RFC 6750)"
+printf '$ curl -sS -X POST -H "Authorization: Bearer $LEADS_KEY" %s/v1/leads\n' "$PROXY"
+through_proxy POST /v1/leads -H "Authorization: Bearer $LEADS_KEY"
+[ "$STATUS" = 403 ] && grep -q insufficient_scope "$WORK/body" || fail "POST /v1/leads with a leads:read key answered $STATUS"
+
+say "an access token works too: leads-report's, verified with the public keys the manager publishes in"
+say "ConfigMap latchkey-system/latchkey-jwks (REPORT_ID and REPORT_SECRET come from Secret leads-report-oauthclient)"
+REPORT_ID="$(secret_value leads-report-oauthclient client_id)"
+REPORT_SECRET="$(secret_value leads-report-oauthclient client_secret)"
+REPORT_TOKEN="$(curl -sS -u "$REPORT_ID:$REPORT_SECRET" -d grant_type=client_credentials "$ISSUER/oauth2/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')"
+[[ "$REPORT_TOKEN" == *.*.* ]] || fail "leads-report got no access token"
+printf '$ curl -sS -H "Authorization: Bearer $REPORT_TOKEN" %s/v1/leads\n' "$PROXY"
+through_proxy GET /v1/leads -H "Authorization: Bearer $REPORT_TOKEN"
+[ "$STATUS" = 200 ] && grep -q '"X-Latchkey-Credential-Kind": "access_token"' "$WORK/body" || fail "GET /v1/leads with leads-report's access token answered $STATUS"
+
+say "no credential at all: 401 with a bare challenge (RFC 6750 3.1)"
+printf '$ curl -sS %s/v1/leads\n' "$PROXY"
+through_proxy GET /v1/leads
+[ "$STATUS" = 401 ] || fail "a request without a credential answered $STATUS"
+
+say "revoking the key refuses it at the edge as soon as the authorizer's watch sees it"
+run kubectl patch apikey leads-reader -n "$NS" --type merge -p '{"spec":{"revoked":true}}'
+REVOKED_AT="$(date +%s%N)"
+wait_until 5 "the revoked key still passes the proxy" \
+	bash -c "[ \"\$(curl -sS -o /dev/null -w '%{http_code}' -H \"Authorization: Bearer \$0\" $PROXY/v1/leads)\" = 401 ]" "$LEADS_KEY"
+say "refused $((($(date +%s%N) - REVOKED_AT) / 1000000)) ms after kubectl patch returned (polling every 0.2 s):"
+printf '$ curl -sS -H "Authorization: Bearer $LEADS_KEY" %s/v1/leads\n' "$PROXY"
+through_proxy GET /v1/leads -H "Authorization: Bearer $LEADS_KEY"
+[ "$STATUS" = 401 ] || fail "the revoked key answered $STATUS"
+
+say "revoking the client refuses its outstanding tokens at the edge too, long before they expire"
+run kubectl latchkey revoke oauthclient/leads-report -n "$NS"
+wait_until 5 "the revoked client's token still passes the proxy" \
+	bash -c "[ \"\$(curl -sS -o /dev/null -w '%{http_code}' -H \"Authorization: Bearer \$0\" $PROXY/v1/leads)\" = 401 ]" "$REPORT_TOKEN"
+printf '$ curl -sS -H "Authorization: Bearer $REPORT_TOKEN" %s/v1/leads\n' "$PROXY"
+through_proxy GET /v1/leads -H "Authorization: Bearer $REPORT_TOKEN"
+[ "$STATUS" = 401 ] || fail "the revoked client's token answered $STATUS"
+
+say "the authorizer's decisions, by API and outcome (no per-credential label):"
+printf "\$ curl -sS http://127.0.0.1:%s/metrics | grep '^latchkey_authz_decisions_total'\n" "$AUTHZ_METRICS_PORT"
+curl -sS "http://127.0.0.1:$AUTHZ_METRICS_PORT/metrics" | grep '^latchkey_authz_decisions_total'
+
 step "Everything worked"
 cat <<EOF
   kubeconfig (admin):  export KUBECONFIG=$KUBECONFIG
   token server:        $ISSUER  (metadata: $ISSUER/.well-known/oauth-authorization-server)
-  logs:                $WORK/{manager,tokenserver,controlplane}.log
+  authorizer:          grpc 127.0.0.1:$AUTHZ_GRPC_PORT, http://127.0.0.1:$AUTHZ_HTTP_PORT/authz, metrics http://127.0.0.1:$AUTHZ_METRICS_PORT/metrics
+  leads API via Caddy: $PROXY/v1/leads  (Caddyfile: $WORK/Caddyfile)
+  logs:                $WORK/{manager,tokenserver,authz,caddy,echo,controlplane}.log
   try:                 kubectl describe apikey billing -n $NS
                        kubectl latchkey revoke oauthclient/crm-sync -n $NS
+                       curl -i -H "Authorization: Bearer \$(kubectl get secret billing-apikey -n $NS -o jsonpath='{.data.api-key}' | base64 -d)" $PROXY/v1/leads
 EOF
 if [ -n "$ONESHOT" ]; then
 	echo "demo: every step worked"
