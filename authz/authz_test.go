@@ -3,6 +3,7 @@ package authz_test
 import (
 	"context"
 	"crypto/rand"
+	"net/http"
 	"strings"
 	"time"
 
@@ -62,6 +63,26 @@ var _ = Describe("Forward-auth", func() {
 		Expect(code).To(Equal("insufficient_scope"))
 		Expect(forwardAuth(api, "DELETE", "/v1/leads", "", bearer(key)).Status).To(Equal(403), "an unmatched route is denied by default")
 		Expect(forwardAuth(api, "GET", "/v1/leadsx", "", bearer(key)).Status).To(Equal(403), "prefixes match on segment boundaries")
+	})
+
+	It("serves nginx auth_request from X-Original-* alone, never from a client's X-Forwarded-*", func() {
+		nginx := func(method, url string, headers map[string]string) int {
+			req, err := http.NewRequest(http.MethodGet, authorizer.HTTP+"/authz/nginx?api="+api, nil)
+			Expect(err).NotTo(HaveOccurred())
+			req.Header.Set("X-Original-Method", method)
+			req.Header.Set("X-Original-URL", url)
+			for k, v := range headers {
+				req.Header.Set(k, v)
+			}
+			return do(req).Status
+		}
+		Expect(nginx("GET", "http://leads.test/v1/leads?page=2", bearer(key))).To(Equal(200))
+		Expect(nginx("POST", "http://leads.test/v1/leads", bearer(key))).To(Equal(403))
+		// nginx passes the client's headers through: a forged X-Forwarded-Method
+		// must not turn the POST into a GET.
+		forged := map[string]string{"Authorization": "Bearer " + key, "X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/v1/leads"}
+		Expect(nginx("POST", "http://leads.test/v1/leads", forged)).To(Equal(403))
+		Expect(nginx("GET", "/v1/leads", bearer(key))).To(Equal(403), "X-Original-URL must be absolute")
 	})
 
 	It("lets the auth URL require scopes instead of the rules", func() {

@@ -115,7 +115,7 @@ func (a *Authorizer) Decide(r Request) Decision {
 		return Decision{Status: 403, Outcome: NoAPI, Error: "access_denied", Description: "no API is configured for this request"}
 	}
 	d := a.authenticate(r, api)
-	d.API = api.Ref.String()
+	d.API = api.ID
 	if d.Identity == nil {
 		return d
 	}

@@ -11,34 +11,51 @@ import (
 const EnvoyHTTPPrefix = "/envoy"
 
 // handleForwardAuth serves proxies that ask with a subrequest and copy headers
-// from a 200: Traefik ForwardAuth and Caddy forward_auth (X-Forwarded-Method,
-// -Uri, -Host) and nginx auth_request (X-Original-Method, X-Original-URL). The
-// auth URL may name the API (?api=namespace/name) and the required scopes
-// (?scope=a+b, overriding the API's rules).
+// from a 200 and set X-Forwarded-Method, -Uri and -Host themselves, over any copy
+// the client sent: Traefik ForwardAuth and Caddy forward_auth. The auth URL may
+// name the API (?api=namespace/name) and the required scopes (?scope=a+b,
+// overriding the API's rules).
 func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	req := s.forwardRequest(r)
+	req.Method = firstOf(r.Header.Get("X-Forwarded-Method"), r.Method)
+	req.Path = r.Header.Get("X-Forwarded-Uri") // none: not a forward-auth call, refused (BadPath) once authenticated
+	req.Host = firstOf(r.Header.Get("X-Forwarded-Host"), r.Host)
+	d := s.authorizer.Decide(req)
+	s.metrics.observe("http", d, time.Since(start))
+	s.writeDecision(w, d, false)
+}
+
+// handleNginx serves nginx's auth_request, which sets X-Original-Method and
+// X-Original-URL (proxy_set_header, over any copy the client sent). It reads
+// nothing else: nginx passes the client's own X-Forwarded-* headers through, so
+// trusting them here would let a client choose the method and path it is judged on.
+func (s *Server) handleNginx(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	req := s.forwardRequest(r)
+	req.Method = r.Header.Get("X-Original-Method")
+	host, target := splitURL(r.Header.Get("X-Original-URL"))
+	req.Path, req.Host = target, host
+	d := s.authorizer.Decide(req)
+	s.metrics.observe("http", d, time.Since(start))
+	s.writeDecision(w, d, false)
+}
+
+// forwardRequest is what every forward-auth style shares: the credential headers
+// and the auth URL's api and scope parameters.
+func (s *Server) forwardRequest(r *http.Request) Request {
+	query := r.URL.Query()
 	req := Request{
-		Method: firstOf(r.Header.Get("X-Forwarded-Method"), r.Header.Get("X-Original-Method"), r.Method),
 		Header: func(name string) string { return singleHeader(r.Header, name) },
-		API:    r.URL.Query().Get("api"),
+		API:    query.Get("api"),
 	}
-	if uri := r.Header.Get("X-Forwarded-Uri"); uri != "" {
-		req.Path, req.Host = uri, firstOf(r.Header.Get("X-Forwarded-Host"), r.Host)
-	} else if original := r.Header.Get("X-Original-URL"); original != "" {
-		host, target := splitURL(original)
-		req.Path, req.Host = target, firstOf(r.Header.Get("X-Forwarded-Host"), host, r.Host)
-	} else {
-		req.Path, req.Host = "", r.Host // not a forward-auth call: refused (BadPath) once authenticated
-	}
-	if scopes, ok := r.URL.Query()["scope"]; ok {
+	if scopes, ok := query["scope"]; ok {
 		req.Scopes = strings.Fields(strings.Join(scopes, " "))
 		if req.Scopes == nil {
 			req.Scopes = []string{}
 		}
 	}
-	d := s.authorizer.Decide(req)
-	s.metrics.observe("http", d, time.Since(start))
-	s.writeDecision(w, d, false)
+	return req
 }
 
 // handleEnvoyHTTP serves Envoy's HTTP ext_authz mode: the original method, Host
@@ -68,11 +85,14 @@ func (s *Server) writeDecision(w http.ResponseWriter, d Decision, envoy bool) {
 		_, _ = w.Write([]byte(d.body()))
 		return
 	}
+	headers := d.headers()
+	values := make([]string, len(headers)) // one allocation for every header's value slice
 	var remove []string
-	for _, kv := range d.headers() {
+	for i, kv := range headers {
 		if kv[1] != "" {
-			h.Set(kv[0], kv[1])
-		} else {
+			values[i] = kv[1]
+			h[kv[0]] = values[i : i+1 : i+1] // the names are canonical already
+		} else if envoy {
 			remove = append(remove, strings.ToLower(kv[0]))
 		}
 	}
@@ -99,11 +119,12 @@ func singleHeader(h http.Header, name string) string {
 }
 
 // splitURL splits nginx's X-Original-URL ("http://host/path?query") into host
-// and request target, without decoding anything.
+// and request target, without decoding anything; a URL without a scheme and host
+// gives no target (refused).
 func splitURL(u string) (host, target string) {
 	_, rest, ok := strings.Cut(u, "://")
 	if !ok {
-		return "", u
+		return "", ""
 	}
 	if i := strings.IndexByte(rest, '/'); i >= 0 {
 		return rest[:i], rest[i:]

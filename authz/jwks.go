@@ -21,6 +21,8 @@ const JWKSDataKey = "jwks.json"
 // public keys only, so the authorizer never holds a signing key.
 type JWKS struct {
 	verifier atomic.Pointer[accesstoken.Verifier]
+	// CacheSize bounds each verifier's cache of verified tokens (0: none).
+	CacheSize int
 }
 
 // Verifier returns the current verifier; nil (which verifies nothing) until loaded.
@@ -29,7 +31,7 @@ func (j *JWKS) Verifier() *accesstoken.Verifier { return j.verifier.Load() }
 // load replaces the verifier. Bad data keeps the previous one: verifying with the
 // keys of a minute ago beats refusing every token.
 func (j *JWKS) load(cm *corev1.ConfigMap) error {
-	v, err := accesstoken.ParseJWKS([]byte(cm.Data[JWKSDataKey]))
+	v, err := accesstoken.ParseJWKS([]byte(cm.Data[JWKSDataKey]), j.CacheSize)
 	if err != nil {
 		return err
 	}

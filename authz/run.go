@@ -44,6 +44,8 @@ type Options struct {
 	Namespaces []string
 	// JWKSNamespace and JWKSConfigMap locate the public keys the manager publishes.
 	JWKSNamespace, JWKSConfigMap string
+	// TokenCacheSize bounds the cache of verified access tokens (0 disables it).
+	TokenCacheSize int
 	// LastUsedFlushInterval and LastUsedGranularity: as the token server's.
 	LastUsedFlushInterval, LastUsedGranularity time.Duration
 	Clock                                      clock.PassiveClock
@@ -80,7 +82,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 
 	idx := index.NewIndex(o.Log.WithName("index"))
 	usage := index.NewUsageTracker(writer, idx, o.Clock, o.Log, o.LastUsedFlushInterval, o.LastUsedGranularity, o.Registry, "authz")
-	jwks := &JWKS{}
+	jwks := &JWKS{CacheSize: o.TokenCacheSize}
 	a := &Authorizer{Index: idx, Keys: jwks, Issuer: o.IssuerURL, APIKeyHeader: strings.ToLower(o.APIKeyHeader),
 		Usage: usage, Clock: o.Clock, Log: o.Log}
 	srv := NewServer(a, o.Realm, o.Registry)

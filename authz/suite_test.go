@@ -220,7 +220,7 @@ func startAuthz(cfg *rest.Config) *runningAuthz {
 	go func() {
 		a.done <- authz.Run(ctx, cfg, authz.Options{
 			GRPCListener: grpcL, HTTPListener: httpL, MetricsListener: metricsL,
-			IssuerURL: issuer, APIKeyHeader: "X-API-Key", Realm: "latchkey",
+			IssuerURL: issuer, APIKeyHeader: "X-API-Key", Realm: "latchkey", TokenCacheSize: 100,
 			JWKSNamespace: operatorNamespace, JWKSConfigMap: jwksConfigMap,
 			LastUsedFlushInterval: 200 * time.Millisecond, LastUsedGranularity: time.Minute,
 			Log: ctrl.Log.WithName("authz"), Registry: prometheus.NewRegistry(),

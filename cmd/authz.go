@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/latchkey-dev/latchkey/authz"
+	"github.com/latchkey-dev/latchkey/internal/accesstoken"
 )
 
 func runAuthz(args []string) error {
@@ -33,6 +34,7 @@ func runAuthz(args []string) error {
 	fs.StringVar(&namespaces, "namespaces", "", "comma-separated namespaces whose APIs and credentials to serve; empty means all")
 	fs.StringVar(&o.JWKSNamespace, "jwks-namespace", envOr("POD_NAMESPACE", "latchkey-system"), "namespace of the JWKS ConfigMap")
 	fs.StringVar(&o.JWKSConfigMap, "jwks-configmap", "latchkey-jwks", "name of the ConfigMap the manager publishes the public signing keys in")
+	fs.IntVar(&o.TokenCacheSize, "token-cache-size", accesstoken.DefaultCacheSize, "access tokens whose signature checked out to remember (by SHA-256), so that a token presented again skips the signature check (exp, nbf, iss, the client and the audience are still checked every time); 0 disables")
 	fs.DurationVar(&o.LastUsedFlushInterval, "last-used-flush-interval", 10*time.Second, "how often recorded uses are written to status.lastUsedAt")
 	fs.DurationVar(&o.LastUsedGranularity, "last-used-granularity", time.Hour, "as the token server's: status.lastUsedAt is the start of the period of this length in which the key was last used (minimum 1m); give both the same value")
 	fs.Float64Var(&kubeAPIQPS, "kube-api-qps", 50, "client-side QPS limit towards the API server")

@@ -4,10 +4,11 @@
 package accesstoken
 
 import (
-	"encoding/base64"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -32,13 +33,27 @@ const Leeway = 5 * time.Second
 type Verifier struct {
 	keys map[string]jose.JSONWebKey // kid -> public key
 	algs []jose.SignatureAlgorithm  // the algorithms of those keys: no other is accepted
+	// verified remembers tokens whose signature checked out, by SHA-256 of the
+	// token: a client presents one token for its whole lifetime, so most checks
+	// cost a hash and a lookup instead of a signature verification. Only verified
+	// tokens are kept (garbage cannot fill it), each still checked for exp, nbf and
+	// iss on every use; a new key set is a new Verifier, with an empty cache.
+	mu        sync.Mutex
+	verified  map[[32]byte]*Claims
+	cacheSize int
 }
+
+// DefaultCacheSize bounds the verified-token cache: ~200 bytes of claims a token.
+const DefaultCacheSize = 10000
 
 // NewVerifier verifies with the public half of every key in set. Keys without a kid
 // or an algorithm are skipped: a token names its key by kid, and the key's own
 // algorithm (never the token's header alone) decides how it is checked.
-func NewVerifier(set jose.JSONWebKeySet) *Verifier {
-	v := &Verifier{keys: map[string]jose.JSONWebKey{}}
+func NewVerifier(set jose.JSONWebKeySet) *Verifier { return NewCachingVerifier(set, DefaultCacheSize) }
+
+// NewCachingVerifier is NewVerifier remembering up to cacheSize verified tokens (0: none).
+func NewCachingVerifier(set jose.JSONWebKeySet, cacheSize int) *Verifier {
+	v := &Verifier{keys: map[string]jose.JSONWebKey{}, cacheSize: cacheSize, verified: map[[32]byte]*Claims{}}
 	for _, k := range set.Keys {
 		if k.KeyID == "" || k.Algorithm == "" || !k.Valid() {
 			continue
@@ -56,7 +71,7 @@ func NewVerifier(set jose.JSONWebKeySet) *Verifier {
 // ParseJWKS builds a verifier from a JWK Set document (RFC 7517 §5). A document
 // that holds a private key is refused: whoever wrote it got it wrong, and keeping
 // it would spread the key.
-func ParseJWKS(data []byte) (*Verifier, error) {
+func ParseJWKS(data []byte, cacheSize int) (*Verifier, error) {
 	var set jose.JSONWebKeySet
 	if err := json.Unmarshal(data, &set); err != nil {
 		return nil, fmt.Errorf("parsing the JWK Set: %w", err)
@@ -66,7 +81,7 @@ func ParseJWKS(data []byte) (*Verifier, error) {
 			return nil, fmt.Errorf("the JWK Set holds a private key (kid %q)", k.KeyID)
 		}
 	}
-	return NewVerifier(set), nil
+	return NewCachingVerifier(set, cacheSize), nil
 }
 
 // Size is the number of keys the verifier knows (0 for nil).
@@ -81,11 +96,48 @@ func (v *Verifier) Size() int {
 // at+jwt, signed by one of the keys with that key's algorithm, issued by issuer,
 // and valid at now (exp required, nbf and exp with Leeway). Nothing about the
 // client the token was issued to is checked here: that is the index's (the client
-// must still exist with the same UID and be active).
+// must still exist with the same UID and be active). The claims returned may be
+// shared with other callers: never modify them.
 func (v *Verifier) Verify(token, issuer string, now time.Time) (*Claims, bool) {
 	if v == nil || !canonicalJWS(token) {
 		return nil, false
 	}
+	var sum [32]byte
+	if v.cacheSize > 0 {
+		sum = sha256.Sum256([]byte(token))
+		v.mu.Lock()
+		claims, ok := v.verified[sum]
+		v.mu.Unlock()
+		if ok {
+			return claims, valid(claims, issuer, now)
+		}
+	}
+	claims, ok := v.verify(token)
+	if !ok || !valid(claims, issuer, now) {
+		return nil, false
+	}
+	if v.cacheSize > 0 {
+		v.mu.Lock()
+		if len(v.verified) >= v.cacheSize {
+			for k := range v.verified { // full: drop an arbitrary entry (Go's map order is random)
+				delete(v.verified, k)
+				break
+			}
+		}
+		v.verified[sum] = claims
+		v.mu.Unlock()
+	}
+	return claims, true
+}
+
+// valid checks what changes with time and the expected issuer: exp (required),
+// nbf and iss, with Leeway.
+func valid(claims *Claims, issuer string, now time.Time) bool {
+	return claims.Expiry != nil && claims.ValidateWithLeeway(jwt.Expected{Issuer: issuer, Time: now}, Leeway) == nil
+}
+
+// verify checks the signature and the header of a canonical token.
+func (v *Verifier) verify(token string) (*Claims, bool) {
 	parsed, err := jwt.ParseSigned(token, v.algs)
 	if err != nil || len(parsed.Headers) != 1 || !accessTokenType(parsed.Headers[0].ExtraHeaders[jose.HeaderType]) {
 		return nil, false
@@ -97,9 +149,6 @@ func (v *Verifier) Verify(token, issuer string, now time.Time) (*Claims, bool) {
 	}
 	var claims Claims
 	if err := parsed.Claims(key.Key, &claims); err != nil {
-		return nil, false
-	}
-	if claims.Expiry == nil || claims.ValidateWithLeeway(jwt.Expected{Issuer: issuer, Time: now}, Leeway) != nil {
 		return nil, false
 	}
 	return &claims, true
@@ -116,13 +165,49 @@ func canonicalJWS(token string) bool {
 		return false
 	}
 	for part := range strings.SplitSeq(token, ".") {
-		decoded, err := base64.RawURLEncoding.Strict().DecodeString(part)
-		if err != nil || base64.RawURLEncoding.EncodedLen(len(decoded)) != len(part) {
+		if !canonicalBase64URL(part) {
 			return false
 		}
 	}
 	return true
 }
+
+// canonicalBase64URL is base64.RawURLEncoding.Strict()'s check without decoding:
+// only the URL alphabet, no length that cannot occur, and zero bits after the last
+// whole byte.
+func canonicalBase64URL(s string) bool {
+	if len(s)%4 == 1 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if base64URLValue[s[i]] < 0 {
+			return false
+		}
+	}
+	if len(s) == 0 {
+		return true
+	}
+	last := base64URLValue[s[len(s)-1]]
+	switch len(s) % 4 {
+	case 2:
+		return last&0x0f == 0
+	case 3:
+		return last&0x03 == 0
+	}
+	return true
+}
+
+// base64URLValue is each byte's value in the base64url alphabet, or -1.
+var base64URLValue = func() (t [256]int8) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for i := range t {
+		t[i] = -1
+	}
+	for i := 0; i < len(alphabet); i++ {
+		t[alphabet[i]] = int8(i)
+	}
+	return t
+}()
 
 // accessTokenType accepts the typ header values RFC 9068 §4 allows: "at+jwt", or
 // the full media type "application/at+jwt", compared case-insensitively (RFC 2045).

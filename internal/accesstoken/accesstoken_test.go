@@ -1,6 +1,16 @@
 package accesstoken
 
-import "testing"
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
 
 func TestAccessTokenType(t *testing.T) {
 	for typ, want := range map[any]bool{
@@ -10,5 +20,69 @@ func TestAccessTokenType(t *testing.T) {
 		if accessTokenType(typ) != want {
 			t.Errorf("accessTokenType(%v) = %v, want %v", typ, !want, want)
 		}
+	}
+}
+
+// canonicalBase64URL accepts exactly what base64.RawURLEncoding.Strict() decodes
+// and re-encodes to the same string.
+func TestCanonicalBase64URLMatchesStrictDecoding(t *testing.T) {
+	for _, s := range []string{"", "A", "AA", "AB", "AAA", "AAB", "AAAA", "eyJ", "eyJh", "ab-_", "ab+/", "ab=", "Zg", "Zh", "Zm8", "Zm9", "a.b", "\xff"} {
+		decoded, err := base64.RawURLEncoding.Strict().DecodeString(s)
+		want := err == nil && base64.RawURLEncoding.EncodeToString(decoded) == s
+		if got := canonicalBase64URL(s); got != want {
+			t.Errorf("canonicalBase64URL(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func FuzzCanonicalBase64URL(f *testing.F) {
+	for _, s := range []string{"", "AA", "AB", "Zm9", "eyJhbGciOiJFUzI1NiJ9"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		decoded, err := base64.RawURLEncoding.Strict().DecodeString(s)
+		want := err == nil && base64.RawURLEncoding.EncodeToString(decoded) == s
+		if got := canonicalBase64URL(s); got != want {
+			t.Fatalf("canonicalBase64URL(%q) = %v, want %v", s, got, want)
+		}
+	})
+}
+
+// The cache of verified tokens changes nothing that depends on time or on the keys:
+// a cached token expires on time, and a new key set starts with an empty cache.
+func TestVerifiedTokenCache(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk := jose.JSONWebKey{Key: key, KeyID: "k1", Algorithm: string(jose.ES256)}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jwk}, (&jose.SignerOptions{}).WithType("at+jwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_000_000, 0)
+	token, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: "https://iss", Expiry: jwt.NewNumericDate(now.Add(time.Minute))}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := NewCachingVerifier(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk.Public()}}, 1)
+	for i := range 2 {
+		if _, ok := v.Verify(token, "https://iss", now); !ok {
+			t.Fatalf("verification %d failed", i)
+		}
+	}
+	if _, ok := v.Verify(token, "https://other", now); ok {
+		t.Errorf("a cached token must still be checked for its issuer")
+	}
+	if _, ok := v.Verify(token, "https://iss", now.Add(time.Minute+Leeway+time.Second)); ok {
+		t.Errorf("a cached token must still expire")
+	}
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := NewCachingVerifier(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &other.PublicKey, KeyID: "k1", Algorithm: string(jose.ES256)}}}, 1)
+	if _, ok := rotated.Verify(token, "https://iss", now); ok {
+		t.Errorf("a new key set must not accept what the old one cached")
 	}
 }

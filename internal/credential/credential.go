@@ -46,6 +46,28 @@ const (
 
 var prefixPattern = regexp.MustCompile(`^[a-z][a-z0-9]{0,11}$`)
 
+// isBase62 marks the bytes of base62Alphabet. ParseAPIKey runs on every request that
+// presents a key, so its checks are table lookups, not regular expressions.
+var isBase62 = func() (t [256]bool) {
+	for i := 0; i < len(base62Alphabet); i++ {
+		t[base62Alphabet[i]] = true
+	}
+	return t
+}()
+
+// validPrefix is prefixPattern without the regular expression.
+func validPrefix(p string) bool {
+	if len(p) < 1 || len(p) > 12 || p[0] < 'a' || p[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(p); i++ {
+		if c := p[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
 // ErrMalformed is returned for a string that is not a well-formed API key.
 var ErrMalformed = errors.New("not a well-formed API key")
 
@@ -77,7 +99,7 @@ func NewAPIKey(random io.Reader, prefix, environment string) (string, error) {
 // The error never contains the key.
 func ParseAPIKey(key string) (APIKey, error) {
 	prefix, rest, ok := strings.Cut(key, "_")
-	if !ok || !prefixPattern.MatchString(prefix) {
+	if !ok || !validPrefix(prefix) {
 		return APIKey{}, ErrMalformed
 	}
 	environment, rest, ok := strings.Cut(rest, "_")
@@ -85,7 +107,7 @@ func ParseAPIKey(key string) (APIKey, error) {
 		return APIKey{}, ErrMalformed
 	}
 	for i := 0; i < len(rest); i++ {
-		if strings.IndexByte(base62Alphabet, rest[i]) < 0 {
+		if !isBase62[rest[i]] {
 			return APIKey{}, ErrMalformed
 		}
 	}

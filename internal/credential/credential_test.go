@@ -141,3 +141,11 @@ func TestClientIDAndSecret(t *testing.T) {
 		t.Fatal("malformed id or secret accepted")
 	}
 }
+
+func TestValidPrefixMatchesPattern(t *testing.T) {
+	for _, p := range []string{"", "a", "lk", "Lk", "1k", "a1", "abcdefghijkl", "abcdefghijklm", "a_b", "a-b", "é", "a\x00"} {
+		if validPrefix(p) != prefixPattern.MatchString(p) {
+			t.Errorf("validPrefix(%q) = %v, the pattern says %v", p, validPrefix(p), !validPrefix(p))
+		}
+	}
+}

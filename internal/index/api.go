@@ -14,7 +14,9 @@ import (
 // API is an API resource as the authorizer applies it: rules sorted most specific
 // first, so that the first match is the one that wins.
 type API struct {
-	Ref        Ref
+	Ref Ref
+	// ID is "namespace/name", kept to name the API in metrics and headers.
+	ID         string
 	Identifier string
 	Hosts      []string
 	// AcceptsLive and AcceptsTest say which API-key environments are accepted.
@@ -43,6 +45,7 @@ type Rule struct {
 func newAPI(o *latchkeyv1.API) *API {
 	a := &API{
 		Ref:        Ref{Namespace: o.Namespace, Name: o.Name, UID: o.UID},
+		ID:         o.Namespace + "/" + o.Name,
 		Identifier: o.Spec.Identifier,
 		Hosts:      o.Spec.Hosts,
 		Namespaces: o.Spec.Namespaces,
@@ -149,7 +152,7 @@ func (s *apiSet) recompute() {
 		if givesWay[a] {
 			continue
 		}
-		s.served[a.Ref.String()] = a
+		s.served[a.ID] = a
 		for _, host := range a.Hosts {
 			s.byHost[host] = a
 		}

@@ -1,6 +1,7 @@
 package index
 
 import (
+	"crypto/sha256"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
 func testAPI(ns, name string, created int64, mutate func(*latchkeyv1.APISpec)) *latchkeyv1.API {
@@ -128,5 +130,12 @@ func TestAPIClaimTie(t *testing.T) {
 	}
 	if _, served := x.APIs(); served != 0 {
 		t.Errorf("neither API of the tie is served")
+	}
+}
+
+func TestDigestKeyIDIsTheCredentialKeyID(t *testing.T) {
+	d := Digest(sha256.Sum256([]byte("lk_live_x")))
+	if got, want := d.KeyID(), credential.KeyID(credential.Hash("lk_live_x")); got != want {
+		t.Fatalf("KeyID() = %s, want %s", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package index
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"slices"
 	"strings"
 	"time"
@@ -76,5 +77,6 @@ func (x *Index) AcceptAPIKey(token string, now time.Time) (key *Key, hash Digest
 	return key, hash, true, true
 }
 
-// KeyID is the public identifier of the key with this hash (never the key).
-func (d Digest) KeyID() string { return credential.KeyID(credential.HashOfDigest(d[:])) }
+// KeyID is the public identifier of the key with this hash (never the key):
+// credential.KeyID of the hash: its first 12 hex digits).
+func (d Digest) KeyID() string { return hex.EncodeToString(d[:6]) }
