@@ -64,7 +64,7 @@ func startCluster(ctx context.Context, dir string, withPprof bool, managerArgs [
 		return nil, err
 	}
 	c := &cluster{env: env, dir: dir}
-	for _, user := range []string{"latchkey-manager", "latchkey-tokenserver"} {
+	for _, user := range []string{"latchkey-manager", "latchkey-tokenserver", authzUser} {
 		if err := env.WriteUserKubeconfig(envtest.User{Name: user}, filepath.Join(dir, user+".kubeconfig")); err != nil {
 			return c, err
 		}

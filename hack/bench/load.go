@@ -53,6 +53,7 @@ type loadResult struct {
 	P50, P99   time.Duration // latency of successful responses
 	Max        time.Duration
 	CPUSeconds float64 // CPU the load generator itself used over the whole run
+	ServerCPU  float64 `json:"-"` // CPU the measured server used over the whole run (the benchmark's reading)
 }
 
 // runLoad executes a loadJob. It speaks HTTP/1.1 over plain keep-alive TCP
@@ -67,11 +68,6 @@ func runLoad(job loadJob) (loadResult, error) {
 	measureFrom := start.Add(job.Warmup)
 	end := measureFrom.Add(job.Duration)
 
-	type workerResult struct {
-		latencies []time.Duration
-		errors    int
-		firstErr  error
-	}
 	results := make([]workerResult, job.Connections)
 	var wg sync.WaitGroup
 	for c := range job.Connections {
@@ -80,12 +76,7 @@ func runLoad(job loadJob) (loadResult, error) {
 			defer wg.Done()
 			r := &results[c]
 			r.latencies = make([]time.Duration, 0, 1<<16)
-			fail := func(err error) {
-				r.errors++
-				if r.firstErr == nil {
-					r.firstErr = err
-				}
-			}
+			fail := r.fail
 			conn, err := net.Dial("tcp", job.Addr)
 			if err != nil {
 				fail(err)
@@ -135,9 +126,27 @@ func runLoad(job loadJob) (loadResult, error) {
 		}()
 	}
 	wg.Wait()
+	return summarize(results, job.Duration), nil
+}
 
+// workerResult is what one connection (or stream) of a load measured.
+type workerResult struct {
+	latencies []time.Duration
+	errors    int
+	firstErr  error
+}
+
+func (r *workerResult) fail(err error) {
+	r.errors++
+	if r.firstErr == nil {
+		r.firstErr = err
+	}
+}
+
+// summarize merges the workers' results over a measured window of d.
+func summarize(results []workerResult, d time.Duration) loadResult {
 	var all []time.Duration
-	res := loadResult{Seconds: job.Duration.Seconds()}
+	res := loadResult{Seconds: d.Seconds()}
 	for _, r := range results {
 		all = append(all, r.latencies...)
 		res.Errors += r.errors
@@ -146,13 +155,13 @@ func runLoad(job loadJob) (loadResult, error) {
 		}
 	}
 	res.Requests = len(all)
-	res.Rate = float64(len(all)) / job.Duration.Seconds()
+	res.Rate = float64(len(all)) / d.Seconds()
 	if len(all) > 0 {
 		slices.Sort(all)
 		res.P50, res.P99, res.Max = percentile(all, 0.50), percentile(all, 0.99), all[len(all)-1]
 	}
 	res.CPUSeconds = selfCPUSeconds()
-	return res, nil
+	return res
 }
 
 // percentile of sorted durations, nearest rank.
@@ -220,7 +229,8 @@ func runSign(job signJob) (signResult, error) {
 	return res, nil
 }
 
-// childMain runs `bench load`, `bench sign` or `bench list`: a job from stdin, a result to stdout.
+// childMain runs `bench load`, `bench sign`, `bench list`, `bench grpcload` or
+// `bench verify` (authz.go): a job from stdin, a result to stdout.
 func childMain(kind string) error {
 	input, err := io.ReadAll(os.Stdin)
 	if err != nil {
@@ -246,6 +256,18 @@ func childMain(kind string) error {
 			return err
 		}
 		result, err = runList(job)
+	case "grpcload":
+		var job grpcJob
+		if err := json.Unmarshal(input, &job); err != nil {
+			return err
+		}
+		result, err = runGRPCLoad(job)
+	case "verify":
+		var job verifyJob
+		if err := json.Unmarshal(input, &job); err != nil {
+			return err
+		}
+		result, err = runVerify(job)
 	}
 	if err != nil {
 		return err

@@ -8,6 +8,9 @@
 // run on the same core: the raw signing rate of each algorithm, and the rate of
 // the cheapest HTTP request the server answers (/healthz).
 //
+// The edge authorizer (`latchkey authz`) is measured the same way, on the same
+// core, for its own rows (authz.go).
+//
 // Usage: bench [-size quick|full] [flags]; `bench -h` lists them.
 package main
 
@@ -19,6 +22,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,7 +58,14 @@ type settings struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "load" || os.Args[1] == "sign" || os.Args[1] == "list") {
+	if len(os.Args) > 2 && os.Args[1] == "grpc-noop" {
+		if err := serveNoopCheck(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && slices.Contains([]string{"load", "sign", "list", "grpcload", "verify"}, os.Args[1]) {
 		if err := childMain(os.Args[1]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
@@ -91,7 +102,7 @@ func parseFlags(args []string) (settings, error) {
 	out := fs.String("out", "", "report path (full: BENCHMARKS.md; quick: bin/BENCHMARKS.quick.md)")
 	profileDir := fs.String("profile-dir", "", "if set, save CPU profiles of the token server under each load and of the manager while reconciling")
 	keep := fs.Bool("keep", false, "keep the work directory (logs) after the run")
-	steps := fs.String("steps", "", "run only these measurements (comma-separated: floor, coldstart, tokens, introspection, revocation, lastused, scale); the setup (clients, baseline memory, reconcile) always runs")
+	steps := fs.String("steps", "", "run only these measurements (comma-separated: floor, coldstart, tokens, introspection, revocation, authz, lastused, scale); the setup (clients, baseline memory, reconcile) always runs")
 	managerArgs := fs.String("manager-args", "", "extra flags for the manager, space-separated (to compare settings, e.g. --kube-api-qps=200)")
 	if err := fs.Parse(args); err != nil {
 		return settings{}, err
@@ -136,8 +147,8 @@ func parseFlags(args []string) (settings, error) {
 			s.memoryKeys = append(s.memoryKeys, n)
 		}
 	}
-	if need := s.revocations + s.introspected + s.lastUsedKeys; s.keys < need {
-		return s, fmt.Errorf("-keys must be at least %d (revocations, introspected keys and last-use keys)", need)
+	if need := 2*s.revocations + s.introspected + s.lastUsedKeys; s.keys < need {
+		return s, fmt.Errorf("-keys must be at least %d (revocations at the token server and at the authorizer, introspected keys and last-use keys)", need)
 	}
 	if runtime.NumCPU() < 2 {
 		return s, fmt.Errorf("needs two cores (one for the token server, one for the load); this machine has %d", runtime.NumCPU())

@@ -49,6 +49,7 @@ type report struct {
 	memory        []memoryPoint
 	floor         *floorRun
 	lastUsed      *lastUsedRun
+	authz         *authzRun
 	// coldStartProfile is the profiled start at the largest key count.
 	coldStartProfile *coldStartProfile
 	rows             [][]string // rendered results: measure, result, reference, ratio, target, met
@@ -156,6 +157,7 @@ func (r *report) build() {
 			fmt.Sprintf("%d keys, %s: %d lastUsedAt changes; API server PATCH apikeys/status %s", u.keys, buckets(u.buckets), u.changes, patches),
 			"—", "(no target; ideal 1,000)", "—")
 	}
+	r.authzRows(add)
 }
 
 // floorRow sets the reconcile beside its floor.
@@ -220,7 +222,7 @@ func (r *report) write(path string) error {
 	p("# Benchmarks\n\n")
 	p("Written by `make bench` (hack/bench): a local control plane (etcd and kube-apiserver built by hack/envtest.sh), ")
 	p("the manager and the token server as processes, and a load generator, all on this machine. ")
-	p("The token server runs on core %s (taskset, GOMAXPROCS=1); the load generator and the signing reference's peer on core %s; ", r.s.serverCPU, r.s.loadCPU)
+	p("The token server (and, for its rows, the edge authorizer) runs on core %s (taskset, GOMAXPROCS=1); the load generator and the signing reference's peer on core %s; ", r.s.serverCPU, r.s.loadCPU)
 	p("%d keep-alive connections in a closed loop (each sends its next request when the previous response arrives), ", r.s.connections)
 	p("%s of warm-up then %s measured per load. ", r.s.warmup, r.s.duration)
 	p("During the load and revocation measurements the control plane, the manager and the benchmark itself are confined to the load core (the first two at the lowest priority, nice 19, under load, and at normal priority for the revocations, which they carry), so that nothing else runs on the token server's core and the load generator comes first on its own; ")
@@ -307,6 +309,9 @@ func (r *report) write(path string) error {
 	}
 	if r.lastUsed != nil {
 		r.writeLastUsed(p)
+	}
+	if r.authz != nil {
+		r.writeAuthz(p)
 	}
 	if len(r.revocations.apiKeys) > 0 {
 		p("### Revocation\n\nEach revocation: a poller sends the revoked credential's request every millisecond on one keep-alive connection; ")

@@ -82,6 +82,7 @@ func run(ctx context.Context, s settings) error {
 		{"tokens", "token issuance", b.tokenIssuance},
 		{"introspection", "API key introspection", b.introspection},
 		{"revocation", "revocation latency", b.revocation},
+		{"authz", "edge authorizer (latchkey authz)", b.edgeAuthz},
 		{"lastused", "last-use write budget (two token servers)", b.lastUsed},
 		{"scale", "memory at larger sizes", b.memoryAtScale},
 	}
@@ -385,22 +386,11 @@ func (b *bench) tokenIssuance(ctx context.Context) error {
 // checkTokenAlgorithm gets one token and checks that its header names alg: the
 // load below measures what it says it measures.
 func (b *bench) checkTokenAlgorithm(alg string) error {
-	c := b.clients[0]
-	req, _ := http.NewRequest(http.MethodPost, b.c.issuer+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(c.id), url.QueryEscape(c.secret))
-	resp, err := http.DefaultClient.Do(req)
+	token, err := b.accessToken(b.clients[0])
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	var body struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.AccessToken == "" {
-		return fmt.Errorf("no access token (status %d)", resp.StatusCode)
-	}
-	header, err := base64.RawURLEncoding.DecodeString(strings.Split(body.AccessToken, ".")[0])
+	header, err := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[0])
 	if err != nil {
 		return err
 	}
@@ -409,6 +399,25 @@ func (b *bench) checkTokenAlgorithm(alg string) error {
 		return fmt.Errorf("token signed with %q, want %s", h.Alg, alg)
 	}
 	return nil
+}
+
+// accessToken is a client_credentials token of client c from the running token server.
+func (b *bench) accessToken(c clientCredentials) (string, error) {
+	req, _ := http.NewRequest(http.MethodPost, b.c.issuer+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(c.id), url.QueryEscape(c.secret))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.AccessToken == "" {
+		return "", fmt.Errorf("no access token (status %d)", resp.StatusCode)
+	}
+	return body.AccessToken, nil
 }
 
 // introspection loads /oauth2/introspect with s.introspected distinct API keys.
@@ -445,21 +454,26 @@ func (b *bench) load(ctx context.Context, name string, requests []string, status
 	for _, r := range requests {
 		job.Requests = append(job.Requests, []byte(r))
 	}
-	serverCPU := cpuSeconds(b.server.cmd.Process.Pid)
 	done := b.profile(ctx, "http://"+b.pprofAddr, name+".pprof", b.s.warmup+b.s.duration)
+	defer done()
+	return b.measure(ctx, name, "load", b.server, job)
+}
+
+// measure runs one load child of kind (load, grpcload) with job from the load core
+// against server, and logs it with how busy each core was.
+func (b *bench) measure(ctx context.Context, name, kind string, server *process, job any) (loadResult, error) {
+	serverCPU := cpuSeconds(server.cmd.Process.Pid)
 	var res loadResult
-	err := runChild(ctx, "load", b.s.loadCPU, job, &res)
-	done()
-	if err != nil {
+	if err := runChild(ctx, kind, b.s.loadCPU, job, &res); err != nil {
 		return res, err
 	}
 	if res.Errors > 0 {
 		return res, fmt.Errorf("%s: %d failed requests; first: %s", name, res.Errors, res.FirstError)
 	}
-	used := (cpuSeconds(b.server.cmd.Process.Pid) - serverCPU) / (b.s.warmup + b.s.duration).Seconds()
+	res.ServerCPU = cpuSeconds(server.cmd.Process.Pid) - serverCPU
+	window := (b.s.warmup + b.s.duration).Seconds()
 	logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%, load core %.0f%%)", name, res.Rate,
-		res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), 100*used,
-		100*res.CPUSeconds/(b.s.warmup+b.s.duration).Seconds())
+		res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), 100*res.ServerCPU/window, 100*res.CPUSeconds/window)
 	return res, nil
 }
 
@@ -545,7 +559,7 @@ func (b *bench) revocation(ctx context.Context) error {
 			return err
 		}
 		req := b.request(http.MethodPost, "/oauth2/introspect", url.Values{"token": {key}}.Encode(), basicAuth(rs))
-		d, err := b.revokeAndPoll(ctx, &latchkeyv1.APIKey{}, keyName(i), req, func(status int, body []byte) bool {
+		d, _, err := b.revokeAndPoll(ctx, b.c.tokenAddr, &latchkeyv1.APIKey{}, keyName(i), req, func(status int, body []byte) bool {
 			return status == http.StatusOK && strings.Contains(string(body), `"active":false`)
 		})
 		if err != nil {
@@ -556,7 +570,7 @@ func (b *bench) revocation(ctx context.Context) error {
 	for i := range b.s.revocations {
 		c := b.clients[loadClients+i]
 		req := b.request(http.MethodPost, "/oauth2/token", "grant_type=client_credentials", basicAuth(c))
-		d, err := b.revokeAndPoll(ctx, &latchkeyv1.OAuthClient{}, c.name, req, func(status int, _ []byte) bool {
+		d, _, err := b.revokeAndPoll(ctx, b.c.tokenAddr, &latchkeyv1.OAuthClient{}, c.name, req, func(status int, _ []byte) bool {
 			return status == http.StatusUnauthorized
 		})
 		if err != nil {
@@ -570,14 +584,15 @@ func (b *bench) revocation(ctx context.Context) error {
 	return nil
 }
 
-// revokeAndPoll sends request in a loop on one keep-alive connection, checks that it
+// revokeAndPoll sends request to addr in a loop on one keep-alive connection, checks that it
 // is accepted, patches spec.revoked=true, and returns the time from sending the
 // patch to receiving the first refusal. That bound includes the API server's own
-// write, so it overstates the time from acceptance slightly.
-func (b *bench) revokeAndPoll(ctx context.Context, obj client.Object, name, request string, refused func(int, []byte) bool) (time.Duration, error) {
-	conn, err := net.Dial("tcp", b.c.tokenAddr)
+// write, so it overstates the time from acceptance slightly. It also returns the
+// time from the patch's response to the first refusal (0 if the refusal came first).
+func (b *bench) revokeAndPoll(ctx context.Context, addr string, obj client.Object, name, request string, refused func(int, []byte) bool) (time.Duration, time.Duration, error) {
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer conn.Close()
 	reader := bufio.NewReader(conn)
@@ -594,7 +609,7 @@ func (b *bench) revokeAndPoll(ctx context.Context, obj client.Object, name, requ
 		return refused(resp.StatusCode, body), time.Now(), err
 	}
 	if r, _, err := send(); err != nil || r {
-		return 0, fmt.Errorf("refused before the revocation (err %v)", err)
+		return 0, 0, fmt.Errorf("refused before the revocation (err %v)", err)
 	}
 	type result struct {
 		at  time.Time
@@ -624,17 +639,18 @@ func (b *bench) revokeAndPoll(ctx context.Context, obj client.Object, name, requ
 	sent := time.Now()
 	if err := b.c.client.Patch(ctx, obj, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"revoked":true}}`))); err != nil {
 		close(stop)
-		return 0, err
+		return 0, 0, err
 	}
+	returned := time.Now()
 	select {
 	case r := <-first:
 		if r.err != nil {
-			return 0, r.err
+			return 0, 0, r.err
 		}
-		return r.at.Sub(sent), nil
+		return r.at.Sub(sent), max(0, r.at.Sub(returned)), nil
 	case <-time.After(10 * time.Second):
 		close(stop)
-		return 0, fmt.Errorf("still accepted 10 s after the revocation")
+		return 0, 0, fmt.Errorf("still accepted 10 s after the revocation")
 	}
 }
 

@@ -1,0 +1,606 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/authz"
+	"github.com/latchkey-dev/latchkey/internal/signingkeys"
+	"github.com/latchkey-dev/latchkey/internal/testenv"
+)
+
+// The edge authorizer (`latchkey authz`), measured as the token server is: a
+// process pinned to the server core (taskset, GOMAXPROCS=1), watching the same
+// control plane and APIKeys, loaded from the load core. One API, bench/leads,
+// requires leads:read on GET /v1/leads. Each figure has its reference on the same
+// core in the same run:
+//   - forward-auth (GET /authz?api=bench/leads with X-Forwarded-*, as Caddy and
+//     Traefik ask) with API keys, beside the same process's GET /healthz;
+//   - gRPC Check (Envoy ext_authz, with the envoy protos' client) with API keys,
+//     beside a no-op Check server the benchmark runs with the authorizer's gRPC
+//     server options (`bench grpc-noop`), answering the same requests;
+//   - gRPC Check with ES256 and EdDSA access tokens from the token server, beside
+//     the raw verification rate of that algorithm (`bench verify`);
+//   - revocation: from an APIKey's revocation to the first 401 at forward-auth,
+//     with the manager, the token server and the authorizer running.
+
+const (
+	apiName       = "leads"
+	apiHost       = "api.bench.example"
+	apiIdentifier = "https://api.bench.example" // the load clients' audience: their tokens are for this API
+	apiPath       = "/v1/leads?limit=50"
+	authzUser     = "latchkey-authz"
+
+	targetAuthzRatio = 0.60
+	targetAuthzP99   = 2 * time.Millisecond
+)
+
+// jwtAlgorithms are the token algorithms the gRPC Check is measured with.
+var jwtAlgorithms = []string{signingkeys.ES256, signingkeys.EdDSA}
+
+// authzRun holds the authorizer's figures; each load with how busy the measured
+// process kept its core (a figure near 100% says the server, not the load, was the limit).
+type authzRun struct {
+	identity         string // the user the authorizer ran as
+	keys, cycled     int    // APIKeys in the index; live keys the loads cycle through
+	healthz, forward loadResult
+	noop, grpcKey    loadResult
+	jwt              []jwtRun
+	// revocations: from each patch's response to the first 401 (the target's
+	// measure); revocationsFromSend: from sending it, as the token server's rows.
+	revocations, revocationsFromSend []time.Duration
+}
+
+type jwtRun struct {
+	alg    string
+	verify verifyResult
+	// load is the authorizer as shipped: each token's signature is verified once,
+	// then remembered (--token-cache-size); uncached verifies it on every check
+	// (--token-cache-size=0), the cost of a token seen for the first time.
+	load, uncached loadResult
+}
+
+// edgeAuthz runs the measurements above.
+func (b *bench) edgeAuthz(ctx context.Context) error {
+	run := &authzRun{keys: b.s.keys}
+	if err := b.createAPI(ctx); err != nil {
+		return err
+	}
+	tokens := map[string][]string{} // one per load client and algorithm
+	for _, alg := range jwtAlgorithms {
+		if _, err := b.restartTokenServer(ctx, alg); err != nil {
+			return err
+		}
+		for _, c := range b.clients[:loadClients] {
+			token, err := b.accessToken(c)
+			if err != nil {
+				return err
+			}
+			tokens[alg] = append(tokens[alg], token)
+		}
+	}
+	kubeconfig, err := b.authzIdentity(ctx, run)
+	if err != nil {
+		return err
+	}
+	grpcAddr, _ := testenv.FreeAddr()
+	httpAddr, err := testenv.FreeAddr()
+	if err != nil {
+		return err
+	}
+	startAuthz := func(name string, extra ...string) (*process, time.Duration, error) {
+		args := append([]string{"authz", "--grpc-bind-address=" + grpcAddr, "--http-bind-address=" + httpAddr, "--metrics-bind-address=0",
+			"--issuer-url=" + b.c.issuer, "--jwks-namespace=" + operatorNamespace}, extra...)
+		p, err := start(b.c.dir, name, b.s.serverCPU, []string{"KUBECONFIG=" + kubeconfig}, repoPath("bin", "latchkey"), args...)
+		if err != nil {
+			return nil, 0, err
+		}
+		ready, err := p.waitReady(ctx, "http://"+httpAddr+"/readyz", 2*time.Minute)
+		if err != nil {
+			p.stop()
+			return nil, 0, err
+		}
+		return p, ready, nil
+	}
+	p, ready, err := startAuthz("authz")
+	if err != nil {
+		return err
+	}
+	defer func() { p.stop() }()
+	logf("  authorizer ready %s after start, as %s", ready.Round(time.Millisecond), run.identity)
+
+	// The API keys of the loads: live ones among those the introspection load uses (never revoked).
+	var keys []string
+	for i := b.s.revocations; i < b.s.revocations+b.s.introspected; i++ {
+		if apiKeyObject(benchNamespace, i).Spec.Environment != latchkeyv1.EnvironmentLive {
+			continue
+		}
+		key, err := b.c.secretData(ctx, keyName(i)+"-apikey", latchkeyv1.APIKeySecretKey)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, key)
+	}
+	run.cycled = len(keys)
+	for _, credential := range []string{keys[0], tokens[jwtAlgorithms[0]][0], tokens[jwtAlgorithms[1]][0]} {
+		if status, err := forwardAuth(httpAddr, credential); err != nil || status != http.StatusOK {
+			return fmt.Errorf("forward-auth before the loads: status %d, %v (see %s)", status, err, p.log)
+		}
+	}
+
+	if run.revocations, run.revocationsFromSend, err = b.authzRevocations(ctx, httpAddr); err != nil {
+		return err
+	}
+	b.server.stop() // nothing but the measured process on the server core from here; the next step that needs one starts it
+	b.server = nil
+
+	if err := b.confine(b.s.loadCPU, "19"); err != nil {
+		return err
+	}
+	var forward, keyChecks [][]byte
+	for _, key := range keys {
+		forward = append(forward, []byte(forwardAuthRequest(httpAddr, key)))
+		keyChecks = append(keyChecks, checkRequest(key))
+	}
+	httpLoad := func(name string, requests [][]byte, body string) (loadResult, error) {
+		return b.measure(ctx, name, "load", p, loadJob{Addr: httpAddr, Requests: requests, Connections: b.s.connections,
+			Warmup: b.s.warmup, Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: body})
+	}
+	check := func(name string, server *process, addr string, checks [][]byte) (loadResult, error) {
+		return b.measure(ctx, name, "grpcload", server, grpcJob{Addr: addr, Checks: checks, Streams: b.s.connections,
+			Warmup: b.s.warmup, Duration: b.s.duration})
+	}
+	if run.healthz, err = httpLoad("authz-healthz", [][]byte{[]byte("GET /healthz HTTP/1.1\r\nHost: " + httpAddr + "\r\n\r\n")}, "ok"); err != nil {
+		return err
+	}
+	if run.forward, err = httpLoad("authz-forward-apikey", forward, ""); err != nil {
+		return err
+	}
+	noopAddr, err := testenv.FreeAddr()
+	if err != nil {
+		return err
+	}
+	self, _ := os.Executable()
+	noop, err := start(b.c.dir, "grpc-noop", b.s.serverCPU, nil, self, "grpc-noop", noopAddr)
+	if err != nil {
+		return err
+	}
+	if err := waitListening(ctx, noop, noopAddr); err != nil {
+		noop.stop()
+		return err
+	}
+	run.noop, err = check("grpc-noop", noop, noopAddr, keyChecks)
+	noop.stop()
+	if err != nil {
+		return err
+	}
+	if run.grpcKey, err = check("authz-grpc-apikey", p, grpcAddr, keyChecks); err != nil {
+		return err
+	}
+	for _, alg := range jwtAlgorithms {
+		j := jwtRun{alg: alg}
+		if err := runChild(ctx, "verify", b.s.serverCPU, verifyJob{Algorithm: alg, Bytes: signingInputSize(tokens[alg][0]),
+			Duration: b.s.duration}, &j.verify); err != nil {
+			return err
+		}
+		logf("  %s raw verification on core %s: %.0f/s", alg, b.s.serverCPU, j.verify.Rate)
+		var checks [][]byte
+		for _, token := range tokens[alg] {
+			checks = append(checks, checkRequest(token))
+		}
+		if j.load, err = check("authz-grpc-"+alg, p, grpcAddr, checks); err != nil {
+			return err
+		}
+		run.jwt = append(run.jwt, j)
+	}
+	// The same token loads against an authorizer that verifies every signature.
+	p.stop()
+	if p, _, err = startAuthz("authz-uncached", "--token-cache-size=0"); err != nil {
+		return err
+	}
+	for i := range run.jwt {
+		var checks [][]byte
+		for _, token := range tokens[run.jwt[i].alg] {
+			checks = append(checks, checkRequest(token))
+		}
+		if run.jwt[i].uncached, err = check("authz-grpc-"+run.jwt[i].alg+"-uncached", p, grpcAddr, checks); err != nil {
+			return err
+		}
+	}
+	b.report.authz = run
+	return nil
+}
+
+// createAPI creates the API the checks name: GET /v1/leads requires leads:read.
+func (b *bench) createAPI(ctx context.Context) error {
+	return b.c.client.Create(ctx, &latchkeyv1.API{
+		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: apiName},
+		Spec: latchkeyv1.APISpec{
+			Identifier: apiIdentifier,
+			Hosts:      []string{apiHost},
+			Scopes:     []latchkeyv1.APIScope{{Name: "leads:read"}, {Name: "leads:write"}},
+			Rules: []latchkeyv1.APIRule{
+				{Methods: []string{http.MethodGet}, PathPrefix: "/v1/leads", Scopes: []string{"leads:read"}},
+				{PathPrefix: "/v1/leads", Scopes: []string{"leads:write"}},
+			},
+			DefaultAction: latchkeyv1.DefaultActionDeny,
+		},
+	})
+}
+
+// authzIdentity is the authorizer's kubeconfig: the latchkey-authz user when
+// config/local binds a ClusterRole to it, else (until it does) the control plane's admin.
+func (b *bench) authzIdentity(ctx context.Context, run *authzRun) (string, error) {
+	var bindings rbacv1.ClusterRoleBindingList
+	if err := b.c.client.List(ctx, &bindings); err != nil {
+		return "", err
+	}
+	for _, binding := range bindings.Items {
+		for _, s := range binding.Subjects {
+			if s.Kind == rbacv1.UserKind && s.Name == authzUser {
+				run.identity = authzUser + " (config/local's roles)"
+				return filepath.Join(b.c.dir, authzUser+".kubeconfig"), nil
+			}
+		}
+	}
+	run.identity = "the control plane's admin (config/local binds no role to " + authzUser + ")"
+	return b.c.env.Kubeconfig, nil
+}
+
+// authzRevocations revokes s.revocations APIKeys that no other step uses while a
+// poller asks forward-auth about each every millisecond, and returns the times from
+// each patch's response, and from sending it, to the first 401.
+func (b *bench) authzRevocations(ctx context.Context, httpAddr string) ([]time.Duration, []time.Duration, error) {
+	if err := b.confine(b.s.loadCPU, "0"); err != nil { // the API server carries the revocation
+		return nil, nil, err
+	}
+	var latencies, fromSend []time.Duration
+	first := b.s.revocations + b.s.introspected + b.s.lastUsedKeys
+	for i := first; i < first+b.s.revocations; i++ {
+		key, err := b.c.secretData(ctx, keyName(i)+"-apikey", latchkeyv1.APIKeySecretKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		sent, d, err := b.revokeAndPoll(ctx, httpAddr, &latchkeyv1.APIKey{}, keyName(i), forwardAuthRequest(httpAddr, key),
+			func(status int, _ []byte) bool { return status == http.StatusUnauthorized })
+		if err != nil {
+			return nil, nil, fmt.Errorf("APIKey %s: %w", keyName(i), err)
+		}
+		latencies, fromSend = append(latencies, d), append(fromSend, sent)
+	}
+	logf("  revocation → first 401 at forward-auth, from the patch's response: p50 %s p99 %s (from sending it: p50 %s p99 %s)",
+		pct(latencies, 0.5), pct(latencies, 0.99), pct(fromSend, 0.5), pct(fromSend, 0.99))
+	return latencies, fromSend, nil
+}
+
+// forwardAuthRequest is a raw forward-auth request as Caddy's forward_auth sends
+// it: the client's headers, and the original method, host and URI in X-Forwarded-*.
+func forwardAuthRequest(addr, credential string) string {
+	return "GET /authz?api=" + benchNamespace + "/" + apiName + " HTTP/1.1\r\nHost: " + addr + "\r\n" +
+		"User-Agent: bench\r\nAccept: application/json\r\nAuthorization: Bearer " + credential + "\r\n" +
+		"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Method: GET\r\n" +
+		"X-Forwarded-Host: " + apiHost + "\r\nX-Forwarded-Uri: " + apiPath + "\r\n\r\n"
+}
+
+// forwardAuth sends one forward-auth request and returns the status.
+func forwardAuth(addr, credential string) (int, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, forwardAuthRequest(addr, credential)); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// checkRequest is an ext_authz CheckRequest, proto-encoded, as Envoy sends it for
+// GET /v1/leads with a route's context_extensions naming the API.
+func checkRequest(credential string) []byte {
+	data, _ := proto.Marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "8e0a3c1e-3f4d-4a4b-9b1e-2f6c5d7e8f90", Method: http.MethodGet, Path: apiPath, Host: apiHost,
+			Scheme: "https", Protocol: "HTTP/1.1",
+			Headers: map[string]string{
+				":authority": apiHost, ":method": http.MethodGet, ":path": apiPath, ":scheme": "https",
+				"authorization": "Bearer " + credential, "user-agent": "bench", "accept": "application/json",
+				"x-forwarded-proto": "https", "x-request-id": "8e0a3c1e-3f4d-4a4b-9b1e-2f6c5d7e8f90",
+			},
+		}},
+		ContextExtensions: map[string]string{authz.ContextAPI: benchNamespace + "/" + apiName},
+	}})
+	return data
+}
+
+// signingInputSize is the length of a JWS's signing input (header.payload).
+func signingInputSize(token string) int { return strings.LastIndexByte(token, '.') }
+
+// waitListening waits until addr accepts connections.
+func waitListening(ctx context.Context, p *process, addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if !p.running() {
+			return fmt.Errorf("%s exited; see %s:\n%s", p.name, p.log, tail(p.log, 15))
+		}
+		if conn, err := net.Dial("tcp", addr); err == nil {
+			conn.Close()
+			return nil
+		}
+		if err := sleep(ctx, 5*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("%s not listening on %s after 30 s", p.name, addr)
+}
+
+// grpcJob is a closed-loop load of ext_authz Checks: Streams concurrent calls on
+// one HTTP/2 connection, as Envoy multiplexes them, each sending its next Check when
+// the previous answer arrives.
+type grpcJob struct {
+	Addr             string
+	Checks           [][]byte // proto-encoded CheckRequests; stream i starts at check i and cycles
+	Streams          int
+	Warmup, Duration time.Duration
+}
+
+// runGRPCLoad is `bench grpcload`: every answer must be OK.
+func runGRPCLoad(job grpcJob) (loadResult, error) {
+	checks := make([]*authv3.CheckRequest, len(job.Checks))
+	for i, data := range job.Checks {
+		checks[i] = &authv3.CheckRequest{}
+		if err := proto.Unmarshal(data, checks[i]); err != nil {
+			return loadResult{}, err
+		}
+	}
+	conn, err := grpc.NewClient(job.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	return closedLoop(job.Streams, job.Warmup, job.Duration, func(i int) error {
+		resp, err := client.Check(context.Background(), checks[i%len(checks)])
+		if err != nil {
+			return err
+		}
+		if code := codes.Code(resp.GetStatus().GetCode()); code != codes.OK {
+			return fmt.Errorf("check answered %s: %s", code, resp.GetStatus().GetMessage())
+		}
+		return nil
+	}), nil
+}
+
+// closedLoop runs workers that each call do(i) for i = worker, worker+1, … until the
+// measured window is over, timing the calls that end within it.
+func closedLoop(workers int, warmup, duration time.Duration, do func(i int) error) loadResult {
+	start := time.Now()
+	measureFrom := start.Add(warmup)
+	end := measureFrom.Add(duration)
+	results := make([]workerResult, workers)
+	done := make(chan struct{})
+	for w := range workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			r := &results[w]
+			r.latencies = make([]time.Duration, 0, 1<<16)
+			for i := w; ; i++ {
+				sent := time.Now()
+				if sent.After(end) {
+					return
+				}
+				err := do(i)
+				at := time.Now()
+				switch {
+				case err != nil:
+					r.fail(err)
+				case !at.Before(measureFrom) && !at.After(end):
+					r.latencies = append(r.latencies, at.Sub(sent))
+				}
+			}
+		}()
+	}
+	for range workers {
+		<-done
+	}
+	return summarize(results, duration)
+}
+
+// noopCheck is the gRPC reference: Check answers OK at once.
+type noopCheck struct {
+	authv3.UnimplementedAuthorizationServer
+}
+
+func (noopCheck) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}}}, nil
+}
+
+// serveNoopCheck is `bench grpc-noop <address>`, until SIGTERM. Its options are
+// those of authz.(*Server).GRPCServer without TLS, as `latchkey authz` serves h2c.
+func serveNoopCheck(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	g := grpc.NewServer(grpc.MaxRecvMsgSize(256<<10), grpc.MaxHeaderListSize(64<<10))
+	authv3.RegisterAuthorizationServer(g, noopCheck{})
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	go func() { <-stop; g.Stop() }()
+	return g.Serve(l)
+}
+
+// verifyJob measures the raw verification rate of one algorithm: the standard
+// library's verification of a signature over a message the size of a token's
+// signing input (SHA-256 included for ES256 and RS256, as a JWS verifier hashes),
+// in a tight loop, one goroutine: the floor under a Check with a token.
+type verifyJob struct {
+	Algorithm string
+	Bytes     int
+	Duration  time.Duration
+}
+
+type verifyResult struct {
+	Verifications int
+	Rate          float64 // verifications per second
+}
+
+func runVerify(job verifyJob) (verifyResult, error) {
+	now := time.Now()
+	key, err := signingkeys.Generate(job.Algorithm, rand.Reader, now, now, now.Add(time.Hour))
+	if err != nil {
+		return verifyResult{}, err
+	}
+	signer := key.Private.Key.(crypto.Signer)
+	message := make([]byte, job.Bytes)
+	_, _ = rand.Read(message)
+	digest := sha256.Sum256(message)
+	var verify func() bool
+	switch pub := signer.Public().(type) {
+	case ed25519.PublicKey:
+		sig, err := signer.Sign(rand.Reader, message, crypto.Hash(0))
+		if err != nil {
+			return verifyResult{}, err
+		}
+		verify = func() bool { return ed25519.Verify(pub, message, sig) }
+	case *ecdsa.PublicKey:
+		sig, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+		if err != nil {
+			return verifyResult{}, err
+		}
+		verify = func() bool { d := sha256.Sum256(message); return ecdsa.VerifyASN1(pub, d[:], sig) }
+	case *rsa.PublicKey:
+		sig, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+		if err != nil {
+			return verifyResult{}, err
+		}
+		verify = func() bool {
+			d := sha256.Sum256(message)
+			return rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig) == nil
+		}
+	default:
+		return verifyResult{}, fmt.Errorf("%s: unexpected key type %T", job.Algorithm, pub)
+	}
+	for range 100 { // warm up
+		if !verify() {
+			return verifyResult{}, fmt.Errorf("%s signature does not verify", job.Algorithm)
+		}
+	}
+	var res verifyResult
+	begin := time.Now()
+	for time.Since(begin) < job.Duration {
+		if !verify() {
+			return res, fmt.Errorf("%s signature does not verify", job.Algorithm)
+		}
+		res.Verifications++
+	}
+	res.Rate = float64(res.Verifications) / time.Since(begin).Seconds()
+	return res, nil
+}
+
+// authzRows renders the authorizer's rows of the results table.
+func (r *report) authzRows(add func(...string)) {
+	a := r.authz
+	if a == nil {
+		return
+	}
+	ratio := func(x, ref loadResult) float64 { return x.Rate / ref.Rate }
+	rate := func(x loadResult, unit string) string {
+		return fmt.Sprintf("%.0f %s/s; p50 %s, p99 %s", x.Rate, unit, ms(x.P50), ms(x.P99))
+	}
+	fr := ratio(a.forward, a.healthz)
+	add(fmt.Sprintf("8. Edge authorizer: forward-auth API-key check (%d live keys cycled, %d in the index), %d connections", a.cycled, a.keys, r.s.connections),
+		rate(a.forward, "checks"), fmt.Sprintf("GET /healthz, same process and core: %.0f/s", a.healthz.Rate),
+		fmt.Sprintf("%.1f%%", 100*fr), "≥ 60% of /healthz; p99 < 2 ms", yesNo(fr >= targetAuthzRatio && a.forward.P99 < targetAuthzP99))
+	gr := ratio(a.grpcKey, a.noop)
+	add(fmt.Sprintf("8. Edge authorizer: gRPC Check (ext_authz), API key, %d streams", r.s.connections),
+		rate(a.grpcKey, "checks"), fmt.Sprintf("no-op Check server (same gRPC options, same requests), same core: %.0f/s", a.noop.Rate),
+		fmt.Sprintf("%.1f%%", 100*gr), "≥ 60% of the no-op Check; p99 < 2 ms", yesNo(gr >= targetAuthzRatio && a.grpcKey.P99 < targetAuthzP99))
+	for _, j := range a.jwt {
+		jr := j.load.Rate / j.verify.Rate
+		add(fmt.Sprintf("8. Edge authorizer: gRPC Check, %s access token (%d tokens, each reused: verified once, then from the token cache), %d streams", j.alg, loadClients, r.s.connections),
+			rate(j.load, "checks"), fmt.Sprintf("raw %s verification, same core: %.0f/s", j.alg, j.verify.Rate),
+			fmt.Sprintf("%.1f%%", 100*jr), "≥ 60% of raw verification", yesNo(jr >= targetAuthzRatio))
+		ur := j.uncached.Rate / j.verify.Rate
+		add(fmt.Sprintf("8. Edge authorizer: gRPC Check, %s access token, signature verified on every check (--token-cache-size=0)", j.alg),
+			rate(j.uncached, "checks"), fmt.Sprintf("raw %s verification, same core: %.0f/s", j.alg, j.verify.Rate),
+			fmt.Sprintf("%.1f%%", 100*ur), "≥ 60% of raw verification", yesNo(ur >= targetAuthzRatio))
+	}
+	if d := a.revocations; len(d) > 0 {
+		add(fmt.Sprintf("8. Edge authorizer: revocation → first 401 at forward-auth (%d revocations)", len(d)),
+			fmt.Sprintf("from the patch's response: p50 %s, p99 %s, max %s (from sending it: p99 %s)",
+				ms(pct(d, 0.5)), ms(pct(d, 0.99)), ms(pct(d, 1)), ms(pct(a.revocationsFromSend, 0.99))),
+			"—", "—", "p99 < 200 ms", yesNo(pct(d, 0.99) < targetRevocationP99))
+	}
+}
+
+// writeAuthz details the authorizer's measurements.
+func (r *report) writeAuthz(p func(string, ...any)) {
+	a := r.authz
+	p("### Edge authorizer\n\n")
+	p("`latchkey authz` as a process on core %s (taskset, GOMAXPROCS=1), as %s, watching the run's %d APIKeys, its OAuthClients and one API, ", r.s.serverCPU, a.identity, a.keys)
+	p("`bench/leads` (identifier %s, host %s; GET /v1/leads requires leads:read, default action deny). ", apiIdentifier, apiHost)
+	p("Every check asks about GET %s on that API and is allowed: forward-auth as Caddy's forward_auth asks (`GET /authz?api=bench/leads`, X-Forwarded-Method, -Host, -Uri, ", apiPath)
+	p("Authorization: Bearer), keep-alive connections in a closed loop; gRPC as Envoy's ext_authz asks (headers map, context_extensions `%s`), ", authz.ContextAPI)
+	p("%d concurrent unary calls on one HTTP/2 connection in a closed loop, by the envoy protos' `authv3.NewAuthorizationClient`. ", r.s.connections)
+	p("API-key loads cycle through %d live keys; token loads through %d access tokens per algorithm, one per OAuthClient, issued by the token server (audience %s). ", a.cycled, loadClients, apiIdentifier)
+	p("The token server is stopped during the loads: only the measured process runs on its core. ")
+	p("The no-op Check server is the benchmark's own (`bench grpc-noop`: the authorizer's gRPC server options, answering OK at once) on the same core, loaded with the same API-key requests; ")
+	p("the raw verification (`bench verify`) verifies a signature of that algorithm over a message the size of a token's signing input with the standard library, SHA-256 included for ES256, one goroutine on the same core.\n\n")
+	p("| Load | Rate | p50 | p99 | max | Server core busy | Load core busy |\n|---|---|---|---|---|---|---|\n")
+	row := func(name string, x loadResult) {
+		window := (r.s.warmup + r.s.duration).Seconds()
+		p("| %s | %.0f/s | %s | %s | %s | %.0f%% | %.0f%% |\n", name, x.Rate, ms(x.P50), ms(x.P99), ms(x.Max), 100*x.ServerCPU/window, 100*x.CPUSeconds/window)
+	}
+	row("HTTP GET /healthz (reference)", a.healthz)
+	row("HTTP forward-auth, API key", a.forward)
+	row("gRPC no-op Check (reference)", a.noop)
+	row("gRPC Check, API key", a.grpcKey)
+	for _, j := range a.jwt {
+		row("gRPC Check, "+j.alg+" access token (token cache)", j.load)
+		row("gRPC Check, "+j.alg+" access token (no token cache)", j.uncached)
+	}
+	p("\n")
+	for _, j := range a.jwt {
+		p("Raw %s verification: %.0f/s (%d in %s).\n", j.alg, j.verify.Rate, j.verify.Verifications, r.s.duration)
+	}
+	p("\nA load core near 100%% busy means the load generator, not the server, set the rate: the ratio to a reference loaded the same way then understates the server's headroom.\n\n")
+	if len(a.revocations) > 0 {
+		p("Revocation at the authorizer: with the manager, the token server and the authorizer running, %d APIKeys no other measurement uses were revoked one at a time; ", len(a.revocations))
+		p("a poller sent each key's forward-auth request every millisecond on one keep-alive connection, and the latency runs from the response to the merge patch `{\"spec\":{\"revoked\":true}}` to the first 401 ")
+		p("(0 when the 401 came first); the time from sending the patch, which the token server's revocation rows give, is beside it.\n\n")
+	}
+}
