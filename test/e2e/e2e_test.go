@@ -106,10 +106,13 @@ var _ = Describe("Latchkey, end to end", Ordered, func() {
 		Expect(out).To(ContainSubstring("deployment.apps/latchkey-tokenserver serverside-applied"))
 		Expect(out).To(ContainSubstring("service/latchkey-tokenserver serverside-applied"))
 		Expect(out).To(ContainSubstring("poddisruptionbudget.policy/latchkey-tokenserver serverside-applied"))
+		Expect(out).To(ContainSubstring("deployment.apps/latchkey-authz serverside-applied"))
+		Expect(out).To(ContainSubstring("poddisruptionbudget.policy/latchkey-authz serverside-applied"))
+		Expect(out).To(ContainSubstring("customresourcedefinition.apiextensions.k8s.io/apis.latchkey.dev serverside-applied"))
 		// Every container is locked down.
 		contexts := kubectl("get", "deployments", "-n", "latchkey-system", "-o",
 			`jsonpath={range .items[*].spec.template.spec.containers[*]}{.securityContext.readOnlyRootFilesystem} {.securityContext.allowPrivilegeEscalation} {.securityContext.capabilities.drop}{"\n"}{end}`)
-		Expect(strings.Fields(strings.TrimSpace(contexts))).To(HaveLen(6))
+		Expect(strings.Split(strings.TrimSpace(contexts), "\n")).To(HaveLen(3), "manager, token server, authorizer")
 		for _, line := range strings.Split(strings.TrimSpace(contexts), "\n") {
 			Expect(line).To(Equal(`true false ["ALL"]`))
 		}
