@@ -81,11 +81,11 @@ bench-quick: build envtest ## The same benchmark at quick sizes (a few minutes);
 	BENCH_COMMAND="make bench-quick$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')" bin/latchkey-bench -size quick $(BENCH_FLAGS)
 
 .PHONY: bench-micro
-bench-micro: ## Microbenchmarks of the token server's hot paths (in process, no network).
-	go test ./tokenserver/ -run '^$$' -bench . -benchmem -count 1
+bench-micro: ## Microbenchmarks of the token server's and the authorizer's hot paths (in process, no network).
+	go test ./tokenserver/ ./authz/ -run '^$$' -bench . -benchmem -count 1
 
 FUZZTIME ?= 30s
-FUZZ_PACKAGES = ./internal/credential ./tokenserver
+FUZZ_PACKAGES = ./internal/credential ./internal/accesstoken ./tokenserver ./authz
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s); `make test` runs their seed corpora.
