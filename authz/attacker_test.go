@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -93,6 +94,40 @@ var _ = Describe("A tenant attacking another team's API", func() {
 			g.Expect(ready).NotTo(BeNil())
 			g.Expect(ready.Reason).To(Equal(latchkeyv1.ReasonIdentifierConflict))
 		}).WithTimeout(15 * time.Second).Should(Succeed())
+	})
+})
+
+var _ = Describe("A tenant with an API older than the victim's", func() {
+	It("cannot edit it to claim the victim's identifier or host, nor alias a host with a port", func() {
+		ctx := context.Background()
+		tenant, err := env.NewTenant(ctx, k8s, scheme, "mallory-old", newNamespace())
+		Expect(err).NotTo(HaveOccurred())
+		own := &latchkeyv1.API{ObjectMeta: metav1.ObjectMeta{Namespace: tenant.Namespace, Name: "old"},
+			Spec: latchkeyv1.APISpec{Identifier: "https://old." + tenant.Namespace + ".test", Hosts: []string{"old." + tenant.Namespace + ".test"},
+				DefaultAction: latchkeyv1.DefaultActionAuthenticate}}
+		Expect(tenant.Client.Create(ctx, own)).To(Succeed())
+		Eventually(func() bool { return time.Now().After(own.CreationTimestamp.Add(time.Second)) }).Should(BeTrue())
+		victimNS := newNamespace()
+		host := "leads." + victimNS + ".test"
+		victim := newAPI(victimNS, "leads", func(a *latchkeyv1.API) { a.Spec.Hosts = []string{host} })
+
+		// The tenant's API is older, so a claim edited into it would win: the
+		// schema refuses the edit.
+		steal := own.DeepCopy()
+		steal.Spec.Identifier = victim.Spec.Identifier
+		Expect(tenant.Client.Patch(ctx, steal, client.MergeFrom(own))).To(MatchError(ContainSubstring("identifier is immutable")))
+		steal = own.DeepCopy()
+		steal.Spec.Hosts = append(steal.Spec.Hosts, host)
+		Expect(tenant.Client.Patch(ctx, steal, client.MergeFrom(own))).To(MatchError(ContainSubstring("hosts are immutable")))
+
+		// host:port would be a second claim key for the same host.
+		alias := &latchkeyv1.API{ObjectMeta: metav1.ObjectMeta{Namespace: tenant.Namespace, Name: "alias"},
+			Spec: latchkeyv1.APISpec{Identifier: "https://alias.test", Hosts: []string{host + ":443"}}}
+		Expect(apierrors.IsInvalid(tenant.Client.Create(ctx, alias))).To(BeTrue())
+		_, victimKey := newAPIKey(victimNS, "victim", nil)
+		Eventually(func() string {
+			return forwardAuth("", "GET", "/v1/leads", host+":443", bearer(victimKey)).Header.Get("X-Latchkey-Api")
+		}).Should(Equal(victimNS+"/leads"), "a Host with a port is the same host")
 	})
 })
 

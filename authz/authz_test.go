@@ -157,12 +157,31 @@ var _ = Describe("Forward-auth", func() {
 	})
 
 	It("refuses paths it cannot match safely, after authentication", func() {
-		for _, uri := range []string{"/v1/leads/..%2f..%2fadmin", "/v1/leads/../admin", "//v1/leads", "/v1/leads;x", "/v1/%2e%2e/x", "/v1/leads/%5cx", "v1/leads"} {
+		for _, uri := range []string{"/v1/leads/..%2f..%2fadmin", "/v1/leads/../admin", "//v1/leads", "/v1/leads;x", "/v1/%2e%2e/x", "/v1/leads/%5cx", "v1/leads",
+			"/v1/leads#/../admin", "/v1/leads%23/../admin"} {
 			r := forwardAuth(api, "GET", uri, "", bearer(key))
 			Expect(r.Status).To(Equal(403), uri)
 		}
 		Expect(forwardAuth(api, "GET", "/v1/%6Ceads", "", bearer(key)).Status).To(Equal(200), "an encoded letter is decoded before matching")
 		Expect(forwardAuth(api, "POST", "/v1/%6Ceads", "", bearer(key)).Status).To(Equal(403), "and cannot dodge the POST rule")
+		Expect(forwardAuth(api, "HEAD", "/v1/leads", "", bearer(key)).Status).To(Equal(200), "HEAD needs what GET needs")
+		Expect(forwardAuth(api, "post", "/v1/leads", "", bearer(key)).Status).To(Equal(403), "methods compare case-insensitively")
+
+		// Envoy's HTTP mode: the original path after /envoy, never a redirect.
+		envoy := func(path string) int {
+			req, err := http.NewRequest(http.MethodGet, authorizer.HTTP+"/envoy"+path, nil)
+			Expect(err).NotTo(HaveOccurred())
+			req.Host = "leads." + ns + ".test"
+			req.Header.Set("Authorization", "Bearer "+key)
+			client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			resp, err := client.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		Expect(envoy("/v1/leads")).To(Equal(200))
+		Expect(envoy("//v1/leads")).To(Equal(403))
+		Expect(envoy("/v1/x/../leads")).To(Equal(403))
 	})
 })
 

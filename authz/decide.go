@@ -64,9 +64,9 @@ type Decision struct {
 	// RequiredScope is the scope a 403 insufficient_scope asks for.
 	RequiredScope string
 	Identity      *Identity
-	// CredentialHeader is the header that carried an API key: the upstream does not
-	// need the key, so ext_authz removes it (access tokens pass through).
-	CredentialHeader string
+	// CredentialHeaders are the headers that carried an API key: the upstream does
+	// not need the key, so ext_authz removes them (access tokens pass through).
+	CredentialHeaders []string
 }
 
 // Identity is who the caller is: the contract with resource servers (Headers).
@@ -170,7 +170,8 @@ var (
 // authenticate finds the one credential of the request and checks it against api:
 // a Decision with Identity, or a 401.
 func (a *Authorizer) authenticate(r Request, api *index.API) Decision {
-	token, header, problem := credentialOf(r, a.APIKeyHeader)
+	token, headers, problem := credentialOf(r, a.APIKeyHeader)
+	fromAuthorization := len(headers) > 0 && headers[0] == "authorization"
 	switch {
 	case problem != "":
 		return Decision{Status: 401, Outcome: MalformedRequest, Error: "invalid_request", Description: problem}
@@ -195,13 +196,13 @@ func (a *Authorizer) authenticate(r Request, api *index.API) Decision {
 			Namespace: key.Ref.Namespace, Name: key.Ref.Name, KeyID: hash.KeyID(),
 			Environment: key.Environment, Scopes: key.Scope.Value(),
 		}}
-		d.CredentialHeader = header
+		d.CredentialHeaders = headers
 		return d
 	case wellFormed:
 		return errInvalid // unknown, revoked or expired: one answer for all
-	case strings.Count(token, ".") == 2 && header == "authorization":
+	case strings.Count(token, ".") == 2 && fromAuthorization:
 		return a.authenticateToken(token, api, now)
-	case header == "authorization" && looksLikeAPIKeyShape(token):
+	case looksLikeAPIKeyShape(token):
 		return Decision{Status: 401, Outcome: MalformedRequest, Error: "invalid_token", Description: "the API key is malformed (its checksum does not match)"}
 	}
 	return Decision{Status: 401, Outcome: MalformedRequest, Error: "invalid_token", Description: "the credential is malformed"}
@@ -253,32 +254,30 @@ func looksLikeAPIKeyShape(token string) bool {
 	return len(parts) == 3 && (parts[1] == "live" || parts[1] == "test")
 }
 
-// credentialOf returns the one credential of the request and the header it came in
+// credentialOf returns the one credential of the request and the headers it came in
 // (lower case). RFC 6750 §2: a client uses one method per request, so two
 // different credentials are refused rather than one chosen.
-func credentialOf(r Request, apiKeyHeader string) (token, header, problem string) {
+func credentialOf(r Request, apiKeyHeader string) (token string, headers []string, problem string) {
 	auth := r.Header("authorization")
 	if auth != "" {
 		scheme, value, ok := strings.Cut(auth, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || !b64token(value) {
-			return "", "", "the Authorization header must be: Bearer <credential>"
+			return "", nil, "the Authorization header must be: Bearer <credential>"
 		}
-		token, header = value, "authorization"
+		token, headers = value, []string{"authorization"}
 	}
 	if apiKeyHeader != "" {
 		if v := r.Header(apiKeyHeader); v != "" {
-			if token != "" && v != token {
-				return "", "", "send one credential per request, not two"
+			switch {
+			case token != "" && v != token:
+				return "", nil, "send one credential per request, not two"
+			case token == "" && !b64token(v):
+				return "", nil, "the " + apiKeyHeader + " header must hold one API key"
 			}
-			if token == "" {
-				if !b64token(v) {
-					return "", "", "the " + apiKeyHeader + " header must hold one API key"
-				}
-				token, header = v, apiKeyHeader
-			}
+			token, headers = v, append(headers, apiKeyHeader) // the same key twice: both go
 		}
 	}
-	return token, header, ""
+	return token, headers, ""
 }
 
 // b64token is RFC 6750 §2.1's b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
@@ -310,15 +309,17 @@ func b64token(s string) bool {
 // saw. Encoded slashes and backslashes, dot segments, empty segments, ';' (path
 // parameters some servers drop), control characters and invalid UTF-8 are
 // refused rather than normalized: a normalization that differs from the
-// upstream's is how route rules are bypassed.
+// upstream's is how route rules are bypassed. Rules match case-sensitively: an
+// upstream that routes paths case-insensitively needs rules for its spellings.
 func cleanPath(target string) (string, bool) {
 	raw, _, _ := strings.Cut(target, "?")
-	raw, _, _ = strings.Cut(raw, "#")
-	if !strings.HasPrefix(raw, "/") || strings.ContainsAny(raw, `\;`) {
+	// A '#' is never sent by a client as a fragment; in a path it is a character
+	// some servers decode (%23) after the rules have judged what came before it.
+	if !strings.HasPrefix(raw, "/") || strings.ContainsAny(raw, `\;#`) {
 		return "", false
 	}
 	lower := strings.ToLower(raw)
-	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%3b") || strings.Contains(lower, "%00") {
+	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%3b") || strings.Contains(lower, "%23") || strings.Contains(lower, "%00") {
 		return "", false
 	}
 	decoded, err := url.PathUnescape(raw)

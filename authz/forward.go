@@ -97,9 +97,7 @@ func (s *Server) writeDecision(w http.ResponseWriter, d Decision, envoy bool) {
 		}
 	}
 	if envoy {
-		if d.CredentialHeader != "" {
-			remove = append(remove, d.CredentialHeader)
-		}
+		remove = append(remove, d.CredentialHeaders...)
 		h.Set("X-Envoy-Auth-Headers-To-Remove", strings.Join(remove, ", "))
 	}
 	w.WriteHeader(http.StatusOK)

@@ -85,9 +85,7 @@ func okResponse(d Decision) *authv3.OkHttpResponse {
 		}
 		ok.Headers = append(ok.Headers, overwrite(name, h[1]))
 	}
-	if d.CredentialHeader != "" {
-		ok.HeadersToRemove = append(ok.HeadersToRemove, d.CredentialHeader)
-	}
+	ok.HeadersToRemove = append(ok.HeadersToRemove, d.CredentialHeaders...)
 	return ok
 }
 

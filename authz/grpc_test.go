@@ -50,6 +50,9 @@ var _ = Describe("Envoy ext_authz (gRPC)", func() {
 		Expect(set).To(HaveKeyWithValue("x-latchkey-credential-kind", "api_key"))
 		Expect(set).To(HaveKeyWithValue("x-latchkey-scopes", "leads:read"))
 		Expect(removed).To(ContainElements("x-latchkey-client-id", "x-api-key"))
+
+		_, removed = upstreamHeaders(check(ext, "GET", "/v1/leads", "", map[string]string{"Authorization": "Bearer " + key, "X-API-Key": key}))
+		Expect(removed).To(ContainElements("authorization", "x-api-key"), "the same key sent twice is removed twice")
 	})
 
 	It("denies with the status, challenge and JSON body the client should see", func() {

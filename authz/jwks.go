@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -41,14 +40,8 @@ func (j *JWKS) load(cm *corev1.ConfigMap) error {
 
 // watchJWKS keeps j loaded from one ConfigMap (get and watch on that name only).
 func watchJWKS(ctx context.Context, cs kubernetes.Interface, namespace, name string, j *JWKS, onError func(error)) toolscache.SharedInformer {
-	asList := func(cm *corev1.ConfigMap, resourceVersion string) runtime.Object {
-		list := &corev1.ConfigMapList{ListMeta: metav1.ListMeta{ResourceVersion: resourceVersion}}
-		if cm != nil {
-			list.Items = []corev1.ConfigMap{*cm}
-		}
-		return list
-	}
-	return watchone.Start(ctx, cs.CoreV1().ConfigMaps(namespace), name, asList, func(cm *corev1.ConfigMap) {
+	newList := func() runtime.Object { return &corev1.ConfigMapList{} }
+	return watchone.Start(ctx, cs.CoreV1().ConfigMaps(namespace), name, newList, func(cm *corev1.ConfigMap) {
 		if err := j.load(cm); err != nil {
 			onError(err)
 		}

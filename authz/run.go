@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -13,18 +12,13 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/index"
 )
 
@@ -55,47 +49,28 @@ type Options struct {
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, cfg *rest.Config, o Options) error {
-	if o.LastUsedGranularity < index.MinLastUsedGranularity {
-		return fmt.Errorf("the last-use granularity must be at least %s, not %s", index.MinLastUsedGranularity, o.LastUsedGranularity)
-	}
-	if o.Clock == nil {
-		o.Clock = clock.RealClock{}
-	}
-	if o.Registry == nil {
-		o.Registry = prometheus.NewRegistry()
-		o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	}
-	scheme := runtime.NewScheme()
-	if err := latchkeyv1.AddToScheme(scheme); err != nil {
-		return err
-	}
-	writer, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
-	clientset, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
+	if o.IssuerURL == "" {
+		return errors.New("the issuer URL is required: access tokens are accepted only from it")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
-	idx := index.NewIndex(o.Log.WithName("index"))
-	usage := index.NewUsageTracker(writer, idx, o.Clock, o.Log, o.LastUsedFlushInterval, o.LastUsedGranularity, o.Registry, "authz")
-	jwks := &JWKS{CacheSize: o.TokenCacheSize}
-	a := &Authorizer{Index: idx, Keys: jwks, Issuer: o.IssuerURL, APIKeyHeader: strings.ToLower(o.APIKeyHeader),
-		Usage: usage, Clock: o.Clock, Log: o.Log}
-	srv := NewServer(a, o.Realm, o.Registry)
-	feeds, err := index.StartFeeds(ctx, cfg, o.Namespaces, idx, o.Clock)
+	reader, err := index.StartReader(ctx, cfg, index.ReaderOptions{
+		Component: "authz", Namespaces: o.Namespaces, LastUsedFlushInterval: o.LastUsedFlushInterval,
+		LastUsedGranularity: o.LastUsedGranularity, Clock: o.Clock, Log: o.Log, Registry: o.Registry,
+	})
 	if err != nil {
 		return err
 	}
-	feeds.RegisterStaleness(o.Registry, "authz")
-	jwksInformer := watchJWKS(ctx, clientset, o.JWKSNamespace, o.JWKSConfigMap, jwks, func(err error) {
+	o.Registry = reader.Registry
+	idx, jwks := reader.Index, &JWKS{CacheSize: o.TokenCacheSize}
+	a := &Authorizer{Index: idx, Keys: jwks, Issuer: o.IssuerURL, APIKeyHeader: strings.ToLower(o.APIKeyHeader),
+		Usage: reader.Usage, Clock: reader.Clock, Log: o.Log}
+	srv := NewServer(a, o.Realm, o.Registry)
+	jwksInformer := watchJWKS(ctx, reader.Clientset, o.JWKSNamespace, o.JWKSConfigMap, jwks, func(err error) {
 		o.Log.Error(err, "JWKS not loaded; keeping the previous keys", "configMap", o.JWKSNamespace+"/"+o.JWKSConfigMap)
 	})
 	go func() {
-		if feeds.WaitSynced(ctx) && toolscache.WaitForCacheSync(ctx.Done(), jwksInformer.HasSynced) {
+		if reader.Feeds.WaitSynced(ctx) && toolscache.WaitForCacheSync(ctx.Done(), jwksInformer.HasSynced) {
 			srv.SetReady()
 			hashes, clients := idx.Sizes()
 			known, served := idx.APIs()
@@ -103,7 +78,6 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 				"jwksKeys", jwks.Verifier().Size())
 		}
 	}()
-	go usage.Run(ctx)
 	return srv.serve(ctx, o)
 }
 

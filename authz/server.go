@@ -2,6 +2,7 @@ package authz
 
 import (
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -35,7 +36,6 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/authz", s.handleForwardAuth)
 	mux.HandleFunc(NginxPath, s.handleNginx)
-	mux.HandleFunc(EnvoyHTTPPrefix+"/", s.handleEnvoyHTTP)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.ready.Load() {
@@ -44,7 +44,15 @@ func (s *Server) Handler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
-	return mux
+	// Envoy's HTTP mode is routed before the mux: the mux answers a path with
+	// "//" or ".." with a redirect, and a decision must be 200, 401 or 403.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.RequestURI, EnvoyHTTPPrefix+"/") {
+			s.handleEnvoyHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // metrics never carry a credential or a per-credential label: decisions are

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -25,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -159,42 +156,15 @@ func startTokenServer() string {
 	return url
 }
 
-// bindAuthzRBAC creates the roles of config/authz and binds them to a test user, so
-// that the authorizer under test has exactly the permissions it ships with.
+// bindAuthzRBAC binds config/authz's roles (its ClusterRole, and its Role in the
+// operator namespace) to a test user: the authorizer runs with exactly those.
 func bindAuthzRBAC() *rest.Config {
 	ctx := context.Background()
-	files, err := filepath.Glob(filepath.Join("..", "config", "authz", "rbac", "*.yaml"))
+	rbac := filepath.Join("..", "config", "authz", "rbac", "rbac.yaml")
+	cfg, err := env.BindClusterRole(ctx, k8s, authzUser, rbac)
 	Expect(err).NotTo(HaveOccurred())
-	files = slices.DeleteFunc(files, func(f string) bool { return filepath.Base(f) == "kustomization.yaml" })
-	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: authzUser, APIGroup: rbacv1.GroupName}}
-	roles := 0
-	for _, file := range files {
-		objs, err := testenv.ReadManifests(file, nil)
-		Expect(err).NotTo(HaveOccurred())
-		for _, obj := range objs {
-			switch role := obj.(type) {
-			case *rbacv1.ClusterRole:
-				roles++
-				Expect(k8s.Create(ctx, role)).To(Succeed())
-				Expect(k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
-					ObjectMeta: metav1.ObjectMeta{Name: role.Name + "-test"}, Subjects: subject,
-					RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-				})).To(Succeed())
-			case *rbacv1.Role:
-				roles++
-				role.Namespace = operatorNamespace
-				Expect(k8s.Create(ctx, role)).To(Succeed())
-				Expect(k8s.Create(ctx, &rbacv1.RoleBinding{
-					ObjectMeta: metav1.ObjectMeta{Name: role.Name + "-test", Namespace: operatorNamespace}, Subjects: subject,
-					RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-				})).To(Succeed())
-			}
-		}
-	}
-	Expect(roles).To(BeNumerically(">=", 2), "config/authz ships a ClusterRole and a Role")
-	user, err := env.AddUser(envtest.User{Name: authzUser}, env.Config)
-	Expect(err).NotTo(HaveOccurred())
-	return user.Config()
+	Expect(env.BindRole(ctx, k8s, authzUser, rbac, operatorNamespace)).To(Succeed())
+	return cfg
 }
 
 // runningAuthz is an authorizer started in-process on loopback ports.

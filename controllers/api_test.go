@@ -60,7 +60,7 @@ var _ = Describe("API", func() {
 		waitAPI(ctx, newer, metav1.ConditionTrue, latchkeyv1.ReasonAccepted)
 	})
 
-	It("refuses a host that an older API holds, and hands it over when that one lets it go", func() {
+	It("refuses a host that an older API holds, and hands it over when that one is gone", func() {
 		host := ns + ".example.com"
 		older := waitAPI(ctx, createAPI(ctx, ns, "a-older", func(a *latchkeyv1.API) {
 			a.Spec.Identifier = "https://" + host + "/billing"
@@ -69,17 +69,32 @@ var _ = Describe("API", func() {
 		waitPastCreationSecond(older)
 		newer := createAPI(ctx, ns, "b-newer", func(a *latchkeyv1.API) {
 			a.Spec.Identifier = "https://" + host + "/invoices"
-			a.Spec.Hosts = []string{host + ":8443", host}
+			a.Spec.Hosts = []string{"invoices." + host, host}
 		})
 
 		conflicted := waitAPI(ctx, newer, metav1.ConditionFalse, latchkeyv1.ReasonIdentifierConflict)
 		Expect(meta.FindStatusCondition(conflicted.Status.Conditions, latchkeyv1.ConditionReady).Message).
 			To(ContainSubstring("host " + host + " is held by API " + ns + "/a-older"))
 
-		// The update event carries the old object: the host it drops is released.
-		updateAPI(ctx, older, func(a *latchkeyv1.API) { a.Spec.Hosts = []string{"other." + host} })
+		// Hosts are immutable: the older API cannot let the host go but by going.
+		Expect(k8s.Delete(ctx, older)).To(Succeed())
 		waitAPI(ctx, newer, metav1.ConditionTrue, latchkeyv1.ReasonAccepted)
-		Expect(apiReason(ctx, older)).To(Equal(latchkeyv1.ReasonAccepted))
+	})
+
+	It("refuses edits to the identifier and hosts: a claim dates from the API's creation", func() {
+		api := waitAPI(ctx, createAPI(ctx, ns, "fixed", func(a *latchkeyv1.API) {
+			a.Spec.Identifier = "https://" + ns + ".example.com/fixed"
+			a.Spec.Hosts = []string{"fixed." + ns + ".example.com"}
+		}), metav1.ConditionTrue, latchkeyv1.ReasonAccepted)
+		edited := api.DeepCopy()
+		edited.Spec.Identifier += "/v2"
+		Expect(k8s.Patch(ctx, edited, client.MergeFrom(api))).To(MatchError(ContainSubstring("identifier is immutable")))
+		edited = api.DeepCopy()
+		edited.Spec.Hosts = append(edited.Spec.Hosts, "more."+ns+".example.com")
+		Expect(k8s.Patch(ctx, edited, client.MergeFrom(api))).To(MatchError(ContainSubstring("hosts are immutable")))
+		edited = api.DeepCopy()
+		edited.Spec.DisplayName = "rules, scopes and names may change"
+		Expect(k8s.Patch(ctx, edited, client.MergeFrom(api))).To(Succeed())
 	})
 
 	It("serves neither of two APIs created in the same second, whatever their names", func() {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -95,14 +94,8 @@ func (k *Keys) load(secret *corev1.Secret) error {
 // watchSigningKeys keeps keys loaded from one Secret, read with get and a watch on
 // that name only, so RBAC can restrict the token server to it by resourceNames.
 func watchSigningKeys(ctx context.Context, cs kubernetes.Interface, namespace, name string, keys *Keys, onError func(error)) toolscache.SharedInformer {
-	asList := func(secret *corev1.Secret, resourceVersion string) runtime.Object {
-		list := &corev1.SecretList{ListMeta: metav1.ListMeta{ResourceVersion: resourceVersion}}
-		if secret != nil {
-			list.Items = []corev1.Secret{*secret}
-		}
-		return list
-	}
-	return watchone.Start(ctx, cs.CoreV1().Secrets(namespace), name, asList, func(secret *corev1.Secret) {
+	newList := func() runtime.Object { return &corev1.SecretList{} }
+	return watchone.Start(ctx, cs.CoreV1().Secrets(namespace), name, newList, func(secret *corev1.Secret) {
 		if err := keys.load(secret); err != nil {
 			onError(err)
 		}

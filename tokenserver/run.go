@@ -16,16 +16,11 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/index"
 )
 
@@ -56,52 +51,31 @@ type Options struct {
 
 // Run serves until ctx ends, then shuts down gracefully.
 func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
-	if o.LastUsedGranularity < index.MinLastUsedGranularity {
-		return fmt.Errorf("the last-use granularity must be at least %s, not %s", index.MinLastUsedGranularity, o.LastUsedGranularity)
-	}
 	stopProfile, err := startCPUProfile(o.StartupCPUProfile)
 	if err != nil {
 		return err
 	}
 	defer stopProfile()
-	if o.Clock == nil {
-		o.Clock = clock.RealClock{}
-	}
-	if o.Registry == nil {
-		o.Registry = prometheus.NewRegistry()
-		o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	}
-	scheme := runtime.NewScheme()
-	if err := latchkeyv1.AddToScheme(scheme); err != nil {
-		return err
-	}
-	writer, err := client.New(restConfig, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
-	clientset, err := kubernetes.NewForConfig(restConfig)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
-	idx, keys := index.NewIndex(o.Log.WithName("index")), &Keys{alg: o.SigningAlgorithm}
-	usage := index.NewUsageTracker(writer, idx, o.Clock, o.Log, o.LastUsedFlushInterval, o.LastUsedGranularity, o.Registry, "tokenserver")
-	srv, err := NewServer(o.Config, idx, keys, o.Clock, o.Log, o.Registry, usage)
+	reader, err := index.StartReader(ctx, restConfig, index.ReaderOptions{
+		Component: "tokenserver", Namespaces: o.Namespaces, LastUsedFlushInterval: o.LastUsedFlushInterval,
+		LastUsedGranularity: o.LastUsedGranularity, Clock: o.Clock, Log: o.Log, Registry: o.Registry,
+	})
 	if err != nil {
 		return err
 	}
-	feeds, err := index.StartFeeds(ctx, restConfig, o.Namespaces, idx, o.Clock)
+	o.Clock, o.Registry = reader.Clock, reader.Registry
+	idx, keys := reader.Index, &Keys{alg: o.SigningAlgorithm}
+	srv, err := NewServer(o.Config, idx, keys, o.Clock, o.Log, o.Registry, reader.Usage)
 	if err != nil {
 		return err
 	}
-	feeds.RegisterStaleness(o.Registry, "tokenserver")
-	keyInformer := watchSigningKeys(ctx, clientset, o.SigningKeyNamespace, o.SigningKeySecret, keys, func(err error) {
+	keyInformer := watchSigningKeys(ctx, reader.Clientset, o.SigningKeyNamespace, o.SigningKeySecret, keys, func(err error) {
 		o.Log.Error(err, "signing keys not loaded; keeping the previous ones")
 	})
 	go func() {
-		if feeds.WaitSynced(ctx) && toolscache.WaitForCacheSync(ctx.Done(), keyInformer.HasSynced) {
+		if reader.Feeds.WaitSynced(ctx) && toolscache.WaitForCacheSync(ctx.Done(), keyInformer.HasSynced) {
 			stopProfile()
 			// The initial lists are garbage once the index is built; hand their
 			// memory back now rather than at the runtime's forced GC minutes later.
@@ -111,7 +85,6 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 			o.Log.Info("caches synced", "apiKeyHashes", hashes, "oauthClients", clients)
 		}
 	}()
-	go usage.Run(ctx)
 	go srv.scheduler.run(ctx)
 	return serveAll(ctx, srv, o)
 }

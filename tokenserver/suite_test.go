@@ -14,7 +14,6 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -24,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -130,33 +128,16 @@ func startManager(cfg *rest.Config) {
 	}()
 }
 
-// bindTokenServerRBAC creates the roles of config/tokenserver/rbac.yaml and binds
-// them to a test user, so the suite's token servers have exactly those permissions.
+// bindTokenServerRBAC binds config/tokenserver's roles (its ClusterRole, and its
+// Role in the operator namespace) to a test user: the suite's token servers run
+// with exactly those.
 func bindTokenServerRBAC(env *testenv.Env) *rest.Config {
 	ctx := context.Background()
-	objs, err := testenv.ReadManifests(filepath.Join("..", "config", "tokenserver", "rbac", "rbac.yaml"), nil)
+	rbac := filepath.Join("..", "config", "tokenserver", "rbac", "rbac.yaml")
+	cfg, err := env.BindClusterRole(ctx, k8s, tokenServerUser, rbac)
 	Expect(err).NotTo(HaveOccurred())
-	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: tokenServerUser, APIGroup: rbacv1.GroupName}}
-	for _, obj := range objs {
-		switch role := obj.(type) {
-		case *rbacv1.ClusterRole:
-			Expect(k8s.Create(ctx, role)).To(Succeed())
-			Expect(k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
-				ObjectMeta: metav1.ObjectMeta{Name: role.Name + "-test"}, Subjects: subject,
-				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-			})).To(Succeed())
-		case *rbacv1.Role:
-			role.Namespace = operatorNamespace
-			Expect(k8s.Create(ctx, role)).To(Succeed())
-			Expect(k8s.Create(ctx, &rbacv1.RoleBinding{
-				ObjectMeta: metav1.ObjectMeta{Name: role.Name + "-test", Namespace: operatorNamespace}, Subjects: subject,
-				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-			})).To(Succeed())
-		}
-	}
-	user, err := env.AddUser(envtest.User{Name: tokenServerUser}, env.Config)
-	Expect(err).NotTo(HaveOccurred())
-	return user.Config()
+	Expect(env.BindRole(ctx, k8s, tokenServerUser, rbac, operatorNamespace)).To(Succeed())
+	return cfg
 }
 
 // runningServer is a token server started in-process on a loopback port.

@@ -69,6 +69,7 @@ type APIRule struct {
 }
 
 // APISpec is the desired state of an API.
+// +kubebuilder:validation:XValidation:rule="has(self.hosts) == has(oldSelf.hosts) && (!has(self.hosts) || self.hosts == oldSelf.hosts)",message="hosts are immutable: a claim dates from the API's creation, so create a new API to serve other hosts"
 // +kubebuilder:validation:XValidation:rule="!has(self.rules) || self.rules.all(r, !has(r.scopes) || r.scopes.all(s, has(self.scopes) && self.scopes.exists(c, c.name == s)))",message="every scope a rule requires must be in the scopes catalogue"
 type APISpec struct {
 	// DisplayName is a human-readable name for the API.
@@ -78,17 +79,22 @@ type APISpec struct {
 
 	// Identifier is the audience that access tokens for this API carry
 	// (https://api.example.com/leads). Unique across the cluster: the oldest API
-	// holds it, any other gets Ready=False (IdentifierConflict).
+	// holds it, any other gets Ready=False (IdentifierConflict). Immutable, as are
+	// hosts: an API's claims date from its creation, so an old API edited to claim
+	// another's identifier would otherwise win it.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="identifier is immutable: a claim dates from the API's creation, so create a new API for another identifier"
 	Identifier string `json:"identifier"`
 
-	// Hosts are the Host headers the API is served on (api.example.com, or with a
-	// port); the authorizer picks the API by Host when the proxy does not name it.
-	// Each host belongs to the oldest API that lists it.
+	// Hosts are the host names the API is served on (api.example.com, without a
+	// port: a request's Host is matched without its port, so that api.example.com:443
+	// is never a second claim to api.example.com); the authorizer picks the API by
+	// Host when the proxy does not name it. Each host belongs to the oldest API that
+	// lists it. Immutable.
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MaxLength=253
-	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[0-9]{1,5})?$`
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	// +listType=set
 	// +optional
 	Hosts []string `json:"hosts,omitempty"`

@@ -258,12 +258,16 @@ func apiKeyObject(namespace string, i int) *latchkeyv1.APIKey {
 	}
 }
 
-// revokedKeys is how many APIKeys the revocation step revoked (their Secrets are gone).
+// revokedKeys is how many APIKeys the revocation steps (token server and authorizer) revoked: their Secrets are gone.
 func (b *bench) revokedKeys() int {
+	n := 0
 	if b.report.revocations.apiKeys != nil {
-		return b.s.revocations
+		n += b.s.revocations
 	}
-	return 0
+	if b.report.authz != nil {
+		n += len(b.report.authz.revocations)
+	}
+	return n
 }
 
 // processCPU is the CPU time so far of each process of the run; manager and

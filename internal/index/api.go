@@ -87,14 +87,22 @@ func newAPI(o *latchkeyv1.API) *API {
 
 // Match returns the most specific rule for a request, or false when none matches
 // (the default action applies). path must already be clean (see the authorizer).
+// Methods compare case-insensitively, and a HEAD is matched as a GET too: servers
+// answer HEAD with their GET handler, so a HEAD must need what a GET needs.
 func (a *API) Match(method, path string) (*Rule, bool) {
+	method = strings.ToUpper(method)
 	for i := range a.Rules {
 		r := &a.Rules[i]
-		if (len(r.Methods) == 0 || slices.Contains(r.Methods, method)) && pathHasPrefix(path, r.PathPrefix) {
+		if ruleMethod(r.Methods, method) && pathHasPrefix(path, r.PathPrefix) {
 			return r, true
 		}
 	}
 	return nil, false
+}
+
+func ruleMethod(methods []string, method string) bool {
+	return len(methods) == 0 || slices.Contains(methods, method) ||
+		(method == "HEAD" && slices.Contains(methods, "GET"))
 }
 
 // pathHasPrefix matches on segment boundaries: /v1/leads covers /v1/leads and
@@ -137,13 +145,25 @@ func (s *apiSet) recompute() {
 			claimants["host:"+host] = append(claimants["host:"+host], a)
 		}
 	}
+	// In each group, only a strictly oldest claimant holds the claim: everyone else
+	// gives way (apis.NotNewer), ties included. One pass per group.
 	givesWay := map[*API]bool{}
-	for _, list := range claimants {
-		for _, a := range list {
-			for _, b := range list {
-				if a != b && apis.NotNewer(b.claim, a.claim) {
-					givesWay[a] = true
-				}
+	for _, group := range claimants {
+		if len(group) == 1 {
+			continue
+		}
+		oldest, tied := group[0], false
+		for _, a := range group[1:] {
+			switch {
+			case !apis.NotNewer(oldest.claim, a.claim): // a is strictly older
+				oldest, tied = a, false
+			case apis.NotNewer(a.claim, oldest.claim): // same second
+				tied = true
+			}
+		}
+		for _, a := range group {
+			if a != oldest || tied {
+				givesWay[a] = true
 			}
 		}
 	}
@@ -159,6 +179,25 @@ func (s *apiSet) recompute() {
 	}
 }
 
+// replace puts a in place of an API whose claims are the same (a change of rules
+// or scopes, or a status write): no claim can change hands, so nothing is recomputed.
+func (s *apiSet) replace(a *API) bool {
+	old, ok := s.all[a.Ref.UID]
+	if !ok || old.Identifier != a.Identifier || !slices.Equal(old.Hosts, a.Hosts) ||
+		!old.claim.CreationTimestamp.Equal(&a.claim.CreationTimestamp) {
+		return false
+	}
+	s.version++
+	s.all[a.Ref.UID] = a
+	if s.served[a.ID] == old {
+		s.served[a.ID] = a
+		for _, host := range a.Hosts {
+			s.byHost[host] = a
+		}
+	}
+	return true
+}
+
 // API returns the served API namespace/name.
 func (x *Index) API(namespace, name string) (*API, bool) {
 	x.mu.RLock()
@@ -167,20 +206,17 @@ func (x *Index) API(namespace, name string) (*API, bool) {
 	return a, ok
 }
 
-// APIForHost returns the served API for a Host header: an exact match (with the
-// port, if one is given), else a match of the host name without its port.
+// APIForHost returns the served API for a Host header, matched by host name,
+// case-insensitively and without the port (APIs list host names only).
 func (x *Index) APIForHost(host string) (*API, bool) {
-	host = strings.ToLower(host)
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		host = host[:i]
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	if a, ok := x.apis.byHost[host]; ok {
-		return a, true
-	}
-	if i := strings.LastIndexByte(host, ':'); i > 0 && !strings.Contains(host[i:], "]") {
-		a, ok := x.apis.byHost[host[:i]]
-		return a, ok
-	}
-	return nil, false
+	a, ok := x.apis.byHost[host]
+	return a, ok
 }
 
 // ScopeCatalogue returns every scope of the served APIs with its description (the
@@ -224,6 +260,9 @@ func (x *Index) UpsertAPI(o *latchkeyv1.API) {
 	a := newAPI(o)
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.apis.replace(a) {
+		return
+	}
 	x.apis.all[o.UID] = a
 	x.apis.recompute()
 }

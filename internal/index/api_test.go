@@ -139,3 +139,45 @@ func TestDigestKeyIDIsTheCredentialKeyID(t *testing.T) {
 		t.Fatalf("KeyID() = %s, want %s", got, want)
 	}
 }
+
+// A request's Host is matched by name: a port, a trailing dot or upper case is
+// never a different claim.
+func TestAPIForHostIgnoresPortCaseAndDot(t *testing.T) {
+	x := NewIndex(logr.Discard())
+	x.UpsertAPI(testAPI("ns", "leads", 1, func(s *latchkeyv1.APISpec) { s.Hosts = []string{"api.example.com"} }))
+	for _, host := range []string{"api.example.com", "API.Example.com:443", "api.example.com.", "api.example.com:8443"} {
+		if _, ok := x.APIForHost(host); !ok {
+			t.Errorf("%q is api.example.com", host)
+		}
+	}
+	if _, ok := x.APIForHost("example.com"); ok {
+		t.Errorf("example.com is another host")
+	}
+}
+
+// HEAD needs what GET needs, whatever the case of the method.
+func TestRuleMatchHeadAndCase(t *testing.T) {
+	a := newAPI(testAPI("ns", "leads", 1, nil))
+	for _, method := range []string{"HEAD", "head", "get"} {
+		if r, ok := a.Match(method, "/v1/leads"); !ok || len(r.Scopes) != 1 || r.Scopes[0] != "leads:read" {
+			t.Errorf("%s /v1/leads must need leads:read", method)
+		}
+	}
+}
+
+// A change that keeps the claims (rules, scopes, status) swaps the API in place.
+func TestAPIUpdateKeepsClaims(t *testing.T) {
+	x := NewIndex(logr.Discard())
+	x.UpsertAPI(testAPI("ns", "leads", 1, func(s *latchkeyv1.APISpec) { s.Hosts = []string{"api.example.com"} }))
+	x.UpsertAPI(testAPI("ns", "leads", 1, func(s *latchkeyv1.APISpec) {
+		s.Hosts = []string{"api.example.com"}
+		s.DefaultAction = latchkeyv1.DefaultActionAuthenticate
+	}))
+	a, ok := x.APIForHost("api.example.com")
+	if !ok || !a.Authenticate {
+		t.Fatalf("the updated API serves the host")
+	}
+	if b, _ := x.API("ns", "leads"); b != a {
+		t.Errorf("by name and by host give the same, updated API")
+	}
+}

@@ -23,15 +23,16 @@ type Client[T runtime.Object] interface {
 // Start keeps the object name loaded: load runs on its creation and on every
 // change. It reads with get and a watch on that name only, never a list, so that
 // RBAC can allow exactly that object (resourceNames, verbs get and watch).
-// asList wraps the object in its list type (nil: the object does not exist).
-func Start[T runtime.Object](ctx context.Context, c Client[T], name string, asList func(obj T, resourceVersion string) runtime.Object, load func(T)) toolscache.SharedInformer {
+// newList returns an empty list of the kind (&corev1.SecretList{}).
+func Start[T runtime.Object](ctx context.Context, c Client[T], name string, newList func() runtime.Object, load func(T)) toolscache.SharedInformer {
 	byName := fields.OneTermEqualSelector("metadata.name", name).String()
 	var zero T
 	lw := &toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, _ metav1.ListOptions) (runtime.Object, error) {
+			list := newList()
 			obj, err := c.Get(ctx, name, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
-				return asList(zero, ""), nil
+				return list, nil
 			}
 			if err != nil {
 				return nil, err
@@ -40,7 +41,12 @@ func Start[T runtime.Object](ctx context.Context, c Client[T], name string, asLi
 			if err != nil {
 				return nil, err
 			}
-			return asList(obj, accessor.GetResourceVersion()), nil
+			listMeta, err := apimeta.ListAccessor(list)
+			if err != nil {
+				return nil, err
+			}
+			listMeta.SetResourceVersion(accessor.GetResourceVersion())
+			return list, apimeta.SetList(list, []runtime.Object{obj})
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			opts.FieldSelector = byName
