@@ -12,11 +12,11 @@ package authz
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
 
 	"github.com/latchkey-dev/latchkey/internal/apis"
@@ -98,7 +98,6 @@ type Authorizer struct {
 	APIKeyHeader string
 	Usage        UsageRecorder
 	Clock        clock.PassiveClock
-	Log          logr.Logger
 }
 
 // UsageRecorder notes that an API key was accepted, for status.lastUsedAt.
@@ -219,32 +218,13 @@ func (a *Authorizer) authenticateToken(token string, api *index.API, now time.Ti
 	if !ok {
 		return errInvalid
 	}
-	if !audienceContains(claims.Audience, api.Identifier) || !api.AcceptsNamespace(client.Ref.Namespace) {
+	if !slices.Contains(claims.Audience, api.Identifier) || !api.AcceptsNamespace(client.Ref.Namespace) {
 		return errNotForAPI
-	}
-	// The scopes the client still has: narrowing a client narrows its outstanding
-	// tokens too, as introspection answers.
-	var scopes []string
-	for scope := range strings.SplitSeq(claims.Scope, " ") {
-		if scope != "" && contains(client.Scopes, scope) {
-			scopes = append(scopes, scope)
-		}
 	}
 	return Decision{Status: 200, Outcome: Allowed, Identity: &Identity{
 		Subject: claims.Subject, Kind: "access_token", Namespace: client.Ref.Namespace, Name: client.Ref.Name,
-		ClientID: client.ClientID, Scopes: strings.Join(scopes, " "),
+		ClientID: client.ClientID, Scopes: client.ScopesStillGranted(claims.Scope),
 	}}
-}
-
-func audienceContains(aud []string, identifier string) bool { return contains(aud, identifier) }
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // looksLikeAPIKeyShape tells a mistyped API key (lk_live_… with a wrong checksum)

@@ -40,7 +40,7 @@ func fuzzAuthorizer(t testing.TB) (*Authorizer, string) {
 			Credentials: []latchkeyv1.CredentialHash{{Hash: credential.Hash(key)}}}},
 	})
 	return &Authorizer{Index: idx, Keys: &JWKS{}, Issuer: "https://issuer", APIKeyHeader: "x-api-key",
-		Usage: discardUsage{}, Clock: clocktesting.NewFakePassiveClock(time.Unix(1000, 0)), Log: logr.Discard()}, key
+		Usage: discardUsage{}, Clock: clocktesting.NewFakePassiveClock(time.Unix(1000, 0))}, key
 }
 
 // FuzzDecide drives credential extraction and request parsing with arbitrary

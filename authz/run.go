@@ -64,7 +64,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	o.Registry = reader.Registry
 	idx, jwks := reader.Index, &JWKS{CacheSize: o.TokenCacheSize}
 	a := &Authorizer{Index: idx, Keys: jwks, Issuer: o.IssuerURL, APIKeyHeader: strings.ToLower(o.APIKeyHeader),
-		Usage: reader.Usage, Clock: reader.Clock, Log: o.Log}
+		Usage: reader.Usage, Clock: reader.Clock}
 	srv := NewServer(a, o.Realm, o.Registry)
 	jwksInformer := watchJWKS(ctx, reader.Clientset, o.JWKSNamespace, o.JWKSConfigMap, jwks, func(err error) {
 		o.Log.Error(err, "JWKS not loaded; keeping the previous keys", "configMap", o.JWKSNamespace+"/"+o.JWKSConfigMap)

@@ -50,11 +50,10 @@ func runAuthz(args []string) error {
 		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
 	}
 	o.Namespaces = splitList(namespaces)
-	cfg, err := ctrl.GetConfig()
+	cfg, err := kubeConfig(kubeAPIQPS, kubeAPIBurst)
 	if err != nil {
-		return fmt.Errorf("loading kubeconfig: %w", err)
+		return err
 	}
-	cfg.QPS, cfg.Burst = float32(kubeAPIQPS), kubeAPIBurst
 	for _, l := range []struct {
 		addr string
 		to   *net.Listener

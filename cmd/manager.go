@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -96,11 +97,10 @@ func runManager(args []string) error {
 		return fmt.Errorf("--signing-key-rotation must be at least 1h")
 	}
 
-	cfg, err := ctrl.GetConfig()
+	cfg, err := kubeConfig(f.kubeAPIQPS, f.kubeAPIBurst)
 	if err != nil {
-		return fmt.Errorf("loading kubeconfig: %w", err)
+		return err
 	}
-	cfg.QPS, cfg.Burst = float32(f.kubeAPIQPS), f.kubeAPIBurst
 
 	mgr, err := ctrl.NewManager(cfg, ManagerOptions(f))
 	if err != nil {
@@ -190,6 +190,17 @@ func parseAlgorithms(list string) ([]string, error) {
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.
+// kubeConfig loads the kubeconfig (in-cluster, $KUBECONFIG or ~/.kube/config) with
+// a command's client-side limits towards the API server (--kube-api-qps, --kube-api-burst).
+func kubeConfig(qps float64, burst int) (*rest.Config, error) {
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
+	return cfg, nil
+}
+
 func splitList(v string) []string {
 	var out []string
 	for _, item := range strings.Split(v, ",") {

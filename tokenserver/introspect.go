@@ -119,14 +119,8 @@ func (s *Server) introspectJWT(policy *index.IntrospectionPolicy, token string) 
 	if len(aud) == 0 {
 		return inactive
 	}
-	var scopes []string
-	for scope := range strings.SplitSeq(claims.Scope, " ") {
-		if slices.Contains(client.Scopes, scope) {
-			scopes = append(scopes, scope)
-		}
-	}
 	return introspection{
-		Active: true, Scope: strings.Join(scopes, " "), ClientID: claims.ClientID, TokenType: "Bearer",
+		Active: true, Scope: client.ScopesStillGranted(claims.Scope), ClientID: claims.ClientID, TokenType: "Bearer",
 		Exp: int64(*claims.Expiry), Iat: numericDate(claims.IssuedAt), Nbf: numericDate(claims.NotBefore),
 		Sub: claims.Subject, Aud: aud, Iss: claims.Issuer, Jti: claims.ID, Namespace: client.Ref.Namespace,
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -61,7 +62,7 @@ func NewCachingVerifier(set jose.JSONWebKeySet, cacheSize int) *Verifier {
 		k = k.Public()
 		v.keys[k.KeyID] = k
 		alg := jose.SignatureAlgorithm(k.Algorithm)
-		if !contains(v.algs, alg) {
+		if !slices.Contains(v.algs, alg) {
 			v.algs = append(v.algs, alg)
 		}
 	}
@@ -214,13 +215,4 @@ var base64URLValue = func() (t [256]int8) {
 func accessTokenType(typ any) bool {
 	s, ok := typ.(string)
 	return ok && (strings.EqualFold(s, "at+jwt") || strings.EqualFold(s, "application/at+jwt"))
-}
-
-func contains(list []jose.SignatureAlgorithm, alg jose.SignatureAlgorithm) bool {
-	for _, a := range list {
-		if a == alg {
-			return true
-		}
-	}
-	return false
 }

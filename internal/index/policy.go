@@ -80,3 +80,16 @@ func (x *Index) AcceptAPIKey(token string, now time.Time) (key *Key, hash Digest
 // KeyID is the public identifier of the key with this hash (never the key):
 // credential.KeyID of the hash: its first 12 hex digits).
 func (d Digest) KeyID() string { return hex.EncodeToString(d[:6]) }
+
+// ScopesStillGranted keeps the scopes of a token's space-separated scope claim that
+// the client still has: narrowing a client narrows its outstanding tokens at once,
+// wherever they are checked (introspection, the authorizer).
+func (c *Client) ScopesStillGranted(tokenScope string) string {
+	var kept []string
+	for scope := range strings.SplitSeq(tokenScope, " ") {
+		if slices.Contains(c.Scopes, scope) {
+			kept = append(kept, scope)
+		}
+	}
+	return strings.Join(kept, " ")
+}
