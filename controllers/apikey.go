@@ -32,6 +32,8 @@ func (APIKeyKind) Scopes(key *latchkeyv1.APIKey) []string            { return ke
 func (APIKeyKind) Prepare(context.Context, *latchkeyv1.APIKey) error { return nil }
 func (APIKeyKind) SecretKey() string                                 { return latchkeyv1.APIKeySecretKey }
 func (APIKeyKind) PublicData(*latchkeyv1.APIKey) map[string][]byte   { return map[string][]byte{} }
+func (APIKeyKind) Secretless(*latchkeyv1.APIKey) bool                { return false }
+
 func (APIKeyKind) Issued(key *latchkeyv1.APIKey, hash string) {
 	key.Status.KeyID = credential.KeyID(hash)
 }

@@ -71,6 +71,9 @@ type CredentialKind[T CredentialObject] interface {
 	PublicData(obj T) map[string][]byte
 	// Issued records kind-specific status for the current credential's hash.
 	Issued(obj T, hash string)
+	// Secretless reports that obj is issued no plaintext at all (a public OAuth
+	// client): once Prepare has settled its identity it is Ready, reason Registered.
+	Secretless(obj T) bool
 }
 
 // Refusal is a state of the object that retrying cannot fix, reported as
@@ -172,6 +175,8 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 	case spec.ExpiresAt != nil && !state.now.Before(spec.ExpiresAt.Time):
 		return ctrl.Result{}, r.withdraw(ctx, obj, state, corev1.EventTypeNormal, latchkeyv1.ReasonExpired,
 			fmt.Sprintf("The %s expired at %s", r.Kind.Name(), spec.ExpiresAt.UTC().Format(time.RFC3339)))
+	case r.Kind.Secretless(obj):
+		return ctrl.Result{}, r.register(ctx, obj, state)
 	case secret != nil && !metav1.IsControlledBy(secret, obj):
 		note := fmt.Sprintf("Secret %s exists and is not controlled by this %s; it is left untouched", secret.Name, r.Kind.Name())
 		if r.setReady(obj, metav1.ConditionFalse, latchkeyv1.ReasonSecretConflict, note) {
@@ -248,6 +253,25 @@ func (r *CredentialReconciler[T]) withdraw(ctx context.Context, obj T, state obs
 		// withdrawal that raced an issuance) can then never be adopted afterwards.
 		status.Serial++
 		r.event(obj, eventType, reason, "%s", message)
+	}
+	return nil
+}
+
+// register is the healthy state of an object issued no plaintext: nothing of ours
+// may be left (clientType is immutable, so only a leftover could be), another's
+// Secret is left alone.
+func (r *CredentialReconciler[T]) register(ctx context.Context, obj T, state observed) error {
+	if owned := state.owned(obj); owned != nil {
+		err := r.Delete(ctx, owned, client.Preconditions{UID: &owned.UID})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting Secret %s: %w", owned.Name, err)
+		}
+	}
+	obj.CredentialStatus().Credentials = nil
+	obj.CredentialStatus().SecretRef = nil
+	message := "no secret is issued to a public client: it proves itself with PKCE"
+	if r.setReady(obj, metav1.ConditionTrue, latchkeyv1.ReasonRegistered, message) {
+		r.event(obj, corev1.EventTypeNormal, latchkeyv1.ReasonRegistered, "%s", message)
 	}
 	return nil
 }

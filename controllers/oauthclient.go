@@ -39,6 +39,7 @@ func (OAuthClientKind) NewList() client.ObjectList                { return &latc
 func (OAuthClientKind) Scopes(c *latchkeyv1.OAuthClient) []string { return c.Spec.Scopes }
 func (OAuthClientKind) SecretKey() string                         { return latchkeyv1.ClientSecretSecretKey }
 func (OAuthClientKind) Issued(*latchkeyv1.OAuthClient, string)    {}
+func (OAuthClientKind) Secretless(c *latchkeyv1.OAuthClient) bool { return c.Public() }
 
 // Prepare assigns the client_id once: derived from the object's UID with the
 // issuance key, so it is the manager's choice, the same after a crash, and never

@@ -17,13 +17,30 @@ const (
 )
 
 // TokenEndpointAuthMethod is how a client authenticates at the token endpoint (RFC 7591 names).
-// +kubebuilder:validation:Enum=client_secret_basic;client_secret_post
+// +kubebuilder:validation:Enum=client_secret_basic;client_secret_post;none
 type TokenEndpointAuthMethod string
 
 const (
 	AuthClientSecretBasic TokenEndpointAuthMethod = "client_secret_basic"
 	AuthClientSecretPost  TokenEndpointAuthMethod = "client_secret_post"
+	// AuthNone is a public client's: it has no secret (RFC 7591 §2) and proves
+	// itself with PKCE alone.
+	AuthNone TokenEndpointAuthMethod = "none"
 )
+
+// ClientType is confidential (it keeps a secret: a server-side app) or public (it
+// cannot: a browser or mobile app), RFC 6749 §2.1.
+// +kubebuilder:validation:Enum=confidential;public
+type ClientType string
+
+const (
+	ClientConfidential ClientType = "confidential"
+	ClientPublic       ClientType = "public"
+)
+
+// ReasonRegistered is a public client's Ready reason: it has a client_id and no
+// secret to issue.
+const ReasonRegistered = "Registered"
 
 // Data keys of the Secret that holds an OAuthClient's credentials: a workload that
 // mounts it needs nothing else to get a token.
@@ -42,15 +59,32 @@ const MaxAccessTokenTTL = 24 * time.Hour
 // +kubebuilder:validation:XValidation:rule="has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)",message="secretName is immutable; create a new OAuthClient to use another Secret"
 // +kubebuilder:validation:XValidation:rule="!('authorization_code' in self.grantTypes) || (has(self.redirectURIs) && size(self.redirectURIs) > 0)",message="redirectURIs is required when grantTypes includes authorization_code"
 // +kubebuilder:validation:XValidation:rule="!('refresh_token' in self.grantTypes) || 'authorization_code' in self.grantTypes",message="refresh_token is only issued together with authorization_code"
+// +kubebuilder:validation:XValidation:rule="self.clientType != 'public' || self.tokenEndpointAuthMethods == ['none']",message="a public client authenticates with tokenEndpointAuthMethods: [none] only"
+// +kubebuilder:validation:XValidation:rule="self.clientType == 'public' || !('none' in self.tokenEndpointAuthMethods)",message="tokenEndpointAuthMethods none is for public clients (clientType: public)"
+// +kubebuilder:validation:XValidation:rule="self.clientType != 'public' || !('client_credentials' in self.grantTypes)",message="a public client cannot use client_credentials: it has no secret"
+// +kubebuilder:validation:XValidation:rule="self.clientType != 'public' || !has(self.requirePKCE) || self.requirePKCE",message="PKCE is mandatory for public clients"
+// +kubebuilder:validation:XValidation:rule="self.clientType == oldSelf.clientType",message="clientType is immutable"
 type OAuthClientSpec struct {
-	// DisplayName is a human-readable name for the client.
+	// DisplayName is the app's name as users see it on the consent page.
 	// +kubebuilder:validation:MaxLength=128
 	// +optional
 	DisplayName string `json:"displayName,omitempty"`
 
-	// GrantTypes the client may use. The token server serves client_credentials;
-	// authorization_code and refresh_token are accepted here for a later release and
-	// are answered with unauthorized_client until then.
+	// ClientType is confidential (default: the operator issues a client_secret) or
+	// public (no secret is issued; PKCE is mandatory). Immutable.
+	// +kubebuilder:default=confidential
+	// +optional
+	ClientType ClientType `json:"clientType,omitempty"`
+
+	// RequirePKCE makes the authorization_code grant require PKCE (S256). It is
+	// true unless set to false, which only a confidential client may do, for an
+	// integration written before PKCE.
+	// +optional
+	RequirePKCE *bool `json:"requirePKCE,omitempty"`
+
+	// GrantTypes the client may use: client_credentials (a machine acting for
+	// itself), authorization_code (a third-party app acting in a workspace whose
+	// users approved it) and refresh_token (with authorization_code).
 	// +kubebuilder:default={"client_credentials"}
 	// +kubebuilder:validation:MinItems=1
 	// +listType=set
@@ -157,8 +191,9 @@ type OAuthClientStatus struct {
 	CredentialStatus `json:",inline"`
 }
 
-// OAuthClient is a confidential OAuth 2.0 client: the operator assigns its client_id,
-// generates its client_secret into a Secret and keeps only the secret's hash in status.
+// OAuthClient is an OAuth 2.0 client: the operator assigns its client_id and, for a
+// confidential client, generates its client_secret into a Secret and keeps only the
+// secret's hash in status. A public client gets a client_id and no secret.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=oc,categories=latchkey
@@ -166,6 +201,7 @@ type OAuthClientStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.status.clientID`
+// +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.clientType`,priority=1
 // +kubebuilder:printcolumn:name="Grant Types",type=string,JSONPath=`.spec.grantTypes`
 // +kubebuilder:printcolumn:name="Scopes",type=string,JSONPath=`.spec.scopes`
 // +kubebuilder:printcolumn:name="Audiences",type=string,JSONPath=`.spec.audiences`,priority=1
@@ -201,6 +237,14 @@ func (c *OAuthClient) SecretName() string {
 
 // Lifecycle returns the lifecycle settings shared by every credential kind.
 func (c *OAuthClient) Lifecycle() *CredentialSpec { return &c.Spec.CredentialSpec }
+
+// Public reports whether the client is public (no secret).
+func (c *OAuthClient) Public() bool { return c.Spec.ClientType == ClientPublic }
+
+// PKCERequired reports whether authorization codes of this client need PKCE.
+func (c *OAuthClient) PKCERequired() bool {
+	return c.Public() || c.Spec.RequirePKCE == nil || *c.Spec.RequirePKCE
+}
 
 // CredentialStatus returns the status shared by every credential kind.
 func (c *OAuthClient) CredentialStatus() *CredentialStatus { return &c.Status.CredentialStatus }

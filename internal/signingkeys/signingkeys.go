@@ -55,6 +55,39 @@ type Key struct {
 // Set is the content of the Secret.
 type Set struct {
 	Keys []Key `json:"keys"`
+	// Sealing are the symmetric keys that seal the token server's short-lived
+	// state: login cookies and authorization codes (package seal). Kept beside the
+	// signing keys so that every replica opens what any replica sealed.
+	Sealing []SealingKey `json:"sealing,omitempty"`
+}
+
+// SealingKey is one 256-bit AEAD key with its schedule. Never log it.
+type SealingKey struct {
+	KID         string    `json:"kid"`
+	CreatedAt   time.Time `json:"createdAt"`
+	ActivatesAt time.Time `json:"activatesAt"`
+	RetiresAt   time.Time `json:"retiresAt"`
+	Secret      []byte    `json:"secret"`
+}
+
+// SealingKeySize is the size of a sealing key (AES-256).
+const SealingKeySize = 32
+
+// DefaultSealingRotation is how long one sealing key seals. What it seals lives
+// minutes, so a retired key is kept only SealingRetention.
+const (
+	DefaultSealingRotation = 24 * time.Hour
+	SealingRetention       = time.Hour
+)
+
+// ActiveSealing returns the sealing key that seals at now.
+func (s Set) ActiveSealing(now time.Time) (SealingKey, bool) {
+	for _, k := range s.Sealing {
+		if !now.Before(k.ActivatesAt) && now.Before(k.RetiresAt) {
+			return k, true
+		}
+	}
+	return SealingKey{}, false
 }
 
 // Policy is how the manager schedules keys.
@@ -65,6 +98,9 @@ type Policy struct {
 	// MaxTokenLifetime bounds every token's lifetime (the largest accessTokenTTL);
 	// a retired key is kept this long, plus a minute of clock skew.
 	MaxTokenLifetime time.Duration
+	// SealingRotation is how long each sealing key seals (DefaultSealingRotation
+	// when zero).
+	SealingRotation time.Duration
 }
 
 // Parse decodes the Secret data. Errors never include key material.
@@ -76,6 +112,11 @@ func Parse(data []byte) (Set, error) {
 	for _, k := range set.Keys {
 		if !k.Private.Valid() || k.Private.IsPublic() || !slices.Contains(SupportedAlgorithms, k.Algorithm) {
 			return Set{}, fmt.Errorf("signing key %s is not a valid private %s key", k.KID, k.Algorithm)
+		}
+	}
+	for _, k := range set.Sealing {
+		if len(k.Secret) != SealingKeySize || k.KID == "" {
+			return Set{}, fmt.Errorf("sealing key %q is not a %d-byte key", k.KID, SealingKeySize)
 		}
 	}
 	return set, nil
@@ -131,7 +172,48 @@ func Reconcile(current Set, p Policy, now time.Time, random io.Reader) (Set, tim
 		}
 	}
 	slices.SortFunc(next.Keys, func(a, b Key) int { return a.ActivatesAt.Compare(b.ActivatesAt) })
+	var err error
+	if next.Sealing, err = reconcileSealing(current.Sealing, p, now, random); err != nil {
+		return Set{}, time.Time{}, err
+	}
 	return next, wakeAt(next, retention, now), nil
+}
+
+// reconcileSealing keeps the sealing keys as Reconcile keeps the signing keys: one
+// sealing now and the next one, each published a rotation before it seals, so that
+// every replica can open what another sealed with it.
+func reconcileSealing(current []SealingKey, p Policy, now time.Time, random io.Reader) ([]SealingKey, error) {
+	rotation := p.SealingRotation
+	if rotation <= 0 {
+		rotation = DefaultSealingRotation
+	}
+	var next []SealingKey
+	activatesAt := now
+	for _, k := range current {
+		if now.Before(k.RetiresAt.Add(SealingRetention)) {
+			next = append(next, k)
+			if !k.RetiresAt.Before(now) && k.RetiresAt.After(activatesAt) {
+				activatesAt = k.RetiresAt
+			}
+		}
+	}
+	for !activatesAt.After(now.Add(rotation)) {
+		secret := make([]byte, SealingKeySize)
+		if _, err := io.ReadFull(random, secret); err != nil {
+			return nil, fmt.Errorf("generating a sealing key: %w", err)
+		}
+		kid := make([]byte, 8)
+		if _, err := io.ReadFull(random, kid); err != nil {
+			return nil, fmt.Errorf("generating a sealing key: %w", err)
+		}
+		next = append(next, SealingKey{
+			KID: base64.RawURLEncoding.EncodeToString(kid), Secret: secret, CreatedAt: now.UTC().Truncate(time.Second),
+			ActivatesAt: activatesAt.UTC().Truncate(time.Second), RetiresAt: activatesAt.Add(rotation).UTC().Truncate(time.Second),
+		})
+		activatesAt = next[len(next)-1].RetiresAt
+	}
+	slices.SortFunc(next, func(a, b SealingKey) int { return a.ActivatesAt.Compare(b.ActivatesAt) })
+	return next, nil
 }
 
 // latest is the key of alg that retires last.
@@ -150,12 +232,18 @@ func latest(s Set, alg string) (Key, bool) {
 // next key is due) or a retired key can be deleted.
 func wakeAt(s Set, retention time.Duration, now time.Time) time.Time {
 	var wake time.Time
-	for _, k := range s.Keys {
-		for _, t := range []time.Time{k.ActivatesAt, k.RetiresAt.Add(retention)} {
+	consider := func(times ...time.Time) {
+		for _, t := range times {
 			if t.After(now) && (wake.IsZero() || t.Before(wake)) {
 				wake = t
 			}
 		}
+	}
+	for _, k := range s.Keys {
+		consider(k.ActivatesAt, k.RetiresAt.Add(retention))
+	}
+	for _, k := range s.Sealing {
+		consider(k.ActivatesAt, k.RetiresAt.Add(SealingRetention))
 	}
 	return wake
 }

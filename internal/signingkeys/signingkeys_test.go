@@ -7,7 +7,8 @@ import (
 	"time"
 )
 
-var policy = Policy{Algorithms: []string{ES256, EdDSA}, RotationInterval: 30 * 24 * time.Hour, MaxTokenLifetime: 24 * time.Hour}
+var policy = Policy{Algorithms: []string{ES256, EdDSA}, RotationInterval: 30 * 24 * time.Hour, MaxTokenLifetime: 24 * time.Hour,
+	SealingRotation: 30 * 24 * time.Hour}
 
 func TestReconcileCreatesActiveAndNextKeys(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
@@ -114,4 +115,40 @@ func hasKID(s Set, kid string) bool {
 		}
 	}
 	return false
+}
+
+// Sealing keys follow their own, shorter schedule: one seals now, the next is
+// already there, and a retired one is kept only SealingRetention.
+func TestReconcileKeepsSealingKeysOnTheirSchedule(t *testing.T) {
+	p := policy
+	p.SealingRotation = 24 * time.Hour
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	set, wake, err := Reconcile(Set{}, p, now, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	active, ok := set.ActiveSealing(now)
+	if !ok || len(active.Secret) != SealingKeySize {
+		t.Fatal("no sealing key active now")
+	}
+	if next, ok := set.ActiveSealing(active.RetiresAt); !ok || next.KID == active.KID {
+		t.Fatal("no next sealing key ready when the active one retires")
+	}
+	if !wake.Equal(now.Add(24 * time.Hour)) {
+		t.Fatalf("wake at %v, want when the next sealing key activates", wake)
+	}
+	data, _ := set.Marshal()
+	if parsed, err := Parse(data); err != nil || len(parsed.Sealing) != 2 {
+		t.Fatalf("round trip: %v, %d sealing keys", err, len(parsed.Sealing))
+	}
+	later := now.Add(24*time.Hour + SealingRetention + time.Minute)
+	rotated, _, _ := Reconcile(set, p, later, rand.Reader)
+	for _, k := range rotated.Sealing {
+		if k.KID == active.KID {
+			t.Fatal("a sealing key was kept past its retention")
+		}
+	}
+	if _, ok := rotated.ActiveSealing(later); !ok {
+		t.Fatal("no sealing key after the rotation")
+	}
 }

@@ -1,0 +1,119 @@
+// Package seal encrypts the token server's short-lived state so that it can travel
+// through the browser or the client and come back unaltered: login cookies and
+// authorization codes. Nothing is written to the API server to sign a user in or
+// to issue a code; every replica opens what any replica sealed, because the keys
+// are the manager's sealing keys (package signingkeys) from one Secret.
+//
+// A sealed value is "<kid>.<base64url(nonce | AES-256-GCM ciphertext)>". The
+// purpose ("login", "code") is the additional data, so a value sealed for one
+// purpose never opens as another, and the payload carries its own expiry.
+package seal
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/latchkey-dev/latchkey/internal/signingkeys"
+)
+
+// Purposes bound into every sealed value.
+const (
+	PurposeLogin = "latchkey login v1"
+	PurposeCode  = "latchkey authorization code v1"
+)
+
+// ErrInvalid is every failure to open: unknown key, tampering, wrong purpose,
+// expired. One error, so that nothing tells them apart.
+var ErrInvalid = errors.New("sealed value is invalid or expired")
+
+// errNoKey means no sealing key is active (the manager has not published one).
+var errNoKey = errors.New("no active sealing key")
+
+// Ring is the loaded sealing keys of one version of the key Secret.
+type Ring struct {
+	active string                 // kid sealing now
+	aeads  map[string]cipher.AEAD // kid -> AEAD, every key not yet dropped
+}
+
+// NewRing builds a ring from the key set at now.
+func NewRing(set signingkeys.Set, now time.Time) (*Ring, error) {
+	r := &Ring{aeads: make(map[string]cipher.AEAD, len(set.Sealing))}
+	for _, k := range set.Sealing {
+		block, err := aes.NewCipher(k.Secret)
+		if err != nil {
+			return nil, err
+		}
+		if r.aeads[k.KID], err = cipher.NewGCM(block); err != nil {
+			return nil, err
+		}
+	}
+	if k, ok := set.ActiveSealing(now); ok {
+		r.active = k.KID
+	}
+	return r, nil
+}
+
+// envelope is what is encrypted: the payload and when it stops opening.
+type envelope struct {
+	Exp     int64           `json:"exp"`
+	Payload json.RawMessage `json:"p"`
+}
+
+// Seal encrypts payload (any JSON value) for purpose, valid until expires. The
+// active key is the one of the ring's time; a ring is rebuilt when the Secret changes
+// and at least when keys change hands (the manager writes ahead of time).
+func (r *Ring) Seal(purpose string, payload any, expires time.Time) (string, error) {
+	if r == nil || r.aeads[r.active] == nil {
+		return "", errNoKey
+	}
+	aead := r.aeads[r.active]
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return "", err
+	}
+	plaintext, err := json.Marshal(envelope{Exp: expires.Unix(), Payload: raw})
+	if err != nil {
+		return "", err
+	}
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	sealed := aead.Seal(nonce, nonce, plaintext, []byte(purpose))
+	return r.active + "." + base64.RawURLEncoding.EncodeToString(sealed), nil
+}
+
+// Open decrypts a value sealed for purpose into payload, if it is intact and not
+// expired at now.
+func (r *Ring) Open(purpose, value string, now time.Time, payload any) error {
+	if r == nil || len(value) > 16<<10 {
+		return ErrInvalid
+	}
+	kid, body, ok := strings.Cut(value, ".")
+	aead, known := r.aeads[kid]
+	if !ok || !known {
+		return ErrInvalid
+	}
+	sealed, err := base64.RawURLEncoding.DecodeString(body)
+	if err != nil || len(sealed) < aead.NonceSize()+aead.Overhead() {
+		return ErrInvalid
+	}
+	plaintext, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(purpose))
+	if err != nil {
+		return ErrInvalid
+	}
+	var env envelope
+	if err := json.Unmarshal(plaintext, &env); err != nil || !now.Before(time.Unix(env.Exp, 0)) {
+		return ErrInvalid
+	}
+	if err := json.Unmarshal(env.Payload, payload); err != nil {
+		return ErrInvalid
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package seal
+
+import (
+	"crypto/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/latchkey-dev/latchkey/internal/signingkeys"
+)
+
+type payload struct{ User string }
+
+func ring(t *testing.T, now time.Time) (*Ring, signingkeys.Set) {
+	t.Helper()
+	set, _, err := signingkeys.Reconcile(signingkeys.Set{}, signingkeys.Policy{SealingRotation: time.Hour}, now, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRing(set, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, set
+}
+
+func TestSealOpensOnlyIntactForItsPurposeAndTime(t *testing.T) {
+	now := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	r, set := ring(t, now)
+	sealed, err := r.Seal(PurposeLogin, payload{"alice"}, now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(sealed, "alice") {
+		t.Fatal("the sealed value shows its payload")
+	}
+	var got payload
+	if err := r.Open(PurposeLogin, sealed, now, &got); err != nil || got.User != "alice" {
+		t.Fatalf("open: %v %+v", err, got)
+	}
+	// Another replica, or this one after the next key took over, opens it too.
+	later, err := NewRing(set, now.Add(time.Hour+time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := later.Open(PurposeLogin, sealed, now, &got); err != nil {
+		t.Fatalf("a ring of the same set after rotation cannot open: %v", err)
+	}
+	other, _ := ring(t, now)
+	kid, body, _ := strings.Cut(sealed, ".")
+	flipped := []byte(body)
+	flipped[len(flipped)/2] ^= 1
+	for name, tc := range map[string]struct {
+		ring    *Ring
+		purpose string
+		value   string
+		at      time.Time
+	}{
+		"other purpose": {r, PurposeCode, sealed, now},
+		"expired":       {r, PurposeLogin, sealed, now.Add(time.Minute)},
+		"other key set": {other, PurposeLogin, sealed, now},
+		"tampered":      {r, PurposeLogin, kid + "." + string(flipped), now},
+		"no kid":        {r, PurposeLogin, body, now},
+		"truncated":     {r, PurposeLogin, kid + "." + body[:10], now},
+		"empty":         {r, PurposeLogin, "", now},
+		"huge":          {r, PurposeLogin, kid + "." + strings.Repeat("A", 20<<10), now},
+		"not base64url": {r, PurposeLogin, kid + ".+/+/", now},
+		"nil ring":      {nil, PurposeLogin, sealed, now},
+	} {
+		if err := tc.ring.Open(tc.purpose, tc.value, tc.at, &got); err != ErrInvalid {
+			t.Errorf("%s: opened (%v)", name, err)
+		}
+	}
+}
