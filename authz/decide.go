@@ -207,23 +207,26 @@ func (a *Authorizer) authenticate(r Request, api *index.API) Decision {
 	return Decision{Status: 401, Outcome: MalformedRequest, Error: "invalid_token", Description: "the credential is malformed"}
 }
 
-// authenticateToken accepts an access token issued for api (aud) to a client of a
-// namespace api accepts, while the client still exists, unchanged and active.
+// authenticateToken accepts an access token issued for api (aud) acting in a
+// namespace api accepts, while its client (and grant) still exist, unchanged and
+// active.
 func (a *Authorizer) authenticateToken(token string, api *index.API, now time.Time) Decision {
 	claims, ok := a.Keys.Verifier().Verify(token, a.Issuer, now)
 	if !ok {
 		return errInvalid
 	}
-	client, ok := a.Index.TokenClient(claims, now)
+	holder, ok := a.Index.AcceptToken(claims, now)
 	if !ok {
 		return errInvalid
 	}
-	if !slices.Contains(claims.Audience, api.Identifier) || !api.AcceptsNamespace(client.Ref.Namespace) {
+	if !slices.Contains(claims.Audience, api.Identifier) || !api.AcceptsNamespace(holder.Workspace) {
 		return errNotForAPI
 	}
+	// A third-party app's token acts in the workspace that granted it: that is the
+	// namespace the upstream sees, as for the workspace's own credentials.
 	return Decision{Status: 200, Outcome: Allowed, Identity: &Identity{
-		Subject: claims.Subject, Kind: "access_token", Namespace: client.Ref.Namespace, Name: client.Ref.Name,
-		ClientID: client.ClientID, Scopes: client.ScopesStillGranted(claims.Scope),
+		Subject: claims.Subject, Kind: "access_token", Namespace: holder.Workspace, Name: holder.Client.Ref.Name,
+		ClientID: holder.Client.ClientID, Scopes: holder.ScopesStillGranted(claims.Scope),
 	}}
 }
 

@@ -106,10 +106,11 @@ func (s *Server) introspectJWT(policy *index.IntrospectionPolicy, token string) 
 	if !ok {
 		return inactive
 	}
-	client, ok := s.index.TokenClient(claims, now)
-	if !ok || !policy.CoversNamespace(client.Ref.Namespace) {
+	holder, ok := s.index.AcceptToken(claims, now)
+	if !ok || !policy.CoversNamespace(holder.Workspace) {
 		return inactive
 	}
+	client := holder.Client
 	var aud jwt.Audience
 	for _, a := range claims.Audience {
 		if slices.Contains(client.Audiences, a) && slices.Contains(policy.Audiences, a) {
@@ -120,9 +121,9 @@ func (s *Server) introspectJWT(policy *index.IntrospectionPolicy, token string) 
 		return inactive
 	}
 	return introspection{
-		Active: true, Scope: client.ScopesStillGranted(claims.Scope), ClientID: claims.ClientID, TokenType: "Bearer",
+		Active: true, Scope: holder.ScopesStillGranted(claims.Scope), ClientID: claims.ClientID, TokenType: "Bearer",
 		Exp: int64(*claims.Expiry), Iat: numericDate(claims.IssuedAt), Nbf: numericDate(claims.NotBefore),
-		Sub: claims.Subject, Aud: aud, Iss: claims.Issuer, Jti: claims.ID, Namespace: client.Ref.Namespace,
+		Sub: claims.Subject, Aud: aud, Iss: claims.Issuer, Jti: claims.ID, Namespace: holder.Workspace,
 	}
 }
 

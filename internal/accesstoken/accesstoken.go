@@ -25,6 +25,12 @@ type Claims struct {
 	// deleted-and-recreated client (same name, new UID) is told from a live one.
 	Namespace string `json:"latchkey.dev/namespace"`
 	ClientUID string `json:"latchkey.dev/client_uid"`
+	// A third-party app's token (authorization_code, refresh_token) also names the
+	// workspace it acts in, the OAuthGrant that lets it (by UID) and its
+	// refresh-token family: deleting the grant or killing the family ends it.
+	Workspace string `json:"latchkey.dev/workspace,omitempty"`
+	GrantUID  string `json:"latchkey.dev/grant_uid,omitempty"`
+	Family    string `json:"latchkey.dev/family,omitempty"`
 }
 
 // Leeway absorbs clock skew between replicas on nbf and exp.

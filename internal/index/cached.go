@@ -1,6 +1,8 @@
 package index
 
 import (
+	"slices"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -83,6 +85,25 @@ type cachedAPIList struct {
 	Items           []cachedAPI `json:"items"`
 }
 
+// cachedOAuthGrant is an OAuthGrant as the index decodes it: the spec and the
+// families' IDs (the rest of status is the token server's bookkeeping).
+type cachedOAuthGrant struct {
+	metav1.TypeMeta `json:",inline"`
+	cachedMeta      `json:"metadata"`
+	Spec            latchkeyv1.OAuthGrantSpec `json:"spec"`
+	Status          struct {
+		RefreshFamilies []struct {
+			ID string `json:"id"`
+		} `json:"refreshFamilies,omitempty"`
+	} `json:"status"`
+}
+
+type cachedOAuthGrantList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata"`
+	Items           []cachedOAuthGrant `json:"items"`
+}
+
 // cacheScheme maps latchkey.dev/v1alpha1's kinds to the cached types.
 func cacheScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
@@ -93,6 +114,8 @@ func cacheScheme() *runtime.Scheme {
 	s.AddKnownTypeWithName(gv.WithKind("OAuthClientList"), &cachedOAuthClientList{})
 	s.AddKnownTypeWithName(gv.WithKind("API"), &cachedAPI{})
 	s.AddKnownTypeWithName(gv.WithKind("APIList"), &cachedAPIList{})
+	s.AddKnownTypeWithName(gv.WithKind("OAuthGrant"), &cachedOAuthGrant{})
+	s.AddKnownTypeWithName(gv.WithKind("OAuthGrantList"), &cachedOAuthGrantList{})
 	metav1.AddToGroupVersion(s, gv)
 	return s
 }
@@ -117,6 +140,16 @@ func (c *cachedOAuthClient) oauthClient() *latchkeyv1.OAuthClient {
 func (a *cachedAPI) api() *latchkeyv1.API {
 	o := &latchkeyv1.API{Spec: a.Spec}
 	o.Namespace, o.Name, o.UID, o.CreationTimestamp = a.Namespace, a.Name, a.UID, a.CreationTimestamp
+	return o
+}
+
+// grant is the OAuthGrant the index reads.
+func (g *cachedOAuthGrant) grant() *latchkeyv1.OAuthGrant {
+	o := &latchkeyv1.OAuthGrant{Spec: g.Spec}
+	o.Namespace, o.Name, o.UID = g.Namespace, g.Name, g.UID
+	for _, f := range g.Status.RefreshFamilies {
+		o.Status.RefreshFamilies = append(o.Status.RefreshFamilies, latchkeyv1.RefreshFamily{ID: f.ID})
+	}
 	return o
 }
 
@@ -185,6 +218,23 @@ func (l *cachedAPIList) DeepCopyObject() runtime.Object {
 	l.ListMeta.DeepCopyInto(&out.ListMeta)
 	for i := range l.Items {
 		out.Items = append(out.Items, *l.Items[i].DeepCopyObject().(*cachedAPI))
+	}
+	return out
+}
+
+func (g *cachedOAuthGrant) DeepCopyObject() runtime.Object {
+	out := *g
+	g.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	g.Spec.DeepCopyInto(&out.Spec)
+	out.Status.RefreshFamilies = slices.Clone(g.Status.RefreshFamilies)
+	return &out
+}
+
+func (l *cachedOAuthGrantList) DeepCopyObject() runtime.Object {
+	out := &cachedOAuthGrantList{TypeMeta: l.TypeMeta}
+	l.ListMeta.DeepCopyInto(&out.ListMeta)
+	for i := range l.Items {
+		out.Items = append(out.Items, *l.Items[i].DeepCopyObject().(*cachedOAuthGrant))
 	}
 	return out
 }

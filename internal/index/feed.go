@@ -165,9 +165,16 @@ func StartFeeds(ctx context.Context, cfg *rest.Config, namespaces []string, inde
 			upsert:  func(a *cachedAPI) { index.UpsertAPI(a.api()) },
 			remove:  index.DeleteAPI,
 			replace: func(ns string, list []*cachedAPI) { index.ReplaceAPIs(ns, convert(list, (*cachedAPI).api)) }}
+		grants := &indexFeed[*cachedOAuthGrant]{namespace: ns, clock: clk,
+			upsert: func(g *cachedOAuthGrant) { index.UpsertGrant(g.grant()) },
+			remove: index.DeleteGrant,
+			replace: func(ns string, list []*cachedOAuthGrant) {
+				index.ReplaceGrants(ns, convert(list, (*cachedOAuthGrant).grant))
+			}}
 		keys.heard()
 		clients.heard()
 		apis.heard()
+		grants.heard()
 		watches := func(resource string) *toolscache.ListWatch {
 			return toolscache.NewListWatchFromClient(restClient, resource, ns, fields.Everything())
 		}
@@ -190,6 +197,11 @@ func StartFeeds(ctx context.Context, cfg *rest.Config, namespaces []string, inde
 				ListWatch: watches("apis"), client: restClient, resource: "apis", namespace: ns,
 				newList: func(m metav1.ListMeta, items []cachedAPI) *cachedAPIList {
 					return &cachedAPIList{ListMeta: m, Items: items}
+				}}},
+			"oauthgrants": {grants, &cachedOAuthGrant{}, listWatch[*cachedOAuthGrantList, cachedOAuthGrant]{
+				ListWatch: watches("oauthgrants"), client: restClient, resource: "oauthgrants", namespace: ns,
+				newList: func(m metav1.ListMeta, items []cachedOAuthGrant) *cachedOAuthGrantList {
+					return &cachedOAuthGrantList{ListMeta: m, Items: items}
 				}}},
 		} {
 			r := toolscache.NewReflectorWithOptions(feed.lw, feed.expected, feed.store,

@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
-	"github.com/latchkey-dev/latchkey/internal/accesstoken"
 	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
@@ -58,9 +57,17 @@ type Client struct {
 	TTL               time.Duration
 	Basic, Post       bool
 	ClientCredentials bool
-	Revoked           bool
-	ExpiresAt         time.Time
-	LastUsedAt        time.Time // status.lastUsedAt; zero when never used
+	// The third-party app side (authorization_code): how users see it and where
+	// codes may go.
+	DisplayName                     string
+	RedirectURIs                    []string
+	AuthorizationCode, RefreshToken bool
+	// Public clients have no secret (token endpoint auth method none).
+	Public       bool
+	PKCERequired bool
+	Revoked      bool
+	ExpiresAt    time.Time
+	LastUsedAt   time.Time // status.lastUsedAt; zero when never used
 	// Introspection is nil for a client that may not introspect.
 	Introspection *IntrospectionPolicy
 }
@@ -114,6 +121,7 @@ type Index struct {
 	// last-use write budget (usage.go); absent when never used.
 	keyLastUsed map[types.UID]int64
 	apis        apiSet
+	grants      map[types.UID]*Grant
 	// log receives one line per duplicate when it appears (never a credential).
 	log logr.Logger
 }
@@ -128,6 +136,7 @@ func NewIndex(log logr.Logger) *Index {
 		clientByUID: map[types.UID]*Client{},
 		keyLastUsed: map[types.UID]int64{},
 		apis:        apiSet{all: map[types.UID]*API{}, served: map[string]*API{}, byHost: map[string]*API{}},
+		grants:      map[types.UID]*Grant{},
 		log:         log,
 	}
 }
@@ -323,6 +332,13 @@ func (x *Index) UpsertClient(o *latchkeyv1.OAuthClient) {
 	}
 	for _, g := range o.Spec.GrantTypes {
 		c.ClientCredentials = c.ClientCredentials || g == latchkeyv1.GrantClientCredentials
+		c.AuthorizationCode = c.AuthorizationCode || g == latchkeyv1.GrantAuthorizationCode
+		c.RefreshToken = c.RefreshToken || g == latchkeyv1.GrantRefreshToken
+	}
+	c.DisplayName, c.RedirectURIs = o.Spec.DisplayName, o.Spec.RedirectURIs
+	c.Public, c.PKCERequired = o.Public(), o.PKCERequired()
+	if c.Public {
+		c.Basic, c.Post = false, false
 	}
 	if len(o.Spec.GrantTypes) == 0 {
 		c.ClientCredentials = true
@@ -352,8 +368,10 @@ func (x *Index) UpsertClient(o *latchkeyv1.OAuthClient) {
 	x.clientByUID[o.UID] = c
 	// Only a client with a secret can authenticate, so only such a client claims its
 	// client_id: when the manager refuses a duplicate (withdrawing its secret), the
-	// holder by right answers again.
-	if c.ClientID == "" || len(c.secrets) == 0 {
+	// holder by right answers again. A public client has no secret to withdraw; the
+	// manager derives its client_id from its UID, so a duplicate can only come from
+	// a status restored elsewhere, and then neither answers.
+	if c.ClientID == "" || (len(c.secrets) == 0 && !c.Public) {
 		return
 	}
 	holders := append(x.clients[c.ClientID], c)
@@ -440,15 +458,4 @@ func (x *Index) ReplaceClients(namespace string, list []*latchkeyv1.OAuthClient)
 	for _, c := range list {
 		x.UpsertClient(c)
 	}
-}
-
-// TokenClient returns the OAuthClient an access token was issued to, if it still
-// exists with the same UID, client_id and namespace, and is active at now: revoking
-// or deleting a client ends its outstanding tokens at once, wherever they are checked.
-func (x *Index) TokenClient(claims *accesstoken.Claims, now time.Time) (*Client, bool) {
-	c, ok := x.ClientByUID(types.UID(claims.ClientUID))
-	if !ok || c.ClientID != claims.ClientID || c.Ref.Namespace != claims.Namespace || !c.Active(now) {
-		return nil, false
-	}
-	return c, true
 }
