@@ -46,6 +46,17 @@ func runTokenServer(args []string) error {
 	fs.Float64Var(&kubeAPIQPS, "kube-api-qps", 50, "client-side QPS limit towards the API server")
 	fs.IntVar(&kubeAPIBurst, "kube-api-burst", 100, "client-side burst towards the API server")
 	fs.IntVar(&gcPercent, "gc-percent", 200, "Go's garbage-collection target (as GOGC; the GOGC variable, when set, wins): collect when the heap reaches 1+N/100 times the live heap")
+	var upstream tokenserver.UpstreamConfig
+	var upstreamScopes string
+	fs.StringVar(&upstream.IssuerURL, "oidc-issuer-url", "", "issuer of the upstream OpenID provider users sign in at, for third-party apps (authorization_code); empty turns third-party apps off. The --oidc-* flags mirror kube-apiserver's, so a user gets the same name here as in RBAC")
+	fs.StringVar(&upstream.ClientID, "oidc-client-id", "", "the token server's client_id at the upstream provider")
+	fs.StringVar(&o.UpstreamSecretName, "oidc-client-secret-name", "latchkey-oidc-client", "Secret, in --signing-key-namespace, whose key client-secret holds the upstream client secret; the token server's Role may read it by this name only")
+	fs.StringVar(&upstream.UsernameClaim, "oidc-username-claim", "sub", "ID token claim holding the user name (as kube-apiserver's --oidc-username-claim)")
+	fs.StringVar(&upstream.UsernamePrefix, "oidc-username-prefix", "", "prefix of user names (as kube-apiserver's): unset means \"<issuer>#\" unless the claim is email; \"-\" means none")
+	fs.StringVar(&upstream.GroupsClaim, "oidc-groups-claim", "", "ID token claim holding the user's groups (as kube-apiserver's --oidc-groups-claim)")
+	fs.StringVar(&upstream.GroupsPrefix, "oidc-groups-prefix", "", "prefix of group names (as kube-apiserver's --oidc-groups-prefix)")
+	fs.StringVar(&upstream.CAFile, "oidc-ca-file", "", "extra CA bundle (PEM) for the upstream provider's TLS certificate")
+	fs.StringVar(&upstreamScopes, "oidc-scopes", "profile,email", "scopes asked of the upstream provider besides openid")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -67,6 +78,13 @@ func runTokenServer(args []string) error {
 		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
 	}
 	o.Namespaces = splitList(namespaces)
+	if upstream.IssuerURL != "" {
+		if upstream.ClientID == "" {
+			return fmt.Errorf("--oidc-client-id is required with --oidc-issuer-url")
+		}
+		upstream.Scopes = splitList(upstreamScopes)
+		o.Upstream = &upstream
+	}
 	cfg, err := kubeConfig(kubeAPIQPS, kubeAPIBurst)
 	if err != nil {
 		return err

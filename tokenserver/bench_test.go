@@ -124,7 +124,7 @@ func BenchmarkSign(b *testing.B) {
 			client, _ := s.index.LookupClient(id)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := s.sign(client, "leads:read", []string{"https://api.bench"}); err != nil {
+				if _, err := s.sign(client, "leads:read", []string{"https://api.bench"}, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -42,12 +42,12 @@ var errNotAResourceServer = &oauthError{http.StatusForbidden, "unauthorized_clie
 // learns only about the credentials meant for it (its introspection policy):
 // anything else is {"active": false}, as an unknown token is.
 func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	form, oerr := s.readForm(w, r)
+	form, oerr := s.readParams(w, r)
 	if oerr != nil {
 		writeError(w, oerr)
 		return
 	}
-	caller, oerr := s.authenticateClient(r, form)
+	caller, oerr := s.authenticateClient(r, form, false)
 	if oerr != nil {
 		writeError(w, oerr)
 		return

@@ -13,6 +13,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/latchkey-dev/latchkey/internal/accesstoken"
+	"github.com/latchkey-dev/latchkey/internal/seal"
 	"github.com/latchkey-dev/latchkey/internal/signingkeys"
 	"github.com/latchkey-dev/latchkey/internal/watchone"
 )
@@ -23,6 +24,7 @@ type keyRing struct {
 	signers  map[string]*jwtSigner // kid -> signer, for the configured algorithm
 	verifier *accesstoken.Verifier // every key's public half
 	jwks     []byte                // the JWKS document, rendered once
+	sealer   *seal.Ring            // the sealing keys: login cookies, authorization codes
 }
 
 // Keys holds the current key ring; replicas all read the same Secret.
@@ -87,6 +89,9 @@ func (k *Keys) load(secret *corev1.Secret) error {
 	if ring.jwks, err = json.Marshal(public); err != nil {
 		return err
 	}
+	if ring.sealer, err = seal.NewRing(set); err != nil {
+		return err
+	}
 	k.ring.Store(ring)
 	return nil
 }
@@ -100,4 +105,12 @@ func watchSigningKeys(ctx context.Context, cs kubernetes.Interface, namespace, n
 			onError(err)
 		}
 	})
+}
+
+// sealer returns the sealing keys (nil before the first load).
+func (k *Keys) sealer() *seal.Ring {
+	if ring := k.ring.Load(); ring != nil {
+		return ring.sealer
+	}
+	return nil
 }

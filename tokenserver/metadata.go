@@ -14,7 +14,7 @@ import (
 func (s *Server) authorizationServerMetadata(scopes []string) map[string]any {
 	base := strings.TrimSuffix(s.cfg.IssuerURL, "/")
 	authMethods := []string{"client_secret_basic", "client_secret_post"}
-	return map[string]any{
+	m := map[string]any{
 		"issuer":                                s.cfg.IssuerURL,
 		"token_endpoint":                        base + "/oauth2/token",
 		"jwks_uri":                              base + "/oauth2/jwks",
@@ -27,13 +27,33 @@ func (s *Server) authorizationServerMetadata(scopes []string) map[string]any {
 		"access_token_signing_alg_values_supported":     []string{s.cfg.SigningAlgorithm},
 		"subject_types_supported":                       []string{"public"},
 		"scopes_supported":                              scopes,
+		"revocation_endpoint":                           base + "/oauth2/revoke",
+		"revocation_endpoint_auth_methods_supported":    authMethods,
 	}
+	if s.thirdParty != nil {
+		m["authorization_endpoint"] = base + "/oauth2/authorize"
+		m["grant_types_supported"] = []string{"client_credentials", "authorization_code", "refresh_token"}
+		m["response_types_supported"] = []string{"code"}
+		m["response_modes_supported"] = []string{"query"}
+		m["code_challenge_methods_supported"] = []string{"S256"}
+		m["authorization_response_iss_parameter_supported"] = true
+		m["token_endpoint_auth_methods_supported"] = append(slices.Clone(authMethods), "none")
+		m["revocation_endpoint_auth_methods_supported"] = append(slices.Clone(authMethods), "none")
+	}
+	return m
 }
 
 // renderedMetadata is the metadata document for one version of the APIs.
 type renderedMetadata struct {
 	apiVersion uint64
 	body       []byte
+}
+
+// renderMetadata renders the document now (after a configuration change).
+func (s *Server) renderMetadata() error {
+	s.metadata.Store(nil)
+	_, err := s.currentMetadata()
+	return err
 }
 
 // currentMetadata renders the document again if the APIs changed since it last was.

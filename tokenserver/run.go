@@ -11,12 +11,14 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
@@ -40,6 +42,11 @@ type Options struct {
 	// status.lastUsedAt is truncated to (at least index.MinLastUsedGranularity): at most one
 	// write per object per granularity, whatever the replica count.
 	LastUsedFlushInterval, LastUsedGranularity time.Duration
+	// Upstream, when set, turns on third-party apps (authorization_code), signing
+	// users in there. UpstreamSecretName names the Secret, in SigningKeyNamespace,
+	// whose key "client-secret" holds its client secret.
+	Upstream           *UpstreamConfig
+	UpstreamSecretName string
 	// StartupCPUProfile, when set, is a file that receives a CPU profile of the start,
 	// until the caches are synced.
 	StartupCPUProfile string
@@ -71,6 +78,26 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	if o.Upstream != nil {
+		clientset, ns, name := reader.Clientset, o.SigningKeyNamespace, o.UpstreamSecretName
+		err := srv.EnableThirdPartyApps(ctx, ThirdPartyOptions{
+			Upstream: *o.Upstream, Clientset: reader.Clientset, Writer: reader.Writer,
+			LoadClientSecret: func(ctx context.Context) (string, error) {
+				secret, err := clientset.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					return "", fmt.Errorf("reading the upstream client secret from Secret %s/%s: %w", ns, name, err)
+				}
+				value := strings.TrimSpace(string(secret.Data[UpstreamSecretKey]))
+				if value == "" {
+					return "", fmt.Errorf("Secret %s/%s has no %q key", ns, name, UpstreamSecretKey)
+				}
+				return value, nil
+			},
+		})
+		if err != nil {
+			return err
+		}
+	}
 	keyInformer := watchSigningKeys(ctx, reader.Clientset, o.SigningKeyNamespace, o.SigningKeySecret, keys, func(err error) {
 		o.Log.Error(err, "signing keys not loaded; keeping the previous ones")
 	})
@@ -88,6 +115,9 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 	go srv.scheduler.run(ctx)
 	return serveAll(ctx, srv, o)
 }
+
+// UpstreamSecretKey is the data key of the Secret with the upstream client secret.
+const UpstreamSecretKey = "client-secret"
 
 // startCPUProfile profiles into path until the returned function is first called
 // (no-op without a path).

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"sync/atomic"
@@ -59,6 +58,10 @@ type Server struct {
 	slots chan struct{}
 	// scheduler says when the CPU is overloaded.
 	scheduler *schedulerWatch
+	// tokenGrants are the grant types the token endpoint serves (token.go).
+	tokenGrants map[string]tokenGrant
+	// thirdParty is the authorization_code side; nil until EnableThirdPartyApps.
+	thirdParty *thirdParty
 	// metadata is the RFC 8414 document, rendered again when the APIs change.
 	metadata atomic.Pointer[renderedMetadata]
 }
@@ -87,6 +90,7 @@ func NewServer(cfg Config, idx *index.Index, keys *Keys, clk clock.PassiveClock,
 		slots:     make(chan struct{}, cfg.MaxRequestsInFlight),
 		scheduler: &schedulerWatch{threshold: cfg.OverloadSchedulingLatency}}
 	s.metrics = newMetrics(reg, s)
+	s.tokenGrants = s.grants()
 	if _, err := s.currentMetadata(); err != nil {
 		return nil, err
 	}
@@ -98,6 +102,15 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /oauth2/token", s.instrument("token", s.limited(s.handleToken)))
 	mux.Handle("POST /oauth2/introspect", s.instrument("introspect", s.limited(s.handleIntrospect)))
+	mux.Handle("POST /oauth2/revoke", s.instrument("revoke", s.limited(s.handleRevoke)))
+	mux.Handle("GET /oauth2/authorize", s.instrument("authorize", s.handleAuthorize))
+	mux.Handle("GET /oauth2/callback", s.instrument("callback", s.handleCallback))
+	mux.Handle("POST /oauth2/consent", s.instrument("consent", s.handleConsent))
+	mux.HandleFunc("GET /oauth2/assets/style.css", s.handleAsset)
+	// The product's partner documentation names /oauth/authorize and /oauth/token;
+	// they are the same handlers (metadata advertises /oauth2/...).
+	mux.Handle("GET /oauth/authorize", s.instrument("authorize", s.handleAuthorize))
+	mux.Handle("POST /oauth/token", s.instrument("token", s.limited(s.handleToken)))
 	mux.Handle("GET /oauth2/jwks", s.instrument("jwks", s.handleJWKS))
 	mux.Handle("GET /.well-known/oauth-authorization-server", s.instrument("metadata", s.handleMetadata))
 	mux.Handle("GET /.well-known/openid-configuration", s.instrument("metadata", s.handleMetadata))
@@ -158,41 +171,12 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	_ = json.NewEncoder(w).Encode(body)
 }
 
-// readForm parses an application/x-www-form-urlencoded body within the size limit
-// and refuses repeated parameters (RFC 6749 §3.2: parameters MUST NOT be included
-// more than once), except those listed as repeatable.
-func (s *Server) readForm(w http.ResponseWriter, r *http.Request, repeatable ...string) (url.Values, *oauthError) {
-	if !formContentType(r.Header.Get("Content-Type")) {
-		return nil, errInvalidRequest("the request body must be application/x-www-form-urlencoded")
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	if err := r.ParseForm(); err != nil {
-		return nil, errInvalidRequest("the request body could not be read")
-	}
-	for name, values := range r.PostForm {
-		if len(values) > 1 && !contains(repeatable, name) {
-			return nil, errInvalidRequest("parameter %s is repeated", name)
-		}
-	}
-	return r.PostForm, nil
-}
-
-// formContentType reports whether a Content-Type is a form body. Media types compare
-// case-insensitively, parameters (charset) aside (RFC 9110 §8.3.1); the exact
-// spelling every client sends skips the parser, which allocates.
-func formContentType(contentType string) bool {
-	const form = "application/x-www-form-urlencoded"
-	if contentType == form {
-		return true
-	}
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && mt == form
-}
-
 // authenticateClient authenticates the caller as an active OAuthClient with
 // client_secret_basic (RFC 6749 §2.3.1, form-urlencoded id and secret) or
-// client_secret_post, as the client allows.
-func (s *Server) authenticateClient(r *http.Request, form url.Values) (*index.Client, *oauthError) {
+// client_secret_post, as the client allows, or, for a public client, by its
+// client_id alone (method none: what proves it is the PKCE verifier of its code),
+// where allowPublic says such a client may call the endpoint at all.
+func (s *Server) authenticateClient(r *http.Request, form url.Values, allowPublic bool) (*index.Client, *oauthError) {
 	id, secret, basic := r.BasicAuth()
 	if basic {
 		if form.Has("client_secret") {
@@ -209,15 +193,22 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*index.Cl
 		}
 	} else {
 		id, secret = form.Get("client_id"), form.Get("client_secret")
-		if id == "" || secret == "" {
+		if id == "" {
 			return nil, errInvalidClient
 		}
 	}
 	presented := index.Digest(sha256.Sum256([]byte(secret))) // hashed even for an unknown id: no timing difference to probe
 	client, _ := s.index.LookupClient(id)                    // a duplicated client_id finds none (reported once by the index)
 	now := s.clock.Now()
-	if client == nil || !client.Active(now) || !client.SecretMatches(presented, now) ||
-		(basic && !client.Basic) || (!basic && !client.Post) {
+	if client == nil || !client.Active(now) {
+		return nil, errInvalidClient
+	}
+	if client.Public {
+		// A public client has no secret; one that sends a secret is misconfigured.
+		if basic || secret != "" || !allowPublic {
+			return nil, errInvalidClient
+		}
+	} else if secret == "" || !client.SecretMatches(presented, now) || (basic && !client.Basic) || (!basic && !client.Post) {
 		return nil, errInvalidClient
 	}
 	s.usage.Used(index.KindOAuthClient, client.Ref)

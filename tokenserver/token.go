@@ -15,67 +15,92 @@ import (
 )
 
 type tokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int64  `json:"expires_in"`
-	Scope       string `json:"scope,omitempty"`
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	Scope        string `json:"scope,omitempty"`
+	RefreshToken string `json:"refresh_token,omitempty"`
 }
 
-// handleToken is the token endpoint (RFC 6749 §4.4, client_credentials).
+// tokenGrant serves one grant_type at the token endpoint (as Ory fosite's handlers
+// do): the endpoint reads the parameters and authenticates the client once, and
+// each grant decides the rest.
+type tokenGrant interface {
+	// allowed reports whether client may use the grant (unauthorized_client if not).
+	allowed(client *index.Client) bool
+	// publicClients says whether a public client (no secret) may use the grant.
+	publicClients() bool
+	// issue answers the request.
+	issue(r *http.Request, client *index.Client, params url.Values) (tokenResponse, *oauthError)
+}
+
+// grants are the grant types the token endpoint serves.
+func (s *Server) grants() map[string]tokenGrant {
+	return map[string]tokenGrant{
+		"client_credentials": clientCredentialsGrant{s},
+		"authorization_code": authorizationCodeGrant{s},
+		"refresh_token":      refreshTokenGrant{s},
+	}
+}
+
+// handleToken is the token endpoint (RFC 6749 §3.2).
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	form, oerr := s.readForm(w, r, "resource", "audience")
+	params, oerr := s.readParams(w, r, "resource", "audience")
 	if oerr != nil {
 		writeError(w, oerr)
 		return
 	}
-	grantType := form.Get("grant_type")
+	grantType := params.Get("grant_type")
 	if grantType == "" {
 		writeError(w, errInvalidRequest("grant_type is required"))
 		return
 	}
-	client, oerr := s.authenticateClient(r, form)
+	grant, known := s.tokenGrants[grantType]
+	client, oerr := s.authenticateClient(r, params, known && grant.publicClients())
 	if oerr != nil {
 		writeError(w, oerr)
 		return
 	}
-	if oerr := checkGrant(client, grantType); oerr != nil {
-		writeError(w, oerr)
+	if !known {
+		writeError(w, &oauthError{http.StatusBadRequest, "unsupported_grant_type", "grant_type " + grantType + " is not supported"})
 		return
 	}
-	scope, oerr := grantedScope(client, form.Get("scope"))
+	if !grant.allowed(client) {
+		writeError(w, &oauthError{http.StatusBadRequest, "unauthorized_client", "this client may not use the " + grantType + " grant"})
+		return
+	}
+	resp, oerr := grant.issue(r, client, params)
 	if oerr != nil {
 		writeError(w, oerr)
 		return
 	}
-	audience, oerr := grantedAudience(client, form)
-	if oerr != nil {
-		writeError(w, oerr)
-		return
-	}
-	token, err := s.sign(client, scope, audience)
-	if err != nil {
-		s.log.Error(err, "signing an access token")
-		writeError(w, &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable", "no signing key is available"})
-		return
-	}
-	writeJSON(w, http.StatusOK, tokenResponse{
-		AccessToken: token, TokenType: "Bearer", ExpiresIn: int64(client.TTL / time.Second), Scope: scope,
-	})
+	writeJSON(w, http.StatusOK, resp)
 }
 
-// checkGrant: client_credentials is served; the other grants the schema knows are
-// not served yet, and anything else is unknown.
-func checkGrant(client *index.Client, grantType string) *oauthError {
-	switch grantType {
-	case "client_credentials":
-		if client.ClientCredentials {
-			return nil
-		}
-		return &oauthError{http.StatusBadRequest, "unauthorized_client", "this client may not use the client_credentials grant"}
-	case "authorization_code", "refresh_token":
-		return &oauthError{http.StatusBadRequest, "unauthorized_client", "the " + grantType + " grant is not served by this server"}
+// errSigning is the answer when no signing key signs now.
+var errSigning = &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable", "no signing key is available"}
+
+// clientCredentialsGrant: a client acting for itself (RFC 6749 §4.4).
+type clientCredentialsGrant struct{ s *Server }
+
+func (clientCredentialsGrant) allowed(c *index.Client) bool { return c.ClientCredentials && !c.Public }
+func (clientCredentialsGrant) publicClients() bool          { return false }
+
+func (g clientCredentialsGrant) issue(_ *http.Request, client *index.Client, params url.Values) (tokenResponse, *oauthError) {
+	scope, oerr := grantedScope(client, params.Get("scope"))
+	if oerr != nil {
+		return tokenResponse{}, oerr
 	}
-	return &oauthError{http.StatusBadRequest, "unsupported_grant_type", "grant_type " + grantType + " is not supported"}
+	audience, oerr := grantedAudience(client, params)
+	if oerr != nil {
+		return tokenResponse{}, oerr
+	}
+	token, err := g.s.sign(client, scope, audience, nil)
+	if err != nil {
+		g.s.log.Error(err, "signing an access token")
+		return tokenResponse{}, errSigning
+	}
+	return tokenResponse{AccessToken: token, TokenType: "Bearer", ExpiresIn: int64(client.TTL / time.Second), Scope: scope}, nil
 }
 
 // grantedScope is the requested scope if every part is allowed, or all the client's scopes.
@@ -138,8 +163,14 @@ func grantedAudience(client *index.Client, form url.Values) (jwt.Audience, *oaut
 	return aud, nil
 }
 
-// sign issues the JWT.
-func (s *Server) sign(client *index.Client, scope string, audience jwt.Audience) (string, error) {
+// grantClaims are the claims of a token a third-party app gets through a grant.
+type grantClaims struct {
+	subject, workspace, grantUID, family string
+}
+
+// sign issues the JWT: to the client itself, or with via set, to a third-party app
+// for the user who authorized it in a workspace (RFC 9068: sub is the user).
+func (s *Server) sign(client *index.Client, scope string, audience jwt.Audience, via *grantClaims) (string, error) {
 	now := s.clock.Now()
 	signer, _, err := s.keys.Signer(now)
 	if err != nil {
@@ -163,6 +194,10 @@ func (s *Server) sign(client *index.Client, scope string, audience jwt.Audience)
 		Scope:     scope,
 		Namespace: client.Ref.Namespace,
 		ClientUID: string(client.Ref.UID),
+	}
+	if via != nil {
+		claims.Subject = via.subject
+		claims.Workspace, claims.GrantUID, claims.Family = via.workspace, via.grantUID, via.family
 	}
 	// Marshalled once and signed directly: jwt.Signed's builder marshals the claims,
 	// decodes them into a map to merge and marshals again, which doubled the cost of

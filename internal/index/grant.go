@@ -160,3 +160,22 @@ func (x *Index) AcceptToken(claims *accesstoken.Claims, now time.Time) (TokenHol
 	}
 	return TokenHolder{Client: c, Grant: g, Workspace: g.Ref.Namespace}, true
 }
+
+// ScopeDescriptions returns the description of each scope as the served APIs with
+// these identifiers (audiences) describe it: a consent page quotes the API the
+// token will be for, never another namespace's catalogue.
+func (x *Index) ScopeDescriptions(audiences []string) map[string]string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	out := map[string]string{}
+	for _, aud := range audiences {
+		if api, ok := x.apis.served[aud]; ok {
+			for scope, description := range api.Catalogue {
+				if _, seen := out[scope]; !seen {
+					out[scope] = description
+				}
+			}
+		}
+	}
+	return out
+}

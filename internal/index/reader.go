@@ -40,8 +40,10 @@ type Reader struct {
 	Feeds     *Feeds
 	Usage     *UsageTracker
 	Clientset kubernetes.Interface
-	Clock     clock.PassiveClock
-	Registry  *prometheus.Registry
+	// Writer is an uncached client of latchkey.dev's kinds, for the process's writes.
+	Writer   client.Client
+	Clock    clock.PassiveClock
+	Registry *prometheus.Registry
 }
 
 // StartReader starts the feeds and the last-use tracker until ctx ends.
@@ -65,6 +67,7 @@ func StartReader(ctx context.Context, cfg *rest.Config, o ReaderOptions) (*Reade
 	if err != nil {
 		return nil, err
 	}
+	r.Writer = writer
 	if r.Clientset, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
 	}

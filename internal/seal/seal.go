@@ -37,13 +37,13 @@ var errNoKey = errors.New("no active sealing key")
 
 // Ring is the loaded sealing keys of one version of the key Secret.
 type Ring struct {
-	active string                 // kid sealing now
-	aeads  map[string]cipher.AEAD // kid -> AEAD, every key not yet dropped
+	set   signingkeys.Set        // for the schedule: which key seals when
+	aeads map[string]cipher.AEAD // kid -> AEAD, every key not yet dropped
 }
 
-// NewRing builds a ring from the key set at now.
-func NewRing(set signingkeys.Set, now time.Time) (*Ring, error) {
-	r := &Ring{aeads: make(map[string]cipher.AEAD, len(set.Sealing))}
+// NewRing builds a ring from the key set.
+func NewRing(set signingkeys.Set) (*Ring, error) {
+	r := &Ring{set: set, aeads: make(map[string]cipher.AEAD, len(set.Sealing))}
 	for _, k := range set.Sealing {
 		block, err := aes.NewCipher(k.Secret)
 		if err != nil {
@@ -52,9 +52,6 @@ func NewRing(set signingkeys.Set, now time.Time) (*Ring, error) {
 		if r.aeads[k.KID], err = cipher.NewGCM(block); err != nil {
 			return nil, err
 		}
-	}
-	if k, ok := set.ActiveSealing(now); ok {
-		r.active = k.KID
 	}
 	return r, nil
 }
@@ -65,14 +62,18 @@ type envelope struct {
 	Payload json.RawMessage `json:"p"`
 }
 
-// Seal encrypts payload (any JSON value) for purpose, valid until expires. The
-// active key is the one of the ring's time; a ring is rebuilt when the Secret changes
-// and at least when keys change hands (the manager writes ahead of time).
-func (r *Ring) Seal(purpose string, payload any, expires time.Time) (string, error) {
-	if r == nil || r.aeads[r.active] == nil {
+// Seal encrypts payload (any JSON value) for purpose with the key that seals at
+// now, valid until expires. Keys change hands by the schedule, not by a write, so
+// every replica switches at the same moment.
+func (r *Ring) Seal(purpose string, payload any, now, expires time.Time) (string, error) {
+	if r == nil {
 		return "", errNoKey
 	}
-	aead := r.aeads[r.active]
+	key, ok := r.set.ActiveSealing(now)
+	if !ok {
+		return "", errNoKey
+	}
+	aead := r.aeads[key.KID]
 	raw, err := json.Marshal(payload)
 	if err != nil {
 		return "", err
@@ -86,7 +87,7 @@ func (r *Ring) Seal(purpose string, payload any, expires time.Time) (string, err
 		return "", err
 	}
 	sealed := aead.Seal(nonce, nonce, plaintext, []byte(purpose))
-	return r.active + "." + base64.RawURLEncoding.EncodeToString(sealed), nil
+	return key.KID + "." + base64.RawURLEncoding.EncodeToString(sealed), nil
 }
 
 // Open decrypts a value sealed for purpose into payload, if it is intact and not

@@ -17,7 +17,7 @@ func ring(t *testing.T, now time.Time) (*Ring, signingkeys.Set) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewRing(set, now)
+	r, err := NewRing(set)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,8 +26,8 @@ func ring(t *testing.T, now time.Time) (*Ring, signingkeys.Set) {
 
 func TestSealOpensOnlyIntactForItsPurposeAndTime(t *testing.T) {
 	now := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
-	r, set := ring(t, now)
-	sealed, err := r.Seal(PurposeLogin, payload{"alice"}, now.Add(time.Minute))
+	r, _ := ring(t, now)
+	sealed, err := r.Seal(PurposeLogin, payload{"alice"}, now, now.Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,13 +38,14 @@ func TestSealOpensOnlyIntactForItsPurposeAndTime(t *testing.T) {
 	if err := r.Open(PurposeLogin, sealed, now, &got); err != nil || got.User != "alice" {
 		t.Fatalf("open: %v %+v", err, got)
 	}
-	// Another replica, or this one after the next key took over, opens it too.
-	later, err := NewRing(set, now.Add(time.Hour+time.Second))
-	if err != nil {
-		t.Fatal(err)
+	// After the next key took over, what the previous one sealed still opens.
+	next, err := r.Seal(PurposeLogin, payload{"alice"}, now.Add(time.Hour+time.Second), now.Add(2*time.Hour))
+	if err != nil || strings.Split(next, ".")[0] == strings.Split(sealed, ".")[0] {
+		t.Fatalf("the next key did not take over on schedule: %v", err)
 	}
-	if err := later.Open(PurposeLogin, sealed, now, &got); err != nil {
-		t.Fatalf("a ring of the same set after rotation cannot open: %v", err)
+	long, _ := r.Seal(PurposeLogin, payload{"alice"}, now, now.Add(2*time.Hour))
+	if err := r.Open(PurposeLogin, long, now.Add(time.Hour+time.Minute), &got); err != nil {
+		t.Fatalf("a value of the previous key no longer opens: %v", err)
 	}
 	other, _ := ring(t, now)
 	kid, body, _ := strings.Cut(sealed, ".")

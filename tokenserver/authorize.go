@@ -1,0 +1,466 @@
+package tokenserver
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"html/template"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/latchkey-dev/latchkey/internal/index"
+	"github.com/latchkey-dev/latchkey/internal/seal"
+)
+
+//go:embed web
+var webFiles embed.FS
+
+var pages = template.Must(template.ParseFS(webFiles, "web/*.html"))
+
+// loginCookie carries a sign-in in progress, sealed (package seal): nothing is
+// written anywhere to sign a user in, and any replica continues what another began.
+const loginCookie = "latchkey_login"
+
+// pendingRequest is a validated authorization request (RFC 6749 §4.1.1).
+type pendingRequest struct {
+	ClientID     string   `json:"cid"`
+	ClientUID    string   `json:"cuid"`
+	RedirectURI  string   `json:"ru"`
+	RedirectSent bool     `json:"rs,omitempty"`
+	State        string   `json:"st,omitempty"`
+	Scope        []string `json:"sc"`
+	Audiences    []string `json:"aud"`
+	Challenge    string   `json:"cc,omitempty"`
+}
+
+// login is the cookie's content: first while the user signs in upstream (State,
+// Nonce, Verifier), then while they decide (User, Workspaces, CSRF).
+type login struct {
+	Request    pendingRequest `json:"r"`
+	State      string         `json:"s,omitempty"`
+	Nonce      string         `json:"n,omitempty"`
+	Verifier   string         `json:"v,omitempty"`
+	User       *user          `json:"u,omitempty"`
+	Workspaces []string       `json:"w,omitempty"`
+	CSRF       string         `json:"c,omitempty"`
+}
+
+// Limits of an authorization request.
+const (
+	maxAuthorizeQuery = 8 << 10
+	maxStateLength    = 1024
+)
+
+// pageError is shown to the user and never redirected: the redirect URI cannot be
+// trusted (RFC 6749 §4.1.2.1), or there is no app to go back to.
+type pageError struct {
+	status         int
+	title, message string
+}
+
+// redirectError goes back to the app's redirect URI (RFC 6749 §4.1.2.1).
+type redirectError struct {
+	code, description string
+}
+
+// handleAuthorize validates the request and sends the browser to sign in upstream.
+func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	tp := s.thirdParty
+	if tp == nil {
+		s.showError(w, pageError{http.StatusNotFound, "Third-party apps are off", "This server does not serve the authorization_code flow."})
+		return
+	}
+	req, perr, rerr := s.parseAuthorizeRequest(r)
+	if perr != nil {
+		s.showError(w, *perr)
+		return
+	}
+	if rerr != nil {
+		s.redirectToApp(w, r, req, url.Values{"error": {rerr.code}, "error_description": {rerr.description}}, http.StatusFound)
+		return
+	}
+	now := s.clock.Now()
+	l := login{Request: req, State: randomString(), Nonce: randomString(), Verifier: randomString() + randomString()}
+	target, err := tp.upstream.authCodeURL(s.callbackURL(), l.State, l.Nonce, l.Verifier)
+	if err != nil {
+		s.showError(w, pageError{http.StatusServiceUnavailable, "Sign-in is unavailable", "The sign-in provider cannot be reached right now. Try again in a minute."})
+		return
+	}
+	if !s.setLoginCookie(w, l, now) {
+		s.showError(w, pageError{http.StatusServiceUnavailable, "Sign-in is unavailable", "The server's keys are not loaded yet. Try again in a minute."})
+		return
+	}
+	http.Redirect(w, r, target, http.StatusFound)
+}
+
+// parseAuthorizeRequest applies RFC 6749 §4.1.1, RFC 7636 and RFC 8707. Until the
+// client and its redirect URI are known good, problems are pageErrors; after, they
+// are redirectErrors.
+func (s *Server) parseAuthorizeRequest(r *http.Request) (pendingRequest, *pageError, *redirectError) {
+	var req pendingRequest
+	if len(r.URL.RawQuery) > maxAuthorizeQuery {
+		return req, &pageError{http.StatusRequestURITooLong, "The request is too large", "The authorization request is longer than this server accepts."}, nil
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return req, &pageError{http.StatusBadRequest, "The request is malformed", "The authorization request's parameters could not be read."}, nil
+	}
+	if len(q["client_id"]) != 1 || q.Get("client_id") == "" {
+		return req, &pageError{http.StatusBadRequest, "Unknown app", "The request must name the app exactly once (client_id)."}, nil
+	}
+	client, ok := s.index.LookupClient(q.Get("client_id"))
+	if !ok || !client.Active(s.clock.Now()) || !client.AuthorizationCode {
+		return req, &pageError{http.StatusBadRequest, "Unknown app", "No app that may ask for your authorization has this client_id."}, nil
+	}
+	req.ClientID, req.ClientUID = client.ClientID, string(client.Ref.UID)
+	switch sent := q["redirect_uri"]; {
+	case len(sent) > 1:
+		return req, &pageError{http.StatusBadRequest, "Invalid redirect", "redirect_uri is repeated."}, nil
+	case len(sent) == 1:
+		if !redirectRegistered(client.RedirectURIs, sent[0]) {
+			return req, &pageError{http.StatusBadRequest, "Invalid redirect", "The app's redirect_uri is not one it registered. Nothing was sent back to it."}, nil
+		}
+		req.RedirectURI, req.RedirectSent = sent[0], true
+	case len(client.RedirectURIs) == 1:
+		req.RedirectURI = client.RedirectURIs[0]
+	default:
+		return req, &pageError{http.StatusBadRequest, "Invalid redirect", "The app registered several redirect URIs, so the request must name one (redirect_uri)."}, nil
+	}
+	// From here on, errors go back to the app, with its state if there is one.
+	for name, values := range q {
+		if len(values) > 1 && name != "resource" {
+			return req, nil, &redirectError{"invalid_request", "parameter " + name + " is repeated"}
+		}
+	}
+	req.State = q.Get("state")
+	if len(req.State) > maxStateLength {
+		req.State = ""
+		return req, nil, &redirectError{"invalid_request", "state is too long"}
+	}
+	switch rt := q.Get("response_type"); rt {
+	case "code":
+	case "":
+		return req, nil, &redirectError{"invalid_request", "response_type is required"}
+	default:
+		return req, nil, &redirectError{"unsupported_response_type", "only response_type=code is supported"}
+	}
+	if scope := q.Get("scope"); scope == "" {
+		req.Scope = client.Scopes
+	} else if parts, ok := parseScope(scope); !ok {
+		return req, nil, &redirectError{"invalid_scope", "scope must be scope tokens separated by spaces"}
+	} else if !subset(parts, client.Scopes) {
+		return req, nil, &redirectError{"invalid_scope", "the app may not ask for " + strings.Join(parts, " ")}
+	} else {
+		req.Scope = parts
+	}
+	if len(req.Scope) == 0 {
+		return req, nil, &redirectError{"invalid_scope", "the app has no scopes to ask for"}
+	}
+	req.Audiences = client.Audiences
+	if resources := q["resource"]; len(resources) > 0 {
+		if !subset(resources, client.Audiences) {
+			return req, nil, &redirectError{"invalid_target", "the app may not ask for that resource"}
+		}
+		req.Audiences = intersect(resources, resources)
+	}
+	challenge, method := q.Get("code_challenge"), q.Get("code_challenge_method")
+	switch {
+	case challenge == "" && method != "":
+		return req, nil, &redirectError{"invalid_request", "code_challenge_method without code_challenge"}
+	case challenge == "" && client.PKCERequired:
+		return req, nil, &redirectError{"invalid_request", "PKCE is required: send code_challenge with code_challenge_method=S256"}
+	case challenge != "" && method != "S256":
+		return req, nil, &redirectError{"invalid_request", "code_challenge_method must be S256"}
+	case challenge != "" && (!pkceValue(challenge) || len(challenge) != 43):
+		return req, nil, &redirectError{"invalid_request", "code_challenge must be a base64url SHA-256 (43 characters)"}
+	}
+	req.Challenge = challenge
+	return req, nil, nil
+}
+
+// redirectRegistered compares a redirect URI exactly with the registered ones
+// (RFC 9700 §2.1), except that the port of a loopback IP literal may vary
+// (RFC 8252 §7.3): native apps listen on whatever port is free.
+func redirectRegistered(registered []string, sent string) bool {
+	if slices.Contains(registered, sent) {
+		return true
+	}
+	u, err := url.Parse(sent)
+	if err != nil || u.Scheme != "http" || (u.Hostname() != "127.0.0.1" && u.Hostname() != "::1") {
+		return false
+	}
+	for _, reg := range registered {
+		ru, err := url.Parse(reg)
+		if err != nil || ru.Scheme != "http" || ru.Hostname() != u.Hostname() {
+			continue
+		}
+		// Same URI but for the port.
+		ru.Host, u.Host = ru.Hostname(), u.Hostname()
+		if strings.Contains(ru.Hostname(), ":") {
+			ru.Host, u.Host = "["+ru.Host+"]", "["+u.Host+"]"
+		}
+		if ru.String() == u.String() && u.User == nil && u.Fragment == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// handleCallback is where the upstream provider sends the browser back.
+func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
+	tp := s.thirdParty
+	if tp == nil {
+		s.showError(w, pageError{http.StatusNotFound, "Third-party apps are off", "This server does not serve the authorization_code flow."})
+		return
+	}
+	now := s.clock.Now()
+	l, ok := s.readLoginCookie(r, now)
+	q := r.URL.Query()
+	if !ok || l.User != nil || l.State == "" || subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(l.State)) != 1 {
+		s.showError(w, pageError{http.StatusBadRequest, "Sign-in expired", "This sign-in is not the one in progress in this browser, or it took too long. Start again from the app."})
+		return
+	}
+	if q.Get("error") != "" {
+		s.clearLoginCookie(w)
+		s.redirectToApp(w, r, l.Request, url.Values{"error": {"access_denied"}, "error_description": {"the user did not sign in"}}, http.StatusFound)
+		return
+	}
+	u, err := tp.upstream.exchange(r.Context(), s.callbackURL(), q.Get("code"), l.Verifier, l.Nonce)
+	if err != nil {
+		s.log.Info("upstream sign-in failed", "reason", err.Error())
+		s.showError(w, pageError{http.StatusBadGateway, "Sign-in failed", "The sign-in provider's answer could not be verified. Start again from the app."})
+		return
+	}
+	allowed, err := tp.workspaces.allowed(r.Context(), u)
+	if err != nil {
+		s.log.Error(err, "listing the user's workspaces")
+		s.showError(w, pageError{http.StatusServiceUnavailable, "Try again", "Your workspaces could not be read right now."})
+		return
+	}
+	client, ok := s.currentClient(l.Request)
+	if !ok {
+		s.showError(w, pageError{http.StatusBadRequest, "Unknown app", "The app is no longer registered."})
+		return
+	}
+	// A grant that already covers the request skips the page, when it leaves no
+	// choice: exactly one of the user's workspaces has one.
+	var covered []string
+	for _, ws := range allowed {
+		if g, ok := s.index.GrantIn(ws, client.ClientID); ok && g.Covers(client.Ref.UID, l.Request.Scope, l.Request.Audiences) {
+			covered = append(covered, ws)
+		}
+	}
+	if len(covered) == 1 {
+		g, _ := s.index.GrantIn(covered[0], client.ClientID)
+		s.clearLoginCookie(w)
+		s.finish(w, r, l.Request, covered[0], string(g.Ref.UID), u, http.StatusFound)
+		return
+	}
+	l.State, l.Nonce, l.Verifier = "", "", ""
+	l.User, l.Workspaces, l.CSRF = &u, allowed, randomString()
+	if !s.setLoginCookie(w, l, now) {
+		s.showError(w, pageError{http.StatusServiceUnavailable, "Try again", "The server's keys are not loaded yet."})
+		return
+	}
+	s.showConsent(w, client, l)
+}
+
+// handleConsent takes the user's decision (POST from the consent page).
+func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
+	tp := s.thirdParty
+	if tp == nil {
+		s.showError(w, pageError{http.StatusNotFound, "Third-party apps are off", "This server does not serve the authorization_code flow."})
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if !formContentType(r.Header.Get("Content-Type")) || r.ParseForm() != nil {
+		s.showError(w, pageError{http.StatusBadRequest, "The form is malformed", "Start again from the app."})
+		return
+	}
+	now := s.clock.Now()
+	l, ok := s.readLoginCookie(r, now)
+	csrf := r.PostForm.Get("csrf")
+	if !ok || l.User == nil || len(r.PostForm["csrf"]) != 1 || subtle.ConstantTimeCompare([]byte(csrf), []byte(l.CSRF)) != 1 {
+		s.showError(w, pageError{http.StatusForbidden, "This form has expired", "The decision did not come from the page this browser was shown, or it took too long. Start again from the app."})
+		return
+	}
+	s.clearLoginCookie(w)
+	if len(r.PostForm["action"]) != 1 || len(r.PostForm["workspace"]) > 1 {
+		s.showError(w, pageError{http.StatusBadRequest, "The form is malformed", "Start again from the app."})
+		return
+	}
+	if r.PostForm.Get("action") != "approve" {
+		s.redirectToApp(w, r, l.Request, url.Values{"error": {"access_denied"}, "error_description": {"the user denied the request"}}, http.StatusSeeOther)
+		return
+	}
+	workspace := r.PostForm.Get("workspace")
+	client, ok := s.currentClient(l.Request)
+	if !ok {
+		s.showError(w, pageError{http.StatusBadRequest, "Unknown app", "The app is no longer registered."})
+		return
+	}
+	// Offered on the page is not enough: RBAC may have changed since it was shown.
+	if !slices.Contains(l.Workspaces, workspace) {
+		s.showError(w, pageError{http.StatusForbidden, "Not allowed", "You may not install apps in that workspace."})
+		return
+	}
+	if allowed, err := tp.stillMayInstall(r.Context(), *l.User, workspace); err != nil || !allowed {
+		s.showError(w, pageError{http.StatusForbidden, "Not allowed", "You may not install apps in that workspace."})
+		return
+	}
+	grant, err := tp.grants.approve(r.Context(), workspace, client, l.Request.Scope, l.Request.Audiences, *l.User, now)
+	if err != nil {
+		s.log.Error(err, "recording a grant", "workspace", workspace, "client", client.Ref.String())
+		s.showError(w, pageError{http.StatusServiceUnavailable, "Try again", "The approval could not be recorded right now."})
+		return
+	}
+	s.finish(w, r, l.Request, workspace, string(grant.UID), *l.User, http.StatusSeeOther)
+}
+
+// finish issues the code and sends the browser back to the app.
+func (s *Server) finish(w http.ResponseWriter, r *http.Request, req pendingRequest, workspace, grantUID string, u user, status int) {
+	now := s.clock.Now()
+	expires := now.Add(codeLifetime)
+	code, err := s.keys.sealer().Seal(seal.PurposeCode, authCode{
+		ID: randomString(), ClientID: req.ClientID, ClientUID: req.ClientUID, RedirectURI: req.RedirectURI,
+		RedirectSent: req.RedirectSent, Challenge: req.Challenge, Workspace: workspace, GrantUID: grantUID,
+		Scope: req.Scope, Audiences: req.Audiences, User: u, Expires: expires.Unix(),
+	}, now, expires)
+	if err != nil {
+		s.redirectToApp(w, r, req, url.Values{"error": {"temporarily_unavailable"}}, status)
+		return
+	}
+	s.redirectToApp(w, r, req, url.Values{"code": {code}}, status)
+}
+
+// currentClient is the client of a pending request if it is still the same object
+// and may still use the flow.
+func (s *Server) currentClient(req pendingRequest) (*index.Client, bool) {
+	c, ok := s.index.LookupClient(req.ClientID)
+	if !ok || string(c.Ref.UID) != req.ClientUID || !c.Active(s.clock.Now()) || !c.AuthorizationCode {
+		return nil, false
+	}
+	return c, true
+}
+
+// redirectToApp sends the browser to the request's redirect URI with params, the
+// state, and iss (RFC 9207), keeping the URI's own query.
+func (s *Server) redirectToApp(w http.ResponseWriter, r *http.Request, req pendingRequest, params url.Values, status int) {
+	target, err := url.Parse(req.RedirectURI)
+	if err != nil {
+		s.showError(w, pageError{http.StatusBadRequest, "Invalid redirect", "The app's redirect URI is malformed."})
+		return
+	}
+	q := target.Query()
+	for k, v := range params {
+		q[k] = v
+	}
+	if req.State != "" {
+		q.Set("state", req.State)
+	}
+	q.Set("iss", s.cfg.IssuerURL)
+	target.RawQuery = q.Encode()
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, target.String(), status)
+}
+
+func (s *Server) callbackURL() string {
+	return strings.TrimSuffix(s.cfg.IssuerURL, "/") + "/oauth2/callback"
+}
+
+// setLoginCookie seals l into the cookie; false when no sealing key is loaded.
+func (s *Server) setLoginCookie(w http.ResponseWriter, l login, now time.Time) bool {
+	value, err := s.keys.sealer().Seal(seal.PurposeLogin, l, now, now.Add(loginLifetime))
+	if err != nil {
+		return false
+	}
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: value, Path: "/oauth2/", MaxAge: int(loginLifetime / time.Second),
+		HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+	return true
+}
+
+func (s *Server) clearLoginCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/oauth2/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+}
+
+func (s *Server) readLoginCookie(r *http.Request, now time.Time) (login, bool) {
+	var l login
+	cookies := r.CookiesNamed(loginCookie)
+	if len(cookies) != 1 {
+		return l, false
+	}
+	if err := s.keys.sealer().Open(seal.PurposeLogin, cookies[0].Value, now, &l); err != nil {
+		return l, false
+	}
+	return l, true
+}
+
+// scopeLine is one requested scope on the consent page.
+type scopeLine struct{ Name, Description string }
+
+func (s *Server) showConsent(w http.ResponseWriter, client *index.Client, l login) {
+	descriptions := s.index.ScopeDescriptions(l.Request.Audiences)
+	scopes := make([]scopeLine, 0, len(l.Request.Scope))
+	for _, sc := range l.Request.Scope {
+		scopes = append(scopes, scopeLine{sc, descriptions[sc]})
+	}
+	name := client.DisplayName
+	if name == "" {
+		name = client.Ref.Name
+	}
+	redirectHost := ""
+	if u, err := url.Parse(l.Request.RedirectURI); err == nil {
+		redirectHost = u.Host
+	}
+	s.render(w, http.StatusOK, "consent.html", l.Request.RedirectURI, map[string]any{
+		"Title": "Install " + name, "AppName": name, "Publisher": client.Ref.Namespace, "RedirectHost": redirectHost,
+		"User": l.User.Name, "Scopes": scopes, "Workspaces": l.Workspaces, "CSRF": l.CSRF, "Action": "/oauth2/consent",
+	})
+}
+
+func (s *Server) showError(w http.ResponseWriter, e pageError) {
+	s.render(w, e.status, "error.html", "", map[string]any{"Title": e.title, "Message": e.message})
+}
+
+// render writes a page with the security headers every page carries. formTarget is
+// where the page's form may end up (the consent form redirects to the app), so
+// that form-action allows it and nothing else.
+func (s *Server) render(w http.ResponseWriter, status int, page, formTarget string, data map[string]any) {
+	formAction := "'self'"
+	if u, err := url.Parse(formTarget); err == nil && u.Host != "" {
+		formAction += " " + u.Scheme + "://" + u.Host
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action "+formAction+"; frame-ancestors 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if err := pages.ExecuteTemplate(w, page, data); err != nil {
+		s.log.Error(err, "rendering a page", "page", page)
+	}
+}
+
+func (s *Server) handleAsset(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "public, max-age=3600")
+	http.ServeFileFS(w, r, webFiles, "web/style.css")
+}
+
+// randomString is 256 bits of randomness, base64url: states, nonces, CSRF
+// tokens and code identifiers.
+func randomString() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}

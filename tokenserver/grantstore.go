@@ -1,0 +1,182 @@
+package tokenserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/index"
+)
+
+// grantStore reads and writes OAuthGrants on the API server. Every state change of
+// a grant's codes and refresh tokens is one write, guarded by the resourceVersion
+// read just before it (optimistic concurrency): two replicas redeeming the same code
+// or refreshing the same token cannot both succeed, without any lock or database.
+type grantStore struct {
+	client client.Client
+}
+
+// maxWriteAttempts bounds the retries of a write that lost a race with an
+// unrelated change of the same grant (another family's refresh, a status patch).
+const maxWriteAttempts = 5
+
+// errGrantGone means the grant the code or token names is gone, revoked, or now
+// belongs to another object: the answer is invalid_grant.
+var errGrantGone = errors.New("the app's grant in this workspace is gone or revoked")
+
+// approve records that u installed client into workspace with scopes and
+// audiences: at most one create or one update (two writes when a grant of a
+// deleted client of the same client_id is still there: delete, then create).
+func (gs *grantStore) approve(ctx context.Context, workspace string, c *index.Client, scopes, audiences []string, u user, now time.Time) (*latchkeyv1.OAuthGrant, error) {
+	name := latchkeyv1.GrantName(c.ClientID)
+	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
+		grant := &latchkeyv1.OAuthGrant{}
+		err := gs.client.Get(ctx, client.ObjectKey{Namespace: workspace, Name: name}, grant)
+		switch {
+		case apierrors.IsNotFound(err):
+			grant = &latchkeyv1.OAuthGrant{
+				ObjectMeta: metav1.ObjectMeta{Namespace: workspace, Name: name},
+				Spec: latchkeyv1.OAuthGrantSpec{
+					Client: latchkeyv1.GrantClientReference{Namespace: c.Ref.Namespace, Name: c.Ref.Name, ClientID: c.ClientID, UID: string(c.Ref.UID)},
+					Scopes: scopes, Audiences: audiences, GrantedBy: u.Name, GrantedAt: metav1.NewTime(now.UTC().Truncate(time.Second)),
+				},
+			}
+			err = gs.client.Create(ctx, grant)
+		case err != nil:
+			return nil, err
+		case grant.Spec.Client.UID != string(c.Ref.UID):
+			// A grant of an app deleted and created again (same client_id, another
+			// object) that the manager has not removed yet: it is not this app's.
+			err = gs.client.Delete(ctx, grant, client.Preconditions{UID: &grant.UID, ResourceVersion: &grant.ResourceVersion})
+			if err == nil || apierrors.IsNotFound(err) {
+				err = apierrors.NewConflict(latchkeyv1.GroupVersion.WithResource("oauthgrants").GroupResource(), name, errors.New("replaced"))
+			}
+		default:
+			covered := !grant.Spec.Revoked && subset(scopes, grant.Spec.Scopes) && subset(audiences, grant.Spec.Audiences)
+			if covered {
+				return grant, nil
+			}
+			grant.Spec.Scopes = union(grant.Spec.Scopes, scopes)
+			grant.Spec.Audiences = union(grant.Spec.Audiences, audiences)
+			grant.Spec.Revoked = false
+			grant.Spec.GrantedBy, grant.Spec.GrantedAt = u.Name, metav1.NewTime(now.UTC().Truncate(time.Second))
+			err = gs.client.Update(ctx, grant)
+		}
+		if err == nil {
+			return grant, nil
+		}
+		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("grant %s/%s kept changing under us", workspace, name)
+}
+
+// change reads the grant of clientUID (named name in workspace) and applies edit to
+// its status, writing the result once with the resourceVersion read. edit returns
+// false to write nothing. On a conflict it reads and decides again: edit must
+// be a pure function of the grant it is given.
+func (gs *grantStore) change(ctx context.Context, workspace, name string, clientUID string, edit func(*latchkeyv1.OAuthGrant) (bool, error)) (*latchkeyv1.OAuthGrant, error) {
+	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
+		grant := &latchkeyv1.OAuthGrant{}
+		if err := gs.client.Get(ctx, client.ObjectKey{Namespace: workspace, Name: name}, grant); apierrors.IsNotFound(err) {
+			return nil, errGrantGone
+		} else if err != nil {
+			return nil, err
+		}
+		if grant.Spec.Client.UID != clientUID || !grant.DeletionTimestamp.IsZero() {
+			return nil, errGrantGone
+		}
+		write, err := edit(grant)
+		if err != nil || !write {
+			return grant, err
+		}
+		err = gs.client.Status().Update(ctx, grant)
+		if err == nil {
+			return grant, nil
+		}
+		if apierrors.IsNotFound(err) {
+			return nil, errGrantGone
+		}
+		if !apierrors.IsConflict(err) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("grant %s/%s kept changing under us", workspace, name)
+}
+
+// shortHash is the public form of a secret identifier (a family's, a code's):
+// the first 128 bits of its SHA-256, in hex.
+func shortHash(secret []byte) string {
+	sum := sha256.Sum256(secret)
+	return hex.EncodeToString(sum[:16])
+}
+
+func tokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// dropFamily removes the family with id (or, with byCode, the one a code started)
+// and reports whether there was one.
+func dropFamily(status *latchkeyv1.OAuthGrantStatus, match func(latchkeyv1.RefreshFamily) bool) bool {
+	before := len(status.RefreshFamilies)
+	status.RefreshFamilies = slices.DeleteFunc(status.RefreshFamilies, match)
+	return len(status.RefreshFamilies) != before
+}
+
+// pruneGrantStatus forgets redeemed codes that have expired and, past the limits,
+// the least recently refreshed families and the oldest codes.
+func pruneGrantStatus(status *latchkeyv1.OAuthGrantStatus, now time.Time) {
+	status.RedeemedCodes = slices.DeleteFunc(status.RedeemedCodes, func(c latchkeyv1.RedeemedCode) bool {
+		return !now.Before(c.ExpiresAt.Time)
+	})
+	if n := len(status.RedeemedCodes) - latchkeyv1.MaxRedeemedCodes; n > 0 {
+		slices.SortFunc(status.RedeemedCodes, func(a, b latchkeyv1.RedeemedCode) int { return a.ExpiresAt.Compare(b.ExpiresAt.Time) })
+		status.RedeemedCodes = status.RedeemedCodes[n:]
+	}
+	if n := len(status.RefreshFamilies) - latchkeyv1.MaxRefreshFamilies; n > 0 {
+		slices.SortFunc(status.RefreshFamilies, func(a, b latchkeyv1.RefreshFamily) int {
+			return a.RefreshedAt.Compare(b.RefreshedAt.Time)
+		})
+		status.RefreshFamilies = status.RefreshFamilies[n:]
+	}
+}
+
+func subset(items, of []string) bool {
+	for _, i := range items {
+		if !slices.Contains(of, i) {
+			return false
+		}
+	}
+	return true
+}
+
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, v := range b {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func intersect(a, b []string) []string {
+	var out []string
+	for _, v := range a {
+		if slices.Contains(b, v) && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}

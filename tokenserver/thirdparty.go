@@ -1,0 +1,367 @@
+package tokenserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4/jwt"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/index"
+	"github.com/latchkey-dev/latchkey/internal/seal"
+)
+
+// ThirdPartyOptions turn on third-party apps: authorization_code with PKCE, the
+// consent page, refresh tokens and revocation.
+type ThirdPartyOptions struct {
+	Upstream UpstreamConfig
+	// Clientset answers SubjectAccessReviews and lists workspaces; Writer writes
+	// OAuthGrants.
+	Clientset kubernetes.Interface
+	Writer    client.Client
+	// LoadClientSecret reads the upstream client secret when Upstream has none.
+	LoadClientSecret func(context.Context) (string, error)
+}
+
+// thirdParty is the server's authorization_code side.
+type thirdParty struct {
+	upstream   *upstream
+	workspaces *workspaces
+	grants     *grantStore
+}
+
+// Lifetimes of what the authorization_code flow hands out (RFC 9700 §4.2: codes
+// live at most a minute; the login cookie a sign-in's worth).
+const (
+	codeLifetime  = 60 * time.Second
+	loginLifetime = 10 * time.Minute
+)
+
+// EnableThirdPartyApps starts discovering the upstream provider and serves the
+// authorization_code flow.
+func (s *Server) EnableThirdPartyApps(ctx context.Context, o ThirdPartyOptions) error {
+	up, err := newUpstream(o.Upstream, s.log.WithName("upstream"))
+	if err != nil {
+		return err
+	}
+	up.loadSecret = o.LoadClientSecret
+	s.thirdParty = &thirdParty{upstream: up, workspaces: &workspaces{clientset: o.Clientset}, grants: &grantStore{client: o.Writer}}
+	go up.discover(ctx)
+	if err := s.renderMetadata(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// authCode is what an authorization code carries, sealed: the code is its own
+// record, so issuing one writes nothing. Redeeming it writes its ID into the
+// grant (once, across replicas).
+type authCode struct {
+	ID           string   `json:"id"`
+	ClientID     string   `json:"cid"`
+	ClientUID    string   `json:"cuid"`
+	RedirectURI  string   `json:"ru"`
+	RedirectSent bool     `json:"rs,omitempty"`
+	Challenge    string   `json:"cc,omitempty"`
+	Workspace    string   `json:"ws"`
+	GrantUID     string   `json:"g"`
+	Scope        []string `json:"sc"`
+	Audiences    []string `json:"aud"`
+	User         user     `json:"u"`
+	Expires      int64    `json:"exp"`
+}
+
+var (
+	errBadCode          = &oauthError{http.StatusBadRequest, "invalid_grant", "the authorization code is invalid, expired or not this client's"}
+	errCodeReused       = &oauthError{http.StatusBadRequest, "invalid_grant", "the authorization code was already used; the tokens issued from it are revoked"}
+	errBadRefresh       = &oauthError{http.StatusBadRequest, "invalid_grant", "the refresh token is invalid, expired or revoked"}
+	errRefreshReused    = &oauthError{http.StatusBadRequest, "invalid_grant", "the refresh token was already used; every token of its family is revoked"}
+	errGrantRevoked     = &oauthError{http.StatusBadRequest, "invalid_grant", "the app is no longer installed in this workspace"}
+	errNoLongerAllowed  = &oauthError{http.StatusBadRequest, "invalid_grant", "the user who authorized the app may no longer install apps in this workspace"}
+	errThirdPartyOff    = &oauthError{http.StatusBadRequest, "unauthorized_client", "third-party apps are not enabled on this server"}
+	errGrantUnavailable = &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable", "the grant could not be read or written; retry"}
+)
+
+// authorizationCodeGrant redeems a code (RFC 6749 §4.1.3, RFC 7636 §4.6).
+type authorizationCodeGrant struct{ s *Server }
+
+func (authorizationCodeGrant) allowed(c *index.Client) bool { return c.AuthorizationCode }
+func (authorizationCodeGrant) publicClients() bool          { return true }
+
+func (g authorizationCodeGrant) issue(r *http.Request, client *index.Client, params url.Values) (tokenResponse, *oauthError) {
+	s, tp := g.s, g.s.thirdParty
+	if tp == nil {
+		return tokenResponse{}, errThirdPartyOff
+	}
+	raw := params.Get("code")
+	if raw == "" {
+		return tokenResponse{}, errInvalidRequest("code is required")
+	}
+	now := s.clock.Now()
+	var code authCode
+	if err := s.keys.sealer().Open(seal.PurposeCode, raw, now, &code); err != nil ||
+		code.ClientUID != string(client.Ref.UID) || code.ClientID != client.ClientID {
+		return tokenResponse{}, errBadCode
+	}
+	// RFC 6749 §4.1.3: redirect_uri must be identical when it was sent to authorize.
+	if sent := params.Get("redirect_uri"); (code.RedirectSent || sent != "") && sent != code.RedirectURI {
+		return tokenResponse{}, &oauthError{http.StatusBadRequest, "invalid_grant", "redirect_uri does not match the authorization request"}
+	}
+	if oerr := checkVerifier(code.Challenge, params.Get("code_verifier")); oerr != nil {
+		return tokenResponse{}, oerr
+	}
+	codeID := shortHash([]byte(code.ID))
+	familySecret := make([]byte, 16)
+	if _, err := rand.Read(familySecret); err != nil {
+		return tokenResponse{}, errGrantUnavailable
+	}
+	familyID := shortHash(familySecret)
+	refresh := refreshToken(code.Workspace, familySecret, 0)
+	var scope []string
+	reused := false
+	grant, err := tp.grants.change(r.Context(), code.Workspace, latchkeyv1.GrantName(client.ClientID), string(client.Ref.UID),
+		func(grant *latchkeyv1.OAuthGrant) (bool, error) {
+			if string(grant.UID) != code.GrantUID || grant.Spec.Revoked {
+				return false, errGrantGone
+			}
+			status := &grant.Status
+			if slices.ContainsFunc(status.RedeemedCodes, func(c latchkeyv1.RedeemedCode) bool { return c.ID == codeID }) {
+				reused = true // RFC 6749 §4.1.2: revoke what the code gave
+				return dropFamily(status, func(f latchkeyv1.RefreshFamily) bool { return f.Code == codeID }), nil
+			}
+			scope = intersect(intersect(code.Scope, grant.Spec.Scopes), client.Scopes)
+			if len(scope) == 0 {
+				return false, errGrantGone
+			}
+			stamp := metav1.NewTime(now.UTC().Truncate(time.Second))
+			status.RedeemedCodes = append(status.RedeemedCodes, latchkeyv1.RedeemedCode{ID: codeID, ExpiresAt: metav1.Unix(code.Expires+1, 0)})
+			status.RefreshFamilies = append(status.RefreshFamilies, latchkeyv1.RefreshFamily{
+				ID: familyID, Code: codeID, TokenHash: tokenHash(refresh), Subject: code.User.Name, Groups: code.User.Groups,
+				Scope: strings.Join(scope, " "), Audiences: intersect(code.Audiences, grant.Spec.Audiences), IssuedAt: stamp, RefreshedAt: stamp,
+			})
+			status.LastUsedAt = &stamp
+			pruneGrantStatus(status, now)
+			return true, nil
+		})
+	switch {
+	case errors.Is(err, errGrantGone):
+		return tokenResponse{}, errGrantRevoked
+	case err != nil:
+		s.log.Error(err, "redeeming an authorization code", "workspace", code.Workspace, "client", client.Ref.String())
+		return tokenResponse{}, errGrantUnavailable
+	case reused:
+		s.log.Info("an authorization code was presented twice; its tokens are revoked", "workspace", code.Workspace, "client", client.Ref.String())
+		return tokenResponse{}, errCodeReused
+	}
+	return s.issueForFamily(client, grant, familyID, strings.Join(scope, " "), code.User.Name, refresh)
+}
+
+// issueForFamily signs the access token of a family (and hands over its refresh
+// token, when the client may refresh).
+func (s *Server) issueForFamily(client *index.Client, grant *latchkeyv1.OAuthGrant, familyID, scope, subject, refresh string) (tokenResponse, *oauthError) {
+	var audiences jwt.Audience
+	for _, f := range grant.Status.RefreshFamilies {
+		if f.ID == familyID {
+			audiences = intersect(f.Audiences, client.Audiences)
+		}
+	}
+	if len(audiences) == 0 {
+		return tokenResponse{}, &oauthError{http.StatusBadRequest, "invalid_target", "the app may no longer get tokens for any API it was granted"}
+	}
+	token, err := s.sign(client, scope, audiences, &grantClaims{
+		subject: subject, workspace: grant.Namespace, grantUID: string(grant.UID), family: familyID,
+	})
+	if err != nil {
+		s.log.Error(err, "signing an access token")
+		return tokenResponse{}, errSigning
+	}
+	resp := tokenResponse{AccessToken: token, TokenType: "Bearer", ExpiresIn: int64(client.TTL / time.Second), Scope: scope}
+	if client.RefreshToken {
+		resp.RefreshToken = refresh
+	}
+	return resp, nil
+}
+
+// checkVerifier applies PKCE (RFC 7636 §4.6, S256 only). A verifier sent for a code
+// issued without a challenge is refused too (RFC 9700 §2.1.1: a downgrade).
+func checkVerifier(challenge, verifier string) *oauthError {
+	switch {
+	case challenge == "" && verifier == "":
+		return nil
+	case challenge == "":
+		return &oauthError{http.StatusBadRequest, "invalid_grant", "code_verifier sent for a code issued without code_challenge"}
+	case verifier == "":
+		return errInvalidRequest("code_verifier is required")
+	case !pkceValue(verifier):
+		return errInvalidRequest("code_verifier must be 43 to 128 characters of [A-Za-z0-9-._~]")
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	if subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(challenge)) != 1 {
+		return &oauthError{http.StatusBadRequest, "invalid_grant", "code_verifier does not match code_challenge"}
+	}
+	return nil
+}
+
+// pkceValue reports whether v is a valid code_verifier or S256 code_challenge
+// (RFC 7636 §4.1: 43-128 unreserved characters).
+func pkceValue(v string) bool {
+	if len(v) < 43 || len(v) > 128 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	return true
+}
+
+// Refresh tokens are "lkrt.<workspace>.<base64url(family secret | generation | random)>".
+// The workspace and the authenticated client name the grant; the family secret,
+// which only refresh tokens hold (status keeps its hash), names the family; the
+// generation tells a replayed token from the current one.
+const refreshPrefix = "lkrt."
+
+func refreshToken(workspace string, familySecret []byte, generation int64) string {
+	raw := make([]byte, 0, 40)
+	raw = append(raw, familySecret...)
+	raw = binary.BigEndian.AppendUint64(raw, uint64(generation))
+	random := make([]byte, 16)
+	_, _ = rand.Read(random)
+	raw = append(raw, random...)
+	return refreshPrefix + workspace + "." + base64.RawURLEncoding.EncodeToString(raw)
+}
+
+// parseRefreshToken returns the workspace, family secret and generation of a
+// well-formed refresh token.
+func parseRefreshToken(token string) (workspace string, familySecret []byte, generation int64, ok bool) {
+	rest, found := strings.CutPrefix(token, refreshPrefix)
+	if !found || len(token) > 256 {
+		return "", nil, 0, false
+	}
+	workspace, body, found := strings.Cut(rest, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(body)
+	if !found || err != nil || len(raw) != 40 || workspace == "" || len(workspace) > 63 {
+		return "", nil, 0, false
+	}
+	gen := binary.BigEndian.Uint64(raw[16:24])
+	if gen > 1<<62 {
+		return "", nil, 0, false
+	}
+	return workspace, raw[:16], int64(gen), true
+}
+
+// refreshTokenGrant rotates a refresh token (RFC 6749 §6, RFC 9700 §4.14.2): each
+// use replaces it, in one write; a replaced token presented again kills its family.
+type refreshTokenGrant struct{ s *Server }
+
+func (refreshTokenGrant) allowed(c *index.Client) bool { return c.RefreshToken }
+func (refreshTokenGrant) publicClients() bool          { return true }
+
+func (g refreshTokenGrant) issue(r *http.Request, client *index.Client, params url.Values) (tokenResponse, *oauthError) {
+	s, tp := g.s, g.s.thirdParty
+	if tp == nil {
+		return tokenResponse{}, errThirdPartyOff
+	}
+	presented := params.Get("refresh_token")
+	if presented == "" {
+		return tokenResponse{}, errInvalidRequest("refresh_token is required")
+	}
+	workspace, familySecret, generation, ok := parseRefreshToken(presented)
+	if !ok {
+		return tokenResponse{}, errBadRefresh
+	}
+	var requested []string
+	if scope := params.Get("scope"); scope != "" {
+		if requested, ok = parseScope(scope); !ok {
+			return tokenResponse{}, &oauthError{http.StatusBadRequest, "invalid_scope", "scope must be scope tokens of printable ASCII separated by spaces"}
+		}
+	}
+	familyID, now := shortHash(familySecret), s.clock.Now()
+	next := refreshToken(workspace, familySecret, generation+1)
+	var family latchkeyv1.RefreshFamily
+	var refusal *oauthError
+	grant, err := tp.grants.change(r.Context(), workspace, latchkeyv1.GrantName(client.ClientID), string(client.Ref.UID),
+		func(grant *latchkeyv1.OAuthGrant) (bool, error) {
+			if grant.Spec.Revoked {
+				return false, errGrantGone
+			}
+			status := &grant.Status
+			i := slices.IndexFunc(status.RefreshFamilies, func(f latchkeyv1.RefreshFamily) bool { return f.ID == familyID })
+			if i < 0 {
+				refusal = errBadRefresh
+				return false, nil
+			}
+			f := &status.RefreshFamilies[i]
+			if generation < f.Generation {
+				refusal = errRefreshReused
+				return dropFamily(status, func(f latchkeyv1.RefreshFamily) bool { return f.ID == familyID }), nil
+			}
+			if generation != f.Generation || subtle.ConstantTimeCompare([]byte(tokenHash(presented)), []byte(f.TokenHash)) != 1 {
+				refusal = errBadRefresh
+				return false, nil
+			}
+			if !subset(requested, strings.Fields(f.Scope)) {
+				refusal = &oauthError{http.StatusBadRequest, "invalid_scope", "a refresh may only narrow the scope"}
+				return false, nil
+			}
+			// RBAC is asked again: a user who lost access stops renewing the app.
+			u := user{Name: f.Subject, Groups: f.Groups}
+			if allowed, err := tp.stillMayInstall(r.Context(), u, workspace); err != nil {
+				return false, err
+			} else if !allowed {
+				refusal = errNoLongerAllowed
+				return false, nil
+			}
+			stamp := metav1.NewTime(now.UTC().Truncate(time.Second))
+			f.Generation++
+			f.TokenHash, f.RefreshedAt = tokenHash(next), stamp
+			status.LastUsedAt = &stamp
+			family = *f
+			return true, nil
+		})
+	switch {
+	case errors.Is(err, errGrantGone):
+		return tokenResponse{}, errBadRefresh
+	case err != nil:
+		s.log.Error(err, "refreshing", "workspace", workspace, "client", client.Ref.String())
+		return tokenResponse{}, errGrantUnavailable
+	case refusal == errRefreshReused:
+		s.log.Info("a replaced refresh token was presented; its family is revoked", "workspace", workspace, "client", client.Ref.String(), "family", familyID)
+		return tokenResponse{}, refusal
+	case refusal != nil:
+		return tokenResponse{}, refusal
+	}
+	scope := strings.Fields(family.Scope)
+	if len(requested) > 0 {
+		scope = requested
+	}
+	scope = intersect(intersect(scope, grant.Spec.Scopes), client.Scopes)
+	if len(scope) == 0 {
+		return tokenResponse{}, &oauthError{http.StatusBadRequest, "invalid_scope", "the app no longer has any of these scopes"}
+	}
+	return s.issueForFamily(client, grant, familyID, strings.Join(scope, " "), family.Subject, next)
+}
+
+// stillMayInstall: the namespace is still a workspace and RBAC still lets u
+// install apps in it.
+func (tp *thirdParty) stillMayInstall(ctx context.Context, u user, workspace string) (bool, error) {
+	if ok, err := tp.workspaces.isWorkspace(ctx, workspace); err != nil || !ok {
+		return false, client.IgnoreNotFound(err)
+	}
+	return tp.workspaces.mayInstall(ctx, u, workspace)
+}

@@ -1,0 +1,220 @@
+package tokenserver
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-logr/logr"
+	"golang.org/x/oauth2"
+)
+
+// UpstreamConfig names the one OpenID Connect provider users sign in at. Its claim
+// mapping mirrors kube-apiserver's OIDC authenticator flags, so that a person gets
+// the same user name and groups here as in RBAC, where the SubjectAccessReview
+// deciding their workspaces is answered.
+type UpstreamConfig struct {
+	IssuerURL    string
+	ClientID     string
+	ClientSecret string
+	// UsernameClaim (default "sub") and UsernamePrefix: as --oidc-username-claim
+	// and --oidc-username-prefix. An unset prefix means "<issuer>#" unless the claim
+	// is "email"; "-" means none.
+	UsernameClaim, UsernamePrefix string
+	// GroupsClaim (none by default) and GroupsPrefix: as --oidc-groups-claim and
+	// --oidc-groups-prefix.
+	GroupsClaim, GroupsPrefix string
+	// CAFile is an extra CA bundle for the provider's TLS certificate.
+	CAFile string
+	// Scopes requested besides openid (default profile, email).
+	Scopes []string
+}
+
+// upstream signs users in at the provider. It is usable once discovery has
+// succeeded; until then sign-in answers an error page (the provider may start
+// after the token server).
+type upstream struct {
+	cfg UpstreamConfig
+	// loadSecret reads the client secret (from its Secret) before discovery.
+	loadSecret func(context.Context) (string, error)
+	client     *http.Client
+	provider   atomic.Pointer[oidc.Provider]
+	log        logr.Logger
+}
+
+func newUpstream(cfg UpstreamConfig, log logr.Logger) (*upstream, error) {
+	if cfg.UsernameClaim == "" {
+		cfg.UsernameClaim = "sub"
+	}
+	if cfg.UsernamePrefix == "" && cfg.UsernameClaim != "email" {
+		cfg.UsernamePrefix = cfg.IssuerURL + "#"
+	}
+	if cfg.UsernamePrefix == "-" {
+		cfg.UsernamePrefix = ""
+	}
+	if len(cfg.Scopes) == 0 {
+		cfg.Scopes = []string{"profile", "email"}
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the upstream CA file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("the upstream CA file %s holds no PEM certificate", cfg.CAFile)
+		}
+		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &upstream{cfg: cfg, client: &http.Client{Transport: transport, Timeout: 10 * time.Second}, log: log}, nil
+}
+
+// discover reads the client secret and fetches the provider's metadata until both
+// succeed or ctx ends.
+func (u *upstream) discover(ctx context.Context) {
+	delay := 200 * time.Millisecond
+	for {
+		var p *oidc.Provider
+		var err error
+		if u.cfg.ClientSecret == "" && u.loadSecret != nil {
+			u.cfg.ClientSecret, err = u.loadSecret(ctx)
+		}
+		if err == nil {
+			p, err = oidc.NewProvider(oidc.ClientContext(ctx, u.client), u.cfg.IssuerURL)
+		}
+		if err == nil {
+			u.provider.Store(p)
+			u.log.Info("upstream OpenID provider discovered", "issuer", u.cfg.IssuerURL)
+			return
+		}
+		u.log.Error(err, "setting up the upstream OpenID provider; retrying", "issuer", u.cfg.IssuerURL)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+var errUpstreamUnavailable = errors.New("the sign-in provider is not reachable yet")
+
+func (u *upstream) oauth2Config(redirectURL string) (*oauth2.Config, *oidc.Provider, error) {
+	p := u.provider.Load()
+	if p == nil {
+		return nil, nil, errUpstreamUnavailable
+	}
+	return &oauth2.Config{
+		ClientID: u.cfg.ClientID, ClientSecret: u.cfg.ClientSecret, RedirectURL: redirectURL,
+		Endpoint: p.Endpoint(), Scopes: append([]string{oidc.ScopeOpenID}, u.cfg.Scopes...),
+	}, p, nil
+}
+
+// authCodeURL is where the browser goes to sign in, with state, nonce and PKCE.
+func (u *upstream) authCodeURL(redirectURL, state, nonce, verifier string) (string, error) {
+	cfg, _, err := u.oauth2Config(redirectURL)
+	if err != nil {
+		return "", err
+	}
+	return cfg.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)), nil
+}
+
+// user is who signed in, named as RBAC names them.
+type user struct {
+	Name   string   `json:"n"`
+	Groups []string `json:"g,omitempty"`
+}
+
+// exchange redeems the provider's code, verifies the ID token (signature,
+// issuer, audience, expiry, nonce) and maps its claims, completed from the
+// userinfo endpoint when the ID token lacks one the mapping needs.
+func (u *upstream) exchange(ctx context.Context, redirectURL, code, verifier, nonce string) (user, error) {
+	cfg, p, err := u.oauth2Config(redirectURL)
+	if err != nil {
+		return user{}, err
+	}
+	ctx = oidc.ClientContext(ctx, u.client)
+	token, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		return user{}, fmt.Errorf("redeeming the provider's code: %w", err)
+	}
+	rawID, _ := token.Extra("id_token").(string)
+	if rawID == "" {
+		return user{}, errors.New("the provider returned no ID token")
+	}
+	idToken, err := p.Verifier(&oidc.Config{ClientID: u.cfg.ClientID}).Verify(ctx, rawID)
+	if err != nil {
+		return user{}, fmt.Errorf("verifying the ID token: %w", err)
+	}
+	if idToken.Nonce != nonce {
+		return user{}, errors.New("the ID token's nonce does not match the sign-in")
+	}
+	claims := map[string]any{}
+	if err := idToken.Claims(&claims); err != nil {
+		return user{}, err
+	}
+	_, hasName := claims[u.cfg.UsernameClaim]
+	_, hasGroups := claims[u.cfg.GroupsClaim]
+	if !hasName || (u.cfg.GroupsClaim != "" && !hasGroups) {
+		info, err := p.UserInfo(ctx, oauth2.StaticTokenSource(token))
+		if err != nil {
+			return user{}, fmt.Errorf("reading userinfo: %w", err)
+		}
+		extra := map[string]any{}
+		if err := info.Claims(&extra); err != nil {
+			return user{}, err
+		}
+		if extra["sub"] != claims["sub"] {
+			return user{}, errors.New("userinfo names another subject than the ID token")
+		}
+		for k, v := range extra {
+			if _, ok := claims[k]; !ok {
+				claims[k] = v
+			}
+		}
+	}
+	return u.mapClaims(claims)
+}
+
+// mapClaims applies the username and groups claims and prefixes as kube-apiserver
+// does: an email user name is refused when email_verified is false.
+func (u *upstream) mapClaims(claims map[string]any) (user, error) {
+	name, _ := claims[u.cfg.UsernameClaim].(string)
+	if name == "" {
+		return user{}, fmt.Errorf("the provider's token has no %q claim", u.cfg.UsernameClaim)
+	}
+	if u.cfg.UsernameClaim == "email" {
+		if verified, ok := claims["email_verified"].(bool); ok && !verified {
+			return user{}, errors.New("the provider says the email address is not verified")
+		}
+	}
+	out := user{Name: u.cfg.UsernamePrefix + name}
+	if strings.HasPrefix(out.Name, "system:") {
+		return user{}, errors.New("user names beginning with system: are reserved by Kubernetes")
+	}
+	if u.cfg.GroupsClaim != "" {
+		switch g := claims[u.cfg.GroupsClaim].(type) {
+		case string:
+			out.Groups = []string{u.cfg.GroupsPrefix + g}
+		case []any:
+			for _, v := range g {
+				if s, ok := v.(string); ok {
+					out.Groups = append(out.Groups, u.cfg.GroupsPrefix+s)
+				}
+			}
+		}
+	}
+	return out, nil
+}
