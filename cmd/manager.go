@@ -44,6 +44,7 @@ type managerFlags struct {
 	namespaces             []string
 	signingAlgorithms      string
 	signingKeyRotation     time.Duration
+	sealingKeyRotation     time.Duration
 	concurrency            int
 	kubeAPIQPS             float64
 	kubeAPIBurst           int
@@ -72,6 +73,7 @@ func runManager(args []string) error {
 	fs.StringVar(&f.issuanceKeySecret, "issuance-key-secret", "latchkey-issuance-key", "name of the Secret, in --namespace, that holds the issuance key: it proves which credentials in tenants' Secrets the manager wrote, and derives client_ids")
 	fs.StringVar(&f.signingAlgorithms, "signing-algorithms", signingkeys.RS256, "comma-separated algorithms to keep signing keys for: RS256, ES256, EdDSA")
 	fs.DurationVar(&f.signingKeyRotation, "signing-key-rotation", 30*24*time.Hour, "how long each signing key signs before the next one takes over")
+	fs.DurationVar(&f.sealingKeyRotation, "sealing-key-rotation", signingkeys.DefaultSealingRotation, "how long each sealing key (login cookies, authorization codes; kept in the signing-key Secret) seals before the next one takes over")
 	fs.IntVar(&f.concurrency, "concurrency", 8, "reconciles run in parallel per kind")
 	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", -1, "client-side QPS limit towards the API server; negative (the default) means none, as in controller-runtime: the API server's priority and fairness paces the manager")
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 400, "client-side burst towards the API server, with --kube-api-qps")
@@ -121,6 +123,7 @@ func runManager(args []string) error {
 			Policy: signingkeys.Policy{
 				Algorithms:       algorithms,
 				RotationInterval: f.signingKeyRotation,
+				SealingRotation:  f.sealingKeyRotation,
 				MaxTokenLifetime: latchkeyv1.MaxAccessTokenTTL,
 			},
 		},

@@ -90,6 +90,10 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 	if err := oauthClients.SetupWithManager(mgr, "oauthclient", o.Controller); err != nil {
 		return fmt.Errorf("setting up the OAuthClient controller: %w", err)
 	}
+	grants := &OAuthGrantReconciler{Client: c, Recorder: recorder}
+	if err := grants.SetupWithManager(mgr, o.Controller); err != nil {
+		return fmt.Errorf("setting up the OAuthGrant controller: %w", err)
+	}
 	if o.SigningKeys == nil {
 		return nil
 	}
