@@ -49,12 +49,22 @@ CADDY_VERSION ?= v2.11.9
 caddy: ## Build Caddy from its Go module into bin/caddy/<version> (once): the proxy of the e2e suite's edge specs.
 	CADDY_VERSION=$(CADDY_VERSION) hack/caddy.sh
 
+OIDC_PROVIDER_VERSION ?= v3.51.17
+
+.PHONY: oidc-provider
+oidc-provider: ## Build the example OpenID Provider of github.com/zitadel/oidc/v3 into bin/oidc-provider/<version> (once): the upstream IdP of the sign-in specs.
+	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) hack/oidc-provider.sh
+
+.PHONY: chromium
+chromium: ## Ensure a headless Chromium for the browser specs (installs Debian's chromium package when CI=true; fails loudly otherwise).
+	hack/chromium.sh
+
 .PHONY: test
 test: verify-generated vet test-envtest test-e2e test-chaos ## Everything: unit tests, envtest suites, the end-to-end suite, then the chaos suite.
 
 .PHONY: test-envtest
-test-envtest: envtest ## The unit tests and the envtest suites against a real API server.
-	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
+test-envtest: envtest oidc-provider ## The unit tests and the envtest suites against a real API server (and a real upstream OpenID Provider).
+	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
 
 .PHONY: test-e2e
 test-e2e: build envtest caddy ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy.
@@ -67,7 +77,7 @@ test-chaos: build envtest ## The fault suite: kube-apiserver and etcd restarted 
 REPEAT ?= 5
 
 .PHONY: repeat-tests
-repeat-tests: build envtest caddy ## Run the envtest, e2e and chaos suites REPEAT times (default 5) from a clean test cache; stops at the first failure.
+repeat-tests: build envtest caddy oidc-provider ## Run the envtest, e2e and chaos suites REPEAT times (default 5) from a clean test cache; stops at the first failure.
 	hack/repeat-tests.sh $(REPEAT)
 
 .PHONY: bench

@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -131,15 +132,15 @@ func (s *Server) parseAuthorizeRequest(r *http.Request) (pendingRequest, *pageEr
 		return req, &pageError{http.StatusBadRequest, "Invalid redirect", "The app registered several redirect URIs, so the request must name one (redirect_uri)."}, nil
 	}
 	// From here on, errors go back to the app, with its state if there is one.
+	if state := q["state"]; len(state) == 1 && len(state[0]) <= maxStateLength {
+		req.State = state[0]
+	} else if len(state) > 0 {
+		return req, nil, &redirectError{"invalid_request", "state must be sent once, at most 1024 characters"}
+	}
 	for name, values := range q {
 		if len(values) > 1 && name != "resource" {
 			return req, nil, &redirectError{"invalid_request", "parameter " + name + " is repeated"}
 		}
-	}
-	req.State = q.Get("state")
-	if len(req.State) > maxStateLength {
-		req.State = ""
-		return req, nil, &redirectError{"invalid_request", "state is too long"}
 	}
 	switch rt := q.Get("response_type"); rt {
 	case "code":
@@ -183,31 +184,35 @@ func (s *Server) parseAuthorizeRequest(r *http.Request) (pendingRequest, *pageEr
 }
 
 // redirectRegistered compares a redirect URI exactly with the registered ones
-// (RFC 9700 §2.1), except that the port of a loopback IP literal may vary
-// (RFC 8252 §7.3): native apps listen on whatever port is free.
+// (RFC 9700 §2.1), character for character, except that the port of a loopback IP
+// literal may vary (RFC 8252 §7.3): native apps listen on whatever port is free.
 func redirectRegistered(registered []string, sent string) bool {
 	if slices.Contains(registered, sent) {
 		return true
 	}
-	u, err := url.Parse(sent)
-	if err != nil || u.Scheme != "http" || (u.Hostname() != "127.0.0.1" && u.Hostname() != "::1") {
+	sentRest, ok := withoutLoopbackPort(sent)
+	if !ok {
 		return false
 	}
 	for _, reg := range registered {
-		ru, err := url.Parse(reg)
-		if err != nil || ru.Scheme != "http" || ru.Hostname() != u.Hostname() {
-			continue
-		}
-		// Same URI but for the port.
-		ru.Host, u.Host = ru.Hostname(), u.Hostname()
-		if strings.Contains(ru.Hostname(), ":") {
-			ru.Host, u.Host = "["+ru.Host+"]", "["+u.Host+"]"
-		}
-		if ru.String() == u.String() && u.User == nil && u.Fragment == "" {
+		if regRest, ok := withoutLoopbackPort(reg); ok && regRest == sentRest {
 			return true
 		}
 	}
 	return false
+}
+
+// loopbackRedirect is an http redirect URI on a loopback IP literal, exactly as
+// registered (lower-case scheme, no user information).
+var loopbackRedirect = regexp.MustCompile(`^http://(127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?([/?][^#]*)?$`)
+
+// withoutLoopbackPort returns a loopback redirect URI without its port.
+func withoutLoopbackPort(uri string) (string, bool) {
+	m := loopbackRedirect.FindStringSubmatch(uri)
+	if m == nil {
+		return "", false
+	}
+	return "http://" + m[1] + m[3], true
 }
 
 // handleCallback is where the upstream provider sends the browser back.

@@ -45,9 +45,9 @@ func (s *Server) readParams(w http.ResponseWriter, r *http.Request, repeatable .
 	return params, nil
 }
 
-// jsonParams reads a JSON object whose values are strings (or, for a repeatable
-// parameter, arrays of strings) into parameters. A key given twice counts as
-// repeated, exactly as in a form.
+// jsonParams reads a JSON object whose values are strings into parameters. A key
+// given twice counts as repeated, exactly as in a form; a value of another type
+// (number, array, object, null) is refused.
 func jsonParams(body []byte) (url.Values, *oauthError) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
@@ -64,20 +64,11 @@ func jsonParams(body []byte) (url.Values, *oauthError) {
 		if err := dec.Decode(&value); err != nil {
 			return nil, errInvalidRequest("the JSON body is malformed")
 		}
-		switch v := value.(type) {
-		case string:
-			params.Add(name, v)
-		case []any:
-			for _, item := range v {
-				str, ok := item.(string)
-				if !ok {
-					return nil, errInvalidRequest("parameter %s must be a string", name)
-				}
-				params.Add(name, str)
-			}
-		default:
+		str, ok := value.(string)
+		if !ok {
 			return nil, errInvalidRequest("parameter %s must be a string", name)
 		}
+		params.Add(name, str)
 	}
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
 		return nil, errInvalidRequest("the JSON body is malformed")

@@ -363,5 +363,6 @@ func (tp *thirdParty) stillMayInstall(ctx context.Context, u user, workspace str
 	if ok, err := tp.workspaces.isWorkspace(ctx, workspace); err != nil || !ok {
 		return false, client.IgnoreNotFound(err)
 	}
-	return tp.workspaces.mayInstall(ctx, u, workspace)
+	ok, err := tp.workspaces.mayInstall(ctx, u, workspace)
+	return ok, err
 }

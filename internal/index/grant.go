@@ -169,7 +169,10 @@ func (x *Index) ScopeDescriptions(audiences []string) map[string]string {
 	defer x.mu.RUnlock()
 	out := map[string]string{}
 	for _, aud := range audiences {
-		if api, ok := x.apis.served[aud]; ok {
+		for _, api := range x.apis.served {
+			if api.Identifier != aud {
+				continue
+			}
 			for scope, description := range api.Catalogue {
 				if _, seen := out[scope]; !seen {
 					out[scope] = description

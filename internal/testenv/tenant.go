@@ -37,7 +37,7 @@ func (e *Env) InstallTenantRoles(ctx context.Context, admin client.Client) error
 		return err
 	}
 	for _, name := range []string{"apikey_editor_role", "apikey_viewer_role", "oauthclient_editor_role", "oauthclient_viewer_role",
-		"api_editor_role", "api_viewer_role"} {
+		"api_editor_role", "api_viewer_role", "oauthgrant_editor_role", "oauthgrant_viewer_role"} {
 		if err := applyClusterRoles(ctx, admin, filepath.Join(root, "config", "rbac", name+".yaml")); err != nil {
 			return err
 		}
