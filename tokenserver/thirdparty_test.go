@@ -200,8 +200,9 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		Expect(claims).To(HaveKeyWithValue("scope", "leads:read"))
 		Expect(claims).To(HaveKeyWithValue("latchkey.dev/workspace", wsA))
 		Expect(claims).To(HaveKeyWithValue("latchkey.dev/grant_uid", string(grant.UID)))
-		intro := ts.introspect(rs, token.AccessToken)
-		Expect(intro).To(HaveKeyWithValue("active", true))
+		// The family reaches introspection through the watch, a few milliseconds after the write.
+		var intro map[string]any
+		Eventually(func() any { intro = ts.introspect(rs, token.AccessToken); return intro["active"] }).Should(BeTrue())
 		Expect(intro).To(HaveKeyWithValue("namespace", wsA))
 		Eventually(func() []metav1.Condition {
 			Expect(k8s.Get(ctx, client.ObjectKeyFromObject(grant), grant)).To(Succeed())
@@ -273,7 +274,7 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		next := second.JSON()
 		Expect(next["refresh_token"]).NotTo(Equal(first.RefreshToken))
 		expectOAuthError(refresh(next["refresh_token"].(string), url.Values{"scope": {"leads:write"}}), 400, "invalid_scope")
-		Expect(ts.active(rs, next["access_token"].(string))).To(BeTrue())
+		Eventually(func() bool { return ts.active(rs, next["access_token"].(string)) }).Should(BeTrue())
 
 		expectOAuthError(refresh(first.RefreshToken, nil), 400, "invalid_grant") // replayed: the family dies
 		within(time.Second, "the family's tokens die", func() bool { return !ts.active(rs, next["access_token"].(string)) })
@@ -448,7 +449,7 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		token, err := cfg.Exchange(ctx, loc.Query().Get("code"), oauth2.VerifierOption(verifier))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(ts.active(rs, token.AccessToken)).To(BeTrue())
+		Eventually(func() bool { return ts.active(rs, token.AccessToken) }).Should(BeTrue(), "accepted once the watch delivers the new family")
 		// The same app may not skip PKCE at authorize.
 		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		r, err := noFollow.Get(ts.URL + "/oauth2/authorize?" + url.Values{"client_id": {publicApp.ClientID}, "response_type": {"code"}, "redirect_uri": {redirect}}.Encode())
@@ -496,12 +497,48 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		Expect(resp.JSON()["error_description"]).To(ContainSubstring("may no longer install apps"))
 	})
 
+	It("attacker: a tenant with edit in its own workspace cannot forge refresh families, repoint a grant, or touch another workspace's grants", func() {
+		ctx := context.Background()
+		mine := newWorkspace()
+		mallory, err := env.NewTenant(ctx, k8s, scheme, "mallory", mine)
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() error { // the aggregated edit role covers oauthgrants
+			return mallory.Client.List(ctx, &latchkeyv1.OAuthGrantList{}, client.InNamespace(mine))
+		}).Should(Succeed())
+		// Its own grant for the victim's app: it may install apps in its workspace...
+		grant := &latchkeyv1.OAuthGrant{
+			ObjectMeta: metav1.ObjectMeta{Namespace: mine, Name: latchkeyv1.GrantName(app.ClientID)},
+			Spec: latchkeyv1.OAuthGrantSpec{
+				Client: latchkeyv1.GrantClientReference{Namespace: publisher, Name: "crm", ClientID: app.ClientID, UID: string(app.Object.UID)},
+				Scopes: []string{"leads:read"}, Audiences: []string{apiID}, GrantedBy: "mallory", GrantedAt: metav1.Now(),
+			},
+		}
+		Expect(mallory.Client.Create(ctx, grant)).To(Succeed())
+		// ...but cannot write the status that holds refresh families and redeemed codes,
+		forged := grant.DeepCopy()
+		forged.Status.RefreshFamilies = []latchkeyv1.RefreshFamily{{ID: strings.Repeat("a", 32), Code: strings.Repeat("b", 32),
+			TokenHash: "sha256:" + strings.Repeat("c", 64), Subject: "alice", Scope: "leads:read", Audiences: []string{apiID}}}
+		Expect(apierrors.IsForbidden(mallory.Client.Status().Update(ctx, forged))).To(BeTrue(), "oauthgrants/status is the token server's")
+		// cannot repoint the grant at another app,
+		repointed := &latchkeyv1.OAuthGrant{}
+		Expect(mallory.Client.Get(ctx, client.ObjectKeyFromObject(grant), repointed)).To(Succeed())
+		repointed.Spec.Client.UID = string(publicApp.Object.UID)
+		err = mallory.Client.Update(ctx, repointed)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "spec.client is immutable: %v", err)
+		// and cannot read, revoke or create grants in a workspace it has no rights in.
+		Expect(apierrors.IsForbidden(mallory.Client.List(ctx, &latchkeyv1.OAuthGrantList{}, client.InNamespace(wsA)))).To(BeTrue())
+		intruder := grant.DeepCopy()
+		intruder.Namespace, intruder.ResourceVersion = wsB, ""
+		Expect(apierrors.IsForbidden(mallory.Client.Create(ctx, intruder))).To(BeTrue())
+		Expect(apierrors.IsForbidden(mallory.Client.Delete(ctx, &latchkeyv1.OAuthGrant{ObjectMeta: metav1.ObjectMeta{Namespace: wsA, Name: latchkeyv1.GrantName(app.ClientID)}}))).To(BeTrue())
+	})
+
 	It("uninstalls at once: deleting the grant ends its tokens; the manager removes the grants of a deleted client", func() {
 		ctx := context.Background()
 		verifier := oauth2.GenerateVerifier()
 		token, err := oauthConfig(app).Exchange(ctx, approve(wsA, verifier).Get("code"), oauth2.VerifierOption(verifier))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(ts.active(rs, token.AccessToken)).To(BeTrue())
+		Eventually(func() bool { return ts.active(rs, token.AccessToken) }).Should(BeTrue(), "accepted once the watch delivers the new family")
 		Expect(k8s.Delete(ctx, &latchkeyv1.OAuthGrant{ObjectMeta: metav1.ObjectMeta{Namespace: wsA, Name: latchkeyv1.GrantName(app.ClientID)}})).To(Succeed())
 		within(time.Second, "the uninstalled app's token dies", func() bool { return !ts.active(rs, token.AccessToken) })
 
