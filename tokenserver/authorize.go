@@ -252,7 +252,8 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A grant that already covers the request skips the page, when it leaves no
-	// choice: exactly one of the user's workspaces has one.
+	// choice: exactly one of the user's workspaces has one. The index proposes, the
+	// API server confirms (a grant just deleted may still be in the index).
 	var covered []string
 	for _, ws := range allowed {
 		if g, ok := s.index.GrantIn(ws, client.ClientID); ok && g.Covers(client.Ref.UID, l.Request.Scope, l.Request.Audiences) {
@@ -260,10 +261,12 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(covered) == 1 {
-		g, _ := s.index.GrantIn(covered[0], client.ClientID)
-		s.clearLoginCookie(w)
-		s.finish(w, r, l.Request, covered[0], string(g.Ref.UID), u, http.StatusFound)
-		return
+		if grant, err := tp.grants.get(r.Context(), covered[0], client.ClientID); err == nil && grant.Spec.Client.UID == string(client.Ref.UID) &&
+			!grant.Spec.Revoked && subset(l.Request.Scope, grant.Spec.Scopes) && subset(l.Request.Audiences, grant.Spec.Audiences) {
+			s.clearLoginCookie(w)
+			s.finish(w, r, l.Request, covered[0], string(grant.UID), u, http.StatusFound)
+			return
+		}
 	}
 	l.State, l.Nonce, l.Verifier = "", "", ""
 	l.User, l.Workspaces, l.CSRF = &u, allowed, randomString()
@@ -331,9 +334,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, req pendingReque
 	now := s.clock.Now()
 	expires := now.Add(codeLifetime)
 	code, err := s.keys.sealer().Seal(seal.PurposeCode, authCode{
-		ID: randomString(), ClientID: req.ClientID, ClientUID: req.ClientUID, RedirectURI: req.RedirectURI,
-		RedirectSent: req.RedirectSent, Challenge: req.Challenge, Workspace: workspace, GrantUID: grantUID,
-		Scope: req.Scope, Audiences: req.Audiences, User: u, Expires: expires.Unix(),
+		Request: req, ID: randomString(), Workspace: workspace, GrantUID: grantUID, User: u, Expires: expires.Unix(),
 	}, now, expires)
 	if err != nil {
 		s.redirectToApp(w, r, req, url.Values{"error": {"temporarily_unavailable"}}, status)

@@ -81,6 +81,13 @@ func (gs *grantStore) approve(ctx context.Context, workspace string, c *index.Cl
 	return nil, fmt.Errorf("grant %s/%s kept changing under us", workspace, name)
 }
 
+// get reads the grant of the app with clientID in workspace from the API server.
+func (gs *grantStore) get(ctx context.Context, workspace, clientID string) (*latchkeyv1.OAuthGrant, error) {
+	grant := &latchkeyv1.OAuthGrant{}
+	err := gs.client.Get(ctx, client.ObjectKey{Namespace: workspace, Name: latchkeyv1.GrantName(clientID)}, grant)
+	return grant, err
+}
+
 // change reads the grant of clientUID (named name in workspace) and applies edit to
 // its status, writing the result once with the resourceVersion read. edit returns
 // false to write nothing. On a conflict it reads and decides again: edit must

@@ -70,18 +70,14 @@ func (s *Server) EnableThirdPartyApps(ctx context.Context, o ThirdPartyOptions) 
 // record, so issuing one writes nothing. Redeeming it writes its ID into the
 // grant (once, across replicas).
 type authCode struct {
-	ID           string   `json:"id"`
-	ClientID     string   `json:"cid"`
-	ClientUID    string   `json:"cuid"`
-	RedirectURI  string   `json:"ru"`
-	RedirectSent bool     `json:"rs,omitempty"`
-	Challenge    string   `json:"cc,omitempty"`
-	Workspace    string   `json:"ws"`
-	GrantUID     string   `json:"g"`
-	Scope        []string `json:"sc"`
-	Audiences    []string `json:"aud"`
-	User         user     `json:"u"`
-	Expires      int64    `json:"exp"`
+	// Request is the authorization request the user approved: client, redirect
+	// URI, PKCE challenge, scopes and audiences are bound to the code.
+	Request   pendingRequest `json:"r"`
+	ID        string         `json:"id"`
+	Workspace string         `json:"ws"`
+	GrantUID  string         `json:"g"`
+	User      user           `json:"u"`
+	Expires   int64          `json:"exp"`
 }
 
 var (
@@ -113,14 +109,14 @@ func (g authorizationCodeGrant) issue(r *http.Request, client *index.Client, par
 	now := s.clock.Now()
 	var code authCode
 	if err := s.keys.sealer().Open(seal.PurposeCode, raw, now, &code); err != nil ||
-		code.ClientUID != string(client.Ref.UID) || code.ClientID != client.ClientID {
+		code.Request.ClientUID != string(client.Ref.UID) || code.Request.ClientID != client.ClientID {
 		return tokenResponse{}, errBadCode
 	}
 	// RFC 6749 §4.1.3: redirect_uri must be identical when it was sent to authorize.
-	if sent := params.Get("redirect_uri"); (code.RedirectSent || sent != "") && sent != code.RedirectURI {
+	if sent := params.Get("redirect_uri"); (code.Request.RedirectSent || sent != "") && sent != code.Request.RedirectURI {
 		return tokenResponse{}, &oauthError{http.StatusBadRequest, "invalid_grant", "redirect_uri does not match the authorization request"}
 	}
-	if oerr := checkVerifier(code.Challenge, params.Get("code_verifier")); oerr != nil {
+	if oerr := checkVerifier(code.Request.Challenge, params.Get("code_verifier")); oerr != nil {
 		return tokenResponse{}, oerr
 	}
 	codeID := shortHash([]byte(code.ID))
@@ -142,7 +138,7 @@ func (g authorizationCodeGrant) issue(r *http.Request, client *index.Client, par
 				reused = true // RFC 6749 §4.1.2: revoke what the code gave
 				return dropFamily(status, func(f latchkeyv1.RefreshFamily) bool { return f.Code == codeID }), nil
 			}
-			scope = intersect(intersect(code.Scope, grant.Spec.Scopes), client.Scopes)
+			scope = intersect(intersect(code.Request.Scope, grant.Spec.Scopes), client.Scopes)
 			if len(scope) == 0 {
 				return false, errGrantGone
 			}
@@ -150,7 +146,7 @@ func (g authorizationCodeGrant) issue(r *http.Request, client *index.Client, par
 			status.RedeemedCodes = append(status.RedeemedCodes, latchkeyv1.RedeemedCode{ID: codeID, ExpiresAt: metav1.Unix(code.Expires+1, 0)})
 			status.RefreshFamilies = append(status.RefreshFamilies, latchkeyv1.RefreshFamily{
 				ID: familyID, Code: codeID, TokenHash: tokenHash(refresh), Subject: code.User.Name, Groups: code.User.Groups,
-				Scope: strings.Join(scope, " "), Audiences: intersect(code.Audiences, grant.Spec.Audiences), IssuedAt: stamp, RefreshedAt: stamp,
+				Scope: strings.Join(scope, " "), Audiences: intersect(code.Request.Audiences, grant.Spec.Audiences), IssuedAt: stamp, RefreshedAt: stamp,
 			})
 			status.LastUsedAt = &stamp
 			pruneGrantStatus(status, now)
@@ -182,7 +178,7 @@ func (s *Server) issueForFamily(client *index.Client, grant *latchkeyv1.OAuthGra
 		return tokenResponse{}, &oauthError{http.StatusBadRequest, "invalid_target", "the app may no longer get tokens for any API it was granted"}
 	}
 	token, err := s.sign(client, scope, audiences, &grantClaims{
-		subject: subject, workspace: grant.Namespace, grantUID: string(grant.UID), family: familyID,
+		subject: subject, workspace: grant.Namespace, grantUID: string(grant.UID), family: familyID, grantVersion: grant.ResourceVersion,
 	})
 	if err != nil {
 		s.log.Error(err, "signing an access token")

@@ -165,7 +165,7 @@ func grantedAudience(client *index.Client, form url.Values) (jwt.Audience, *oaut
 
 // grantClaims are the claims of a token a third-party app gets through a grant.
 type grantClaims struct {
-	subject, workspace, grantUID, family string
+	subject, workspace, grantUID, family, grantVersion string
 }
 
 // sign issues the JWT: to the client itself, or with via set, to a third-party app
@@ -197,7 +197,7 @@ func (s *Server) sign(client *index.Client, scope string, audience jwt.Audience,
 	}
 	if via != nil {
 		claims.Subject = via.subject
-		claims.Workspace, claims.GrantUID, claims.Family = via.workspace, via.grantUID, via.family
+		claims.Workspace, claims.GrantUID, claims.Family, claims.GrantVersion = via.workspace, via.grantUID, via.family, via.grantVersion
 	}
 	// Marshalled once and signed directly: jwt.Signed's builder marshals the claims,
 	// decodes them into a map to merge and marshals again, which doubled the cost of

@@ -31,6 +31,10 @@ type Claims struct {
 	Workspace string `json:"latchkey.dev/workspace,omitempty"`
 	GrantUID  string `json:"latchkey.dev/grant_uid,omitempty"`
 	Family    string `json:"latchkey.dev/family,omitempty"`
+	// GrantVersion is the grant's resourceVersion after the write that started or
+	// rotated the family: a checker whose watch has not caught up with it accepts
+	// the token rather than refusing a family it has not seen yet.
+	GrantVersion string `json:"latchkey.dev/grant_version,omitempty"`
 }
 
 // Leeway absorbs clock skew between replicas on nbf and exp.

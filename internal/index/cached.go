@@ -146,7 +146,7 @@ func (a *cachedAPI) api() *latchkeyv1.API {
 // grant is the OAuthGrant the index reads.
 func (g *cachedOAuthGrant) grant() *latchkeyv1.OAuthGrant {
 	o := &latchkeyv1.OAuthGrant{Spec: g.Spec}
-	o.Namespace, o.Name, o.UID = g.Namespace, g.Name, g.UID
+	o.Namespace, o.Name, o.UID, o.ResourceVersion = g.Namespace, g.Name, g.UID, g.ResourceVersion
 	for _, f := range g.Status.RefreshFamilies {
 		o.Status.RefreshFamilies = append(o.Status.RefreshFamilies, latchkeyv1.RefreshFamily{ID: f.ID})
 	}

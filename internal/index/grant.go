@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/accesstoken"
@@ -21,6 +22,9 @@ type Grant struct {
 	Scopes    []string
 	Audiences []string
 	Revoked   bool
+	// resourceVersion is the grant's as the watch last delivered it: a token
+	// issued at a later version may name a family the index has not seen yet.
+	resourceVersion string
 	// families are the IDs of the live refresh-token families: an access token
 	// names its family, and dies with it.
 	families map[string]struct{}
@@ -56,7 +60,8 @@ func grantFrom(o *latchkeyv1.OAuthGrant) *Grant {
 		Ref:       Ref{Namespace: o.Namespace, Name: o.Name, UID: o.UID},
 		ClientUID: types.UID(o.Spec.Client.UID), ClientID: o.Spec.Client.ClientID,
 		Scopes: o.Spec.Scopes, Audiences: o.Spec.Audiences, Revoked: o.Spec.Revoked,
-		families: make(map[string]struct{}, len(o.Status.RefreshFamilies)),
+		resourceVersion: o.ResourceVersion,
+		families:        make(map[string]struct{}, len(o.Status.RefreshFamilies)),
 	}
 	for _, f := range o.Status.RefreshFamilies {
 		g.families[f.ID] = struct{}{}
@@ -155,10 +160,27 @@ func (x *Index) AcceptToken(claims *accesstoken.Claims, now time.Time) (TokenHol
 		return TokenHolder{Client: c, Workspace: c.Ref.Namespace}, true
 	}
 	g, ok := x.grants[types.UID(claims.GrantUID)]
-	if !ok || g.Revoked || g.ClientUID != c.Ref.UID || g.Ref.Namespace != claims.Workspace || !g.HasFamily(claims.Family) {
+	if !ok || g.Revoked || g.ClientUID != c.Ref.UID || g.Ref.Namespace != claims.Workspace {
+		return TokenHolder{}, false
+	}
+	if !g.HasFamily(claims.Family) && !g.behind(claims.GrantVersion) {
 		return TokenHolder{}, false
 	}
 	return TokenHolder{Client: c, Grant: g, Workspace: g.Ref.Namespace}, true
+}
+
+// behind reports whether the index's copy of the grant is older than version (the
+// grant's resourceVersion right after the write that started a token's family).
+// Then the family's absence means only that the watch has not delivered that write
+// yet, not that it was revoked: a revocation is a later write still, and deleting
+// the grant removes it from the index. So a token is accepted from the moment it is
+// issued, without waiting for the watch, and refused as soon as its family is gone.
+func (g *Grant) behind(version string) bool {
+	if version == "" {
+		return false
+	}
+	cmp, err := resourceversion.CompareResourceVersion(g.resourceVersion, version)
+	return err == nil && cmp < 0
 }
 
 // ScopeDescriptions returns the description of each scope as the served APIs with

@@ -3,6 +3,7 @@ package index
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/accesstoken"
 	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
@@ -173,5 +175,47 @@ func TestIndexReplaceDropsWhatARelistNoLongerHas(t *testing.T) {
 	}
 	if c, _ := x.LookupClient("89abcdef0123456789abcdef"); c == nil {
 		t.Error("a relisted client was dropped")
+	}
+}
+
+// A grant's token is accepted while its family is live, and also before the watch
+// has delivered the write that started the family (the token names that version),
+// but not once the index has seen a version at or past it without the family.
+func TestAcceptTokenOfAGrantFollowsItsFamily(t *testing.T) {
+	x := NewIndex(logr.Discard())
+	client := &latchkeyv1.OAuthClient{Spec: latchkeyv1.OAuthClientSpec{ClientType: latchkeyv1.ClientPublic,
+		GrantTypes: []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode}, Scopes: []string{"leads:read"}, Audiences: []string{"api"}}}
+	client.Namespace, client.Name, client.UID, client.Status.ClientID = "partners", "crm", "client-uid", "0123456789abcdef01234567"
+	x.UpsertClient(client)
+	grant := &latchkeyv1.OAuthGrant{Spec: latchkeyv1.OAuthGrantSpec{Scopes: []string{"leads:read"}, Audiences: []string{"api"},
+		Client: latchkeyv1.GrantClientReference{Namespace: "partners", Name: "crm", ClientID: client.Status.ClientID, UID: "client-uid"}}}
+	grant.Namespace, grant.Name, grant.UID, grant.ResourceVersion = "acme", "app-x", "grant-uid", "100"
+	x.UpsertGrant(grant)
+	claims := &accesstoken.Claims{ClientID: client.Status.ClientID, Namespace: "partners", ClientUID: "client-uid",
+		Workspace: "acme", GrantUID: "grant-uid", Family: "f1", GrantVersion: "105"}
+	now := time.Now()
+	if h, ok := x.AcceptToken(claims, now); !ok || h.Workspace != "acme" {
+		t.Fatal("a token newer than the index's grant is refused before the watch delivers its family")
+	}
+	grant.ResourceVersion = "105"
+	x.UpsertGrant(grant)
+	if _, ok := x.AcceptToken(claims, now); ok {
+		t.Fatal("a family the index has seen the grant without is accepted")
+	}
+	grant.Status.RefreshFamilies = []latchkeyv1.RefreshFamily{{ID: "f1"}}
+	grant.ResourceVersion = "106"
+	x.UpsertGrant(grant)
+	if _, ok := x.AcceptToken(claims, now); !ok {
+		t.Fatal("a live family's token is refused")
+	}
+	grant.Spec.Revoked = true
+	x.UpsertGrant(grant)
+	if _, ok := x.AcceptToken(claims, now); ok {
+		t.Fatal("a revoked grant's token is accepted")
+	}
+	x.DeleteGrant("grant-uid")
+	claims.GrantVersion = "999"
+	if _, ok := x.AcceptToken(claims, now); ok {
+		t.Fatal("a deleted grant's token is accepted")
 	}
 }
