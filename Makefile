@@ -67,8 +67,8 @@ test-envtest: envtest oidc-provider ## The unit tests and the envtest suites aga
 	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
 
 .PHONY: test-e2e
-test-e2e: build envtest caddy ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy.
-	CADDY_VERSION=$(CADDY_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v
+test-e2e: build envtest caddy oidc-provider chromium ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy, the upstream OpenID Provider, headless Chromium.
+	CADDY_VERSION=$(CADDY_VERSION) OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v
 
 .PHONY: test-chaos
 test-chaos: build envtest ## The fault suite: kube-apiserver and etcd restarted under load, the token server overloaded (under 4 min).
@@ -77,7 +77,7 @@ test-chaos: build envtest ## The fault suite: kube-apiserver and etcd restarted 
 REPEAT ?= 5
 
 .PHONY: repeat-tests
-repeat-tests: build envtest caddy oidc-provider ## Run the envtest, e2e and chaos suites REPEAT times (default 5) from a clean test cache; stops at the first failure.
+repeat-tests: build envtest caddy oidc-provider chromium ## Run the envtest, e2e and chaos suites REPEAT times (default 5) from a clean test cache; stops at the first failure.
 	hack/repeat-tests.sh $(REPEAT)
 
 .PHONY: bench

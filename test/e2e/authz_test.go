@@ -79,28 +79,7 @@ var _ = Describe("Edge authorization through Caddy", Label("authz"), Ordered, fu
 		canI, _ := kubectlErr("auth", "can-i", "get", "secrets", "--all-namespaces", "--as", authzUser) // "no" exits 1
 		Expect(canI).To(Equal("no\n"), "the authorizer reads no Secret")
 
-		By("starting the authorizer as its ServiceAccount")
-		authzAddr := freeAddr()
-		authz := startProcess("authz", authzKubeconfig(), filepath.Join(binDir, "latchkey"),
-			"authz", "--http-bind-address="+authzAddr, "--grpc-bind-address=0", "--metrics-bind-address=0",
-			"--issuer-url="+issuer, "--jwks-namespace=latchkey-system", "--last-used-flush-interval=1s")
-		DeferCleanup(func() { authz.stop() })
-		waitServing(authz, func() bool { return httpStatus("http://"+authzAddr+"/readyz") == http.StatusOK },
-			"the authorizer becomes ready (caches synced)")
-
-		By("starting the upstream service and Caddy in front of it")
-		up := startUpstream()
-		DeferCleanup(up.close)
-		caddyAddr := freeAddr()
-		caddy := startProcess("caddy", "", caddyBin, "run", "--adapter", "caddyfile", "--config",
-			renderCaddyfile(map[string]string{
-				"Listen": caddyAddr, "Authz": authzAddr, "API": leadsAPI, "Upstream": up.addr,
-				"Storage": filepath.Join(workDir, "caddy-data"),
-			}))
-		DeferCleanup(func() { caddy.stop() })
-		e = &edge{proxy: "http://" + caddyAddr, up: up}
-		waitServing(caddy, func() bool { return e.do(http.MethodGet, "/v1/leads", "", nil).Status != 0 },
-			"Caddy serves")
+		e = startEdge()
 	})
 
 	It("lets a live key with leads:read through, and the upstream sees who called, never a forged identity", func() {
@@ -214,6 +193,35 @@ var _ = Describe("Edge authorization through Caddy", Label("authz"), Ordered, fu
 		Expect(r.Upstream).To(BeNil())
 	})
 })
+
+// startEdge starts the authorizer (as its ServiceAccount), an upstream service that
+// records what it receives, and Caddy in front of it asking the authorizer about the
+// leads API. Everything stops when the calling container ends.
+func startEdge() *edge {
+	By("starting the authorizer as its ServiceAccount")
+	authzAddr := freeAddr()
+	authz := startProcess("authz", authzKubeconfig(), filepath.Join(binDir, "latchkey"),
+		"authz", "--http-bind-address="+authzAddr, "--grpc-bind-address=0", "--metrics-bind-address=0",
+		"--issuer-url="+issuer, "--jwks-namespace=latchkey-system", "--last-used-flush-interval=1s")
+	DeferCleanup(func() { authz.stop() })
+	waitServing(authz, func() bool { return httpStatus("http://"+authzAddr+"/readyz") == http.StatusOK },
+		"the authorizer becomes ready (caches synced)")
+
+	By("starting the upstream service and Caddy in front of it")
+	up := startUpstream()
+	DeferCleanup(up.close)
+	caddyAddr := freeAddr()
+	caddy := startProcess("caddy", "", caddyBin, "run", "--adapter", "caddyfile", "--config",
+		renderCaddyfile(map[string]string{
+			"Listen": caddyAddr, "Authz": authzAddr, "API": leadsAPI, "Upstream": up.addr,
+			"Storage": filepath.Join(workDir, "caddy-data"),
+		}))
+	DeferCleanup(func() { caddy.stop() })
+	e := &edge{proxy: "http://" + caddyAddr, up: up}
+	waitServing(caddy, func() bool { return e.do(http.MethodGet, "/v1/leads", "", nil).Status != 0 },
+		"Caddy serves")
+	return e
+}
 
 // authzKubeconfig writes a kubeconfig for the authorizer's ServiceAccount
 // (config/authz/local; a TokenRequest token), so that it runs with exactly its

@@ -33,6 +33,9 @@ var (
 	tokenSrv   *process
 	issuer     string // the token server's URL (and iss)
 	probeAddr  string // the manager's /healthz and /readyz
+	// oidcProvider is the upstream OpenID Provider users sign in at (the example OP
+	// of github.com/zitadel/oidc, built by hack/oidc-provider.sh).
+	oidcProvider *testenv.OIDCProvider
 	// plaintexts are the credentials the suite read from Secrets; none may appear in a log.
 	plaintexts []string
 )
@@ -68,6 +71,13 @@ var _ = BeforeSuite(func() {
 
 	issuer = "http://" + freeAddr()
 	probeAddr = freeAddr()
+
+	By("starting the upstream OpenID Provider and giving the token server its client secret")
+	oidcProvider, err = testenv.StartOIDCProvider(filepath.Join(workDir, "oidc-provider.log"),
+		[]string{issuer + "/oauth2/callback"}, []testenv.OIDCUser{alice.OIDCUser})
+	Expect(err).NotTo(HaveOccurred(), "run `make oidc-provider` (hack/oidc-provider.sh)")
+	kubectl("create", "secret", "generic", "latchkey-oidc-client", "-n", "latchkey-system",
+		"--from-literal=client-secret="+oidcProvider.ClientSecret)
 	manager = startManager()
 	tokenSrv = startTokenServer()
 	Eventually(func() int { return httpStatus(issuer + "/readyz") }).Should(Equal(http.StatusOK), "the token server becomes ready")
@@ -78,6 +88,9 @@ var _ = AfterSuite(func() {
 		if p != nil {
 			p.stop()
 		}
+	}
+	if oidcProvider != nil {
+		Expect(oidcProvider.Stop()).To(Succeed())
 	}
 	if controlPl != nil {
 		controlPl.stop()
@@ -112,8 +125,16 @@ func startManagerProcess(probe string, extra ...string) *process {
 func startTokenServer() *process {
 	return startProcess("tokenserver", filepath.Join(workDir, "latchkey-tokenserver.kubeconfig"), filepath.Join(binDir, "latchkey"),
 		"tokenserver", "--listen-address="+strings.TrimPrefix(issuer, "http://"), "--metrics-bind-address=0",
-		"--issuer-url="+issuer, "--signing-key-namespace=latchkey-system", "--last-used-flush-interval=1s")
+		"--issuer-url="+issuer, "--signing-key-namespace=latchkey-system", "--last-used-flush-interval=1s",
+		"--oidc-issuer-url="+oidcProvider.Issuer, "--oidc-client-id="+oidcProvider.ClientID, "--oidc-username-claim=email")
 }
+
+// alice signs in at the upstream provider; RBAC knows her by her email (the token
+// server's --oidc-username-claim=email, as kube-apiserver would be configured).
+var alice = struct {
+	testenv.OIDCUser
+	RBACName string
+}{testenv.OIDCUser{ID: "u-alice", Username: "alice", Password: "Alice-e2e-Passw0rd", Email: "alice@acme.test"}, "alice@acme.test"}
 
 // process is one of the binaries, running with its output in workDir/<name>.log
 // (appended to across restarts).
