@@ -59,6 +59,11 @@ oidc-provider: ## Build the example OpenID Provider of github.com/zitadel/oidc/v
 chromium: ## Ensure a headless Chromium for the browser specs (installs Debian's chromium package when CI=true; fails loudly otherwise).
 	hack/chromium.sh
 
+.PHONY: openid-client
+openid-client: ## Install Node's openid-client 6 (npm, from the lockfile) for the e2e spec that runs a third-party app written with it.
+	@command -v node >/dev/null || { echo "Node.js is required for the openid-client e2e spec (apt-get install nodejs)" >&2; exit 1; }
+	npm ci --prefix test/e2e/testdata/openid-client --no-audit --no-fund --loglevel=error
+
 .PHONY: test
 test: verify-generated vet test-envtest test-e2e test-chaos ## Everything: unit tests, envtest suites, the end-to-end suite, then the chaos suite.
 
@@ -67,7 +72,7 @@ test-envtest: envtest oidc-provider ## The unit tests and the envtest suites aga
 	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
 
 .PHONY: test-e2e
-test-e2e: build envtest caddy oidc-provider chromium ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy, the upstream OpenID Provider, headless Chromium.
+test-e2e: build envtest caddy oidc-provider chromium openid-client ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy, the upstream OpenID Provider, headless Chromium.
 	CADDY_VERSION=$(CADDY_VERSION) OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v
 
 .PHONY: test-chaos
@@ -77,7 +82,7 @@ test-chaos: build envtest ## The fault suite: kube-apiserver and etcd restarted 
 REPEAT ?= 5
 
 .PHONY: repeat-tests
-repeat-tests: build envtest caddy oidc-provider chromium ## Run the envtest, e2e and chaos suites REPEAT times (default 5) from a clean test cache; stops at the first failure.
+repeat-tests: build envtest caddy oidc-provider chromium openid-client ## Run the envtest, e2e and chaos suites REPEAT times (default 5) from a clean test cache; stops at the first failure.
 	hack/repeat-tests.sh $(REPEAT)
 
 .PHONY: bench

@@ -3,7 +3,10 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -51,6 +54,10 @@ var _ = Describe("A third-party app installed through the browser", Label("brows
 		appAddr = appListener.Addr().String()
 		received = make(chan url.Values, 4)
 		appServer := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/callback" {
+				http.NotFound(w, r) // the browser's /favicon.ico
+				return
+			}
 			received <- r.URL.Query()
 			_, _ = w.Write([]byte("<!doctype html><title>Installed</title><p id=done>The app is installed.</p>"))
 		}), ReadHeaderTimeout: 5 * time.Second}
@@ -161,7 +168,77 @@ spec:
 		_, err = cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshed.RefreshToken, Expiry: time.Now().Add(-time.Minute)}).Token()
 		Expect(err).To(HaveOccurred(), "its refresh token is dead too")
 	})
+
+	It("works with Node's openid-client 6 as the app: discovery, PKCE, state and iss checks, code exchange, refresh", func() {
+		node, err := exec.LookPath("node")
+		Expect(err).NotTo(HaveOccurred(), "Node.js runs the openid-client spec (`make openid-client` installs its package)")
+		dir := filepath.Join("testdata", "openid-client")
+		Expect(filepath.Join(dir, "node_modules", "openid-client")).To(BeADirectory(), "run `make openid-client`")
+		cmd := exec.Command(node, "flow.mjs", issuer, app.ID, app.Secret, "http://"+appAddr+"/callback", "leads:read")
+		cmd.Dir = dir
+		stdin, err := cmd.StdinPipe()
+		Expect(err).NotTo(HaveOccurred())
+		stdout, err := cmd.StdoutPipe()
+		Expect(err).NotTo(HaveOccurred())
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		Expect(cmd.Start()).To(Succeed())
+		DeferCleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		lines := bufio.NewScanner(stdout)
+		lines.Buffer(make([]byte, 64<<10), 64<<10)
+		next := func(v any) {
+			if !lines.Scan() {
+				_ = cmd.Wait()
+				Fail("openid-client printed nothing more; its stderr:\n" + stderr.String())
+			}
+			ExpectWithOffset(1, json.Unmarshal(lines.Bytes(), v)).To(Succeed())
+		}
+		var start struct{ Authorize string }
+		next(&start)
+		Expect(start.Authorize).To(HavePrefix(issuer + "/oauth2/authorize?"))
+
+		By("the browser signs alice in and approves, as before")
+		installInBrowser(browser, start.Authorize, workspace)
+		var cb url.Values
+		Eventually(received).Should(Receive(&cb))
+		_, err = io.WriteString(stdin, "http://"+appAddr+"/callback?"+cb.Encode()+"\n")
+		Expect(err).NotTo(HaveOccurred())
+
+		var got struct {
+			AccessToken           string `json:"access_token"`
+			RefreshToken          string `json:"refresh_token"`
+			Scope                 string `json:"scope"`
+			RefreshedAccessToken  string `json:"refreshed_access_token"`
+			RefreshedRefreshToken string `json:"refreshed_refresh_token"`
+		}
+		next(&got)
+		Expect(got.Scope).To(Equal("leads:read"))
+		Expect(got.RefreshToken).To(HavePrefix("lkrt."))
+		Expect(got.RefreshedRefreshToken).NotTo(Equal(got.RefreshToken), "rotated")
+		Expect(e.do(http.MethodGet, "/v1/leads", got.AccessToken, nil).Status).To(Equal(http.StatusOK))
+		Expect(e.do(http.MethodGet, "/v1/leads", got.RefreshedAccessToken, nil).Status).To(Equal(http.StatusOK))
+		err = cmd.Wait()
+		Expect(err).NotTo(HaveOccurred(), "stderr: %s", stderr.String())
+	})
 })
+
+// installInBrowser opens authorizeURL, signs alice in at the provider's login form
+// and approves the app for workspace on the consent page, as a person would.
+func installInBrowser(browser context.Context, authorizeURL, workspace string) {
+	step, cancel := context.WithTimeout(browser, 60*time.Second)
+	defer cancel()
+	ExpectWithOffset(1, chromedp.Do(step,
+		chromedp.Navigate(authorizeURL),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.SendKeys(chromedp.CSS(`#username`), alice.Username),
+		chromedp.SendKeys(chromedp.CSS(`#password`), alice.Password),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#workspace`)),
+		chromedp.SetValue(chromedp.CSS(`#workspace`), workspace),
+		chromedp.Click(chromedp.CSS(`button[value=approve]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#done`)),
+	)).To(Succeed(), func() string { return pageState(browser) })
+}
 
 // chromiumPath finds the browser the way hack/chromium.sh does; a missing browser
 // fails the spec with what to do, never skips it.
