@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -135,7 +136,11 @@ func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Reques
 		// Optimistic lock: a status computed from a stale read must not win. On a
 		// conflict the next attempt adopts whatever Secret this one wrote.
 		patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
-		if perr := r.Status().Patch(ctx, obj, patch); perr != nil {
+		perr := r.Status().Patch(ctx, obj, patch)
+		if apierrors.IsConflict(perr) {
+			perr = r.rebaseStatus(ctx, before, obj)
+		}
+		if perr != nil {
 			err = errors.Join(err, fmt.Errorf("patching status: %w", perr))
 		}
 	}
@@ -143,6 +148,31 @@ func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, err // retried with backoff; a RequeueAfter beside an error is ignored (and logged)
 	}
 	return result, nil
+}
+
+// rebaseStatus retries a status patch that lost its optimistic lock to a write
+// that changed nothing this reconcile decided on: the token servers' and the
+// authorizer's status.lastUsedAt. Then the status computed here is still right, so
+// it is written again on the fresh object, keeping its lastUsedAt. Without this, the
+// next reconcile would adopt the Secret this one wrote without knowing which
+// rotate request it answered, and rotate once more. Any other change (spec,
+// annotations, other status) keeps the conflict: the next reconcile decides again.
+func (r *CredentialReconciler[T]) rebaseStatus(ctx context.Context, before, decided T) error {
+	fresh := r.Kind.NewObject()
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(before), fresh); err != nil {
+		return err
+	}
+	freshStatus, beforeStatus := fresh.CredentialStatus().DeepCopy(), before.CredentialStatus().DeepCopy()
+	freshStatus.LastUsedAt, beforeStatus.LastUsedAt = nil, nil
+	if fresh.GetUID() != before.GetUID() || fresh.GetGeneration() != before.GetGeneration() ||
+		!equality.Semantic.DeepEqual(fresh.GetAnnotations(), before.GetAnnotations()) ||
+		!equality.Semantic.DeepEqual(freshStatus, beforeStatus) {
+		return apierrors.NewConflict(schema.GroupResource{}, before.GetName(), errors.New("the object changed while it was reconciled"))
+	}
+	rebased := fresh.DeepCopyObject().(T)
+	*rebased.CredentialStatus() = *decided.CredentialStatus().DeepCopy()
+	rebased.CredentialStatus().LastUsedAt = fresh.CredentialStatus().LastUsedAt
+	return r.Status().Patch(ctx, rebased, client.MergeFromWithOptions(fresh, client.MergeFromWithOptimisticLock{}))
 }
 
 func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmMiss bool) (ctrl.Result, error) {

@@ -125,6 +125,23 @@ func describeLifecycle(kind credentialKind) {
 		Expect(ready.CredentialStatus().Credentials).To(ConsistOf(HaveField("Hash", credential.Hash(credentialIn(kind, secret)))))
 	})
 
+	It("rotates once when a last-use write races the rotation's status write", func() {
+		obj := create(ctx, kind, ns, "used-while-rotating", func(o controllers.CredentialObject) {
+			o.SetAnnotations(map[string]string{usedDuringRotation: "r1"})
+		})
+		ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
+		patch(ctx, kind, ready, func(o controllers.CredentialObject) {
+			o.SetAnnotations(map[string]string{usedDuringRotation: "r1", latchkeyv1.RotateAnnotation: "r1"})
+		})
+		rotated := waitReady(ctx, kind, ready, latchkeyv1.ReasonRotating)
+		_, used := usedOnce.Load(ready.GetUID())
+		Expect(used).To(BeTrue(), "a use was recorded between the manager's read and its status patch")
+		Consistently(func() int64 { return get(ctx, kind, ns, "used-while-rotating").CredentialStatus().Serial }, time.Second, interval).
+			Should(Equal(int64(2)), "one rotation: the status patch was written again on the fresh object, not adopted and rotated once more")
+		Expect(rotated.CredentialStatus().LastUsedAt).NotTo(BeNil(), "and the recorded use was kept")
+		Expect(rotated.CredentialStatus().LastRotateRequest).To(Equal("r1"))
+	})
+
 	It("never overwrites a Secret it does not own", func() {
 		foreign := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken"},

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -32,6 +33,11 @@ import (
 // failStatusPatchOnce marks an object whose first status patch the suite's client
 // fails, as if the manager died between writing the Secret and writing the status.
 const failStatusPatchOnce = "test.latchkey.dev/fail-status-patch-once"
+
+// usedDuringRotation marks an object whose status patch answering the rotate
+// request named by its value is preceded by a status.lastUsedAt patch, as a token
+// server records a use at that moment: the manager's patch then meets a conflict.
+const usedDuringRotation = "test.latchkey.dev/used-during-rotation"
 
 // What the suite's manager writes into OAuthClient Secrets.
 const (
@@ -142,6 +148,9 @@ var _ = AfterSuite(func() {
 // its first status patch fail after everything before it (the Secret) was written.
 type crashingClient struct{ client.Client }
 
+// usedOnce records the objects whose rotation met an injected use.
+var usedOnce sync.Map
+
 func (c crashingClient) Status() client.SubResourceWriter { return crashingStatus{c.Client.Status()} }
 
 type crashingStatus struct{ client.SubResourceWriter }
@@ -150,6 +159,14 @@ func (s crashingStatus) Patch(ctx context.Context, obj client.Object, patch clie
 	if _, marked := obj.GetAnnotations()[failStatusPatchOnce]; marked {
 		if _, done := failedOnce.LoadOrStore(obj.GetUID(), true); !done {
 			return errors.New("injected: the manager died before writing status")
+		}
+	}
+	if request, marked := obj.GetAnnotations()[usedDuringRotation]; marked && request == obj.GetAnnotations()[latchkeyv1.RotateAnnotation] {
+		if _, done := usedOnce.LoadOrStore(obj.GetUID(), true); !done {
+			use := client.RawPatch(types.MergePatchType, []byte(`{"status":{"lastUsedAt":"`+time.Now().UTC().Truncate(time.Minute).Format(time.RFC3339)+`"}}`))
+			if err := s.SubResourceWriter.Patch(ctx, obj.DeepCopyObject().(client.Object), use); err != nil {
+				return err
+			}
 		}
 	}
 	return s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
