@@ -115,8 +115,8 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 30s); `make test` runs
 ##@ Demo
 
 .PHONY: demo
-demo: build envtest caddy ## The whole product on this machine: control plane, manager, token server, authorizer behind Caddy, samples, curl. Ctrl-C stops it.
-	CADDY_VERSION=$(CADDY_VERSION) hack/demo.sh
+demo: build envtest caddy oidc-provider ## The whole product on this machine: control plane, manager, token server, authorizer behind Caddy, an upstream OpenID Provider and a third-party app, samples, curl. Ctrl-C stops it.
+	CADDY_VERSION=$(CADDY_VERSION) OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) hack/demo.sh
 
 ##@ Build
 

@@ -10,6 +10,13 @@
 # ServiceAccount with config/authz's RBAC), Caddy (built by hack/caddy.sh, cached
 # under bin/caddy) with forward_auth to it, in front of an upstream that echoes the
 # identity headers it gets (hack/demo/echo); curl shows 200, 403 and 401.
+# Finally a third-party app: a partner's CRM (hack/demo/partnerapp) that a user
+# installs into a workspace with authorization_code + PKCE, signing in at an
+# upstream OpenID Provider (the example OP of github.com/zitadel/oidc, built by
+# hack/oidc-provider.sh) and approving on the consent page; `kubectl delete
+# oauthgrant` uninstalls it. One-shot mode plays the user with headless Chromium
+# when it is installed, otherwise with an HTTP client that submits the same forms;
+# interactive mode prints the URL for a person's own browser.
 #
 # Interactive by default: stays up until Ctrl-C, then stops everything it started
 # and removes its temporary data. DEMO_ONESHOT=1 runs to the end and exits 0 only
@@ -32,9 +39,12 @@ for tool in latchkey latchkey-controlplane kubectl-latchkey k8s/"${K8S_VERSION:-
 done
 command -v curl >/dev/null || { echo "demo: curl is required (apt-get install curl)" >&2; exit 1; }
 
-# The upstream and the proxy of the authorizer's part, built before anything starts.
+# The upstream and the proxy of the authorizer's part, the partner app and the
+# upstream OpenID Provider, built before anything starts.
 go build -o "$BIN/latchkey-demo-echo" ./hack/demo/echo
+go build -o "$BIN/latchkey-demo-partnerapp" ./hack/demo/partnerapp
 CADDY="$(hack/caddy.sh | tail -n 1)"
+OIDC_PROVIDER="$(hack/oidc-provider.sh | tail -n 1)"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/latchkey-demo.XXXXXX")"
 PIDS=()
@@ -44,7 +54,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	if [ ${#PIDS[@]} -gt 0 ]; then
 		echo
-		echo "==> stopping Caddy, the echo upstream, the authorizer, the manager, the token server and the control plane"
+		echo "==> stopping the partner app, Caddy, the echo upstream, the authorizer, the manager, the token server, the OpenID Provider and the control plane"
 		for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -TERM "${PIDS[$i]}" 2>/dev/null || true; done
 		for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 	fi
@@ -157,6 +167,13 @@ is_inactive() { introspect "$1" | grep -q '"active":false'; }
 TOKEN_PORT="${DEMO_TOKEN_PORT:-$(free_port)}"
 ISSUER="http://127.0.0.1:$TOKEN_PORT"
 
+# The demo user of the upstream OpenID Provider; RBAC knows her by her email
+# (the token server's --oidc-username-claim=email, as kube-apiserver's would be).
+DEMO_USER=alice DEMO_PASSWORD=latchkey-demo DEMO_EMAIL=alice@example.com
+OP_PORT="$(free_port)"
+OP_ISSUER="http://localhost:$OP_PORT/"
+OP_CLIENT_ID=web OP_CLIENT_SECRET=secret # the example provider's own client
+
 step "Starting a local control plane (etcd + kube-apiserver on loopback; data in $WORK)"
 "$BIN/latchkey-controlplane" --dir "$WORK" >"$WORK/controlplane.log" 2>&1 &
 PIDS+=($!)
@@ -168,6 +185,16 @@ step "Installing the CRDs and RBAC (config/local: the production roles, bound to
 run kubectl apply --server-side -k config/local | sed 's/^/  /'
 run kubectl wait --for condition=established --timeout=60s crd/apikeys.latchkey.dev crd/oauthclients.latchkey.dev
 
+step "Starting the upstream OpenID Provider users sign in at (zitadel/oidc's example OP, $OP_ISSUER)"
+cat >"$WORK/oidc-users.json" <<USERS
+{"u-alice": {"ID": "u-alice", "Username": "$DEMO_USER", "Password": "$DEMO_PASSWORD", "FirstName": "Alice", "LastName": "Demo",
+             "Email": "$DEMO_EMAIL", "EmailVerified": true, "PreferredLanguage": "en"}}
+USERS
+PORT="$OP_PORT" REDIRECT_URI="$ISSUER/oauth2/callback" USERS_FILE="$WORK/oidc-users.json" start_other oidc-provider "$OIDC_PROVIDER"
+wait_until 30 "the OpenID Provider did not start (see oidc-provider.log)" curl -fsS "${OP_ISSUER}.well-known/openid-configuration"
+say "the token server signs users in there as client $OP_CLIENT_ID; its secret goes in the Secret the token server may read by name"
+run kubectl create secret generic latchkey-oidc-client -n latchkey-system --from-literal=client-secret="$OP_CLIENT_SECRET"
+
 step "Starting the manager and the token server as local processes"
 start manager "$WORK/latchkey-manager.kubeconfig" manager \
 	--leader-elect --namespace=latchkey-system \
@@ -175,7 +202,8 @@ start manager "$WORK/latchkey-manager.kubeconfig" manager \
 	--issuer-url="$ISSUER"
 start tokenserver "$WORK/latchkey-tokenserver.kubeconfig" tokenserver \
 	--listen-address="127.0.0.1:$TOKEN_PORT" --metrics-bind-address="127.0.0.1:$(free_port)" \
-	--issuer-url="$ISSUER" --signing-key-namespace=latchkey-system --last-used-flush-interval=2s
+	--issuer-url="$ISSUER" --signing-key-namespace=latchkey-system --last-used-flush-interval=2s \
+	--oidc-issuer-url="$OP_ISSUER" --oidc-client-id="$OP_CLIENT_ID" --oidc-username-claim=email
 say "the token server is ready once its caches have synced and the manager has created the signing keys"
 wait_until 60 "the token server did not become ready (see tokenserver.log and manager.log)" curl -fsS "$ISSUER/readyz"
 say "token server at $ISSUER"
@@ -382,17 +410,86 @@ say "the authorizer's decisions, by API and outcome (no per-credential label):"
 printf "\$ curl -sS http://127.0.0.1:%s/metrics | grep '^latchkey_authz_decisions_total'\n" "$AUTHZ_METRICS_PORT"
 curl -sS "http://127.0.0.1:$AUTHZ_METRICS_PORT/metrics" | grep '^latchkey_authz_decisions_total'
 
+step "Third-party apps: a partner's CRM installed into a workspace (authorization_code + PKCE, consent, OAuthGrant)"
+say "the default namespace becomes a workspace, and RBAC lets $DEMO_EMAIL install apps there"
+run kubectl label namespace "$NS" latchkey.dev/workspace=true --overwrite
+run kubectl create rolebinding alice-installs-apps -n "$NS" --clusterrole=latchkey-oauthgrant-editor-role --user="$DEMO_EMAIL"
+APP_PORT="$(free_port)"
+say "the partner publishes its app from its own namespace: a client that may ask for leads:read"
+cat >"$WORK/partner-app.yaml" <<APP
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: partners
+---
+apiVersion: latchkey.dev/v1alpha1
+kind: OAuthClient
+metadata:
+  name: acme-crm
+  namespace: partners
+spec:
+  displayName: Acme CRM
+  grantTypes: [authorization_code, refresh_token]
+  redirectURIs: ["http://127.0.0.1:$APP_PORT/callback"]
+  scopes: ["leads:read"]
+  audiences: ["https://api.example.com/leads"]
+APP
+sed 's/^/  /' "$WORK/partner-app.yaml"
+run kubectl apply --server-side -f "$WORK/partner-app.yaml" | sed 's/^/  /'
+run kubectl wait --for=condition=Ready --timeout=60s -n partners oauthclient/acme-crm
+APP_ID="$(kubectl get secret acme-crm-oauthclient -n partners -o jsonpath='{.data.client_id}' | base64 -d)"
+APP_SECRET="$(kubectl get secret acme-crm-oauthclient -n partners -o jsonpath='{.data.client_secret}' | base64 -d)"
+APP_ARGS=(--issuer="$ISSUER" --client-id="$APP_ID" --client-secret="$APP_SECRET" --listen-address="127.0.0.1:$APP_PORT"
+	--api="$PROXY/v1/leads" --user="$DEMO_USER" --password="$DEMO_PASSWORD" --workspace="$NS" --token-file="$WORK/app-token")
+if [ -n "$ONESHOT" ]; then
+	# DEMO_DRIVE=http forces the HTTP client even where Chromium is installed.
+	CHROMIUM="${CHROMIUM:-$(command -v chromium || true)}"
+	DRIVE="${DEMO_DRIVE:-$([ -n "$CHROMIUM" ] && echo browser || echo http)}"
+	if [ "$DRIVE" = browser ]; then
+		say "headless Chromium ($CHROMIUM) plays the user: it signs in at the provider's login form and approves on the consent page"
+	else
+		say "an HTTP client with a cookie jar plays the user, submitting the same forms (Chromium: ${CHROMIUM:-not installed; apt-get install chromium})"
+	fi
+	printf '$ latchkey-demo-partnerapp --client-id=$APP_ID --client-secret=$APP_SECRET --drive=%s ...\n' "$DRIVE"
+	"$BIN/latchkey-demo-partnerapp" "${APP_ARGS[@]}" --drive="$DRIVE" --chromium="${CHROMIUM:-chromium}" | sed -E 's/(code_challenge|state)=[^&]*/\1=…/g'
+	run kubectl get oauthgrants -n "$NS"
+	APP_TOKEN="$(cat "$WORK/app-token")"
+	say "the app's token acts for $DEMO_EMAIL in workspace $NS, through the same proxy:"
+	printf '$ curl -sS -H "Authorization: Bearer $APP_TOKEN" %s/v1/leads\n' "$PROXY"
+	through_proxy GET /v1/leads -H "Authorization: Bearer $APP_TOKEN"
+	[ "$STATUS" = 200 ] && grep -q "\"X-Latchkey-Subject\": \"$DEMO_EMAIL\"" "$WORK/body" || fail "the app's token answered $STATUS"
+	say "uninstalling the app from the workspace ends its tokens at once"
+	run kubectl delete oauthgrant "app-$APP_ID" -n "$NS"
+	wait_until 5 "the uninstalled app's token still passes the proxy" \
+		bash -c "[ \"\$(curl -sS -o /dev/null -w '%{http_code}' -H \"Authorization: Bearer \$0\" $PROXY/v1/leads)\" = 401 ]" "$APP_TOKEN"
+	through_proxy GET /v1/leads -H "Authorization: Bearer $APP_TOKEN"
+	[ "$STATUS" = 401 ] || fail "the uninstalled app's token answered $STATUS"
+else
+	start_other partnerapp "$BIN/latchkey-demo-partnerapp" "${APP_ARGS[@]}" --drive=none
+	wait_until 10 "the partner app did not start (see partnerapp.log)" grep -q '^authorize: ' "$WORK/partnerapp.log"
+	APP_AUTHORIZE_URL="$(sed -n 's/^authorize: //p' "$WORK/partnerapp.log")"
+fi
+
 step "Everything worked"
 cat <<EOF
   kubeconfig (admin):  export KUBECONFIG=$KUBECONFIG
   token server:        $ISSUER  (metadata: $ISSUER/.well-known/oauth-authorization-server)
   authorizer:          grpc 127.0.0.1:$AUTHZ_GRPC_PORT, http://127.0.0.1:$AUTHZ_HTTP_PORT/authz, metrics http://127.0.0.1:$AUTHZ_METRICS_PORT/metrics
   leads API via Caddy: $PROXY/v1/leads  (Caddyfile: $WORK/Caddyfile)
-  logs:                $WORK/{manager,tokenserver,authz,caddy,echo,controlplane}.log
+  logs:                $WORK/{manager,tokenserver,authz,caddy,echo,oidc-provider,partnerapp,controlplane}.log
   try:                 kubectl describe apikey billing -n $NS
                        kubectl latchkey revoke oauthclient/crm-sync -n $NS
                        curl -i -H "Authorization: Bearer \$(kubectl get secret billing-apikey -n $NS -o jsonpath='{.data.api-key}' | base64 -d)" $PROXY/v1/leads
+  upstream sign-in:    $OP_ISSUER  (user $DEMO_USER, password $DEMO_PASSWORD)
 EOF
+if [ -z "$ONESHOT" ]; then
+	cat <<EOF
+  install the partner app yourself: open this URL in a browser on this machine, sign in as
+  $DEMO_USER / $DEMO_PASSWORD, pick workspace $NS and approve; the app's page shows its API calls:
+    $APP_AUTHORIZE_URL
+  then: kubectl get oauthgrants -n $NS; kubectl delete oauthgrant app-$APP_ID -n $NS
+EOF
+fi
 if [ -n "$ONESHOT" ]; then
 	echo "demo: every step worked"
 	exit 0
