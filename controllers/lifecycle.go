@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -162,17 +163,55 @@ func (r *CredentialReconciler[T]) rebaseStatus(ctx context.Context, before, deci
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(before), fresh); err != nil {
 		return err
 	}
-	freshStatus, beforeStatus := fresh.CredentialStatus().DeepCopy(), before.CredentialStatus().DeepCopy()
-	freshStatus.LastUsedAt, beforeStatus.LastUsedAt = nil, nil
+	// The whole status, kind-specific fields (an OAuthClient's clientID) included.
+	freshStatus, err := statusOf(fresh)
+	if err != nil {
+		return err
+	}
+	beforeStatus, err := statusOf(before)
+	if err != nil {
+		return err
+	}
+	lastUsed := freshStatus["lastUsedAt"]
+	delete(freshStatus, "lastUsedAt")
+	delete(beforeStatus, "lastUsedAt")
 	if fresh.GetUID() != before.GetUID() || fresh.GetGeneration() != before.GetGeneration() ||
 		!equality.Semantic.DeepEqual(fresh.GetAnnotations(), before.GetAnnotations()) ||
 		!equality.Semantic.DeepEqual(freshStatus, beforeStatus) {
 		return apierrors.NewConflict(schema.GroupResource{}, before.GetName(), errors.New("the object changed while it was reconciled"))
 	}
-	rebased := fresh.DeepCopyObject().(T)
-	*rebased.CredentialStatus() = *decided.CredentialStatus().DeepCopy()
-	rebased.CredentialStatus().LastUsedAt = fresh.CredentialStatus().LastUsedAt
+	status, err := statusOf(decided)
+	if err != nil {
+		return err
+	}
+	if lastUsed != nil {
+		status["lastUsedAt"] = lastUsed
+	} else {
+		delete(status, "lastUsedAt")
+	}
+	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(fresh)
+	if err != nil {
+		return err
+	}
+	content["status"] = status
+	rebased := r.Kind.NewObject()
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(content, rebased); err != nil {
+		return err
+	}
 	return r.Status().Patch(ctx, rebased, client.MergeFromWithOptions(fresh, client.MergeFromWithOptimisticLock{}))
+}
+
+// statusOf is obj's status as JSON-shaped data.
+func statusOf(obj client.Object) (map[string]any, error) {
+	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil, err
+	}
+	status, _ := content["status"].(map[string]any)
+	if status == nil {
+		status = map[string]any{}
+	}
+	return status, nil
 }
 
 func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmMiss bool) (ctrl.Result, error) {
