@@ -219,15 +219,20 @@ func (a *Authorizer) authenticateToken(token string, api *index.API, now time.Ti
 	if !ok {
 		return errInvalid
 	}
-	if !slices.Contains(claims.Audience, api.Identifier) || !api.AcceptsNamespace(holder.Workspace) {
+	if !slices.Contains(claims.Audience, api.Identifier) || !holder.AllowsAudience(api.Identifier) || !api.AcceptsNamespace(holder.Workspace) {
 		return errNotForAPI
 	}
-	// A third-party app's token acts in the workspace that granted it: that is the
-	// namespace the upstream sees, as for the workspace's own credentials.
-	return Decision{Status: 200, Outcome: Allowed, Identity: &Identity{
+	identity := &Identity{
 		Subject: claims.Subject, Kind: "access_token", Namespace: holder.Workspace, Name: holder.Client.Ref.Name,
 		ClientID: holder.Client.ClientID, Scopes: holder.ScopesStillGranted(claims.Scope),
-	}}
+	}
+	if holder.Grant != nil {
+		// A third-party app acts in the workspace that installed it, for the user in
+		// Subject. Its name is its OAuthGrant's there, and its kind says so: an app
+		// published elsewhere is never mistaken for one of the workspace's own clients.
+		identity.Kind, identity.Name = "app_access_token", holder.Grant.Ref.Name
+	}
+	return Decision{Status: 200, Outcome: Allowed, Identity: identity}
 }
 
 // looksLikeAPIKeyShape tells a mistyped API key (lk_live_… with a wrong checksum)

@@ -5,8 +5,8 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -84,7 +84,7 @@ func (r *OAuthGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	before := grant.DeepCopy()
 	ready := metav1.Condition{Type: latchkeyv1.ConditionReady, Status: metav1.ConditionTrue, Reason: latchkeyv1.ReasonGranted,
-		Message: fmt.Sprintf("app %s/%s may act in this workspace with %d scopes", ref.Namespace, ref.Name, len(grant.Spec.Scopes)),
+		Message:            fmt.Sprintf("app %s/%s may act in this workspace with %d scopes", ref.Namespace, ref.Name, len(grant.Spec.Scopes)),
 		ObservedGeneration: grant.Generation}
 	if grant.Spec.Revoked {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, latchkeyv1.ReasonGrantRevoked, "the app is uninstalled (spec.revoked); its tokens are refused"

@@ -139,7 +139,7 @@ func (s *Server) parseAuthorizeRequest(r *http.Request) (pendingRequest, *pageEr
 	}
 	for name, values := range q {
 		if len(values) > 1 && name != "resource" {
-			return req, nil, &redirectError{"invalid_request", "parameter " + name + " is repeated"}
+			return req, nil, &redirectError{"invalid_request", "a parameter is repeated"}
 		}
 	}
 	switch rt := q.Get("response_type"); rt {
@@ -253,9 +253,14 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	// A grant that already covers the request skips the page, when it leaves no
 	// choice: exactly one of the user's workspaces has one. The index proposes, the
-	// API server confirms (a grant just deleted may still be in the index).
+	// API server confirms (a grant just deleted may still be in the index). Never
+	// for a public client: anyone can use its client_id, and a loopback redirect
+	// goes to whatever listens on the port (RFC 8252 §8.6).
 	var covered []string
 	for _, ws := range allowed {
+		if client.Public {
+			break
+		}
 		if g, ok := s.index.GrantIn(ws, client.ClientID); ok && g.Covers(client.Ref.UID, l.Request.Scope, l.Request.Audiences) {
 			covered = append(covered, ws)
 		}

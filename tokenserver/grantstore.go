@@ -53,21 +53,22 @@ func (gs *grantStore) approve(ctx context.Context, workspace string, c *index.Cl
 			err = gs.client.Create(ctx, grant)
 		case err != nil:
 			return nil, err
-		case grant.Spec.Client.UID != string(c.Ref.UID):
+		case grant.Spec.Client.UID != string(c.Ref.UID) || grant.Spec.Revoked:
 			// A grant of an app deleted and created again (same client_id, another
-			// object) that the manager has not removed yet: it is not this app's.
+			// object) that the manager has not removed yet: it is not this app's. Or
+			// a revoked grant: it stays revoked, and its tokens dead, so approving
+			// again installs the app anew, under a new UID.
 			err = gs.client.Delete(ctx, grant, client.Preconditions{UID: &grant.UID, ResourceVersion: &grant.ResourceVersion})
 			if err == nil || apierrors.IsNotFound(err) {
 				err = apierrors.NewConflict(latchkeyv1.GroupVersion.WithResource("oauthgrants").GroupResource(), name, errors.New("replaced"))
 			}
 		default:
-			covered := !grant.Spec.Revoked && subset(scopes, grant.Spec.Scopes) && subset(audiences, grant.Spec.Audiences)
+			covered := subset(scopes, grant.Spec.Scopes) && subset(audiences, grant.Spec.Audiences)
 			if covered {
 				return grant, nil
 			}
 			grant.Spec.Scopes = union(grant.Spec.Scopes, scopes)
 			grant.Spec.Audiences = union(grant.Spec.Audiences, audiences)
-			grant.Spec.Revoked = false
 			grant.Spec.GrantedBy, grant.Spec.GrantedAt = u.Name, metav1.NewTime(now.UTC().Truncate(time.Second))
 			err = gs.client.Update(ctx, grant)
 		}
@@ -146,6 +147,9 @@ func dropFamily(status *latchkeyv1.OAuthGrantStatus, match func(latchkeyv1.Refre
 func pruneGrantStatus(status *latchkeyv1.OAuthGrantStatus, now time.Time) {
 	status.RedeemedCodes = slices.DeleteFunc(status.RedeemedCodes, func(c latchkeyv1.RedeemedCode) bool {
 		return !now.Before(c.ExpiresAt.Time)
+	})
+	status.RefreshFamilies = slices.DeleteFunc(status.RefreshFamilies, func(f latchkeyv1.RefreshFamily) bool {
+		return !now.Before(f.IssuedAt.Add(RefreshMaxLifetime)) || !now.Before(f.RefreshedAt.Add(RefreshIdleLifetime))
 	})
 	if n := len(status.RedeemedCodes) - latchkeyv1.MaxRedeemedCodes; n > 0 {
 		slices.SortFunc(status.RedeemedCodes, func(a, b latchkeyv1.RedeemedCode) int { return a.ExpiresAt.Compare(b.ExpiresAt.Time) })

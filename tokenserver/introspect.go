@@ -110,10 +110,9 @@ func (s *Server) introspectJWT(policy *index.IntrospectionPolicy, token string) 
 	if !ok || !policy.CoversNamespace(holder.Workspace) {
 		return inactive
 	}
-	client := holder.Client
 	var aud jwt.Audience
 	for _, a := range claims.Audience {
-		if slices.Contains(client.Audiences, a) && slices.Contains(policy.Audiences, a) {
+		if holder.AllowsAudience(a) && slices.Contains(policy.Audiences, a) {
 			aud = append(aud, a)
 		}
 	}

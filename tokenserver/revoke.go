@@ -29,10 +29,8 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidRequest("token is required"))
 		return
 	}
-	if hint := params.Get("token_type_hint"); hint != "" && hint != "access_token" && hint != "refresh_token" {
-		writeError(w, &oauthError{http.StatusBadRequest, "unsupported_token_type", "token_type_hint must be access_token or refresh_token"})
-		return
-	}
+	// token_type_hint is only a hint (RFC 7009 §2.1): every kind of token is
+	// looked for whatever it says.
 	workspace, family, ok := s.familyOf(token, client.ClientID)
 	if ok && s.thirdParty != nil {
 		_, err := s.thirdParty.grants.change(r.Context(), workspace, latchkeyv1.GrantName(client.ClientID), string(client.Ref.UID),

@@ -48,6 +48,12 @@ type thirdParty struct {
 const (
 	codeLifetime  = 60 * time.Second
 	loginLifetime = 10 * time.Minute
+	// A refresh-token family ends RefreshIdleLifetime after its last refresh and
+	// RefreshMaxLifetime after the user signed in, whatever happens (RFC 9700
+	// §4.14.2): the user signs in again, and the upstream provider and RBAC are
+	// asked afresh.
+	RefreshIdleLifetime = 30 * 24 * time.Hour
+	RefreshMaxLifetime  = 90 * 24 * time.Hour
 )
 
 // EnableThirdPartyApps starts discovering the upstream provider and serves the
@@ -171,7 +177,7 @@ func (s *Server) issueForFamily(client *index.Client, grant *latchkeyv1.OAuthGra
 	var audiences jwt.Audience
 	for _, f := range grant.Status.RefreshFamilies {
 		if f.ID == familyID {
-			audiences = intersect(f.Audiences, client.Audiences)
+			audiences = intersect(intersect(f.Audiences, client.Audiences), grant.Spec.Audiences)
 		}
 	}
 	if len(audiences) == 0 {
@@ -303,6 +309,10 @@ func (g refreshTokenGrant) issue(r *http.Request, client *index.Client, params u
 				return false, nil
 			}
 			f := &status.RefreshFamilies[i]
+			if !now.Before(f.IssuedAt.Add(RefreshMaxLifetime)) || !now.Before(f.RefreshedAt.Add(RefreshIdleLifetime)) {
+				refusal = errBadRefresh // ended; dropped with the next write of the grant
+				return false, nil
+			}
 			if generation < f.Generation {
 				refusal = errRefreshReused
 				return dropFamily(status, func(f latchkeyv1.RefreshFamily) bool { return f.ID == familyID }), nil

@@ -43,6 +43,7 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		alice, alicePassword = "alice", "alice-Password-1"
 		bob, bobPassword     = "bob", "bob-Password-1"
 		apiID                = "https://api.acme.test"
+		billingID            = "https://billing.acme.test"
 	)
 	var (
 		provider            *testenv.OIDCProvider
@@ -98,7 +99,7 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 			c.Spec.DisplayName = "Acme CRM"
 			c.Spec.GrantTypes = []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode, latchkeyv1.GrantRefreshToken}
 			c.Spec.RedirectURIs = []string{appServer.URL + "/callback"}
-			c.Spec.Audiences = []string{apiID}
+			c.Spec.Audiences = []string{apiID, billingID}
 		})
 		publicApp = newPublicClient(publisher, "crm-mobile", []string{"http://127.0.0.1:8765/cb"})
 		rs = newResourceServer(publisher, "acme-api", func(c *latchkeyv1.OAuthClient) {
@@ -450,6 +451,10 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		token, err := cfg.Exchange(ctx, loc.Query().Get("code"), oauth2.VerifierOption(verifier))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(ts.active(rs, token.AccessToken)).To(BeTrue(), "accepted at once, without waiting for the watch")
+		// Its grant covers the request now, and still the user is asked (RFC 8252 §8.6).
+		again := authorize(b, authParams(cfg.AuthCodeURL("p2", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))), alice, alicePassword)
+		Expect(again.StatusCode).To(Equal(http.StatusOK))
+		Expect(workspaceOptions(readBody(again))).To(ContainElement(wsA), "the consent page, not a silent redirect")
 		// The same app may not skip PKCE at authorize.
 		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		r, err := noFollow.Get(ts.URL + "/oauth2/authorize?" + url.Values{"client_id": {publicApp.ClientID}, "response_type": {"code"}, "redirect_uri": {redirect}}.Encode())
@@ -468,6 +473,55 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		Expect(postForm(ts.URL+"/oauth2/revoke", url.Values{"token": {token.AccessToken}}, auth).StatusCode).To(Equal(200))
 		within(time.Second, "the revoked family's access token dies", func() bool { return !ts.active(rs, token.AccessToken) })
 		expectOAuthError(postForm(ts.URL+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token.RefreshToken}}, auth), 400, "invalid_grant")
+	})
+
+	It("keeps a revoked grant revoked: approving again installs the app anew, and no token of the old grant comes back", func() {
+		ctx := context.Background()
+		verifier := oauth2.GenerateVerifier()
+		token, err := oauthConfig(app).Exchange(ctx, approve(wsA, verifier).Get("code"), oauth2.VerifierOption(verifier))
+		Expect(err).NotTo(HaveOccurred())
+		key := client.ObjectKey{Namespace: wsA, Name: latchkeyv1.GrantName(app.ClientID)}
+		old := &latchkeyv1.OAuthGrant{}
+		Expect(k8s.Get(ctx, key, old)).To(Succeed())
+		revoked := old.DeepCopy()
+		revoked.Spec.Revoked = true
+		Expect(k8s.Patch(ctx, revoked, client.MergeFrom(old))).To(Succeed())
+		within(time.Second, "the revoked grant's token dies", func() bool { return !ts.active(rs, token.AccessToken) })
+		back := revoked.DeepCopy()
+		back.Spec.Revoked = false
+		Expect(apierrors.IsInvalid(k8s.Patch(ctx, back, client.MergeFrom(revoked)))).To(BeTrue(), "revocation is one-way")
+
+		approve(wsA, oauth2.GenerateVerifier())
+		renewed := &latchkeyv1.OAuthGrant{}
+		Expect(k8s.Get(ctx, key, renewed)).To(Succeed())
+		Expect(renewed.UID).NotTo(Equal(old.UID), "approving again replaced the revoked grant")
+		Expect(renewed.Spec.Revoked).To(BeFalse())
+		Expect(ts.active(rs, token.AccessToken)).To(BeFalse())
+		expectOAuthError(postForm(ts.URL+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token.RefreshToken}},
+			&basicAuth{app.ClientID, app.ClientSecret}), 400, "invalid_grant")
+	})
+
+	It("bounds tokens by the grant's audiences: an API removed from the grant refuses them at once", func() {
+		ctx := context.Background()
+		verifier := oauth2.GenerateVerifier()
+		token, err := oauthConfig(app).Exchange(ctx, approve(wsA, verifier).Get("code"), oauth2.VerifierOption(verifier))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ts.active(rs, token.AccessToken)).To(BeTrue())
+		key := client.ObjectKey{Namespace: wsA, Name: latchkeyv1.GrantName(app.ClientID)}
+		grant := &latchkeyv1.OAuthGrant{}
+		Expect(k8s.Get(ctx, key, grant)).To(Succeed())
+		Expect(grant.Spec.Audiences).To(ConsistOf(apiID, billingID))
+		narrowed := grant.DeepCopy()
+		narrowed.Spec.Audiences = []string{billingID}
+		Expect(k8s.Patch(ctx, narrowed, client.MergeFrom(grant))).To(Succeed())
+		within(time.Second, "the token is refused at the API removed from the grant", func() bool { return !ts.active(rs, token.AccessToken) })
+		// A refresh issues tokens for what is left only.
+		resp := postForm(ts.URL+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token.RefreshToken}},
+			&basicAuth{app.ClientID, app.ClientSecret})
+		Expect(resp.StatusCode).To(Equal(200), "%s", resp.Body)
+		Expect(jwtClaims(resp.JSON()["access_token"].(string))).To(HaveKeyWithValue("aud", billingID))
+		Expect(k8s.Delete(ctx, narrowed)).To(Succeed()) // the next specs approve afresh
+		Eventually(func() string { return grantVersion(wsA, app.ClientID) }).Should(Equal("none"))
 	})
 
 	It("stops renewing when RBAC no longer lets the user install apps in the workspace", func() {

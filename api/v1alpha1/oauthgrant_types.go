@@ -50,6 +50,7 @@ type GrantClientReference struct {
 // OAuthGrantSpec is the desired state of an OAuthGrant: which app may act in this
 // workspace, with which scopes, and who said so.
 // +kubebuilder:validation:XValidation:rule="self.client == oldSelf.client",message="client is immutable; a grant belongs to one app"
+// +kubebuilder:validation:XValidation:rule="!(has(oldSelf.revoked) && oldSelf.revoked) || (has(self.revoked) && self.revoked)",message="a revoked grant stays revoked: approving the app again creates a new grant, so no token of the old one ever works again"
 type OAuthGrantSpec struct {
 	Client GrantClientReference `json:"client"`
 
@@ -78,7 +79,8 @@ type OAuthGrantSpec struct {
 	GrantedAt metav1.Time `json:"grantedAt"`
 
 	// Revoked uninstalls the app without deleting the record: its refresh tokens and
-	// access tokens stop working at once. Deleting the grant does the same.
+	// access tokens stop working at once, for good (it cannot be set back to false;
+	// approving the app again replaces the grant). Deleting the grant does the same.
 	// +optional
 	Revoked bool `json:"revoked,omitempty"`
 }

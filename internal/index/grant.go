@@ -125,6 +125,14 @@ type TokenHolder struct {
 	Workspace string
 }
 
+// AllowsAudience reports whether the token may still be used at the API with this
+// identifier: the client still has the audience and, for a grant's token, so does
+// the grant (an administrator who removes an API from a grant ends its tokens
+// there at once).
+func (h TokenHolder) AllowsAudience(identifier string) bool {
+	return slices.Contains(h.Client.Audiences, identifier) && (h.Grant == nil || slices.Contains(h.Grant.Audiences, identifier))
+}
+
 // ScopesStillGranted keeps the scopes of the token's scope claim that the client
 // still has and, for a grant's token, that the grant still allows.
 func (h TokenHolder) ScopesStillGranted(tokenScope string) string {

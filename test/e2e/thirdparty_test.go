@@ -148,6 +148,8 @@ spec:
 		Expect(r.Status).To(Equal(http.StatusOK), r.String())
 		Expect(r.Upstream.Header.Get("X-Latchkey-Subject")).To(Equal(alice.RBACName))
 		Expect(r.Upstream.Header.Get("X-Latchkey-Namespace")).To(Equal(workspace))
+		Expect(r.Upstream.Header.Get("X-Latchkey-Credential-Kind")).To(Equal("app_access_token"), "an installed app, not one of the workspace's own clients")
+		Expect(r.Upstream.Header.Get("X-Latchkey-Name")).To(Equal("app-" + app.ID))
 		Expect(e.do(http.MethodPost, "/v1/leads", token.AccessToken, nil).Status).To(Equal(http.StatusForbidden), "leads:write was not granted")
 
 		By("refreshing")
