@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,7 +54,27 @@ func newClient(ns, name string, mutate func(*latchkeyv1.OAuthClient)) testClient
 	}
 	ExpectWithOffset(1, k8s.Create(ctx, obj)).To(Succeed())
 	waitIssued(obj)
-	return readClientSecret(obj)
+	c := readClientSecret(obj)
+	waitKnown(server, c)
+	return c
+}
+
+// waitKnown waits until s's index (fed by its own watch) knows c: a token request
+// with a grant type nobody serves is unsupported_grant_type (400) for a client it
+// authenticates and invalid_client (401) for one it has not seen yet. A refused
+// request is not a use, so this records nothing.
+func waitKnown(s *runningServer, c testClient) {
+	if s == nil || c.ClientSecret == "" {
+		return
+	}
+	form, auth := url.Values{"grant_type": {"urn:latchkey:probe"}}, &basicAuth{c.ClientID, c.ClientSecret}
+	if methods := c.Object.Spec.TokenEndpointAuthMethods; len(methods) > 0 && !slices.Contains(methods, latchkeyv1.AuthClientSecretBasic) {
+		form.Set("client_id", c.ClientID)
+		form.Set("client_secret", c.ClientSecret)
+		auth = nil
+	}
+	EventuallyWithOffset(2, func() int { return postForm(s.URL+"/oauth2/token", form, auth).StatusCode }).
+		Should(Equal(http.StatusBadRequest), "the token server's watch delivers the new client")
 }
 
 // readClientSecret reads an issued OAuthClient's Secret, as its workload would.

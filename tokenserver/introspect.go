@@ -65,6 +65,7 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	if !result.Active && strings.Count(token, ".") == 2 {
 		result = s.introspectJWT(caller.Introspection, token)
 	}
+	s.usage.Used(index.KindOAuthClient, caller.Ref)
 	writeJSON(w, http.StatusOK, result)
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/index"
 )
 
 // handleRevoke is the revocation endpoint (RFC 7009). A refresh token, or an access
@@ -53,6 +54,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	s.usage.Used(index.KindOAuthClient, client.Ref)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 }

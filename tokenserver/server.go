@@ -211,7 +211,8 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values, allowPubli
 	} else if secret == "" || !client.SecretMatches(presented, now) || (basic && !client.Basic) || (!basic && !client.Post) {
 		return nil, errInvalidClient
 	}
-	s.usage.Used(index.KindOAuthClient, client.Ref)
+	// Last use is recorded by the caller once the request is served: a refused
+	// grant type or scope is not a use of the credential.
 	return client, nil
 }
 

@@ -74,6 +74,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, oerr)
 		return
 	}
+	s.usage.Used(index.KindOAuthClient, client.Ref)
 	writeJSON(w, http.StatusOK, resp)
 }
 
