@@ -1,0 +1,33 @@
+-- Argo CD health of a Latchkey API (config/argocd; the argocd-cm snippet is in
+-- the README). Accepted is Healthy; an identifier or host held by an older API is
+-- Degraded.
+local hs = {}
+local function condition(t)
+  if obj.status ~= nil and obj.status.conditions ~= nil then
+    for _, c in ipairs(obj.status.conditions) do
+      if c.type == t then
+        return c
+      end
+    end
+  end
+  return nil
+end
+if obj.metadata.generation ~= nil and (obj.status == nil or obj.status.observedGeneration == nil or obj.status.observedGeneration < obj.metadata.generation) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Latchkey manager to reconcile the latest spec"
+  return hs
+end
+local ready = condition("Ready")
+if ready == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Latchkey manager"
+  return hs
+end
+if ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = ready.message
+  return hs
+end
+hs.status = "Degraded"
+hs.message = (ready.reason or "") .. ": " .. (ready.message or "")
+return hs
