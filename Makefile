@@ -134,6 +134,12 @@ run: manifests generate ## Run the manager against the cluster of the current ku
 docker-build: ## Build the image (needs a Docker engine).
 	docker build -t $(IMG) .
 
+IMAGE_VERSION ?= dev
+
+.PHONY: image
+image: build ## Build the image FROM scratch without Docker (internal/image): bin/image/oci (OCI layout) and bin/image/latchkey.tar.
+	go run ./hack/image --binary bin/latchkey --version $(IMAGE_VERSION) --revision "$$(git rev-parse HEAD 2>/dev/null)" --tag $(IMG)
+
 .PHONY: build-installer
 build-installer: manifests ## Render everything into dist/install.yaml.
 	mkdir -p dist

@@ -5,6 +5,10 @@ package main
 import (
 	"fmt"
 	"os"
+
+	// Mozilla's root CAs, used only where the system has none: the image is FROM
+	// scratch, and the token server still verifies its upstream OpenID provider.
+	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 const usage = `usage: latchkey <command> [flags]
