@@ -22,105 +22,116 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/spf13/pflag"
+	"github.com/spf13/cobra"
 	"golang.org/x/oauth2/clientcredentials"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
-const usage = `kubectl latchkey: everyday operations on Latchkey credentials.
-
-Commands:
-  rotate  KIND/NAME   issue a new credential; the previous one works for the grace period
-  revoke  KIND/NAME   stop every credential at once (the Secret is deleted)
-  restore KIND/NAME   after a revocation, issue a brand-new credential
-  status  [KIND/NAME] conditions, credentials (key IDs only), expiry and last use
-  token   oauthclient/NAME
-                      fetch an access token with the client's Secret (client_credentials)
-
-KIND is apikey (ak) or oauthclient (oc).
-
-Flags:
-`
-
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+	if err := newRootCommand(context.Background(), os.Stdout).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
 }
 
 type options struct {
-	kubeconfig, kubeContext, namespace string
-	wait                               bool
-	timeout                            time.Duration
+	// config carries every kubectl connection flag (--kubeconfig, --context,
+	// --namespace, --as, --as-group, --token, --server, --certificate-authority, ...),
+	// which behave exactly as in kubectl (k8s.io/cli-runtime).
+	config  *genericclioptions.ConfigFlags
+	wait    bool
+	timeout time.Duration
 	// token
 	tokenURL, scope, audience, output string
 }
 
-func run(ctx context.Context, args []string, out io.Writer) error {
-	var o options
-	fs := pflag.NewFlagSet("kubectl-latchkey", pflag.ContinueOnError)
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "path to the kubeconfig file")
-	fs.StringVar(&o.kubeContext, "context", "", "kubeconfig context to use")
-	fs.StringVarP(&o.namespace, "namespace", "n", "", "namespace (default: the context's)")
-	fs.BoolVar(&o.wait, "wait", true, "wait until the operator has acted (rotate, revoke, restore)")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait")
-	fs.StringVar(&o.tokenURL, "token-url", "", "token: the token endpoint (default: token_url in the client's Secret)")
-	fs.StringVar(&o.scope, "scope", "", "token: space-separated scopes to request (default: all of the client's)")
-	fs.StringVar(&o.audience, "audience", "", "token: the audience to request (default: the client's first)")
-	fs.StringVarP(&o.output, "output", "o", "", "token: json for the whole token response; default the access token alone")
-	fs.Usage = func() { fmt.Fprint(os.Stderr, usage+fs.FlagUsages()) }
-	if err := fs.Parse(args); err != nil {
-		return err
+// newRootCommand builds the plugin's commands (cobra, as kubectl's own are), with
+// shell completion of KIND/NAME from the cluster (`kubectl latchkey completion bash`).
+func newRootCommand(ctx context.Context, out io.Writer) *cobra.Command {
+	o := &options{config: genericclioptions.NewConfigFlags(true)}
+	root := &cobra.Command{
+		Use:           "kubectl-latchkey",
+		Short:         "Everyday operations on Latchkey credentials",
+		Long:          "kubectl latchkey: everyday operations on Latchkey credentials. KIND is apikey (ak) or oauthclient (oc).",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl latchkey"},
 	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return errors.New("a command is required")
-	}
-	command, refs := fs.Arg(0), fs.Args()[1:]
+	root.SetOut(out)
+	o.config.AddFlags(root.PersistentFlags())
+	root.PersistentFlags().BoolVar(&o.wait, "wait", true, "wait until the operator has acted (rotate, revoke, restore)")
+	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait")
 
-	c, namespace, err := connect(o)
-	if err != nil {
-		return err
-	}
-	op := &operator{client: c, namespace: namespace, opts: o, out: out}
-	if command == "status" && len(refs) == 0 {
-		return op.statusAll(ctx)
-	}
-	if len(refs) != 1 {
-		return fmt.Errorf("%s takes one KIND/NAME", command)
-	}
-	obj, err := parseRef(refs[0], namespace)
-	if err != nil {
-		return err
-	}
-	switch command {
-	case "rotate":
-		return op.rotate(ctx, obj)
-	case "revoke":
-		return op.setRevoked(ctx, obj, true)
-	case "restore":
-		return op.setRevoked(ctx, obj, false)
-	case "status":
-		return op.status(ctx, obj)
-	case "token":
-		oc, ok := obj.(*latchkeyv1.OAuthClient)
-		if !ok {
-			return errors.New("token works on an oauthclient")
+	// act runs fn on the one KIND/NAME argument.
+	act := func(fn func(op *operator, obj credentialObject) error) func(*cobra.Command, []string) error {
+		return func(_ *cobra.Command, args []string) error {
+			op, err := o.operator(out)
+			if err != nil {
+				return err
+			}
+			obj, err := parseRef(args[0], op.namespace)
+			if err != nil {
+				return err
+			}
+			return fn(op, obj)
 		}
-		return op.token(ctx, oc)
 	}
-	return fmt.Errorf("unknown command %q (rotate, revoke, restore, status, token)", command)
+	complete := o.completeRefs(ctx)
+	root.AddCommand(
+		&cobra.Command{Use: "rotate KIND/NAME", Short: "issue a new credential; the previous one works for the grace period",
+			Args: cobra.ExactArgs(1), ValidArgsFunction: complete,
+			RunE: act(func(op *operator, obj credentialObject) error { return op.rotate(ctx, obj) })},
+		&cobra.Command{Use: "revoke KIND/NAME", Short: "stop every credential at once (the Secret is deleted)",
+			Args: cobra.ExactArgs(1), ValidArgsFunction: complete,
+			RunE: act(func(op *operator, obj credentialObject) error { return op.setRevoked(ctx, obj, true) })},
+		&cobra.Command{Use: "restore KIND/NAME", Short: "after a revocation, issue a brand-new credential",
+			Args: cobra.ExactArgs(1), ValidArgsFunction: complete,
+			RunE: act(func(op *operator, obj credentialObject) error { return op.setRevoked(ctx, obj, false) })},
+		&cobra.Command{Use: "status [KIND/NAME]", Short: "conditions, credentials (key IDs only), expiry and last use",
+			Args: cobra.MaximumNArgs(1), ValidArgsFunction: complete,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					op, err := o.operator(out)
+					if err != nil {
+						return err
+					}
+					return op.statusAll(ctx)
+				}
+				return act(func(op *operator, obj credentialObject) error { return op.status(ctx, obj) })(cmd, args)
+			}},
+	)
+	token := &cobra.Command{Use: "token oauthclient/NAME", Short: "fetch an access token with the client's Secret (client_credentials)",
+		Args: cobra.ExactArgs(1), ValidArgsFunction: complete,
+		RunE: act(func(op *operator, obj credentialObject) error {
+			oc, ok := obj.(*latchkeyv1.OAuthClient)
+			if !ok {
+				return errors.New("token works on an oauthclient")
+			}
+			return op.token(ctx, oc)
+		})}
+	token.Flags().StringVar(&o.tokenURL, "token-url", "", "the token endpoint (default: token_url in the client's Secret)")
+	token.Flags().StringVar(&o.scope, "scope", "", "space-separated scopes to request (default: all of the client's)")
+	token.Flags().StringVar(&o.audience, "audience", "", "the audience to request (default: the client's first)")
+	token.Flags().StringVarP(&o.output, "output", "o", "", "json for the whole token response; default the access token alone")
+	root.AddCommand(token)
+	return root
+}
+
+// run executes the plugin with args, as the kubectl-latchkey binary would.
+func run(ctx context.Context, args []string, out io.Writer) error {
+	root := newRootCommand(ctx, out)
+	root.SetArgs(args)
+	return root.Execute()
 }
 
 // credentialObject is what the commands need of an APIKey or an OAuthClient.
@@ -146,31 +157,62 @@ func parseRef(ref, namespace string) (credentialObject, error) {
 	return nil, fmt.Errorf("%q: KIND is apikey (ak) or oauthclient (oc)", kind)
 }
 
-// connect loads the kubeconfig the way kubectl does (--kubeconfig, $KUBECONFIG, ~/.kube/config).
-func connect(o options) (client.Client, string, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = o.kubeconfig
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: o.kubeContext}
-	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
-	cfg, err := loader.ClientConfig()
+// operator connects with kubectl's flags: the REST config and the namespace come
+// from ConfigFlags, as they would for kubectl itself.
+func (o *options) operator(out io.Writer) (*operator, error) {
+	cfg, err := o.config.ToRESTConfig()
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	namespace := o.namespace
-	if namespace == "" {
-		if namespace, _, err = loader.Namespace(); err != nil {
-			return nil, "", err
-		}
+	namespace, _, err := o.config.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return nil, err
 	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if err := latchkeyv1.AddToScheme(scheme); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	return c, namespace, err
+	if err != nil {
+		return nil, err
+	}
+	return &operator{client: c, namespace: namespace, opts: *o, out: out}, nil
+}
+
+// completeRefs completes KIND/NAME from the APIKeys and OAuthClients of the namespace.
+func (o *options) completeRefs(ctx context.Context) cobra.CompletionFunc {
+	return func(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		op, err := o.operator(io.Discard)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveError
+		}
+		var out []cobra.Completion
+		var keys latchkeyv1.APIKeyList
+		if op.client.List(ctx, &keys, client.InNamespace(op.namespace)) == nil {
+			for _, k := range keys.Items {
+				out = append(out, "apikey/"+k.Name)
+			}
+		}
+		var clients latchkeyv1.OAuthClientList
+		if op.client.List(ctx, &clients, client.InNamespace(op.namespace)) == nil {
+			for _, c := range clients.Items {
+				out = append(out, "oauthclient/"+c.Name)
+			}
+		}
+		var matching []cobra.Completion
+		for _, ref := range out {
+			if strings.HasPrefix(ref, toComplete) {
+				matching = append(matching, ref)
+			}
+		}
+		return matching, cobra.ShellCompDirectiveNoFileComp
+	}
 }
 
 type operator struct {

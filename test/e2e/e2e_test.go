@@ -245,6 +245,14 @@ spec: {scopes: ["orders:read"]}`)
 		Expect(kubectl("latchkey", "status", "apikey/orders", "-n", ns)).To(MatchRegexp(`Ready:\s+True \(Issued`))
 	})
 
+	It("takes kubectl's own flags and completes KIND/NAME from the cluster", func() {
+		// --as is kubectl's impersonation (k8s.io/cli-runtime): a user with no rights is refused.
+		_, err := kubectlErr("latchkey", "status", "apikey/orders", "-n", ns, "--as", "nobody@example.com")
+		Expect(err).To(MatchError(ContainSubstring("forbidden")))
+		// Shell completion (cobra's __complete, what `kubectl latchkey completion bash` calls).
+		Expect(kubectl("latchkey", "__complete", "rotate", "-n", ns, "apikey/o")).To(ContainSubstring("apikey/orders"))
+	})
+
 	It("runs `make demo` non-interactively to the end", func() {
 		cmd := exec.Command(filepath.Join(root, "hack", "demo.sh"))
 		cmd.Env = append(os.Environ(), "DEMO_ONESHOT=1")
