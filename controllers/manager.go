@@ -2,13 +2,16 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/signingkeys"
@@ -89,6 +92,13 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 	}
 	if err := oauthClients.SetupWithManager(mgr, "oauthclient", o.Controller); err != nil {
 		return fmt.Errorf("setting up the OAuthClient controller: %w", err)
+	}
+	// Each credential's state, read from the cache at scrape time (metrics.go).
+	if err := metrics.Registry.Register(&CredentialCollector{Reader: mgr.GetCache()}); err != nil {
+		var already prometheus.AlreadyRegisteredError
+		if !errors.As(err, &already) { // a second manager in one test process
+			return fmt.Errorf("registering the credential metrics: %w", err)
+		}
 	}
 	grants := &OAuthGrantReconciler{Client: c, Recorder: recorder}
 	if err := grants.SetupWithManager(mgr, o.Controller); err != nil {

@@ -1,0 +1,83 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+)
+
+// CredentialCollector exports each credential's state, computed from the
+// manager's informer cache at scrape time (as cert-manager does for
+// certificates): no per-request label, no state kept between scrapes, and a
+// credential that is deleted simply stops appearing.
+type CredentialCollector struct {
+	Reader client.Reader
+}
+
+var (
+	credentialLabels = []string{"kind", "namespace", "name"}
+	readyDesc        = prometheus.NewDesc("latchkey_credential_ready",
+		"1 when the credential's Ready condition is True, 0 otherwise (revoked, expired, conflicting, not yet issued).", credentialLabels, nil)
+	expirationDesc = prometheus.NewDesc("latchkey_credential_expiration_timestamp_seconds",
+		"spec.expiresAt, for credentials that expire.", credentialLabels, nil)
+	graceEndDesc = prometheus.NewDesc("latchkey_credential_grace_period_end_timestamp_seconds",
+		"When the last previous credential in its grace period stops being accepted (while one is).", credentialLabels, nil)
+	lastUsedDesc = prometheus.NewDesc("latchkey_credential_last_used_timestamp_seconds",
+		"status.lastUsedAt: the start of the period in which a token server or authorizer last accepted the credential.", credentialLabels, nil)
+)
+
+// scrapeTimeout bounds the cache reads of one scrape.
+const scrapeTimeout = 5 * time.Second
+
+func (c *CredentialCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{readyDesc, expirationDesc, graceEndDesc, lastUsedDesc} {
+		ch <- d
+	}
+}
+
+func (c *CredentialCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	var keys latchkeyv1.APIKeyList
+	if err := c.Reader.List(ctx, &keys); err == nil {
+		for i := range keys.Items {
+			collectCredential(ch, "APIKey", &keys.Items[i])
+		}
+	}
+	var clients latchkeyv1.OAuthClientList
+	if err := c.Reader.List(ctx, &clients); err == nil {
+		for i := range clients.Items {
+			collectCredential(ch, "OAuthClient", &clients.Items[i])
+		}
+	}
+}
+
+func collectCredential(ch chan<- prometheus.Metric, kind string, obj CredentialObject) {
+	labels := []string{kind, obj.GetNamespace(), obj.GetName()}
+	status := obj.CredentialStatus()
+	ready := 0.0
+	if meta.IsStatusConditionTrue(status.Conditions, latchkeyv1.ConditionReady) {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, ready, labels...)
+	if expires := obj.Lifecycle().ExpiresAt; expires != nil {
+		ch <- prometheus.MustNewConstMetric(expirationDesc, prometheus.GaugeValue, float64(expires.Unix()), labels...)
+	}
+	var graceEnd time.Time
+	for _, cred := range status.Credentials {
+		if cred.NotAfter != nil && cred.NotAfter.After(graceEnd) {
+			graceEnd = cred.NotAfter.Time
+		}
+	}
+	if !graceEnd.IsZero() {
+		ch <- prometheus.MustNewConstMetric(graceEndDesc, prometheus.GaugeValue, float64(graceEnd.Unix()), labels...)
+	}
+	if status.LastUsedAt != nil {
+		ch <- prometheus.MustNewConstMetric(lastUsedDesc, prometheus.GaugeValue, float64(status.LastUsedAt.Unix()), labels...)
+	}
+}
