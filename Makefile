@@ -55,6 +55,12 @@ OIDC_PROVIDER_VERSION ?= v3.51.17
 oidc-provider: ## Build the example OpenID Provider of github.com/zitadel/oidc/v3 into bin/oidc-provider/<version> (once): the upstream IdP of the sign-in specs.
 	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) hack/oidc-provider.sh
 
+PROMETHEUS_VERSION ?= v0.315.0
+
+.PHONY: promtool
+promtool: ## Build promtool from github.com/prometheus/prometheus into bin/promtool/<version> (once): the alerting rules' checker and unit-test runner.
+	PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) hack/promtool.sh
+
 .PHONY: chromium
 chromium: ## Ensure a headless Chromium for the browser specs (installs Debian's chromium package when CI=true; fails loudly otherwise).
 	hack/chromium.sh
@@ -68,8 +74,8 @@ openid-client: ## Install Node's openid-client 6 (npm, from the lockfile) for th
 test: verify-generated vet test-envtest test-e2e test-chaos ## Everything: unit tests, envtest suites, the end-to-end suite, then the chaos suite.
 
 .PHONY: test-envtest
-test-envtest: envtest oidc-provider ## The unit tests and the envtest suites against a real API server (and a real upstream OpenID Provider).
-	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
+test-envtest: envtest oidc-provider promtool ## The unit tests and the envtest suites against a real API server (and a real upstream OpenID Provider).
+	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
 
 .PHONY: test-e2e
 test-e2e: build envtest caddy oidc-provider chromium openid-client ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy, the upstream OpenID Provider, headless Chromium.

@@ -23,6 +23,8 @@ var (
 	credentialLabels = []string{"kind", "namespace", "name"}
 	readyDesc        = prometheus.NewDesc("latchkey_credential_ready",
 		"1 when the credential's Ready condition is True, 0 otherwise (revoked, expired, conflicting, not yet issued).", credentialLabels, nil)
+	withdrawnDesc = prometheus.NewDesc("latchkey_credential_withdrawn",
+		"1 when the credential was revoked or expired as its spec says: not Ready on purpose, so alerts leave it alone.", credentialLabels, nil)
 	expirationDesc = prometheus.NewDesc("latchkey_credential_expiration_timestamp_seconds",
 		"spec.expiresAt, for credentials that expire.", credentialLabels, nil)
 	graceEndDesc = prometheus.NewDesc("latchkey_credential_grace_period_end_timestamp_seconds",
@@ -35,7 +37,7 @@ var (
 const scrapeTimeout = 5 * time.Second
 
 func (c *CredentialCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{readyDesc, expirationDesc, graceEndDesc, lastUsedDesc} {
+	for _, d := range []*prometheus.Desc{readyDesc, withdrawnDesc, expirationDesc, graceEndDesc, lastUsedDesc} {
 		ch <- d
 	}
 }
@@ -65,6 +67,12 @@ func collectCredential(ch chan<- prometheus.Metric, kind string, obj CredentialO
 		ready = 1
 	}
 	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, ready, labels...)
+	withdrawn := 0.0
+	if c := meta.FindStatusCondition(status.Conditions, latchkeyv1.ConditionReady); c != nil &&
+		(c.Reason == latchkeyv1.ReasonRevoked || c.Reason == latchkeyv1.ReasonExpired) {
+		withdrawn = 1
+	}
+	ch <- prometheus.MustNewConstMetric(withdrawnDesc, prometheus.GaugeValue, withdrawn, labels...)
 	if expires := obj.Lifecycle().ExpiresAt; expires != nil {
 		ch <- prometheus.MustNewConstMetric(expirationDesc, prometheus.GaugeValue, float64(expires.Unix()), labels...)
 	}

@@ -9,7 +9,7 @@
 # Output: bin/promtool/<version>/promtool; prints that path on the last line.
 set -euo pipefail
 
-PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.315.0}" # v0.316.0 needs a hashicorp/nomad/api version the module proxy refuses
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$root/bin/promtool/$PROMETHEUS_VERSION"
 bin="$out/promtool"
