@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -221,8 +222,17 @@ func (s *runningServer) active(caller testClient, token string) bool {
 }
 
 // expectOAuthError checks an RFC 6749 §5.2 error response.
+// tokenFields are the credentials a token response carries.
+var tokenFields = regexp.MustCompile(`"(access_token|refresh_token|id_token)":"[^"]*"`)
+
+// redactTokens keeps the tokens of a response out of a failure message: a failed
+// spec's output is printed, and no credential may reach it.
+func redactTokens(body []byte) string {
+	return tokenFields.ReplaceAllString(string(body), `"$1":"[redacted]"`)
+}
+
 func expectOAuthError(resp response, status int, code string) {
-	ExpectWithOffset(1, resp.StatusCode).To(Equal(status), "body: %s", resp.Body)
+	ExpectWithOffset(1, resp.StatusCode).To(Equal(status), "body: %s", redactTokens(resp.Body))
 	ExpectWithOffset(1, resp.Header.Get("Content-Type")).To(Equal("application/json"))
 	ExpectWithOffset(1, resp.Header.Get("Cache-Control")).To(Equal("no-store"))
 	body := resp.JSON()

@@ -102,7 +102,9 @@ func (x *Index) ReplaceGrants(namespace string, list []*latchkeyv1.OAuthGrant) {
 	}
 }
 
-// GrantIn returns the grant of the app with clientID in workspace, if any.
+// GrantIn returns the grant of the app with clientID in workspace, if any. It is
+// a scan of the grants; the consent page asks it once per workspace the user may
+// install into, and grants are few next to credentials.
 func (x *Index) GrantIn(workspace, clientID string) (*Grant, bool) {
 	name := latchkeyv1.GrantName(clientID)
 	x.mu.RLock()
