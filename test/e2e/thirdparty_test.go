@@ -20,6 +20,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"golang.org/x/oauth2"
+
+	"github.com/latchkey-dev/latchkey/internal/testenv"
 )
 
 // The third-party app flow in a real browser: headless Chromium (Debian's package,
@@ -83,10 +85,8 @@ spec:
 		e = startEdge()
 
 		By("starting headless Chromium (" + chromium + ")")
-		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
-			chromedp.DisableGPU, chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
-			chromedp.UserDataDir(filepath.Join(workDir, "chromium-profile")))
-		allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+			testenv.BrowserOptions(chromium, filepath.Join(workDir, "chromium-profile"))...)
 		DeferCleanup(cancelAlloc)
 		var cancelBrowser context.CancelFunc
 		browser, cancelBrowser = chromedp.NewContext(allocCtx)
@@ -104,14 +104,8 @@ spec:
 		By("signing in at the provider's own login form")
 		step, cancel := context.WithTimeout(browser, 60*time.Second)
 		defer cancel()
-		Expect(chromedp.Do(step,
-			chromedp.Navigate(authURL),
-			chromedp.WaitVisible(chromedp.CSS(`#username`)),
-			chromedp.SendKeys(chromedp.CSS(`#username`), alice.Username),
-			chromedp.SendKeys(chromedp.CSS(`#password`), alice.Password),
-			chromedp.Click(chromedp.CSS(`button[type=submit]`)),
-			chromedp.WaitVisible(chromedp.CSS(`#workspace`)),
-		)).To(Succeed(), func() string { return pageState(browser) })
+		Expect(chromedp.Do(step, testenv.SignInSteps(authURL, alice.Username, alice.Password))).
+			To(Succeed(), func() string { return pageState(browser) })
 
 		By("reading the consent page")
 		text := func(sel string) string {
@@ -130,11 +124,7 @@ spec:
 		Expect(workspaces).To(Equal([]string{workspace}), "only the workspaces RBAC lets her install apps into")
 
 		By("approving")
-		Expect(chromedp.Do(step,
-			chromedp.SetValue(chromedp.CSS(`#workspace`), workspace),
-			chromedp.Click(chromedp.CSS(`button[value=approve]`)),
-			chromedp.WaitVisible(chromedp.CSS(`#done`)),
-		)).To(Succeed(), func() string { return pageState(browser) })
+		Expect(chromedp.Do(step, testenv.ApproveSteps(workspace))).To(Succeed(), func() string { return pageState(browser) })
 		var cb url.Values
 		Eventually(received).Should(Receive(&cb))
 		Expect(cb.Get("state")).To(Equal("state-e2e"))
@@ -229,17 +219,8 @@ spec:
 func installInBrowser(browser context.Context, authorizeURL, workspace string) {
 	step, cancel := context.WithTimeout(browser, 60*time.Second)
 	defer cancel()
-	ExpectWithOffset(1, chromedp.Do(step,
-		chromedp.Navigate(authorizeURL),
-		chromedp.WaitVisible(chromedp.CSS(`#username`)),
-		chromedp.SendKeys(chromedp.CSS(`#username`), alice.Username),
-		chromedp.SendKeys(chromedp.CSS(`#password`), alice.Password),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS(`#workspace`)),
-		chromedp.SetValue(chromedp.CSS(`#workspace`), workspace),
-		chromedp.Click(chromedp.CSS(`button[value=approve]`)),
-		chromedp.WaitVisible(chromedp.CSS(`#done`)),
-	)).To(Succeed(), func() string { return pageState(browser) })
+	ExpectWithOffset(1, chromedp.Do(step, testenv.SignInSteps(authorizeURL, alice.Username, alice.Password), testenv.ApproveSteps(workspace))).
+		To(Succeed(), func() string { return pageState(browser) })
 }
 
 // chromiumPath finds the browser the way hack/chromium.sh does; a missing browser

@@ -184,9 +184,7 @@ func driveBrowser(o options, authURL string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(o.chromium), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true), chromedp.UserDataDir(filepath.Join(dir, "profile")))
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), testenv.BrowserOptions(o.chromium, filepath.Join(dir, "profile"))...)
 	defer cancelAlloc()
 	browser, cancel := chromedp.NewContext(alloc)
 	defer cancel()
@@ -195,17 +193,7 @@ func driveBrowser(o options, authURL string) error {
 	}
 	step, cancelStep := context.WithTimeout(browser, 60*time.Second)
 	defer cancelStep()
-	return chromedp.Do(step,
-		chromedp.Navigate(authURL),
-		chromedp.WaitVisible(chromedp.CSS(`#username`)),
-		chromedp.SendKeys(chromedp.CSS(`#username`), o.user),
-		chromedp.SendKeys(chromedp.CSS(`#password`), o.password),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS(`#workspace`)),
-		chromedp.SetValue(chromedp.CSS(`#workspace`), o.workspace),
-		chromedp.Click(chromedp.CSS(`button[value=approve]`)),
-		chromedp.WaitVisible(chromedp.CSS(`#done`)),
-	)
+	return chromedp.Do(step, testenv.SignInSteps(authURL, o.user, o.password), testenv.ApproveSteps(o.workspace))
 }
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
