@@ -73,6 +73,7 @@ func (r *APIReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 			r.Recorder.Eventf(api, nil, corev1.EventTypeWarning, latchkeyv1.ReasonIdentifierConflict, "Reconcile", "%s", note)
 		}
 	}
+	setProgress(&api.Status.Conditions, api.Generation, pending{})
 	api.Status.ObservedGeneration = api.Generation
 	api.Status.ScopeCount = int32(len(api.Spec.Scopes))
 	api.Status.RuleCount = int32(len(api.Spec.Rules))

@@ -133,6 +133,11 @@ func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Reques
 	// On every path, revoked, expired and refused objects included: a typo in a
 	// scope is worth knowing before the credential is issued again.
 	r.setScopesKnown(obj)
+	var work pending
+	if due, why := rotationDue(obj, r.Clock.Now()); due && err == nil {
+		work = pending{latchkeyv1.ReasonRotationPending, "rotation " + why + " is done on the next reconcile"}
+	}
+	setProgress(&obj.CredentialStatus().Conditions, obj.GetGeneration(), work)
 	if !equality.Semantic.DeepEqual(before.CredentialStatus(), obj.CredentialStatus()) {
 		// Optimistic lock: a status computed from a stale read must not win. On a
 		// conflict the next attempt adopts whatever Secret this one wrote.
@@ -228,7 +233,7 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 	if err := r.Kind.Prepare(ctx, obj); errors.As(err, &refusal) {
 		// Re-examined on a timer: what resolves it (the other holder going away) is
 		// an event on another object.
-		if err := r.withdraw(ctx, obj, state, corev1.EventTypeWarning, refusal.Reason, refusal.Message); err != nil {
+		if err := r.withdraw(ctx, obj, state, metav1.ConditionFalse, corev1.EventTypeWarning, refusal.Reason, refusal.Message); err != nil {
 			return ctrl.Result{}, err
 		}
 		return ctrl.Result{RequeueAfter: conflictRecheck}, nil
@@ -238,11 +243,13 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 
 	spec := obj.Lifecycle()
 	switch {
+	// Revoked and expired are states the spec declares, so they are Ready=True: a
+	// revocation synced from Git is done, not pending (ConditionReady).
 	case spec.Revoked:
-		return ctrl.Result{}, r.withdraw(ctx, obj, state, corev1.EventTypeNormal, latchkeyv1.ReasonRevoked,
+		return ctrl.Result{}, r.withdraw(ctx, obj, state, metav1.ConditionTrue, corev1.EventTypeNormal, latchkeyv1.ReasonRevoked,
 			fmt.Sprintf("The %s was revoked: every hash removed and the Secret deleted", r.Kind.Name()))
 	case spec.ExpiresAt != nil && !state.now.Before(spec.ExpiresAt.Time):
-		return ctrl.Result{}, r.withdraw(ctx, obj, state, corev1.EventTypeNormal, latchkeyv1.ReasonExpired,
+		return ctrl.Result{}, r.withdraw(ctx, obj, state, metav1.ConditionTrue, corev1.EventTypeNormal, latchkeyv1.ReasonExpired,
 			fmt.Sprintf("The %s expired at %s", r.Kind.Name(), spec.ExpiresAt.UTC().Format(time.RFC3339)))
 	case r.Kind.Secretless(obj):
 		return ctrl.Result{}, r.register(ctx, obj, state)
@@ -307,8 +314,9 @@ func (s observed) owned(obj client.Object) *corev1.Secret {
 }
 
 // withdraw removes every hash and deletes the Secret we own (never another's), and
-// reports Ready=False with reason and message.
-func (r *CredentialReconciler[T]) withdraw(ctx context.Context, obj T, state observed, eventType, reason, message string) error {
+// reports Ready as ready (True for a withdrawal the spec declares, False for a
+// refusal) with reason and message.
+func (r *CredentialReconciler[T]) withdraw(ctx context.Context, obj T, state observed, ready metav1.ConditionStatus, eventType, reason, message string) error {
 	status := obj.CredentialStatus()
 	if owned := state.owned(obj); owned != nil {
 		err := r.Delete(ctx, owned, client.Preconditions{UID: &owned.UID})
@@ -317,7 +325,7 @@ func (r *CredentialReconciler[T]) withdraw(ctx context.Context, obj T, state obs
 		}
 	}
 	status.Credentials = nil
-	if r.setReady(obj, metav1.ConditionFalse, reason, message) {
+	if r.setReady(obj, ready, reason, message) {
 		// Retire the serial: a credential written for it but never recorded (a
 		// withdrawal that raced an issuance) can then never be adopted afterwards.
 		status.Serial++

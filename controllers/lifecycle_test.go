@@ -220,7 +220,8 @@ func describeLifecycle(kind credentialKind) {
 		Eventually(readyReason).WithArguments(ctx, kind, obj).Should(Equal(latchkeyv1.ReasonExpired))
 		expired := get(ctx, kind, ns, "shortlived")
 		Expect(expired.CredentialStatus().Credentials).To(BeEmpty())
-		Expect(meta.IsStatusConditionFalse(expired.CredentialStatus().Conditions, latchkeyv1.ConditionReady)).To(BeTrue())
+		Expect(meta.IsStatusConditionTrue(expired.CredentialStatus().Conditions, latchkeyv1.ConditionReady)).
+			To(BeTrue(), "expired as declared: the desired state (ConditionReady)")
 		Eventually(secretExists).WithArguments(ctx, ns, ready.SecretName()).Should(BeFalse())
 	})
 

@@ -22,9 +22,9 @@ type CredentialCollector struct {
 var (
 	credentialLabels = []string{"kind", "namespace", "name"}
 	readyDesc        = prometheus.NewDesc("latchkey_credential_ready",
-		"1 when the credential's Ready condition is True, 0 otherwise (revoked, expired, conflicting, not yet issued).", credentialLabels, nil)
+		"1 when the credential's Ready condition is True: in the state its spec declares, which includes revoked or expired as declared (latchkey_credential_withdrawn tells those apart); 0 for a conflict, a Secret that cannot be written, or not yet reconciled.", credentialLabels, nil)
 	withdrawnDesc = prometheus.NewDesc("latchkey_credential_withdrawn",
-		"1 when the credential was revoked or expired as its spec says: not Ready on purpose, so alerts leave it alone.", credentialLabels, nil)
+		"1 when the credential was revoked or expired as its spec says: Ready, and accepted nowhere.", credentialLabels, nil)
 	expirationDesc = prometheus.NewDesc("latchkey_credential_expiration_timestamp_seconds",
 		"spec.expiresAt, for credentials that expire.", credentialLabels, nil)
 	graceEndDesc = prometheus.NewDesc("latchkey_credential_grace_period_end_timestamp_seconds",

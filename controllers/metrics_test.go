@@ -45,9 +45,10 @@ var _ = Describe("Credential metrics", func() {
 		Expect(k8s.Create(ctx, revoked)).To(Succeed())
 		series := "kind=APIKey,name=metered,namespace=" + ns
 		Eventually(func() float64 { return gather()["latchkey_credential_ready"][series] }).Should(Equal(1.0))
-		Eventually(func() map[string]float64 { return gather()["latchkey_credential_ready"] }).
-			Should(HaveKeyWithValue("kind=OAuthClient,name=retired,namespace="+ns, 0.0))
-		Expect(gather()["latchkey_credential_withdrawn"]).To(HaveKeyWithValue("kind=OAuthClient,name=retired,namespace="+ns, 1.0))
+		Eventually(func() map[string]float64 { return gather()["latchkey_credential_withdrawn"] }).
+			Should(HaveKeyWithValue("kind=OAuthClient,name=retired,namespace="+ns, 1.0))
+		Expect(gather()["latchkey_credential_ready"]).To(HaveKeyWithValue("kind=OAuthClient,name=retired,namespace="+ns, 1.0),
+			"revoked as declared is Ready")
 		Expect(gather()["latchkey_credential_withdrawn"]).To(HaveKeyWithValue(series, 0.0))
 		Expect(gather()["latchkey_credential_expiration_timestamp_seconds"]).To(HaveKeyWithValue(series, float64(expires.Unix())))
 		Expect(gather()["latchkey_credential_grace_period_end_timestamp_seconds"]).NotTo(HaveKey(series), "no previous key yet")

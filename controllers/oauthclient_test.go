@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
@@ -90,6 +91,7 @@ var _ = Describe("OAuthClient", func() {
 		}).Should(Succeed())
 
 		Eventually(readyReason).WithArguments(ctx, oauthClientKind, restored).Should(Equal(latchkeyv1.ReasonClientIDConflict))
+		Expect(kstatusOf(ctx, restored).Status).To(Equal(status.FailedStatus))
 		Eventually(eventReasons).WithArguments(ctx, other, restored.Name).Should(ContainElement(latchkeyv1.ReasonClientIDConflict))
 		Expect(get(ctx, oauthClientKind, other, restored.Name).CredentialStatus().Credentials).To(BeEmpty())
 		Eventually(secretExists).WithArguments(ctx, other, restored.SecretName()).Should(BeFalse(), "no Secret carries the duplicated id")

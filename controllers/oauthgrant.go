@@ -87,11 +87,13 @@ func (r *OAuthGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		Message:            fmt.Sprintf("app %s/%s may act in this workspace with %d scopes", ref.Namespace, ref.Name, len(grant.Spec.Scopes)),
 		ObservedGeneration: grant.Generation}
 	if grant.Spec.Revoked {
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, latchkeyv1.ReasonGrantRevoked, "the app is uninstalled (spec.revoked); its tokens are refused"
+		// Uninstalled as declared: the desired state, so Ready=True (ConditionReady).
+		ready.Reason, ready.Message = latchkeyv1.ReasonGrantRevoked, "the app is uninstalled (spec.revoked); its tokens are refused"
 	}
 	if setCondition(&grant.Status.Conditions, ready) {
 		r.Recorder.Eventf(grant, nil, corev1.EventTypeNormal, ready.Reason, "Reconcile", "%s", ready.Message)
 	}
+	setProgress(&grant.Status.Conditions, grant.Generation, pending{})
 	grant.Status.ObservedGeneration = grant.Generation
 	if equality.Semantic.DeepEqual(before.Status, grant.Status) {
 		return ctrl.Result{}, nil

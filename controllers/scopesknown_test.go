@@ -7,6 +7,7 @@ import (
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
@@ -74,10 +75,14 @@ var _ = Describe("ScopesKnown", Ordered, func() {
 		Eventually(eventReasons).WithArguments(ctx, ns, "typo").Should(ContainElement(latchkeyv1.ReasonUnknownScope))
 		issued := waitReady(ctx, apiKeyKind, typo, latchkeyv1.ReasonIssued)
 		Expect(credentialIn(apiKeyKind, getSecret(ctx, ns, issued.SecretName()))).NotTo(BeEmpty())
+		stalled := kstatusOf(ctx, issued)
+		Expect(stalled.Status).To(Equal(status.FailedStatus), "a typo in Git is for a person to fix: Stalled")
+		Expect(stalled.Message).To(Equal("scope leads:raed is in no API's catalogue"))
 
 		patch(ctx, apiKeyKind, typo, withScopes("leads:read"))
 		waitScopesKnown(ctx, apiKeyKind, ns, "typo", metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown)
-		waitReady(ctx, apiKeyKind, typo, latchkeyv1.ReasonIssued)
+		fixed := waitReady(ctx, apiKeyKind, typo, latchkeyv1.ReasonIssued)
+		Expect(kstatusOf(ctx, fixed).Status).To(Equal(status.CurrentStatus))
 	})
 
 	It("names every unknown scope", func() {

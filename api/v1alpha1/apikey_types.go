@@ -70,7 +70,7 @@ type APIKeyStatus struct {
 // +kubebuilder:resource:shortName=ak,categories=latchkey
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 246",message="metadata.name must be at most 246 characters (the Secret is named <name>-apikey)"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
-// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="the Ready condition's reason: Issued, Rotating, Revoked, Expired, or what stops it"
 // +kubebuilder:printcolumn:name="Environment",type=string,JSONPath=`.spec.environment`
 // +kubebuilder:printcolumn:name="Scopes",type=string,JSONPath=`.spec.scopes`
 // +kubebuilder:printcolumn:name="Key ID",type=string,JSONPath=`.status.keyID`,priority=1
@@ -82,6 +82,10 @@ type APIKey struct {
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
 	Spec   APIKeySpec   `json:"spec,omitempty"`
+
+	// Status defaults to observedGeneration 0 until the manager first writes it, so
+	// that kstatus (Flux, kubectl wait) reads a brand-new object as InProgress, not Current.
+	// +kubebuilder:default={observedGeneration: 0}
 	Status APIKeyStatus `json:"status,omitempty"`
 }
 

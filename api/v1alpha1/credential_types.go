@@ -21,8 +21,23 @@ const (
 	// with a valid proof, so nothing a tenant writes into its Secret is ever adopted.
 	IssuanceProofAnnotation = "latchkey.dev/issuance-proof"
 
-	// ConditionReady is the one condition every credential kind reports.
+	// ConditionReady is True once an object is in the state its spec declares.
+	// That includes a credential revoked or expired as declared (reasons Revoked,
+	// Expired): revoking a key through Git is the desired state reached, so GitOps
+	// tools must see it as done. Whether a credential is accepted is its reason
+	// (Issued, Rotating) and status.credentials, shown in the State column.
 	ConditionReady = "Ready"
+
+	// ConditionReconciling is True while the operator still has work to do on an
+	// object that it will do by itself (a failed write it retries, a rotation
+	// requested and not yet done), and absent otherwise. kstatus and Flux read it
+	// as InProgress.
+	ConditionReconciling = "Reconciling"
+
+	// ConditionStalled is True while an object is in a state that retrying cannot
+	// fix and a person must (a Secret or identifier held by another object, a scope
+	// no API lists), and absent otherwise. kstatus and Flux read it as Failed.
+	ConditionStalled = "Stalled"
 
 	// DefaultGracePeriod applies to a rotation when spec.rotation.gracePeriod is not set.
 	DefaultGracePeriod = "1h"
@@ -32,12 +47,14 @@ const (
 const (
 	ReasonIssued         = "Issued"         // True: the credential is in its Secret and its hash is accepted
 	ReasonRotating       = "Rotating"       // True: a new credential is issued; a previous one is in its grace period
-	ReasonExpired        = "Expired"        // False: spec.expiresAt has passed
-	ReasonRevoked        = "Revoked"        // False: spec.revoked is true
-	ReasonSecretConflict = "SecretConflict" // False: the Secret exists and is not controlled by this object
-	ReasonIssueFailed    = "IssueFailed"    // False: the Secret could not be written
-	// False: another OAuthClient holds the same client_id by right (it was derived for that one).
+	ReasonExpired        = "Expired"        // True: spec.expiresAt has passed, as declared; nothing is accepted
+	ReasonRevoked        = "Revoked"        // True: spec.revoked is true, as declared; nothing is accepted
+	ReasonSecretConflict = "SecretConflict" // False, Stalled: the Secret exists and is not controlled by this object
+	ReasonIssueFailed    = "IssueFailed"    // False, Reconciling: the Secret could not be written; retried
+	// False, Stalled: another OAuthClient holds the same client_id by right (it was derived for that one).
 	ReasonClientIDConflict = "ClientIDConflict"
+	// Reason of Reconciling: a rotation was requested and is done on the next reconcile.
+	ReasonRotationPending = "RotationPending"
 )
 
 // CredentialSpec holds the lifecycle settings that every credential kind shares.
@@ -122,7 +139,9 @@ type SecretReference struct {
 
 // CredentialStatus is the observed state that every credential kind shares.
 type CredentialStatus struct {
-	// Conditions: Ready, with reason Issued, Rotating, Expired, Revoked, SecretConflict or IssueFailed.
+	// Conditions: Ready (reason Issued, Rotating, Registered, Revoked, Expired,
+	// SecretConflict, ClientIDConflict or IssueFailed), ScopesKnown, and Reconciling
+	// and Stalled while they are True.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

@@ -19,8 +19,8 @@ const GrantNamePrefix = "app-"
 // Reasons of an OAuthGrant's Ready condition.
 const (
 	ReasonGranted       = "Granted"       // True: the app may act in the workspace
-	ReasonGrantRevoked  = "Revoked"       // False: spec.revoked is true
-	ReasonClientChanged = "ClientChanged" // False: the OAuthClient is gone or is another object now
+	ReasonGrantRevoked  = "Revoked"       // True: spec.revoked is true, as declared; its tokens are refused
+	ReasonClientChanged = "ClientChanged" // Event: the OAuthClient is gone or is another object now; the grant is deleted
 )
 
 // Limits of an OAuthGrant's status, so that one busy app cannot grow the object
@@ -140,7 +140,7 @@ type RedeemedCode struct {
 // OAuthGrantStatus is the observed state of an OAuthGrant; only the token server
 // and the manager write it.
 type OAuthGrantStatus struct {
-	// Conditions: Ready (Granted, Revoked, ClientChanged).
+	// Conditions: Ready (Granted, or Revoked as declared).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -179,7 +179,7 @@ type OAuthGrantStatus struct {
 // +kubebuilder:printcolumn:name="App",type=string,JSONPath=`.spec.client.name`
 // +kubebuilder:printcolumn:name="Publisher",type=string,JSONPath=`.spec.client.namespace`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
-// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="the Ready condition's reason: Issued, Rotating, Revoked, Expired, or what stops it"
 // +kubebuilder:printcolumn:name="Scopes",type=string,JSONPath=`.spec.scopes`
 // +kubebuilder:printcolumn:name="Granted By",type=string,JSONPath=`.spec.grantedBy`
 // +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`
@@ -189,6 +189,10 @@ type OAuthGrant struct {
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
 	Spec   OAuthGrantSpec   `json:"spec,omitempty"`
+
+	// Status defaults to observedGeneration 0 until the manager first writes it, so
+	// that kstatus (Flux, kubectl wait) reads a brand-new object as InProgress, not Current.
+	// +kubebuilder:default={observedGeneration: 0}
 	Status OAuthGrantStatus `json:"status,omitempty"`
 }
 

@@ -371,7 +371,7 @@ func (op *operator) statusAll(ctx context.Context) error {
 		return err
 	}
 	w := tabwriter.NewWriter(op.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tREADY\tREASON\tID\tCREDENTIALS\tEXPIRES\tLAST USED")
+	fmt.Fprintln(w, "NAME\tREADY\tSTATE\tID\tCREDENTIALS\tEXPIRES\tLAST USED")
 	row := func(obj credentialObject, id string) {
 		s := obj.CredentialStatus()
 		c := meta.FindStatusCondition(s.Conditions, latchkeyv1.ConditionReady)

@@ -4,6 +4,7 @@
 package argocdhealth
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -34,11 +35,19 @@ func TestHealthChecks(t *testing.T) {
 			t.Errorf("no health check for %s: %v", want, err)
 		}
 	}
+	var first []byte
 	for _, kind := range kinds {
 		dir := filepath.Join(customizations, kind.Name())
 		script, err := os.ReadFile(filepath.Join(dir, "health.lua"))
 		if err != nil {
 			t.Fatal(err)
+		}
+		// One script in Argo CD's one-file-per-kind layout: every kind has the same
+		// kstatus conditions, so the copies must not drift apart.
+		if first == nil {
+			first = script
+		} else if !bytes.Equal(script, first) {
+			t.Errorf("%s/health.lua differs from %s/health.lua; the scripts are one script, copied", kind.Name(), kinds[0].Name())
 		}
 		raw, err := os.ReadFile(filepath.Join(dir, "health_test.yaml"))
 		if err != nil {
