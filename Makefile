@@ -17,9 +17,14 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate the CRDs and the manager's ClusterRole from the markers.
+manifests: ## Generate the CRDs and the manager's ClusterRole from the markers, and the chart's parts that come from config/.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(MAKE) --no-print-directory chart
+
+.PHONY: chart
+chart: ## Write charts/latchkey/templates/generated and files/ from config/ (internal/chart).
+	go run ./hack/chart
 
 .PHONY: generate
 generate: ## Generate the DeepCopy methods of the API types.
@@ -56,6 +61,11 @@ oidc-provider: ## Build the example OpenID Provider of github.com/zitadel/oidc/v
 	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) hack/oidc-provider.sh
 
 PROMETHEUS_VERSION ?= v0.315.0
+HELM_VERSION ?= v4.3.1
+
+.PHONY: helm
+helm: ## Build the helm CLI from helm.sh/helm/v4 into bin/helm/<version> (once): the chart's lint, render and apply tests.
+	HELM_VERSION=$(HELM_VERSION) hack/helm.sh
 
 .PHONY: promtool
 promtool: ## Build promtool from github.com/prometheus/prometheus into bin/promtool/<version> (once): the alerting rules' checker and unit-test runner.
@@ -74,8 +84,8 @@ openid-client: ## Install Node's openid-client 6 (npm, from the lockfile) for th
 test: verify-generated vet test-envtest test-e2e test-chaos ## Everything: unit tests, envtest suites, the end-to-end suite, then the chaos suite.
 
 .PHONY: test-envtest
-test-envtest: envtest oidc-provider promtool ## The unit tests and the envtest suites against a real API server (and a real upstream OpenID Provider).
-	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
+test-envtest: envtest oidc-provider promtool helm ## The unit tests and the envtest suites against a real API server (and a real upstream OpenID Provider).
+	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) HELM_VERSION=$(HELM_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
 
 .PHONY: test-e2e
 test-e2e: build envtest caddy oidc-provider chromium openid-client ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy, the upstream OpenID Provider, headless Chromium.
@@ -147,9 +157,11 @@ image: build ## Build the image FROM scratch without Docker (internal/image): bi
 	go run ./hack/image --binary bin/latchkey --version $(IMAGE_VERSION) --revision "$$(git rev-parse HEAD 2>/dev/null)" --tag $(IMG)
 
 .PHONY: build-installer
-build-installer: manifests ## Render everything into dist/install.yaml.
+build-installer: manifests helm ## The release artefacts: dist/install.yaml (kustomize) and dist/latchkey-<version>.tgz (the Helm chart, appVersion = IMG's tag).
 	mkdir -p dist
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
 	cd config/tokenserver && $(KUSTOMIZE) edit set image controller=$(IMG)
 	cd config/authz && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default > dist/install.yaml
+	"$$(HELM_VERSION=$(HELM_VERSION) hack/helm.sh 2>/dev/null | tail -1)" lint --strict charts/latchkey
+	"$$(HELM_VERSION=$(HELM_VERSION) hack/helm.sh 2>/dev/null | tail -1)" package charts/latchkey --destination dist --app-version "$(lastword $(subst :, ,$(IMG)))"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Fails when the generated files in the tree (deepcopy, CRDs, ClusterRole, dist/install.yaml) differ from
+# Fails when the generated files in the tree (deepcopy, CRDs, ClusterRole, the chart's
+# generated parts, dist/install.yaml) differ from
 # what the markers produce now. It regenerates them in place, so after a failure the
 # tree holds the fresh files, ready to commit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-generated=(api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml dist/install.yaml)
+generated=(api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml charts/latchkey/templates/generated charts/latchkey/files dist/install.yaml)
 before="$(mktemp -d)"
 trap 'rm -rf "$before"' EXIT
 for path in "${generated[@]}"; do

@@ -1,0 +1,111 @@
+{{/*
+Object names are fixed (latchkey-manager, latchkey-tokenserver, …), as in
+config/default: the CRDs, ClusterRoles and admission policy are cluster-wide, so
+there is one Latchkey per cluster, and the binaries' defaults name the same objects.
+*/}}
+
+{{/* Labels Helm adds to every object, besides the ones config/ has. */}}
+{{- define "latchkey.helmLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+
+{{/* Selector labels of a component: (dict "component" "manager"). */}}
+{{- define "latchkey.selectorLabels" -}}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/name: latchkey
+{{- end }}
+
+{{/* Every label of a component's objects: (dict "component" "manager" "root" $). */}}
+{{- define "latchkey.labels" -}}
+{{ include "latchkey.selectorLabels" . }}
+app.kubernetes.io/part-of: latchkey
+{{ include "latchkey.helmLabels" .root }}
+{{- end }}
+
+{{- define "latchkey.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{- define "latchkey.issuerURL" -}}
+{{- if .Values.issuerURL -}}
+{{ .Values.issuerURL }}
+{{- else -}}
+{{ ternary "https" "http" (not (empty .Values.tokenserver.tls.secretName)) }}://latchkey-tokenserver.{{ .Release.Namespace }}.svc
+{{- end -}}
+{{- end }}
+
+{{/* --namespaces, when the install is confined to a list of namespaces. */}}
+{{- define "latchkey.namespacesArg" -}}
+{{- if .Values.namespaces }}
+- --namespaces={{ join "," .Values.namespaces }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod-level settings every component shares: (dict "component" "manager" "values" .Values.manager "root" $).
+*/}}
+{{- define "latchkey.podSpec" -}}
+serviceAccountName: latchkey-{{ .component }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+{{- toYaml . | nindent 0 }}
+{{- end }}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .values.nodeSelector }}
+nodeSelector:
+{{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+{{- toYaml . | nindent 0 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity:
+{{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+{{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* TLS volume and flags of a server component, from .values.tls.secretName. */}}
+{{- define "latchkey.tlsArgs" -}}
+{{- if .tls.secretName }}
+- --tls-cert-file=/etc/latchkey/tls/tls.crt
+- --tls-key-file=/etc/latchkey/tls/tls.key
+{{- end }}
+{{- end }}
+
+{{- define "latchkey.tlsVolumeMounts" -}}
+{{- if .tls.secretName }}
+volumeMounts:
+- name: tls
+  mountPath: /etc/latchkey/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "latchkey.tlsVolumes" -}}
+{{- if .tls.secretName }}
+volumes:
+- name: tls
+  secret:
+    secretName: {{ .tls.secretName }}
+{{- end }}
+{{- end }}
+
+{{/* Whether prometheus-operator objects are rendered (monitoring.renderMode). */}}
+{{- define "latchkey.renderMonitoring" -}}
+{{- $mode := .Values.monitoring.renderMode -}}
+{{- if or (eq $mode "always") (and (eq $mode "auto") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) -}}
+true
+{{- end -}}
+{{- end }}
