@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"strings"
 	"sync"
 	"time"
@@ -487,6 +489,19 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		revoked.Spec.Revoked = true
 		Expect(k8s.Patch(ctx, revoked, client.MergeFrom(old))).To(Succeed())
 		within(time.Second, "the revoked grant's token dies", func() bool { return !ts.active(rs, token.AccessToken) })
+		// Uninstalled as declared is the desired state: Ready (reason Revoked), and
+		// Current to kstatus, so a GitOps sync that revokes it completes.
+		Eventually(func(g Gomega) {
+			live := &unstructured.Unstructured{}
+			live.SetGroupVersionKind(latchkeyv1.GroupVersion.WithKind("OAuthGrant"))
+			g.Expect(k8s.Get(ctx, key, live)).To(Succeed())
+			conditions, _, _ := unstructured.NestedSlice(live.Object, "status", "conditions")
+			g.Expect(conditions).To(ContainElement(And(HaveKeyWithValue("type", "Ready"), HaveKeyWithValue("status", "True"),
+				HaveKeyWithValue("reason", latchkeyv1.ReasonGrantRevoked))))
+			result, err := kstatus.Compute(live)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(result.Status).To(Equal(kstatus.CurrentStatus))
+		}).Should(Succeed())
 		back := revoked.DeepCopy()
 		back.Spec.Revoked = false
 		Expect(apierrors.IsInvalid(k8s.Patch(ctx, back, client.MergeFrom(revoked)))).To(BeTrue(), "revocation is one-way")
