@@ -95,12 +95,7 @@ func describeKstatus(kind credentialKind) {
 	})
 
 	It("reads a Secret conflict as Failed (Stalled), and Current once it is resolved", func() {
-		foreign := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken"},
-			Data:       map[string][]byte{"password": []byte("someone else's")},
-		}
-		Expect(k8s.Create(ctx, foreign)).To(Succeed())
-		obj := create(ctx, kind, ns, "conflicted", func(o controllers.CredentialObject) { o.Lifecycle().SecretName = "taken" })
+		foreign, obj := createSecretConflict(ctx, kind, ns)
 		Eventually(readyReason).WithArguments(ctx, kind, obj).Should(Equal(latchkeyv1.ReasonSecretConflict))
 		failed := kstatusOf(ctx, obj)
 		Expect(failed.Status).To(Equal(status.FailedStatus))

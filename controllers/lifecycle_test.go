@@ -143,12 +143,7 @@ func describeLifecycle(kind credentialKind) {
 	})
 
 	It("never overwrites a Secret it does not own", func() {
-		foreign := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken"},
-			Data:       map[string][]byte{"password": []byte("someone else's")},
-		}
-		Expect(k8s.Create(ctx, foreign)).To(Succeed())
-		obj := create(ctx, kind, ns, "conflicted", func(o controllers.CredentialObject) { o.Lifecycle().SecretName = "taken" })
+		foreign, obj := createSecretConflict(ctx, kind, ns)
 
 		Eventually(readyReason).WithArguments(ctx, kind, obj).Should(Equal(latchkeyv1.ReasonSecretConflict))
 		Expect(get(ctx, kind, ns, "conflicted").CredentialStatus().Credentials).To(BeEmpty())
@@ -336,6 +331,20 @@ func create(ctx context.Context, kind credentialKind, ns, name string, mutate fu
 	}
 	ExpectWithOffset(1, k8s.Create(ctx, obj)).To(Succeed())
 	return obj
+}
+
+// createSecretConflict creates a Secret "taken" that is not the operator's, and an
+// object "conflicted" that names it.
+func createSecretConflict(ctx context.Context, kind credentialKind, ns string) (*corev1.Secret, controllers.CredentialObject) {
+	foreign := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken"},
+		Data:       map[string][]byte{"password": []byte("someone else's")},
+	}
+	ExpectWithOffset(1, k8s.Create(ctx, foreign)).To(Succeed())
+	obj := kind.newObject(ns, "conflicted")
+	obj.Lifecycle().SecretName = "taken"
+	ExpectWithOffset(1, k8s.Create(ctx, obj)).To(Succeed())
+	return foreign, obj
 }
 
 func get(ctx context.Context, kind credentialKind, ns, name string) controllers.CredentialObject {
