@@ -157,11 +157,10 @@ image: build ## Build the image FROM scratch without Docker (internal/image): bi
 	go run ./hack/image --binary bin/latchkey --version $(IMAGE_VERSION) --revision "$$(git rev-parse HEAD 2>/dev/null)" --tag $(IMG)
 
 .PHONY: build-installer
-build-installer: manifests helm ## The release artefacts: dist/install.yaml (kustomize) and dist/latchkey-<version>.tgz (the Helm chart, appVersion = IMG's tag).
+build-installer: manifests ## The release artefacts for IMG: dist/install.yaml (kustomize) and dist/latchkey-<version>.tgz (the Helm chart: hack/package-chart.sh).
 	mkdir -p dist
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
 	cd config/tokenserver && $(KUSTOMIZE) edit set image controller=$(IMG)
 	cd config/authz && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default > dist/install.yaml
-	"$$(HELM_VERSION=$(HELM_VERSION) hack/helm.sh 2>/dev/null | tail -1)" lint --strict charts/latchkey
-	"$$(HELM_VERSION=$(HELM_VERSION) hack/helm.sh 2>/dev/null | tail -1)" package charts/latchkey --destination dist --app-version "$(lastword $(subst :, ,$(IMG)))"
+	HELM_VERSION=$(HELM_VERSION) hack/package-chart.sh $(IMG) dist

@@ -126,7 +126,11 @@ func describeKstatus(kind credentialKind) {
 		Expect(k8s.Status().Update(ctx, quota)).To(Succeed())
 		obj := create(ctx, kind, ns, "blocked", nil)
 		Eventually(readyReason).WithArguments(ctx, kind, obj).Should(Equal(latchkeyv1.ReasonIssueFailed))
-		Expect(kstatusOf(ctx, obj).Status).To(Equal(status.InProgressStatus))
+		Expect(get(ctx, kind, ns, "blocked").CredentialStatus().ObservedGeneration).To(Equal(int64(1)),
+			"the verdict is this generation's: kstatus shows why, not only that the spec is unobserved")
+		retrying := kstatusOf(ctx, obj)
+		Expect(retrying.Status).To(Equal(status.InProgressStatus))
+		Expect(retrying.Message).To(ContainSubstring("exceeded quota"))
 		reconciling := conditionOf(ctx, kind, obj, latchkeyv1.ConditionReconciling)
 		Expect(reconciling).NotTo(BeNil())
 		Expect(reconciling.Reason).To(Equal(latchkeyv1.ReasonIssueFailed))
@@ -136,6 +140,21 @@ func describeKstatus(kind credentialKind) {
 		waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
 		Expect(kstatusOf(ctx, obj).Status).To(Equal(status.CurrentStatus))
 		Expect(conditionOf(ctx, kind, obj, latchkeyv1.ConditionReconciling)).To(BeNil())
+	})
+
+	It("reads a Secret the API server refuses as the spec shapes it as Failed (Stalled), and Current once the spec is fixed", func() {
+		obj := create(ctx, kind, ns, "rejected", func(o controllers.CredentialObject) {
+			o.Lifecycle().SecretTemplate = &latchkeyv1.SecretTemplate{Labels: map[string]string{"not a label key": "x"}}
+		})
+		Eventually(readyReason).WithArguments(ctx, kind, obj).Should(Equal(latchkeyv1.ReasonSecretRejected))
+		failed := kstatusOf(ctx, obj)
+		Expect(failed.Status).To(Equal(status.FailedStatus), "retrying the same write cannot help: a person must change the spec")
+		Expect(failed.Message).To(ContainSubstring("not a label key"))
+		Eventually(eventReasons).WithArguments(ctx, ns, "rejected").Should(ContainElement(latchkeyv1.ReasonSecretRejected))
+
+		patch(ctx, kind, obj, func(o controllers.CredentialObject) { o.Lifecycle().SecretTemplate = nil })
+		fixed := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
+		Expect(kstatusOf(ctx, fixed).Status).To(Equal(status.CurrentStatus))
 	})
 }
 

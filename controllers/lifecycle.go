@@ -104,6 +104,13 @@ type CredentialReconciler[T CredentialObject] struct {
 	Catalogue *ScopeCatalogue
 }
 
+// retriedFailure is a failed write that status reports (Ready=False, IssueFailed,
+// with Reconciling): the status is this generation's verdict, so observedGeneration
+// moves on, and the error makes the write retried with backoff.
+type retriedFailure struct{ error }
+
+func (f retriedFailure) Unwrap() error { return f.error }
+
 // observed is the state of the world one reconcile acts on.
 type observed struct {
 	now    time.Time
@@ -127,7 +134,8 @@ func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Reques
 		obj = before.DeepCopyObject().(T)
 		result, err = r.reconcile(ctx, obj, true)
 	}
-	if err == nil {
+	var retried retriedFailure
+	if err == nil || errors.As(err, &retried) {
 		obj.CredentialStatus().ObservedGeneration = obj.GetGeneration()
 	}
 	// On every path, revoked, expired and refused objects included: a typo in a
@@ -265,10 +273,18 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 			return ctrl.Result{}, err
 		}
 		note := "could not write the Secret: " + apiReason(err)
+		if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+			// The Secret as the spec shapes it (spec.secretTemplate) is refused:
+			// retrying the same write cannot help, a change to the spec can.
+			if r.setReady(obj, metav1.ConditionFalse, latchkeyv1.ReasonSecretRejected, note) {
+				r.event(obj, corev1.EventTypeWarning, latchkeyv1.ReasonSecretRejected, "%s", note)
+			}
+			return ctrl.Result{RequeueAfter: conflictRecheck}, nil
+		}
 		if r.setReady(obj, metav1.ConditionFalse, latchkeyv1.ReasonIssueFailed, note) {
 			r.event(obj, corev1.EventTypeWarning, latchkeyv1.ReasonIssueFailed, "%s", note)
 		}
-		return ctrl.Result{}, err
+		return ctrl.Result{}, retriedFailure{err}
 	}
 	pruneGraceEnded(status, state.now)
 	r.setReadyIssued(obj)
@@ -380,10 +396,13 @@ func (r *CredentialReconciler[T]) setReady(obj T, status metav1.ConditionStatus,
 	})
 }
 
-// setCondition sets a condition and reports whether its status or reason changed.
+// setCondition sets a condition and reports whether its reason changed. Each
+// reason goes with one status, so that is the transition; and a status flip under
+// the same reason (Revoked went from False to True when Ready came to mean the
+// declared state) is no news: no Event, no retired serial.
 func setCondition(conditions *[]metav1.Condition, condition metav1.Condition) bool {
 	previous := meta.FindStatusCondition(*conditions, condition.Type)
-	changed := previous == nil || previous.Status != condition.Status || previous.Reason != condition.Reason
+	changed := previous == nil || previous.Reason != condition.Reason
 	meta.SetStatusCondition(conditions, condition)
 	return changed
 }

@@ -24,7 +24,9 @@ type pending struct {
 // that kubectl, Flux, Argo CD and kstatus read one verdict:
 //
 //   - Ready=False with a reason that is not retried (a conflict) → Stalled=True (Failed);
-//   - ScopesKnown=False (a scope no API lists) → Stalled=True (Failed);
+//   - ScopesKnown=False (a scope no API lists) → Stalled=True (Failed), unless the
+//     credential is revoked or expired as declared: an API retired elsewhere must
+//     not fail the sync of keys nobody uses any more;
 //   - otherwise, Ready=False with a retried reason, or work pending → Reconciling=True (InProgress);
 //   - otherwise neither is present, and Ready=True with observedGeneration
 //     current reads as Current.
@@ -42,7 +44,7 @@ func setProgress(conditions *[]metav1.Condition, generation int64, work pending)
 	switch {
 	case ready != nil && ready.Status == metav1.ConditionFalse && !retriedReasons[ready.Reason]:
 		stalled = &metav1.Condition{Reason: ready.Reason, Message: ready.Message}
-	case scopes != nil && scopes.Status == metav1.ConditionFalse:
+	case scopes != nil && scopes.Status == metav1.ConditionFalse && !withdrawnAsDeclared(ready):
 		stalled = &metav1.Condition{Reason: scopes.Reason, Message: scopes.Message}
 	case ready != nil && ready.Status == metav1.ConditionFalse:
 		reconciling = &metav1.Condition{Reason: ready.Reason, Message: ready.Message}
@@ -63,4 +65,10 @@ func setAbnormal(conditions *[]metav1.Condition, t string, generation int64, c *
 	meta.SetStatusCondition(conditions, metav1.Condition{
 		Type: t, Status: metav1.ConditionTrue, Reason: c.Reason, Message: c.Message, ObservedGeneration: generation,
 	})
+}
+
+// withdrawnAsDeclared: Ready says the credential is revoked or expired, as its spec says.
+func withdrawnAsDeclared(ready *metav1.Condition) bool {
+	return ready != nil && ready.Status == metav1.ConditionTrue &&
+		(ready.Reason == latchkeyv1.ReasonRevoked || ready.Reason == latchkeyv1.ReasonExpired)
 }

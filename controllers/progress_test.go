@@ -31,6 +31,8 @@ func TestSetProgress(t *testing.T) {
 		{"issue failed, retried", []metav1.Condition{ready(metav1.ConditionFalse, latchkeyv1.ReasonIssueFailed)}, pending{}, latchkeyv1.ReasonIssueFailed, ""},
 		{"conflict", []metav1.Condition{ready(metav1.ConditionFalse, latchkeyv1.ReasonSecretConflict)}, rotation, "", latchkeyv1.ReasonSecretConflict},
 		{"unknown scope on an issued key", []metav1.Condition{ready(metav1.ConditionTrue, latchkeyv1.ReasonIssued), unknownScope}, pending{}, "", latchkeyv1.ReasonUnknownScope},
+		{"an unknown scope on a revoked key stalls nothing", []metav1.Condition{ready(metav1.ConditionTrue, latchkeyv1.ReasonRevoked), unknownScope}, pending{}, "", ""},
+		{"a rejected Secret", []metav1.Condition{ready(metav1.ConditionFalse, latchkeyv1.ReasonSecretRejected)}, pending{}, "", latchkeyv1.ReasonSecretRejected},
 		{"the conflict is named before the typo", []metav1.Condition{ready(metav1.ConditionFalse, latchkeyv1.ReasonClientIDConflict), unknownScope}, pending{}, "", latchkeyv1.ReasonClientIDConflict},
 		{"a typo wins over a retry: a person must act", []metav1.Condition{ready(metav1.ConditionFalse, latchkeyv1.ReasonIssueFailed), unknownScope}, rotation, "", latchkeyv1.ReasonUnknownScope},
 	} {

@@ -168,7 +168,7 @@ type APIStatus struct {
 // +kubebuilder:resource:shortName=lkapi,categories=latchkey
 // +kubebuilder:printcolumn:name="Identifier",type=string,JSONPath=`.spec.identifier`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
-// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="the Ready condition's reason: Issued, Rotating, Revoked, Expired, or what stops it"
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="the Ready condition's reason: Accepted, or IdentifierConflict"
 // +kubebuilder:printcolumn:name="Hosts",type=string,JSONPath=`.spec.hosts`,priority=1
 // +kubebuilder:printcolumn:name="Scopes",type=integer,JSONPath=`.status.scopeCount`
 // +kubebuilder:printcolumn:name="Rules",type=integer,JSONPath=`.status.ruleCount`
@@ -178,10 +178,11 @@ type API struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   APISpec   `json:"spec,omitempty"`
+	Spec APISpec `json:"spec,omitempty"`
 
-	// Status defaults to observedGeneration 0 until the manager first writes it, so
-	// that kstatus (Flux, kubectl wait) reads a brand-new object as InProgress, not Current.
+	// Status is the observed state of the API, written by the operator. It defaults
+	// to observedGeneration 0 until first written, so that kstatus (Flux, cli-utils)
+	// reads a brand-new object as InProgress, not Current.
 	// +kubebuilder:default={observedGeneration: 0}
 	Status APIStatus `json:"status,omitempty"`
 }

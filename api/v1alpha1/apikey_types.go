@@ -81,10 +81,11 @@ type APIKey struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   APIKeySpec   `json:"spec,omitempty"`
+	Spec APIKeySpec `json:"spec,omitempty"`
 
-	// Status defaults to observedGeneration 0 until the manager first writes it, so
-	// that kstatus (Flux, kubectl wait) reads a brand-new object as InProgress, not Current.
+	// Status is the observed state of the key, written by the operator. It defaults
+	// to observedGeneration 0 until first written, so that kstatus (Flux, cli-utils)
+	// reads a brand-new object as InProgress, not Current.
 	// +kubebuilder:default={observedGeneration: 0}
 	Status APIKeyStatus `json:"status,omitempty"`
 }

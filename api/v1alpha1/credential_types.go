@@ -51,6 +51,7 @@ const (
 	ReasonRevoked        = "Revoked"        // True: spec.revoked is true, as declared; nothing is accepted
 	ReasonSecretConflict = "SecretConflict" // False, Stalled: the Secret exists and is not controlled by this object
 	ReasonIssueFailed    = "IssueFailed"    // False, Reconciling: the Secret could not be written; retried
+	ReasonSecretRejected = "SecretRejected" // False, Stalled: the API server refuses the Secret as the spec shapes it (secretTemplate)
 	// False, Stalled: another OAuthClient holds the same client_id by right (it was derived for that one).
 	ReasonClientIDConflict = "ClientIDConflict"
 	// Reason of Reconciling: a rotation was requested and is done on the next reconcile.
@@ -140,7 +141,7 @@ type SecretReference struct {
 // CredentialStatus is the observed state that every credential kind shares.
 type CredentialStatus struct {
 	// Conditions: Ready (reason Issued, Rotating, Registered, Revoked, Expired,
-	// SecretConflict, ClientIDConflict or IssueFailed), ScopesKnown, and Reconciling
+	// SecretConflict, SecretRejected, ClientIDConflict or IssueFailed), ScopesKnown, and Reconciling
 	// and Stalled while they are True.
 	// +listType=map
 	// +listMapKey=type

@@ -199,7 +199,7 @@ type OAuthClientStatus struct {
 // +kubebuilder:resource:shortName=oc,categories=latchkey
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 241",message="metadata.name must be at most 241 characters (the Secret is named <name>-oauthclient)"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
-// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="the Ready condition's reason: Issued, Rotating, Revoked, Expired, or what stops it"
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="the Ready condition's reason: Issued, Rotating, Registered (public client), Revoked, Expired, or what stops it"
 // +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.status.clientID`
 // +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.clientType`,priority=1
 // +kubebuilder:printcolumn:name="Grant Types",type=string,JSONPath=`.spec.grantTypes`
@@ -211,10 +211,11 @@ type OAuthClient struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   OAuthClientSpec   `json:"spec,omitempty"`
+	Spec OAuthClientSpec `json:"spec,omitempty"`
 
-	// Status defaults to observedGeneration 0 until the manager first writes it, so
-	// that kstatus (Flux, kubectl wait) reads a brand-new object as InProgress, not Current.
+	// Status is the observed state of the client, written by the operator. It defaults
+	// to observedGeneration 0 until first written, so that kstatus (Flux, cli-utils)
+	// reads a brand-new object as InProgress, not Current.
 	// +kubebuilder:default={observedGeneration: 0}
 	Status OAuthClientStatus `json:"status,omitempty"`
 }

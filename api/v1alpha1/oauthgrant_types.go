@@ -179,7 +179,7 @@ type OAuthGrantStatus struct {
 // +kubebuilder:printcolumn:name="App",type=string,JSONPath=`.spec.client.name`
 // +kubebuilder:printcolumn:name="Publisher",type=string,JSONPath=`.spec.client.namespace`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
-// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="the Ready condition's reason: Issued, Rotating, Revoked, Expired, or what stops it"
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="the Ready condition's reason: Granted or Revoked"
 // +kubebuilder:printcolumn:name="Scopes",type=string,JSONPath=`.spec.scopes`
 // +kubebuilder:printcolumn:name="Granted By",type=string,JSONPath=`.spec.grantedBy`
 // +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`
@@ -188,10 +188,11 @@ type OAuthGrant struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   OAuthGrantSpec   `json:"spec,omitempty"`
+	Spec OAuthGrantSpec `json:"spec,omitempty"`
 
-	// Status defaults to observedGeneration 0 until the manager first writes it, so
-	// that kstatus (Flux, kubectl wait) reads a brand-new object as InProgress, not Current.
+	// Status is the observed state of the grant, written by the operator. It defaults
+	// to observedGeneration 0 until first written, so that kstatus (Flux, cli-utils)
+	// reads a brand-new object as InProgress, not Current.
 	// +kubebuilder:default={observedGeneration: 0}
 	Status OAuthGrantStatus `json:"status,omitempty"`
 }

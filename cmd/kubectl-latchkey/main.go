@@ -243,7 +243,7 @@ func (op *operator) rotate(ctx context.Context, obj credentialObject) error {
 		return nil
 	}
 	if err := op.waitFor(ctx, obj, func() bool {
-		return obj.CredentialStatus().LastRotateRequest == request && ready(obj)
+		return obj.CredentialStatus().LastRotateRequest == request && accepted(obj)
 	}); err != nil {
 		return err
 	}
@@ -275,10 +275,14 @@ func (op *operator) setRevoked(ctx context.Context, obj credentialObject, revoke
 			if revoked {
 				return reason(obj) == latchkeyv1.ReasonRevoked
 			}
-			return ready(obj)
+			// Settled: issued, or refused for a reason retrying will not fix.
+			return reason(obj) != latchkeyv1.ReasonRevoked && reason(obj) != latchkeyv1.ReasonIssueFailed
 		})
 		if err != nil {
 			return err
+		}
+		if !revoked && !accepted(obj) {
+			return fmt.Errorf("%s: no longer revoked, but no credential is issued: %s", kindName(obj), describeReady(obj))
 		}
 	}
 	fmt.Fprintf(op.out, "%s %s\n", kindName(obj), verb)
@@ -308,8 +312,15 @@ func (op *operator) waitFor(ctx context.Context, obj credentialObject, done func
 	return nil
 }
 
-func ready(obj credentialObject) bool {
-	return meta.IsStatusConditionTrue(obj.CredentialStatus().Conditions, latchkeyv1.ConditionReady)
+// accepted: the object has a credential that is accepted (or, a public client,
+// needs none). Ready alone does not say it: a credential revoked or expired as
+// declared is Ready too.
+func accepted(obj credentialObject) bool {
+	switch reason(obj) {
+	case latchkeyv1.ReasonIssued, latchkeyv1.ReasonRotating, latchkeyv1.ReasonRegistered:
+		return meta.IsStatusConditionTrue(obj.CredentialStatus().Conditions, latchkeyv1.ConditionReady)
+	}
+	return false
 }
 
 func reason(obj credentialObject) string {

@@ -260,10 +260,10 @@ func TestCRDSwitches(t *testing.T) {
 	}
 }
 
-// Every value does what values.yaml says, in the objects it renders.
-func TestValues(t *testing.T) {
-	objects := render(t, "-f", writeValues(t, `
-image: {repository: registry.example/latchkey, digest: "sha256:`+strings.Repeat("ab", 32)+`", pullPolicy: Always}
+// featureValues sets a value of every kind; TestValues checks what each renders,
+// and TestServerSideApply that the API server accepts it.
+var featureValues = `
+image: {repository: registry.example/latchkey, digest: "sha256:` + strings.Repeat("ab", 32) + `", pullPolicy: Always}
 imagePullSecrets: [{name: regcred}]
 issuerURL: https://auth.example.com
 signing: {algorithms: [RS256, ES256], tokenAlgorithm: ES256, keyRotation: 168h}
@@ -279,7 +279,11 @@ tokenserver:
 authz: {enabled: false}
 manager: {podAnnotations: {example.com/team: platform}, extraArgs: [--concurrency=16]}
 podSecurityContext: {runAsNonRoot: true, runAsUser: 10001, seccompProfile: {type: RuntimeDefault}}
-`))
+`
+
+// Every value does what values.yaml says, in the objects it renders.
+func TestValues(t *testing.T) {
+	objects := render(t, "-f", writeValues(t, featureValues))
 	ts := deployment(t, objects, "latchkey-tokenserver")
 	pod := ts.Spec.Template.Spec
 	c := pod.Containers[0]
@@ -305,6 +309,7 @@ podSecurityContext: {runAsNonRoot: true, runAsUser: 10001, seccompProfile: {type
 	pdb := &policyv1.PodDisruptionBudget{}
 	convert(t, objects["PodDisruptionBudget "+namespace+"/latchkey-tokenserver"], pdb)
 	expect(t, "PDB", pdb.Spec.MaxUnavailable.String(), "1")
+	expect(t, "PDB minAvailable dropped for maxUnavailable", pdb.Spec.MinAvailable == nil, true)
 
 	m := deployment(t, objects, "latchkey-manager")
 	for _, arg := range []string{"--signing-algorithms=RS256,ES256", "--signing-key-rotation=168h", "--issuer-url=https://auth.example.com", "--concurrency=16"} {
@@ -334,6 +339,29 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		_, err := helm(t, "template", release, filepath.Join(root, Dir), "--set", tc.set)
 		if err == nil || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("--set %s: got %v, want an error saying %q", tc.set, err, tc.says)
+		}
+	}
+}
+
+// make build-installer packages the chart for IMG (hack/package-chart.sh), as it
+// renders dist/install.yaml for it.
+func TestPackageForIMG(t *testing.T) {
+	digest := "sha256:" + strings.Repeat("cd", 32)
+	for _, tc := range []struct{ img, file, image string }{
+		{"registry.example:5000/team/latchkey:v1.2.3", "latchkey-1.2.3.tgz", "registry.example:5000/team/latchkey:v1.2.3"},
+		{"registry.example:5000/latchkey@" + digest, "latchkey-0.1.0.tgz", "registry.example:5000/latchkey@" + digest},
+	} {
+		dest := t.TempDir()
+		cmd := exec.Command(filepath.Join(root, "hack", "package-chart.sh"), tc.img, dest)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("hack/package-chart.sh %s: %v\n%s", tc.img, err, out)
+		}
+		out, err := helm(t, "template", release, filepath.Join(dest, tc.file), "--namespace", namespace)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.file, err)
+		}
+		for _, name := range []string{"latchkey-manager", "latchkey-tokenserver", "latchkey-authz"} {
+			expect(t, tc.img+": "+name, deployment(t, parse(t, out), name).Spec.Template.Spec.Containers[0].Image, tc.image)
 		}
 	}
 }
@@ -372,7 +400,15 @@ func TestServerSideApply(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, values := range [][]string{nil, {"--set", "namespaces={tenant-a,tenant-b}", "--set", "tokenserver.tls.secretName=tls", "--set", "monitoring.dashboard.enabled=true"}} {
+	for _, values := range [][]string{
+		nil,
+		{"--set", "namespaces={tenant-a,tenant-b}", "--set", "tokenserver.tls.secretName=tls", "--set", "monitoring.dashboard.enabled=true"},
+		{"-f", writeValues(t, featureValues)},
+		{"-f", writeValues(t, `
+authz: {tls: {secretName: authz-tls}, podDisruptionBudget: {maxUnavailable: 50%}, resources: {requests: {cpu: 1, memory: 128Mi}}}
+tokenserver: {topologySpreadConstraints: [{maxSkew: 2, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app.kubernetes.io/component: tokenserver}}}]}
+`)},
+	} {
 		objects := render(t, values...)
 		var crds, rest []*unstructured.Unstructured
 		for _, obj := range objects {

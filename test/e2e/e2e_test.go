@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -243,6 +244,19 @@ spec: {scopes: ["orders:read"]}`)
 		Eventually(func() bool { return active(ordersAPI, restored) }).Should(BeTrue())
 		Expect(active(ordersAPI, apiKey)).To(BeFalse(), "a revoked key never comes back")
 		Expect(kubectl("latchkey", "status", "apikey/orders", "-n", ns)).To(MatchRegexp(`Ready:\s+True \(Issued`))
+	})
+
+	It("says so when a restored key cannot be issued: restoring an expired key is an error, not a success", func() {
+		manifest := filepath.Join(GinkgoT().TempDir(), "lapsed.json")
+		Expect(os.WriteFile(manifest, fmt.Appendf(nil, `{"apiVersion":"latchkey.dev/v1alpha1","kind":"APIKey","metadata":{"name":"lapsed","namespace":%q},
+			"spec":{"revoked":true,"expiresAt":"2020-01-01T00:00:00Z"}}`, ns), 0o644)).To(Succeed())
+		kubectl("apply", "-f", manifest)
+		Eventually(func() string {
+			return kubectl("get", "apikey", "lapsed", "-n", ns, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].reason}`)
+		}).Should(Equal("Revoked"))
+		out, err := kubectlErr("latchkey", "restore", "apikey/lapsed", "-n", ns)
+		Expect(err).To(HaveOccurred(), out)
+		Expect(out + err.Error()).To(ContainSubstring("no longer revoked, but no credential is issued: True (Expired"))
 	})
 
 	It("takes kubectl's own flags and completes KIND/NAME from the cluster", func() {
