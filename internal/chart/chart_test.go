@@ -27,6 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
+
+	"github.com/latchkey-dev/latchkey/internal/testenv"
 )
 
 const (
@@ -43,16 +45,9 @@ var helmLabels = []string{"helm.sh/chart", "app.kubernetes.io/managed-by", "app.
 // without it.
 func helmBin(t *testing.T) string {
 	t.Helper()
-	version := os.Getenv("HELM_VERSION")
-	if version == "" {
-		version = "v4.3.1"
-	}
-	bin, err := filepath.Abs(filepath.Join(root, "bin", "helm", version, "helm"))
+	bin, err := testenv.BuiltTool("helm", "HELM_VERSION", "v4.3.1")
 	if err != nil {
 		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("helm is not built: run `make helm` (hack/helm.sh): %v", err)
 	}
 	return bin
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/latchkey-dev/latchkey/internal/testenv"
 )
 
 const dir = "../../config/monitoring"
@@ -21,16 +23,9 @@ const dir = "../../config/monitoring"
 // promtool returns the binary hack/promtool.sh built; the test fails (never skips)
 // without it.
 func promtool(t *testing.T) string {
-	version := os.Getenv("PROMETHEUS_VERSION")
-	if version == "" {
-		version = "v0.315.0"
-	}
-	bin, err := filepath.Abs(filepath.Join("..", "..", "bin", "promtool", version, "promtool"))
+	bin, err := testenv.BuiltTool("promtool", "PROMETHEUS_VERSION", "v0.315.0")
 	if err != nil {
 		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("promtool is not built: run `make promtool` (hack/promtool.sh): %v", err)
 	}
 	return bin
 }

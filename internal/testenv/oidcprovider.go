@@ -51,17 +51,9 @@ type OIDCUser struct {
 // redirectURIs to its clients and with exactly users as its accounts. It returns
 // once the provider serves its discovery document.
 func StartOIDCProvider(logPath string, redirectURIs []string, users []OIDCUser) (*OIDCProvider, error) {
-	root, err := repoRoot()
+	bin, err := BuiltTool("oidc-provider", "OIDC_PROVIDER_VERSION", OIDCProviderVersion)
 	if err != nil {
 		return nil, err
-	}
-	version := OIDCProviderVersion
-	if v := os.Getenv("OIDC_PROVIDER_VERSION"); v != "" {
-		version = v
-	}
-	bin := filepath.Join(root, "bin", "oidc-provider", version, "oidc-provider")
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("the OpenID Provider %s is not built (run `make oidc-provider`): %w", version, err)
 	}
 	if len(redirectURIs) == 0 {
 		// Upstream falls back to http://localhost:9999/auth/callback, which no test serves.

@@ -175,3 +175,24 @@ func repoRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// BuiltTool returns the path of a tool a hack/ script builds from its Go module
+// into bin/<name>/<version>/<name> (hack/lib/gomodule.sh, hack/caddy.sh,
+// hack/oidc-provider.sh): the version is the environment variable versionEnv, as
+// the Makefile passes it, or defaultVersion. A tool that is not built is an error
+// naming the make target that builds it, so that a test fails rather than skips.
+func BuiltTool(name, versionEnv, defaultVersion string) (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	version := defaultVersion
+	if v := os.Getenv(versionEnv); v != "" {
+		version = v
+	}
+	bin := filepath.Join(root, "bin", name, version, name)
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("%s %s is not built: run `make %s`: %w", name, version, name, err)
+	}
+	return bin, nil
+}

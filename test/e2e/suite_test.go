@@ -57,8 +57,8 @@ var _ = BeforeSuite(func() {
 		Expect(filepath.Join(binDir, bin)).To(BeAnExistingFile(), "run `make build`")
 	}
 	Expect(kubectlBin).To(BeAnExistingFile(), "run `make envtest`")
-	caddyBin = filepath.Join(binDir, "caddy", envOr("CADDY_VERSION", "v2.11.9"), "caddy")
-	Expect(caddyBin).To(BeAnExistingFile(), "run `make caddy` (hack/caddy.sh)")
+	caddyBin, err = testenv.BuiltTool("caddy", "CADDY_VERSION", "v2.11.9")
+	Expect(err).NotTo(HaveOccurred())
 	workDir = GinkgoT().TempDir()
 
 	By("starting the local control plane")
