@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
@@ -62,14 +63,14 @@ func (c *CredentialCollector) Collect(ch chan<- prometheus.Metric) {
 func collectCredential(ch chan<- prometheus.Metric, kind string, obj CredentialObject) {
 	labels := []string{kind, obj.GetNamespace(), obj.GetName()}
 	status := obj.CredentialStatus()
+	readyCondition := meta.FindStatusCondition(status.Conditions, latchkeyv1.ConditionReady)
 	ready := 0.0
-	if meta.IsStatusConditionTrue(status.Conditions, latchkeyv1.ConditionReady) {
+	if readyCondition != nil && readyCondition.Status == metav1.ConditionTrue {
 		ready = 1
 	}
 	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, ready, labels...)
 	withdrawn := 0.0
-	if c := meta.FindStatusCondition(status.Conditions, latchkeyv1.ConditionReady); c != nil &&
-		(c.Reason == latchkeyv1.ReasonRevoked || c.Reason == latchkeyv1.ReasonExpired) {
+	if withdrawnAsDeclared(readyCondition) {
 		withdrawn = 1
 	}
 	ch <- prometheus.MustNewConstMetric(withdrawnDesc, prometheus.GaugeValue, withdrawn, labels...)

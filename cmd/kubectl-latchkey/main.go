@@ -275,8 +275,10 @@ func (op *operator) setRevoked(ctx context.Context, obj credentialObject, revoke
 			if revoked {
 				return reason(obj) == latchkeyv1.ReasonRevoked
 			}
-			// Settled: issued, or refused for a reason retrying will not fix.
-			return reason(obj) != latchkeyv1.ReasonRevoked && reason(obj) != latchkeyv1.ReasonIssueFailed
+			// Settled: issued, or refused and not being retried (the manager's
+			// Reconciling condition says when it still is).
+			return reason(obj) != latchkeyv1.ReasonRevoked &&
+				!meta.IsStatusConditionTrue(obj.CredentialStatus().Conditions, latchkeyv1.ConditionReconciling)
 		})
 		if err != nil {
 			return err
