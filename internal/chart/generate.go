@@ -68,12 +68,7 @@ func Generate(root string) (map[string][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		doc = []byte(templated(r.GetKind(), string(doc)))
-		if strings.HasPrefix(r.GetName(), "latchkey-authz") {
-			// The authorizer's account and rights go with it (values authz.enabled).
-			doc = []byte("{{- if .Values.authz.enabled }}\n" + string(doc) + "{{- end }}\n")
-		}
-		byFile[file] = append(byFile[file], string(doc))
+		byFile[file] = append(byFile[file], templated(r.GetKind(), r.GetName(), string(doc)))
 	}
 	out := map[string][]byte{}
 	for file, docs := range byFile {
@@ -105,21 +100,26 @@ var (
 )
 
 // templated turns one kustomize-rendered object into a chart template.
-func templated(kind, doc string) string {
+func templated(kind, name, doc string) string {
 	if templateish.MatchString(doc) {
 		// Nothing in config/ has braces today; escape them rather than let them run.
 		doc = templateish.ReplaceAllStringFunc(doc, func(s string) string { return `{{ "` + s + `" }}` })
 	}
 	doc = namespaceLine.ReplaceAllString(doc, "${1}{{ .Release.Namespace }}")
 	doc = partOfLine.ReplaceAllString(doc, "$0\n    {{- include \"latchkey.helmLabels\" . | nindent 4 }}")
+	only := func(condition string) { doc = "{{- if " + condition + " }}\n" + doc + "{{- end }}\n" }
 	switch kind {
 	case "CustomResourceDefinition":
 		doc = crdGenLine.ReplaceAllString(doc, "$0\n    {{- if .Values.crds.keep }}\n    helm.sh/resource-policy: keep\n    {{- end }}")
-		return "{{- if .Values.crds.enabled }}\n" + doc + "{{- end }}\n"
+		only(".Values.crds.enabled")
 	case "ClusterRoleBinding":
 		// With values.namespaces the same ClusterRoles are bound per namespace
 		// instead (templates/namespaced-rolebindings.yaml), as config/namespaced does.
-		return "{{- if not .Values.namespaces }}\n" + doc + "{{- end }}\n"
+		only("not .Values.namespaces")
+	}
+	if strings.HasPrefix(name, "latchkey-authz") {
+		// The authorizer's account and rights go with it (values authz.enabled).
+		only(".Values.authz.enabled")
 	}
 	return doc
 }

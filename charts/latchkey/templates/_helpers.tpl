@@ -109,3 +109,79 @@ volumes:
 true
 {{- end -}}
 {{- end }}
+
+{{/*
+The metrics Service of a component, kept apart from the Service clients use so
+that it does not publish the metrics port: (dict "component" "tokenserver" "port" 9090 "root" $).
+*/}}
+{{- define "latchkey.metricsService" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: latchkey-{{ .component }}-metrics
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "latchkey.labels" . | nindent 4 }}
+    latchkey.dev/metrics: "true"
+spec:
+  selector:
+    {{- include "latchkey.selectorLabels" . | nindent 4 }}
+  ports:
+  - name: metrics
+    port: {{ .port }}
+    targetPort: metrics
+{{- end }}
+
+{{/*
+The PodDisruptionBudget of a component, from .values.podDisruptionBudget; none
+when it is null or empty: (dict "component" "tokenserver" "values" .Values.tokenserver "root" $).
+*/}}
+{{- define "latchkey.podDisruptionBudget" -}}
+{{- with .values.podDisruptionBudget }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: latchkey-{{ $.component }}
+  namespace: {{ $.root.Release.Namespace }}
+  labels:
+    {{- include "latchkey.labels" $ | nindent 4 }}
+spec:
+  {{- /* Helm merges a user's map into the default {minAvailable: 1}: maxUnavailable, when set, wins. */}}
+  {{- if not (kindIs "invalid" .maxUnavailable) }}
+  maxUnavailable: {{ .maxUnavailable | toJson }}
+  {{- else if not (kindIs "invalid" .minAvailable) }}
+  minAvailable: {{ .minAvailable | toJson }}
+  {{- end }}
+  {{- with .unhealthyPodEvictionPolicy }}
+  unhealthyPodEvictionPolicy: {{ . }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "latchkey.selectorLabels" $ | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints of a server component: .values.topologySpreadConstraints,
+or by default spread over nodes: (dict "component" "tokenserver" "values" .Values.tokenserver).
+*/}}
+{{- define "latchkey.topologySpread" -}}
+topologySpreadConstraints:
+{{- if .values.topologySpreadConstraints }}
+{{- toYaml .values.topologySpreadConstraints | nindent 0 }}
+{{- else }}
+- maxSkew: 1
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "latchkey.selectorLabels" . | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* The components installed, as a JSON list: fromJsonArray (include "latchkey.components" .). */}}
+{{- define "latchkey.components" -}}
+{{- $components := list "manager" "tokenserver" }}
+{{- if .Values.authz.enabled }}{{ $components = append $components "authz" }}{{ end }}
+{{- toJson $components }}
+{{- end }}
