@@ -67,7 +67,7 @@ var _ = Describe("Forward-auth", func() {
 
 	It("serves nginx auth_request from X-Original-* alone, never from a client's X-Forwarded-*", func() {
 		nginx := func(method, url string, headers map[string]string) int {
-			req, err := http.NewRequest(http.MethodGet, authorizer.HTTP+"/authz/nginx?api="+api, nil)
+			req, err := http.NewRequest(http.MethodGet, authorizer.HTTP+"/authz/nginx/api/"+api, nil)
 			Expect(err).NotTo(HaveOccurred())
 			req.Header.Set("X-Original-Method", method)
 			req.Header.Set("X-Original-URL", url)
@@ -85,12 +85,15 @@ var _ = Describe("Forward-auth", func() {
 		Expect(nginx("GET", "/v1/leads", bearer(key))).To(Equal(403), "X-Original-URL must be absolute")
 	})
 
-	It("lets the auth URL require scopes instead of the rules", func() {
-		req := func(scope string) int {
-			return forwardAuthQuery("api="+api+"&scope="+scope, "GET", "/anything", "", bearer(key)).Status
+	It("lets the auth URL's path require scopes instead of the rules", func() {
+		req := func(path string) int {
+			return forwardAuthURL(path, "GET", "/anything", "leads."+ns+".test", bearer(key)).Status
 		}
-		Expect(req("leads:read")).To(Equal(200))
-		Expect(req("leads:write")).To(Equal(403))
+		Expect(req("/authz/api/" + api + "/scopes/leads:read")).To(Equal(200))
+		Expect(req("/authz/api/" + api + "/scopes/leads:read,leads:write")).To(Equal(403))
+		Expect(req("/authz/scopes/leads:write")).To(Equal(403), "with the API of the Host")
+		Expect(req("/authz/api/"+api+"/scopes/")).To(Equal(200), "an empty list: any valid credential")
+		Expect(req("/authz/api/"+api)).To(Equal(403), "/anything matches no rule: denied by default")
 	})
 
 	It("answers 401 for missing, malformed, unknown, test-environment, revoked and expired keys", func() {

@@ -13,7 +13,7 @@ import (
 func BenchmarkForwardAuth(b *testing.B) {
 	a, key := fuzzAuthorizer(b)
 	h := NewServer(a, "latchkey", prometheus.NewRegistry()).Handler()
-	req := httptest.NewRequest(http.MethodGet, "/authz?api=ns/leads", nil)
+	req := httptest.NewRequest(http.MethodGet, "/authz/api/ns/leads", nil)
 	req.Header.Set("X-Forwarded-Method", "GET")
 	req.Header.Set("X-Forwarded-Uri", "/v1/leads/42")
 	req.Header.Set("X-Forwarded-Host", "leads.test")

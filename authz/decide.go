@@ -31,9 +31,14 @@ type Request struct {
 	Host string
 	// Header returns a request header by its lower-case name ("" when absent).
 	Header func(name string) string
+	// Imitation is the name of a request header that imitates an identity header
+	// under another spelling (imitatesIdentityHeader), if there is one: refused.
+	Imitation string
 	// API names the API to apply ("namespace/name"); empty: the one serving Host.
+	// Only the proxy's configuration may set it, never the client's request.
 	API string
-	// Scopes, when not nil, are the scopes required instead of the API's rules.
+	// Scopes, when not nil, are the scopes required instead of the API's rules;
+	// like API, from the proxy's configuration only.
 	Scopes []string
 }
 
@@ -105,10 +110,15 @@ type UsageRecorder interface {
 	Used(kind string, ref index.Ref)
 }
 
-// Decide answers one request. Order matters for what a caller can learn: the API
-// first (nothing else can be decided without it), then the credential (401), then
-// the route (403).
+// Decide answers one request. Order matters for what a caller can learn: a
+// request that imitates an identity header is refused before anything else; then
+// the API (nothing else can be decided without it), then the credential (401),
+// then the route (403).
 func (a *Authorizer) Decide(r Request) Decision {
+	if r.Imitation != "" {
+		return Decision{Status: 401, Outcome: MalformedRequest, Error: "invalid_request",
+			Description: "a request header imitates a Latchkey identity header (X-Latchkey-*) under another spelling"}
+	}
 	api, ok := a.findAPI(r)
 	if !ok {
 		return Decision{Status: 403, Outcome: NoAPI, Error: "access_denied", Description: "no API is configured for this request"}

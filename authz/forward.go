@@ -2,73 +2,186 @@ package authz
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // EnvoyHTTPPrefix is where Envoy's HTTP ext_authz mode sends requests: its
 // path_prefix, followed by the original path and query.
 const EnvoyHTTPPrefix = "/envoy"
 
-// handleForwardAuth serves proxies that ask with a subrequest and copy headers
-// from a 200 and set X-Forwarded-Method, -Uri and -Host themselves, over any copy
-// the client sent: Traefik ForwardAuth and Caddy forward_auth. The auth URL may
-// name the API (?api=namespace/name) and the required scopes (?scope=a+b,
-// overriding the API's rules).
-func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
+// The forward-auth endpoints. Which API and which scopes apply is written in the
+// auth URL's path, never read from its query: proxies copy the client's own query
+// onto the auth request (Caddy's forward_auth keeps it when `uri` has none), so a
+// query parameter may be the client's. A path is the proxy configuration's alone:
+//
+//	/authz[/api/<namespace>/<name>][/scopes/<scope>,<scope>...]        Caddy, Traefik
+//	/authz/nginx[/api/<namespace>/<name>][/scopes/<scope>,<scope>...]  nginx
+//
+// Without /api/ the API is the one that holds the request's Host; /scopes/
+// replaces the API's rules and default action (an empty list: any valid
+// credential).
+const (
+	ForwardAuthPath = "/authz"
+	NginxPath       = "/authz/nginx"
+)
+
+// authTarget is what an auth URL's path says: the API to apply ("namespace/name",
+// empty for the Host's) and the scopes to require instead of its rules (nil: the rules).
+type authTarget struct {
+	api    string
+	scopes []string
+}
+
+// refusedTarget is the answer to an auth URL the authorizer cannot read, or one
+// written in the query form that a client could have chosen.
+func refusedTarget(description string) Decision {
+	return Decision{Status: 403, Outcome: NoAPI, Error: "access_denied", Description: description}
+}
+
+const authPathHelp = "name the API and scopes in the auth URL's path: /authz[/nginx][/api/<namespace>/<name>][/scopes/<scope>,...]"
+
+// parseAuthPath reads the part of an auth URL's path after its endpoint (rest is
+// "" or begins with "/"), and refuses a query that could carry the old ?api= or
+// ?scope= parameters when the path names neither: that query was written either
+// by a configuration that predates the path form, which must not silently lose
+// its API or scopes, or by the client, which must not choose them.
+func parseAuthPath(rest, rawQuery string) (authTarget, *Decision) {
+	var t authTarget
+	segments := strings.Split(strings.TrimPrefix(rest, "/"), "/")
+	if rest == "" {
+		segments = nil
+	}
+	if len(segments) >= 3 && segments[0] == "api" {
+		namespace, name := segments[1], segments[2]
+		if len(validation.IsDNS1123Label(namespace)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+			d := refusedTarget("the auth URL names no valid API (" + authPathHelp + ")")
+			return t, &d
+		}
+		t.api, segments = namespace+"/"+name, segments[3:]
+	}
+	if len(segments) == 2 && segments[0] == "scopes" {
+		t.scopes = []string{}
+		if segments[1] != "" {
+			for scope := range strings.SplitSeq(segments[1], ",") {
+				if !scopeToken(scope) {
+					d := refusedTarget("the auth URL's scopes are not scope tokens separated by commas (" + authPathHelp + ")")
+					return t, &d
+				}
+				t.scopes = append(t.scopes, scope)
+			}
+		}
+		segments = nil
+	}
+	if len(segments) > 0 {
+		d := refusedTarget("the auth URL's path is not one the authorizer serves (" + authPathHelp + ")")
+		return t, &d
+	}
+	if t.api == "" && t.scopes == nil && rawQuery != "" {
+		if q, _ := url.ParseQuery(rawQuery); q.Has("api") || q.Has("scope") {
+			d := refusedTarget("the authorizer reads no API or scope from the auth URL's query, which a proxy may copy from the client; " + authPathHelp)
+			return t, &d
+		}
+	}
+	return t, nil
+}
+
+// scopeToken is an RFC 6749 §3.3 scope token without ',' (the path's separator).
+func scopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' || c == ',' {
+			return false
+		}
+	}
+	return true
+}
+
+// handleAuthPaths routes /authz and /authz/... to forward-auth or nginx.
+func (s *Server) handleAuthPaths(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	req := s.forwardRequest(r)
+	path := r.URL.Path
+	nginx := path == NginxPath || strings.HasPrefix(path, NginxPath+"/")
+	root := ForwardAuthPath
+	if nginx {
+		root = NginxPath
+	}
+	var d Decision
+	if target, refused := parseAuthPath(strings.TrimPrefix(path, root), r.URL.RawQuery); refused != nil {
+		d = *refused
+	} else if nginx {
+		d = s.authorizer.Decide(s.nginxRequest(r, target))
+	} else {
+		d = s.authorizer.Decide(s.forwardAuthRequest(r, target))
+	}
+	s.metrics.observe("http", d, time.Since(start))
+	s.writeDecision(w, d, false)
+}
+
+// forwardAuthRequest reads what proxies that ask with a subrequest, copy headers
+// from a 200 and set X-Forwarded-Method, -Uri and -Host themselves (over any copy
+// the client sent) send: Traefik ForwardAuth and Caddy forward_auth.
+func (s *Server) forwardAuthRequest(r *http.Request, t authTarget) Request {
+	req := forwardRequest(r, t)
 	req.Method = firstOf(r.Header.Get("X-Forwarded-Method"), r.Method)
 	req.Path = r.Header.Get("X-Forwarded-Uri") // none: not a forward-auth call, refused (BadPath) once authenticated
 	req.Host = firstOf(r.Header.Get("X-Forwarded-Host"), r.Host)
-	d := s.authorizer.Decide(req)
-	s.metrics.observe("http", d, time.Since(start))
-	s.writeDecision(w, d, false)
-}
-
-// handleNginx serves nginx's auth_request, which sets X-Original-Method and
-// X-Original-URL (proxy_set_header, over any copy the client sent). It reads
-// nothing else: nginx passes the client's own X-Forwarded-* headers through, so
-// trusting them here would let a client choose the method and path it is judged on.
-func (s *Server) handleNginx(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	req := s.forwardRequest(r)
-	req.Method = r.Header.Get("X-Original-Method")
-	host, target := splitURL(r.Header.Get("X-Original-URL"))
-	req.Path, req.Host = target, host
-	d := s.authorizer.Decide(req)
-	s.metrics.observe("http", d, time.Since(start))
-	s.writeDecision(w, d, false)
-}
-
-// forwardRequest is what every forward-auth style shares: the credential headers
-// and the auth URL's api and scope parameters.
-func (s *Server) forwardRequest(r *http.Request) Request {
-	query := r.URL.Query()
-	req := Request{
-		Header: func(name string) string { return singleHeader(r.Header, name) },
-		API:    query.Get("api"),
-	}
-	if scopes, ok := query["scope"]; ok {
-		req.Scopes = strings.Fields(strings.Join(scopes, " "))
-		if req.Scopes == nil {
-			req.Scopes = []string{}
-		}
-	}
 	return req
 }
 
+// nginxRequest reads nginx's auth_request, which sets X-Original-Method and
+// X-Original-URL (proxy_set_header, over any copy the client sent). It reads
+// nothing else: nginx passes the client's own X-Forwarded-* headers through, so
+// trusting them here would let a client choose the method and path it is judged on.
+func (s *Server) nginxRequest(r *http.Request, t authTarget) Request {
+	req := forwardRequest(r, t)
+	req.Method = r.Header.Get("X-Original-Method")
+	host, target := splitURL(r.Header.Get("X-Original-URL"))
+	req.Path, req.Host = target, host
+	return req
+}
+
+// forwardRequest is what every forward-auth style shares: the client's headers
+// and what the auth URL's path names.
+func forwardRequest(r *http.Request, t authTarget) Request {
+	return Request{
+		Header:    func(name string) string { return singleHeader(r.Header, name) },
+		Imitation: imitationIn(r.Header),
+		API:       t.api,
+		Scopes:    t.scopes,
+	}
+}
+
 // handleEnvoyHTTP serves Envoy's HTTP ext_authz mode: the original method, Host
-// and headers, and the original path after EnvoyHTTPPrefix.
+// and headers, and the original path after EnvoyHTTPPrefix. The API is the one
+// that holds the Host: what follows the prefix is the client's path, so nothing
+// in it may name an API (use the gRPC mode's context extensions for that).
 func (s *Server) handleEnvoyHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	target := strings.TrimPrefix(r.RequestURI, EnvoyHTTPPrefix)
 	d := s.authorizer.Decide(Request{
 		Method: r.Method, Path: target, Host: r.Host,
-		Header: func(name string) string { return singleHeader(r.Header, name) },
+		Header:    func(name string) string { return singleHeader(r.Header, name) },
+		Imitation: imitationIn(r.Header),
 	})
 	s.metrics.observe("http", d, time.Since(start))
 	s.writeDecision(w, d, true)
+}
+
+// imitationIn returns the first header name that imitates an identity header
+// (imitatesIdentityHeader), or "".
+func imitationIn(h http.Header) string {
+	for name := range h {
+		if imitatesIdentityHeader(name) {
+			return name
+		}
+	}
+	return ""
 }
 
 // writeDecision answers 200 with the identity headers, or the refusal. For Envoy's

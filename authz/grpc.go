@@ -34,11 +34,12 @@ func (g grpcServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.
 	attrs := req.GetAttributes()
 	http := attrs.GetRequest().GetHttp()
 	r := Request{
-		Method: http.GetMethod(),
-		Path:   http.GetPath(),
-		Host:   http.GetHost(),
-		Header: envoyHeaders(http),
-		API:    attrs.GetContextExtensions()[ContextAPI],
+		Method:    http.GetMethod(),
+		Path:      http.GetPath(),
+		Host:      http.GetHost(),
+		Header:    envoyHeaders(http),
+		Imitation: envoyImitation(http),
+		API:       attrs.GetContextExtensions()[ContextAPI],
 	}
 	if scopes, ok := attrs.GetContextExtensions()[ContextScopes]; ok {
 		r.Scopes = strings.Fields(scopes)
@@ -123,4 +124,22 @@ func envoyHeaders(http *authv3.AttributeContext_HttpRequest) func(string) string
 	}
 	headers := http.GetHeaders()
 	return func(name string) string { return headers[name] }
+}
+
+// envoyImitation is imitationIn for the headers Envoy sent.
+func envoyImitation(http *authv3.AttributeContext_HttpRequest) string {
+	if raw := http.GetHeaderMap(); raw != nil {
+		for _, h := range raw.GetHeaders() {
+			if imitatesIdentityHeader(h.GetKey()) {
+				return h.GetKey()
+			}
+		}
+		return ""
+	}
+	for name := range http.GetHeaders() {
+		if imitatesIdentityHeader(name) {
+			return name
+		}
+	}
+	return ""
 }

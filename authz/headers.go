@@ -24,6 +24,34 @@ const (
 var IdentityHeaders = []string{HeaderSubject, HeaderKind, HeaderNamespace, HeaderName, HeaderClientID,
 	HeaderKeyID, HeaderEnvironment, HeaderScopes, HeaderAPI}
 
+// identityPrefix begins every identity header's name, lower case.
+const identityPrefix = "x-latchkey-"
+
+// imitatesIdentityHeader reports whether a request header's name is an identity
+// header's under another spelling: one that only folding '_' into '-' turns into
+// "x-latchkey-…". Proxies remove the client's copies of the identity headers by
+// their real names only, and Envoy passes names with underscores on by default
+// (headers_with_underscores_action: ALLOW), to upstreams where CGI, WSGI, Rack and
+// PHP fold '_' and '-' together and read the imitation as the trusted header. Case
+// is no disguise: HTTP names are case-insensitive, and proxies match them so.
+func imitatesIdentityHeader(name string) bool {
+	if len(name) < len(identityPrefix) || !strings.Contains(name, "_") {
+		return false
+	}
+	for i := 0; i < len(identityPrefix); i++ {
+		c := name[i]
+		if c == '_' {
+			c = '-'
+		} else if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != identityPrefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // headers are the identity headers of an allowed request; an empty value means
 // "absent" (an access token has no key ID), and proxies drop it.
 func (d Decision) headers() [][2]string {

@@ -44,14 +44,19 @@ func get(u string) response {
 }
 
 // forwardAuth asks the authorizer as Caddy's forward_auth does: a GET to /authz
-// (naming the API) with the original method, URI and host in X-Forwarded-* headers.
+// (naming the API in the path, /authz/api/<namespace>/<name>, unless api is empty)
+// with the original method, URI and host in X-Forwarded-* headers.
 func forwardAuth(api, method, uri, host string, headers map[string]string) response {
-	return forwardAuthQuery("api="+url.QueryEscape(api), method, uri, host, headers)
+	path := "/authz"
+	if api != "" {
+		path += "/api/" + api
+	}
+	return forwardAuthURL(path, method, uri, host, headers)
 }
 
-// forwardAuthQuery is forwardAuth with the auth URL's whole query.
-func forwardAuthQuery(query, method, uri, host string, headers map[string]string) response {
-	req, err := http.NewRequest(http.MethodGet, authorizer.HTTP+"/authz?"+query, nil)
+// forwardAuthURL is forwardAuth with the auth URL's whole path and query.
+func forwardAuthURL(pathAndQuery, method, uri, host string, headers map[string]string) response {
+	req, err := http.NewRequest(http.MethodGet, authorizer.HTTP+pathAndQuery, nil)
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	req.Header.Set("X-Forwarded-Method", method)
 	req.Header.Set("X-Forwarded-Uri", uri)

@@ -27,15 +27,12 @@ func NewServer(a *Authorizer, realm string, reg prometheus.Registerer) *Server {
 // SetReady marks the caches as synced: /readyz answers 200 from then on.
 func (s *Server) SetReady() { s.ready.Store(true) }
 
-// NginxPath is nginx auth_request's endpoint (X-Original-Method, X-Original-URL).
-const NginxPath = "/authz/nginx"
-
 // Handler routes the HTTP endpoints. Forward-auth answers every method: Traefik
 // and nginx may send the original one.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/authz", s.handleForwardAuth)
-	mux.HandleFunc(NginxPath, s.handleNginx)
+	mux.HandleFunc(ForwardAuthPath, s.handleAuthPaths)
+	mux.HandleFunc(ForwardAuthPath+"/", s.handleAuthPaths)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.ready.Load() {

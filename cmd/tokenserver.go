@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -40,8 +41,15 @@ func runTokenServer(args []string) error {
 	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", 16<<10, "largest request body accepted")
 	fs.DurationVar(&o.LastUsedFlushInterval, "last-used-flush-interval", 10*time.Second, "how often recorded uses are written to status.lastUsedAt")
 	fs.DurationVar(&o.LastUsedGranularity, "last-used-granularity", time.Hour, "status.lastUsedAt is the start of the period of this length in which the credential was last used: at most one write per object per period, whatever the replica count (minimum 1m)")
-	fs.IntVar(&o.MaxRequestsInFlight, "max-requests-in-flight", 256, "OAuth requests served at once; beyond it a request waits up to 250 ms for a slot, then gets 503 with Retry-After")
-	fs.DurationVar(&o.OverloadSchedulingLatency, "overload-scheduling-latency", 50*time.Millisecond, "refuse OAuth requests (503, Retry-After) while the Go scheduler's 90th-percentile latency over 100 ms exceeds this: the CPU is behind; 0 disables")
+	fs.IntVar(&o.ConcurrentRequests, "concurrent-requests", 0, "requests served at once; the others wait in their caller's queue, and each seat that frees up goes to the waiting caller that holds the fewest (0: twice GOMAXPROCS)")
+	fs.IntVar(&o.MaxRequestsInFlight, "max-requests-in-flight", 256, "requests served or waiting, over all callers; beyond it, or after 250 ms in a queue, a request gets 503 with Retry-After")
+	fs.IntVar(&o.QueuePerCaller, "max-requests-queued-per-caller", 32, "requests one caller (a client_id, or a source address for requests that prove nothing) may have waiting; beyond it its requests get 503")
+	fs.DurationVar(&o.OverloadSchedulingLatency, "overload-scheduling-latency", 50*time.Millisecond, "while the Go scheduler's 90th-percentile latency over 100 ms exceeds this (the CPU is behind), refuse (503, Retry-After) the requests of callers that already have one in; 0 disables")
+	fs.DurationVar(&o.ShedDelay, "overload-shed-delay", time.Second, "hold the 503 to a caller whose queue is full, or who has requests in while the CPU is behind, this long: a flood over keep-alive connections then sends far fewer requests; negative: none")
+	var trustedProxies string
+	fs.StringVar(&trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of the proxies in front of the token server whose X-Forwarded-For names a request's source (the caller of requests that prove nothing); empty: the peer address")
+	fs.IntVar(&o.IOConcurrency, "request-io-concurrency", 16, "API-server and upstream-provider calls made on behalf of requests at once (refresh, code redemption, revocation of a family, sign-in, consent), shared fairly by caller")
+	fs.DurationVar(&o.IOTimeout, "request-io-timeout", 5*time.Second, "the longest a request waits for, and spends on, its API-server and upstream calls")
 	fs.StringVar(&o.StartupCPUProfile, "startup-cpu-profile", "", "write a CPU profile of the start, until the caches are synced, to this file")
 	fs.Float64Var(&kubeAPIQPS, "kube-api-qps", 50, "client-side QPS limit towards the API server")
 	fs.IntVar(&kubeAPIBurst, "kube-api-burst", 100, "client-side burst towards the API server")
@@ -56,7 +64,9 @@ func runTokenServer(args []string) error {
 	fs.StringVar(&upstream.GroupsClaim, "oidc-groups-claim", "", "ID token claim holding the user's groups (as kube-apiserver's --oidc-groups-claim)")
 	fs.StringVar(&upstream.GroupsPrefix, "oidc-groups-prefix", "", "prefix of group names (as kube-apiserver's --oidc-groups-prefix)")
 	fs.StringVar(&upstream.CAFile, "oidc-ca-file", "", "extra CA bundle (PEM) for the upstream provider's TLS certificate")
-	fs.StringVar(&upstreamScopes, "oidc-scopes", "profile,email", "scopes asked of the upstream provider besides openid")
+	fs.DurationVar(&o.UpstreamRevalidation, "upstream-revalidation-interval", time.Hour, "how often, at most, a refresh of a third-party app's token asks the upstream provider (with its refresh token of the user's sign-in) whether the user is still who signed in, and with which groups; the family ends when the provider refuses, or gave no refresh token; 0 never asks (RBAC is asked with the groups of the sign-in)")
+	fs.IntVar(&o.SignInsPerMinute, "sign-ins-per-minute-per-source", 60, "each source address's budget of sign-ins (the provider's callbacks, each an upstream call and RBAC reviews), in bursts as large; see --trusted-proxies")
+	fs.StringVar(&upstreamScopes, "oidc-scopes", "profile,email,offline_access", "scopes asked of the upstream provider besides openid; offline_access gets the refresh token that revalidates a user (--upstream-revalidation-interval)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -78,6 +88,13 @@ func runTokenServer(args []string) error {
 		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
 	}
 	o.Namespaces = splitList(namespaces)
+	for _, cidr := range splitList(trustedProxies) {
+		prefix, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			return fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		o.TrustedProxies = append(o.TrustedProxies, prefix.Masked())
+	}
 	if upstream.IssuerURL != "" {
 		if upstream.ClientID == "" {
 			return fmt.Errorf("--oidc-client-id is required with --oidc-issuer-url")

@@ -20,13 +20,22 @@ import (
 
 func TestScopeCatalogueCheck(t *testing.T) {
 	c := &ScopeCatalogue{}
-	if hasAPIs, unknown := c.Check([]string{"leads:read"}); hasAPIs || unknown != nil {
+	if hasAPIs, unknown := c.Check("ns", []string{"leads:read"}); hasAPIs || unknown != nil {
 		t.Fatalf("empty catalogue: got %v, %v", hasAPIs, unknown)
 	}
-	c.set("a", []string{"leads:read", "orders:write"})
-	c.set("b", []string{}) // an API without scopes is still an API
-	c.set("c", []string{"leads:read"})
-	c.set("c", nil) // removed: leads:read is still a's
+	entry := func(ns string, accepts []string, names ...string) *catalogueEntry {
+		if accepts == nil {
+			accepts = []string{ns}
+		}
+		return &catalogueEntry{namespace: ns, accepts: accepts, names: append([]string{}, names...)}
+	}
+	c.set("a", entry("ns", nil, "leads:read", "orders:write"))
+	c.set("b", entry("ns", nil)) // an API without scopes is still an API
+	c.set("c", entry("ns", nil, "leads:read"))
+	c.set("c", nil)                                                        // removed: leads:read is still a's
+	c.set("d", entry("other", nil, "billing:read"))                        // another namespace's: never counts in ns
+	c.set("e", entry("platform", []string{allNamespaces}, "search:query")) // open to every namespace
+	c.set("f", entry("partner", []string{"ns"}, "partner:sync"))           // lists ns
 	for _, tc := range []struct {
 		scope string
 		known bool
@@ -36,22 +45,31 @@ func TestScopeCatalogueCheck(t *testing.T) {
 		{"leads:*", true}, // any leads scope
 		{"orders:*", true},
 		{"billing:*", false},
+		{"billing:read", false},
 		{"orders:read", false},
+		{"search:query", true},
+		{"partner:sync", true},
 	} {
-		if got := c.Known(tc.scope); got != tc.known {
-			t.Errorf("Known(%q) = %v, want %v", tc.scope, got, tc.known)
+		if got := c.Known("ns", tc.scope); got != tc.known {
+			t.Errorf("Known(ns, %q) = %v, want %v", tc.scope, got, tc.known)
 		}
 	}
-	if _, unknown := c.Check([]string{"leads:raed", "leads:read", "ledas:*"}); !slices.Equal(unknown, []string{"leads:raed", "ledas:*"}) {
+	if _, unknown := c.Check("ns", []string{"leads:raed", "leads:read", "ledas:*"}); !slices.Equal(unknown, []string{"leads:raed", "ledas:*"}) {
 		t.Errorf("unknown = %v", unknown)
 	}
+	if c.HasAPIs("elsewhere") {
+		t.Error("an API open to every namespace decides that another namespace is checked")
+	}
+	if !c.HasAPIs("other") || c.Known("other", "leads:read") || !c.Known("other", "search:query") {
+		t.Error("namespace other: its own API makes it checked, with its own and the open API's scopes only")
+	}
 	c.set("a", nil)
-	if !c.HasAPIs() || c.Known("leads:*") {
-		t.Errorf("b remains, with no scope: HasAPIs %v, Known(leads:*) %v", c.HasAPIs(), c.Known("leads:*"))
+	if !c.HasAPIs("ns") || c.Known("ns", "leads:*") {
+		t.Errorf("b remains, with no scope: HasAPIs %v, Known(leads:*) %v", c.HasAPIs("ns"), c.Known("ns", "leads:*"))
 	}
 	c.set("b", nil)
-	if c.HasAPIs() || c.emptyFlips != 2 {
-		t.Errorf("no API left: HasAPIs %v, flips %d (want 2)", c.HasAPIs(), c.emptyFlips)
+	if c.HasAPIs("ns") || c.ownFlips["ns"] != 2 {
+		t.Errorf("no API of ns left: HasAPIs %v, flips %d (want 2)", c.HasAPIs("ns"), c.ownFlips["ns"])
 	}
 }
 
@@ -141,7 +159,7 @@ func TestScopeWatchEnqueuesOnlyTheConcernedCredentials(t *testing.T) {
 		h.Update(ctx, event.UpdateEvent{ObjectOld: leads, ObjectNew: edited}, h.q)
 		expect(h.q, []string{"star", "write"}, "leads:write added")
 	}
-	if !catalogue.Known("leads:write") {
+	if !catalogue.Known("ns", "leads:write") {
 		t.Error("leads:write is not known")
 	}
 
@@ -149,6 +167,23 @@ func TestScopeWatchEnqueuesOnlyTheConcernedCredentials(t *testing.T) {
 	must(t, cache.Create(ctx, orders))
 	fast.Create(ctx, event.CreateEvent{Object: orders}, fastQueue)
 	expect(fastQueue, []string{"orders"}, "a second API")
+
+	foreign := api("foreign", "leads:read", "orders:read")
+	foreign.Namespace = "other"
+	must(t, cache.Create(ctx, foreign))
+	fast.Create(ctx, event.CreateEvent{Object: foreign}, fastQueue)
+	expect(fastQueue, nil, "an API of another namespace that does not accept ns")
+	open := api("open", "orders:read")
+	open.Namespace, open.Spec.Namespaces = "platform", []string{"*"}
+	must(t, cache.Create(ctx, open))
+	fast.Create(ctx, event.CreateEvent{Object: open}, fastQueue)
+	expect(fastQueue, []string{"orders"}, "an API open to every namespace: its names only, no flip")
+	must(t, cache.Delete(ctx, open))
+	fast.Delete(ctx, event.DeleteEvent{Object: open}, fastQueue)
+	expect(fastQueue, []string{"orders"}, "the open API deleted")
+	must(t, cache.Delete(ctx, foreign))
+	fast.Delete(ctx, event.DeleteEvent{Object: foreign}, fastQueue)
+	expect(fastQueue, nil, "the other namespace's API deleted")
 
 	must(t, cache.Delete(ctx, edited))
 	fast.Delete(ctx, event.DeleteEvent{Object: edited}, fastQueue)
@@ -164,7 +199,7 @@ func TestScopeWatchEnqueuesOnlyTheConcernedCredentials(t *testing.T) {
 	expect(slowQueue, all, "a lagging controller, after the cluster lost its last API")
 	slow.Delete(ctx, event.DeleteEvent{Object: edited}, slowQueue)
 	expect(slowQueue, []string{"read", "star", "write"}, "a lagging controller, an API deleted")
-	if catalogue.HasAPIs() {
+	if catalogue.HasAPIs("ns") {
 		t.Error("an API deleted from the cache came back into the catalogue")
 	}
 }

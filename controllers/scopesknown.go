@@ -3,8 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -24,24 +25,25 @@ import (
 // so that an API edit reaches only the credentials that carry a scope it changed.
 const ScopesField = "spec.scopes"
 
-// setScopesKnown reports whether every scope of obj is in some API's catalogue.
-// It is advice (usually a typo), not a verdict: Ready is untouched, since the
-// credential works; an API simply grants no scope it does not list.
+// setScopesKnown reports whether every scope of obj is in the catalogue of an API
+// that accepts obj's namespace. It is advice (usually a typo), not a verdict: Ready
+// is untouched, since the credential works; an API simply grants no scope it does
+// not list.
 func (r *CredentialReconciler[T]) setScopesKnown(obj T) {
 	if r.Catalogue == nil {
 		return
 	}
-	status, reason, message := metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown, "every scope is in an API's catalogue"
-	hasAPIs, unknown := r.Catalogue.Check(r.Kind.Scopes(obj))
+	status, reason, message := metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown, "every scope is in the catalogue of an API that accepts this namespace"
+	hasAPIs, unknown := r.Catalogue.Check(obj.GetNamespace(), r.Kind.Scopes(obj))
 	switch {
 	case !hasAPIs:
-		reason, message = latchkeyv1.ReasonNoCatalogue, "no API exists, so scopes are not checked"
+		reason, message = latchkeyv1.ReasonNoCatalogue, "no API of this namespace accepts its credentials, so scopes are not checked"
 	case len(unknown) == 1:
 		status, reason, message = metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope,
-			fmt.Sprintf("scope %s is in no API's catalogue", unknown[0])
+			fmt.Sprintf("scope %s is in the catalogue of no API that accepts this namespace", unknown[0])
 	case len(unknown) > 1:
 		status, reason, message = metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope,
-			fmt.Sprintf("scopes %s are in no API's catalogue", strings.Join(unknown, ", "))
+			fmt.Sprintf("scopes %s are in the catalogue of no API that accepts this namespace", strings.Join(unknown, ", "))
 	}
 	changed := setCondition(&obj.CredentialStatus().Conditions, metav1.Condition{
 		Type:               latchkeyv1.ConditionScopesKnown,
@@ -58,73 +60,80 @@ func (r *CredentialReconciler[T]) setScopesKnown(obj T) {
 // scopeWatch is the credential controller's handler of API events. It first brings
 // the shared catalogue up to date (idempotent: the other credential controller
 // applies the same events), then enqueues only the credentials whose ScopesKnown
-// verdict the event may change: those carrying a scope the event added to or
-// removed from an API's catalogue, or that scope's resource wildcard. When the
-// cluster goes from no API to some or back, every credential of the kind changes
-// between NoCatalogue and a verdict: that rare event enqueues them all.
+// verdict the event may change: those of the namespaces the API accepted before or
+// accepts now that carry a scope the event added to or removed from its catalogue,
+// or that scope's resource wildcard. When the API's own namespace goes from no API
+// of its own to some or back, every credential there changes between NoCatalogue
+// and a verdict: that rare event enqueues them all.
 //
 // Events of the initial list enqueue nothing: the controller reconciles every
 // credential when it starts, after this handler has seen every API.
 func (r *CredentialReconciler[T]) scopeWatch() handler.EventHandler {
-	// The catalogue's count of moves between no API and some, as this handler last
-	// acted on it: another controller may have applied the event that moved it.
-	var seenFlips atomic.Uint64
-	apply := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object, initial bool, changed []string) {
+	// The catalogue's count of moves between no own API and some, per namespace, as
+	// this handler last acted on it: another controller may have applied the event
+	// that moved it.
+	var mu sync.Mutex
+	seenFlips := map[string]uint64{}
+	apply := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object, initial bool, c concerns) {
 		flips, err := r.Catalogue.Sync(ctx, obj)
 		if err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "reading an API into the scope catalogue", "api", obj.GetNamespace()+"/"+obj.GetName())
 			return
 		}
-		switch {
-		case initial:
-			seenFlips.Store(flips)
-		case seenFlips.Swap(flips) != flips:
-			r.enqueue(ctx, q, nil)
-		default:
-			for _, scope := range changed {
-				r.enqueue(ctx, q, client.MatchingFields{ScopesField: scope})
-			}
-			for _, resource := range uniqueResources(changed) {
-				r.enqueue(ctx, q, client.MatchingFields{ScopesField: resource + ":*"})
-			}
+		ns := obj.GetNamespace()
+		mu.Lock()
+		flipped := seenFlips[ns] != flips
+		seenFlips[ns] = flips
+		mu.Unlock()
+		if initial {
+			return
+		}
+		if flipped {
+			r.enqueue(ctx, q, client.InNamespace(ns), nil)
+		}
+		var in func(string) bool // nil: every namespace
+		if !c.all {
+			in = func(namespace string) bool { return slices.Contains(c.namespaces, namespace) }
+		}
+		for _, scope := range c.names {
+			r.enqueue(ctx, q, client.MatchingFields{ScopesField: scope}, in)
+		}
+		for _, resource := range uniqueResources(c.names) {
+			r.enqueue(ctx, q, client.MatchingFields{ScopesField: resource + ":*"}, in)
 		}
 	}
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			if api, ok := e.Object.(*latchkeyv1.API); ok {
-				apply(ctx, q, api, e.IsInInitialList, catalogueNames(api))
+				apply(ctx, q, api, e.IsInInitialList, concernsOf(nil, api))
 			}
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			before, okBefore := e.ObjectOld.(*latchkeyv1.API)
 			after, okAfter := e.ObjectNew.(*latchkeyv1.API)
 			if okBefore && okAfter {
-				apply(ctx, q, after, false, changedNames(catalogueNames(before), catalogueNames(after)))
+				apply(ctx, q, after, false, concernsOf(before, after))
 			}
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			if api, ok := e.Object.(*latchkeyv1.API); ok {
-				apply(ctx, q, api, false, catalogueNames(api))
+				apply(ctx, q, api, false, concernsOf(api, nil))
 			}
 		},
 	}
 }
 
-// enqueue adds the credentials of the kind that match opts (all of them without)
-// to the controller's queue. The list comes from the cache without copies: only
-// names are read.
-func (r *CredentialReconciler[T]) enqueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], match client.ListOption) {
+// enqueue adds the credentials of the kind that match, in the namespaces in
+// accepts (every namespace when nil), to the controller's queue. The list comes
+// from the cache without copies: only names are read.
+func (r *CredentialReconciler[T]) enqueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], match client.ListOption, in func(namespace string) bool) {
 	list := r.Kind.NewList()
-	opts := []client.ListOption{client.UnsafeDisableDeepCopy}
-	if match != nil {
-		opts = append(opts, match)
-	}
-	if err := r.List(ctx, list, opts...); err != nil {
+	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy, match); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing credentials to recheck their scopes")
 		return
 	}
 	_ = meta.EachListItem(list, func(o runtime.Object) error {
-		if obj, ok := o.(client.Object); ok {
+		if obj, ok := o.(client.Object); ok && (in == nil || in(obj.GetNamespace())) {
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
 		}
 		return nil

@@ -12,6 +12,7 @@ import (
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/controllers"
+	"github.com/latchkey-dev/latchkey/internal/testenv"
 )
 
 // Ordered: the specs move the cluster from no API to one and back, and every
@@ -71,13 +72,13 @@ var _ = Describe("ScopesKnown", Ordered, func() {
 
 		typo := create(ctx, apiKeyKind, ns, "typo", withScopes("leads:read", "leads:raed"))
 		unknown := waitScopesKnown(ctx, apiKeyKind, ns, "typo", metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope)
-		Expect(unknown.Message).To(Equal("scope leads:raed is in no API's catalogue"))
+		Expect(unknown.Message).To(Equal("scope leads:raed is in the catalogue of no API that accepts this namespace"))
 		Eventually(eventReasons).WithArguments(ctx, ns, "typo").Should(ContainElement(latchkeyv1.ReasonUnknownScope))
 		issued := waitReady(ctx, apiKeyKind, typo, latchkeyv1.ReasonIssued)
 		Expect(credentialIn(apiKeyKind, getSecret(ctx, ns, issued.SecretName()))).NotTo(BeEmpty())
 		stalled := kstatusOf(ctx, issued)
 		Expect(stalled.Status).To(Equal(status.FailedStatus), "a typo in Git is for a person to fix: Stalled")
-		Expect(stalled.Message).To(Equal("scope leads:raed is in no API's catalogue"))
+		Expect(stalled.Message).To(Equal("scope leads:raed is in the catalogue of no API that accepts this namespace"))
 
 		patch(ctx, apiKeyKind, typo, withScopes("leads:read"))
 		waitScopesKnown(ctx, apiKeyKind, ns, "typo", metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown)
@@ -88,7 +89,7 @@ var _ = Describe("ScopesKnown", Ordered, func() {
 	It("names every unknown scope", func() {
 		create(ctx, oauthClientKind, ns, "typos", withScopes("leads:raed", "leads:read", "ledas:read"))
 		unknown := waitScopesKnown(ctx, oauthClientKind, ns, "typos", metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope)
-		Expect(unknown.Message).To(Equal("scopes leads:raed, ledas:read are in no API's catalogue"))
+		Expect(unknown.Message).To(Equal("scopes leads:raed, ledas:read are in the catalogue of no API that accepts this namespace"))
 	})
 
 	It("knows a resource wildcard by any scope of that resource", func() {
@@ -144,3 +145,96 @@ func waitScopesKnown(ctx context.Context, kind credentialKind, ns, name string, 
 	}).Should(Succeed())
 	return condition
 }
+
+// A tenant with edit rights in its own namespace edits APIs of its own to disturb
+// another tenant's credentials, or to learn the scope names another tenant's APIs
+// define. A credential is checked only against the APIs that accept its
+// namespace, and only a namespace's own APIs decide whether it is checked at all.
+var _ = Describe("A tenant's API catalogue, against another tenant's credentials", func() {
+	ctx := context.Background()
+	apiAs := func(tenant *testenv.Tenant, name string, mutate func(*latchkeyv1.API)) *latchkeyv1.API {
+		api := &latchkeyv1.API{ObjectMeta: metav1.ObjectMeta{Namespace: tenant.Namespace, Name: name},
+			Spec: latchkeyv1.APISpec{Identifier: "https://" + tenant.Namespace + ".example.com/" + name}}
+		mutate(api)
+		ExpectWithOffset(1, tenant.Client.Create(ctx, api)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8s.Delete(ctx, api))).To(Succeed()) })
+		return api
+	}
+	scopes := func(names ...string) []latchkeyv1.APIScope {
+		var out []latchkeyv1.APIScope
+		for _, n := range names {
+			out = append(out, latchkeyv1.APIScope{Name: n})
+		}
+		return out
+	}
+	withScopes := func(names ...string) func(controllers.CredentialObject) {
+		return func(o controllers.CredentialObject) { o.(*latchkeyv1.APIKey).Spec.Scopes = names }
+	}
+	// stays holds the victim's verdict, and no Warning Event about it, while mallory acts.
+	stays := func(ns, name string, status metav1.ConditionStatus, reason string, act func()) {
+		waitScopesKnown(ctx, apiKeyKind, ns, name, status, reason)
+		before := len(eventReasons(ctx, ns, name))
+		act()
+		ConsistentlyWithOffset(1, func(g Gomega) {
+			c := meta.FindStatusCondition(get(ctx, apiKeyKind, ns, name).CredentialStatus().Conditions, latchkeyv1.ConditionScopesKnown)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Status).To(Equal(status), c.Message)
+			g.Expect(c.Reason).To(Equal(reason))
+		}, "2s", "100ms").Should(Succeed())
+		ExpectWithOffset(1, eventReasons(ctx, ns, name)).To(HaveLen(before), "no Event about the victim's credential")
+	}
+
+	It("cannot turn another namespace's credentials from NoCatalogue to Stalled with an API open to every namespace", func() {
+		victim := newNamespace()
+		key := create(ctx, apiKeyKind, victim, "orders", withScopes("orders:read"))
+		mallory := newTenant(ctx)
+		stays(victim, "orders", metav1.ConditionTrue, latchkeyv1.ReasonNoCatalogue, func() {
+			open := apiAs(mallory, "open", func(a *latchkeyv1.API) {
+				a.Spec.Namespaces = []string{"*"}
+				a.Spec.Scopes = scopes("billing:read")
+			})
+			updateAPI(ctx, open, func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("billing:write") })
+		})
+		Expect(kstatusOf(ctx, key).Status).To(Equal(status.CurrentStatus), "not Stalled")
+	})
+
+	It("cannot change the verdict on another namespace's credentials with APIs that do not accept it", func() {
+		victim := newNamespace()
+		createAPI(ctx, victim, "leads", func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("leads:read") })
+		create(ctx, apiKeyKind, victim, "typo", withScopes("leads:read", "orders:raed"))
+		mallory := newTenant(ctx)
+		stays(victim, "typo", metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope, func() {
+			own := apiAs(mallory, "own", func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("orders:raed") })
+			updateAPI(ctx, own, func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("orders:raed", "orders:read") })
+			Expect(k8s.Delete(ctx, own)).To(Succeed())
+			apiAs(mallory, "elsewhere", func(a *latchkeyv1.API) {
+				a.Spec.Namespaces = []string{mallory.Namespace, "some-other-namespace"}
+				a.Spec.Scopes = scopes("orders:raed")
+			})
+		})
+	})
+
+	It("cannot learn which scopes another tenant's APIs define from its own credentials' conditions", func() {
+		victim := newNamespace()
+		createAPI(ctx, victim, "secret", func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("acquisitions:read") })
+		mallory := newTenant(ctx)
+		apiAs(mallory, "mine", func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("own:read") })
+		probe := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: mallory.Namespace, Name: "probe"},
+			Spec: latchkeyv1.APIKeySpec{Scopes: []string{"acquisitions:read", "acquisitions:*", "own:read"}}}
+		Expect(mallory.Client.Create(ctx, probe)).To(Succeed())
+		c := waitScopesKnown(ctx, apiKeyKind, mallory.Namespace, "probe", metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope)
+		Expect(c.Message).To(Equal("scopes acquisitions:read, acquisitions:* are in the catalogue of no API that accepts this namespace"))
+	})
+
+	It("counts the scopes of an API whose owner accepts the namespace, without letting it decide that the namespace is checked", func() {
+		tenant := newNamespace()
+		platform := newNamespace()
+		createAPI(ctx, platform, "shared", func(a *latchkeyv1.API) {
+			a.Spec.Namespaces = []string{"*"}
+			a.Spec.Scopes = scopes("search:query")
+		})
+		createAPI(ctx, tenant, "own", func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("notes:read") })
+		create(ctx, apiKeyKind, tenant, "both", withScopes("notes:read", "search:query"))
+		waitScopesKnown(ctx, apiKeyKind, tenant, "both", metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown)
+	})
+})

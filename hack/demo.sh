@@ -316,7 +316,7 @@ http://127.0.0.1:$PROXY_PORT {
 	# Ask the authorizer first; on 200 copy the identity headers (a copy the client
 	# sent is removed, even when the authorizer omits one: Caddy >= 2.11.2).
 	forward_auth 127.0.0.1:$AUTHZ_HTTP_PORT {
-		uri /authz?api=default/leads
+		uri /authz/api/default/leads
 		copy_headers X-Latchkey-Subject X-Latchkey-Credential-Kind X-Latchkey-Namespace X-Latchkey-Name X-Latchkey-Client-Id X-Latchkey-Key-Id X-Latchkey-Environment X-Latchkey-Scopes X-Latchkey-Api
 	}
 	# forward_auth sets these for the authorizer only: drop a client's forged copies.

@@ -1,10 +1,12 @@
 package tokenserver
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"embed"
 	"encoding/base64"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/index"
 	"github.com/latchkey-dev/latchkey/internal/seal"
 )
@@ -24,7 +27,16 @@ var pages = template.Must(template.ParseFS(webFiles, "web/*.html"))
 
 // loginCookie carries a sign-in in progress, sealed (package seal): nothing is
 // written anywhere to sign a user in, and any replica continues what another began.
-const loginCookie = "latchkey_login"
+// Where the issuer is HTTPS it is hostCookie instead: the __Host- prefix makes the
+// browser refuse it unless it is Secure, for this host alone and path /, so that no
+// subdomain can plant or shadow it.
+const (
+	loginCookie = "latchkey_login"
+	hostCookie  = "__Host-latchkey_login"
+)
+
+// legacyAuthorizePath is the authorize URL of the partner documentation.
+const legacyAuthorizePath = "/oauth/authorize"
 
 // pendingRequest is a validated authorization request (RFC 6749 §4.1.1).
 type pendingRequest struct {
@@ -48,6 +60,9 @@ type login struct {
 	User       *user          `json:"u,omitempty"`
 	Workspaces []string       `json:"w,omitempty"`
 	CSRF       string         `json:"c,omitempty"`
+	// UpstreamRefresh is the provider's refresh token of the sign-in, if it gave
+	// one: it goes into the code, then into the family, sealed.
+	UpstreamRefresh string `json:"ur,omitempty"`
 }
 
 // Limits of an authorization request.
@@ -80,8 +95,12 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.showError(w, *perr)
 		return
 	}
+	// No one has signed in yet: an error is shown here, never redirected, so that
+	// the issuer cannot be made to bounce a browser to any tenant's registered URI
+	// (RFC 9700 §4.11.2). Errors after sign-in go back to the app (RFC 6749 §4.1.2.1).
 	if rerr != nil {
-		s.redirectToApp(w, r, req, url.Values{"error": {rerr.code}, "error_description": {rerr.description}}, http.StatusFound)
+		s.showError(w, pageError{http.StatusBadRequest, "The app's request is invalid",
+			"The app asked for something this server does not allow (" + rerr.code + ": " + rerr.description + "). Nothing was sent back to it; tell the app's publisher."})
 		return
 	}
 	now := s.clock.Now()
@@ -145,7 +164,11 @@ func (s *Server) parseAuthorizeRequest(r *http.Request) (pendingRequest, *pageEr
 	switch rt := q.Get("response_type"); rt {
 	case "code":
 	case "":
-		return req, nil, &redirectError{"invalid_request", "response_type is required"}
+		// The partner documentation's URL (/oauth/authorize) has no response_type:
+		// there, as at GitHub's authorize endpoint, code is the only answer.
+		if r.URL.Path != legacyAuthorizePath {
+			return req, nil, &redirectError{"invalid_request", "response_type is required"}
+		}
 	default:
 		return req, nil, &redirectError{"unsupported_response_type", "only response_type=code is supported"}
 	}
@@ -216,6 +239,12 @@ func withoutLoopbackPort(uri string) (string, bool) {
 }
 
 // handleCallback is where the upstream provider sends the browser back.
+//
+// A sign-in costs an upstream call and RBAC look-ups, so it is bounded three
+// ways: a login's state is spent here once (a failed exchange ends it too), so a
+// cookie cannot be replayed to make this server call the provider again and
+// again; each source address has a budget of sign-ins; and the calls run in the
+// I/O seats, never in the ones tokens are signed in.
 func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	tp := s.thirdParty
 	if tp == nil {
@@ -225,56 +254,80 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	now := s.clock.Now()
 	l, ok := s.readLoginCookie(r, now)
 	q := r.URL.Query()
-	if !ok || l.User != nil || l.State == "" || subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(l.State)) != 1 {
-		s.showError(w, pageError{http.StatusBadRequest, "Sign-in expired", "This sign-in is not the one in progress in this browser, or it took too long. Start again from the app."})
+	if !ok || l.User != nil || l.State == "" || subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(l.State)) != 1 ||
+		tp.spentLogins.spend(l.State, now) {
+		s.showError(w, pageError{http.StatusBadRequest, "Sign-in expired", "This sign-in is not the one in progress in this browser, was already used, or took too long. Start again from the app."})
 		return
 	}
+	s.clearLoginCookie(w) // spent: the consent page sets a new one
 	if q.Get("error") != "" {
-		s.clearLoginCookie(w)
-		s.redirectToApp(w, r, l.Request, url.Values{"error": {"access_denied"}, "error_description": {"the user did not sign in"}}, http.StatusFound)
+		// The user did not sign in: still no redirect (see handleAuthorize).
+		s.showError(w, pageError{http.StatusUnauthorized, "Not signed in", "The sign-in provider did not sign you in. Nothing was sent to the app; start again from the app."})
 		return
 	}
-	u, err := tp.upstream.exchange(r.Context(), s.callbackURL(), q.Get("code"), l.Verifier, l.Nonce)
-	if err != nil {
-		s.log.Info("upstream sign-in failed", "reason", err.Error())
+	if ok, _ := tp.signIns.Allow(s.sourceAddr(r), now); !ok {
+		s.showError(w, pageError{http.StatusTooManyRequests, "Too many sign-ins", "Too many sign-ins came from your network just now. Wait a minute and start again from the app."})
+		return
+	}
+	var (
+		u        user
+		upstream string
+		allowed  []string
+		grant    *latchkeyv1.OAuthGrant
+	)
+	client, clientOK := s.currentClient(l.Request)
+	err := s.withIO(r, func(ctx context.Context) error {
+		var err error
+		if u, upstream, err = tp.upstream.exchange(ctx, s.callbackURL(), q.Get("code"), l.Verifier, l.Nonce); err != nil {
+			return signInError{err}
+		}
+		if allowed, err = tp.workspaces.allowed(ctx, u); err != nil || !clientOK {
+			return err
+		}
+		// The page is skipped only for a user who already approved this app, on
+		// this page, for at least what it asks now, and only when that leaves no
+		// choice: exactly one of the user's workspaces has such a consent. Consent
+		// is recorded in the grant's status, which only the token server writes: a
+		// grant a tenant creates by hand skips the page for no one. The index
+		// proposes, the API server confirms (a grant just deleted may still be in
+		// the index). Never for a public client: anyone can use its client_id, and
+		// a loopback redirect goes to whatever listens on the port (RFC 8252 §8.6).
+		var covered []string
+		for _, ws := range allowed {
+			if client.Public {
+				break
+			}
+			if g, ok := s.index.GrantIn(ws, client.ClientID); ok && g.ConsentedBy(u.Name, client.Ref.UID, l.Request.Scope, l.Request.Audiences) {
+				covered = append(covered, ws)
+			}
+		}
+		if len(covered) == 1 {
+			if g, err := tp.grants.get(ctx, covered[0], client.ClientID); err == nil &&
+				index.GrantConsented(g, u.Name, client.Ref.UID, l.Request.Scope, l.Request.Audiences) {
+				grant = g
+			}
+		}
+		return nil
+	})
+	var failed signInError
+	switch {
+	case errors.As(err, &failed):
+		s.log.Info("upstream sign-in failed", "reason", failed.Error())
 		s.showError(w, pageError{http.StatusBadGateway, "Sign-in failed", "The sign-in provider's answer could not be verified. Start again from the app."})
 		return
-	}
-	allowed, err := tp.workspaces.allowed(r.Context(), u)
-	if err != nil {
-		s.log.Error(err, "listing the user's workspaces")
-		s.showError(w, pageError{http.StatusServiceUnavailable, "Try again", "Your workspaces could not be read right now."})
+	case err != nil:
+		s.log.Error(err, "reading the user's workspaces")
+		s.showError(w, pageError{http.StatusServiceUnavailable, "Try again", "Your workspaces could not be read right now. Start again from the app."})
 		return
-	}
-	client, ok := s.currentClient(l.Request)
-	if !ok {
+	case !clientOK:
 		s.showError(w, pageError{http.StatusBadRequest, "Unknown app", "The app is no longer registered."})
 		return
-	}
-	// A grant that already covers the request skips the page, when it leaves no
-	// choice: exactly one of the user's workspaces has one. The index proposes, the
-	// API server confirms (a grant just deleted may still be in the index). Never
-	// for a public client: anyone can use its client_id, and a loopback redirect
-	// goes to whatever listens on the port (RFC 8252 §8.6).
-	var covered []string
-	for _, ws := range allowed {
-		if client.Public {
-			break
-		}
-		if g, ok := s.index.GrantIn(ws, client.ClientID); ok && g.Covers(client.Ref.UID, l.Request.Scope, l.Request.Audiences) {
-			covered = append(covered, ws)
-		}
-	}
-	if len(covered) == 1 {
-		if grant, err := tp.grants.get(r.Context(), covered[0], client.ClientID); err == nil && grant.Spec.Client.UID == string(client.Ref.UID) &&
-			!grant.Spec.Revoked && subset(l.Request.Scope, grant.Spec.Scopes) && subset(l.Request.Audiences, grant.Spec.Audiences) {
-			s.clearLoginCookie(w)
-			s.finish(w, r, l.Request, covered[0], string(grant.UID), u, http.StatusFound)
-			return
-		}
+	case grant != nil:
+		s.finish(w, r, l.Request, grant.Namespace, string(grant.UID), u, upstream, http.StatusFound)
+		return
 	}
 	l.State, l.Nonce, l.Verifier = "", "", ""
-	l.User, l.Workspaces, l.CSRF = &u, allowed, randomString()
+	l.User, l.Workspaces, l.CSRF, l.UpstreamRefresh = &u, allowed, randomString(), upstream
 	if !s.setLoginCookie(w, l, now) {
 		s.showError(w, pageError{http.StatusServiceUnavailable, "Try again", "The server's keys are not loaded yet."})
 		return
@@ -297,8 +350,9 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	now := s.clock.Now()
 	l, ok := s.readLoginCookie(r, now)
 	csrf := r.PostForm.Get("csrf")
-	if !ok || l.User == nil || len(r.PostForm["csrf"]) != 1 || subtle.ConstantTimeCompare([]byte(csrf), []byte(l.CSRF)) != 1 {
-		s.showError(w, pageError{http.StatusForbidden, "This form has expired", "The decision did not come from the page this browser was shown, or it took too long. Start again from the app."})
+	if !ok || l.User == nil || len(r.PostForm["csrf"]) != 1 || subtle.ConstantTimeCompare([]byte(csrf), []byte(l.CSRF)) != 1 ||
+		tp.spentLogins.spend(l.CSRF, now) {
+		s.showError(w, pageError{http.StatusForbidden, "This form has expired", "The decision did not come from the page this browser was shown, was already sent, or took too long. Start again from the app."})
 		return
 	}
 	s.clearLoginCookie(w)
@@ -321,25 +375,48 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		s.showError(w, pageError{http.StatusForbidden, "Not allowed", "You may not install apps in that workspace."})
 		return
 	}
-	if allowed, err := tp.stillMayInstall(r.Context(), *l.User, workspace); err != nil || !allowed {
+	var grant *latchkeyv1.OAuthGrant
+	err := s.withIO(r, func(ctx context.Context) error {
+		if allowed, err := tp.stillMayInstall(ctx, *l.User, workspace); err != nil || !allowed {
+			return errNotAllowed
+		}
+		var err error
+		if grant, err = tp.grants.approve(ctx, workspace, client, l.Request.Scope, l.Request.Audiences, *l.User, now); err != nil {
+			return err
+		}
+		// Without the record the user only sees the page again next time.
+		if err := tp.grants.recordConsent(ctx, grant, *l.User, l.Request.Scope, l.Request.Audiences, now); err != nil {
+			s.log.Error(err, "recording a consent", "workspace", workspace, "client", client.Ref.String())
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errNotAllowed):
 		s.showError(w, pageError{http.StatusForbidden, "Not allowed", "You may not install apps in that workspace."})
 		return
-	}
-	grant, err := tp.grants.approve(r.Context(), workspace, client, l.Request.Scope, l.Request.Audiences, *l.User, now)
-	if err != nil {
+	case err != nil:
 		s.log.Error(err, "recording a grant", "workspace", workspace, "client", client.Ref.String())
 		s.showError(w, pageError{http.StatusServiceUnavailable, "Try again", "The approval could not be recorded right now."})
 		return
 	}
-	s.finish(w, r, l.Request, workspace, string(grant.UID), *l.User, http.StatusSeeOther)
+	s.finish(w, r, l.Request, workspace, string(grant.UID), *l.User, l.UpstreamRefresh, http.StatusSeeOther)
 }
 
+// errNotAllowed: RBAC does not let the user install apps in that workspace (or
+// could not be asked).
+var errNotAllowed = errors.New("not allowed to install apps there")
+
+// signInError is an upstream sign-in that failed: the provider's answer, not
+// this server.
+type signInError struct{ error }
+
 // finish issues the code and sends the browser back to the app.
-func (s *Server) finish(w http.ResponseWriter, r *http.Request, req pendingRequest, workspace, grantUID string, u user, status int) {
+func (s *Server) finish(w http.ResponseWriter, r *http.Request, req pendingRequest, workspace, grantUID string, u user, upstreamRefresh string, status int) {
 	now := s.clock.Now()
 	expires := now.Add(codeLifetime)
 	code, err := s.keys.sealer().Seal(seal.PurposeCode, authCode{
 		Request: req, ID: randomString(), Workspace: workspace, GrantUID: grantUID, User: u, Expires: expires.Unix(),
+		UpstreamRefresh: upstreamRefresh,
 	}, now, expires)
 	if err != nil {
 		s.redirectToApp(w, r, req, url.Values{"error": {"temporarily_unavailable"}}, status)
@@ -384,24 +461,36 @@ func (s *Server) callbackURL() string {
 	return strings.TrimSuffix(s.cfg.IssuerURL, "/") + "/oauth2/callback"
 }
 
+// loginCookieName and loginCookiePath are the login cookie's: __Host- and / where
+// the issuer is HTTPS, so that browsers enforce what the prefix promises.
+func (s *Server) loginCookieName() (name, path string) {
+	if strings.HasPrefix(s.cfg.IssuerURL, "https://") {
+		return hostCookie, "/"
+	}
+	return loginCookie, "/oauth2/"
+}
+
 // setLoginCookie seals l into the cookie; false when no sealing key is loaded.
 func (s *Server) setLoginCookie(w http.ResponseWriter, l login, now time.Time) bool {
 	value, err := s.keys.sealer().Seal(seal.PurposeLogin, l, now, now.Add(loginLifetime))
 	if err != nil {
 		return false
 	}
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: value, Path: "/oauth2/", MaxAge: int(loginLifetime / time.Second),
+	name, path := s.loginCookieName()
+	http.SetCookie(w, &http.Cookie{Name: name, Value: value, Path: path, MaxAge: int(loginLifetime / time.Second),
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
 	return true
 }
 
 func (s *Server) clearLoginCookie(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/oauth2/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+	name, path := s.loginCookieName()
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: path, MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
 }
 
 func (s *Server) readLoginCookie(r *http.Request, now time.Time) (login, bool) {
 	var l login
-	cookies := r.CookiesNamed(loginCookie)
+	name, _ := s.loginCookieName()
+	cookies := r.CookiesNamed(name)
 	if len(cookies) != 1 {
 		return l, false
 	}

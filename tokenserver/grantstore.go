@@ -82,11 +82,64 @@ func (gs *grantStore) approve(ctx context.Context, workspace string, c *index.Cl
 	return nil, fmt.Errorf("grant %s/%s kept changing under us", workspace, name)
 }
 
+// recordConsent writes into the grant's status that u approved scopes and
+// audiences on the consent page (added to what u approved before): the page is
+// skipped for u, and u alone, next time. Status is the token server's, so no
+// tenant can write a consent for anyone.
+func (gs *grantStore) recordConsent(ctx context.Context, grant *latchkeyv1.OAuthGrant, u user, scopes, audiences []string, now time.Time) error {
+	stamp := metav1.NewTime(now.UTC().Truncate(time.Second))
+	_, err := gs.change(ctx, grant.Namespace, grant.Name, grant.Spec.Client.UID, func(g *latchkeyv1.OAuthGrant) (bool, error) {
+		if g.UID != grant.UID {
+			return false, errGrantGone
+		}
+		consents := &g.Status.Consents
+		i := slices.IndexFunc(*consents, func(c latchkeyv1.Consent) bool { return c.User == u.Name })
+		if i < 0 {
+			*consents = append(*consents, latchkeyv1.Consent{User: u.Name})
+			i = len(*consents) - 1
+		}
+		c := &(*consents)[i]
+		c.Scopes, c.Audiences, c.ApprovedAt = union(c.Scopes, scopes), union(c.Audiences, audiences), stamp
+		if n := len(*consents) - latchkeyv1.MaxConsents; n > 0 {
+			slices.SortFunc(*consents, func(a, b latchkeyv1.Consent) int { return a.ApprovedAt.Compare(b.ApprovedAt.Time) })
+			*consents = (*consents)[n:]
+		}
+		return true, nil
+	})
+	return err
+}
+
 // get reads the grant of the app with clientID in workspace from the API server.
 func (gs *grantStore) get(ctx context.Context, workspace, clientID string) (*latchkeyv1.OAuthGrant, error) {
 	grant := &latchkeyv1.OAuthGrant{}
 	err := gs.client.Get(ctx, client.ObjectKey{Namespace: workspace, Name: latchkeyv1.GrantName(clientID)}, grant)
 	return grant, err
+}
+
+// read reads the grant named name in workspace, if it is still the grant of the
+// client with clientUID: errGrantGone otherwise.
+func (gs *grantStore) read(ctx context.Context, workspace, name, clientUID string) (*latchkeyv1.OAuthGrant, error) {
+	grant := &latchkeyv1.OAuthGrant{}
+	if err := gs.client.Get(ctx, client.ObjectKey{Namespace: workspace, Name: name}, grant); apierrors.IsNotFound(err) {
+		return nil, errGrantGone
+	} else if err != nil {
+		return nil, err
+	}
+	if grant.Spec.Client.UID != clientUID || !grant.DeletionTimestamp.IsZero() {
+		return nil, errGrantGone
+	}
+	return grant, nil
+}
+
+// writeStatus writes grant's status, guarded by the resourceVersion it was read
+// at: a conflict means that something else wrote first, and the caller reads and
+// decides again.
+func (gs *grantStore) writeStatus(ctx context.Context, grant *latchkeyv1.OAuthGrant) error {
+	err := gs.client.Status().Update(ctx, grant)
+	if apierrors.IsNotFound(err) {
+		return errGrantGone
+	}
+	return err
 }
 
 // change reads the grant of clientUID (named name in workspace) and applies edit to
@@ -95,27 +148,17 @@ func (gs *grantStore) get(ctx context.Context, workspace, clientID string) (*lat
 // be a pure function of the grant it is given.
 func (gs *grantStore) change(ctx context.Context, workspace, name string, clientUID string, edit func(*latchkeyv1.OAuthGrant) (bool, error)) (*latchkeyv1.OAuthGrant, error) {
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
-		grant := &latchkeyv1.OAuthGrant{}
-		if err := gs.client.Get(ctx, client.ObjectKey{Namespace: workspace, Name: name}, grant); apierrors.IsNotFound(err) {
-			return nil, errGrantGone
-		} else if err != nil {
+		grant, err := gs.read(ctx, workspace, name, clientUID)
+		if err != nil {
 			return nil, err
-		}
-		if grant.Spec.Client.UID != clientUID || !grant.DeletionTimestamp.IsZero() {
-			return nil, errGrantGone
 		}
 		write, err := edit(grant)
 		if err != nil || !write {
 			return grant, err
 		}
-		err = gs.client.Status().Update(ctx, grant)
-		if err == nil {
+		if err := gs.writeStatus(ctx, grant); err == nil {
 			return grant, nil
-		}
-		if apierrors.IsNotFound(err) {
-			return nil, errGrantGone
-		}
-		if !apierrors.IsConflict(err) {
+		} else if !apierrors.IsConflict(err) {
 			return nil, err
 		}
 	}

@@ -41,18 +41,16 @@ var errNotAResourceServer = &oauthError{http.StatusForbidden, "unauthorized_clie
 // with spec.introspection. token is an API key or an access token. Each caller
 // learns only about the credentials meant for it (its introspection policy):
 // anything else is {"active": false}, as an unknown token is.
-func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	form, oerr := s.readParams(w, r)
-	if oerr != nil {
-		writeError(w, oerr)
+func (s *Server) handleIntrospect(w http.ResponseWriter, _ *http.Request, call oauthCall) {
+	form, caller := call.params, call.client
+	switch {
+	case call.authErr != nil:
+		writeError(w, call.authErr)
 		return
-	}
-	caller, oerr := s.authenticateClient(r, form, false)
-	if oerr != nil {
-		writeError(w, oerr)
+	case caller.Public:
+		writeError(w, errInvalidClient)
 		return
-	}
-	if caller.Introspection == nil {
+	case caller.Introspection == nil:
 		writeError(w, errNotAResourceServer)
 		return
 	}

@@ -10,7 +10,9 @@ import (
 
 // authorizationServerMetadata is the RFC 8414 document, also served as the OpenID
 // discovery document so that OIDC libraries find the JWKS.
-// scopes_supported lists the scopes of every served API's catalogue (RFC 8414 §2).
+// scopes_supported lists the scopes of the served APIs open to every namespace
+// (RFC 8414 §2): the document is public, and other APIs' scopes are their
+// tenants' business.
 func (s *Server) authorizationServerMetadata(scopes []string) map[string]any {
 	base := strings.TrimSuffix(s.cfg.IssuerURL, "/")
 	authMethods := []string{"client_secret_basic", "client_secret_post"}
@@ -62,7 +64,7 @@ func (s *Server) currentMetadata() ([]byte, error) {
 	if m := s.metadata.Load(); m != nil && m.apiVersion == version {
 		return m.body, nil
 	}
-	catalogue, version := s.index.ScopeCatalogue()
+	catalogue, version := s.index.PublicScopeCatalogue()
 	scopes := slices.Sorted(maps.Keys(catalogue))
 	if scopes == nil {
 		scopes = []string{}

@@ -41,6 +41,9 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Name: "latchkey_tokenserver_cached_oauthclients", Help: "OAuthClients in the cache.",
 		}, cacheSize(func(_, c int) int { return c })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "latchkey_tokenserver_cached_oauthgrants", Help: "OAuthGrants (third-party apps installed in workspaces) in the cache.",
+		}, func() float64 { return float64(s.index.Grants()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "latchkey_tokenserver_duplicate_credentials", Help: "Credentials claimed by more than one object, answered for by none.",
 			ConstLabels: prometheus.Labels{"kind": "apikey_hash"},
 		}, func() float64 { hashes, _ := s.index.Duplicates(); return float64(hashes) }),

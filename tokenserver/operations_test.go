@@ -44,20 +44,35 @@ var _ = Describe("Discovery", func() {
 		}
 	})
 
-	It("publishes the scopes of the APIs' catalogues as scopes_supported, following the APIs", func() {
+	It("publishes the scopes of the APIs open to every namespace as scopes_supported, following the APIs, and no tenant's own", func() {
 		ns := newNamespace()
 		api := &latchkeyv1.API{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "billing"}, Spec: latchkeyv1.APISpec{
 			Identifier: "https://billing." + ns + ".test",
+			Namespaces: []string{"*"},
 			Scopes:     []latchkeyv1.APIScope{{Name: "invoices:read", Description: "Read invoices"}, {Name: "invoices:write"}},
 		}}
 		Expect(k8s.Create(context.Background(), api)).To(Succeed())
+		// A tenant's API for its own namespace (the default) or a list of namespaces.
+		private := &latchkeyv1.API{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "acquisitions"}, Spec: latchkeyv1.APISpec{
+			Identifier: "https://acquisitions." + ns + ".test",
+			Scopes:     []latchkeyv1.APIScope{{Name: "acquisitions:read"}},
+		}}
+		Expect(k8s.Create(context.Background(), private)).To(Succeed())
+		listed := &latchkeyv1.API{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "partners"}, Spec: latchkeyv1.APISpec{
+			Identifier: "https://partners." + ns + ".test", Namespaces: []string{ns, "partner-a"},
+			Scopes: []latchkeyv1.APIScope{{Name: "partners:sync"}},
+		}}
+		Expect(k8s.Create(context.Background(), listed)).To(Succeed())
 		scopes := func() []any {
 			scopes, _ := get(server.URL + "/.well-known/oauth-authorization-server").JSON()["scopes_supported"].([]any)
 			return scopes
 		}
 		Eventually(scopes).Should(ContainElements("invoices:read", "invoices:write"))
+		Consistently(scopes, "500ms").ShouldNot(ContainElements("acquisitions:read", "partners:sync"), "a tenant's API scopes are its own business")
 		Expect(k8s.Delete(context.Background(), api)).To(Succeed())
 		Eventually(scopes).ShouldNot(ContainElement("invoices:read"))
+		Expect(k8s.Delete(context.Background(), private)).To(Succeed())
+		Expect(k8s.Delete(context.Background(), listed)).To(Succeed())
 	})
 
 	It("publishes the signing key and the next one, public parts only", func() {

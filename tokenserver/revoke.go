@@ -1,6 +1,7 @@
 package tokenserver
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -14,15 +15,10 @@ import (
 // the family issued stops being accepted at once, in one write. Tokens that are
 // unknown, expired, malformed or another client's get 200 and change nothing
 // (RFC 7009 §2.2), so that nothing can be learned by probing.
-func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
-	params, oerr := s.readParams(w, r)
-	if oerr != nil {
-		writeError(w, oerr)
-		return
-	}
-	client, oerr := s.authenticateClient(r, params, true)
-	if oerr != nil {
-		writeError(w, oerr)
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, call oauthCall) {
+	params, client := call.params, call.client
+	if call.authErr != nil {
+		writeError(w, call.authErr)
 		return
 	}
 	token := params.Get("token")
@@ -31,13 +27,17 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// token_type_hint is only a hint (RFC 7009 §2.1): every kind of token is
-	// looked for whatever it says.
-	workspace, family, ok := s.familyOf(token, client.ClientID)
+	// looked for whatever it says. A family the index does not hold (a made-up
+	// token, a family already ended) costs no API call: 200, nothing to do.
+	workspace, family, ok := s.familyOf(token, client)
 	if ok && s.thirdParty != nil {
-		_, err := s.thirdParty.grants.change(r.Context(), workspace, latchkeyv1.GrantName(client.ClientID), string(client.Ref.UID),
-			func(grant *latchkeyv1.OAuthGrant) (bool, error) {
-				return dropFamily(&grant.Status, func(f latchkeyv1.RefreshFamily) bool { return f.ID == family }), nil
-			})
+		err := s.withIO(r, func(ctx context.Context) error {
+			_, err := s.thirdParty.grants.change(ctx, workspace, latchkeyv1.GrantName(client.ClientID), string(client.Ref.UID),
+				func(grant *latchkeyv1.OAuthGrant) (bool, error) {
+					return dropFamily(&grant.Status, func(f latchkeyv1.RefreshFamily) bool { return f.ID == family }), nil
+				})
+			return err
+		})
 		if err != nil && !errors.Is(err, errGrantGone) {
 			s.log.Error(err, "revoking a token family", "workspace", workspace, "client", client.Ref.String())
 			writeError(w, errGrantUnavailable)
@@ -47,7 +47,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		// A valid client_credentials token of this client is not revocable one by
 		// one: revoking the OAuthClient (spec.revoked) ends them all.
 		if ring := s.keys.current(); ring != nil {
-			if claims, valid := ring.verifier.Verify(token, s.cfg.IssuerURL, s.clock.Now()); valid && claims.ClientID == client.ClientID {
+			if claims, valid := ring.verifier.Verify(token, s.cfg.IssuerURL, s.clock.Now()); valid && claims.ClientID == client.ClientID && claims.GrantUID == "" {
 				writeError(w, &oauthError{http.StatusBadRequest, "unsupported_token_type",
 					"a client_credentials access token is not revoked alone; revoke or rotate the OAuthClient"})
 				return
@@ -59,18 +59,24 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// familyOf names the refresh-token family of a refresh token (by its secret) or of
-// a valid grant access token of clientID (by its claim).
-func (s *Server) familyOf(token, clientID string) (workspace, family string, ok bool) {
-	if ws, secret, _, valid := parseRefreshToken(token); valid {
-		return ws, shortHash(secret), true
+// familyOf names the live refresh-token family of a refresh token of client (by
+// its secret), or of a valid grant access token of client (by its claim), as far
+// as memory tells: the index holds the family, or has not caught up yet with the
+// write that started it.
+func (s *Server) familyOf(token string, client *index.Client) (workspace, family string, ok bool) {
+	if t, valid := parseRefreshToken(token); valid {
+		return t.workspace, t.familyID(), s.familyLive(client, t)
 	}
 	ring := s.keys.current()
 	if ring == nil {
 		return "", "", false
 	}
-	claims, valid := ring.verifier.Verify(token, s.cfg.IssuerURL, s.clock.Now())
-	if !valid || claims.ClientID != clientID || claims.GrantUID == "" || claims.Family == "" {
+	now := s.clock.Now()
+	claims, valid := ring.verifier.Verify(token, s.cfg.IssuerURL, now)
+	if !valid || claims.ClientID != client.ClientID || claims.GrantUID == "" || claims.Family == "" {
+		return "", "", false
+	}
+	if holder, live := s.index.AcceptToken(claims, now); !live || holder.Grant == nil {
 		return "", "", false
 	}
 	return claims.Workspace, claims.Family, true

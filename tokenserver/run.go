@@ -19,9 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/latchkey-dev/latchkey/internal/index"
 )
@@ -44,9 +46,13 @@ type Options struct {
 	LastUsedFlushInterval, LastUsedGranularity time.Duration
 	// Upstream, when set, turns on third-party apps (authorization_code), signing
 	// users in there. UpstreamSecretName names the Secret, in SigningKeyNamespace,
-	// whose key "client-secret" holds its client secret.
-	Upstream           *UpstreamConfig
-	UpstreamSecretName string
+	// whose key "client-secret" holds its client secret. UpstreamRevalidation is
+	// how often, at most, a refresh asks the provider whether the user is still
+	// who signed in (ThirdPartyOptions).
+	Upstream             *UpstreamConfig
+	UpstreamSecretName   string
+	UpstreamRevalidation time.Duration
+	SignInsPerMinute     int
 	// StartupCPUProfile, when set, is a file that receives a CPU profile of the start,
 	// until the caches are synced.
 	StartupCPUProfile string
@@ -79,9 +85,22 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 		return err
 	}
 	if o.Upstream != nil {
+		// The calls made on behalf of requests (grants, reviews, workspaces) have
+		// clients of their own, whose client-side rate limit nothing else shares:
+		// neither the watches nor the last-use writes wait behind a sign-in, nor
+		// those behind the last-use writes.
+		requestClientset, err := kubernetes.NewForConfig(rest.CopyConfig(restConfig))
+		if err != nil {
+			return err
+		}
+		requestWriter, err := client.New(rest.CopyConfig(restConfig), client.Options{Scheme: reader.Writer.Scheme()})
+		if err != nil {
+			return err
+		}
 		clientset, ns, name := reader.Clientset, o.SigningKeyNamespace, o.UpstreamSecretName
-		err := srv.EnableThirdPartyApps(ctx, ThirdPartyOptions{
-			Upstream: *o.Upstream, Clientset: reader.Clientset, Writer: reader.Writer,
+		err = srv.EnableThirdPartyApps(ctx, ThirdPartyOptions{
+			Upstream: *o.Upstream, Clientset: requestClientset, Writer: requestWriter,
+			UpstreamRevalidation: o.UpstreamRevalidation, SignInsPerMinute: o.SignInsPerMinute,
 			LoadClientSecret: func(ctx context.Context) (string, error) {
 				secret, err := clientset.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 				if err != nil {
@@ -102,7 +121,11 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 		o.Log.Error(err, "signing keys not loaded; keeping the previous ones")
 	})
 	go func() {
-		if reader.Feeds.WaitSynced(ctx) && toolscache.WaitForCacheSync(ctx.Done(), keyInformer.HasSynced) {
+		synced := []toolscache.InformerSynced{keyInformer.HasSynced}
+		if srv.thirdParty != nil {
+			synced = append(synced, srv.thirdParty.workspacesSynced)
+		}
+		if reader.Feeds.WaitSynced(ctx) && toolscache.WaitForCacheSync(ctx.Done(), synced...) {
 			stopProfile()
 			// The initial lists are garbage once the index is built; hand their
 			// memory back now rather than at the runtime's forced GC minutes later.

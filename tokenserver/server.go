@@ -7,18 +7,19 @@
 package tokenserver
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"runtime"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/latchkey-dev/latchkey/internal/flowcontrol"
 	"github.com/latchkey-dev/latchkey/internal/index"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
@@ -32,16 +33,31 @@ type Config struct {
 	SigningAlgorithm string
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
-	// MaxRequestsInFlight bounds the OAuth requests served at once (default 256);
-	// beyond it a request waits up to OverloadWait for a slot, then gets 503 with
-	// Retry-After, so that a flood costs bounded memory and never hangs a client.
-	MaxRequestsInFlight int
-	// OverloadWait is how long a request may queue for a slot (default 250 ms).
-	OverloadWait time.Duration
-	// OverloadSchedulingLatency sheds requests while the Go scheduler's
-	// 90th-percentile latency exceeds it: the CPU is behind (overload.go). Zero
-	// disables it.
+	// ConcurrentRequests is how many requests are served at once (default twice
+	// GOMAXPROCS): the others wait in their caller's queue (admission.go).
+	ConcurrentRequests int
+	// MaxRequestsInFlight bounds the requests served or waiting, over all callers
+	// (default 256), and QueuePerCaller those one caller may have waiting (default
+	// 32); beyond either, or past OverloadWait (default 250 ms) in a queue, a
+	// request gets 503 with Retry-After, so that a flood costs bounded memory and
+	// never hangs a client.
+	MaxRequestsInFlight, QueuePerCaller int
+	OverloadWait                        time.Duration
+	// OverloadSchedulingLatency: while the Go scheduler's 90th-percentile latency
+	// exceeds it, the CPU is behind (overload.go), and callers that already have a
+	// request in are shed. Zero disables it.
 	OverloadSchedulingLatency time.Duration
+	// ShedDelay holds the answer to a request shed from a full or busy caller's
+	// queue (default 1 s; negative: none), so that a flood sends fewer.
+	ShedDelay time.Duration
+	// TrustedProxies are the proxies whose X-Forwarded-For names the source of a
+	// request: the flow of requests that prove nothing.
+	TrustedProxies []netip.Prefix
+	// IOConcurrency bounds the API-server and upstream calls made on behalf of
+	// requests at once (default 16), IOTimeout each request's share of them
+	// (default 5 s).
+	IOConcurrency int
+	IOTimeout     time.Duration
 }
 
 // Server answers the OAuth endpoints from an index.Index and a key ring.
@@ -54,8 +70,9 @@ type Server struct {
 	metrics *metrics
 	usage   usageRecorder
 	ready   atomic.Bool // caches synced; the signing key is checked per request
-	// slots holds one token per OAuth request being served (MaxRequestsInFlight).
-	slots chan struct{}
+	// cpu admits requests to be served, io their API-server and upstream calls,
+	// both fairly by caller (admission.go).
+	cpu, io *flowcontrol.Limiter
 	// scheduler says when the CPU is overloaded.
 	scheduler *schedulerWatch
 	// tokenGrants are the grant types the token endpoint serves (token.go).
@@ -80,15 +97,18 @@ func NewServer(cfg Config, idx *index.Index, keys *Keys, clk clock.PassiveClock,
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 16 << 10
 	}
-	if cfg.MaxRequestsInFlight <= 0 {
-		cfg.MaxRequestsInFlight = 256
-	}
-	if cfg.OverloadWait <= 0 {
-		cfg.OverloadWait = 250 * time.Millisecond
-	}
+	cfg = withAdmissionDefaults(cfg)
 	s := &Server{cfg: cfg, index: idx, keys: keys, clock: clk, log: log, usage: usage,
-		slots:     make(chan struct{}, cfg.MaxRequestsInFlight),
 		scheduler: &schedulerWatch{threshold: cfg.OverloadSchedulingLatency}}
+	s.cpu = flowcontrol.New(flowcontrol.Config{
+		Seats: cfg.ConcurrentRequests, QueueLength: cfg.QueuePerCaller,
+		MaxWaiting: max(cfg.MaxRequestsInFlight-cfg.ConcurrentRequests, 1), MaxWait: cfg.OverloadWait,
+		Overloaded: s.scheduler.Overloaded,
+	})
+	s.io = flowcontrol.New(flowcontrol.Config{
+		Seats: cfg.IOConcurrency, QueueLength: cfg.QueuePerCaller,
+		MaxWaiting: cfg.MaxRequestsInFlight, MaxWait: cfg.IOTimeout,
+	})
 	s.metrics = newMetrics(reg, s)
 	s.tokenGrants = s.grants()
 	if _, err := s.currentMetadata(); err != nil {
@@ -100,17 +120,19 @@ func NewServer(cfg Config, idx *index.Index, keys *Keys, clk clock.PassiveClock,
 // Handler routes the server's endpoints.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST /oauth2/token", s.instrument("token", s.limited(s.handleToken)))
-	mux.Handle("POST /oauth2/introspect", s.instrument("introspect", s.limited(s.handleIntrospect)))
-	mux.Handle("POST /oauth2/revoke", s.instrument("revoke", s.limited(s.handleRevoke)))
-	mux.Handle("GET /oauth2/authorize", s.instrument("authorize", s.handleAuthorize))
-	mux.Handle("GET /oauth2/callback", s.instrument("callback", s.handleCallback))
-	mux.Handle("POST /oauth2/consent", s.instrument("consent", s.handleConsent))
+	token := s.instrument("token", s.oauthEndpoint([]string{"resource", "audience"}, s.handleToken))
+	authorize := s.instrument("authorize", s.browserEndpoint(s.handleAuthorize))
+	mux.Handle("POST /oauth2/token", token)
+	mux.Handle("POST /oauth2/introspect", s.instrument("introspect", s.oauthEndpoint(nil, s.handleIntrospect)))
+	mux.Handle("POST /oauth2/revoke", s.instrument("revoke", s.oauthEndpoint(nil, s.handleRevoke)))
+	mux.Handle("GET /oauth2/authorize", authorize)
+	mux.Handle("GET /oauth2/callback", s.instrument("callback", s.browserEndpoint(s.handleCallback)))
+	mux.Handle("POST /oauth2/consent", s.instrument("consent", s.browserEndpoint(s.handleConsent)))
 	mux.HandleFunc("GET /oauth2/assets/style.css", s.handleAsset)
 	// The product's partner documentation names /oauth/authorize and /oauth/token;
 	// they are the same handlers (metadata advertises /oauth2/...).
-	mux.Handle("GET /oauth/authorize", s.instrument("authorize", s.handleAuthorize))
-	mux.Handle("POST /oauth/token", s.instrument("token", s.limited(s.handleToken)))
+	mux.Handle("GET "+legacyAuthorizePath, authorize)
+	mux.Handle("POST /oauth/token", token)
 	mux.Handle("GET /oauth2/jwks", s.instrument("jwks", s.handleJWKS))
 	mux.Handle("GET /.well-known/oauth-authorization-server", s.instrument("metadata", s.handleMetadata))
 	mux.Handle("GET /.well-known/openid-configuration", s.instrument("metadata", s.handleMetadata))
@@ -134,6 +156,32 @@ func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	default:
 		_, _ = w.Write([]byte("ok"))
 	}
+}
+
+// withAdmissionDefaults fills in the admission settings left zero.
+func withAdmissionDefaults(cfg Config) Config {
+	if cfg.ConcurrentRequests <= 0 {
+		cfg.ConcurrentRequests = 2 * runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxRequestsInFlight <= 0 {
+		cfg.MaxRequestsInFlight = 256
+	}
+	if cfg.QueuePerCaller <= 0 {
+		cfg.QueuePerCaller = 32
+	}
+	if cfg.OverloadWait <= 0 {
+		cfg.OverloadWait = 250 * time.Millisecond
+	}
+	if cfg.ShedDelay == 0 {
+		cfg.ShedDelay = time.Second
+	}
+	if cfg.IOConcurrency <= 0 {
+		cfg.IOConcurrency = 16
+	}
+	if cfg.IOTimeout <= 0 {
+		cfg.IOTimeout = 5 * time.Second
+	}
+	return cfg
 }
 
 // oauthError is an RFC 6749 §5.2 error response.
@@ -174,9 +222,10 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 // authenticateClient authenticates the caller as an active OAuthClient with
 // client_secret_basic (RFC 6749 §2.3.1, form-urlencoded id and secret) or
 // client_secret_post, as the client allows, or, for a public client, by its
-// client_id alone (method none: what proves it is the PKCE verifier of its code),
-// where allowPublic says such a client may call the endpoint at all.
-func (s *Server) authenticateClient(r *http.Request, form url.Values, allowPublic bool) (*index.Client, *oauthError) {
+// client_id alone (method none: what proves it is the PKCE verifier of its code or
+// its refresh token). Each endpoint decides whether it serves public clients
+// (publicRefused).
+func (s *Server) authenticateClient(r *http.Request, form url.Values) (*index.Client, *oauthError) {
 	id, secret, basic := r.BasicAuth()
 	if basic {
 		if form.Has("client_secret") {
@@ -205,7 +254,7 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values, allowPubli
 	}
 	if client.Public {
 		// A public client has no secret; one that sends a secret is misconfigured.
-		if basic || secret != "" || !allowPublic {
+		if basic || secret != "" {
 			return nil, errInvalidClient
 		}
 	} else if secret == "" || !client.SecretMatches(presented, now) || (basic && !client.Basic) || (!basic && !client.Post) {
@@ -233,54 +282,6 @@ func (s *Server) instrument(endpoint string, h http.HandlerFunc) http.Handler {
 		h(rec, r)
 		s.metrics.observe(endpoint, rec.status, time.Since(start))
 	})
-}
-
-// errOverloaded is the answer beyond MaxRequestsInFlight (RFC 6749 §4.1.2.1's
-// temporarily_unavailable; Retry-After per RFC 9110 §10.2.3).
-var errOverloaded = &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable", "the server is overloaded; retry later"}
-
-// limited serves h within the overload bounds. The body (at most MaxBodyBytes) is
-// read before a slot is taken, so that slow uploads hold no slot, only their
-// connection (up to the read timeout). A request is refused when the CPU is
-// behind (schedulerWatch), or when no slot frees up within OverloadWait.
-func (s *Server) limited(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
-		if err != nil {
-			writeError(w, errInvalidRequest("the request body could not be read"))
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		if s.scheduler.Overloaded() {
-			s.refuse(w, "cpu")
-			return
-		}
-		select {
-		case s.slots <- struct{}{}:
-		default:
-			timer := time.NewTimer(s.cfg.OverloadWait)
-			select {
-			case s.slots <- struct{}{}:
-				timer.Stop()
-			case <-timer.C:
-				s.refuse(w, "overload")
-				return
-			case <-r.Context().Done(): // the client gave up waiting
-				timer.Stop()
-				s.refuse(w, "canceled")
-				return
-			}
-		}
-		defer func() { <-s.slots }()
-		h(w, r)
-	}
-}
-
-// refuse answers 503 with Retry-After and counts why.
-func (s *Server) refuse(w http.ResponseWriter, reason string) {
-	s.metrics.rejected.WithLabelValues(reason).Inc()
-	w.Header().Set("Retry-After", "1")
-	writeError(w, errOverloaded)
 }
 
 type statusRecorder struct {

@@ -6,8 +6,8 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/flowcontrol"
 	"github.com/latchkey-dev/latchkey/internal/index"
 	"github.com/latchkey-dev/latchkey/internal/seal"
 )
@@ -28,6 +29,13 @@ import (
 // consent page, refresh tokens and revocation.
 type ThirdPartyOptions struct {
 	Upstream UpstreamConfig
+	// UpstreamRevalidation is how often, at most, a refresh asks the upstream
+	// provider whether the user is still who signed in (with the provider's refresh
+	// token); zero never does.
+	UpstreamRevalidation time.Duration
+	// SignInsPerMinute is each source address's budget of sign-ins (callbacks
+	// from the provider), in bursts as large (default 60).
+	SignInsPerMinute int
 	// Clientset answers SubjectAccessReviews and lists workspaces; Writer writes
 	// OAuthGrants.
 	Clientset kubernetes.Interface
@@ -40,8 +48,24 @@ type ThirdPartyOptions struct {
 type thirdParty struct {
 	upstream   *upstream
 	workspaces *workspaces
-	grants     *grantStore
+	// workspacesSynced reports when the watch of the workspaces has listed them:
+	// the server is ready only then.
+	workspacesSynced func() bool
+	grants           *grantStore
+	// revalidation is ThirdPartyOptions.UpstreamRevalidation.
+	revalidation time.Duration
+	// spentLogins are the login states and consent forms this replica has acted
+	// on: each once. signIns is each source address's budget of sign-ins.
+	spentLogins *spentSet
+	signIns     *flowcontrol.Budget
 }
+
+// Bounds of sign-ins: the states and forms one replica remembers, and the source
+// addresses whose budget it keeps.
+const (
+	maxSpentLogins   = 100000
+	maxSignInSources = 100000
+)
 
 // Lifetimes of what the authorization_code flow hands out (RFC 9700 §4.2: codes
 // live at most a minute; the login cookie a sign-in's worth).
@@ -64,7 +88,15 @@ func (s *Server) EnableThirdPartyApps(ctx context.Context, o ThirdPartyOptions) 
 		return err
 	}
 	up.loadSecret = o.LoadClientSecret
-	s.thirdParty = &thirdParty{upstream: up, workspaces: &workspaces{clientset: o.Clientset}, grants: &grantStore{client: o.Writer}}
+	signInsPerMinute := o.SignInsPerMinute
+	if signInsPerMinute <= 0 {
+		signInsPerMinute = 60
+	}
+	ws, synced := newWorkspaces(ctx, o.Clientset, s.clock.Now)
+	s.thirdParty = &thirdParty{upstream: up, workspaces: ws, workspacesSynced: synced, grants: &grantStore{client: o.Writer},
+		revalidation: o.UpstreamRevalidation,
+		spentLogins:  newSpentSet(loginLifetime, maxSpentLogins),
+		signIns:      flowcontrol.NewBudget(signInsPerMinute, time.Minute, signInsPerMinute, maxSignInSources)}
 	go up.discover(ctx)
 	if err := s.renderMetadata(); err != nil {
 		return err
@@ -84,6 +116,9 @@ type authCode struct {
 	GrantUID  string         `json:"g"`
 	User      user           `json:"u"`
 	Expires   int64          `json:"exp"`
+	// UpstreamRefresh is the provider's refresh token of the user's sign-in, if it
+	// gave one: sealed into the family the code starts.
+	UpstreamRefresh string `json:"ur,omitempty"`
 }
 
 var (
@@ -131,33 +166,49 @@ func (g authorizationCodeGrant) issue(r *http.Request, client *index.Client, par
 		return tokenResponse{}, errGrantUnavailable
 	}
 	familyID := shortHash(familySecret)
-	refresh := refreshToken(code.Workspace, familySecret, 0)
+	refresh := newRefreshCore(code.Workspace, familySecret, 0)
+	var session string
+	if code.UpstreamRefresh != "" {
+		var err error
+		if session, err = seal.SealWithSecret(familySecret, seal.PurposeUpstream, []byte(code.UpstreamRefresh)); err != nil {
+			return tokenResponse{}, errGrantUnavailable
+		}
+	}
 	var scope []string
-	reused := false
-	grant, err := tp.grants.change(r.Context(), code.Workspace, latchkeyv1.GrantName(client.ClientID), string(client.Ref.UID),
-		func(grant *latchkeyv1.OAuthGrant) (bool, error) {
-			if string(grant.UID) != code.GrantUID || grant.Spec.Revoked {
-				return false, errGrantGone
-			}
-			status := &grant.Status
-			if slices.ContainsFunc(status.RedeemedCodes, func(c latchkeyv1.RedeemedCode) bool { return c.ID == codeID }) {
-				reused = true // RFC 6749 §4.1.2: revoke what the code gave
-				return dropFamily(status, func(f latchkeyv1.RefreshFamily) bool { return f.Code == codeID }), nil
-			}
-			scope = intersect(intersect(code.Request.Scope, grant.Spec.Scopes), client.Scopes)
-			if len(scope) == 0 {
-				return false, errGrantGone
-			}
-			stamp := metav1.NewTime(now.UTC().Truncate(time.Second))
-			status.RedeemedCodes = append(status.RedeemedCodes, latchkeyv1.RedeemedCode{ID: codeID, ExpiresAt: metav1.Unix(code.Expires+1, 0)})
-			status.RefreshFamilies = append(status.RefreshFamilies, latchkeyv1.RefreshFamily{
-				ID: familyID, Code: codeID, TokenHash: tokenHash(refresh), Subject: code.User.Name, Groups: code.User.Groups,
-				Scope: strings.Join(scope, " "), Audiences: intersect(code.Request.Audiences, grant.Spec.Audiences), IssuedAt: stamp, RefreshedAt: stamp,
+	reused, forgotten := false, false
+	var grant *latchkeyv1.OAuthGrant
+	err := s.withIO(r, func(ctx context.Context) (err error) {
+		grant, err = tp.grants.change(ctx, code.Workspace, latchkeyv1.GrantName(client.ClientID), string(client.Ref.UID),
+			func(grant *latchkeyv1.OAuthGrant) (bool, error) {
+				if string(grant.UID) != code.GrantUID || grant.Spec.Revoked {
+					return false, errGrantGone
+				}
+				status := &grant.Status
+				if slices.ContainsFunc(status.RedeemedCodes, func(c latchkeyv1.RedeemedCode) bool { return c.ID == codeID }) {
+					reused = true // RFC 6749 §4.1.2: revoke what the code gave
+					return dropFamily(status, func(f latchkeyv1.RefreshFamily) bool { return f.Code == codeID }), nil
+				}
+				if redeemedCodeMayBeForgotten(status.RedeemedCodes, code.Expires, now) {
+					forgotten = true
+					return false, nil
+				}
+				scope = intersect(intersect(code.Request.Scope, grant.Spec.Scopes), client.Scopes)
+				if len(scope) == 0 {
+					return false, errGrantGone
+				}
+				stamp := metav1.NewTime(now.UTC().Truncate(time.Second))
+				status.RedeemedCodes = append(status.RedeemedCodes, latchkeyv1.RedeemedCode{ID: codeID, ExpiresAt: metav1.Unix(code.Expires+1, 0)})
+				status.RefreshFamilies = append(status.RefreshFamilies, latchkeyv1.RefreshFamily{
+					ID: familyID, Code: codeID, TokenHash: tokenHash(refresh), Subject: code.User.Name, Groups: code.User.Groups,
+					Scope: strings.Join(scope, " "), Audiences: intersect(code.Request.Audiences, grant.Spec.Audiences), IssuedAt: stamp, RefreshedAt: stamp,
+					UpstreamSession: session, ValidatedAt: &stamp,
+				})
+				status.LastUsedAt = &stamp
+				pruneGrantStatus(status, now)
+				return true, nil
 			})
-			status.LastUsedAt = &stamp
-			pruneGrantStatus(status, now)
-			return true, nil
-		})
+		return err
+	})
 	switch {
 	case errors.Is(err, errGrantGone):
 		return tokenResponse{}, errGrantRevoked
@@ -167,8 +218,29 @@ func (g authorizationCodeGrant) issue(r *http.Request, client *index.Client, par
 	case reused:
 		s.log.Info("an authorization code was presented twice; its tokens are revoked", "workspace", code.Workspace, "client", client.Ref.String())
 		return tokenResponse{}, errCodeReused
+	case forgotten:
+		return tokenResponse{}, errBadCode
 	}
-	return s.issueForFamily(client, grant, familyID, strings.Join(scope, " "), code.User.Name, refresh)
+	return s.issueForFamily(client, grant, familyID, strings.Join(scope, " "), code.User.Name, s.withHint(refresh, familyID, grant))
+}
+
+// redeemedCodeMayBeForgotten reports whether a code that expires at expires (Unix
+// seconds) may be one of those pushed out of a full list of remembered
+// redemptions: older than the oldest one remembered, while the list is full. Such
+// a code is refused, so that no code is redeemed twice. A list that is not full
+// has dropped only codes that have expired since (the oldest remembered expires
+// first, and by then every code dropped before it has too).
+func redeemedCodeMayBeForgotten(remembered []latchkeyv1.RedeemedCode, expires int64, now time.Time) bool {
+	live := 0
+	oldest := int64(math.MaxInt64)
+	for _, c := range remembered {
+		if now.Before(c.ExpiresAt.Time) {
+			live++
+			oldest = min(oldest, c.ExpiresAt.Unix())
+		}
+	}
+	// Remembered codes expire a second after their code (ExpiresAt = exp+1).
+	return live >= latchkeyv1.MaxRedeemedCodes && expires+1 < oldest
 }
 
 // issueForFamily signs the access token of a family (and hands over its refresh
@@ -232,143 +304,11 @@ func pkceValue(v string) bool {
 	return true
 }
 
-// Refresh tokens are "lkrt.<workspace>.<base64url(family secret | generation | random)>".
-// The workspace and the authenticated client name the grant; the family secret,
-// which only refresh tokens hold (status keeps its hash), names the family; the
-// generation tells a replayed token from the current one.
-const refreshPrefix = "lkrt."
-
-func refreshToken(workspace string, familySecret []byte, generation int64) string {
-	raw := make([]byte, 0, 40)
-	raw = append(raw, familySecret...)
-	raw = binary.BigEndian.AppendUint64(raw, uint64(generation))
-	random := make([]byte, 16)
-	_, _ = rand.Read(random)
-	raw = append(raw, random...)
-	return refreshPrefix + workspace + "." + base64.RawURLEncoding.EncodeToString(raw)
-}
-
-// parseRefreshToken returns the workspace, family secret and generation of a
-// well-formed refresh token.
-func parseRefreshToken(token string) (workspace string, familySecret []byte, generation int64, ok bool) {
-	rest, found := strings.CutPrefix(token, refreshPrefix)
-	if !found || len(token) > 256 {
-		return "", nil, 0, false
-	}
-	workspace, body, found := strings.Cut(rest, ".")
-	raw, err := base64.RawURLEncoding.DecodeString(body)
-	if !found || err != nil || len(raw) != 40 || workspace == "" || len(workspace) > 63 {
-		return "", nil, 0, false
-	}
-	gen := binary.BigEndian.Uint64(raw[16:24])
-	if gen > 1<<62 {
-		return "", nil, 0, false
-	}
-	return workspace, raw[:16], int64(gen), true
-}
-
-// refreshTokenGrant rotates a refresh token (RFC 6749 §6, RFC 9700 §4.14.2): each
-// use replaces it, in one write; a replaced token presented again kills its family.
-type refreshTokenGrant struct{ s *Server }
-
-func (refreshTokenGrant) allowed(c *index.Client) bool { return c.RefreshToken }
-func (refreshTokenGrant) publicClients() bool          { return true }
-
-func (g refreshTokenGrant) issue(r *http.Request, client *index.Client, params url.Values) (tokenResponse, *oauthError) {
-	s, tp := g.s, g.s.thirdParty
-	if tp == nil {
-		return tokenResponse{}, errThirdPartyOff
-	}
-	presented := params.Get("refresh_token")
-	if presented == "" {
-		return tokenResponse{}, errInvalidRequest("refresh_token is required")
-	}
-	workspace, familySecret, generation, ok := parseRefreshToken(presented)
-	if !ok {
-		return tokenResponse{}, errBadRefresh
-	}
-	var requested []string
-	if scope := params.Get("scope"); scope != "" {
-		if requested, ok = parseScope(scope); !ok {
-			return tokenResponse{}, &oauthError{http.StatusBadRequest, "invalid_scope", "scope must be scope tokens of printable ASCII separated by spaces"}
-		}
-	}
-	familyID, now := shortHash(familySecret), s.clock.Now()
-	next := refreshToken(workspace, familySecret, generation+1)
-	var family latchkeyv1.RefreshFamily
-	var refusal *oauthError
-	grant, err := tp.grants.change(r.Context(), workspace, latchkeyv1.GrantName(client.ClientID), string(client.Ref.UID),
-		func(grant *latchkeyv1.OAuthGrant) (bool, error) {
-			if grant.Spec.Revoked {
-				return false, errGrantGone
-			}
-			status := &grant.Status
-			i := slices.IndexFunc(status.RefreshFamilies, func(f latchkeyv1.RefreshFamily) bool { return f.ID == familyID })
-			if i < 0 {
-				refusal = errBadRefresh
-				return false, nil
-			}
-			f := &status.RefreshFamilies[i]
-			if !now.Before(f.IssuedAt.Add(RefreshMaxLifetime)) || !now.Before(f.RefreshedAt.Add(RefreshIdleLifetime)) {
-				refusal = errBadRefresh // ended; dropped with the next write of the grant
-				return false, nil
-			}
-			if generation < f.Generation {
-				refusal = errRefreshReused
-				return dropFamily(status, func(f latchkeyv1.RefreshFamily) bool { return f.ID == familyID }), nil
-			}
-			if generation != f.Generation || subtle.ConstantTimeCompare([]byte(tokenHash(presented)), []byte(f.TokenHash)) != 1 {
-				refusal = errBadRefresh
-				return false, nil
-			}
-			if !subset(requested, strings.Fields(f.Scope)) {
-				refusal = &oauthError{http.StatusBadRequest, "invalid_scope", "a refresh may only narrow the scope"}
-				return false, nil
-			}
-			// RBAC is asked again: a user who lost access stops renewing the app.
-			u := user{Name: f.Subject, Groups: f.Groups}
-			if allowed, err := tp.stillMayInstall(r.Context(), u, workspace); err != nil {
-				return false, err
-			} else if !allowed {
-				refusal = errNoLongerAllowed
-				return false, nil
-			}
-			stamp := metav1.NewTime(now.UTC().Truncate(time.Second))
-			f.Generation++
-			f.TokenHash, f.RefreshedAt = tokenHash(next), stamp
-			status.LastUsedAt = &stamp
-			family = *f
-			return true, nil
-		})
-	switch {
-	case errors.Is(err, errGrantGone):
-		return tokenResponse{}, errBadRefresh
-	case err != nil:
-		s.log.Error(err, "refreshing", "workspace", workspace, "client", client.Ref.String())
-		return tokenResponse{}, errGrantUnavailable
-	case refusal == errRefreshReused:
-		s.log.Info("a replaced refresh token was presented; its family is revoked", "workspace", workspace, "client", client.Ref.String(), "family", familyID)
-		return tokenResponse{}, refusal
-	case refusal != nil:
-		return tokenResponse{}, refusal
-	}
-	scope := strings.Fields(family.Scope)
-	if len(requested) > 0 {
-		scope = requested
-	}
-	scope = intersect(intersect(scope, grant.Spec.Scopes), client.Scopes)
-	if len(scope) == 0 {
-		return tokenResponse{}, &oauthError{http.StatusBadRequest, "invalid_scope", "the app no longer has any of these scopes"}
-	}
-	return s.issueForFamily(client, grant, familyID, strings.Join(scope, " "), family.Subject, next)
-}
-
-// stillMayInstall: the namespace is still a workspace and RBAC still lets u
-// install apps in it.
+// stillMayInstall: the namespace is still a workspace (as listed at most
+// rbacCacheTTL ago) and RBAC, asked now, still lets u install apps in it.
 func (tp *thirdParty) stillMayInstall(ctx context.Context, u user, workspace string) (bool, error) {
 	if ok, err := tp.workspaces.isWorkspace(ctx, workspace); err != nil || !ok {
-		return false, client.IgnoreNotFound(err)
+		return false, err
 	}
-	ok, err := tp.workspaces.mayInstall(ctx, u, workspace)
-	return ok, err
+	return tp.workspaces.mayInstall(ctx, u, workspace, true)
 }

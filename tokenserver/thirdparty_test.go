@@ -44,6 +44,8 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 	const (
 		alice, alicePassword = "alice", "alice-Password-1"
 		bob, bobPassword     = "bob", "bob-Password-1"
+		carol, carolPassword = "carol", "carol-Password-1"
+		dave, davePassword   = "dave", "dave-Password-1"
 		apiID                = "https://api.acme.test"
 		billingID            = "https://billing.acme.test"
 	)
@@ -66,6 +68,8 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 			[]string{base + "/oauth2/callback"}, []testenv.OIDCUser{
 				{ID: alice, Username: alice, Password: alicePassword, Email: "alice@acme.test"},
 				{ID: bob, Username: bob, Password: bobPassword, Email: "bob@acme.test"},
+				{ID: carol, Username: carol, Password: carolPassword, Email: "carol@acme.test"},
+				{ID: dave, Username: dave, Password: davePassword, Email: "dave@acme.test"},
 			})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(k8s.Create(ctx, &corev1.Secret{
@@ -76,6 +80,7 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 			o.IssuerURL = base + "/"
 			o.Upstream = &tokenserver.UpstreamConfig{IssuerURL: provider.Issuer, ClientID: provider.ClientID, UsernamePrefix: "-"}
 			o.UpstreamSecretName = "latchkey-oidc-client"
+			o.SignInsPerMinute = 10000 // every sign-in of the suite comes from 127.0.0.1
 		}
 		ts = startServerOn(listener, thirdParty)
 		ts2 = startServerWith(tokenServerConfig, "RS256", thirdParty, true) // a second replica, same issuer
@@ -151,7 +156,8 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		body := readBody(page)
 		resp, err := b.PostForm(ts.URL+"/oauth2/consent", url.Values{"csrf": {csrfOf(body)}, "action": {"approve"}, "workspace": {workspace}})
 		Expect(err).NotTo(HaveOccurred())
-		resp.Body.Close()
+		answer := readBody(resp)
+		ExpectWithOffset(1, resp.Request.URL.Path).To(Equal("/callback"), "approving sends the browser back to the app: %s", answer)
 		return <-callbacks
 	}
 
@@ -349,7 +355,7 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		Expect(grantVersion(wsA, app.ClientID)).To(Equal(before), "nothing was written")
 	})
 
-	It("shows an error page and never redirects for an unknown client or an unregistered redirect URI; other errors go back with state and iss", func() {
+	It("attacker: shows an error page and never redirects before anyone has signed in, whatever is wrong with the request", func() {
 		cfg := oauthConfig(app)
 		good := authParams(cfg.AuthCodeURL("st", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
 		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -381,6 +387,9 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 			Expect(resp.Header.Get("Location")).To(BeEmpty(), name)
 			Expect(resp.Header.Get("Content-Type")).To(HavePrefix("text/html"), name)
 		}
+		// With the app and its redirect URI known good, the request is still wrong:
+		// RFC 6749 would redirect the error, but no one has signed in, so the issuer
+		// would bounce any browser to a URI any tenant registered (RFC 9700 §4.11.2).
 		for name, tc := range map[string]struct {
 			mutate func(url.Values)
 			code   string
@@ -394,15 +403,38 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 			"scope repeated":       {func(q url.Values) { q.Add("scope", "leads:read") }, "invalid_request"},
 			"resource not allowed": {func(q url.Values) { q.Set("resource", "https://other.test") }, "invalid_target"},
 		} {
-			resp := at(tc.mutate)
-			Expect(resp.StatusCode).To(Equal(http.StatusFound), name)
-			loc, err := url.Parse(resp.Header.Get("Location"))
+			resp, err := noFollow.Get(ts.URL + "/oauth2/authorize?" + func() string {
+				q := url.Values{}
+				for k, v := range good {
+					q[k] = append([]string(nil), v...)
+				}
+				tc.mutate(q)
+				return q.Encode()
+			}())
 			Expect(err).NotTo(HaveOccurred())
-			Expect(loc.Scheme+"://"+loc.Host+loc.Path).To(Equal(redirect), name)
-			Expect(loc.Query().Get("error")).To(Equal(tc.code), name)
-			Expect(loc.Query().Get("state")).To(Equal("st"), name)
-			Expect(loc.Query().Get("iss")).To(Equal(ts.URL+"/"), name)
+			body := readBody(resp)
+			Expect(resp.StatusCode).To(Equal(http.StatusBadRequest), name)
+			Expect(resp.Header.Get("Location")).To(BeEmpty(), name)
+			Expect(resp.Header.Get("Content-Type")).To(HavePrefix("text/html"), name)
+			Expect(body).To(ContainSubstring(tc.code), name)
 		}
+
+		By("the partner documentation's /oauth/authorize takes a request without response_type as code")
+		q := url.Values{}
+		for k, v := range good {
+			q[k] = append([]string(nil), v...)
+		}
+		q.Del("response_type")
+		resp, err := noFollow.Get(ts.URL + "/oauth/authorize?" + q.Encode())
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusFound))
+		Expect(resp.Header.Get("Location")).To(HavePrefix(provider.Issuer), "on to sign in upstream")
+		q.Set("response_type", "token")
+		resp, err = noFollow.Get(ts.URL + "/oauth/authorize?" + q.Encode())
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusBadRequest), "only an absent response_type means code")
 	})
 
 	It("refuses a code with a wrong verifier, for another client, with another redirect_uri, or without a verifier", func() {
@@ -461,8 +493,9 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		r, err := noFollow.Get(ts.URL + "/oauth2/authorize?" + url.Values{"client_id": {publicApp.ClientID}, "response_type": {"code"}, "redirect_uri": {redirect}}.Encode())
 		Expect(err).NotTo(HaveOccurred())
-		r.Body.Close()
-		Expect(r.Header.Get("Location")).To(ContainSubstring("error=invalid_request"))
+		Expect(r.StatusCode).To(Equal(http.StatusBadRequest), "an error page: no one has signed in")
+		Expect(r.Header.Get("Location")).To(BeEmpty())
+		Expect(readBody(r)).To(ContainSubstring("PKCE is required"))
 	})
 
 	It("revokes (RFC 7009): a refresh token or an access token ends its family; unknown tokens get 200", func() {
@@ -601,6 +634,76 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		Expect(apierrors.IsForbidden(mallory.Client.Delete(ctx, &latchkeyv1.OAuthGrant{ObjectMeta: metav1.ObjectMeta{Namespace: wsA, Name: latchkeyv1.GrantName(app.ClientID)}}))).To(BeTrue())
 	})
 
+	It("attacker: consent belongs to the user: a grant a tenant writes by hand, or another user's approval, never skips the page", func() {
+		ctx := context.Background()
+		shared := newWorkspace()
+		mallory, err := env.NewTenant(ctx, k8s, scheme, "mallory-consent", shared)
+		Expect(err).NotTo(HaveOccurred())
+		for _, u := range []string{carol, dave} { // may install apps in this workspace only
+			_, err := env.NewTenant(ctx, k8s, scheme, u, shared)
+			Expect(err).NotTo(HaveOccurred())
+		}
+		Eventually(func() error {
+			return mallory.Client.List(ctx, &latchkeyv1.OAuthGrantList{}, client.InNamespace(shared))
+		}).Should(Succeed())
+		cfg := oauthConfig(app)
+		// signIn runs a flow for user and reports whether the consent page was shown
+		// (and its body), or the page was skipped and the app got a code.
+		signIn := func(b *browser, user, password, scope string) (consent bool, body string) {
+			page := authorize(b, authParams(cfg.AuthCodeURL("st-"+user, oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+				oauth2.SetAuthURLParam("scope", scope))), user, password)
+			if page.Request.URL.Path == "/callback" {
+				page.Body.Close()
+				Expect((<-callbacks).Get("code")).NotTo(BeEmpty())
+				return false, ""
+			}
+			body = readBody(page)
+			Expect(csrfOf(body)).NotTo(BeEmpty(), "the consent page")
+			return true, body
+		}
+
+		By("mallory, an editor of the workspace, writes a grant for the app, naming carol")
+		grants := func() float64 { return gathered(ts.Registry, "latchkey_tokenserver_cached_oauthgrants") }
+		before := grants()
+		forged := &latchkeyv1.OAuthGrant{
+			ObjectMeta: metav1.ObjectMeta{Namespace: shared, Name: latchkeyv1.GrantName(app.ClientID)},
+			Spec: latchkeyv1.OAuthGrantSpec{
+				Client: latchkeyv1.GrantClientReference{Namespace: publisher, Name: "crm", ClientID: app.ClientID, UID: string(app.Object.UID)},
+				Scopes: []string{"leads:read", "leads:write"}, Audiences: []string{apiID, billingID}, GrantedBy: carol, GrantedAt: metav1.Now(),
+			},
+		}
+		Expect(mallory.Client.Create(ctx, forged)).To(Succeed())
+		Eventually(grants).Should(Equal(before+1), "the token server's watch delivers her grant: the page is decided with it in view")
+		consent, _ := signIn(newBrowser(), carol, carolPassword, "leads:read")
+		Expect(consent).To(BeTrue(), "a grant written by hand skipped carol's consent page")
+
+		By("carol approves on the page: her consent, in the grant's status, skips it for her next time")
+		b := newBrowser()
+		consent, body := signIn(b, carol, carolPassword, "leads:read")
+		Expect(consent).To(BeTrue())
+		resp, err := b.PostForm(ts.URL+"/oauth2/consent", url.Values{"csrf": {csrfOf(body)}, "action": {"approve"}, "workspace": {shared}})
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		Expect((<-callbacks).Get("code")).NotTo(BeEmpty())
+		grant := &latchkeyv1.OAuthGrant{}
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(forged), grant)).To(Succeed())
+		Expect(grant.Status.Consents).To(ConsistOf(SatisfyAll(
+			HaveField("User", carol), HaveField("Scopes", ConsistOf("leads:read")), HaveField("Audiences", ConsistOf(apiID, billingID)))))
+		Eventually(func() bool { consent, _ := signIn(newBrowser(), carol, carolPassword, "leads:read"); return consent }).
+			Should(BeFalse(), "carol's own consent skips the page once the watch delivers it")
+
+		By("dave, another member of the workspace, still sees the page: carol's consent is hers")
+		consent, _ = signIn(newBrowser(), dave, davePassword, "leads:read")
+		Expect(consent).To(BeTrue(), "another user's approval skipped dave's consent page")
+
+		By("mallory widens the grant's spec: carol is asked again for what she never approved")
+		widened := grant.DeepCopy()
+		widened.Spec.GrantedBy = "mallory"
+		Expect(mallory.Client.Patch(ctx, widened, client.MergeFrom(grant))).To(Succeed())
+		consent, _ = signIn(newBrowser(), carol, carolPassword, "leads:read leads:write")
+		Expect(consent).To(BeTrue(), "carol approved leads:read only")
+	})
+
 	It("uninstalls at once: deleting the grant ends its tokens; the manager removes the grants of a deleted client", func() {
 		ctx := context.Background()
 		verifier := oauth2.GenerateVerifier()
@@ -680,6 +783,18 @@ func startServerOn(listener net.Listener, mutate func(*tokenserver.Options)) *ru
 	go func() { s.done <- tokenserver.Run(ctx, tokenServerConfig, opts) }()
 	Eventually(func() int { return get(s.URL + "/readyz").StatusCode }).Should(Equal(200))
 	return s
+}
+
+// gathered is the value of an unlabelled gauge in reg (0 when absent).
+func gathered(reg *prometheus.Registry, name string) float64 {
+	families, err := reg.Gather()
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 func authParams(authURL string) url.Values {

@@ -44,21 +44,21 @@ func (s *Server) grants() map[string]tokenGrant {
 }
 
 // handleToken is the token endpoint (RFC 6749 §3.2).
-func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	params, oerr := s.readParams(w, r, "resource", "audience")
-	if oerr != nil {
-		writeError(w, oerr)
-		return
-	}
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, call oauthCall) {
+	params := call.params
 	grantType := params.Get("grant_type")
 	if grantType == "" {
 		writeError(w, errInvalidRequest("grant_type is required"))
 		return
 	}
 	grant, known := s.tokenGrants[grantType]
-	client, oerr := s.authenticateClient(r, params, known && grant.publicClients())
-	if oerr != nil {
-		writeError(w, oerr)
+	client := call.client
+	switch {
+	case call.authErr != nil:
+		writeError(w, call.authErr)
+		return
+	case client.Public && !(known && grant.publicClients()):
+		writeError(w, errInvalidClient) // as for a wrong secret: public clients are not served here
 		return
 	}
 	if !known {

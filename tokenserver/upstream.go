@@ -34,7 +34,8 @@ type UpstreamConfig struct {
 	GroupsClaim, GroupsPrefix string
 	// CAFile is an extra CA bundle for the provider's TLS certificate.
 	CAFile string
-	// Scopes requested besides openid (default profile, email).
+	// Scopes requested besides openid (default profile, email, offline_access: the
+	// provider's refresh token is what revalidates a user's refresh-token family).
 	Scopes []string
 }
 
@@ -61,7 +62,7 @@ func newUpstream(cfg UpstreamConfig, log logr.Logger) (*upstream, error) {
 		cfg.UsernamePrefix = ""
 	}
 	if len(cfg.Scopes) == 0 {
-		cfg.Scopes = []string{"profile", "email"}
+		cfg.Scopes = []string{"profile", "email", oidc.ScopeOfflineAccess}
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if cfg.CAFile != "" {
@@ -139,45 +140,100 @@ type user struct {
 
 // exchange redeems the provider's code, verifies the ID token (signature,
 // issuer, audience, expiry, nonce) and maps its claims, completed from the
-// userinfo endpoint when the ID token lacks one the mapping needs.
-func (u *upstream) exchange(ctx context.Context, redirectURL, code, verifier, nonce string) (user, error) {
+// userinfo endpoint when the ID token lacks one the mapping needs. It returns the
+// provider's refresh token too, when it gave one (offline_access): what
+// revalidates the user later.
+func (u *upstream) exchange(ctx context.Context, redirectURL, code, verifier, nonce string) (user, string, error) {
 	cfg, p, err := u.oauth2Config(redirectURL)
 	if err != nil {
-		return user{}, err
+		return user{}, "", err
 	}
 	ctx = oidc.ClientContext(ctx, u.client)
 	token, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
 	if err != nil {
-		return user{}, fmt.Errorf("redeeming the provider's code: %w", err)
+		return user{}, "", fmt.Errorf("redeeming the provider's code: %w", err)
 	}
-	rawID, _ := token.Extra("id_token").(string)
-	if rawID == "" {
-		return user{}, errors.New("the provider returned no ID token")
-	}
-	idToken, err := p.Verifier(&oidc.Config{ClientID: u.cfg.ClientID}).Verify(ctx, rawID)
+	claims, err := u.claims(ctx, p, token, &nonce)
 	if err != nil {
-		return user{}, fmt.Errorf("verifying the ID token: %w", err)
+		return user{}, "", err
 	}
-	if idToken.Nonce != nonce {
-		return user{}, errors.New("the ID token's nonce does not match the sign-in")
+	signedIn, err := u.mapClaims(claims)
+	return signedIn, token.RefreshToken, err
+}
+
+// errUpstreamRefused means the provider refused a refresh token: the user's
+// sign-in there is over (signed out, disabled, deleted, its session revoked).
+var errUpstreamRefused = errors.New("the sign-in provider no longer accepts the user's session")
+
+// revalidate asks the provider, with the refresh token of a user's sign-in,
+// whether the user is still who they were: it returns the user as the provider
+// names them now (groups included) and the refresh token to keep (the provider
+// may rotate it). errUpstreamRefused when the provider refuses the token; any
+// other error is the provider being unreachable or malformed.
+func (u *upstream) revalidate(ctx context.Context, refreshToken string) (user, string, error) {
+	cfg, p, err := u.oauth2Config("")
+	if err != nil {
+		return user{}, "", err
 	}
+	ctx = oidc.ClientContext(ctx, u.client)
+	token, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
+	var refused *oauth2.RetrieveError
+	if errors.As(err, &refused) && refused.Response != nil && refused.Response.StatusCode < 500 {
+		return user{}, "", fmt.Errorf("%w: %s", errUpstreamRefused, refused.ErrorCode)
+	}
+	if err != nil {
+		return user{}, "", fmt.Errorf("refreshing at the provider: %w", err)
+	}
+	claims, err := u.claims(ctx, p, token, nil)
+	if err != nil {
+		return user{}, "", err
+	}
+	now, err := u.mapClaims(claims)
+	if err != nil {
+		return user{}, "", fmt.Errorf("%w: %v", errUpstreamRefused, err)
+	}
+	next := token.RefreshToken
+	if next == "" {
+		next = refreshToken // the provider keeps the token it was given
+	}
+	return now, next, nil
+}
+
+// claims are the user's claims from a token response: the ID token's (verified;
+// its nonce checked when nonce is set), completed from the userinfo endpoint when
+// there is no ID token (a refresh may carry none) or it lacks a claim the mapping
+// needs.
+func (u *upstream) claims(ctx context.Context, p *oidc.Provider, token *oauth2.Token, nonce *string) (map[string]any, error) {
 	claims := map[string]any{}
-	if err := idToken.Claims(&claims); err != nil {
-		return user{}, err
+	rawID, _ := token.Extra("id_token").(string)
+	switch {
+	case rawID != "":
+		idToken, err := p.Verifier(&oidc.Config{ClientID: u.cfg.ClientID}).Verify(ctx, rawID)
+		if err != nil {
+			return nil, fmt.Errorf("verifying the ID token: %w", err)
+		}
+		if nonce != nil && idToken.Nonce != *nonce {
+			return nil, errors.New("the ID token's nonce does not match the sign-in")
+		}
+		if err := idToken.Claims(&claims); err != nil {
+			return nil, err
+		}
+	case nonce != nil:
+		return nil, errors.New("the provider returned no ID token")
 	}
 	_, hasName := claims[u.cfg.UsernameClaim]
 	_, hasGroups := claims[u.cfg.GroupsClaim]
-	if !hasName || (u.cfg.GroupsClaim != "" && !hasGroups) {
+	if rawID == "" || !hasName || (u.cfg.GroupsClaim != "" && !hasGroups) {
 		info, err := p.UserInfo(ctx, oauth2.StaticTokenSource(token))
 		if err != nil {
-			return user{}, fmt.Errorf("reading userinfo: %w", err)
+			return nil, fmt.Errorf("reading userinfo: %w", err)
 		}
 		extra := map[string]any{}
 		if err := info.Claims(&extra); err != nil {
-			return user{}, err
+			return nil, err
 		}
-		if extra["sub"] != claims["sub"] {
-			return user{}, errors.New("userinfo names another subject than the ID token")
+		if rawID != "" && extra["sub"] != claims["sub"] {
+			return nil, errors.New("userinfo names another subject than the ID token")
 		}
 		for k, v := range extra {
 			if _, ok := claims[k]; !ok {
@@ -185,7 +241,7 @@ func (u *upstream) exchange(ctx context.Context, redirectURL, code, verifier, no
 			}
 		}
 	}
-	return u.mapClaims(claims)
+	return claims, nil
 }
 
 // mapClaims applies the username and groups claims and prefixes as kube-apiserver
@@ -214,6 +270,13 @@ func (u *upstream) mapClaims(claims map[string]any) (user, error) {
 					out.Groups = append(out.Groups, u.cfg.GroupsPrefix+s)
 				}
 			}
+		}
+	}
+	// As for user names: a provider (or whoever edits its groups) must not sign
+	// anyone in as a member of system:masters or any other group Kubernetes reserves.
+	for _, g := range out.Groups {
+		if strings.HasPrefix(g, "system:") {
+			return user{}, fmt.Errorf("group %q: group names beginning with system: are reserved by Kubernetes (set --oidc-groups-prefix)", g)
 		}
 	}
 	return out, nil

@@ -29,6 +29,7 @@ const (
 const (
 	MaxRefreshFamilies = 64
 	MaxRedeemedCodes   = 64
+	MaxConsents        = 64
 )
 
 // GrantClientReference names the OAuthClient a grant was given to. The UID pins the
@@ -127,6 +128,43 @@ type RefreshFamily struct {
 	// IssuedAt is when the code was redeemed; RefreshedAt when the token last rotated.
 	IssuedAt    metav1.Time `json:"issuedAt"`
 	RefreshedAt metav1.Time `json:"refreshedAt"`
+
+	// UpstreamSession is the upstream provider's refresh token for the user's
+	// sign-in, encrypted under a key that only the family's refresh token yields
+	// (status holds the family's hash alone): the token server asks the provider
+	// with it, at most once per --upstream-revalidation-interval, whether the user
+	// is still who they were, and ends the family when the provider refuses.
+	// +kubebuilder:validation:MaxLength=8192
+	// +optional
+	UpstreamSession string `json:"upstreamSession,omitempty"`
+
+	// ValidatedAt is when the upstream provider last confirmed the user (the
+	// sign-in, or a revalidation).
+	// +optional
+	ValidatedAt *metav1.Time `json:"validatedAt,omitempty"`
+}
+
+// Consent records that a user approved the app on the consent page, for this
+// workspace: the page is skipped for that user only, and only for a request that
+// asks at most what they approved. Only the token server writes it.
+type Consent struct {
+	// User is who approved, as RBAC names them.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	User string `json:"user"`
+
+	// Scopes and Audiences they approved, over every approval of theirs.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=127
+	// +listType=set
+	Scopes []string `json:"scopes"`
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=set
+	Audiences []string `json:"audiences"`
+
+	// ApprovedAt is when they last approved.
+	ApprovedAt metav1.Time `json:"approvedAt"`
 }
 
 // RedeemedCode remembers an authorization code until it has expired, so that it is
@@ -163,6 +201,16 @@ type OAuthGrantStatus struct {
 	// +listMapKey=id
 	// +optional
 	RedeemedCodes []RedeemedCode `json:"redeemedCodes,omitempty"`
+
+	// Consents are the users who approved the app here on the consent page, and
+	// what they approved: the page is skipped only for them. Tenants may edit a
+	// grant's spec, never its status, so a grant created by hand has none and
+	// skips the page for no one. The least recently approved give way past the limit.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=map
+	// +listMapKey=user
+	// +optional
+	Consents []Consent `json:"consents,omitempty"`
 
 	// LastUsedAt is when a code or refresh token of this grant was last redeemed.
 	// +optional

@@ -40,7 +40,7 @@ import (
 // control plane and APIKeys, loaded from the load core. One API, bench/leads,
 // requires leads:read on GET /v1/leads. Each figure has its reference on the same
 // core in the same run:
-//   - forward-auth (GET /authz?api=bench/leads with X-Forwarded-*, as Caddy and
+//   - forward-auth (GET /authz/api/bench/leads with X-Forwarded-*, as Caddy and
 //     Traefik ask) with API keys, beside the same process's GET /healthz;
 //   - gRPC Check (Envoy ext_authz, with the envoy protos' client) with API keys,
 //     beside a no-op Check server the benchmark runs with the authorizer's gRPC
@@ -302,7 +302,7 @@ func (b *bench) authzRevocations(ctx context.Context, httpAddr string) ([]time.D
 // forwardAuthRequest is a raw forward-auth request as Caddy's forward_auth sends
 // it: the client's headers, and the original method, host and URI in X-Forwarded-*.
 func forwardAuthRequest(addr, credential string) string {
-	return "GET /authz?api=" + benchNamespace + "/" + apiName + " HTTP/1.1\r\nHost: " + addr + "\r\n" +
+	return "GET /authz/api/" + benchNamespace + "/" + apiName + " HTTP/1.1\r\nHost: " + addr + "\r\n" +
 		"User-Agent: bench\r\nAccept: application/json\r\nAuthorization: Bearer " + credential + "\r\n" +
 		"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Method: GET\r\n" +
 		"X-Forwarded-Host: " + apiHost + "\r\nX-Forwarded-Uri: " + apiPath + "\r\n\r\n"
@@ -573,7 +573,7 @@ func (r *report) writeAuthz(p func(string, ...any)) {
 	p("### Edge authorizer\n\n")
 	p("`latchkey authz` as a process on core %s (taskset, GOMAXPROCS=1), as %s, watching the run's %d APIKeys, its OAuthClients and one API, ", r.s.serverCPU, a.identity, a.keys)
 	p("`bench/leads` (identifier %s, host %s; GET /v1/leads requires leads:read, default action deny). ", apiIdentifier, apiHost)
-	p("Every check asks about GET %s on that API and is allowed: forward-auth as Caddy's forward_auth asks (`GET /authz?api=bench/leads`, X-Forwarded-Method, -Host, -Uri, ", apiPath)
+	p("Every check asks about GET %s on that API and is allowed: forward-auth as Caddy's forward_auth asks (`GET /authz/api/bench/leads`, X-Forwarded-Method, -Host, -Uri, ", apiPath)
 	p("Authorization: Bearer), keep-alive connections in a closed loop; gRPC as Envoy's ext_authz asks (headers map, context_extensions `%s`), ", authz.ContextAPI)
 	p("%d concurrent unary calls on one HTTP/2 connection in a closed loop, by the envoy protos' `authv3.NewAuthorizationClient`. ", r.s.connections)
 	p("API-key loads cycle through %d live keys; token loads through %d access tokens per algorithm, one per OAuthClient, issued by the token server (audience %s). ", a.cycled, loadClients, apiIdentifier)

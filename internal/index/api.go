@@ -219,15 +219,19 @@ func (x *Index) APIForHost(host string) (*API, bool) {
 	return a, ok
 }
 
-// ScopeCatalogue returns every scope of the served APIs with its description (the
-// first API's, by name, where two describe the same scope), and a version that
-// changes whenever the APIs do.
-func (x *Index) ScopeCatalogue() (map[string]string, uint64) {
+// PublicScopeCatalogue returns every scope of the served APIs open to every
+// namespace (spec.namespaces "*") with its description (the first API's, by name,
+// where two describe the same scope), and a version that changes whenever the APIs
+// do. An API that accepts only some namespaces' credentials is of no use to anyone
+// else, and its scope names are its tenants' business: they are not published.
+func (x *Index) PublicScopeCatalogue() (map[string]string, uint64) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	names := make([]string, 0, len(x.apis.served))
-	for name := range x.apis.served {
-		names = append(names, name)
+	for name, api := range x.apis.served {
+		if api.AllNamespaces {
+			names = append(names, name)
+		}
 	}
 	sort.Strings(names)
 	out := map[string]string{}

@@ -85,8 +85,9 @@ type cachedAPIList struct {
 	Items           []cachedAPI `json:"items"`
 }
 
-// cachedOAuthGrant is an OAuthGrant as the index decodes it: the spec and the
-// families' IDs (the rest of status is the token server's bookkeeping).
+// cachedOAuthGrant is an OAuthGrant as the index decodes it: the spec, the
+// families' IDs and the consents (the rest of status is the token server's
+// bookkeeping).
 type cachedOAuthGrant struct {
 	metav1.TypeMeta `json:",inline"`
 	cachedMeta      `json:"metadata"`
@@ -95,6 +96,7 @@ type cachedOAuthGrant struct {
 		RefreshFamilies []struct {
 			ID string `json:"id"`
 		} `json:"refreshFamilies,omitempty"`
+		Consents []latchkeyv1.Consent `json:"consents,omitempty"`
 	} `json:"status"`
 }
 
@@ -150,6 +152,7 @@ func (g *cachedOAuthGrant) grant() *latchkeyv1.OAuthGrant {
 	for _, f := range g.Status.RefreshFamilies {
 		o.Status.RefreshFamilies = append(o.Status.RefreshFamilies, latchkeyv1.RefreshFamily{ID: f.ID})
 	}
+	o.Status.Consents = g.Status.Consents
 	return o
 }
 
@@ -227,6 +230,10 @@ func (g *cachedOAuthGrant) DeepCopyObject() runtime.Object {
 	g.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
 	g.Spec.DeepCopyInto(&out.Spec)
 	out.Status.RefreshFamilies = slices.Clone(g.Status.RefreshFamilies)
+	out.Status.Consents = nil
+	for i := range g.Status.Consents {
+		out.Status.Consents = append(out.Status.Consents, *g.Status.Consents[i].DeepCopy())
+	}
 	return &out
 }
 

@@ -28,6 +28,9 @@ type Grant struct {
 	// families are the IDs of the live refresh-token families: an access token
 	// names its family, and dies with it.
 	families map[string]struct{}
+	// consents are what each user approved on the consent page (status.consents,
+	// which only the token server writes).
+	consents map[string]latchkeyv1.Consent
 }
 
 // HasFamily reports whether a refresh-token family is still live.
@@ -36,19 +39,27 @@ func (g *Grant) HasFamily(id string) bool {
 	return ok
 }
 
-// Covers reports whether the grant already allows scopes and audiences for the
-// client with uid: the consent page is then skipped.
-func (g *Grant) Covers(clientUID types.UID, scopes, audiences []string) bool {
+// ConsentedBy reports whether user already approved, on the consent page, the
+// app with clientUID for scopes and audiences, and the grant still allows them:
+// the consent page is then skipped for that user. A grant written by hand has no
+// consent, whatever its spec says: consent belongs to a user, not to a workspace.
+func (g *Grant) ConsentedBy(user string, clientUID types.UID, scopes, audiences []string) bool {
 	if g.Revoked || g.ClientUID != clientUID {
 		return false
 	}
-	for _, s := range scopes {
-		if !slices.Contains(g.Scopes, s) {
-			return false
-		}
-	}
-	for _, a := range audiences {
-		if !slices.Contains(g.Audiences, a) {
+	c, ok := g.consents[user]
+	return ok && subset(scopes, g.Scopes) && subset(audiences, g.Audiences) &&
+		subset(scopes, c.Scopes) && subset(audiences, c.Audiences)
+}
+
+// GrantConsented is ConsentedBy for an OAuthGrant as read from the API server.
+func GrantConsented(o *latchkeyv1.OAuthGrant, user string, clientUID types.UID, scopes, audiences []string) bool {
+	return grantFrom(o).ConsentedBy(user, clientUID, scopes, audiences)
+}
+
+func subset(items, of []string) bool {
+	for _, i := range items {
+		if !slices.Contains(of, i) {
 			return false
 		}
 	}
@@ -66,6 +77,12 @@ func grantFrom(o *latchkeyv1.OAuthGrant) *Grant {
 	for _, f := range o.Status.RefreshFamilies {
 		g.families[f.ID] = struct{}{}
 	}
+	if len(o.Status.Consents) > 0 {
+		g.consents = make(map[string]latchkeyv1.Consent, len(o.Status.Consents))
+		for _, c := range o.Status.Consents {
+			g.consents[c.User] = c
+		}
+	}
 	return g
 }
 
@@ -74,47 +91,67 @@ func (x *Index) UpsertGrant(o *latchkeyv1.OAuthGrant) {
 	g := grantFrom(o)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.grants[o.UID] = g
+	x.putGrant(g)
+}
+
+// putGrant adds g, in place of any grant of the same UID or name.
+func (x *Index) putGrant(g *Grant) {
+	x.dropGrant(g.Ref.UID)
+	if old, ok := x.grantsByName[g.Ref.String()]; ok {
+		delete(x.grants, old.Ref.UID) // a grant deleted and created again under its name
+	}
+	x.grants[g.Ref.UID] = g
+	x.grantsByName[g.Ref.String()] = g
+}
+
+func (x *Index) dropGrant(uid types.UID) {
+	if g, ok := x.grants[uid]; ok {
+		delete(x.grants, uid)
+		if x.grantsByName[g.Ref.String()] == g {
+			delete(x.grantsByName, g.Ref.String())
+		}
+	}
 }
 
 // DeleteGrant forgets an OAuthGrant: its tokens stop being accepted.
 func (x *Index) DeleteGrant(uid types.UID) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	delete(x.grants, uid)
+	x.dropGrant(uid)
 }
 
 // ReplaceGrants makes the grants of namespace ("" for all) exactly list.
 func (x *Index) ReplaceGrants(namespace string, list []*latchkeyv1.OAuthGrant) {
-	fresh := make(map[types.UID]*Grant, len(list))
+	fresh := make([]*Grant, 0, len(list))
 	for _, o := range list {
-		fresh[o.UID] = grantFrom(o)
+		fresh = append(fresh, grantFrom(o))
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for uid, g := range x.grants {
 		if namespace == "" || g.Ref.Namespace == namespace {
-			delete(x.grants, uid)
+			x.dropGrant(uid)
 		}
 	}
-	for uid, g := range fresh {
-		x.grants[uid] = g
+	for _, g := range fresh {
+		x.putGrant(g)
 	}
 }
 
-// GrantIn returns the grant of the app with clientID in workspace, if any. It is
-// a scan of the grants; the consent page asks it once per workspace the user may
-// install into, and grants are few next to credentials.
-func (x *Index) GrantIn(workspace, clientID string) (*Grant, bool) {
-	name := latchkeyv1.GrantName(clientID)
+// Grants returns how many OAuthGrants the index holds.
+func (x *Index) Grants() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	for _, g := range x.grants {
-		if g.Ref.Namespace == workspace && g.Ref.Name == name {
-			return g, true
-		}
-	}
-	return nil, false
+	return len(x.grants)
+}
+
+// GrantIn returns the grant of the app with clientID in workspace, if any.
+func (x *Index) GrantIn(workspace, clientID string) (*Grant, bool) {
+	name := workspace + "/" + latchkeyv1.GrantName(clientID)
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	g, ok := x.grantsByName[name]
+	return g, ok
 }
 
 // TokenHolder is who an access token acts for, as things are now.
@@ -173,19 +210,19 @@ func (x *Index) AcceptToken(claims *accesstoken.Claims, now time.Time) (TokenHol
 	if !ok || g.Revoked || g.ClientUID != c.Ref.UID || g.Ref.Namespace != claims.Workspace {
 		return TokenHolder{}, false
 	}
-	if !g.HasFamily(claims.Family) && !g.behind(claims.GrantVersion) {
+	if !g.HasFamily(claims.Family) && !g.Behind(claims.GrantVersion) {
 		return TokenHolder{}, false
 	}
 	return TokenHolder{Client: c, Grant: g, Workspace: g.Ref.Namespace}, true
 }
 
-// behind reports whether the index's copy of the grant is older than version (the
+// Behind reports whether the index's copy of the grant is older than version (the
 // grant's resourceVersion right after the write that started a token's family).
 // Then the family's absence means only that the watch has not delivered that write
 // yet, not that it was revoked: a revocation is a later write still, and deleting
 // the grant removes it from the index. So a token is accepted from the moment it is
 // issued, without waiting for the watch, and refused as soon as its family is gone.
-func (g *Grant) behind(version string) bool {
+func (g *Grant) Behind(version string) bool {
 	if version == "" {
 		return false
 	}

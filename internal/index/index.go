@@ -122,6 +122,9 @@ type Index struct {
 	keyLastUsed map[types.UID]int64
 	apis        apiSet
 	grants      map[types.UID]*Grant
+	// grantsByName finds a grant by "namespace/name": one app's grant in one
+	// workspace, which refresh tokens and the consent page look up.
+	grantsByName map[string]*Grant
 	// log receives one line per duplicate when it appears (never a credential).
 	log logr.Logger
 }
@@ -129,15 +132,16 @@ type Index struct {
 // NewIndex returns an empty index that reports duplicates to log.
 func NewIndex(log logr.Logger) *Index {
 	return &Index{
-		apiKeys:     map[Digest]*Key{},
-		keyHashes:   map[types.UID][]Digest{},
-		contested:   map[Digest][]*Key{},
-		clients:     map[string][]*Client{},
-		clientByUID: map[types.UID]*Client{},
-		keyLastUsed: map[types.UID]int64{},
-		apis:        apiSet{all: map[types.UID]*API{}, served: map[string]*API{}, byHost: map[string]*API{}},
-		grants:      map[types.UID]*Grant{},
-		log:         log,
+		apiKeys:      map[Digest]*Key{},
+		keyHashes:    map[types.UID][]Digest{},
+		contested:    map[Digest][]*Key{},
+		clients:      map[string][]*Client{},
+		clientByUID:  map[types.UID]*Client{},
+		keyLastUsed:  map[types.UID]int64{},
+		apis:         apiSet{all: map[types.UID]*API{}, served: map[string]*API{}, byHost: map[string]*API{}},
+		grants:       map[types.UID]*Grant{},
+		grantsByName: map[string]*Grant{},
+		log:          log,
 	}
 }
 

@@ -1,18 +1,23 @@
-// Package seal encrypts the token server's short-lived state so that it can travel
-// through the browser or the client and come back unaltered: login cookies and
-// authorization codes. Nothing is written to the API server to sign a user in or
+// Package seal encrypts the token server's state so that it can travel through
+// the browser or the client, or rest where others can read it, and come back
+// unaltered: login cookies, authorization codes, the freshness hint of refresh
+// tokens (Ring, under the manager's rotating sealing keys), and the upstream
+// provider's refresh token of a user's sign-in (SealWithSecret, under a key only
+// the family's own refresh token yields). Nothing is written to the API server to sign a user in or
 // to issue a code; every replica opens what any replica sealed, because the keys
 // are the manager's sealing keys (package signingkeys) from one Secret.
 //
 // A sealed value is "<kid>.<base64url(nonce | AES-256-GCM ciphertext)>". The
-// purpose ("login", "code") is the additional data, so a value sealed for one
+// purpose (login, code, ...) is the additional data, so a value sealed for one
 // purpose never opens as another, and the payload carries its own expiry.
 package seal
 
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -24,8 +29,10 @@ import (
 
 // Purposes bound into every sealed value.
 const (
-	PurposeLogin = "latchkey login v1"
-	PurposeCode  = "latchkey authorization code v1"
+	PurposeLogin       = "latchkey login v1"
+	PurposeCode        = "latchkey authorization code v1"
+	PurposeRefreshHint = "latchkey refresh token hint v1"
+	PurposeUpstream    = "latchkey upstream refresh token v1"
 )
 
 // ErrInvalid is every failure to open: unknown key, tampering, wrong purpose,
@@ -117,4 +124,54 @@ func (r *Ring) Open(purpose, value string, now time.Time, payload any) error {
 		return ErrInvalid
 	}
 	return nil
+}
+
+// SealWithSecret encrypts plaintext for purpose under a key derived (HKDF-SHA256)
+// from secret, so that only a holder of secret opens it: a value stored where
+// others can read it (an OAuthGrant's status) and opened only when its owner
+// presents the secret (a refresh token). The manager's rotating keys play no
+// part, so it opens for as long as secret lives. The value is base64url(nonce |
+// AES-256-GCM ciphertext), with purpose as the additional data.
+func SealWithSecret(secret []byte, purpose string, plaintext []byte) (string, error) {
+	aead, err := secretAEAD(secret, purpose)
+	if err != nil {
+		return "", err
+	}
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, plaintext, []byte(purpose))), nil
+}
+
+// OpenWithSecret opens what SealWithSecret sealed with the same secret and purpose.
+func OpenWithSecret(secret []byte, purpose, value string) ([]byte, error) {
+	aead, err := secretAEAD(secret, purpose)
+	if err != nil {
+		return nil, ErrInvalid
+	}
+	sealed, err := base64.RawURLEncoding.DecodeString(value)
+	if err != nil || len(sealed) < aead.NonceSize()+aead.Overhead() {
+		return nil, ErrInvalid
+	}
+	plaintext, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(purpose))
+	if err != nil {
+		return nil, ErrInvalid
+	}
+	return plaintext, nil
+}
+
+func secretAEAD(secret []byte, purpose string) (cipher.AEAD, error) {
+	if len(secret) < 16 {
+		return nil, errors.New("the secret is too short to derive a key from")
+	}
+	key, err := hkdf.Key(sha256.New, secret, nil, purpose, 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
 }

@@ -73,3 +73,32 @@ func TestSealOpensOnlyIntactForItsPurposeAndTime(t *testing.T) {
 		}
 	}
 }
+
+func TestSealWithSecret(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	sealed, err := SealWithSecret(secret, PurposeUpstream, []byte("upstream refresh token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(sealed, "upstream") {
+		t.Fatal("the plaintext shows")
+	}
+	got, err := OpenWithSecret(secret, PurposeUpstream, sealed)
+	if err != nil || string(got) != "upstream refresh token" {
+		t.Fatalf("opened %q, %v", got, err)
+	}
+	for name, open := range map[string]func() ([]byte, error){
+		"another secret":  func() ([]byte, error) { return OpenWithSecret([]byte("0123456789abcdeX"), PurposeUpstream, sealed) },
+		"another purpose": func() ([]byte, error) { return OpenWithSecret(secret, PurposeCode, sealed) },
+		"tampered": func() ([]byte, error) {
+			b := []byte(sealed)
+			b[len(b)/2] ^= 1 // another character mid-value: the ciphertext no longer authenticates
+			return OpenWithSecret(secret, PurposeUpstream, string(b))
+		},
+		"short secret": func() ([]byte, error) { return OpenWithSecret(secret[:8], PurposeUpstream, sealed) },
+	} {
+		if _, err := open(); err == nil {
+			t.Errorf("%s: opened", name)
+		}
+	}
+}

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"text/template"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -199,20 +198,14 @@ var _ = Describe("Edge authorization through Caddy", Label("authz"), Ordered, fu
 // leads API. Everything stops when the calling container ends.
 func startEdge() *edge {
 	By("starting the authorizer as its ServiceAccount")
-	authzAddr := freeAddr()
-	authz := startProcess("authz", authzKubeconfig(), filepath.Join(binDir, "latchkey"),
-		"authz", "--http-bind-address="+authzAddr, "--grpc-bind-address=0", "--metrics-bind-address=0",
-		"--issuer-url="+issuer, "--jwks-namespace=latchkey-system", "--last-used-flush-interval=1s")
-	DeferCleanup(func() { authz.stop() })
-	waitServing(authz, func() bool { return httpStatus("http://"+authzAddr+"/readyz") == http.StatusOK },
-		"the authorizer becomes ready (caches synced)")
+	authzAddr := startAuthzProcess("authz")
 
 	By("starting the upstream service and Caddy in front of it")
 	up := startUpstream()
 	DeferCleanup(up.close)
 	caddyAddr := freeAddr()
 	caddy := startProcess("caddy", "", caddyBin, "run", "--adapter", "caddyfile", "--config",
-		renderCaddyfile(map[string]string{
+		renderTemplate("Caddyfile.tmpl", "Caddyfile", map[string]string{
 			"Listen": caddyAddr, "Authz": authzAddr, "API": leadsAPI, "Upstream": up.addr,
 			"Storage": filepath.Join(workDir, "caddy-data"),
 		}))
@@ -235,18 +228,6 @@ func authzKubeconfig() string {
 	}
 	path := filepath.Join(workDir, "latchkey-authz.kubeconfig")
 	Expect(clientcmd.WriteToFile(*cfg, path)).To(Succeed())
-	return path
-}
-
-// renderCaddyfile fills testdata/Caddyfile.tmpl in and returns the file's path.
-func renderCaddyfile(values map[string]string) string {
-	tmpl, err := template.ParseFiles(filepath.Join("testdata", "Caddyfile.tmpl"))
-	Expect(err).NotTo(HaveOccurred())
-	tmpl.Option("missingkey=error")
-	var b strings.Builder
-	Expect(tmpl.Execute(&b, values)).To(Succeed())
-	path := filepath.Join(workDir, "Caddyfile")
-	Expect(os.WriteFile(path, []byte(b.String()), 0o600)).To(Succeed())
 	return path
 }
 
@@ -342,8 +323,10 @@ func (u *upstream) close() { _ = u.srv.Close() }
 // edge sends requests through the proxy.
 type edge struct {
 	proxy string
-	up    *upstream
-	n     atomic.Int64
+	// host, when set, is the Host header of every request (a site the proxy serves by name).
+	host string
+	up   *upstream
+	n    atomic.Int64
 }
 
 var edgeHTTP = &http.Client{Timeout: 5 * time.Second}
@@ -369,6 +352,9 @@ func (e *edge) do(method, path, credential string, extra map[string]string) repl
 	req, err := http.NewRequest(method, e.proxy+path, body)
 	Expect(err).NotTo(HaveOccurred())
 	req.Header.Set(requestIDHeader, id)
+	if e.host != "" {
+		req.Host = e.host
+	}
 	if credential != "" {
 		req.Header.Set("Authorization", "Bearer "+credential)
 	}

@@ -96,7 +96,7 @@ var _ = AfterSuite(func() {
 		controlPl.stop()
 	}
 	By("checking that no credential reached a log")
-	for _, name := range []string{"manager", "tokenserver", "authz", "caddy"} {
+	for _, name := range []string{"manager", "tokenserver", "authz", "caddy", "authz-hostile", "caddy-hostile", "nginx"} {
 		logs, err := os.ReadFile(filepath.Join(workDir, name+".log"))
 		if err != nil {
 			continue

@@ -1,0 +1,188 @@
+package flowcontrol
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func acquired(t *testing.T, l *Limiter, key string) *Seat {
+	t.Helper()
+	s, err := l.Acquire(context.Background(), key)
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	return s
+}
+
+// waitFor starts Acquire for key in the background and returns its outcome.
+func waitFor(l *Limiter, key string, ctx context.Context) chan error {
+	done := make(chan error, 1)
+	go func() {
+		s, err := l.Acquire(ctx, key)
+		if err == nil {
+			defer s.Release()
+		}
+		done <- err
+	}()
+	return done
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A flood holds every seat and queues more; a caller with nothing in gets the
+// next seat that frees up, before the flood's own waiters.
+func TestTheNextSeatGoesToTheFlowHoldingFewest(t *testing.T) {
+	l := New(Config{Seats: 2, QueueLength: 8, MaxWaiting: 64, MaxWait: time.Minute})
+	held := []*Seat{acquired(t, l, "flood"), acquired(t, l, "flood")}
+	got := make(chan string, 8)
+	seats := make(chan *Seat, 8)
+	acquire := func(key string) {
+		s, err := l.Acquire(context.Background(), key)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		got <- key
+		seats <- s
+	}
+	for range 3 {
+		go acquire("flood")
+	}
+	eventually(t, "the flood's waiters queue", func() bool { return l.Stats().Waiting == 3 })
+	go acquire("light")
+	eventually(t, "the light caller queues", func() bool { return l.Stats().Waiting == 4 })
+	held[0].Release()
+	if first := <-got; first != "light" {
+		t.Fatalf("the first freed seat went to %s, want the caller holding none", first)
+	}
+	held[1].Release()
+	for range 3 {
+		if next := <-got; next != "flood" {
+			t.Fatalf("then %s", next)
+		}
+		(<-seats).Release() // the light caller's seat, then the flood's
+	}
+	(<-seats).Release()
+	if s := l.Stats(); s != (Stats{}) {
+		t.Fatalf("everything released: %+v", s)
+	}
+}
+
+func TestAFlowIsShedFromItsOwnQueueOnly(t *testing.T) {
+	l := New(Config{Seats: 1, QueueLength: 2, MaxWaiting: 64, MaxWait: time.Minute})
+	held := acquired(t, l, "flood")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w1, w2 := waitFor(l, "flood", ctx), waitFor(l, "flood", ctx)
+	eventually(t, "two waiters", func() bool { return l.Stats().Waiting == 2 })
+	if _, err := l.Acquire(ctx, "flood"); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("a third waiter of the same flow: %v, want ErrQueueFull", err)
+	}
+	other := waitFor(l, "other", ctx)
+	eventually(t, "another flow still queues", func() bool { return l.Stats().Waiting == 3 })
+	held.Release()
+	if err := <-other; err != nil {
+		t.Fatalf("the other flow: %v", err)
+	}
+	for _, w := range []chan error{w1, w2} {
+		if err := <-w; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := l.Stats(); s != (Stats{}) {
+		t.Fatalf("everything released: %+v", s)
+	}
+}
+
+func TestMaxWaitingBoundsAllQueues(t *testing.T) {
+	l := New(Config{Seats: 1, QueueLength: 8, MaxWaiting: 2, MaxWait: time.Minute})
+	held := acquired(t, l, "a")
+	ctx, cancel := context.WithCancel(context.Background())
+	w1, w2 := waitFor(l, "b", ctx), waitFor(l, "c", ctx)
+	eventually(t, "two waiters", func() bool { return l.Stats().Waiting == 2 })
+	if _, err := l.Acquire(ctx, "d"); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("beyond MaxWaiting: %v", err)
+	}
+	cancel()
+	for _, w := range []chan error{w1, w2} {
+		if err := <-w; !errors.Is(err, context.Canceled) {
+			t.Fatalf("a waiter whose client left: %v", err)
+		}
+	}
+	held.Release()
+	held.Release() // only the first counts
+	if s := l.Stats(); s != (Stats{}) {
+		t.Fatalf("everything released: %+v", s)
+	}
+}
+
+func TestWaitingIsBounded(t *testing.T) {
+	l := New(Config{Seats: 1, QueueLength: 8, MaxWaiting: 8, MaxWait: 20 * time.Millisecond})
+	held := acquired(t, l, "a")
+	defer held.Release()
+	start := time.Now()
+	if _, err := l.Acquire(context.Background(), "b"); !errors.Is(err, ErrWaitedTooLong) {
+		t.Fatalf("%v", err)
+	}
+	if took := time.Since(start); took < 20*time.Millisecond {
+		t.Fatalf("gave up after %s", took)
+	}
+	if s := l.Stats(); s.Waiting != 0 || s.Flows != 1 {
+		t.Fatalf("the waiter that gave up is gone: %+v", s)
+	}
+}
+
+// Overloaded, the limiter sheds the flows that already have a request in, and
+// still serves a caller that has none.
+func TestOverloadShedsOnlyBusyFlows(t *testing.T) {
+	var overloaded atomic.Bool
+	l := New(Config{Seats: 4, QueueLength: 8, MaxWaiting: 64, MaxWait: time.Minute, Overloaded: overloaded.Load})
+	held := acquired(t, l, "flood")
+	overloaded.Store(true)
+	if _, err := l.Acquire(context.Background(), "flood"); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("a busy flow, overloaded: %v", err)
+	}
+	light := acquired(t, l, "light")
+	light.Release()
+	held.Release()
+	again := acquired(t, l, "flood") // nothing in any more
+	again.Release()
+}
+
+func TestBudget(t *testing.T) {
+	b := NewBudget(6, time.Minute, 3, 2) // one every 10 s, bursts of 3, two keys
+	now := time.Unix(1000, 0)
+	for i := range 3 {
+		if ok, _ := b.Allow("a", now); !ok {
+			t.Fatalf("burst event %d refused", i)
+		}
+	}
+	ok, wait := b.Allow("a", now)
+	if ok || wait != 10*time.Second {
+		t.Fatalf("beyond the burst: %v, retry after %s", ok, wait)
+	}
+	if ok, _ := b.Allow("b", now); !ok {
+		t.Fatal("another key has its own budget")
+	}
+	if ok, _ := b.Allow("c", now); ok {
+		t.Fatal("a third key beyond MaxKeys, while the others are in debt")
+	}
+	if ok, _ := b.Allow("a", now.Add(10*time.Second)); !ok {
+		t.Fatal("one event back after an interval")
+	}
+	if ok, _ := b.Allow("c", now.Add(time.Hour)); !ok {
+		t.Fatal("once the others are full again, they are forgotten and a new key fits")
+	}
+}

@@ -1,0 +1,202 @@
+package tokenserver
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/latchkey-dev/latchkey/internal/flowcontrol"
+	"github.com/latchkey-dev/latchkey/internal/index"
+)
+
+// Admission: who may take the server's CPU, and its API-server and upstream I/O,
+// and how much of it.
+//
+// Every request is served in a seat of the CPU limiter (flowcontrol), queued by
+// flow: the client_id of a client that proved its secret, or else the source
+// address (a public client's client_id proves nothing: anyone can send it). So a
+// caller's flood waits behind itself and is shed from its own queue.
+//
+// A request that must read or write the API server, or call the upstream
+// provider, first proves possession of something the watch-fed index already
+// knows (a client's secret, a live refresh-token family, a sealed code or login)
+// and then gives its CPU seat up and takes a seat of the I/O limiter, by the same
+// flow, with a deadline: the I/O of a few callers can never hold the seats that
+// client_credentials, introspection and the JWKS need.
+
+// oauthCall is what every OAuth endpoint (token, introspection, revocation) reads
+// before it is served: the parameters and who the caller is.
+type oauthCall struct {
+	params url.Values
+	// client authenticated by its secret or, for a public client, by its
+	// client_id alone: each endpoint decides whether it serves public clients.
+	// nil when authentication failed, with authErr.
+	client  *index.Client
+	authErr *oauthError
+}
+
+// oauthEndpoint frames an OAuth endpoint. The body is read, and the caller
+// authenticated, before a seat is taken: slow uploads hold none, and the flow the
+// request queues in is the caller's.
+func (s *Server) oauthEndpoint(repeatable []string, h func(http.ResponseWriter, *http.Request, oauthCall)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		params, perr := s.readParams(w, r, repeatable...)
+		call := oauthCall{params: params}
+		if perr == nil {
+			call.client, call.authErr = s.authenticateClient(r, params)
+		}
+		flow := s.sourceFlow(r)
+		if call.client != nil && !call.client.Public {
+			flow = "client:" + call.client.ClientID
+		}
+		s.admitted(w, r, flow, func(w http.ResponseWriter, r *http.Request) {
+			if perr != nil {
+				writeError(w, perr)
+				return
+			}
+			h(w, r, call)
+		})
+	}
+}
+
+// browserEndpoint frames a page of the authorization_code flow: its flow is the
+// source address (no one has proven anything yet, or only a sealed cookie).
+func (s *Server) browserEndpoint(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.admitted(w, r, s.sourceFlow(r), h)
+	}
+}
+
+// admitted serves h in a seat of flow, or sheds the request.
+func (s *Server) admitted(w http.ResponseWriter, r *http.Request, flow string, h http.HandlerFunc) {
+	seat, err := s.cpu.Acquire(r.Context(), flow)
+	if err != nil {
+		s.shed(w, r, err)
+		return
+	}
+	defer seat.Release()
+	h(w, r.WithContext(context.WithValue(r.Context(), admissionKey{}, &admission{flow: flow, seat: seat})))
+}
+
+type admissionKey struct{}
+
+// admission is a request's place in the limiters.
+type admission struct {
+	flow string
+	seat *flowcontrol.Seat
+}
+
+// errIOBusy answers a request whose I/O found no seat in time.
+var errIOBusy = errors.New("the server's API-server and upstream I/O is saturated")
+
+// withIO runs fn, which reads or writes the API server or calls the upstream
+// provider, in a seat of the I/O limiter (by the request's flow), with a deadline.
+// The request gives its CPU seat up first, for good: what it does after its I/O
+// (at most a signature) is bounded by the I/O seats. errIOBusy when no I/O seat
+// frees up in time.
+func (s *Server) withIO(r *http.Request, fn func(context.Context) error) error {
+	a, _ := r.Context().Value(admissionKey{}).(*admission)
+	flow := "unadmitted"
+	if a != nil {
+		a.seat.Release()
+		flow = a.flow
+	}
+	seat, err := s.io.Acquire(r.Context(), flow)
+	if err != nil {
+		s.metrics.rejected.WithLabelValues("io_" + shedReason(err)).Inc()
+		return errIOBusy
+	}
+	defer seat.Release()
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.IOTimeout)
+	defer cancel()
+	return fn(ctx)
+}
+
+// shedReason is the metrics label of a shed request.
+func shedReason(err error) string {
+	switch {
+	case errors.Is(err, flowcontrol.ErrQueueFull):
+		return "queue_full"
+	case errors.Is(err, flowcontrol.ErrOverloaded):
+		return "cpu"
+	case errors.Is(err, flowcontrol.ErrWaitedTooLong):
+		return "wait"
+	}
+	return "canceled"
+}
+
+// shed answers 503 with Retry-After. A request shed because its own flow is full
+// or busy while the CPU is behind is answered only after ShedDelay: a flood over
+// keep-alive connections then sends a request per connection per ShedDelay, and
+// each costs a read and a parse before any limit can see it. Other callers' flows
+// are never delayed.
+func (s *Server) shed(w http.ResponseWriter, r *http.Request, err error) {
+	reason := shedReason(err)
+	s.metrics.rejected.WithLabelValues(reason).Inc()
+	if (reason == "queue_full" || reason == "cpu") && s.cfg.ShedDelay > 0 {
+		timer := time.NewTimer(s.cfg.ShedDelay)
+		select {
+		case <-timer.C:
+		case <-r.Context().Done():
+			timer.Stop()
+		}
+	}
+	w.Header().Set("Retry-After", "1")
+	writeError(w, errOverloaded)
+}
+
+// errOverloaded is the answer to a shed request (RFC 6749 §4.1.2.1's
+// temporarily_unavailable; Retry-After per RFC 9110 §10.2.3).
+var errOverloaded = &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable", "the server is overloaded; retry later"}
+
+// sourceFlow is the flow of a request that has proven nothing: its source
+// address, an IPv6 address by its /64 (what one host is usually given). Behind a
+// trusted proxy (Config.TrustedProxies) the source is the last address in
+// X-Forwarded-For that is not itself a trusted proxy.
+func (s *Server) sourceFlow(r *http.Request) string {
+	return "addr:" + s.sourceAddr(r)
+}
+
+func (s *Server) sourceAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	addr = addr.Unmap()
+	if s.trusted(addr) {
+		hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+		for i := len(hops) - 1; i >= 0; i-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+			if err != nil {
+				break // a malformed hop: the last trusted peer is the source
+			}
+			addr = hop.Unmap()
+			if !s.trusted(addr) {
+				break
+			}
+		}
+	}
+	if addr.Is6() {
+		prefix, _ := addr.Prefix(64)
+		return prefix.String()
+	}
+	return addr.String()
+}
+
+func (s *Server) trusted(addr netip.Addr) bool {
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
