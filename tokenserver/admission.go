@@ -50,9 +50,11 @@ func (s *Server) oauthEndpoint(repeatable []string, h func(http.ResponseWriter, 
 		if perr == nil {
 			call.client, call.authErr = s.authenticateClient(r, params)
 		}
-		flow := s.sourceFlow(r)
+		var flow string
 		if call.client != nil && !call.client.Public {
 			flow = "client:" + call.client.ClientID
+		} else if flow = s.sourceFlow(r); !s.anonymousBudgetLeft(w, r) {
+			return
 		}
 		s.admitted(w, r, flow, func(w http.ResponseWriter, r *http.Request) {
 			if perr != nil {
@@ -68,9 +70,30 @@ func (s *Server) oauthEndpoint(repeatable []string, h func(http.ResponseWriter, 
 // source address (no one has proven anything yet, or only a sealed cookie).
 func (s *Server) browserEndpoint(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s.admitted(w, r, s.sourceFlow(r), h)
+		if s.anonymousBudgetLeft(w, r) {
+			s.admitted(w, r, s.sourceFlow(r), h)
+		}
 	}
 }
+
+// anonymousBudgetLeft takes a request that has proven nothing (no client
+// secret) from its source address's budget (Config.AnonymousRequestsPerSource),
+// or sheds it: such requests are cheap one by one, but a flood of them costs the
+// server a read, a parse and an answer each before any other limit sees them.
+func (s *Server) anonymousBudgetLeft(w http.ResponseWriter, r *http.Request) bool {
+	if s.anonymous == nil {
+		return true
+	}
+	if ok, _ := s.anonymous.Allow(s.sourceAddr(r), s.clock.Now()); ok {
+		return true
+	}
+	s.shed(w, r, errAnonymousBudget)
+	return false
+}
+
+// errAnonymousBudget: the source has sent more requests that prove nothing than
+// its budget.
+var errAnonymousBudget = errors.New("the source's budget of anonymous requests is spent")
 
 // admitted serves h in a seat of flow, or sheds the request.
 func (s *Server) admitted(w http.ResponseWriter, r *http.Request, flow string, h http.HandlerFunc) {
@@ -79,7 +102,7 @@ func (s *Server) admitted(w http.ResponseWriter, r *http.Request, flow string, h
 		s.shed(w, r, err)
 		return
 	}
-	defer seat.Release()
+	defer seat.Done()
 	h(w, r.WithContext(context.WithValue(r.Context(), admissionKey{}, &admission{flow: flow, seat: seat})))
 }
 
@@ -96,8 +119,9 @@ var errIOBusy = errors.New("the server's API-server and upstream I/O is saturate
 
 // withIO runs fn, which reads or writes the API server or calls the upstream
 // provider, in a seat of the I/O limiter (by the request's flow), with a deadline.
-// The request gives its CPU seat up first, for good: what it does after its I/O
-// (at most a signature) is bounded by the I/O seats. errIOBusy when no I/O seat
+// The request gives its CPU seat up first, for good (it is still in, for its
+// flow's share): what it does after its I/O (at most a signature) is bounded by
+// the I/O seats. errIOBusy when no I/O seat
 // frees up in time.
 func (s *Server) withIO(r *http.Request, fn func(context.Context) error) error {
 	a, _ := r.Context().Value(admissionKey{}).(*admission)
@@ -111,7 +135,7 @@ func (s *Server) withIO(r *http.Request, fn func(context.Context) error) error {
 		s.metrics.rejected.WithLabelValues("io_" + shedReason(err)).Inc()
 		return errIOBusy
 	}
-	defer seat.Release()
+	defer seat.Done()
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.IOTimeout)
 	defer cancel()
 	return fn(ctx)
@@ -120,6 +144,8 @@ func (s *Server) withIO(r *http.Request, fn func(context.Context) error) error {
 // shedReason is the metrics label of a shed request.
 func shedReason(err error) string {
 	switch {
+	case errors.Is(err, errAnonymousBudget):
+		return "anonymous_budget"
 	case errors.Is(err, flowcontrol.ErrQueueFull):
 		return "queue_full"
 	case errors.Is(err, flowcontrol.ErrOverloaded):
@@ -138,7 +164,7 @@ func shedReason(err error) string {
 func (s *Server) shed(w http.ResponseWriter, r *http.Request, err error) {
 	reason := shedReason(err)
 	s.metrics.rejected.WithLabelValues(reason).Inc()
-	if (reason == "queue_full" || reason == "cpu") && s.cfg.ShedDelay > 0 {
+	if (reason == "queue_full" || reason == "cpu" || reason == "anonymous_budget") && s.cfg.ShedDelay > 0 {
 		timer := time.NewTimer(s.cfg.ShedDelay)
 		select {
 		case <-timer.C:

@@ -12,6 +12,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	rejected *prometheus.CounterVec
+	// upstreamCalls counts the calls to the upstream provider's token endpoint.
+	upstreamCalls *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -27,13 +29,17 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		}, []string{"endpoint"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "latchkey_tokenserver_rejected_requests_total",
-			Help: "Requests refused before being served, by reason (overload: no slot within --max-requests-in-flight; cpu: scheduling latency over --overload-scheduling-latency; canceled: the client left while waiting).",
+			Help: "Requests refused before being served, by reason (queue_full: the caller's queue or all queues are full; wait: no seat within 250 ms; cpu: the caller had requests in while the scheduling latency was over --overload-scheduling-latency; canceled: the client left while waiting; io_*: the same for the API-server and upstream calls).",
 		}, []string{"reason"}),
+		upstreamCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "latchkey_tokenserver_upstream_requests_total",
+			Help: "Calls to the upstream OpenID provider's token endpoint, by call (exchange: a sign-in; revalidate: a refresh-token family's user confirmed).",
+		}, []string{"call"}),
 	}
 	cacheSize := func(pick func(hashes, clients int) int) func() float64 {
 		return func() float64 { return float64(pick(s.index.Sizes())) }
 	}
-	reg.MustRegister(m.requests, m.latency, m.rejected,
+	reg.MustRegister(m.requests, m.latency, m.rejected, m.upstreamCalls,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "latchkey_tokenserver_cached_apikey_hashes", Help: "API key hashes accepted now.",
 		}, cacheSize(func(h, _ int) int { return h })),

@@ -25,6 +25,7 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/latchkey-dev/latchkey/internal/flowcontrol"
 	"github.com/latchkey-dev/latchkey/internal/index"
 )
 
@@ -182,8 +183,17 @@ func newHTTPServer(handler http.Handler, writeTimeout time.Duration) *http.Serve
 // pprofWriteTimeout leaves room for a 30-second CPU profile or trace (pprof's default).
 const pprofWriteTimeout = 45 * time.Second
 
+// Connections held unread beyond MaxConnectionsPerSource: at most this many, this long.
+const (
+	maxHeldConnections = 10000
+	maxHeldWait        = 10 * time.Second
+)
+
 // serveAll runs the API listener (and the metrics and pprof ones, if any) until ctx ends.
 func serveAll(ctx context.Context, srv *Server, o Options) error {
+	if perSource := srv.cfg.MaxConnectionsPerSource; perSource > 0 {
+		o.Listener = flowcontrol.LimitBySource(o.Listener, perSource, maxHeldConnections, maxHeldWait, srv.trusted)
+	}
 	api := newHTTPServer(srv.Handler(), 10*time.Second)
 	errs := make(chan error, 2)
 	go func() {

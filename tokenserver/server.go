@@ -33,8 +33,11 @@ type Config struct {
 	SigningAlgorithm string
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
-	// ConcurrentRequests is how many requests are served at once (default twice
-	// GOMAXPROCS): the others wait in their caller's queue (admission.go).
+	// ConcurrentRequests is how many requests are served at once (default
+	// GOMAXPROCS less one, at least one: a core is left to read and answer
+	// requests, so that callers who keep the others busy signing cannot delay
+	// another's request before it is even read); the others wait in their
+	// caller's queue (admission.go).
 	ConcurrentRequests int
 	// MaxRequestsInFlight bounds the requests served or waiting, over all callers
 	// (default 256), and QueuePerCaller those one caller may have waiting (default
@@ -51,8 +54,17 @@ type Config struct {
 	// queue (default 1 s; negative: none), so that a flood sends fewer.
 	ShedDelay time.Duration
 	// TrustedProxies are the proxies whose X-Forwarded-For names the source of a
-	// request: the flow of requests that prove nothing.
+	// request: the flow of requests that prove nothing. Their connections are not
+	// bounded by MaxConnectionsPerSource.
 	TrustedProxies []netip.Prefix
+	// MaxConnectionsPerSource bounds the connections served at once from one
+	// source address (default 128; negative: none): beyond, a connection waits,
+	// unread, until one of its source's closes (flowcontrol.LimitBySource).
+	MaxConnectionsPerSource int
+	// AnonymousRequestsPerSource is each source address's budget of requests
+	// that prove nothing (no client secret), per second, in bursts twice as large
+	// (default 100; negative: none).
+	AnonymousRequestsPerSource int
 	// IOConcurrency bounds the API-server and upstream calls made on behalf of
 	// requests at once (default 16), IOTimeout each request's share of them
 	// (default 5 s).
@@ -71,8 +83,10 @@ type Server struct {
 	usage   usageRecorder
 	ready   atomic.Bool // caches synced; the signing key is checked per request
 	// cpu admits requests to be served, io their API-server and upstream calls,
-	// both fairly by caller (admission.go).
-	cpu, io *flowcontrol.Limiter
+	// both fairly by caller; anonymous is each source's budget of requests that
+	// prove nothing (admission.go).
+	cpu, io   *flowcontrol.Limiter
+	anonymous *flowcontrol.Budget
 	// scheduler says when the CPU is overloaded.
 	scheduler *schedulerWatch
 	// tokenGrants are the grant types the token endpoint serves (token.go).
@@ -105,6 +119,9 @@ func NewServer(cfg Config, idx *index.Index, keys *Keys, clk clock.PassiveClock,
 		MaxWaiting: max(cfg.MaxRequestsInFlight-cfg.ConcurrentRequests, 1), MaxWait: cfg.OverloadWait,
 		Overloaded: s.scheduler.Overloaded,
 	})
+	if cfg.AnonymousRequestsPerSource > 0 {
+		s.anonymous = flowcontrol.NewBudget(cfg.AnonymousRequestsPerSource, time.Second, 2*cfg.AnonymousRequestsPerSource, maxAnonymousSources)
+	}
 	s.io = flowcontrol.New(flowcontrol.Config{
 		Seats: cfg.IOConcurrency, QueueLength: cfg.QueuePerCaller,
 		MaxWaiting: cfg.MaxRequestsInFlight, MaxWait: cfg.IOTimeout,
@@ -158,10 +175,13 @@ func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
+// maxAnonymousSources bounds the source addresses whose budget is kept.
+const maxAnonymousSources = 100000
+
 // withAdmissionDefaults fills in the admission settings left zero.
 func withAdmissionDefaults(cfg Config) Config {
 	if cfg.ConcurrentRequests <= 0 {
-		cfg.ConcurrentRequests = 2 * runtime.GOMAXPROCS(0)
+		cfg.ConcurrentRequests = max(1, runtime.GOMAXPROCS(0)-1)
 	}
 	if cfg.MaxRequestsInFlight <= 0 {
 		cfg.MaxRequestsInFlight = 256
@@ -180,6 +200,12 @@ func withAdmissionDefaults(cfg Config) Config {
 	}
 	if cfg.IOTimeout <= 0 {
 		cfg.IOTimeout = 5 * time.Second
+	}
+	if cfg.MaxConnectionsPerSource == 0 {
+		cfg.MaxConnectionsPerSource = 64
+	}
+	if cfg.AnonymousRequestsPerSource == 0 {
+		cfg.AnonymousRequestsPerSource = 100
 	}
 	return cfg
 }

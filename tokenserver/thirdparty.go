@@ -83,7 +83,7 @@ const (
 // EnableThirdPartyApps starts discovering the upstream provider and serves the
 // authorization_code flow.
 func (s *Server) EnableThirdPartyApps(ctx context.Context, o ThirdPartyOptions) error {
-	up, err := newUpstream(o.Upstream, s.log.WithName("upstream"))
+	up, err := newUpstream(o.Upstream, s.log.WithName("upstream"), s.metrics.upstreamCalls)
 	if err != nil {
 		return err
 	}

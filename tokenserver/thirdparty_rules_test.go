@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
@@ -62,7 +63,7 @@ func TestLoginCookieName(t *testing.T) {
 // Group names Kubernetes reserves are refused, as user names are, whatever the
 // provider says.
 func TestMapClaimsRefusesReservedGroups(t *testing.T) {
-	u, err := newUpstream(UpstreamConfig{IssuerURL: "https://idp.test", UsernamePrefix: "-", GroupsClaim: "groups"}, logr.Discard())
+	u, err := newUpstream(UpstreamConfig{IssuerURL: "https://idp.test", UsernamePrefix: "-", GroupsClaim: "groups"}, logr.Discard(), prometheus.NewCounterVec(prometheus.CounterOpts{Name: "calls"}, []string{"call"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestMapClaimsRefusesReservedGroups(t *testing.T) {
 	if err != nil || got.Name != "alice" || len(got.Groups) != 1 || got.Groups[0] != "devs" {
 		t.Errorf("an ordinary group: %+v, %v", got, err)
 	}
-	prefixed, err := newUpstream(UpstreamConfig{IssuerURL: "https://idp.test", UsernamePrefix: "-", GroupsClaim: "groups", GroupsPrefix: "idp:"}, logr.Discard())
+	prefixed, err := newUpstream(UpstreamConfig{IssuerURL: "https://idp.test", UsernamePrefix: "-", GroupsClaim: "groups", GroupsPrefix: "idp:"}, logr.Discard(), prometheus.NewCounterVec(prometheus.CounterOpts{Name: "calls"}, []string{"call"}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,6 +81,10 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 			o.Upstream = &tokenserver.UpstreamConfig{IssuerURL: provider.Issuer, ClientID: provider.ClientID, UsernamePrefix: "-"}
 			o.UpstreamSecretName = "latchkey-oidc-client"
 			o.SignInsPerMinute = 10000 // every sign-in of the suite comes from 127.0.0.1
+			// Every refresh a second after the last confirmation asks the provider
+			// again: the specs that refresh run that path too.
+			o.UpstreamRevalidation = time.Second
+			o.AnonymousRequestsPerSource = -1 // the suite's public client and pages come from 127.0.0.1
 		}
 		ts = startServerOn(listener, thirdParty)
 		ts2 = startServerWith(tokenServerConfig, "RS256", thirdParty, true) // a second replica, same issuer
@@ -704,6 +708,56 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		Expect(consent).To(BeTrue(), "carol approved leads:read only")
 	})
 
+	It("ends a family when the provider no longer accepts the user's sign-in, and renews it while it does", func() {
+		ctx := context.Background()
+		verifier := oauth2.GenerateVerifier()
+		token, err := oauthConfig(app).Exchange(ctx, approve(wsA, verifier).Get("code"), oauth2.VerifierOption(verifier))
+		Expect(err).NotTo(HaveOccurred())
+		auth := &basicAuth{app.ClientID, app.ClientSecret}
+		familyID := jwtClaims(token.AccessToken)["latchkey.dev/family"]
+		family := func() *latchkeyv1.RefreshFamily {
+			grant := &latchkeyv1.OAuthGrant{}
+			Expect(k8s.Get(ctx, client.ObjectKey{Namespace: wsA, Name: latchkeyv1.GrantName(app.ClientID)}, grant)).To(Succeed())
+			for i := range grant.Status.RefreshFamilies {
+				if f := &grant.Status.RefreshFamilies[i]; f.ID == familyID {
+					return f
+				}
+			}
+			return nil
+		}
+		started := family()
+		Expect(started).NotTo(BeNil())
+		Expect(started.UpstreamSession).NotTo(ContainSubstring("."), "encrypted, not the provider's token")
+		Expect(started.ValidatedAt).NotTo(BeNil())
+
+		By("a refresh past the interval asks the provider, which confirms the user")
+		revalidations := func() float64 {
+			return gatheredWith(ts.Registry, "latchkey_tokenserver_upstream_requests_total", "call", "revalidate")
+		}
+		before := revalidations()
+		current := token.RefreshToken
+		refresh := func() response {
+			resp := postForm(ts.URL+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {current}}, auth)
+			if resp.StatusCode == http.StatusOK {
+				current = resp.JSON()["refresh_token"].(string)
+			}
+			return resp
+		}
+		Eventually(func() float64 {
+			Expect(refresh().StatusCode).To(Equal(http.StatusOK))
+			return revalidations()
+		}).WithPolling(300 * time.Millisecond).Should(BeNumerically(">", before))
+
+		By("the provider forgets every session, as it does for a user signed out or disabled: the family ends")
+		Expect(provider.Restart()).To(Succeed())
+		var last response
+		Eventually(func() int { last = refresh(); return last.StatusCode }).WithPolling(300 * time.Millisecond).Should(Equal(http.StatusBadRequest))
+		expectOAuthError(last, 400, "invalid_grant")
+		Expect(last.JSON()["error_description"]).To(ContainSubstring("sign-in at the identity provider has ended"))
+		expectOAuthError(refresh(), 400, "invalid_grant")
+		Expect(family()).To(BeNil(), "the family is gone from the grant")
+	})
+
 	It("uninstalls at once: deleting the grant ends its tokens; the manager removes the grants of a deleted client", func() {
 		ctx := context.Background()
 		verifier := oauth2.GenerateVerifier()
@@ -783,6 +837,25 @@ func startServerOn(listener net.Listener, mutate func(*tokenserver.Options)) *ru
 	go func() { s.done <- tokenserver.Run(ctx, tokenServerConfig, opts) }()
 	Eventually(func() int { return get(s.URL + "/readyz").StatusCode }).Should(Equal(200))
 	return s
+}
+
+// gatheredWith is the value of a counter in reg with one label set to value (0 when absent).
+func gatheredWith(reg *prometheus.Registry, name, label, value string) float64 {
+	families, err := reg.Gather()
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // gathered is the value of an unlabelled gauge in reg (0 when absent).

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
 )
 
@@ -49,9 +51,11 @@ type upstream struct {
 	client     *http.Client
 	provider   atomic.Pointer[oidc.Provider]
 	log        logr.Logger
+	// calls counts the calls to the provider's token endpoint, by call.
+	calls *prometheus.CounterVec
 }
 
-func newUpstream(cfg UpstreamConfig, log logr.Logger) (*upstream, error) {
+func newUpstream(cfg UpstreamConfig, log logr.Logger, calls *prometheus.CounterVec) (*upstream, error) {
 	if cfg.UsernameClaim == "" {
 		cfg.UsernameClaim = "sub"
 	}
@@ -79,7 +83,7 @@ func newUpstream(cfg UpstreamConfig, log logr.Logger) (*upstream, error) {
 		}
 		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &upstream{cfg: cfg, client: &http.Client{Transport: transport, Timeout: 10 * time.Second}, log: log}, nil
+	return &upstream{cfg: cfg, client: &http.Client{Transport: transport, Timeout: 10 * time.Second}, log: log, calls: calls}, nil
 }
 
 // discover reads the client secret and fetches the provider's metadata until both
@@ -119,8 +123,26 @@ func (u *upstream) oauth2Config(redirectURL string) (*oauth2.Config, *oidc.Provi
 	}
 	return &oauth2.Config{
 		ClientID: u.cfg.ClientID, ClientSecret: u.cfg.ClientSecret, RedirectURL: redirectURL,
-		Endpoint: p.Endpoint(), Scopes: append([]string{oidc.ScopeOpenID}, u.cfg.Scopes...),
+		Endpoint: endpointOf(p), Scopes: append([]string{oidc.ScopeOpenID}, u.cfg.Scopes...),
 	}, p, nil
+}
+
+// endpointOf is the provider's endpoint with the client authentication its
+// metadata lists: left to detect it, x/oauth2 tries a second call in the other
+// style whenever the first fails, doubling every refused exchange.
+func endpointOf(p *oidc.Provider) oauth2.Endpoint {
+	e := p.Endpoint()
+	var meta struct {
+		Methods []string `json:"token_endpoint_auth_methods_supported"`
+	}
+	_ = p.Claims(&meta)
+	switch {
+	case len(meta.Methods) == 0 || slices.Contains(meta.Methods, "client_secret_basic"):
+		e.AuthStyle = oauth2.AuthStyleInHeader // the default of RFC 8414
+	case slices.Contains(meta.Methods, "client_secret_post"):
+		e.AuthStyle = oauth2.AuthStyleInParams
+	}
+	return e
 }
 
 // authCodeURL is where the browser goes to sign in, with state, nonce and PKCE.
@@ -149,6 +171,7 @@ func (u *upstream) exchange(ctx context.Context, redirectURL, code, verifier, no
 		return user{}, "", err
 	}
 	ctx = oidc.ClientContext(ctx, u.client)
+	u.calls.WithLabelValues("exchange").Inc()
 	token, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
 	if err != nil {
 		return user{}, "", fmt.Errorf("redeeming the provider's code: %w", err)
@@ -176,6 +199,7 @@ func (u *upstream) revalidate(ctx context.Context, refreshToken string) (user, s
 		return user{}, "", err
 	}
 	ctx = oidc.ClientContext(ctx, u.client)
+	u.calls.WithLabelValues("revalidate").Inc()
 	token, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
 	var refused *oauth2.RetrieveError
 	if errors.As(err, &refused) && refused.Response != nil && refused.Response.StatusCode < 500 {

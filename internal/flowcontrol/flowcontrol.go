@@ -7,9 +7,12 @@
 // served almost at once, whatever the flood.
 //
 // It also knows when the process as a whole is behind (an Overloaded func, the Go
-// scheduler's latency): then it sheds the requests of flows that already have one
-// served or waiting, and only those, so that a caller with nothing in is still
-// served. What a server answers a shed request, and when, is its own business.
+// scheduler's latency): then, while more than one flow has requests in, it sheds
+// the requests of the flows that already have one in, and only those, so that a
+// caller that sends one request at a time is still served. A request is in from Acquire
+// to Done, seated or not: a flood of cheap requests holds seats only for moments,
+// but its requests are in while they wait for the CPU to write their answers.
+// What a server answers a shed request, and when, is its own business.
 package flowcontrol
 
 import (
@@ -25,8 +28,8 @@ var (
 	ErrQueueFull = errors.New("the caller's queue is full")
 	// ErrWaitedTooLong: no seat freed up for it within MaxWait.
 	ErrWaitedTooLong = errors.New("no seat freed up in time")
-	// ErrOverloaded: the process is behind, and the flow already has requests in.
-	ErrOverloaded = errors.New("the server is overloaded and the caller already has requests in")
+	// ErrOverloaded: the process is behind, and the flow has more requests in than its share.
+	ErrOverloaded = errors.New("the server is overloaded and the caller has more than its share of requests in")
 )
 
 // Config sizes a Limiter.
@@ -50,17 +53,19 @@ type Limiter struct {
 	mu      sync.Mutex
 	busy    int // seats held
 	waiting int // requests queued, over all flows
+	in      int // requests in (Acquire to Done), over all flows
 	flows   map[string]*flow
 	// ready lists the flows with waiters, in the order they began to wait: the
 	// tie-break between flows that hold as few seats.
 	ready []*flow
 }
 
-// flow is one caller's share: the seats it holds and its queue. It exists while
-// it holds a seat or has a waiter.
+// flow is one caller's share: the seats it holds, its queue, and its requests in.
+// It exists while it has a request in.
 type flow struct {
 	key   string
 	held  int
+	in    int
 	queue []*waiter
 }
 
@@ -75,21 +80,35 @@ func New(cfg Config) *Limiter {
 	return &Limiter{cfg: cfg, flows: map[string]*flow{}}
 }
 
-// Seat is a seat held by a request. Release gives it back; it may be called more
-// than once (only the first counts), so that a request may give its seat up early
-// (before it waits on I/O) and still release it in a defer.
+// Seat is a request's place in the limiter: a seat, from Acquire until Release,
+// and the request's presence, until Done. Both may be called more than once
+// (only the first counts), so that a request may give its seat up early (before
+// it waits on I/O) and still call both in defers.
 type Seat struct {
-	l    *Limiter
-	f    *flow
-	once sync.Once
+	l             *Limiter
+	f             *flow
+	release, done sync.Once
 }
 
-// Release gives the seat back to the limiter.
+// Release gives the seat back to the limiter; the request is still in.
 func (s *Seat) Release() {
 	if s == nil {
 		return
 	}
-	s.once.Do(func() { s.l.release(s.f) })
+	s.release.Do(func() { s.l.release(s.f) })
+}
+
+// Done says the request is answered: its seat is given back if it still holds it.
+func (s *Seat) Done() {
+	if s == nil {
+		return
+	}
+	s.Release()
+	s.done.Do(func() {
+		s.l.mu.Lock()
+		defer s.l.mu.Unlock()
+		s.l.leave(s.f)
+	})
 }
 
 // Acquire returns a seat for the flow key, waiting for one (in the flow's queue)
@@ -101,10 +120,15 @@ func (l *Limiter) Acquire(ctx context.Context, key string) (*Seat, error) {
 		f = &flow{key: key}
 		l.flows[key] = f
 	}
-	busyFlow := f.held > 0 || len(f.queue) > 0
+	f.in++
+	l.in++
+	// While the process is behind, a caller with a request in already is over its
+	// share, unless it is the only one: a caller that sends one request at a time
+	// is always served, and one that sends many at once backs off first.
+	overShare := len(l.flows) > 1 && f.in > 1
 	switch {
-	case busyFlow && l.cfg.Overloaded != nil && l.cfg.Overloaded():
-		l.forget(f)
+	case overShare && l.cfg.Overloaded != nil && l.cfg.Overloaded():
+		l.leave(f)
 		l.mu.Unlock()
 		return nil, ErrOverloaded
 	case l.busy < l.cfg.Seats && len(l.ready) == 0:
@@ -113,7 +137,7 @@ func (l *Limiter) Acquire(ctx context.Context, key string) (*Seat, error) {
 		l.mu.Unlock()
 		return &Seat{l: l, f: f}, nil
 	case len(f.queue) >= l.cfg.QueueLength || l.waiting >= l.cfg.MaxWaiting:
-		l.forget(f)
+		l.leave(f)
 		l.mu.Unlock()
 		return nil, ErrQueueFull
 	}
@@ -142,7 +166,15 @@ func (l *Limiter) Acquire(ctx context.Context, key string) (*Seat, error) {
 		return &Seat{l: l, f: f}, nil
 	}
 	l.dequeue(f, w)
+	l.leave(f)
 	return nil, err
+}
+
+// leave counts a request of f out.
+func (l *Limiter) leave(f *flow) {
+	f.in--
+	l.in--
+	l.forget(f)
 }
 
 // release frees a seat of f and hands it to the waiting flow that holds the
@@ -198,10 +230,10 @@ func (l *Limiter) dequeue(f *flow, w *waiter) {
 	l.forget(f)
 }
 
-// forget drops a flow that holds nothing and waits for nothing, so that the
-// table holds only flows with requests in (bounded by Seats + MaxWaiting).
+// forget drops a flow that has no request in, so that the table holds only flows
+// with requests in (bounded by the requests being served).
 func (l *Limiter) forget(f *flow) {
-	if f.held == 0 && len(f.queue) == 0 {
+	if f.in == 0 {
 		delete(l.flows, f.key)
 	}
 }

@@ -23,7 +23,7 @@ func waitFor(l *Limiter, key string, ctx context.Context) chan error {
 	go func() {
 		s, err := l.Acquire(ctx, key)
 		if err == nil {
-			defer s.Release()
+			s.Done()
 		}
 		done <- err
 	}()
@@ -63,18 +63,18 @@ func TestTheNextSeatGoesToTheFlowHoldingFewest(t *testing.T) {
 	eventually(t, "the flood's waiters queue", func() bool { return l.Stats().Waiting == 3 })
 	go acquire("light")
 	eventually(t, "the light caller queues", func() bool { return l.Stats().Waiting == 4 })
-	held[0].Release()
+	held[0].Done()
 	if first := <-got; first != "light" {
 		t.Fatalf("the first freed seat went to %s, want the caller holding none", first)
 	}
-	held[1].Release()
+	held[1].Done()
 	for range 3 {
 		if next := <-got; next != "flood" {
 			t.Fatalf("then %s", next)
 		}
-		(<-seats).Release() // the light caller's seat, then the flood's
+		(<-seats).Done() // the light caller's seat, then the flood's
 	}
-	(<-seats).Release()
+	(<-seats).Done()
 	if s := l.Stats(); s != (Stats{}) {
 		t.Fatalf("everything released: %+v", s)
 	}
@@ -92,7 +92,7 @@ func TestAFlowIsShedFromItsOwnQueueOnly(t *testing.T) {
 	}
 	other := waitFor(l, "other", ctx)
 	eventually(t, "another flow still queues", func() bool { return l.Stats().Waiting == 3 })
-	held.Release()
+	held.Done()
 	if err := <-other; err != nil {
 		t.Fatalf("the other flow: %v", err)
 	}
@@ -121,8 +121,8 @@ func TestMaxWaitingBoundsAllQueues(t *testing.T) {
 			t.Fatalf("a waiter whose client left: %v", err)
 		}
 	}
-	held.Release()
-	held.Release() // only the first counts
+	held.Done()
+	held.Done() // only the first counts
 	if s := l.Stats(); s != (Stats{}) {
 		t.Fatalf("everything released: %+v", s)
 	}
@@ -131,7 +131,7 @@ func TestMaxWaitingBoundsAllQueues(t *testing.T) {
 func TestWaitingIsBounded(t *testing.T) {
 	l := New(Config{Seats: 1, QueueLength: 8, MaxWaiting: 8, MaxWait: 20 * time.Millisecond})
 	held := acquired(t, l, "a")
-	defer held.Release()
+	defer held.Done()
 	start := time.Now()
 	if _, err := l.Acquire(context.Background(), "b"); !errors.Is(err, ErrWaitedTooLong) {
 		t.Fatalf("%v", err)
@@ -144,21 +144,51 @@ func TestWaitingIsBounded(t *testing.T) {
 	}
 }
 
-// Overloaded, the limiter sheds the flows that already have a request in, and
-// still serves a caller that has none.
-func TestOverloadShedsOnlyBusyFlows(t *testing.T) {
+// Overloaded, the limiter sheds the requests of flows that already have one in,
+// and still serves a caller that sends one at a time; alone, a caller is never
+// shed for it (there is no one to protect).
+func TestOverloadShedsOnlyFlowsWithRequestsIn(t *testing.T) {
 	var overloaded atomic.Bool
-	l := New(Config{Seats: 4, QueueLength: 8, MaxWaiting: 64, MaxWait: time.Minute, Overloaded: overloaded.Load})
-	held := acquired(t, l, "flood")
+	l := New(Config{Seats: 8, QueueLength: 8, MaxWaiting: 64, MaxWait: time.Minute, Overloaded: overloaded.Load})
 	overloaded.Store(true)
-	if _, err := l.Acquire(context.Background(), "flood"); !errors.Is(err, ErrOverloaded) {
-		t.Fatalf("a busy flow, overloaded: %v", err)
+	var flood []*Seat
+	for range 4 {
+		flood = append(flood, acquired(t, l, "flood")) // alone: never shed
 	}
 	light := acquired(t, l, "light")
-	light.Release()
-	held.Release()
-	again := acquired(t, l, "flood") // nothing in any more
-	again.Release()
+	if _, err := l.Acquire(context.Background(), "flood"); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("a flow with requests in, overloaded: %v", err)
+	}
+	if _, err := l.Acquire(context.Background(), "light"); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("the light flow's second request at once, overloaded: %v", err)
+	}
+	light.Done()
+	light = acquired(t, l, "light") // one at a time: served
+	overloaded.Store(false)
+	extra := acquired(t, l, "flood") // not overloaded: served
+	for _, s := range append(flood, light, extra) {
+		s.Done()
+	}
+	if s := l.Stats(); s != (Stats{}) {
+		t.Fatalf("everything done: %+v", s)
+	}
+}
+
+// Release gives the seat back early; the request stays in until Done.
+func TestReleaseKeepsTheRequestIn(t *testing.T) {
+	l := New(Config{Seats: 1, QueueLength: 8, MaxWaiting: 8, MaxWait: time.Minute})
+	s := acquired(t, l, "a")
+	s.Release()
+	if st := l.Stats(); st.Busy != 0 || st.Flows != 1 {
+		t.Fatalf("released, not done: %+v", st)
+	}
+	other := acquired(t, l, "b") // the seat is free
+	other.Done()
+	s.Done()
+	s.Done()
+	if st := l.Stats(); st != (Stats{}) {
+		t.Fatalf("done: %+v", st)
+	}
 }
 
 func TestBudget(t *testing.T) {

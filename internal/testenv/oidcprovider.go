@@ -37,6 +37,10 @@ type OIDCProvider struct {
 	Users        []OIDCUser
 	proc         *Process
 	dir          string
+	// start starts the provider's process again with the same settings (Restart).
+	start func() (*Process, error)
+	// logPath is its output's file.
+	logPath string
 }
 
 // OIDCUser is a person who can sign in at the provider with Username and
@@ -84,16 +88,19 @@ func StartOIDCProvider(logPath string, redirectURIs []string, users []OIDCUser) 
 	// The provider is configured only by its environment, and StartProcess passes
 	// the test's own; env(1) adds the settings (overriding any the test inherited)
 	// and then execs the provider in its place, so signals still reach it.
-	proc, err := StartProcess("oidc-provider", logPath, "", "env",
-		"PORT="+port,
-		"REDIRECT_URI="+strings.Join(redirectURIs, ","),
-		"USERS_FILE="+usersFile,
-		bin)
+	start := func() (*Process, error) {
+		return StartProcess("oidc-provider", logPath, "", "env",
+			"PORT="+port,
+			"REDIRECT_URI="+strings.Join(redirectURIs, ","),
+			"USERS_FILE="+usersFile,
+			bin)
+	}
+	proc, err := start()
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting the OpenID Provider %s: %w", bin, err)
 	}
-	p := &OIDCProvider{ClientID: "web", ClientSecret: "secret", Users: users, proc: proc, dir: dir}
+	p := &OIDCProvider{ClientID: "web", ClientSecret: "secret", Users: users, proc: proc, dir: dir, start: start, logPath: logPath}
 
 	// The provider builds its issuer from the port as "http://localhost:PORT/";
 	// the discovery document is asked for it, rather than assumed.
@@ -185,19 +192,40 @@ func fetchIssuer(c *http.Client, discovery string) (string, error) {
 	return doc.Issuer, nil
 }
 
+// Restart stops the provider and starts it again on the same address with the
+// same users: everything it kept in memory is gone — its sessions, and so every
+// refresh token it issued (as a provider does for a user who was signed out or
+// disabled). It returns once the provider serves its discovery document again.
+func (p *OIDCProvider) Restart() error {
+	if err := p.stopProcess(); err != nil {
+		return err
+	}
+	proc, err := p.start()
+	if err != nil {
+		return err
+	}
+	p.proc = proc
+	_, err = waitDiscovery(proc, p.Issuer, p.logPath, 30*time.Second)
+	return err
+}
+
+func (p *OIDCProvider) stopProcess() error {
+	err := p.proc.Stop(5 * time.Second)
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+			err = nil
+		}
+	}
+	return err
+}
+
 // Stop stops the provider and removes its users file. Upstream's example does
 // not handle SIGTERM, so ending by that signal is how it stops cleanly.
 func (p *OIDCProvider) Stop() error {
 	var errs []error
 	if p.proc != nil {
-		err := p.proc.Stop(5 * time.Second)
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
-				err = nil
-			}
-		}
-		errs = append(errs, err)
+		errs = append(errs, p.stopProcess())
 	}
 	if p.dir != "" {
 		errs = append(errs, os.RemoveAll(p.dir))

@@ -161,10 +161,14 @@ var _ = Describe("The token server, overloaded", func() {
 		Expect(len(wrong)).To(BeZero(), "every answer is right, or a 503/429 with Retry-After; wrong: %s", firstFew(wrong))
 		Expect(served).To(BeNumerically(">", 0))
 		// How many are shed depends on the machine's speed; every one is counted.
-		noSlot, _ := metric(Default, srv, `latchkey_tokenserver_rejected_requests_total{reason="overload"}`)
-		cpuBehind, _ := metric(Default, srv, `latchkey_tokenserver_rejected_requests_total{reason="cpu"}`)
-		AddReportEntry("overload: shed for", fmt.Sprintf("no slot %v, CPU behind %v", noSlot, cpuBehind))
-		Expect(noSlot+cpuBehind).To(BeNumerically("==", shed), "requests counted as rejected for overload")
+		var rejected float64
+		shedFor := map[string]float64{}
+		for _, reason := range []string{"queue_full", "wait", "cpu", "canceled", "anonymous_budget"} {
+			shedFor[reason], _ = metric(Default, srv, `latchkey_tokenserver_rejected_requests_total{reason="`+reason+`"}`)
+			rejected += shedFor[reason]
+		}
+		AddReportEntry("overload: shed for", shedFor)
+		Expect(rejected).To(BeNumerically("==", shed), "requests counted as rejected for overload")
 
 		peak := memory(srv.Cmd.Process.Pid, "VmHWM")
 		AddReportEntry("overload: token server peak RSS (VmHWM)", mib(peak))

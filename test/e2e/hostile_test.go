@@ -115,14 +115,28 @@ var _ = Describe("The edge against hostile clients", Label("authz"), Ordered, fu
 		}
 	})
 
-	It("refuses an identity header under another spelling rather than forwarding it, through every proxy", func() {
+	It("never lets an identity header under another spelling reach the upstream, through every proxy", func() {
+		imitates := func(name string) bool {
+			return strings.Contains(name, "_") && strings.HasPrefix(strings.ToLower(strings.ReplaceAll(name, "_", "-")), "x-latchkey-")
+		}
 		for name, e := range proxies {
 			for _, forged := range []string{"X_Latchkey_Client_Id", "X_Latchkey_Subject"} {
 				r := e.do(http.MethodGet, "/v1/leads", readerKey, map[string]string{forged: "victim"})
-				// Caddy drops such a header itself before the upstream; nginx with
-				// underscores_in_headers passes it; the authorizer refuses it either way.
-				Expect(r.Upstream).To(BeNil(), "%s forwarded the request with %s", name, forged)
-				Expect(r.Status).To(Equal(http.StatusUnauthorized), "%s with %s: %s", name, forged, r.String())
+				if r.Upstream != nil {
+					for got := range r.Upstream.Header {
+						Expect(imitates(got)).To(BeFalse(), "%s forwarded %s", name, got)
+					}
+				}
+				if strings.HasPrefix(name, "nginx") {
+					// nginx with underscores_in_headers passes the header on, to the
+					// authorizer as to the upstream: the authorizer refuses the request.
+					Expect(r.Status).To(Equal(http.StatusUnauthorized), "%s with %s: %s", name, forged, r.String())
+					Expect(r.Upstream).To(BeNil())
+				} else {
+					// Caddy drops such a header before the authorizer and the upstream
+					// see it: the request goes through as the reader's, without it.
+					Expect(r.Status).To(Equal(http.StatusOK), "%s with %s: %s", name, forged, r.String())
+				}
 			}
 		}
 	})
