@@ -39,10 +39,11 @@ fmt: ## go fmt.
 	go fmt ./...
 
 .PHONY: vet
-vet: ## go vet (the e2e and chaos suites too).
+vet: ## go vet (the e2e, chaos and cluster suites too).
 	go vet ./...
 	go vet -tags e2e ./test/...
 	go vet -tags chaos ./test/...
+	go vet -tags cluster ./test/...
 
 .PHONY: envtest
 envtest: ## Build kube-apiserver, etcd, kube-controller-manager and kubectl from Go modules into bin/k8s/<version> (once).
@@ -75,30 +76,38 @@ promtool: ## Build promtool from github.com/prometheus/prometheus into bin/promt
 chromium: ## Ensure a headless Chromium for the browser specs (installs Debian's chromium package when CI=true; fails loudly otherwise).
 	hack/chromium.sh
 
+.PHONY: nginx
+nginx: ## Ensure nginx (with auth_request) for the edge specs behind nginx (installs Debian's nginx-light when CI=true; fails loudly otherwise).
+	hack/nginx.sh
+
 .PHONY: openid-client
 openid-client: ## Install Node's openid-client 6 (npm, from the lockfile) for the e2e spec that runs a third-party app written with it.
 	@command -v node >/dev/null || { echo "Node.js is required for the openid-client e2e spec (apt-get install nodejs)" >&2; exit 1; }
 	npm ci --prefix test/e2e/testdata/openid-client --no-audit --no-fund --loglevel=error
 
 .PHONY: test
-test: verify-generated vet test-envtest test-e2e test-chaos ## Everything: unit tests, envtest suites, the end-to-end suite, then the chaos suite.
+test: verify-generated vet test-envtest test-e2e test-chaos test-cluster ## Everything: unit tests, envtest suites, the end-to-end suite, the chaos suite, then the cluster suite.
 
 .PHONY: test-envtest
 test-envtest: envtest oidc-provider promtool helm ## The unit tests and the envtest suites against a real API server (and a real upstream OpenID Provider).
 	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) HELM_VERSION=$(HELM_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
 
 .PHONY: test-e2e
-test-e2e: build envtest caddy oidc-provider chromium openid-client ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy, the upstream OpenID Provider, headless Chromium.
+test-e2e: build envtest caddy oidc-provider chromium openid-client nginx ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy, the upstream OpenID Provider, headless Chromium.
 	CADDY_VERSION=$(CADDY_VERSION) OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v
 
 .PHONY: test-chaos
-test-chaos: build envtest ## The fault suite: kube-apiserver and etcd restarted under load, the token server overloaded (under 4 min).
-	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags chaos ./test/chaos/ -count=1 -timeout 10m -v -args -ginkgo.v
+test-chaos: build envtest oidc-provider ## The fault suite: kube-apiserver and etcd restarted under load, the token server overloaded (under 4 min).
+	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags chaos ./test/chaos/ -count=1 -timeout 15m -v -args -ginkgo.v
+
+.PHONY: test-cluster
+test-cluster: image cluster-tools helm ## The cluster suite on a real one-node cluster (needs root): helm install from the offline image, traffic through Services, rolling upgrade and failover under load, uninstall and reinstall, dist/install.yaml.
+	K8S_VERSION=$(K8S_VERSION) COREDNS_VERSION=$(COREDNS_VERSION) HELM_VERSION=$(HELM_VERSION) go test -tags cluster ./test/cluster/ -count=1 -timeout 30m -v -args -ginkgo.v
 
 REPEAT ?= 5
 
 .PHONY: repeat-tests
-repeat-tests: build envtest caddy oidc-provider chromium openid-client ## Run the envtest, e2e and chaos suites REPEAT times (default 5) from a clean test cache; stops at the first failure.
+repeat-tests: build envtest caddy oidc-provider chromium openid-client nginx ## Run the envtest, e2e and chaos suites REPEAT times (default 5) from a clean test cache; stops at the first failure.
 	hack/repeat-tests.sh $(REPEAT)
 
 .PHONY: bench
@@ -127,6 +136,22 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 30s); `make test` runs
 			go test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
 		done; \
 	done
+
+##@ Cluster
+
+COREDNS_VERSION ?= v1.15.0
+
+.PHONY: cluster-tools
+cluster-tools: ## Build what `make cluster` runs: kubelet, kube-scheduler and kube-proxy beside the control plane (hack/envtest.sh), CoreDNS (hack/coredns.sh), the pause binary, bin/latchkey-cluster; and Debian's containerd, runc, CNI plugins and nft (hack/node-packages.sh, installed when CI=true).
+	K8S_VERSION=$(K8S_VERSION) ENVTEST_BIN_DIR=$(ENVTEST_DIR) hack/envtest.sh kube-apiserver etcd kube-controller-manager kubectl kubelet kube-scheduler kube-proxy
+	COREDNS_VERSION=$(COREDNS_VERSION) hack/coredns.sh
+	hack/node-packages.sh
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/cluster/pause ./hack/cluster/pause
+	go build -o bin/latchkey-cluster ./hack/cluster
+
+.PHONY: cluster
+cluster: image cluster-tools ## A real one-node cluster on this machine (root): kubelet, containerd, kube-proxy, CoreDNS, the image imported; prints the kubeconfig; Ctrl-C stops it and undoes everything.
+	bin/latchkey-cluster --k8s-bin $(ENVTEST_DIR) --coredns bin/coredns/$(COREDNS_VERSION)/coredns --pause bin/cluster/pause --import bin/image/latchkey.tar $(CLUSTER_FLAGS)
 
 ##@ Demo
 

@@ -22,11 +22,14 @@ type Process struct {
 // StartProcess runs bin with args, KUBECONFIG=kubeconfig unless empty, and its
 // output appended to logPath.
 func StartProcess(name, logPath, kubeconfig, bin string, args ...string) (*Process, error) {
+	return startProcess(exec.Command(bin, args...), name, logPath, kubeconfig)
+}
+
+func startProcess(cmd *exec.Cmd, name, logPath, kubeconfig string) (*Process, error) {
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = os.Environ()
 	if kubeconfig != "" {
