@@ -68,7 +68,7 @@ var _ = Describe("A tenant attacking another team's API", func() {
 	})
 
 	It("cannot take over the victim's host or identifier with an API of its own", func() {
-		// Claims made in the same second all give way (apis.NotNewer); here the
+		// Claims made in the same second all give way (apirules.NotNewer); here the
 		// victim's API is strictly older, as an existing API is.
 		Eventually(func() bool { return time.Now().After(victimAPI.CreationTimestamp.Add(time.Second)) }).Should(BeTrue())
 		claim := &latchkeyv1.API{ObjectMeta: metav1.ObjectMeta{Namespace: tenant.Namespace, Name: "squatter"},

@@ -19,7 +19,7 @@ import (
 
 	"k8s.io/utils/clock"
 
-	"github.com/latchkey-dev/latchkey/internal/apis"
+	"github.com/latchkey-dev/latchkey/internal/apirules"
 	"github.com/latchkey-dev/latchkey/internal/index"
 )
 
@@ -146,7 +146,7 @@ func (a *Authorizer) Decide(r Request) Decision {
 	}
 	granted := strings.Fields(d.Identity.Scopes)
 	for _, scope := range required {
-		if !apis.GrantsScope(granted, scope) {
+		if !apirules.GrantsScope(granted, scope) {
 			return Decision{Status: 403, Outcome: InsufficientScope, API: d.API, Error: "insufficient_scope",
 				Description: "the credential lacks a scope this route requires", RequiredScope: strings.Join(required, " ")}
 		}

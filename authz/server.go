@@ -3,10 +3,11 @@ package authz
 import (
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/latchkey-dev/latchkey/internal/serve"
 )
 
 // Server serves the Authorizer over gRPC (Envoy ext_authz) and HTTP (forward-auth).
@@ -14,18 +15,18 @@ type Server struct {
 	authorizer *Authorizer
 	realm      string
 	metrics    *metrics
-	ready      atomic.Bool
+	readiness  *serve.Readiness
 }
 
 // NewServer wraps an authorizer; realm is the WWW-Authenticate realm.
 func NewServer(a *Authorizer, realm string, reg prometheus.Registerer) *Server {
-	s := &Server{authorizer: a, realm: realm}
+	s := &Server{authorizer: a, realm: realm, readiness: &serve.Readiness{}}
 	s.metrics = newMetrics(reg, a)
 	return s
 }
 
 // SetReady marks the caches as synced: /readyz answers 200 from then on.
-func (s *Server) SetReady() { s.ready.Store(true) }
+func (s *Server) SetReady() { s.readiness.MarkSynced() }
 
 // Handler routes the HTTP endpoints. Forward-auth answers every method: Traefik
 // and nginx may send the original one.
@@ -34,13 +35,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(ForwardAuthPath, s.handleAuthPaths)
 	mux.HandleFunc(ForwardAuthPath+"/", s.handleAuthPaths)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.ready.Load() {
-			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
+	mux.HandleFunc("GET /readyz", s.readiness.Handler)
 	// Envoy's HTTP mode is routed before the mux: the mux answers a path with
 	// "//" or ".." with a redirect, and a decision must be 200, 401 or 403.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -11,36 +11,28 @@ import (
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/latchkey-dev/latchkey/internal/signingkeys"
 	"github.com/latchkey-dev/latchkey/tokenserver"
+	"github.com/latchkey-dev/latchkey/tokenserver/thirdparty"
 )
 
 func runTokenServer(args []string) error {
 	var (
-		o               tokenserver.Options
-		listen, metrics string
-		pprof           string
-		namespaces      string
-		kubeAPIQPS      float64
-		kubeAPIBurst    int
-		gcPercent       int
+		o                   tokenserver.Options
+		common              dataPlaneFlags
+		listenAddr, pprofAt string
+		gcPercent           int
 	)
 	fs := flag.NewFlagSet("tokenserver", flag.ContinueOnError)
+	common.bind(fs, "APIKeys and OAuthClients")
 	fs.StringVar(&o.IssuerURL, "issuer-url", "http://latchkey-tokenserver.latchkey-system.svc", "issuer of access tokens (iss) and base of the endpoint URLs in the metadata")
 	fs.StringVar(&o.SigningAlgorithm, "signing-algorithm", signingkeys.RS256, "RS256, ES256 or EdDSA; the manager must keep keys for it (--signing-algorithms)")
-	fs.StringVar(&listen, "listen-address", ":8080", "address of the OAuth endpoints, /healthz and /readyz")
-	fs.StringVar(&metrics, "metrics-bind-address", ":9090", "address of /metrics; \"0\" disables it")
-	fs.StringVar(&pprof, "pprof-bind-address", "0", "address of Go's /debug/pprof endpoints, for profiling; \"0\" (the default) disables them")
-	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "serve TLS with this certificate (PEM)")
-	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "", "private key of --tls-cert-file (PEM)")
-	fs.StringVar(&namespaces, "namespaces", "", "comma-separated namespaces whose APIKeys and OAuthClients to serve; empty means all")
+	fs.StringVar(&listenAddr, "listen-address", ":8080", "address of the OAuth endpoints, /healthz and /readyz")
+	fs.StringVar(&pprofAt, "pprof-bind-address", "0", "address of Go's /debug/pprof endpoints, for profiling; \"0\" (the default) disables them")
 	fs.StringVar(&o.SigningKeyNamespace, "signing-key-namespace", envOr("POD_NAMESPACE", "latchkey-system"), "namespace of the signing-key Secret")
 	fs.StringVar(&o.SigningKeySecret, "signing-key-secret", "latchkey-signing-keys", "name of the signing-key Secret")
 	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", 16<<10, "largest request body accepted")
-	fs.DurationVar(&o.LastUsedFlushInterval, "last-used-flush-interval", 10*time.Second, "how often recorded uses are written to status.lastUsedAt")
-	fs.DurationVar(&o.LastUsedGranularity, "last-used-granularity", time.Hour, "status.lastUsedAt is the start of the period of this length in which the credential was last used: at most one write per object per period, whatever the replica count (minimum 1m)")
 	fs.IntVar(&o.ConcurrentRequests, "concurrent-requests", 0, "requests served at once; the others wait in their caller's queue, and each seat that frees up goes to the waiting caller that holds the fewest (0: GOMAXPROCS less one, at least one: a core stays free to read and answer requests while callers keep the others busy signing)")
 	fs.IntVar(&o.MaxRequestsInFlight, "max-requests-in-flight", 256, "requests served or waiting, over all callers; beyond it, or after 250 ms in a queue, a request gets 503 with Retry-After")
 	fs.IntVar(&o.QueuePerCaller, "max-requests-queued-per-caller", 32, "requests one caller (a client_id, or a source address for requests that prove nothing) may have waiting; beyond it its requests get 503")
@@ -53,10 +45,8 @@ func runTokenServer(args []string) error {
 	fs.IntVar(&o.IOConcurrency, "request-io-concurrency", 16, "API-server and upstream-provider calls made on behalf of requests at once (refresh, code redemption, revocation of a family, sign-in, consent), shared fairly by caller")
 	fs.DurationVar(&o.IOTimeout, "request-io-timeout", 5*time.Second, "the longest a request waits for, and spends on, its API-server and upstream calls")
 	fs.StringVar(&o.StartupCPUProfile, "startup-cpu-profile", "", "write a CPU profile of the start, until the caches are synced, to this file")
-	fs.Float64Var(&kubeAPIQPS, "kube-api-qps", 50, "client-side QPS limit towards the API server")
-	fs.IntVar(&kubeAPIBurst, "kube-api-burst", 100, "client-side burst towards the API server")
 	fs.IntVar(&gcPercent, "gc-percent", 200, "Go's garbage-collection target (as GOGC; the GOGC variable, when set, wins): collect when the heap reaches 1+N/100 times the live heap")
-	var upstream tokenserver.UpstreamConfig
+	var upstream thirdparty.UpstreamConfig
 	var upstreamScopes string
 	fs.StringVar(&upstream.IssuerURL, "oidc-issuer-url", "", "issuer of the upstream OpenID provider users sign in at, for third-party apps (authorization_code); empty turns third-party apps off. The --oidc-* flags mirror kube-apiserver's, so a user gets the same name here as in RBAC")
 	fs.StringVar(&upstream.ClientID, "oidc-client-id", "", "the token server's client_id at the upstream provider")
@@ -69,13 +59,16 @@ func runTokenServer(args []string) error {
 	fs.DurationVar(&o.UpstreamRevalidation, "upstream-revalidation-interval", time.Hour, "how often, at most, a refresh of a third-party app's token asks the upstream provider (with its refresh token of the user's sign-in) whether the user is still who signed in, and with which groups; the family ends when the provider refuses, or gave no refresh token; 0 never asks (RBAC is asked with the groups of the sign-in)")
 	fs.IntVar(&o.SignInsPerMinute, "sign-ins-per-minute-per-source", 60, "each source address's budget of sign-ins (the provider's callbacks, each an upstream call and RBAC reviews), in bursts as large; see --trusted-proxies")
 	fs.StringVar(&upstreamScopes, "oidc-scopes", "profile,email,offline_access", "scopes asked of the upstream provider besides openid; offline_access gets the refresh token that revalidates a user (--upstream-revalidation-interval)")
-	zapOpts := zap.Options{}
-	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	cfg, err := common.setUp()
+	if err != nil {
+		return err
+	}
 	o.Log = ctrl.Log.WithName("tokenserver")
+	o.TLSCertFile, o.TLSKeyFile = common.tlsCertFile, common.tlsKeyFile
+	o.LastUsedFlushInterval, o.LastUsedGranularity = common.lastUsedFlush, common.lastUsedGranularity
 	if os.Getenv("GOGC") == "" {
 		// The server's live heap is small (the index: ~0.5 KiB per API key) and its
 		// garbage rate high (~25 KB per token request). Collecting at 3x the live
@@ -86,10 +79,7 @@ func runTokenServer(args []string) error {
 	if !slices.Contains(signingkeys.SupportedAlgorithms, o.SigningAlgorithm) {
 		return fmt.Errorf("unsupported --signing-algorithm %q", o.SigningAlgorithm)
 	}
-	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
-		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
-	}
-	o.Namespaces = splitList(namespaces)
+	o.Namespaces = splitList(common.namespaces)
 	for _, cidr := range splitList(trustedProxies) {
 		prefix, err := netip.ParsePrefix(cidr)
 		if err != nil {
@@ -104,22 +94,14 @@ func runTokenServer(args []string) error {
 		upstream.Scopes = splitList(upstreamScopes)
 		o.Upstream = &upstream
 	}
-	cfg, err := kubeConfig(kubeAPIQPS, kubeAPIBurst)
-	if err != nil {
+	if o.Listener, err = net.Listen("tcp", listenAddr); err != nil {
 		return err
 	}
-	if o.Listener, err = net.Listen("tcp", listen); err != nil {
+	if o.MetricsListener, err = listen(common.metricsAddr); err != nil {
 		return err
 	}
-	if metrics != "0" {
-		if o.MetricsListener, err = net.Listen("tcp", metrics); err != nil {
-			return err
-		}
-	}
-	if pprof != "0" {
-		if o.PprofListener, err = net.Listen("tcp", pprof); err != nil {
-			return err
-		}
+	if o.PprofListener, err = listen(pprofAt); err != nil {
+		return err
 	}
 	o.Log.Info("serving", "address", o.Listener.Addr().String(), "issuer", o.IssuerURL, "algorithm", o.SigningAlgorithm)
 	return tokenserver.Run(ctrl.SetupSignalHandler(), cfg, o)

@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
@@ -20,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
-	"github.com/latchkey-dev/latchkey/internal/apis"
+	"github.com/latchkey-dev/latchkey/internal/apirules"
 )
 
 // The manager reads every API (to find who holds an identifier or a host, and for
@@ -39,14 +38,14 @@ const (
 // holds its identifier and every one of its hosts, else Ready=False
 // (IdentifierConflict) naming an API that is not newer and claims one of them (the
 // older holder; or, created in the same second, a claimant that keeps both from
-// holding it). Who holds what is apis.NotNewer, the rule the authorizer applies, so
+// holding it). Who holds what is apirules.NotNewer, the rule the authorizer applies, so
 // status says what the authorizer does.
 type APIReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
 }
 
-// Reconcile computes the status from the cache and writes it only if it changed.
+// Reconcile computes the status from the cache; finalize writes it if it changed.
 func (r *APIReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	api := &latchkeyv1.API{}
 	if err := r.Get(ctx, req.NamespacedName, api); err != nil {
@@ -62,35 +61,30 @@ func (r *APIReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		return ctrl.Result{}, err
 	}
 	if rival == nil {
-		r.setReady(api, metav1.ConditionTrue, latchkeyv1.ReasonAccepted,
+		setReadyCondition(&api.Status.Conditions, api.Generation, metav1.ConditionTrue, latchkeyv1.ReasonAccepted,
 			fmt.Sprintf("this API holds identifier %s and every host it lists", api.Spec.Identifier))
 	} else {
 		note := fmt.Sprintf("%s is held by API %s/%s, which is older; this API is not served", claim, rival.Namespace, rival.Name)
-		if apis.NotNewer(api, rival) {
+		if apirules.NotNewer(api, rival) {
 			note = fmt.Sprintf("%s is also claimed by API %s/%s, created in the same second: neither is served", claim, rival.Namespace, rival.Name)
 		}
-		if r.setReady(api, metav1.ConditionFalse, latchkeyv1.ReasonIdentifierConflict, note) {
+		if setReadyCondition(&api.Status.Conditions, api.Generation, metav1.ConditionFalse, latchkeyv1.ReasonIdentifierConflict, note) {
 			r.Recorder.Eventf(api, nil, corev1.EventTypeWarning, latchkeyv1.ReasonIdentifierConflict, "Reconcile", "%s", note)
 		}
 	}
-	setProgress(&api.Status.Conditions, api.Generation, pending{})
-	api.Status.ObservedGeneration = api.Generation
 	api.Status.ScopeCount = int32(len(api.Spec.Scopes))
 	api.Status.RuleCount = int32(len(api.Spec.Rules))
+	status := statusWriter[*latchkeyv1.API]{client: r.Client, fields: apiStatus}
+	return ctrl.Result{}, status.finalize(ctx, before, api, pending{}, nil)
+}
 
-	if equality.Semantic.DeepEqual(before.Status, api.Status) {
-		return ctrl.Result{}, nil
-	}
-	// Optimistic lock: a verdict computed from a stale read must not win.
-	patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
-	if err := r.Status().Patch(ctx, api, patch); err != nil {
-		return ctrl.Result{}, fmt.Errorf("patching status: %w", err)
-	}
-	return ctrl.Result{}, nil
+// apiStatus is the status the API reconciler writes: all of it.
+func apiStatus(api *latchkeyv1.API) statusFields {
+	return statusFields{conditions: &api.Status.Conditions, observedGeneration: &api.Status.ObservedGeneration, compared: &api.Status}
 }
 
 // notNewerClaimant returns another API that claims api's identifier or one of its
-// hosts and is not newer (apis.NotNewer): api then holds that claim not. It also
+// hosts and is not newer (apirules.NotNewer): api then holds that claim not. It also
 // says which claim ("host api.example.com"). Nil when api holds every claim. Of
 // several, it names, for the first claim in conflict (the identifier first), the
 // oldest claimant, and between claimants of the same second the first by
@@ -109,11 +103,11 @@ func (r *APIReconciler) notNewerClaimant(ctx context.Context, api *latchkeyv1.AP
 		var rival *latchkeyv1.API
 		for i := range claimants.Items {
 			other := &claimants.Items[i]
-			if other.UID == api.UID || !apis.NotNewer(other, api) {
+			if other.UID == api.UID || !apirules.NotNewer(other, api) {
 				continue
 			}
-			if rival == nil || !apis.NotNewer(rival, other) ||
-				(apis.NotNewer(other, rival) && other.Namespace+"/"+other.Name < rival.Namespace+"/"+rival.Name) {
+			if rival == nil || !apirules.NotNewer(rival, other) ||
+				(apirules.NotNewer(other, rival) && other.Namespace+"/"+other.Name < rival.Namespace+"/"+rival.Name) {
 				rival = other
 			}
 		}
@@ -122,18 +116,6 @@ func (r *APIReconciler) notNewerClaimant(ctx context.Context, api *latchkeyv1.AP
 		}
 	}
 	return nil, "", nil
-}
-
-// setReady sets the Ready condition and reports whether its status or reason
-// changed, so that an Event is recorded only on a transition.
-func (r *APIReconciler) setReady(api *latchkeyv1.API, status metav1.ConditionStatus, reason, message string) bool {
-	return setCondition(&api.Status.Conditions, metav1.Condition{
-		Type:               latchkeyv1.ConditionReady,
-		Status:             status,
-		Reason:             reason,
-		Message:            message,
-		ObservedGeneration: api.Generation,
-	})
 }
 
 // SetupWithManager indexes APIs by identifier and host, and registers the

@@ -206,7 +206,7 @@ func waitAPI(ctx context.Context, api *latchkeyv1.API, status metav1.ConditionSt
 
 // waitPastCreationSecond returns once an object created now would be younger than
 // obj: creation timestamps have one-second precision, and APIs created in the same
-// second all give way (apis.NotNewer), which is not what these specs are about.
+// second all give way (apirules.NotNewer), which is not what these specs are about.
 func waitPastCreationSecond(obj metav1.Object) {
 	EventuallyWithOffset(1, time.Now).Should(BeTemporally(">=", obj.GetCreationTimestamp().Add(time.Second)))
 }

@@ -31,6 +31,7 @@ func (APIKeyKind) NewList() client.ObjectList                        { return &l
 func (APIKeyKind) Scopes(key *latchkeyv1.APIKey) []string            { return key.Spec.Scopes }
 func (APIKeyKind) Prepare(context.Context, *latchkeyv1.APIKey) error { return nil }
 func (APIKeyKind) SecretKey() string                                 { return latchkeyv1.APIKeySecretKey }
+func (APIKeyKind) Status(k *latchkeyv1.APIKey) any                   { return k.Status }
 func (APIKeyKind) PublicData(*latchkeyv1.APIKey) map[string][]byte   { return map[string][]byte{} }
 func (APIKeyKind) Secretless(*latchkeyv1.APIKey) bool                { return false }
 

@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
-	"github.com/latchkey-dev/latchkey/internal/apis"
+	"github.com/latchkey-dev/latchkey/internal/apirules"
 )
 
 // ScopeCatalogue holds the APIs' catalogues of scope names, so that a credential's
@@ -157,7 +157,7 @@ func counter(m map[string]map[string]int, key string) map[string]int {
 
 // Check reports whether namespace has a catalogue (an API of its own that accepts
 // it) and, if so, which of scopes no API that accepts the namespace covers
-// (apis.ScopeCovered: "leads:*" is covered by any leads scope).
+// (apirules.ScopeCovered: "leads:*" is covered by any leads scope).
 func (c *ScopeCatalogue) Check(namespace string, scopes []string) (hasAPIs bool, unknown []string) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -169,7 +169,7 @@ func (c *ScopeCatalogue) Check(namespace string, scopes []string) (hasAPIs bool,
 		return c.resources[namespace][resource] > 0 || c.resources[allNamespaces][resource] > 0
 	}
 	for _, scope := range scopes {
-		if !apis.ScopeCovered(scope, has, hasResource) {
+		if !apirules.ScopeCovered(scope, has, hasResource) {
 			unknown = append(unknown, scope)
 		}
 	}

@@ -125,6 +125,13 @@ func describeKstatus(kind credentialKind) {
 		Expect(k8s.Create(ctx, quota)).To(Succeed())
 		quota.Status = corev1.ResourceQuotaStatus{Hard: none, Used: none}
 		Expect(k8s.Status().Update(ctx, quota)).To(Succeed())
+		// The quota admission reads quotas from its own informer (and, while that has
+		// none for the namespace, from a lookup it caches for 30 s): wait until it
+		// refuses a Secret, so that the manager's first create meets the quota.
+		Eventually(func() error {
+			probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "quota-probe"}}
+			return k8s.Create(ctx, probe, client.DryRunAll)
+		}).Should(MatchError(ContainSubstring("exceeded quota")))
 		obj := create(ctx, kind, ns, "blocked", nil)
 		Eventually(readyReason).WithArguments(ctx, kind, obj).Should(Equal(latchkeyv1.ReasonIssueFailed))
 		Expect(get(ctx, kind, ns, "blocked").CredentialStatus().ObservedGeneration).To(Equal(int64(1)),

@@ -3,6 +3,12 @@
 // APIKey and OAuthClient share one credential lifecycle (issue, adopt, rotate with a
 // grace period, expire, revoke, reissue, conflict) implemented once here by
 // CredentialReconciler; each kind plugs in its formats through a CredentialKind.
+// What the lifecycle writes into the Secret is in issue.go, when it rotates in
+// rotation.go (one chain of triggers).
+//
+// Every reconciler writes its status in one place, statusWriter.finalize
+// (statuswriter.go), at the end of the reconcile, with the kstatus conditions of
+// progress.go.
 package controllers
 
 import (
@@ -13,12 +19,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -68,6 +70,9 @@ type CredentialKind[T CredentialObject] interface {
 	Generate(obj T) (string, error)
 	// SecretKey is the data key of the Secret that holds the plaintext credential.
 	SecretKey() string
+	// Status is obj's whole status, its own fields (keyID, clientID) with the shared
+	// ones: what a reconcile compares with the object as read before it writes.
+	Status(obj T) any
 	// PublicData is the rest of the Secret's data, a new map each call: what a
 	// workload needs beside the credential (client_id, token_url). Nothing secret.
 	PublicData(obj T) map[string][]byte
@@ -97,19 +102,12 @@ type CredentialReconciler[T CredentialObject] struct {
 	Clock     clock.PassiveClock
 	Kind      CredentialKind[T]
 	// Keys is the issuance key: it proves that a credential in a Secret is one this
-	// manager wrote for that object (see internal/issuance).
+	// manager wrote for that object (see internal/issuanceproof).
 	Keys *IssuanceKeySource
 	// Catalogue holds the APIs' scope catalogues, for the ScopesKnown condition;
 	// nil leaves the condition out.
 	Catalogue *ScopeCatalogue
 }
-
-// retriedFailure is a failed write that status reports (Ready=False, IssueFailed,
-// with Reconciling): the status is this generation's verdict, so observedGeneration
-// moves on, and the error makes the write retried with backoff.
-type retriedFailure struct{ error }
-
-func (f retriedFailure) Unwrap() error { return f.error }
 
 // observed is the state of the world one reconcile acts on.
 type observed struct {
@@ -134,97 +132,26 @@ func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Reques
 		obj = before.DeepCopyObject().(T)
 		result, err = r.reconcile(ctx, obj, true)
 	}
-	var retried retriedFailure
-	if err == nil || errors.As(err, &retried) {
-		obj.CredentialStatus().ObservedGeneration = obj.GetGeneration()
-	}
 	// On every path, revoked, expired and refused objects included: a typo in a
 	// scope is worth knowing before the credential is issued again.
 	r.setScopesKnown(obj)
 	var work pending
-	if due, why := rotationDue(obj, r.Clock.Now()); due && err == nil {
-		work = pending{latchkeyv1.ReasonRotationPending, "rotation " + why + " is done on the next reconcile"}
+	if rotation := rotationTriggers.evaluate(obj, r.Clock.Now()); rotation.due && err == nil {
+		work = pending{latchkeyv1.ReasonRotationPending, "rotation " + rotation.why + " is done on the next reconcile"}
 	}
-	setProgress(&obj.CredentialStatus().Conditions, obj.GetGeneration(), work)
-	if !equality.Semantic.DeepEqual(before.CredentialStatus(), obj.CredentialStatus()) {
-		// Optimistic lock: a status computed from a stale read must not win. On a
-		// conflict the next attempt adopts whatever Secret this one wrote.
-		patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
-		perr := r.Status().Patch(ctx, obj, patch)
-		if apierrors.IsConflict(perr) {
-			perr = r.rebaseStatus(ctx, before, obj)
-		}
-		if perr != nil {
-			err = errors.Join(err, fmt.Errorf("patching status: %w", perr))
-		}
-	}
-	if err != nil {
+	status := statusWriter[T]{client: r.Client, fields: r.statusFields, apiReader: r.APIReader, newObject: r.Kind.NewObject}
+	if err = status.finalize(ctx, before, obj, work, err); err != nil {
 		return ctrl.Result{}, err // retried with backoff; a RequeueAfter beside an error is ignored (and logged)
 	}
 	return result, nil
 }
 
-// rebaseStatus retries a status patch that lost its optimistic lock to a write
-// that changed nothing this reconcile decided on: the token servers' and the
-// authorizer's status.lastUsedAt. Then the status computed here is still right, so
-// it is written again on the fresh object, keeping its lastUsedAt. Without this, the
-// next reconcile would adopt the Secret this one wrote without knowing which
-// rotate request it answered, and rotate once more. Any other change (spec,
-// annotations, other status) keeps the conflict: the next reconcile decides again.
-func (r *CredentialReconciler[T]) rebaseStatus(ctx context.Context, before, decided T) error {
-	fresh := r.Kind.NewObject()
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(before), fresh); err != nil {
-		return err
-	}
-	// The whole status, kind-specific fields (an OAuthClient's clientID) included.
-	freshStatus, err := statusOf(fresh)
-	if err != nil {
-		return err
-	}
-	beforeStatus, err := statusOf(before)
-	if err != nil {
-		return err
-	}
-	lastUsed := freshStatus["lastUsedAt"]
-	delete(freshStatus, "lastUsedAt")
-	delete(beforeStatus, "lastUsedAt")
-	if fresh.GetUID() != before.GetUID() || fresh.GetGeneration() != before.GetGeneration() ||
-		!equality.Semantic.DeepEqual(fresh.GetAnnotations(), before.GetAnnotations()) ||
-		!equality.Semantic.DeepEqual(freshStatus, beforeStatus) {
-		return apierrors.NewConflict(schema.GroupResource{}, before.GetName(), errors.New("the object changed while it was reconciled"))
-	}
-	status, err := statusOf(decided)
-	if err != nil {
-		return err
-	}
-	if lastUsed != nil {
-		status["lastUsedAt"] = lastUsed
-	} else {
-		delete(status, "lastUsedAt")
-	}
-	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(fresh)
-	if err != nil {
-		return err
-	}
-	content["status"] = status
-	rebased := r.Kind.NewObject()
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(content, rebased); err != nil {
-		return err
-	}
-	return r.Status().Patch(ctx, rebased, client.MergeFromWithOptions(fresh, client.MergeFromWithOptimisticLock{}))
-}
-
-// statusOf is obj's status as JSON-shaped data.
-func statusOf(obj client.Object) (map[string]any, error) {
-	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-	if err != nil {
-		return nil, err
-	}
-	status, _ := content["status"].(map[string]any)
-	if status == nil {
-		status = map[string]any{}
-	}
-	return status, nil
+// statusFields is the status a credential's reconcile writes: all of it, so that a
+// kind's own field (an OAuthClient's clientID, which the client_id index reads)
+// is written back even when nothing else changed.
+func (r *CredentialReconciler[T]) statusFields(obj T) statusFields {
+	status := obj.CredentialStatus()
+	return statusFields{conditions: &status.Conditions, observedGeneration: &status.ObservedGeneration, compared: r.Kind.Status(obj)}
 }
 
 func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmMiss bool) (ctrl.Result, error) {
@@ -384,27 +311,9 @@ func (r *CredentialReconciler[T]) setReadyIssued(obj T) {
 	r.setReady(obj, metav1.ConditionTrue, latchkeyv1.ReasonIssued, message)
 }
 
-// setReady sets the Ready condition and reports whether its status or reason changed,
-// so that callers record an Event only on a transition.
+// setReady sets obj's Ready condition and reports whether its reason changed.
 func (r *CredentialReconciler[T]) setReady(obj T, status metav1.ConditionStatus, reason, message string) bool {
-	return setCondition(&obj.CredentialStatus().Conditions, metav1.Condition{
-		Type:               latchkeyv1.ConditionReady,
-		Status:             status,
-		Reason:             reason,
-		Message:            message,
-		ObservedGeneration: obj.GetGeneration(),
-	})
-}
-
-// setCondition sets a condition and reports whether its reason changed. Each
-// reason goes with one status, so that is the transition; and a status flip under
-// the same reason (Revoked went from False to True when Ready came to mean the
-// declared state) is no news: no Event, no retired serial.
-func setCondition(conditions *[]metav1.Condition, condition metav1.Condition) bool {
-	previous := meta.FindStatusCondition(*conditions, condition.Type)
-	changed := previous == nil || previous.Reason != condition.Reason
-	meta.SetStatusCondition(conditions, condition)
-	return changed
+	return setReadyCondition(&obj.CredentialStatus().Conditions, obj.GetGeneration(), status, reason, message)
 }
 
 func (r *CredentialReconciler[T]) event(obj T, eventType, reason, note string, args ...any) {
@@ -423,29 +332,17 @@ func pruneGraceEnded(status *latchkeyv1.CredentialStatus, now time.Time) {
 }
 
 // nextEvent is the next moment the lifecycle must act by itself: a grace period
-// ending, a scheduled rotation, expiry, or a rotate request still to answer. Zero
-// when there is none.
+// ending, a rotation trigger (rotationTriggers) coming due or still due, or
+// expiry. Zero when there is none.
 func nextEvent(obj CredentialObject, now time.Time) time.Time {
-	var next time.Time
-	earliest := func(t time.Time) {
-		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
-	}
-	status, spec := obj.CredentialStatus(), obj.Lifecycle()
-	for _, c := range status.Credentials {
+	next := rotationTriggers.evaluate(obj, now).next
+	for _, c := range obj.CredentialStatus().Credentials {
 		if c.NotAfter != nil {
-			earliest(c.NotAfter.Time)
+			next = earliest(next, c.NotAfter.Time)
 		}
 	}
-	if len(status.Credentials) > 0 && spec.Rotation != nil && spec.Rotation.Interval != nil {
-		earliest(status.Credentials[0].IssuedAt.Add(spec.Rotation.Interval.Duration))
-	}
-	if spec.ExpiresAt != nil {
-		earliest(spec.ExpiresAt.Time)
-	}
-	if due, _ := rotationDue(obj, now); due {
-		earliest(now) // a rotate request not answered yet (a credential was just adopted)
+	if expiresAt := obj.Lifecycle().ExpiresAt; expiresAt != nil {
+		next = earliest(next, expiresAt.Time)
 	}
 	return next
 }

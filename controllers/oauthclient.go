@@ -10,7 +10,7 @@ import (
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
-	"github.com/latchkey-dev/latchkey/internal/issuance"
+	"github.com/latchkey-dev/latchkey/internal/issuanceproof"
 )
 
 // +kubebuilder:rbac:groups=latchkey.dev,resources=oauthclients,verbs=get;list;watch
@@ -38,6 +38,7 @@ func (OAuthClientKind) NewObject() *latchkeyv1.OAuthClient        { return &latc
 func (OAuthClientKind) NewList() client.ObjectList                { return &latchkeyv1.OAuthClientList{} }
 func (OAuthClientKind) Scopes(c *latchkeyv1.OAuthClient) []string { return c.Spec.Scopes }
 func (OAuthClientKind) SecretKey() string                         { return latchkeyv1.ClientSecretSecretKey }
+func (OAuthClientKind) Status(c *latchkeyv1.OAuthClient) any      { return c.Status }
 func (OAuthClientKind) Issued(*latchkeyv1.OAuthClient, string)    {}
 func (OAuthClientKind) Secretless(c *latchkeyv1.OAuthClient) bool { return c.Public() }
 
@@ -77,7 +78,7 @@ func (k OAuthClientKind) Prepare(ctx context.Context, c *latchkeyv1.OAuthClient)
 // the two is reconciled: the object the id was derived for wins (a status restored
 // onto another object cannot be); between two that are not (ids from before
 // derivation, or from an earlier issuance key), the older, then the lower UID.
-func betterClaim(key *issuance.Key, id string, a, b *latchkeyv1.OAuthClient) bool {
+func betterClaim(key *issuanceproof.Key, id string, a, b *latchkeyv1.OAuthClient) bool {
 	aDerived, bDerived := key.ClientID(a.UID) == id, key.ClientID(b.UID) == id
 	if aDerived != bDerived {
 		return aDerived

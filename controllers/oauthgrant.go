@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -83,22 +82,21 @@ func (r *OAuthGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := grant.DeepCopy()
-	ready := metav1.Condition{Type: latchkeyv1.ConditionReady, Status: metav1.ConditionTrue, Reason: latchkeyv1.ReasonGranted,
-		Message:            fmt.Sprintf("app %s/%s may act in this workspace with %d scopes", ref.Namespace, ref.Name, len(grant.Spec.Scopes)),
-		ObservedGeneration: grant.Generation}
+	reason, message := latchkeyv1.ReasonGranted,
+		fmt.Sprintf("app %s/%s may act in this workspace with %d scopes", ref.Namespace, ref.Name, len(grant.Spec.Scopes))
 	if grant.Spec.Revoked {
 		// Uninstalled as declared: the desired state, so Ready=True (ConditionReady).
-		ready.Reason, ready.Message = latchkeyv1.ReasonGrantRevoked, "the app is uninstalled (spec.revoked); its tokens are refused"
+		reason, message = latchkeyv1.ReasonGrantRevoked, "the app is uninstalled (spec.revoked); its tokens are refused"
 	}
-	if setCondition(&grant.Status.Conditions, ready) {
-		r.Recorder.Eventf(grant, nil, corev1.EventTypeNormal, ready.Reason, "Reconcile", "%s", ready.Message)
+	if setReadyCondition(&grant.Status.Conditions, grant.Generation, metav1.ConditionTrue, reason, message) {
+		r.Recorder.Eventf(grant, nil, corev1.EventTypeNormal, reason, "Reconcile", "%s", message)
 	}
-	setProgress(&grant.Status.Conditions, grant.Generation, pending{})
-	grant.Status.ObservedGeneration = grant.Generation
-	if equality.Semantic.DeepEqual(before.Status, grant.Status) {
-		return ctrl.Result{}, nil
-	}
-	// Locked to what was read: the token server writes the families in the same status.
-	err = r.Status().Patch(ctx, grant, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
-	return ctrl.Result{}, err
+	status := statusWriter[*latchkeyv1.OAuthGrant]{client: r.Client, fields: grantStatus}
+	return ctrl.Result{}, status.finalize(ctx, before, grant, pending{}, nil)
+}
+
+// grantStatus is the status the grant reconciler writes: all of it. The refresh
+// families and redeemed codes in it are the token server's, left as read.
+func grantStatus(grant *latchkeyv1.OAuthGrant) statusFields {
+	return statusFields{conditions: &grant.Status.Conditions, observedGeneration: &grant.Status.ObservedGeneration, compared: &grant.Status}
 }

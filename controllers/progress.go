@@ -67,6 +67,30 @@ func setAbnormal(conditions *[]metav1.Condition, t string, generation int64, c *
 	})
 }
 
+// setReadyCondition sets the Ready condition of an object at generation and
+// reports whether its reason changed (setCondition), so that callers record an
+// Event only on a transition.
+func setReadyCondition(conditions *[]metav1.Condition, generation int64, status metav1.ConditionStatus, reason, message string) bool {
+	return setCondition(conditions, metav1.Condition{
+		Type:               latchkeyv1.ConditionReady,
+		Status:             status,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: generation,
+	})
+}
+
+// setCondition sets a condition and reports whether its reason changed. Each
+// reason goes with one status, so that is the transition; and a status flip under
+// the same reason (Revoked went from False to True when Ready came to mean the
+// declared state) is no news: no Event, no retired serial.
+func setCondition(conditions *[]metav1.Condition, condition metav1.Condition) bool {
+	previous := meta.FindStatusCondition(*conditions, condition.Type)
+	changed := previous == nil || previous.Reason != condition.Reason
+	meta.SetStatusCondition(conditions, condition)
+	return changed
+}
+
 // withdrawnAsDeclared: Ready says the credential is revoked or expired, as its spec says.
 func withdrawnAsDeclared(ready *metav1.Condition) bool {
 	return ready != nil && ready.Status == metav1.ConditionTrue &&

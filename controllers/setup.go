@@ -15,7 +15,7 @@ import (
 )
 
 // The lifecycle writes the Secrets that hold plaintext credentials and records Events.
-// Secrets are written with merge patches locked to the cached resourceVersion (issuance.go).
+// Secrets are written with merge patches locked to the cached resourceVersion (issue.go).
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 

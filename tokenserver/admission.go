@@ -12,6 +12,7 @@ import (
 
 	"github.com/latchkey-dev/latchkey/internal/flowcontrol"
 	"github.com/latchkey-dev/latchkey/internal/index"
+	"github.com/latchkey-dev/latchkey/tokenserver/oauth"
 )
 
 // Admission: who may take the server's CPU, and its API-server and upstream I/O,
@@ -37,7 +38,7 @@ type oauthCall struct {
 	// client_id alone: each endpoint decides whether it serves public clients.
 	// nil when authentication failed, with authErr.
 	client  *index.Client
-	authErr *oauthError
+	authErr *oauth.Error
 }
 
 // oauthEndpoint frames an OAuth endpoint. The body is read, and the caller
@@ -45,7 +46,7 @@ type oauthCall struct {
 // request queues in is the caller's.
 func (s *Server) oauthEndpoint(repeatable []string, h func(http.ResponseWriter, *http.Request, oauthCall)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		params, perr := s.readParams(w, r, repeatable...)
+		params, perr := oauth.ReadParams(w, r, s.cfg.MaxBodyBytes, repeatable...)
 		call := oauthCall{params: params}
 		if perr == nil {
 			call.client, call.authErr = s.authenticateClient(r, params)
@@ -58,7 +59,7 @@ func (s *Server) oauthEndpoint(repeatable []string, h func(http.ResponseWriter, 
 		}
 		s.admitted(w, r, flow, func(w http.ResponseWriter, r *http.Request) {
 			if perr != nil {
-				writeError(w, perr)
+				oauth.WriteError(w, perr)
 				return
 			}
 			h(w, r, call)
@@ -173,12 +174,12 @@ func (s *Server) shed(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	w.Header().Set("Retry-After", "1")
-	writeError(w, errOverloaded)
+	oauth.WriteError(w, errOverloaded)
 }
 
 // errOverloaded is the answer to a shed request (RFC 6749 §4.1.2.1's
 // temporarily_unavailable; Retry-After per RFC 9110 §10.2.3).
-var errOverloaded = &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable", "the server is overloaded; retry later"}
+var errOverloaded = oauth.NewError(http.StatusServiceUnavailable, "temporarily_unavailable", "the server is overloaded; retry later")
 
 // sourceFlow is the flow of a request that has proven nothing: its source
 // address, an IPv6 address by its /64 (what one host is usually given). Behind a

@@ -35,6 +35,7 @@ import (
 	"github.com/latchkey-dev/latchkey/internal/credential"
 	"github.com/latchkey-dev/latchkey/internal/index"
 	"github.com/latchkey-dev/latchkey/internal/signingkeys"
+	"github.com/latchkey-dev/latchkey/tokenserver/oauth"
 )
 
 // Native fuzz targets of the HTTP endpoints, in process: `go test ./tokenserver/
@@ -189,7 +190,7 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 
 	issue := func(body, id, secret string) string {
 		rec := post(fx.h, "/oauth2/token", body, id, secret)
-		var issued tokenResponse
+		var issued oauth.TokenResponse
 		if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &issued) != nil || issued.AccessToken == "" {
 			tb.Fatalf("the fuzz server issued no token: %d %s", rec.Code, rec.Body)
 		}
@@ -641,7 +642,7 @@ func FuzzReadForm(f *testing.F) {
 		form, err := url.ParseQuery(body)
 		var repeated []string
 		for name, values := range form {
-			if len(values) > 1 && !contains(repeatable, name) {
+			if len(values) > 1 && !slices.Contains(repeatable, name) {
 				repeated = append(repeated, name)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/latchkey-dev/latchkey/internal/index"
+	"github.com/latchkey-dev/latchkey/tokenserver/oauth"
 )
 
 // introspection is an RFC 7662 response. Inactive tokens get {"active": false} only.
@@ -34,8 +35,8 @@ type introspection struct {
 var inactive = introspection{Active: false}
 
 // errNotAResourceServer answers a client that may not introspect.
-var errNotAResourceServer = &oauthError{http.StatusForbidden, "unauthorized_client",
-	"this client may not introspect; give its OAuthClient spec.introspection"}
+var errNotAResourceServer = oauth.NewError(http.StatusForbidden, "unauthorized_client",
+	"this client may not introspect; give its OAuthClient spec.introspection")
 
 // handleIntrospect is RFC 7662 introspection for resource servers: OAuthClients
 // with spec.introspection. token is an API key or an access token. Each caller
@@ -45,18 +46,18 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, _ *http.Request, call o
 	form, caller := call.params, call.client
 	switch {
 	case call.authErr != nil:
-		writeError(w, call.authErr)
+		oauth.WriteError(w, call.authErr)
 		return
 	case caller.Public:
-		writeError(w, errInvalidClient)
+		oauth.WriteError(w, oauth.ErrInvalidClient)
 		return
 	case caller.Introspection == nil:
-		writeError(w, errNotAResourceServer)
+		oauth.WriteError(w, errNotAResourceServer)
 		return
 	}
 	token := form.Get("token")
 	if token == "" {
-		writeError(w, errInvalidRequest("token is required"))
+		oauth.WriteError(w, oauth.ErrInvalidRequest("token is required"))
 		return
 	}
 	result := s.introspectAPIKey(caller.Introspection, token)
@@ -64,7 +65,7 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, _ *http.Request, call o
 		result = s.introspectJWT(caller.Introspection, token)
 	}
 	s.usage.Used(index.KindOAuthClient, caller.Ref)
-	writeJSON(w, http.StatusOK, result)
+	oauth.WriteJSON(w, http.StatusOK, result)
 }
 
 // introspectAPIKey: active while its hash is accepted (including a grace period)

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/latchkey-dev/latchkey/tokenserver/oauth"
 )
 
 // authorizationServerMetadata is the RFC 8414 document, also served as the OpenID
@@ -80,7 +82,7 @@ func (s *Server) currentMetadata() ([]byte, error) {
 func (s *Server) handleMetadata(w http.ResponseWriter, _ *http.Request) {
 	body, err := s.currentMetadata()
 	if err != nil {
-		writeError(w, &oauthError{http.StatusInternalServerError, "server_error", "the metadata could not be rendered"})
+		oauth.WriteError(w, oauth.NewError(http.StatusInternalServerError, "server_error", "the metadata could not be rendered"))
 		return
 	}
 	h := w.Header()
@@ -96,7 +98,7 @@ func (s *Server) handleMetadata(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
 	ring := s.keys.current()
 	if ring == nil {
-		writeError(w, &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable", "signing keys are not loaded yet"})
+		oauth.WriteError(w, oauth.NewError(http.StatusServiceUnavailable, "temporarily_unavailable", "signing keys are not loaded yet"))
 		return
 	}
 	h := w.Header()

@@ -2,12 +2,8 @@ package tokenserver
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	httppprof "net/http/pprof"
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
@@ -17,7 +13,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -26,7 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/latchkey-dev/latchkey/internal/flowcontrol"
-	"github.com/latchkey-dev/latchkey/internal/index"
+	"github.com/latchkey-dev/latchkey/internal/serve"
+	"github.com/latchkey-dev/latchkey/tokenserver/thirdparty"
 )
 
 // Options configure a running token server (the flags of `latchkey tokenserver`).
@@ -50,7 +46,7 @@ type Options struct {
 	// whose key "client-secret" holds its client secret. UpstreamRevalidation is
 	// how often, at most, a refresh asks the provider whether the user is still
 	// who signed in (ThirdPartyOptions).
-	Upstream             *UpstreamConfig
+	Upstream             *thirdparty.UpstreamConfig
 	UpstreamSecretName   string
 	UpstreamRevalidation time.Duration
 	SignInsPerMinute     int
@@ -72,19 +68,20 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 	defer stopProfile()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	reader, err := index.StartReader(ctx, restConfig, index.ReaderOptions{
+	caches, err := serve.StartCaches(ctx, restConfig, serve.CacheOptions{
 		Component: "tokenserver", Namespaces: o.Namespaces, LastUsedFlushInterval: o.LastUsedFlushInterval,
 		LastUsedGranularity: o.LastUsedGranularity, Clock: o.Clock, Log: o.Log, Registry: o.Registry,
 	})
 	if err != nil {
 		return err
 	}
-	o.Clock, o.Registry = reader.Clock, reader.Registry
-	idx, keys := reader.Index, &Keys{alg: o.SigningAlgorithm}
-	srv, err := NewServer(o.Config, idx, keys, o.Clock, o.Log, o.Registry, reader.Usage)
+	o.Clock, o.Registry = caches.Clock, caches.Registry
+	idx, keys := caches.Index, &Keys{alg: o.SigningAlgorithm}
+	srv, err := NewServer(o.Config, idx, keys, o.Clock, o.Log, o.Registry, caches.LastUsed)
 	if err != nil {
 		return err
 	}
+	synced := []toolscache.InformerSynced{caches.Feeds.HasSynced}
 	if o.Upstream != nil {
 		// The calls made on behalf of requests (grants, reviews, workspaces) have
 		// clients of their own, whose client-side rate limit nothing else shares:
@@ -94,12 +91,12 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 		if err != nil {
 			return err
 		}
-		requestWriter, err := client.New(rest.CopyConfig(restConfig), client.Options{Scheme: reader.Writer.Scheme()})
+		requestWriter, err := client.New(rest.CopyConfig(restConfig), client.Options{Scheme: caches.Writer.Scheme()})
 		if err != nil {
 			return err
 		}
-		clientset, ns, name := reader.Clientset, o.SigningKeyNamespace, o.UpstreamSecretName
-		err = srv.EnableThirdPartyApps(ctx, ThirdPartyOptions{
+		clientset, ns, name := caches.Clientset, o.SigningKeyNamespace, o.UpstreamSecretName
+		err = srv.EnableThirdPartyApps(ctx, thirdparty.Options{
 			Upstream: *o.Upstream, Clientset: requestClientset, Writer: requestWriter,
 			UpstreamRevalidation: o.UpstreamRevalidation, SignInsPerMinute: o.SignInsPerMinute,
 			LoadClientSecret: func(ctx context.Context) (string, error) {
@@ -117,28 +114,37 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 		if err != nil {
 			return err
 		}
+		synced = append(synced, srv.thirdParty.WorkspacesSynced)
 	}
-	keyInformer := watchSigningKeys(ctx, reader.Clientset, o.SigningKeyNamespace, o.SigningKeySecret, keys, func(err error) {
+	keyInformer := watchSigningKeys(ctx, caches.Clientset, o.SigningKeyNamespace, o.SigningKeySecret, keys, func(err error) {
 		o.Log.Error(err, "signing keys not loaded; keeping the previous ones")
 	})
-	go func() {
-		synced := []toolscache.InformerSynced{keyInformer.HasSynced}
-		if srv.thirdParty != nil {
-			synced = append(synced, srv.thirdParty.workspacesSynced)
-		}
-		if reader.Feeds.WaitSynced(ctx) && toolscache.WaitForCacheSync(ctx.Done(), synced...) {
-			stopProfile()
-			// The initial lists are garbage once the index is built; hand their
-			// memory back now rather than at the runtime's forced GC minutes later.
-			debug.FreeOSMemory()
-			srv.SetSynced()
-			hashes, clients := idx.Sizes()
-			o.Log.Info("caches synced", "apiKeyHashes", hashes, "oauthClients", clients)
-		}
-	}()
+	srv.readiness.WhenSynced(ctx, func() {
+		stopProfile()
+		// The initial lists are garbage once the index is built; hand their
+		// memory back now rather than at the runtime's forced GC minutes later.
+		debug.FreeOSMemory()
+		hashes, clients := idx.Sizes()
+		o.Log.Info("caches synced", "apiKeyHashes", hashes, "oauthClients", clients)
+	}, append(synced, keyInformer.HasSynced)...)
 	go srv.scheduler.run(ctx)
-	return serveAll(ctx, srv, o)
+	listener := o.Listener
+	if perSource := srv.cfg.MaxConnectionsPerSource; perSource > 0 {
+		listener = flowcontrol.LimitBySource(listener, perSource, maxHeldConnections, maxHeldWait, srv.trusted)
+	}
+	return serve.Run(ctx, serve.Config{
+		HTTP:        []serve.HTTP{{Listener: listener, Handler: srv.Handler()}},
+		TLSCertFile: o.TLSCertFile, TLSKeyFile: o.TLSKeyFile,
+		Metrics: o.MetricsListener, Registry: o.Registry, Pprof: o.PprofListener,
+		Readiness: srv.readiness,
+	})
 }
+
+// Connections held unread beyond MaxConnectionsPerSource: at most this many, this long.
+const (
+	maxHeldConnections = 10000
+	maxHeldWait        = 10 * time.Second
+)
 
 // UpstreamSecretKey is the data key of the Secret with the upstream client secret.
 const UpstreamSecretKey = "client-secret"
@@ -164,73 +170,4 @@ func startCPUProfile(path string) (func(), error) {
 			f.Close()
 		})
 	}, nil
-}
-
-// newHTTPServer is every listener's server: bounded reads, writes and idle time, so
-// that slow or idle connections cannot pile up (on the metrics and pprof listeners
-// as much as on the API one). writeTimeout is the longest a response may take.
-func newHTTPServer(handler http.Handler, writeTimeout time.Duration) *http.Server {
-	return &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-	}
-}
-
-// pprofWriteTimeout leaves room for a 30-second CPU profile or trace (pprof's default).
-const pprofWriteTimeout = 45 * time.Second
-
-// Connections held unread beyond MaxConnectionsPerSource: at most this many, this long.
-const (
-	maxHeldConnections = 10000
-	maxHeldWait        = 10 * time.Second
-)
-
-// serveAll runs the API listener (and the metrics and pprof ones, if any) until ctx ends.
-func serveAll(ctx context.Context, srv *Server, o Options) error {
-	if perSource := srv.cfg.MaxConnectionsPerSource; perSource > 0 {
-		o.Listener = flowcontrol.LimitBySource(o.Listener, perSource, maxHeldConnections, maxHeldWait, srv.trusted)
-	}
-	api := newHTTPServer(srv.Handler(), 10*time.Second)
-	errs := make(chan error, 2)
-	go func() {
-		errs <- serve(ctx, api, func() error {
-			if o.TLSCertFile != "" {
-				api.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-				return api.ServeTLS(o.Listener, o.TLSCertFile, o.TLSKeyFile)
-			}
-			return api.Serve(o.Listener)
-		})
-	}()
-	running := 1
-	if o.MetricsListener != nil {
-		running++
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
-		metricsSrv := newHTTPServer(mux, 10*time.Second)
-		go func() { errs <- serve(ctx, metricsSrv, func() error { return metricsSrv.Serve(o.MetricsListener) }) }()
-	}
-	if o.PprofListener != nil {
-		running++
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", httppprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
-		pprofSrv := newHTTPServer(mux, pprofWriteTimeout)
-		go func() { errs <- serve(ctx, pprofSrv, func() error { return pprofSrv.Serve(o.PprofListener) }) }()
-	}
-	var all []error
-	for range running {
-		if err := <-errs; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			all = append(all, err)
-		}
-	}
-	if len(all) > 0 {
-		return fmt.Errorf("serving: %w", errors.Join(all...))
-	}
-	return nil
 }

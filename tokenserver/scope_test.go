@@ -3,6 +3,8 @@ package tokenserver
 import (
 	"slices"
 	"testing"
+
+	"github.com/latchkey-dev/latchkey/tokenserver/oauth"
 )
 
 func TestParseScope(t *testing.T) {
@@ -24,9 +26,9 @@ func TestParseScope(t *testing.T) {
 		{`leads\:read`, nil},
 		{" ", nil},
 	} {
-		got, ok := parseScope(tc.in)
+		got, ok := oauth.ParseScope(tc.in)
 		if (tc.want == nil) == ok || !slices.Equal(got, tc.want) {
-			t.Errorf("parseScope(%q) = %q, %v; want %q", tc.in, got, ok, tc.want)
+			t.Errorf("oauth.ParseScope(%q) = %q, %v; want %q", tc.in, got, ok, tc.want)
 		}
 	}
 }

@@ -1,15 +1,9 @@
-// Package tokenserver is the HTTP server that issues access tokens to OAuthClients
-// (client_credentials) and verifies API keys and tokens for resource servers.
-//
-// Its only source of truth is the Kubernetes API server, read through watch caches
-// of APIKeys and OAuthClients (hashes only) and of the one signing-key Secret. It
-// never reads the Secrets that hold plaintext credentials.
 package tokenserver
 
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -21,6 +15,9 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/latchkey-dev/latchkey/internal/flowcontrol"
 	"github.com/latchkey-dev/latchkey/internal/index"
+	"github.com/latchkey-dev/latchkey/internal/serve"
+	"github.com/latchkey-dev/latchkey/tokenserver/oauth"
+	"github.com/latchkey-dev/latchkey/tokenserver/thirdparty"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 )
@@ -81,7 +78,8 @@ type Server struct {
 	log     logr.Logger
 	metrics *metrics
 	usage   usageRecorder
-	ready   atomic.Bool // caches synced; the signing key is checked per request
+	// readiness is /readyz: the caches synced and a signing key loaded.
+	readiness *serve.Readiness
 	// cpu admits requests to be served, io their API-server and upstream calls,
 	// both fairly by caller; anonymous is each source's budget of requests that
 	// prove nothing (admission.go).
@@ -90,9 +88,9 @@ type Server struct {
 	// scheduler says when the CPU is overloaded.
 	scheduler *schedulerWatch
 	// tokenGrants are the grant types the token endpoint serves (token.go).
-	tokenGrants map[string]tokenGrant
+	tokenGrants map[string]oauth.Grant
 	// thirdParty is the authorization_code side; nil until EnableThirdPartyApps.
-	thirdParty *thirdParty
+	thirdParty *thirdparty.Server
 	// metadata is the RFC 8414 document, rendered again when the APIs change.
 	metadata atomic.Pointer[renderedMetadata]
 }
@@ -114,6 +112,12 @@ func NewServer(cfg Config, idx *index.Index, keys *Keys, clk clock.PassiveClock,
 	cfg = withAdmissionDefaults(cfg)
 	s := &Server{cfg: cfg, index: idx, keys: keys, clock: clk, log: log, usage: usage,
 		scheduler: &schedulerWatch{threshold: cfg.OverloadSchedulingLatency}}
+	s.readiness = &serve.Readiness{Check: func() error {
+		if !keys.Ready(clk.Now()) {
+			return errors.New("no signing key loaded")
+		}
+		return nil
+	}}
 	s.cpu = flowcontrol.New(flowcontrol.Config{
 		Seats: cfg.ConcurrentRequests, QueueLength: cfg.QueuePerCaller,
 		MaxWaiting: max(cfg.MaxRequestsInFlight-cfg.ConcurrentRequests, 1), MaxWait: cfg.OverloadWait,
@@ -138,42 +142,40 @@ func NewServer(cfg Config, idx *index.Index, keys *Keys, clk clock.PassiveClock,
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	token := s.instrument("token", s.oauthEndpoint([]string{"resource", "audience"}, s.handleToken))
-	authorize := s.instrument("authorize", s.browserEndpoint(s.handleAuthorize))
+	page := func(h func(*thirdparty.Server) http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if s.thirdParty == nil {
+				thirdparty.Off(w, r)
+				return
+			}
+			h(s.thirdParty)(w, r)
+		}
+	}
+	authorize := s.instrument("authorize", s.browserEndpoint(page(func(t *thirdparty.Server) http.HandlerFunc { return t.HandleAuthorize })))
 	mux.Handle("POST /oauth2/token", token)
 	mux.Handle("POST /oauth2/introspect", s.instrument("introspect", s.oauthEndpoint(nil, s.handleIntrospect)))
 	mux.Handle("POST /oauth2/revoke", s.instrument("revoke", s.oauthEndpoint(nil, s.handleRevoke)))
 	mux.Handle("GET /oauth2/authorize", authorize)
-	mux.Handle("GET /oauth2/callback", s.instrument("callback", s.browserEndpoint(s.handleCallback)))
-	mux.Handle("POST /oauth2/consent", s.instrument("consent", s.browserEndpoint(s.handleConsent)))
-	mux.HandleFunc("GET /oauth2/assets/style.css", s.handleAsset)
+	mux.Handle("GET /oauth2/callback", s.instrument("callback", s.browserEndpoint(page(func(t *thirdparty.Server) http.HandlerFunc { return t.HandleCallback }))))
+	mux.Handle("POST /oauth2/consent", s.instrument("consent", s.browserEndpoint(page(func(t *thirdparty.Server) http.HandlerFunc { return t.HandleConsent }))))
+	mux.HandleFunc("GET /oauth2/assets/style.css", thirdparty.HandleAsset)
 	// The product's partner documentation names /oauth/authorize and /oauth/token;
 	// they are the same handlers (metadata advertises /oauth2/...).
-	mux.Handle("GET "+legacyAuthorizePath, authorize)
+	mux.Handle("GET "+thirdparty.LegacyAuthorizePath, authorize)
 	mux.Handle("POST /oauth/token", token)
 	mux.Handle("GET /oauth2/jwks", s.instrument("jwks", s.handleJWKS))
 	mux.Handle("GET /.well-known/oauth-authorization-server", s.instrument("metadata", s.handleMetadata))
 	mux.Handle("GET /.well-known/openid-configuration", s.instrument("metadata", s.handleMetadata))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	mux.HandleFunc("GET /readyz", s.handleReadyz)
+	mux.HandleFunc("GET /readyz", s.readiness.Handler)
 	return mux
 }
 
 // Ready reports whether the caches have synced and a signing key is loaded.
-func (s *Server) Ready() bool { return s.ready.Load() && s.keys.Ready(s.clock.Now()) }
+func (s *Server) Ready() bool { return s.readiness.Ready() == nil }
 
 // SetSynced marks the watch caches as synced.
-func (s *Server) SetSynced() { s.ready.Store(true) }
-
-func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) {
-	switch {
-	case !s.ready.Load():
-		http.Error(w, "caches not synced", http.StatusServiceUnavailable)
-	case !s.keys.Ready(s.clock.Now()):
-		http.Error(w, "no signing key loaded", http.StatusServiceUnavailable)
-	default:
-		_, _ = w.Write([]byte("ok"))
-	}
-}
+func (s *Server) SetSynced() { s.readiness.MarkSynced() }
 
 // maxAnonymousSources bounds the source addresses whose budget is kept.
 const maxAnonymousSources = 100000
@@ -210,94 +212,50 @@ func withAdmissionDefaults(cfg Config) Config {
 	return cfg
 }
 
-// oauthError is an RFC 6749 §5.2 error response.
-type oauthError struct {
-	status      int
-	Code        string `json:"error"`
-	Description string `json:"error_description,omitempty"`
-}
-
-func (e *oauthError) Error() string { return e.Code + ": " + e.Description }
-
-func errInvalidRequest(format string, args ...any) *oauthError {
-	return &oauthError{http.StatusBadRequest, "invalid_request", fmt.Sprintf(format, args...)}
-}
-
-// errInvalidClient is the same for an unknown id, a wrong secret, and a revoked,
-// expired or not-yet-issued client, so that none can be told from another.
-var errInvalidClient = &oauthError{http.StatusUnauthorized, "invalid_client", "client authentication failed"}
-
-// writeError writes an RFC 6749 error. 401s carry a WWW-Authenticate challenge.
-func writeError(w http.ResponseWriter, e *oauthError) {
-	h := w.Header()
-	if e.status == http.StatusUnauthorized {
-		h.Set("WWW-Authenticate", `Basic realm="latchkey", charset="UTF-8"`)
-	}
-	writeJSON(w, e.status, e)
-}
-
-func writeJSON(w http.ResponseWriter, status int, body any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
-}
-
 // authenticateClient authenticates the caller as an active OAuthClient with
 // client_secret_basic (RFC 6749 §2.3.1, form-urlencoded id and secret) or
 // client_secret_post, as the client allows, or, for a public client, by its
 // client_id alone (method none: what proves it is the PKCE verifier of its code or
 // its refresh token). Each endpoint decides whether it serves public clients
 // (publicRefused).
-func (s *Server) authenticateClient(r *http.Request, form url.Values) (*index.Client, *oauthError) {
+func (s *Server) authenticateClient(r *http.Request, form url.Values) (*index.Client, *oauth.Error) {
 	id, secret, basic := r.BasicAuth()
 	if basic {
 		if form.Has("client_secret") {
-			return nil, errInvalidRequest("use one client authentication method, not both")
+			return nil, oauth.ErrInvalidRequest("use one client authentication method, not both")
 		}
 		var err1, err2 error
 		id, err1 = url.QueryUnescape(id)
 		secret, err2 = url.QueryUnescape(secret)
 		if err1 != nil || err2 != nil {
-			return nil, errInvalidClient
+			return nil, oauth.ErrInvalidClient
 		}
 		if formID := form.Get("client_id"); formID != "" && formID != id {
-			return nil, errInvalidRequest("client_id in the body does not match the Authorization header")
+			return nil, oauth.ErrInvalidRequest("client_id in the body does not match the Authorization header")
 		}
 	} else {
 		id, secret = form.Get("client_id"), form.Get("client_secret")
 		if id == "" {
-			return nil, errInvalidClient
+			return nil, oauth.ErrInvalidClient
 		}
 	}
 	presented := index.Digest(sha256.Sum256([]byte(secret))) // hashed even for an unknown id: no timing difference to probe
 	client, _ := s.index.LookupClient(id)                    // a duplicated client_id finds none (reported once by the index)
 	now := s.clock.Now()
 	if client == nil || !client.Active(now) {
-		return nil, errInvalidClient
+		return nil, oauth.ErrInvalidClient
 	}
 	if client.Public {
 		// A public client has no secret; one that sends a secret is misconfigured.
 		if basic || secret != "" {
-			return nil, errInvalidClient
+			return nil, oauth.ErrInvalidClient
 		}
 	} else if secret == "" || !client.SecretMatches(presented, now) || (basic && !client.Basic) || (!basic && !client.Post) {
-		return nil, errInvalidClient
+		return nil, oauth.ErrInvalidClient
 	}
 	// Last use is recorded by the caller once the request is served: a refused
 	// grant type or scope is not a use of the credential.
 	return client, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // instrument counts and times each request by endpoint and outcome.
@@ -320,19 +278,18 @@ func (r *statusRecorder) WriteHeader(status int) {
 	r.ResponseWriter.WriteHeader(status)
 }
 
-// shutdownGrace is how long in-flight requests get on shutdown.
-const shutdownGrace = 10 * time.Second
-
-// serve runs srv until ctx ends, then shuts it down gracefully.
-func serve(ctx context.Context, srv *http.Server, listen func() error) error {
-	errs := make(chan error, 1)
-	go func() { errs <- listen() }()
-	select {
-	case err := <-errs:
+// EnableThirdPartyApps serves the authorization_code flow (package thirdparty):
+// it starts discovering the upstream provider and watching the workspaces.
+func (s *Server) EnableThirdPartyApps(ctx context.Context, o thirdparty.Options) error {
+	tp, err := thirdparty.New(ctx, thirdparty.Host{
+		Index: s.index, Clock: s.clock, Log: s.log, IssuerURL: s.cfg.IssuerURL,
+		Sealer: s.keys.sealer, Sign: s.sign, Verify: s.verify,
+		WithIO: s.withIO, SourceAddr: s.sourceAddr, UpstreamCalls: s.metrics.upstreamCalls,
+	}, o)
+	if err != nil {
 		return err
-	case <-ctx.Done():
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		return srv.Shutdown(shutdownCtx)
 	}
+	s.thirdParty = tp
+	s.tokenGrants = s.grants()
+	return s.renderMetadata()
 }

@@ -33,6 +33,7 @@ import (
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/testenv"
 	"github.com/latchkey-dev/latchkey/tokenserver"
+	"github.com/latchkey-dev/latchkey/tokenserver/thirdparty"
 )
 
 // The authorization_code flow end to end: a real upstream OpenID Provider (the
@@ -78,7 +79,7 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		})).To(Succeed())
 		thirdParty := func(o *tokenserver.Options) {
 			o.IssuerURL = base + "/"
-			o.Upstream = &tokenserver.UpstreamConfig{IssuerURL: provider.Issuer, ClientID: provider.ClientID, UsernamePrefix: "-"}
+			o.Upstream = &thirdparty.UpstreamConfig{IssuerURL: provider.Issuer, ClientID: provider.ClientID, UsernamePrefix: "-"}
 			o.UpstreamSecretName = "latchkey-oidc-client"
 			o.SignInsPerMinute = 10000 // every sign-in of the suite comes from 127.0.0.1
 			// Every refresh a second after the last confirmation asks the provider

@@ -1,4 +1,6 @@
-// Package v1alpha1 contains the latchkey.dev/v1alpha1 API: APIKey and OAuthClient.
+// Package v1alpha1 contains the latchkey.dev/v1alpha1 API: APIKey and OAuthClient
+// (credentials the manager issues), API (what the authorizer protects, and its
+// scope catalogue) and OAuthGrant (a workspace's consent to a third-party app).
 // +kubebuilder:object:generate=true
 // +groupName=latchkey.dev
 package v1alpha1

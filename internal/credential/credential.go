@@ -153,7 +153,7 @@ var (
 )
 
 // ValidClientID reports whether s has the client_id format (24 lowercase hex
-// digits; the manager derives them: internal/issuance).
+// digits; the manager derives them: internal/issuanceproof).
 func ValidClientID(s string) bool { return clientIDPattern.MatchString(s) }
 
 // ValidClientSecret reports whether s has the client_secret format.

@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
-	"github.com/latchkey-dev/latchkey/internal/apis"
+	"github.com/latchkey-dev/latchkey/internal/apirules"
 )
 
 // API is an API resource as the authorizer applies it: rules sorted most specific
@@ -30,7 +30,7 @@ type API struct {
 	Rules        []Rule
 	// Catalogue maps each scope the API defines to its description.
 	Catalogue map[string]string
-	// claim is what apis.NotNewer compares.
+	// claim is what apirules.NotNewer compares.
 	claim *latchkeyv1.API
 }
 
@@ -50,7 +50,7 @@ func newAPI(o *latchkeyv1.API) *API {
 		Hosts:      o.Spec.Hosts,
 		Namespaces: o.Spec.Namespaces,
 		Catalogue:  make(map[string]string, len(o.Spec.Scopes)),
-		// Only the fields apis.NotNewer reads.
+		// Only the fields apirules.NotNewer reads.
 		claim: &latchkeyv1.API{ObjectMeta: *o.ObjectMeta.DeepCopy()},
 	}
 	a.claim.ManagedFields, a.claim.Annotations, a.claim.Labels = nil, nil, nil
@@ -127,7 +127,7 @@ func (a *API) AcceptsEnvironment(env string) bool {
 
 // apiSet is every API the index knows and which of them are served: an API is
 // served only while it holds its identifier and every one of its hosts, that is
-// while no other API claiming one of them is apis.NotNewer than it: exactly what
+// while no other API claiming one of them is apirules.NotNewer than it: exactly what
 // the manager reports in its Ready condition.
 type apiSet struct {
 	all     map[types.UID]*API
@@ -146,7 +146,7 @@ func (s *apiSet) recompute() {
 		}
 	}
 	// In each group, only a strictly oldest claimant holds the claim: everyone else
-	// gives way (apis.NotNewer), ties included. One pass per group.
+	// gives way (apirules.NotNewer), ties included. One pass per group.
 	givesWay := map[*API]bool{}
 	for _, group := range claimants {
 		if len(group) == 1 {
@@ -155,9 +155,9 @@ func (s *apiSet) recompute() {
 		oldest, tied := group[0], false
 		for _, a := range group[1:] {
 			switch {
-			case !apis.NotNewer(oldest.claim, a.claim): // a is strictly older
+			case !apirules.NotNewer(oldest.claim, a.claim): // a is strictly older
 				oldest, tied = a, false
-			case apis.NotNewer(a.claim, oldest.claim): // same second
+			case apirules.NotNewer(a.claim, oldest.claim): // same second
 				tied = true
 			}
 		}

@@ -47,6 +47,12 @@ type Ref struct {
 
 func (r Ref) String() string { return r.Namespace + "/" + r.Name }
 
+// Kinds of credential, as the API server's resources name them.
+const (
+	KindAPIKey      = "apikeys"
+	KindOAuthClient = "oauthclients"
+)
+
 // Client is what the token server keeps of one OAuthClient.
 type Client struct {
 	Ref               Ref

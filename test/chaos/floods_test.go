@@ -126,7 +126,7 @@ var _ = Describe("The token server, flooded", Ordered, func() {
 				Expect(code).To(BeElementOf("200", "400", "503"), "only the answers the endpoints give: %v", answers)
 			}
 		}
-		Expect(apiRequests(ctx, clientset, "oauthgrants", "GET") - before).To(BeZero(), "GETs of OAuthGrants at the API server")
+		Expect(apiRequests(ctx, clientset, "oauthgrants", "GET")-before).To(BeZero(), "GETs of OAuthGrants at the API server")
 	})
 
 	It("spends a login once: a callback replayed with its cookie never calls the provider again", func(ctx SpecContext) {
@@ -140,7 +140,7 @@ var _ = Describe("The token server, flooded", Ordered, func() {
 		}
 		Expect(answers[0]).To(Equal(http.StatusBadGateway), "the first is exchanged, and the provider refuses the code")
 		Expect(answers[1:]).To(HaveEach(http.StatusBadRequest), "the rest: the sign-in is spent")
-		Expect(metricOf(srv, "latchkey_tokenserver_upstream_requests_total", `call="exchange"`) - before).To(BeNumerically("==", 1), "calls to the provider")
+		Expect(metricOf(srv, "latchkey_tokenserver_upstream_requests_total", `call="exchange"`)-before).To(BeNumerically("==", 1), "calls to the provider")
 		Eventually(providerTokenCalls).Should(Equal(providerBefore+1), "the provider's own log of its token endpoint")
 		Consistently(providerTokenCalls, "500ms").Should(Equal(providerBefore + 1))
 	})
@@ -185,8 +185,8 @@ var _ = Describe("The token server, flooded", Ordered, func() {
 			Expect(page.StatusCode).To(Equal(http.StatusOK), "the consent page")
 		}
 		tenSeconds := 1 + int(time.Since(start)/(10*time.Second))
-		Expect(apiRequests(ctx, clientset, "namespaces", "LIST") - lists).To(BeZero(), "LISTs of namespaces")
-		Expect(apiRequests(ctx, clientset, "subjectaccessreviews", "POST") - reviews).To(BeNumerically("<=", tenSeconds), "reviews for %d sign-ins", signIns)
+		Expect(apiRequests(ctx, clientset, "namespaces", "LIST")-lists).To(BeZero(), "LISTs of namespaces")
+		Expect(apiRequests(ctx, clientset, "subjectaccessreviews", "POST")-reviews).To(BeNumerically("<=", tenSeconds), "reviews for %d sign-ins", signIns)
 	})
 
 	It("keeps a third client's share while a client with a valid secret and an anonymous source flood it", func(ctx SpecContext) {
@@ -363,4 +363,3 @@ func p99(latencies []time.Duration) time.Duration {
 	slices.Sort(sorted)
 	return sorted[min(len(sorted)-1, len(sorted)*99/100)]
 }
-

@@ -34,7 +34,7 @@ import (
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/controllers"
 	"github.com/latchkey-dev/latchkey/internal/credential"
-	"github.com/latchkey-dev/latchkey/internal/issuance"
+	"github.com/latchkey-dev/latchkey/internal/issuanceproof"
 )
 
 // The fault specs: the manager SIGKILLed at random points while it issues and
@@ -427,10 +427,10 @@ func parallel(workers, n int, fn func(i int) error) error {
 }
 
 // issuanceKey reads the manager's issuance key, to check the proofs on the Secrets.
-func issuanceKey(ctx context.Context, c crclient.Client) *issuance.Key {
+func issuanceKey(ctx context.Context, c crclient.Client) *issuanceproof.Key {
 	secret := &corev1.Secret{}
 	Expect(c.Get(ctx, crclient.ObjectKey{Namespace: "latchkey-system", Name: "latchkey-issuance-key"}, secret)).To(Succeed())
-	key, err := issuance.ParseKey(secret.Data[controllers.IssuanceKeyDataKey])
+	key, err := issuanceproof.ParseKey(secret.Data[controllers.IssuanceKeyDataKey])
 	Expect(err).NotTo(HaveOccurred())
 	return key
 }
@@ -477,7 +477,7 @@ func secretKeyOf(kind string) string {
 // checkSecret says what is wrong with obj's Secret, "" if nothing: it must be
 // controlled by obj and hold, under status's serial and with a valid issuance
 // proof, the credential status accepts as current (an OAuthClient's also its client_id).
-func checkSecret(obj credentialObject, secret *corev1.Secret, key *issuance.Key) string {
+func checkSecret(obj credentialObject, secret *corev1.Secret, key *issuanceproof.Key) string {
 	status := obj.CredentialStatus()
 	switch {
 	case secret == nil:
@@ -505,7 +505,7 @@ func checkSecret(obj credentialObject, secret *corev1.Secret, key *issuance.Key)
 			return fmt.Sprintf("client_id %q in the Secret, %q in status, %q derived", got, c.Status.ClientID, key.ClientID(c.UID))
 		}
 	}
-	claim := issuance.Claim{Kind: kindName, Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: obj.GetUID(), Serial: current.Serial, Hash: hash}
+	claim := issuanceproof.Claim{Kind: kindName, Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: obj.GetUID(), Serial: current.Serial, Hash: hash}
 	if !key.Verify(claim, secret.Annotations[latchkeyv1.IssuanceProofAnnotation]) {
 		return "the issuance proof does not verify"
 	}

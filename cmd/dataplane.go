@@ -1,0 +1,53 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"time"
+
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+)
+
+// dataPlaneFlags are the flags the token server and the authorizer have alike:
+// what they watch, how they record last use, how they talk to the API server,
+// TLS, metrics and logging.
+type dataPlaneFlags struct {
+	namespaces                           string
+	lastUsedFlush, lastUsedGranularity   time.Duration
+	kubeAPIQPS                           float64
+	kubeAPIBurst                         int
+	tlsCertFile, tlsKeyFile, metricsAddr string
+	zap                                  zap.Options
+}
+
+func (f *dataPlaneFlags) bind(fs *flag.FlagSet, served string) {
+	fs.StringVar(&f.namespaces, "namespaces", "", "comma-separated namespaces whose "+served+" to serve; empty means all")
+	fs.DurationVar(&f.lastUsedFlush, "last-used-flush-interval", 10*time.Second, "how often recorded uses are written to status.lastUsedAt")
+	fs.DurationVar(&f.lastUsedGranularity, "last-used-granularity", time.Hour, "status.lastUsedAt is the start of the period of this length in which the credential was last used: at most one write per object per period, whatever the replica count (minimum 1m); give the token server and the authorizer the same value")
+	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", 50, "client-side QPS limit towards the API server")
+	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 100, "client-side burst towards the API server")
+	fs.StringVar(&f.tlsCertFile, "tls-cert-file", "", "serve TLS with this certificate (PEM)")
+	fs.StringVar(&f.tlsKeyFile, "tls-key-file", "", "private key of --tls-cert-file (PEM)")
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":9090", "address of /metrics; \"0\" disables it")
+	f.zap.BindFlags(fs)
+}
+
+// setUp checks the flags, sets the logger up and returns the API server's config.
+func (f *dataPlaneFlags) setUp() (*rest.Config, error) {
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
+	if (f.tlsCertFile == "") != (f.tlsKeyFile == "") {
+		return nil, fmt.Errorf("--tls-cert-file and --tls-key-file go together")
+	}
+	return kubeConfig(f.kubeAPIQPS, f.kubeAPIBurst)
+}
+
+// listen opens a listener on addr, or none for "0".
+func listen(addr string) (net.Listener, error) {
+	if addr == "0" {
+		return nil, nil
+	}
+	return net.Listen("tcp", addr)
+}

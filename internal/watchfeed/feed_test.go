@@ -1,0 +1,77 @@
+package watchfeed
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+)
+
+// TestStreamList decodes a list as the API server writes it into the slim types,
+// and checks that what the index reads survives and the rest is dropped.
+func TestStreamList(t *testing.T) {
+	used := metav1.NewTime(time.Date(2026, 11, 23, 4, 0, 0, 0, time.UTC))
+	expires := metav1.NewTime(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
+	full := latchkeyv1.APIKeyList{
+		TypeMeta: metav1.TypeMeta{APIVersion: "latchkey.dev/v1alpha1", Kind: "APIKeyList"},
+		ListMeta: metav1.ListMeta{ResourceVersion: "4242", Continue: "next"},
+	}
+	for _, name := range []string{"a", "b"} {
+		k := latchkeyv1.APIKey{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace: "crm", Name: name, UID: types.UID("uid-" + name), ResourceVersion: "7",
+				Annotations:   map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"big":"blob"}`},
+				Labels:        map[string]string{"team": "billing"},
+				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: "Update", FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}}},
+			},
+			Spec: latchkeyv1.APIKeySpec{Scopes: []string{"leads:read"}, Environment: latchkeyv1.EnvironmentTest,
+				CredentialSpec: latchkeyv1.CredentialSpec{ExpiresAt: &expires}},
+		}
+		k.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: "sha256:" + strings.Repeat("ab", 32), Serial: 3, IssuedAt: used}}
+		k.Status.LastUsedAt = &used
+		k.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: "True", Reason: "Issued", LastTransitionTime: used}}
+		full.Items = append(full.Items, k)
+	}
+	body, err := json.Marshal(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	listMeta, items, err := streamList[cachedAPIKey](strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if listMeta.ResourceVersion != "4242" || listMeta.Continue != "next" {
+		t.Errorf("list metadata = %+v", listMeta)
+	}
+	if len(items) != 2 {
+		t.Fatalf("%d items, want 2", len(items))
+	}
+	for i, item := range items {
+		got, want := item.apiKey(), &full.Items[i]
+		if got.Name != want.Name || got.Namespace != want.Namespace || got.UID != want.UID || item.ResourceVersion != "7" {
+			t.Errorf("item %d: metadata %s/%s %s", i, got.Namespace, got.Name, got.UID)
+		}
+		if m := item.ObjectMeta; m.ManagedFields != nil || m.Annotations != nil || m.Labels != nil {
+			t.Errorf("item %d: decoded what the index never reads: %+v", i, item.ObjectMeta)
+		}
+		if got.Spec.Environment != latchkeyv1.EnvironmentTest || !got.Spec.ExpiresAt.Equal(&expires) || len(got.Spec.Scopes) != 1 {
+			t.Errorf("item %d: spec %+v", i, got.Spec)
+		}
+		if len(got.Status.Credentials) != 1 || got.Status.Credentials[0].Hash != want.Status.Credentials[0].Hash ||
+			!got.Status.LastUsedAt.Equal(&used) {
+			t.Errorf("item %d: status %+v", i, got.Status)
+		}
+	}
+
+	for _, broken := range []string{"", "[]", string(body[:len(body)/2]), `{"items":{}}`} {
+		if _, _, err := streamList[cachedAPIKey](strings.NewReader(broken)); err == nil {
+			t.Errorf("no error for %.40q", broken)
+		}
+	}
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"slices"
+	"time"
+)
+
+// The fixtures of the report writer's golden test: the figures of two runs, as
+// the measurements leave them in a report. Between them they reach every row and
+// every section the writer prints, and each of their variants: a target met, a
+// target missed, no target, a figure that could not be read ("n/a"), a section
+// that is absent.
+
+// fullRun is a full run (`make bench`) on a two-core machine; its figures are
+// close to the published BENCHMARKS.md's. RS256 issuance, the reconcile at 10,000
+// keys, its floor ratio, the cold start at 100,000 keys and four of the
+// authorizer's rows miss their targets.
+func fullRun() (*report, environment) {
+	s := settings{size: "full", duration: 20 * time.Second, warmup: 3 * time.Second, connections: 16, keys: 10_000,
+		memoryKeys: []int{100_000}, coldStarts: 5, revocations: 200, algorithms: []string{"RS256", "ES256", "EdDSA"},
+		serverCPU: "0", loadCPU: "1", out: "BENCHMARKS.md", introspected: 1000, lastUsedKeys: 1000, lastUsedWindow: 70 * time.Second}
+	r := &report{s: s, started: time.Date(2026, 11, 23, 7, 41, 12, 0, time.UTC)}
+	r.tokens = []tokenRun{
+		{alg: "RS256", sign: signResult{Signatures: 20_028, Rate: 1001.4},
+			healthz: load(59_701.2, 210, 1_130, 9_920, 0, 0),
+			load:    load(888.3, 17_860, 32_740, 53_830, 0, 0)},
+		{alg: "ES256", sign: signResult{Signatures: 568_360, Rate: 28_418.0},
+			healthz: load(58_086.4, 220, 1_150, 10_240, 0, 0),
+			load:    load(12_147.2, 1_200, 4_300, 14_830, 0, 0)},
+		{alg: "EdDSA", sign: signResult{Signatures: 781_140, Rate: 39_057.0},
+			healthz: load(60_058.9, 210, 1_090, 9_610, 0, 0),
+			load:    load(15_950.4, 950, 2_980, 13_230, 0, 0)},
+	}
+	r.introspection = &introspectionRun{keys: 10_000,
+		healthz: load(58_007.3, 220, 1_140, 10_020, 0, 0),
+		load:    load(23_043.6, 510, 3_560, 12_410, 0, 0)}
+	r.revocations = revocationRun{
+		apiKeys: latencies(200, 6_100*time.Microsecond, 89_650*time.Microsecond),
+		clients: latencies(200, 9_300*time.Microsecond, 65_970*time.Microsecond),
+	}
+	r.reconcile = []reconcileRun{
+		{keys: 10_000, created: 23_710 * time.Millisecond, total: 62_540 * time.Millisecond,
+			cpu: map[string]float64{"kube-apiserver": 82.4, "manager": 13.2, "etcd": 9.3,
+				"benchmark (creates, watch)": 6.7, "token server (watching)": 2.9, "kube-controller-manager (garbage collector)": 0.4},
+			metrics: map[string]float64{
+				"controller_runtime_reconcile_total{apikey}":            10_000,
+				"controller_runtime_reconcile_time_seconds{apikey}_sum": 499.3,
+				"workqueue_queue_duration_seconds{apikey}_count":        10_000,
+				"workqueue_queue_duration_seconds{apikey}_sum":          312.8,
+				"rest_client_requests_total{GET}":                       2,
+				"rest_client_requests_total{PATCH}":                     10_000,
+				"rest_client_requests_total{POST}":                      10_000,
+				"rest_client_requests_total{DELETE}":                    0, // no request: no line
+				"controller_runtime_reconcile_errors_total{apikey}":     0, // not reported
+			}},
+		{keys: 90_000, created: 232_310 * time.Millisecond, total: 623_140 * time.Millisecond,
+			cpu: map[string]float64{"kube-apiserver": 834.9, "manager": 145.4, "etcd": 96.7, "benchmark (creates, watch)": 70.0},
+			metrics: map[string]float64{
+				"controller_runtime_reconcile_total{apikey}":            90_000,
+				"controller_runtime_reconcile_time_seconds{apikey}_sum": 4978.8,
+				"rest_client_requests_total{GET}":                       29,
+				"rest_client_requests_total{PATCH}":                     90_260,
+				"rest_client_requests_total{POST}":                      90_000,
+			}},
+	}
+	r.floor = &floorRun{keys: 10_000, created: 18_340 * time.Millisecond, written: 47_660 * time.Millisecond,
+		total: 47_720 * time.Millisecond, cleanup: 24_020 * time.Millisecond, apiserverRSS: mebibytes(1517.7),
+		concurrency: 8, qps: -1, burst: -1,
+		cpu:         map[string]float64{"kube-apiserver": 64.2, "benchmark (creates, watch)": 11.8, "etcd": 7.7, "token server (watching)": 2.6},
+		secretBytes: 660, statusBytes: 440, managerSecretBytes: 656, managerStatusBytes: 622}
+	r.memory = []memoryPoint{
+		{keys: 0, tokenServer: mebibytes(49.9), manager: mebibytes(57.0), apiserver: mebibytes(362.5)},
+		{keys: 10_000, tokenServer: mebibytes(55.0), manager: mebibytes(155.9), apiserver: mebibytes(2214.6)},
+		{keys: 100_000, tokenServer: mebibytes(94.0), manager: mebibytes(1010.5), apiserver: mebibytes(7038.2)},
+	}
+	r.coldStarts = []coldStartRun{
+		{keys: 10_000, times: durations(time.Millisecond, 1332.72, 724.65, 701.30, 698.12, 750.04)},
+		{keys: 100_000, times: durations(time.Millisecond, 10_784.15, 11_572.43, 10_511.90)},
+	}
+	r.coldStartProfile = &coldStartProfile{keys: 100_000, ready: 10_867_830 * time.Microsecond,
+		summary: "Duration: 10.70s, Total samples = 4040ms (37.75%)",
+		cum: "Showing nodes accounting for 160ms, 3.96% of 4040ms total\n" +
+			"      flat  flat%   sum%        cum   cum%\n" +
+			"         0     0%     0%     3220ms 79.70%  k8s.io/client-go/tools/cache.(*Reflector).list.func1\n" +
+			"      80ms  1.98%  1.98%     3210ms 79.46%  github.com/latchkey-dev/latchkey/internal/index.streamList[…]",
+		flat: "Showing nodes accounting for 2240ms, 55.45% of 4040ms total\n" +
+			"      flat  flat%   sum%        cum   cum%\n" +
+			"     500ms 12.38% 12.38%     1380ms 34.16%  sigs.k8s.io/json/internal/golang/encoding/json.(*Decoder).readValue\n" +
+			"     490ms 12.13% 24.50%      510ms 12.62%  sigs.k8s.io/json/internal/golang/encoding/json.stateInString",
+		list: listResult{FirstByte: 5_643_530 * time.Microsecond, Transfer: 4_905_750 * time.Microsecond,
+			Decode: 4_314_820 * time.Microsecond, Bytes: 195_140_608, Items: 100_000}}
+	r.lastUsed = &lastUsedRun{keys: 1000, buckets: 2, window: 70_400 * time.Millisecond,
+		flags: []string{"--last-used-flush-interval=1s", "--last-used-granularity=1m"}, requests: 140_000,
+		writes:  [2]reading{{value: 1018, ok: true}, {value: 1003, ok: true}},
+		skipped: [2]reading{{value: 53_853, ok: true}, {value: 54_321, ok: true}},
+		patches: reading{value: 2021, ok: true}, changes: 2000, modified: 2000}
+	r.authz = &authzRun{identity: "the control plane's admin (config/local binds no role to latchkey-authz)",
+		keys: 10_000, cycled: 750,
+		healthz: load(64_074.1, 210, 1_110, 9_860, 20.7, 18.2),
+		forward: load(34_427.5, 410, 1_740, 9_040, 22.1, 14.7),
+		noop:    load(17_184.2, 770, 3_430, 14_880, 15.4, 12.4),
+		grpcKey: load(21_219.8, 640, 2_230, 10_170, 17.3, 13.6),
+		jwt: []jwtRun{
+			{alg: "ES256", verify: verifyResult{Verifications: 273_103, Rate: 13_655.1},
+				load:     load(22_138.0, 580, 2_500, 10_690, 19.8, 16.3),
+				uncached: load(6_444.6, 2_210, 5_830, 14_530, 22.5, 7.4)},
+			{alg: "EdDSA", verify: verifyResult{Verifications: 375_042, Rate: 18_752.1},
+				load:     load(21_462.3, 610, 2_440, 12_480, 19.8, 16.8),
+				uncached: load(7_106.9, 2_040, 5_550, 15_080, 22.5, 8.3)},
+		},
+		revocations:         latencies(200, 0, 58_790*time.Microsecond),
+		revocationsFromSend: latencies(200, 8_200*time.Microsecond, 151_020*time.Microsecond),
+	}
+	env := environment{command: "make bench", finished: r.started.Add(24*time.Minute + 55*time.Second + 400*time.Millisecond),
+		cpu: "AMD EPYC", cores: 2, goVersion: "go1.26.8 linux/amd64", kernel: "Linux 6.18.44-fc-v669", commit: "c5eb35c"}
+	return r, env
+}
+
+// partialRun is a quick run of some steps (`make bench-quick BENCH_FLAGS=…`)
+// against an older build, where several figures are missing: one algorithm, no
+// revocation of OAuthClients, no manager metrics, a kube-apiserver whose memory
+// could not be read, a LIST split that failed and no startup profile, last-use
+// counters that one replica did not expose, an authorizer without token loads.
+// Every count is off its target's, so no target applies to the reconcile, the
+// floor and the cold start; EdDSA issuance, introspection and the forward-auth
+// check miss theirs.
+func partialRun() (*report, environment) {
+	s := settings{size: "quick", duration: 5 * time.Second, warmup: time.Second, connections: 16, keys: 2500,
+		coldStarts: 3, revocations: 100, algorithms: []string{"EdDSA"}, serverCPU: "0", loadCPU: "1",
+		out: "bin/BENCHMARKS.quick.md", managerArgs: []string{"--kube-api-qps=200", "--kube-api-burst=300"},
+		introspected: 1000, lastUsedKeys: 200, lastUsedWindow: 10 * time.Second}
+	r := &report{s: s, started: time.Date(2026, 11, 24, 18, 5, 59, 0, time.UTC)}
+	r.tokens = []tokenRun{
+		{alg: "EdDSA", sign: signResult{Signatures: 190_410, Rate: 38_082.0},
+			healthz: load(55_310.7, 240, 1_310, 8_100, 0, 0),
+			load:    load(9_874.2, 1_410, 10_370, 21_000, 0, 0)},
+	}
+	r.introspection = &introspectionRun{keys: 2500,
+		healthz: load(54_919.0, 250, 1_400, 7_960, 0, 0),
+		load:    load(19_620.4, 600, 4_020, 11_300, 0, 0)}
+	r.revocations = revocationRun{apiKeys: latencies(100, 7_000*time.Microsecond, 212_500*time.Microsecond)}
+	r.reconcile = []reconcileRun{
+		{keys: 2500, created: 6_120 * time.Millisecond, total: 15_870 * time.Millisecond,
+			cpu: map[string]float64{"kube-apiserver": 21.3, "manager": 3.6, "etcd": 2.4, "benchmark (creates, watch)": 1.9}},
+	}
+	r.floor = &floorRun{keys: 2500, created: 4_410 * time.Millisecond, written: 14_020 * time.Millisecond,
+		total: 14_110 * time.Millisecond, cleanup: 6_330 * time.Millisecond,
+		concurrency: 4, qps: 200, burst: 300, secretBytes: 660, statusBytes: 440}
+	r.memory = []memoryPoint{
+		{keys: 0, tokenServer: mebibytes(49.7), manager: mebibytes(58.1)},
+		{keys: 2500, tokenServer: mebibytes(54.8), manager: mebibytes(80.3)},
+	}
+	r.coldStarts = []coldStartRun{{keys: 2500, times: durations(time.Millisecond, 402.18, 388.91, 415.07)}}
+	r.coldStartProfile = &coldStartProfile{keys: 2500, ready: 431_270 * time.Microsecond,
+		missing: "this build's token server has no --startup-cpu-profile",
+		listErr: "bench list: context deadline exceeded"}
+	r.lastUsed = &lastUsedRun{keys: 200, buckets: 1, window: 10_200 * time.Millisecond,
+		flags: []string{"--last-used-min-interval=1m"}, oldFlags: true, requests: 4_000,
+		writes:  [2]reading{{value: 207, ok: true}, {}},
+		skipped: [2]reading{{value: 1_793, ok: true}, {}},
+		changes: 203, modified: 205}
+	r.authz = &authzRun{identity: "latchkey-authz (config/local's roles)", keys: 2500, cycled: 300,
+		healthz: load(61_002.8, 220, 1_190, 8_930, 5.4, 4.6),
+		forward: load(30_118.4, 470, 2_160, 9_880, 5.8, 3.9),
+		noop:    load(16_870.0, 790, 3_510, 13_020, 4.1, 3.3),
+		grpcKey: load(20_505.5, 660, 1_980, 9_740, 4.5, 3.5)}
+	env := environment{command: "make bench-quick BENCH_FLAGS='-keys 2500 -manager-args=--kube-api-qps=200 --kube-api-burst=300'",
+		finished: r.started.Add(6*time.Minute + 41*time.Second + 600*time.Millisecond),
+		cpu:      "unknown", cores: 8, goVersion: "go1.26.8 linux/arm64", kernel: "unknown", commit: "c5eb35c-dirty"}
+	return r, env
+}
+
+// load is a loadResult: rate per second, latencies in microseconds, and the CPU
+// seconds the measured server and the load generator used.
+func load(rate float64, p50, p99, max int64, serverCPU, loadCPU float64) loadResult {
+	return loadResult{Rate: rate, P50: time.Duration(p50) * time.Microsecond, P99: time.Duration(p99) * time.Microsecond,
+		Max: time.Duration(max) * time.Microsecond, ServerCPU: serverCPU, CPUSeconds: loadCPU}
+}
+
+// latencies are n latencies from lo to hi, skewed towards lo as measured ones
+// are, in the reverse of their order (the writer sorts).
+func latencies(n int, lo, hi time.Duration) []time.Duration {
+	d := make([]time.Duration, n)
+	last := int64(n - 1)
+	for i := range d {
+		x := int64(i)
+		d[i] = lo + time.Duration(int64(hi-lo)/last*x/last*x/last*x)
+	}
+	slices.Reverse(d)
+	return d
+}
+
+// durations are values in unit, in the order given.
+func durations(unit time.Duration, values ...float64) []time.Duration {
+	d := make([]time.Duration, len(values))
+	for i, v := range values {
+		d[i] = time.Duration(v * float64(unit))
+	}
+	return d
+}
+
+func mebibytes(m float64) int64 { return int64(m * (1 << 20)) }

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the report writer's golden files in testdata/ with its current output")
+
+// TestReportGolden renders the fixtures' reports (fixture_test.go) with a fixed
+// environment and compares them, and the terminal summary, with the golden files
+// in testdata/. After a deliberate change of the writer, regenerate them with
+//
+//	go test ./test/bench/ -run TestReportGolden -update
+//
+// and review their diff as a reader of BENCHMARKS.md would.
+func TestReportGolden(t *testing.T) {
+	for _, fixture := range []struct {
+		name string
+		run  func() (*report, environment)
+	}{{"full", fullRun}, {"partial", partialRun}} {
+		t.Run(fixture.name, func(t *testing.T) {
+			r, env := fixture.run()
+			golden(t, fixture.name+".md.golden", r.markdown(env))
+			golden(t, fixture.name+".summary.golden", r.summary())
+		})
+	}
+}
+
+// TestReportFixturesCoverEveryRow keeps the fixtures honest: between them they
+// print every numbered measure, a target met and missed, rows without a target,
+// figures that could not be read, and every section of the details.
+func TestReportFixturesCoverEveryRow(t *testing.T) {
+	var rows [][]string
+	var text strings.Builder
+	for _, run := range []func() (*report, environment){fullRun, partialRun} {
+		r, env := run()
+		text.WriteString(r.markdown(env))
+		rows = append(rows, r.rows...)
+	}
+	has := func(match func(row []string) bool) bool {
+		for _, row := range rows {
+			if match(row) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, want := range []struct{ measure, met string }{
+		{"1. Token issuance, RS256", "**no**"},
+		{"1. Token issuance, ES256", "yes"},
+		{"1. Token issuance, EdDSA", "**no**"},
+		{"2. API key introspection", "yes"},
+		{"2. API key introspection", "**no**"},
+		{"3. Revocation latency, introspection", "yes"},
+		{"3. Revocation latency, introspection", "**no**"},
+		{"3. Revocation latency, token endpoint", "yes"},
+		{"4. Reconcile: ", "**no**"},
+		{"4. Reconcile: ", "—"},
+		{"4. Reconcile ÷ floor", "**no**"},
+		{"4. Reconcile ÷ floor", "—"},
+		{"5. Token server RSS", "yes"},
+		{"5. Token server RSS", "**no**"},
+		{"5. Manager RSS", "—"},
+		{"5. kube-apiserver RSS", "—"},
+		{"6. Token server cold start", "yes"},
+		{"6. Token server cold start", "**no**"},
+		{"6. Token server cold start", "—"},
+		{"7. Last-use writes", "—"},
+		{"8. Edge authorizer: forward-auth", "**no**"},
+		{"8. Edge authorizer: gRPC Check (ext_authz)", "yes"},
+		{"8. Edge authorizer: gRPC Check (ext_authz)", "**no**"},
+		{"8. Edge authorizer: gRPC Check, ES256 access token (", "yes"},
+		{"8. Edge authorizer: gRPC Check, ES256 access token, signature verified", "**no**"},
+		{"8. Edge authorizer: revocation", "yes"},
+	} {
+		if !has(func(row []string) bool { return strings.HasPrefix(row[0], want.measure) && row[5] == want.met }) {
+			t.Errorf("no row %q… with Met %q", want.measure, want.met)
+		}
+	}
+	if !has(func(row []string) bool { return strings.Contains(row[1], "n/a") }) {
+		t.Error(`no row with a figure that could not be read ("n/a")`)
+	}
+	for _, section := range []string{
+		"### Token endpoint", "### Reconcile run 1", "### Reconcile run 2", "| Mean time queued", "### Reconcile floor",
+		"CPU seconds used during the floor", "### Memory", "| 0, after the floor's cleanup", "### Where cold start goes",
+		"Target < 3 s at 100,000", "measured by the full run only", "| Decoding into typed APIKeys", "The LIST split failed",
+		"By own time", "No startup CPU profile", "### Last-use write budget", "This build has no `--last-used-granularity`",
+		"### Edge authorizer", "Raw ES256 verification", "Revocation at the authorizer", "### Revocation\n", "| Manager flags added",
+	} {
+		if !strings.Contains(text.String(), section) {
+			t.Errorf("the fixtures print no %q", section)
+		}
+	}
+}
+
+// golden compares got with testdata/name, or writes it there with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got == string(want) {
+		return
+	}
+	gotLines, wantLines := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+	for i := range max(len(gotLines), len(wantLines)) {
+		var g, w string
+		if i < len(gotLines) {
+			g = gotLines[i]
+		}
+		if i < len(wantLines) {
+			w = wantLines[i]
+		}
+		if g != w {
+			t.Fatalf("%s differs from the writer's output at line %d (run with -update if the change is meant):\nwant: %s\ngot:  %s", path, i+1, w, g)
+		}
+	}
+}

@@ -1,0 +1,87 @@
+// Package oauth is the OAuth 2.0 vocabulary the token server's endpoints share:
+// RFC 6749 error responses and how they are written, the token response, the
+// interface of a grant type's handler (one per grant, as Ory fosite's), reading a
+// request's parameters, and scope lists. It holds no state and does no I/O
+// besides writing a response.
+package oauth
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/latchkey-dev/latchkey/internal/index"
+)
+
+// Error is an RFC 6749 §5.2 error response.
+type Error struct {
+	Status      int    `json:"-"`
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+// NewError is an error response with an HTTP status.
+func NewError(status int, code, description string) *Error {
+	return &Error{Status: status, Code: code, Description: description}
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Description }
+
+// ErrInvalidRequest is a 400 invalid_request.
+func ErrInvalidRequest(format string, args ...any) *Error {
+	return NewError(http.StatusBadRequest, "invalid_request", fmt.Sprintf(format, args...))
+}
+
+// ErrInvalidClient is the same for an unknown id, a wrong secret, and a revoked,
+// expired or not-yet-issued client, so that none can be told from another.
+var ErrInvalidClient = NewError(http.StatusUnauthorized, "invalid_client", "client authentication failed")
+
+// ErrSigning is the answer when no signing key signs now.
+var ErrSigning = NewError(http.StatusServiceUnavailable, "temporarily_unavailable", "no signing key is available")
+
+// WriteError writes an RFC 6749 error. 401s carry a WWW-Authenticate challenge.
+func WriteError(w http.ResponseWriter, e *Error) {
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="latchkey", charset="UTF-8"`)
+	}
+	WriteJSON(w, e.Status, e)
+}
+
+// WriteJSON writes a JSON response that no cache may keep.
+func WriteJSON(w http.ResponseWriter, status int, body any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// TokenResponse is RFC 6749 §5.1.
+type TokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	Scope        string `json:"scope,omitempty"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+}
+
+// Grant serves one grant_type at the token endpoint (as Ory fosite's handlers
+// do): the endpoint reads the parameters and authenticates the client once, and
+// each grant decides the rest.
+type Grant interface {
+	// Allowed reports whether client may use the grant (unauthorized_client if not).
+	Allowed(client *index.Client) bool
+	// PublicClients says whether a public client (no secret) may use the grant.
+	PublicClients() bool
+	// Issue answers the request.
+	Issue(r *http.Request, client *index.Client, params url.Values) (TokenResponse, *Error)
+}
+
+// Via says who a token is for when a third-party app acts in a workspace: the
+// user who authorized it (RFC 9068: sub), the workspace, the grant and the
+// refresh-token family the token belongs to, and the grant's version at issue.
+type Via struct {
+	Subject, Workspace, GrantUID, Family, GrantVersion string
+}
