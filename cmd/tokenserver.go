@@ -11,9 +11,11 @@ import (
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/yaml"
 
 	"github.com/latchkey-dev/latchkey/internal/signingkeys"
 	"github.com/latchkey-dev/latchkey/tokenserver"
+	"github.com/latchkey-dev/latchkey/tokenserver/leaks"
 	"github.com/latchkey-dev/latchkey/tokenserver/thirdparty"
 )
 
@@ -59,7 +61,13 @@ func runTokenServer(args []string) error {
 	fs.DurationVar(&o.UpstreamRevalidation, "upstream-revalidation-interval", time.Hour, "how often, at most, a refresh of a third-party app's token asks the upstream provider (with its refresh token of the user's sign-in) whether the user is still who signed in, and with which groups; the family ends when the provider refuses, or gave no refresh token; 0 never asks (RBAC is asked with the groups of the sign-in)")
 	fs.IntVar(&o.SignInsPerMinute, "sign-ins-per-minute-per-source", 60, "each source address's budget of sign-ins (the provider's callbacks, each an upstream call and RBAC reviews), in bursts as large; see --trusted-proxies")
 	fs.StringVar(&upstreamScopes, "oidc-scopes", "profile,email,offline_access", "scopes asked of the upstream provider besides openid; offline_access gets the refresh token that revalidates a user (--upstream-revalidation-interval)")
+	var leakConfig string
+	fs.StringVar(&leakConfig, "secret-scanning-config", "", "YAML file of the secret scanners whose signed reports revoke leaked credentials (POST /secret-scanning/<name>): {reporters: [{name, keysURL | keysFile, headerPrefix, feedback}]}; empty: GitHub's secret scanning partner program, as reporter github")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if o.LeakReports, err = readLeakConfig(leakConfig); err != nil {
 		return err
 	}
 	cfg, err := common.setUp()
@@ -105,4 +113,20 @@ func runTokenServer(args []string) error {
 	}
 	o.Log.Info("serving", "address", o.Listener.Addr().String(), "issuer", o.IssuerURL, "algorithm", o.SigningAlgorithm)
 	return tokenserver.Run(ctrl.SetupSignalHandler(), cfg, o)
+}
+
+// readLeakConfig reads --secret-scanning-config; GitHub alone without one.
+func readLeakConfig(path string) (leaks.Options, error) {
+	if path == "" {
+		return leaks.Options{Reporters: []leaks.Reporter{leaks.GitHub}}, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return leaks.Options{}, fmt.Errorf("--secret-scanning-config: %w", err)
+	}
+	var o leaks.Options
+	if err := yaml.UnmarshalStrict(data, &o); err != nil {
+		return leaks.Options{}, fmt.Errorf("--secret-scanning-config %s: %w", path, err)
+	}
+	return o, nil
 }

@@ -35,6 +35,7 @@ const (
 	secretCurrent              // holds the credential status accepts as current
 	secretNewer                // holds a credential this manager issued for this object after status was last written: adopt it
 	secretModified             // holds anything else: changed by someone, or stale in our cache
+	secretLeaked               // holds a credential withdrawn because it was reported public: replace it
 )
 
 // classify tells what a Secret (in digest form) holds, and the hash of its credential.
@@ -58,6 +59,8 @@ func (r *CredentialReconciler[T]) classify(ctx context.Context, obj T, secret *c
 	status := obj.CredentialStatus()
 	serial := secretSerial(secret)
 	switch {
+	case serial == status.Serial && leakedHashRevoked(obj, hash):
+		return secretLeaked, hash, nil
 	case serial == status.Serial && len(status.Credentials) > 0 && status.Credentials[0].Hash == hash:
 		return secretCurrent, hash, nil
 	case serial > status.Serial:
@@ -119,6 +122,10 @@ func (r *CredentialReconciler[T]) ensureCredential(ctx context.Context, obj T, s
 		r.event(obj, corev1.EventTypeNormal, "Rotated", "Rotated %s: %s is current; the previous one is accepted for %s",
 			rotation.why, credential.KeyID(status.Credentials[0].Hash), gracePeriod(obj))
 		return nil
+	case secretLeaked:
+		// Its credential is withdrawn already (handleLeaks, with a Warning Event);
+		// any other still in its grace period stays, as after a rotation.
+		return r.issue(ctx, obj, secret, state.now, true)
 	case secretModified:
 		r.event(obj, corev1.EventTypeWarning, "SecretModified",
 			"Secret %s does not hold a %s this operator issued for it; issuing a new one", secret.Name, r.Kind.Name())

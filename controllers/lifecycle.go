@@ -143,6 +143,7 @@ func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Reques
 	if err = status.finalize(ctx, before, obj, work, err); err != nil {
 		return ctrl.Result{}, err // retried with backoff; a RequeueAfter beside an error is ignored (and logged)
 	}
+	r.leakEvents(before, obj)
 	return result, nil
 }
 
@@ -176,6 +177,7 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 		return ctrl.Result{}, err
 	}
 
+	r.handleLeaks(obj, state.now)
 	spec := obj.Lifecycle()
 	switch {
 	// Revoked and expired are states the spec declares, so they are Ready=True: a
@@ -332,10 +334,10 @@ func pruneGraceEnded(status *latchkeyv1.CredentialStatus, now time.Time) {
 }
 
 // nextEvent is the next moment the lifecycle must act by itself: a grace period
-// ending, a rotation trigger (rotationTriggers) coming due or still due, or
-// expiry. Zero when there is none.
+// ending, a rotation trigger (rotationTriggers) coming due or still due, a leak
+// report to drop, or expiry. Zero when there is none.
 func nextEvent(obj CredentialObject, now time.Time) time.Time {
-	next := rotationTriggers.evaluate(obj, now).next
+	next := earliest(rotationTriggers.evaluate(obj, now).next, leakRecordExpiry(obj))
 	for _, c := range obj.CredentialStatus().Credentials {
 		if c.NotAfter != nil {
 			next = earliest(next, c.NotAfter.Time)

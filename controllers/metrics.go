@@ -32,13 +32,17 @@ var (
 		"When the last previous credential in its grace period stops being accepted (while one is).", credentialLabels, nil)
 	lastUsedDesc = prometheus.NewDesc("latchkey_credential_last_used_timestamp_seconds",
 		"status.lastUsedAt: the start of the period in which a token server or authorizer last accepted the credential.", credentialLabels, nil)
+	leakReportedDesc = prometheus.NewDesc("latchkey_credential_leak_reported_timestamp_seconds",
+		"When the newest report that one of the credential's keys was found public was made (status.leaks; kept for 7 days once the key is no longer accepted).", credentialLabels, nil)
+	leakedAcceptedDesc = prometheus.NewDesc("latchkey_credential_leaked_accepted",
+		"1 while a key reported public is still accepted (spec.leakResponse: flag, until a person rotates or revokes it), else 0.", credentialLabels, nil)
 )
 
 // scrapeTimeout bounds the cache reads of one scrape.
 const scrapeTimeout = 5 * time.Second
 
 func (c *CredentialCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{readyDesc, withdrawnDesc, expirationDesc, graceEndDesc, lastUsedDesc} {
+	for _, d := range []*prometheus.Desc{readyDesc, withdrawnDesc, expirationDesc, graceEndDesc, lastUsedDesc, leakReportedDesc, leakedAcceptedDesc} {
 		ch <- d
 	}
 }
@@ -88,5 +92,13 @@ func collectCredential(ch chan<- prometheus.Metric, kind string, obj CredentialO
 	}
 	if status.LastUsedAt != nil {
 		ch <- prometheus.MustNewConstMetric(lastUsedDesc, prometheus.GaugeValue, float64(status.LastUsedAt.Unix()), labels...)
+	}
+	leakedAccepted := 0.0
+	if leaked := meta.FindStatusCondition(status.Conditions, latchkeyv1.ConditionLeaked); leaked != nil && leaked.Reason == latchkeyv1.ReasonLeakedKeyAccepted {
+		leakedAccepted = 1
+	}
+	ch <- prometheus.MustNewConstMetric(leakedAcceptedDesc, prometheus.GaugeValue, leakedAccepted, labels...)
+	if len(status.Leaks) > 0 {
+		ch <- prometheus.MustNewConstMetric(leakReportedDesc, prometheus.GaugeValue, float64(status.Leaks[0].ReportedAt.Unix()), labels...)
 	}
 }

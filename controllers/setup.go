@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -24,7 +25,8 @@ import (
 // Only what asks for new work triggers a reconcile: a new, changed (spec:
 // generation) or deleted object, a rotation request (an annotation; labels too, so
 // that `kubectl label` nudges a reconcile), and a Secret
-// changed or deleted by someone. The manager's own writes do not: its status patch
+// changed or deleted by someone, and a leak report the token server recorded in
+// status.leaks (leakReported). The manager's own writes do not: its status patch
 // (and the token server's lastUsedAt) leave the generation alone, and the Secret
 // it creates is already accounted for. That halves the reconciles of a new object
 // (make bench, reconcile vs floor). Time-based work is requeued by the lifecycle.
@@ -35,7 +37,8 @@ func (r *CredentialReconciler[T]) SetupWithManager(mgr ctrl.Manager, name string
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named(name).
 		For(r.Kind.NewObject(), builder.WithPredicates(predicate.Or(
-			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{},
+			leakReported))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated)).
 		WithOptions(options)
 	if r.Catalogue != nil {
@@ -51,3 +54,16 @@ func (r *CredentialReconciler[T]) SetupWithManager(mgr ctrl.Manager, name string
 // owns (a Secret someone else creates under the same name is found when the owner
 // is next reconciled, as its creation cannot be told apart from ours).
 var notCreated = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
+
+// leakReported passes an update that brings a leak report the manager has not acted
+// on (a record without an outcome): the token server's only status write besides
+// lastUsedAt, and one that must be acted on at once.
+var leakReported = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		obj, ok := e.ObjectNew.(CredentialObject)
+		return ok && slices.ContainsFunc(obj.CredentialStatus().Leaks, func(l latchkeyv1.LeakRecord) bool { return l.Outcome == "" })
+	},
+}

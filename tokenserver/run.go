@@ -22,6 +22,7 @@ import (
 
 	"github.com/latchkey-dev/latchkey/internal/flowcontrol"
 	"github.com/latchkey-dev/latchkey/internal/serve"
+	"github.com/latchkey-dev/latchkey/tokenserver/leaks"
 	"github.com/latchkey-dev/latchkey/tokenserver/thirdparty"
 )
 
@@ -50,6 +51,9 @@ type Options struct {
 	UpstreamSecretName   string
 	UpstreamRevalidation time.Duration
 	SignInsPerMinute     int
+	// LeakReports configures the secret-scanning reporters (leaks.Options); the
+	// self-revocation endpoint is always served.
+	LeakReports leaks.Options
 	// StartupCPUProfile, when set, is a file that receives a CPU profile of the start,
 	// until the caches are synced.
 	StartupCPUProfile string
@@ -82,6 +86,15 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 		return err
 	}
 	synced := []toolscache.InformerSynced{caches.Feeds.HasSynced}
+	// Leak records are written by a client of their own: a flood of reports of live
+	// keys (which only their holder can send) waits behind nothing else.
+	leakWriter, err := client.New(rest.CopyConfig(restConfig), client.Options{Scheme: caches.Writer.Scheme()})
+	if err != nil {
+		return err
+	}
+	if err := srv.EnableLeakReports(ctx, o.LeakReports, leakWriter); err != nil {
+		return err
+	}
 	if o.Upstream != nil {
 		// The calls made on behalf of requests (grants, reviews, workspaces) have
 		// clients of their own, whose client-side rate limit nothing else shares:

@@ -16,6 +16,7 @@ import (
 	"github.com/latchkey-dev/latchkey/internal/flowcontrol"
 	"github.com/latchkey-dev/latchkey/internal/index"
 	"github.com/latchkey-dev/latchkey/internal/serve"
+	"github.com/latchkey-dev/latchkey/tokenserver/leaks"
 	"github.com/latchkey-dev/latchkey/tokenserver/oauth"
 	"github.com/latchkey-dev/latchkey/tokenserver/thirdparty"
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,7 +78,9 @@ type Server struct {
 	clock   clock.PassiveClock
 	log     logr.Logger
 	metrics *metrics
-	usage   usageRecorder
+	// registry receives the metrics of what is enabled later (EnableLeakReports).
+	registry prometheus.Registerer
+	usage    usageRecorder
 	// readiness is /readyz: the caches synced and a signing key loaded.
 	readiness *serve.Readiness
 	// cpu admits requests to be served, io their API-server and upstream calls,
@@ -91,6 +94,10 @@ type Server struct {
 	tokenGrants map[string]oauth.Grant
 	// thirdParty is the authorization_code side; nil until EnableThirdPartyApps.
 	thirdParty *thirdparty.Server
+	// leakReports answers secret-scanning reports and self-revocation; nil until
+	// EnableLeakReports. leakReads admits the reading of their bodies (leaks.go).
+	leakReports *leaks.Server
+	leakReads   *flowcontrol.Limiter
 	// metadata is the RFC 8414 document, rendered again when the APIs change.
 	metadata atomic.Pointer[renderedMetadata]
 }
@@ -110,7 +117,7 @@ func NewServer(cfg Config, idx *index.Index, keys *Keys, clk clock.PassiveClock,
 		cfg.MaxBodyBytes = 16 << 10
 	}
 	cfg = withAdmissionDefaults(cfg)
-	s := &Server{cfg: cfg, index: idx, keys: keys, clock: clk, log: log, usage: usage,
+	s := &Server{cfg: cfg, index: idx, keys: keys, clock: clk, log: log, usage: usage, registry: reg,
 		scheduler: &schedulerWatch{threshold: cfg.OverloadSchedulingLatency}}
 	s.readiness = &serve.Readiness{Check: func() error {
 		if !keys.Ready(clk.Now()) {
@@ -158,6 +165,10 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /oauth2/authorize", authorize)
 	mux.Handle("GET /oauth2/callback", s.instrument("callback", s.browserEndpoint(page(func(t *thirdparty.Server) http.HandlerFunc { return t.HandleCallback }))))
 	mux.Handle("POST /oauth2/consent", s.instrument("consent", s.browserEndpoint(page(func(t *thirdparty.Server) http.HandlerFunc { return t.HandleConsent }))))
+	mux.Handle("POST /secret-scanning/{reporter}", s.instrument("secret_scanning", s.leakEndpoint(leaks.MaxReportBytes,
+		func(l *leaks.Server) bodyHandler { return l.HandleReport })))
+	mux.Handle("POST "+CredentialRevocationPath, s.instrument("credential_revoke", s.leakEndpoint(leaks.MaxRevokeBytes,
+		func(l *leaks.Server) bodyHandler { return l.HandleRevoke })))
 	mux.HandleFunc("GET /oauth2/assets/style.css", thirdparty.HandleAsset)
 	// The product's partner documentation names /oauth/authorize and /oauth/token;
 	// they are the same handlers (metadata advertises /oauth2/...).

@@ -81,17 +81,19 @@ var _ = AfterSuite(func() {
 	if server != nil {
 		server.Stop()
 	}
+	if stopManager != nil {
+		stopManager()
+	}
+	// The control plane stops whatever the checks below find: a failed check must
+	// not leave kube-apiserver and etcd running.
+	if env != nil {
+		Expect(env.Stop()).To(Succeed())
+	}
 	// No credential the suite handled may appear in what the servers and the manager logged.
 	logged := logs.String()
 	Expect(plaintexts).NotTo(BeEmpty())
 	for _, p := range plaintexts {
 		Expect(logged).NotTo(ContainSubstring(p), "a plaintext credential reached the logs")
-	}
-	if stopManager != nil {
-		stopManager()
-	}
-	if env != nil {
-		Expect(env.Stop()).To(Succeed())
 	}
 })
 

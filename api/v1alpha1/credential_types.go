@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -58,6 +60,86 @@ const (
 	ReasonRotationPending = "RotationPending"
 )
 
+// The Leaked condition: True while status.leaks holds a report, that is while a
+// reported credential is still accepted and for LeakRecordRetention after the
+// last one stopped being accepted. Absent otherwise.
+const (
+	ConditionLeaked = "Leaked"
+	// ReasonLeakedKeyAccepted: a reported credential is still accepted
+	// (spec.leakResponse: flag). A person must rotate or revoke it.
+	ReasonLeakedKeyAccepted = "LeakedKeyAccepted"
+	// ReasonLeakedKeyRevoked: every reported credential stopped being accepted.
+	ReasonLeakedKeyRevoked = "LeakedKeyRevoked"
+	// ReasonLeakReported is the Warning Event of a report the manager acted on.
+	ReasonLeakReported = "LeakReported"
+
+	// LeakRecordRetention is how long a report stays in status.leaks (and Leaked
+	// stays True) once its credential is no longer accepted.
+	LeakRecordRetention = 7 * 24 * time.Hour
+	// MaxLeakRecords bounds status.leaks.
+	MaxLeakRecords = 16
+	// ReporterSelf names reports made with the credential itself (POST /credentials/revoke).
+	ReporterSelf = "self"
+)
+
+// LeakResponse is what the manager does when one of a credential's keys is
+// reported public (spec.leakResponse).
+// +kubebuilder:validation:Enum=revoke;flag
+type LeakResponse string
+
+const (
+	// LeakResponseRevoke stops accepting the reported credential at once, with no
+	// grace period, and issues a new one into the Secret if it was the current one.
+	LeakResponseRevoke LeakResponse = "revoke"
+	// LeakResponseFlag only reports it (the Leaked condition, an Event, a metric,
+	// an alert): the credential keeps working until a person rotates or revokes it.
+	LeakResponseFlag LeakResponse = "flag"
+)
+
+// LeakOutcome is what the manager did about one report.
+type LeakOutcome string
+
+const (
+	LeakOutcomeRevoked     LeakOutcome = "Revoked"     // the credential was withdrawn (spec.leakResponse: revoke)
+	LeakOutcomeFlagged     LeakOutcome = "Flagged"     // the credential is still accepted (spec.leakResponse: flag)
+	LeakOutcomeNotAccepted LeakOutcome = "NotAccepted" // the credential is no longer accepted: rotated away, revoked or expired since
+)
+
+// LeakRecord is one report that a credential of this object was found public:
+// by a secret scanner (GitHub's secret scanning partner program and others in
+// its format) or by someone holding it (POST /credentials/revoke). The token
+// server writes it; the manager acts on it.
+type LeakRecord struct {
+	// Hash of the reported credential: one of status.credentials when it was reported.
+	// +kubebuilder:validation:Pattern=`^sha256:[0-9a-f]{64}$`
+	Hash string `json:"hash"`
+
+	// ReportedAt is when the token server received the report.
+	ReportedAt metav1.Time `json:"reportedAt"`
+
+	// Reporter is the configured name of the scanner that reported it ("github"),
+	// or "self" for a report made with the credential itself.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Reporter string `json:"reporter"`
+
+	// URL where the scanner found it, as the signed report says.
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	URL string `json:"url,omitempty"`
+
+	// Source is the kind of place the scanner found it ("content", "commit",
+	// "npm"), as the signed report says.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	Source string `json:"source,omitempty"`
+
+	// Outcome is what the manager did; empty until it read the report.
+	// +kubebuilder:validation:Enum=Revoked;Flagged;NotAccepted
+	// +optional
+	Outcome LeakOutcome `json:"outcome,omitempty"`
+}
+
 // CredentialSpec holds the lifecycle settings that every credential kind shares.
 // Each kind embeds it inline; its spec carries the rule that keeps secretName immutable.
 type CredentialSpec struct {
@@ -89,6 +171,17 @@ type CredentialSpec struct {
 	// SecretTemplate holds labels and annotations to put on the Secret.
 	// +optional
 	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+
+	// LeakResponse is what happens when a secret scanner, or anyone holding the
+	// credential, reports it public: "revoke" (the default) stops accepting it at
+	// once and issues a new one into the Secret; "flag" only reports it (the
+	// Leaked condition, a Warning Event, an alert) and leaves it working until a
+	// person acts. Revoke is the default because a key pushed to a public
+	// repository is tried by others within minutes, and a false report costs a
+	// rotation, while a true one left working costs a breach.
+	// +kubebuilder:default=revoke
+	// +optional
+	LeakResponse LeakResponse `json:"leakResponse,omitempty"`
 }
 
 // RotationPolicy says when a credential is replaced and how long the previous one stays valid.
@@ -141,8 +234,9 @@ type SecretReference struct {
 // CredentialStatus is the observed state that every credential kind shares.
 type CredentialStatus struct {
 	// Conditions: Ready (reason Issued, Rotating, Registered, Revoked, Expired,
-	// SecretConflict, SecretRejected, ClientIDConflict or IssueFailed), ScopesKnown, and Reconciling
-	// and Stalled while they are True.
+	// SecretConflict, SecretRejected, ClientIDConflict or IssueFailed), ScopesKnown,
+	// Leaked while status.leaks holds a report, and Reconciling and Stalled while
+	// they are True.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -183,4 +277,13 @@ type CredentialStatus struct {
 	// SecretRef names the Secret that holds the current credential.
 	// +optional
 	SecretRef *SecretReference `json:"secretRef,omitempty"`
+
+	// Leaks are the reports that one of these credentials was found public, newest
+	// first. The token server adds them (an admission policy lets it add only
+	// reports of a credential in status.credentials); the manager acts on them and
+	// drops each LeakRecordRetention after its credential stopped being accepted.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	Leaks []LeakRecord `json:"leaks,omitempty"`
 }

@@ -37,7 +37,11 @@ type Key struct {
 	Scope       unique.Handle[string] // space-separated, as introspection returns it; shared by keys with the same scopes
 	ExpiresAt   time.Time             // zero: never
 	NotAfter    time.Time             // zero: the current key; else the end of its grace period
+	// Reported: status.leaks holds a report of this key (the token server writes
+	// one report per key, never one per scanner report).
+	Reported bool
 }
+
 
 // Ref names a resource; shared by all of its hashes.
 type Ref struct {
@@ -90,6 +94,7 @@ type IntrospectionPolicy struct {
 type clientSecret struct {
 	hash     Digest
 	notAfter time.Time
+	reported bool // status.leaks holds a report of it
 }
 
 // Active reports whether the client may authenticate or have its tokens accepted at now.
@@ -106,6 +111,32 @@ func (c *Client) SecretMatches(presented Digest, now time.Time) bool {
 		}
 	}
 	return match == 1
+}
+
+// SecretReported is SecretMatches, and whether status.leaks already holds a
+// report of the matching secret.
+func (c *Client) SecretReported(presented Digest, now time.Time) (matches, reported bool) {
+	match, rep := 0, 0
+	for _, s := range c.secrets {
+		if subtle.ConstantTimeCompare(presented[:], s.hash[:]) == 1 && (s.notAfter.IsZero() || now.Before(s.notAfter)) {
+			match = 1
+			if s.reported {
+				rep = 1
+			}
+		}
+	}
+	return match == 1, rep == 1
+}
+
+// reportedHashes are the hashes status.leaks reports.
+func reportedHashes(leaks []latchkeyv1.LeakRecord) []Digest {
+	var out []Digest
+	for _, l := range leaks {
+		if d, ok := ParseHash(l.Hash); ok {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // Index holds the reconciled state the token server answers from: every lookup is
@@ -231,12 +262,13 @@ func (x *Index) UpsertAPIKey(k *latchkeyv1.APIKey) {
 			env = string(latchkeyv1.EnvironmentTest)
 		}
 		scope := unique.Make(strings.Join(k.Spec.Scopes, " "))
+		reported := reportedHashes(k.Status.Leaks)
 		for _, c := range k.Status.Credentials {
 			d, ok := ParseHash(c.Hash)
 			if !ok || slices.Contains(hashes, d) {
 				continue
 			}
-			entry := &Key{Ref: ref, Environment: env, Scope: scope, ExpiresAt: expiresAt}
+			entry := &Key{Ref: ref, Environment: env, Scope: scope, ExpiresAt: expiresAt, Reported: slices.Contains(reported, d)}
 			if c.NotAfter != nil {
 				entry.NotAfter = c.NotAfter.Time
 			}
@@ -361,9 +393,10 @@ func (x *Index) UpsertClient(o *latchkeyv1.OAuthClient) {
 		c.Introspection.AllNamespaces = slices.Contains(p.Namespaces, "*")
 	}
 	if !c.Revoked {
+		reported := reportedHashes(o.Status.Leaks)
 		for _, s := range o.Status.Credentials {
 			if d, ok := ParseHash(s.Hash); ok {
-				secret := clientSecret{hash: d}
+				secret := clientSecret{hash: d, reported: slices.Contains(reported, d)}
 				if s.NotAfter != nil {
 					secret.notAfter = s.NotAfter.Time
 				}

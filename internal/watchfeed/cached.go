@@ -41,6 +41,25 @@ type cachedStatus struct {
 	ClientID    string                      `json:"clientID,omitempty"`
 	Credentials []latchkeyv1.CredentialHash `json:"credentials,omitempty"`
 	LastUsedAt  *metav1.Time                `json:"lastUsedAt,omitempty"`
+	// Leaks keeps each report's hash alone: the token server needs only to know
+	// that a credential was reported, to write a report once.
+	Leaks []cachedLeak `json:"leaks,omitempty"`
+}
+
+type cachedLeak struct {
+	Hash string `json:"hash"`
+}
+
+// leaks are the reports the index reads: their hashes.
+func (s *cachedStatus) leaks() []latchkeyv1.LeakRecord {
+	if len(s.Leaks) == 0 {
+		return nil
+	}
+	out := make([]latchkeyv1.LeakRecord, len(s.Leaks))
+	for i, l := range s.Leaks {
+		out[i].Hash = l.Hash
+	}
+	return out
 }
 
 // cachedAPIKey is an APIKey as the token server decodes it.
@@ -126,7 +145,7 @@ func cacheScheme() *runtime.Scheme {
 func (k *cachedAPIKey) apiKey() *latchkeyv1.APIKey {
 	o := &latchkeyv1.APIKey{Spec: k.Spec}
 	o.Namespace, o.Name, o.UID = k.Namespace, k.Name, k.UID
-	o.Status.Credentials, o.Status.LastUsedAt = k.Status.Credentials, k.Status.LastUsedAt
+	o.Status.Credentials, o.Status.LastUsedAt, o.Status.Leaks = k.Status.Credentials, k.Status.LastUsedAt, k.Status.leaks()
 	return o
 }
 
@@ -135,6 +154,7 @@ func (c *cachedOAuthClient) oauthClient() *latchkeyv1.OAuthClient {
 	o := &latchkeyv1.OAuthClient{Spec: c.Spec}
 	o.Namespace, o.Name, o.UID = c.Namespace, c.Name, c.UID
 	o.Status.ClientID, o.Status.Credentials, o.Status.LastUsedAt = c.Status.ClientID, c.Status.Credentials, c.Status.LastUsedAt
+	o.Status.Leaks = c.Status.leaks()
 	return o
 }
 
@@ -173,6 +193,7 @@ func (s *cachedStatus) DeepCopyInto(out *cachedStatus) {
 		}
 	}
 	out.LastUsedAt = s.LastUsedAt.DeepCopy()
+	out.Leaks = slices.Clone(s.Leaks)
 }
 
 func (k *cachedAPIKey) DeepCopyObject() runtime.Object {

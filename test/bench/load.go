@@ -262,6 +262,12 @@ func childMain(kind string) error {
 			return err
 		}
 		result, err = runGRPCLoad(job)
+	case "check":
+		var job checkJob
+		if err := json.Unmarshal(input, &job); err != nil {
+			return err
+		}
+		result, err = runCheck(job)
 	case "verify":
 		var job verifyJob
 		if err := json.Unmarshal(input, &job); err != nil {

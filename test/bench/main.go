@@ -102,7 +102,7 @@ func parseFlags(args []string) (settings, error) {
 	out := fs.String("out", "", "report path (full: BENCHMARKS.md; quick: bin/BENCHMARKS.quick.md)")
 	profileDir := fs.String("profile-dir", "", "if set, save CPU profiles of the token server under each load and of the manager while reconciling")
 	keep := fs.Bool("keep", false, "keep the work directory (logs) after the run")
-	steps := fs.String("steps", "", "run only these measurements (comma-separated: floor, coldstart, tokens, introspection, revocation, authz, lastused, scale); the setup (clients, baseline memory, reconcile) always runs")
+	steps := fs.String("steps", "", "run only these measurements (comma-separated: floor, coldstart, tokens, introspection, revocation, leaks, authz, lastused, scale); the setup (clients, baseline memory, reconcile) always runs")
 	managerArgs := fs.String("manager-args", "", "extra flags for the manager, space-separated (to compare settings, e.g. --kube-api-qps=200)")
 	if err := fs.Parse(args); err != nil {
 		return settings{}, err
@@ -147,8 +147,8 @@ func parseFlags(args []string) (settings, error) {
 			s.memoryKeys = append(s.memoryKeys, n)
 		}
 	}
-	if need := 2*s.revocations + s.introspected + s.lastUsedKeys; s.keys < need {
-		return s, fmt.Errorf("-keys must be at least %d (revocations at the token server and at the authorizer, introspected keys and last-use keys)", need)
+	if need := 3*s.revocations + s.introspected + s.lastUsedKeys; s.keys < need {
+		return s, fmt.Errorf("-keys must be at least %d (revocations at the token server and at the authorizer, leak reports, introspected keys and last-use keys)", need)
 	}
 	if runtime.NumCPU() < 2 {
 		return s, fmt.Errorf("needs two cores (one for the token server, one for the load); this machine has %d", runtime.NumCPU())

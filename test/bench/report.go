@@ -50,6 +50,7 @@ type report struct {
 	floor         *floorRun
 	lastUsed      *lastUsedRun
 	authz         *authzRun
+	leaks         *leakRun
 	// coldStartProfile is the profiled start at the largest key count.
 	coldStartProfile *coldStartProfile
 	rows             [][]string // rendered results: measure, result, reference, ratio, target, met
@@ -158,6 +159,23 @@ func (r *report) build() {
 			"—", "(no target; ideal 1,000)", "—")
 	}
 	r.authzRows(add)
+	r.leakRows(add)
+}
+
+// leakRows renders the leaked-key rows (leaks.go).
+func (r *report) leakRows(add func(...string)) {
+	l := r.leaks
+	if l == nil {
+		return
+	}
+	rate := l.tokens.Rate * leakBatch
+	add(fmt.Sprintf("9. Leaked keys: reported tokens checked (POST /credentials/revoke, %d well-formed keys that are not live per request)", leakBatch),
+		fmt.Sprintf("%.0f tokens/s; p99 %s per request", rate, ms(l.tokens.P99)),
+		fmt.Sprintf("raw decode + checksum + SHA-256, same core: %.0f tokens/s", l.raw.Rate),
+		fmt.Sprintf("%.1f%%", 100*rate/l.raw.Rate), "(no target)", "—")
+	add(fmt.Sprintf("9. Leaked keys: report → first refusal at introspection (%d reports, each a key alone)", len(l.fromSend)),
+		fmt.Sprintf("p50 %s, p99 %s, max %s", ms(pct(l.fromSend, 0.5)), ms(pct(l.fromSend, 0.99)), ms(pct(l.fromSend, 1))),
+		fmt.Sprintf("from the 204: p99 %s", ms(pct(l.fromAnswer, 0.99))), "—", "p99 < 1 s (issue 23)", yesNo(pct(l.fromSend, 0.99) < time.Second))
 }
 
 // floorRow sets the reconcile beside its floor.

@@ -82,6 +82,7 @@ func run(ctx context.Context, s settings) error {
 		{"tokens", "token issuance", b.tokenIssuance},
 		{"introspection", "API key introspection", b.introspection},
 		{"revocation", "revocation latency", b.revocation},
+		{"leaks", "leaked keys: reported tokens checked, report → refusal", b.leaks},
 		{"authz", "edge authorizer (latchkey authz)", b.edgeAuthz},
 		{"lastused", "last-use write budget (two token servers)", b.lastUsed},
 		{"scale", "memory at larger sizes", b.memoryAtScale},
@@ -266,6 +267,9 @@ func (b *bench) revokedKeys() int {
 	}
 	if b.report.authz != nil {
 		n += len(b.report.authz.revocations)
+	}
+	if b.report.leaks != nil {
+		n += len(b.report.leaks.fromSend)
 	}
 	return n
 }

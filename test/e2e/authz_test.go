@@ -166,6 +166,44 @@ var _ = Describe("Edge authorization through Caddy", Label("authz"), Ordered, fu
 		Expect(h).NotTo(HaveKey("X-Latchkey-Environment"))
 	})
 
+	It("refuses a key a secret scanner reports, at the proxy and at introspection, within a second; kubectl describe says why", func() {
+		kubectl("wait", "--for=condition=Ready", "--timeout=60s", "-n", edgeNS, "apikey/leads-partner", "oauthclient/leads-gateway")
+		partner := secretValue(edgeNS, "leads-partner-apikey", "api-key")
+		gateway := client{ID: secretValue(edgeNS, "leads-gateway-oauthclient", "client_id"),
+			Secret: secretValue(edgeNS, "leads-gateway-oauthclient", "client_secret")}
+		Eventually(func() int { return e.do(http.MethodGet, "/v1/leads", partner, nil).Status }).Should(Equal(http.StatusOK))
+		Eventually(func() bool { return active(gateway, partner) }).Should(BeTrue())
+
+		const foundAt = "https://github.com/acme/partner-app/blob/main/.env"
+		start := time.Now()
+		Expect(scanner.report(partner, foundAt)).To(Equal(http.StatusNoContent))
+		var r reply
+		measureWithin(start, time.Second, "reported key refused through Caddy", func() bool {
+			r = e.do(http.MethodGet, "/v1/leads", partner, nil)
+			return r.Status == http.StatusUnauthorized
+		})
+		Expect(r.Upstream).To(BeNil())
+		measureWithin(start, time.Second, "reported key inactive at introspection", func() bool { return !active(gateway, partner) })
+
+		var described string
+		Eventually(func() string {
+			described = kubectl("describe", "apikey", "leads-partner", "-n", edgeNS)
+			return described
+		}).Should(And(ContainSubstring("LeakedKeyRevoked"), ContainSubstring("LeakReported")))
+		Expect(described).To(ContainSubstring("Type:                  Leaked"))
+		Expect(described).To(ContainSubstring("reported public by github"))
+		Expect(described).To(ContainSubstring(foundAt))
+		Expect(described).NotTo(ContainSubstring(partner))
+
+		By("and the Secret gets a new key that the proxy lets through")
+		var replacement string
+		Eventually(func() string {
+			replacement = secretValue(edgeNS, "leads-partner-apikey", "api-key")
+			return replacement
+		}).ShouldNot(Equal(partner))
+		Eventually(func() int { return e.do(http.MethodGet, "/v1/leads", replacement, nil).Status }).Should(Equal(http.StatusOK))
+	})
+
 	It("refuses a revoked API key through the proxy within a second", func() {
 		Expect(e.do(http.MethodGet, "/v1/leads", liveKey, nil).Status).To(Equal(http.StatusOK))
 		start := revoke(ctx, &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: edgeNS, Name: "leads-live"}})

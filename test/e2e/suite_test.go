@@ -38,6 +38,10 @@ var (
 	oidcProvider *testenv.OIDCProvider
 	// plaintexts are the credentials the suite read from Secrets; none may appear in a log.
 	plaintexts []string
+	// scanner signs the secret-scanning reports the token server accepts.
+	scanner *secretScanner
+	// scanningConfig is the token server's --secret-scanning-config.
+	scanningConfig string
 )
 
 func TestE2E(t *testing.T) {
@@ -78,6 +82,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred(), "run `make oidc-provider` (hack/oidc-provider.sh)")
 	kubectl("create", "secret", "generic", "latchkey-oidc-client", "-n", "latchkey-system",
 		"--from-literal=client-secret="+oidcProvider.ClientSecret)
+	scanner, scanningConfig = newSecretScanner(workDir)
 	manager = startManager()
 	tokenSrv = startTokenServer()
 	Eventually(func() int { return httpStatus(issuer + "/readyz") }).Should(Equal(http.StatusOK), "the token server becomes ready")
@@ -126,7 +131,8 @@ func startTokenServer() *process {
 	return startProcess("tokenserver", filepath.Join(workDir, "latchkey-tokenserver.kubeconfig"), filepath.Join(binDir, "latchkey"),
 		"tokenserver", "--listen-address="+strings.TrimPrefix(issuer, "http://"), "--metrics-bind-address=0",
 		"--issuer-url="+issuer, "--signing-key-namespace=latchkey-system", "--last-used-flush-interval=1s",
-		"--oidc-issuer-url="+oidcProvider.Issuer, "--oidc-client-id="+oidcProvider.ClientID, "--oidc-username-claim=email")
+		"--oidc-issuer-url="+oidcProvider.Issuer, "--oidc-client-id="+oidcProvider.ClientID, "--oidc-username-claim=email",
+		"--secret-scanning-config="+scanningConfig)
 }
 
 // alice signs in at the upstream provider; RBAC knows her by her email (the token
