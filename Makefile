@@ -72,6 +72,12 @@ helm: ## Build the helm CLI from helm.sh/helm/v4 into bin/helm/<version> (once):
 promtool: ## Build promtool from github.com/prometheus/prometheus into bin/promtool/<version> (once): the alerting rules' checker and unit-test runner.
 	PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) hack/promtool.sh
 
+GITLEAKS_VERSION ?= v8.30.1
+
+.PHONY: gitleaks
+gitleaks: ## Build gitleaks from github.com/zricethezav/gitleaks/v8 into bin/gitleaks/<version> (once): the scanner config/scanning's rule is tested with.
+	GITLEAKS_VERSION=$(GITLEAKS_VERSION) hack/gitleaks.sh
+
 .PHONY: chromium
 chromium: ## Ensure a headless Chromium for the browser specs (installs Debian's chromium package when CI=true; fails loudly otherwise).
 	hack/chromium.sh
@@ -89,8 +95,8 @@ openid-client: ## Install Node's openid-client 6 (npm, from the lockfile) for th
 test: verify-generated vet test-envtest test-e2e test-chaos test-cluster ## Everything: unit tests, envtest suites, the end-to-end suite, the chaos suite, then the cluster suite.
 
 .PHONY: test-envtest
-test-envtest: envtest oidc-provider promtool helm ## The unit tests and the envtest suites against a real API server (and a real upstream OpenID Provider).
-	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) HELM_VERSION=$(HELM_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
+test-envtest: envtest oidc-provider promtool helm gitleaks ## The unit tests and the envtest suites against a real API server (and a real upstream OpenID Provider).
+	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) HELM_VERSION=$(HELM_VERSION) GITLEAKS_VERSION=$(GITLEAKS_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
 
 .PHONY: test-e2e
 test-e2e: build envtest caddy oidc-provider chromium openid-client nginx ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy, the upstream OpenID Provider, headless Chromium.

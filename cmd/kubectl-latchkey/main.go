@@ -1,12 +1,17 @@
 // Command kubectl-latchkey is a kubectl plugin for everyday credential operations.
-// Everything it does can be done with plain kubectl (see the README); it saves the
-// typing and waits until the operator has acted.
+// Everything it does can be done with plain kubectl or curl (see the README); it
+// saves the typing and waits until the operator has acted.
 //
 //	kubectl latchkey rotate  apikey/NAME | oauthclient/NAME   new credential; the old one lasts its grace period
 //	kubectl latchkey revoke  apikey/NAME | oauthclient/NAME   every credential stops working at once
 //	kubectl latchkey restore apikey/NAME | oauthclient/NAME   issue a brand-new credential after a revocation
 //	kubectl latchkey status  [apikey/NAME | oauthclient/NAME] conditions, credentials (key IDs only), last use
 //	kubectl latchkey token   oauthclient/NAME                 read the client's Secret and fetch an access token
+//	kubectl latchkey check-leaks [FILE|-] [-o json]            a gitleaks JSON report, down to real keys (key IDs only)
+//	kubectl latchkey report-leak [-f FILE] [--url URL]         revoke leaked credentials read from stdin or FILE
+//
+// The exit status is 0 on success and 1 on an error, but for check-leaks: 0 when
+// no finding is left, 1 when one is, 2 on an error.
 package main
 
 import (
@@ -38,10 +43,7 @@ import (
 )
 
 func main() {
-	if err := newRootCommand(context.Background(), os.Stdout).Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
-	}
+	os.Exit(exitStatus(newRootCommand(context.Background(), os.Stdout).Execute(), os.Stderr))
 }
 
 type options struct {
@@ -124,6 +126,7 @@ func newRootCommand(ctx context.Context, out io.Writer) *cobra.Command {
 	token.Flags().StringVar(&o.audience, "audience", "", "the audience to request (default: the client's first)")
 	token.Flags().StringVarP(&o.output, "output", "o", "", "json for the whole token response; default the access token alone")
 	root.AddCommand(token)
+	root.AddCommand(checkLeaksCommand(), o.reportLeakCommand(ctx))
 	return root
 }
 

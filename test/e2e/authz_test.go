@@ -204,6 +204,24 @@ var _ = Describe("Edge authorization through Caddy", Label("authz"), Ordered, fu
 		Eventually(func() int { return e.do(http.MethodGet, "/v1/leads", replacement, nil).Status }).Should(Equal(http.StatusOK))
 	})
 
+	It("refuses a key someone reported with `kubectl latchkey report-leak`, with the key alone", func() {
+		kubectl("wait", "--for=condition=Ready", "--timeout=60s", "-n", edgeNS, "apikey/leads-found")
+		found := secretValue(edgeNS, "leads-found-apikey", "api-key")
+		Eventually(func() int { return e.do(http.MethodGet, "/v1/leads", found, nil).Status }).Should(Equal(http.StatusOK))
+		file := filepath.Join(GinkgoT().TempDir(), "found-in-a-log.txt")
+		Expect(os.WriteFile(file, []byte("# pasted from a CI log\n"+found+"\n"), 0o600)).To(Succeed())
+		start := time.Now()
+		out := kubectl("latchkey", "report-leak", "-f", file, "--url", issuer)
+		Expect(out).To(ContainSubstring("reported 1 credential(s); a live one stops working within a second"))
+		Expect(out).NotTo(ContainSubstring(found))
+		measureWithin(start, 2*time.Second, "self-reported key refused through Caddy", func() bool {
+			return e.do(http.MethodGet, "/v1/leads", found, nil).Status == http.StatusUnauthorized
+		})
+		Eventually(func() string {
+			return kubectl("get", "apikey", "leads-found", "-n", edgeNS, "-o", "jsonpath={.status.leaks[0].reporter}/{.status.leaks[0].outcome}")
+		}).Should(Equal("self/Revoked"))
+	})
+
 	It("refuses a revoked API key through the proxy within a second", func() {
 		Expect(e.do(http.MethodGet, "/v1/leads", liveKey, nil).Status).To(Equal(http.StatusOK))
 		start := revoke(ctx, &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: edgeNS, Name: "leads-live"}})
