@@ -21,6 +21,7 @@ import (
 
 	"github.com/latchkey-dev/latchkey/internal/apirules"
 	"github.com/latchkey-dev/latchkey/internal/index"
+	"github.com/latchkey-dev/latchkey/internal/ratelimit"
 )
 
 // Request is what a proxy asks about, whatever the protocol.
@@ -72,6 +73,11 @@ type Decision struct {
 	// CredentialHeaders are the headers that carried an API key: the upstream does
 	// not need the key, so ext_authz removes them (access tokens pass through).
 	CredentialHeaders []string
+	// RateLimit is set when a budget applied (ratelimit.go): its headers go on the
+	// answer, allowed or refused (429).
+	RateLimit *RateLimitHeaders
+	// holder is the authenticated credential, as budgets name it.
+	holder holder
 }
 
 // Identity is who the caller is: the contract with resource servers (Headers).
@@ -103,6 +109,10 @@ type Authorizer struct {
 	APIKeyHeader string
 	Usage        UsageRecorder
 	Clock        clock.PassiveClock
+	// Limits counts each credential's requests against the APIs' rate limits
+	// (ratelimit.go); nil enforces none (tests of other behaviour only: Run
+	// always sets it).
+	Limits *ratelimit.Limiter
 }
 
 // UsageRecorder notes that an API key was accepted, for status.lastUsedAt.
@@ -134,8 +144,10 @@ func (a *Authorizer) Decide(r Request) Decision {
 			Description: "the request path is not in canonical form (encoded slashes or dots, dot segments, empty segments or ';')"}
 	}
 	required := r.Scopes
+	var rule *index.Rule
 	if required == nil {
-		rule, matched := api.Match(r.Method, path)
+		var matched bool
+		rule, matched = api.Match(r.Method, path)
 		switch {
 		case matched:
 			required = rule.Scopes
@@ -151,6 +163,7 @@ func (a *Authorizer) Decide(r Request) Decision {
 				Description: "the credential lacks a scope this route requires", RequiredScope: strings.Join(required, " ")}
 		}
 	}
+	a.limit(&d, api, rule)
 	return d
 }
 
@@ -205,7 +218,7 @@ func (a *Authorizer) authenticate(r Request, api *index.API) Decision {
 			Namespace: key.Ref.Namespace, Name: key.Ref.Name, KeyID: hash.KeyID(),
 			Environment: key.Environment, Scopes: key.Scope.Value(),
 		}}
-		d.CredentialHeaders = headers
+		d.CredentialHeaders, d.holder = headers, apiKeyHolder(key)
 		return d
 	case wellFormed:
 		return errInvalid // unknown, revoked or expired: one answer for all
@@ -242,7 +255,7 @@ func (a *Authorizer) authenticateToken(token string, api *index.API, now time.Ti
 		// published elsewhere is never mistaken for one of the workspace's own clients.
 		identity.Kind, identity.Name = "app_access_token", holder.Grant.Ref.Name
 	}
-	return Decision{Status: 200, Outcome: Allowed, Identity: identity}
+	return Decision{Status: 200, Outcome: Allowed, Identity: identity, holder: tokenHolder(holder)}
 }
 
 // looksLikeAPIKeyShape tells a mistyped API key (lk_live_… with a wrong checksum)

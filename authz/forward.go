@@ -3,6 +3,7 @@ package authz
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -191,8 +192,17 @@ func imitationIn(h http.Header) string {
 func (s *Server) writeDecision(w http.ResponseWriter, d Decision, envoy bool) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
+	if rl := d.RateLimit; rl != nil {
+		h["Ratelimit-Policy"] = []string{rl.Policy}
+		h["Ratelimit"] = []string{rl.State}
+		if rl.RetryAfter > 0 {
+			h.Set("Retry-After", strconv.FormatInt(rl.RetryAfter, 10))
+		}
+	}
 	if d.Status != http.StatusOK {
-		h.Set("WWW-Authenticate", d.challenge(s.realm))
+		if d.Status != http.StatusTooManyRequests {
+			h.Set("WWW-Authenticate", d.challenge(s.realm))
+		}
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(d.Status)
 		_, _ = w.Write([]byte(d.body()))

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,21 +57,38 @@ func (g grpcServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.
 		}, nil
 	}
 	code, status := codes.PermissionDenied, typev3.StatusCode_Forbidden
-	if d.Status == 401 {
-		code, status = codes.Unauthenticated, typev3.StatusCode_Unauthorized
+	headers := []*corev3.HeaderValueOption{
+		overwrite("content-type", "application/json"),
+		overwrite("cache-control", "no-store"),
 	}
+	switch d.Status {
+	case 401:
+		code, status = codes.Unauthenticated, typev3.StatusCode_Unauthorized
+	case 429:
+		code, status = codes.ResourceExhausted, typev3.StatusCode_TooManyRequests
+		headers = append(headers, overwrite("retry-after", strconv.FormatInt(d.RateLimit.RetryAfter, 10)))
+	}
+	if d.Status != 429 {
+		headers = append(headers, overwrite("www-authenticate", d.challenge(g.s.realm)))
+	}
+	headers = append(headers, rateLimitHeaders(d)...)
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(code), Message: d.Description},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status: &typev3.HttpStatus{Code: status},
-			Headers: []*corev3.HeaderValueOption{
-				overwrite("www-authenticate", d.challenge(g.s.realm)),
-				overwrite("content-type", "application/json"),
-				overwrite("cache-control", "no-store"),
-			},
-			Body: d.body(),
+			Status:  &typev3.HttpStatus{Code: status},
+			Headers: headers,
+			Body:    d.body(),
 		}},
 	}, nil
+}
+
+// rateLimitHeaders are the RateLimit-Policy and RateLimit fields of d, for the
+// client's response (none when no budget applied).
+func rateLimitHeaders(d Decision) []*corev3.HeaderValueOption {
+	if d.RateLimit == nil {
+		return nil
+	}
+	return []*corev3.HeaderValueOption{overwrite("ratelimit-policy", d.RateLimit.Policy), overwrite("ratelimit", d.RateLimit.State)}
 }
 
 // okResponse sets the identity headers on the upstream request and removes every
@@ -87,6 +105,8 @@ func okResponse(d Decision) *authv3.OkHttpResponse {
 		ok.Headers = append(ok.Headers, overwrite(name, h[1]))
 	}
 	ok.HeadersToRemove = append(ok.HeadersToRemove, d.CredentialHeaders...)
+	// Added to the client's response, so that it can pace itself.
+	ok.ResponseHeadersToAdd = rateLimitHeaders(d)
 	return ok
 }
 

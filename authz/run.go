@@ -13,8 +13,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 
+	"github.com/latchkey-dev/latchkey/internal/ratelimit"
 	"github.com/latchkey-dev/latchkey/internal/serve"
 )
 
@@ -36,6 +38,13 @@ type Options struct {
 	JWKSNamespace, JWKSConfigMap string
 	// TokenCacheSize bounds the cache of verified access tokens (0 disables it).
 	TokenCacheSize int
+	// RateLimitService names the authorizer's own Service in RateLimitNamespace:
+	// each replica enforces its share of every rate limit, the limit divided by
+	// the Service's ready endpoints. Empty: this replica enforces whole limits.
+	RateLimitService, RateLimitNamespace string
+	// MaxRateLimitBudgets bounds the budgets (credential × API × rule) counted at
+	// once (default 1,000,000: about 60 MB).
+	MaxRateLimitBudgets int
 	// LastUsedFlushInterval and LastUsedGranularity: as the token server's.
 	LastUsedFlushInterval, LastUsedGranularity time.Duration
 	Clock                                      clock.PassiveClock
@@ -59,9 +68,18 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	o.Registry = caches.Registry
 	idx, jwks := caches.Index, &JWKS{CacheSize: o.TokenCacheSize}
+	if o.MaxRateLimitBudgets <= 0 {
+		o.MaxRateLimitBudgets = 1_000_000
+	}
+	limits := ratelimit.New(o.MaxRateLimitBudgets)
 	a := &Authorizer{Index: idx, Keys: jwks, Issuer: o.IssuerURL, APIKeyHeader: strings.ToLower(o.APIKeyHeader),
-		Usage: caches.LastUsed, Clock: caches.Clock}
+		Usage: caches.LastUsed, Clock: caches.Clock, Limits: limits}
 	srv := NewServer(a, o.Realm, o.Registry)
+	go sweepBudgets(ctx, limits, caches.Clock)
+	synced := []toolscache.InformerSynced{caches.Feeds.HasSynced}
+	if o.RateLimitService != "" {
+		synced = append(synced, watchReplicas(ctx, caches.Clientset, o.RateLimitNamespace, o.RateLimitService, limits).HasSynced)
+	}
 	jwksInformer := watchJWKS(ctx, caches.Clientset, o.JWKSNamespace, o.JWKSConfigMap, jwks, func(err error) {
 		o.Log.Error(err, "JWKS not loaded; keeping the previous keys", "configMap", o.JWKSNamespace+"/"+o.JWKSConfigMap)
 	})
@@ -70,7 +88,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		known, served := idx.APIs()
 		o.Log.Info("caches synced", "apiKeyHashes", hashes, "oauthClients", clients, "apis", known, "servedAPIs", served,
 			"jwksKeys", jwks.Verifier().Size())
-	}, caches.Feeds.HasSynced, jwksInformer.HasSynced)
+	}, append(synced, jwksInformer.HasSynced)...)
 	c := serve.Config{TLSCertFile: o.TLSCertFile, TLSKeyFile: o.TLSKeyFile, Metrics: o.MetricsListener,
 		Registry: o.Registry, Readiness: srv.readiness}
 	if o.HTTPListener != nil {
@@ -88,6 +106,21 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		c.GRPC = &serve.GRPC{Listener: o.GRPCListener, Server: srv.GRPCServer(opts...)}
 	}
 	return serve.Run(ctx, c)
+}
+
+// sweepBudgets drops the budgets that are whole again, once a minute: memory
+// follows the credentials in use, not every one ever seen.
+func sweepBudgets(ctx context.Context, limits *ratelimit.Limiter, clk clock.PassiveClock) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			limits.Sweep(clk.Now())
+		}
+	}
 }
 
 // GRPCServer is a gRPC server with the ext_authz Authorization service. A

@@ -58,7 +58,7 @@ func newMetrics(reg prometheus.Registerer, a *Authorizer) *metrics {
 	m := &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "latchkey_authz_decisions_total",
-			Help: "Authorization decisions by API (namespace/name, empty when none applied) and outcome (allowed, no_credential, invalid_credential, wrong_environment, malformed, insufficient_scope, route_denied, bad_path, no_api).",
+			Help: "Authorization decisions by API (namespace/name, empty when none applied) and outcome (allowed, no_credential, invalid_credential, wrong_environment, malformed, insufficient_scope, route_denied, bad_path, no_api, rate_limited).",
 		}, []string{"api", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "latchkey_authz_check_duration_seconds",
@@ -86,6 +86,20 @@ func newMetrics(reg prometheus.Registerer, a *Authorizer) *metrics {
 			return float64(a.Keys.Verifier().Size())
 		}),
 	)
+	if a.Limits != nil {
+		reg.MustRegister(
+			gauge("latchkey_authz_rate_limit_budgets", "Rate limit budgets (credential × API × rule) counted now.", func() float64 {
+				return float64(a.Limits.Budgets())
+			}),
+			gauge("latchkey_authz_rate_limit_replicas", "Replicas sharing each rate limit (the ready endpoints of --rate-limit-service).", func() float64 {
+				return float64(a.Limits.Replicas())
+			}),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_authz_rate_limit_untracked_total",
+				Help: "Requests let through uncounted because --max-rate-limit-budgets budgets were in use."}, func() float64 {
+				return float64(a.Limits.Untracked())
+			}),
+		)
+	}
 	return m
 }
 

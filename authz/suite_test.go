@@ -76,7 +76,8 @@ var _ = BeforeSuite(func() {
 	Expect(env.InstallTenantRoles(context.Background(), k8s)).To(Succeed())
 	startManager()
 	tokenServerURL = startTokenServer()
-	authorizer = startAuthz(bindAuthzRBAC())
+	authzConfig = bindAuthzRBAC()
+	authorizer = startAuthz(authzConfig)
 })
 
 var _ = AfterSuite(func() {
@@ -158,6 +159,9 @@ func startTokenServer() string {
 
 // bindAuthzRBAC binds config/authz's roles (its ClusterRole, and its Role in the
 // operator namespace) to a test user: the authorizer runs with exactly those.
+// authzConfig authenticates as a user bound only to config/authz's roles.
+var authzConfig *rest.Config
+
 func bindAuthzRBAC() *rest.Config {
 	ctx := context.Background()
 	rbac := filepath.Join("..", "config", "authz", "rbac", "rbac.yaml")
@@ -174,7 +178,10 @@ type runningAuthz struct {
 	done                chan error
 }
 
-func startAuthz(cfg *rest.Config) *runningAuthz {
+func startAuthz(cfg *rest.Config) *runningAuthz { return startAuthzWith(cfg, nil) }
+
+// startAuthzWith starts an authorizer with options changed by mutate.
+func startAuthzWith(cfg *rest.Config, mutate func(*authz.Options)) *runningAuthz {
 	listen := func() net.Listener {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		Expect(err).NotTo(HaveOccurred())
@@ -187,15 +194,17 @@ func startAuthz(cfg *rest.Config) *runningAuthz {
 		Metrics: "http://" + metricsL.Addr().String() + "/metrics",
 		stop:    cancel, done: make(chan error, 1),
 	}
-	go func() {
-		a.done <- authz.Run(ctx, cfg, authz.Options{
-			GRPCListener: grpcL, HTTPListener: httpL, MetricsListener: metricsL,
-			IssuerURL: issuer, APIKeyHeader: "X-API-Key", Realm: "latchkey", TokenCacheSize: 100,
-			JWKSNamespace: operatorNamespace, JWKSConfigMap: jwksConfigMap,
-			LastUsedFlushInterval: 200 * time.Millisecond, LastUsedGranularity: time.Minute,
-			Log: ctrl.Log.WithName("authz"), Registry: prometheus.NewRegistry(),
-		})
-	}()
+	o := authz.Options{
+		GRPCListener: grpcL, HTTPListener: httpL, MetricsListener: metricsL,
+		IssuerURL: issuer, APIKeyHeader: "X-API-Key", Realm: "latchkey", TokenCacheSize: 100,
+		JWKSNamespace: operatorNamespace, JWKSConfigMap: jwksConfigMap,
+		LastUsedFlushInterval: 200 * time.Millisecond, LastUsedGranularity: time.Minute,
+		Log: ctrl.Log.WithName("authz"), Registry: prometheus.NewRegistry(),
+	}
+	if mutate != nil {
+		mutate(&o)
+	}
+	go func() { a.done <- authz.Run(ctx, cfg, o) }()
 	Eventually(func() int { return get(a.HTTP + "/readyz").Status }).Should(Equal(200), "the authorizer becomes ready")
 	return a
 }

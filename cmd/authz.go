@@ -26,6 +26,8 @@ func runAuthz(args []string) error {
 	fs.StringVar(&o.JWKSNamespace, "jwks-namespace", envOr("POD_NAMESPACE", "latchkey-system"), "namespace of the JWKS ConfigMap")
 	fs.StringVar(&o.JWKSConfigMap, "jwks-configmap", "latchkey-jwks", "name of the ConfigMap the manager publishes the public signing keys in")
 	fs.IntVar(&o.TokenCacheSize, "token-cache-size", accesstoken.DefaultCacheSize, "access tokens whose signature checked out to remember (by SHA-256), so that a token presented again skips the signature check (exp, nbf, iss, the client and the audience are still checked every time); 0 disables")
+	fs.StringVar(&o.RateLimitService, "rate-limit-service", "", "the authorizer's own Service, in $POD_NAMESPACE: each replica enforces its share of every rate limit, the limit divided by the Service's ready endpoints (its EndpointSlices); empty: this replica enforces whole limits (one replica)")
+	fs.IntVar(&o.MaxRateLimitBudgets, "max-rate-limit-budgets", 1_000_000, "rate limit budgets (credential × API × rule) counted at once, about 60 bytes each; budgets whole again are dropped every minute, and beyond the bound a new credential's requests are let through uncounted (latchkey_authz_rate_limit_untracked_total)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -36,6 +38,7 @@ func runAuthz(args []string) error {
 	o.Log = ctrl.Log.WithName("authz")
 	o.TLSCertFile, o.TLSKeyFile = common.tlsCertFile, common.tlsKeyFile
 	o.Namespaces = splitList(common.namespaces)
+	o.RateLimitNamespace = envOr("POD_NAMESPACE", "latchkey-system")
 	o.LastUsedFlushInterval, o.LastUsedGranularity = common.lastUsedFlush, common.lastUsedGranularity
 	for _, l := range []struct {
 		addr string

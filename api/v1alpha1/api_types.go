@@ -66,6 +66,12 @@ type APIRule struct {
 	// +listType=set
 	// +optional
 	Scopes []string `json:"scopes,omitempty"`
+
+	// RateLimit is a budget per credential for the requests this rule matches,
+	// counted apart from the API's own (spec.rateLimit), which they also spend: a
+	// write route may be stricter than the API.
+	// +optional
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
 // APISpec is the desired state of an API.
@@ -138,6 +144,11 @@ type APISpec struct {
 	// +listType=set
 	// +optional
 	Namespaces []string `json:"namespaces,omitempty"`
+
+	// RateLimit is the budget of each credential on this API, enforced by the edge
+	// authorizer (429 with Retry-After beyond it). None: no limit but the rules'.
+	// +optional
+	RateLimit *APIRateLimit `json:"rateLimit,omitempty"`
 }
 
 // APIStatus is the observed state of an API.

@@ -182,6 +182,12 @@ type CredentialSpec struct {
 	// +kubebuilder:default=revoke
 	// +optional
 	LeakResponse LeakResponse `json:"leakResponse,omitempty"`
+
+	// RateLimit lowers this credential's budget on every API that limits it: the
+	// edge authorizer applies the lower of this and the API's (spec.rateLimit, or
+	// the override its owner lists for this credential). It can never raise it.
+	// +optional
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
 // RotationPolicy says when a credential is replaced and how long the previous one stays valid.

@@ -30,6 +30,10 @@ type API struct {
 	Rules        []Rule
 	// Catalogue maps each scope the API defines to its description.
 	Catalogue map[string]string
+	// RateLimit is the default budget of each credential (nil: none); overrides
+	// replace it for the credentials the API's owner names (LimitFor).
+	RateLimit *apirules.Limit
+	overrides map[Credential]*apirules.Limit
 	// claim is what apirules.NotNewer compares.
 	claim *latchkeyv1.API
 }
@@ -39,6 +43,26 @@ type Rule struct {
 	Methods    []string // empty: every method
 	PathPrefix string
 	Scopes     []string // all required; empty: any valid credential
+	// RateLimit is the rule's own budget per credential (nil: none); Index is the
+	// rule's place in the spec, which names its budget.
+	RateLimit *apirules.Limit
+	Index     int
+}
+
+// Credential names a credential as a rate limit override does: Kind is
+// latchkeyv1.KindAPIKey, KindOAuthClient or KindOAuthGrant.
+type Credential struct {
+	Kind            latchkeyv1.CredentialKindName
+	Namespace, Name string
+}
+
+// LimitFor is the API's budget for credential before the credential's own cap:
+// its owner's override, or the default (nil: none).
+func (a *API) LimitFor(c Credential) *apirules.Limit {
+	if l, ok := a.overrides[c]; ok {
+		return l
+	}
+	return a.RateLimit
 }
 
 // newAPI compiles an API resource.
@@ -69,8 +93,18 @@ func newAPI(o *latchkeyv1.API) *API {
 	for _, s := range o.Spec.Scopes {
 		a.Catalogue[s.Name] = s.Description
 	}
-	for _, r := range o.Spec.Rules {
-		a.Rules = append(a.Rules, Rule{Methods: r.Methods, PathPrefix: r.PathPrefix, Scopes: r.Scopes})
+	for i, r := range o.Spec.Rules {
+		a.Rules = append(a.Rules, Rule{Methods: r.Methods, PathPrefix: r.PathPrefix, Scopes: r.Scopes,
+			RateLimit: apirules.LimitOf(r.RateLimit), Index: i})
+	}
+	if rl := o.Spec.RateLimit; rl != nil {
+		a.RateLimit = apirules.LimitOf(&rl.RateLimit)
+		for _, over := range rl.Overrides {
+			if a.overrides == nil {
+				a.overrides = make(map[Credential]*apirules.Limit, len(rl.Overrides))
+			}
+			a.overrides[Credential{Kind: over.Kind, Namespace: over.Namespace, Name: over.Name}] = apirules.LimitOf(&over.RateLimit)
+		}
 	}
 	// Most specific first: the longest prefix; at equal length a rule that names
 	// methods before one for every method. Stable, so that the order written in

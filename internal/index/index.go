@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/apirules"
 	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
@@ -40,6 +41,9 @@ type Key struct {
 	// Reported: status.leaks holds a report of this key (the token server writes
 	// one report per key, never one per scanner report).
 	Reported bool
+	// RateLimit is the APIKey's own spec.rateLimit: a cap on whatever its APIs allow
+	// (apirules.CredentialLimit); nil: none. Shared by the object's hashes.
+	RateLimit *apirules.Limit
 }
 
 
@@ -80,6 +84,9 @@ type Client struct {
 	LastUsedAt   time.Time // status.lastUsedAt; zero when never used
 	// Introspection is nil for a client that may not introspect.
 	Introspection *IntrospectionPolicy
+	// RateLimit is the client's own spec.rateLimit, a cap on its own tokens' budget
+	// on each API (apirules.CredentialLimit); nil: none.
+	RateLimit *apirules.Limit
 }
 
 // IntrospectionPolicy is an OAuthClient's spec.introspection: what a resource
@@ -262,13 +269,14 @@ func (x *Index) UpsertAPIKey(k *latchkeyv1.APIKey) {
 			env = string(latchkeyv1.EnvironmentTest)
 		}
 		scope := unique.Make(strings.Join(k.Spec.Scopes, " "))
+		limit := apirules.LimitOf(k.Spec.RateLimit)
 		reported := reportedHashes(k.Status.Leaks)
 		for _, c := range k.Status.Credentials {
 			d, ok := ParseHash(c.Hash)
 			if !ok || slices.Contains(hashes, d) {
 				continue
 			}
-			entry := &Key{Ref: ref, Environment: env, Scope: scope, ExpiresAt: expiresAt, Reported: slices.Contains(reported, d)}
+			entry := &Key{Ref: ref, Environment: env, Scope: scope, ExpiresAt: expiresAt, Reported: slices.Contains(reported, d), RateLimit: limit}
 			if c.NotAfter != nil {
 				entry.NotAfter = c.NotAfter.Time
 			}
@@ -355,6 +363,7 @@ func (x *Index) UpsertClient(o *latchkeyv1.OAuthClient) {
 		Audiences: o.Spec.Audiences,
 		TTL:       time.Hour,
 		Revoked:   o.Spec.Revoked,
+		RateLimit: apirules.LimitOf(o.Spec.RateLimit),
 	}
 	if o.Spec.AccessTokenTTL != nil {
 		c.TTL = o.Spec.AccessTokenTTL.Duration
