@@ -24,8 +24,10 @@ import (
 // grace period; ensureCredential then finds the Secret holding it (secretLeaked)
 // and issues a new one. Each report gets its outcome once (announced by
 // leakEvents once written). A report whose credential is no longer accepted is
-// dropped LeakRecordRetention after it was made. The Leaked condition says
-// where things stand.
+// dropped LeakRecordRetention after it was made, and at most
+// MaxResolvedLeakRecords of them are kept. The Leaked condition says where
+// things stand. It runs at the start of a reconcile (a revocation must not wait
+// for anything) and at its end (credentials withdrawn or pruned meanwhile).
 func (r *CredentialReconciler[T]) handleLeaks(obj T, now time.Time) {
 	status := obj.CredentialStatus()
 	revoke := obj.Lifecycle().LeakResponse != latchkeyv1.LeakResponseFlag
@@ -46,6 +48,16 @@ func (r *CredentialReconciler[T]) handleLeaks(obj T, now time.Time) {
 		}
 		kept = append(kept, l)
 	}
+	// The newest reports whose credential is gone are kept, the rest dropped: a
+	// new report must always find room (the token server may add, never remove).
+	resolved := 0
+	kept = slices.DeleteFunc(kept, func(l latchkeyv1.LeakRecord) bool {
+		if l.Outcome == latchkeyv1.LeakOutcomeFlagged || l.Outcome == "" {
+			return false
+		}
+		resolved++
+		return resolved > latchkeyv1.MaxResolvedLeakRecords
+	})
 	status.Leaks = kept
 	if len(kept) == 0 {
 		status.Leaks = nil
@@ -65,9 +77,10 @@ func (r *CredentialReconciler[T]) leakEvents(before, written T) {
 		switch l.Outcome {
 		case latchkeyv1.LeakOutcomeRevoked:
 			next := ""
-			if slices.ContainsFunc(before.CredentialStatus().Credentials, func(c latchkeyv1.CredentialHash) bool {
+			wasCurrent := slices.ContainsFunc(before.CredentialStatus().Credentials, func(c latchkeyv1.CredentialHash) bool {
 				return c.Hash == l.Hash && c.NotAfter == nil
-			}) {
+			})
+			if now := written.CredentialStatus().Credentials; wasCurrent && len(now) > 0 && now[0].NotAfter == nil {
 				next = fmt.Sprintf("; a new %s is issued into Secret %s", r.Kind.Name(), written.SecretName())
 			}
 			r.event(written, corev1.EventTypeWarning, latchkeyv1.ReasonLeakReported, "%s; it is no longer accepted%s", r.leakNote(l), next)

@@ -54,6 +54,8 @@ func TestHandleLeaks(t *testing.T) {
 			[]string{current, previous}, nil, "", false},
 		{"a flagged key still accepted is kept past the week", key(latchkeyv1.LeakResponseFlag, report(current, 2*week, latchkeyv1.LeakOutcomeFlagged)),
 			[]string{current, previous}, []latchkeyv1.LeakOutcome{latchkeyv1.LeakOutcomeFlagged}, latchkeyv1.ReasonLeakedKeyAccepted, false},
+		{"at most 8 reports of keys gone are kept, the newest", key(latchkeyv1.LeakResponseRevoke, manyResolved(report, gone, 12)...),
+			[]string{current, previous}, []latchkeyv1.LeakOutcome{latchkeyv1.LeakOutcomeRevoked, 7: latchkeyv1.LeakOutcomeRevoked}, latchkeyv1.ReasonLeakedKeyRevoked, false},
 		{"flag switched to revoke: the flagged key goes now", key(latchkeyv1.LeakResponseRevoke, report(current, time.Hour, latchkeyv1.LeakOutcomeFlagged)),
 			[]string{previous}, []latchkeyv1.LeakOutcome{latchkeyv1.LeakOutcomeRevoked}, latchkeyv1.ReasonLeakedKeyRevoked, true},
 	} {
@@ -87,6 +89,15 @@ func TestHandleLeaks(t *testing.T) {
 	}
 }
 
+// manyResolved is n reports of hash, an hour apart, newest first.
+func manyResolved(report func(string, time.Duration, latchkeyv1.LeakOutcome) latchkeyv1.LeakRecord, hash string, n int) []latchkeyv1.LeakRecord {
+	out := make([]latchkeyv1.LeakRecord, n)
+	for i := range out {
+		out[i] = report(hash, time.Duration(i)*time.Hour, latchkeyv1.LeakOutcomeRevoked)
+	}
+	return out
+}
+
 // TestLeakEventsOnce: an outcome is announced by the write that records it, and
 // never again by later reconciles.
 func TestLeakEventsOnce(t *testing.T) {
@@ -98,15 +109,21 @@ func TestLeakEventsOnce(t *testing.T) {
 	before.Status.Leaks = []latchkeyv1.LeakRecord{{Hash: "sha256:current", Reporter: "github", URL: "https://example.test/x"}}
 	decided := before.DeepCopy()
 	r.handleLeaks(decided, time.Now())
+	withdrawn := decided.DeepCopy() // spec.revoked: nothing issued
+	decided.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: "sha256:new"}} // ensureCredential issued one
 	r.leakEvents(before, decided)
 	r.leakEvents(decided, decided.DeepCopy()) // the next reconcile: nothing changed
+	r.leakEvents(before, withdrawn)
 	close(recorder.Events)
 	var got []string
 	for e := range recorder.Events {
 		got = append(got, e)
 	}
-	if len(got) != 1 || !strings.Contains(got[0], "LeakReported") || !strings.Contains(got[0], "a new API key is issued into Secret partner-apikey") ||
+	if len(got) != 2 || !strings.Contains(got[0], "LeakReported") || !strings.Contains(got[0], "a new API key is issued into Secret partner-apikey") ||
 		!strings.Contains(got[0], "https://example.test/x") {
 		t.Fatalf("events %q, want one LeakReported naming the new key and the URL", got)
+	}
+	if strings.Contains(got[1], "a new API key") {
+		t.Fatalf("with nothing issued, the Event says a new key is: %q", got[1])
 	}
 }

@@ -135,6 +135,8 @@ func (r *CredentialReconciler[T]) Reconcile(ctx context.Context, req ctrl.Reques
 	// On every path, revoked, expired and refused objects included: a typo in a
 	// scope is worth knowing before the credential is issued again.
 	r.setScopesKnown(obj)
+	// Reports of credentials withdrawn or pruned by this reconcile are settled.
+	r.handleLeaks(obj, r.Clock.Now())
 	var work pending
 	if rotation := rotationTriggers.evaluate(obj, r.Clock.Now()); rotation.due && err == nil {
 		work = pending{latchkeyv1.ReasonRotationPending, "rotation " + rotation.why + " is done on the next reconcile"}
@@ -159,6 +161,7 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 	status := obj.CredentialStatus()
 	status.SecretRef = &latchkeyv1.SecretReference{Name: obj.SecretName()}
 	status.ExpiresAt = obj.Lifecycle().ExpiresAt
+	r.handleLeaks(obj, r.Clock.Now()) // before anything that can fail: a revocation waits for nothing
 
 	secret, err := r.getSecret(ctx, obj, confirmMiss || status.Serial > 0)
 	if err != nil {
@@ -177,7 +180,6 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 		return ctrl.Result{}, err
 	}
 
-	r.handleLeaks(obj, state.now)
 	spec := obj.Lifecycle()
 	switch {
 	// Revoked and expired are states the spec declares, so they are Ready=True: a

@@ -20,9 +20,11 @@ const CredentialRevocationPath = "/credentials/revoke"
 
 // Admission of the leak endpoints. Their callers prove nothing before the body
 // is read (a scanner's signature covers the body), and a report may be 1 MiB:
-// so the body is read in one of a few seats of its own, by source address, with
-// a deadline, and held there until answered. At most leakReadSeats bodies are in
-// memory at once, and a slow upload holds a seat for leakReadTimeout at most.
+// so the body is read in one of a few seats of the endpoint's own, by source
+// address, with a deadline, and held there until answered. At most
+// leakReadSeats bodies per endpoint are in memory at once, a slow upload holds a
+// seat for leakReadTimeout at most, and self-revocations never take a scanner's
+// seats.
 const (
 	leakReadSeats   = 8
 	leakReadQueue   = 4
@@ -43,9 +45,6 @@ func (s *Server) EnableLeakReports(ctx context.Context, o leaks.Options, writer 
 	if err != nil {
 		return err
 	}
-	s.leakReads = flowcontrol.New(flowcontrol.Config{
-		Seats: leakReadSeats, QueueLength: leakReadQueue, MaxWaiting: 4 * leakReadSeats, MaxWait: leakReadWait,
-	})
 	go l.Run(ctx)
 	s.leakReports = l
 	return nil
@@ -54,6 +53,9 @@ func (s *Server) EnableLeakReports(ctx context.Context, o leaks.Options, writer 
 // leakEndpoint frames a leak endpoint: the source's anonymous budget, a read
 // seat, the body (at most maxBytes, within leakReadTimeout), then a CPU seat.
 func (s *Server) leakEndpoint(maxBytes int64, pick func(*leaks.Server) bodyHandler) http.HandlerFunc {
+	reads := flowcontrol.New(flowcontrol.Config{
+		Seats: leakReadSeats, QueueLength: leakReadQueue, MaxWaiting: 4 * leakReadSeats, MaxWait: leakReadWait,
+	})
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.leakReports == nil {
 			http.NotFound(w, r)
@@ -67,13 +69,15 @@ func (s *Server) leakEndpoint(maxBytes int64, pick func(*leaks.Server) bodyHandl
 			return
 		}
 		flow := s.sourceFlow(r)
-		seat, err := s.leakReads.Acquire(r.Context(), flow)
+		seat, err := reads.Acquire(r.Context(), flow)
 		if err != nil {
 			s.shed(w, r, err)
 			return
 		}
 		defer seat.Done()
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(leakReadTimeout))
+		if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(leakReadTimeout)); err != nil {
+			s.log.Error(err, "cannot bound the time to read a leak report's body") // a writer without Unwrap: a bug
+		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBytes))
 		var tooLarge *http.MaxBytesError
 		switch {

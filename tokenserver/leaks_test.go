@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -476,6 +477,17 @@ var _ = Describe("Leaked credentials", Ordered, func() {
 		Expect(revokeRequest(ls, key).StatusCode).To(Equal(http.StatusNoContent))
 		Eventually(func() []latchkeyv1.LeakRecord { return leakRecords(obj) }).Should(ConsistOf(HaveField("Outcome", latchkeyv1.LeakOutcomeRevoked)))
 		Expect(patch("null")).To(MatchError(ContainSubstring("may only add")), "removing a report")
+
+		By("the authorizer, which may patch status for last use, may not add a report")
+		authzConfig, err := env.BindClusterRole(context.Background(), k8s, "latchkey-authz-under-test",
+			filepath.Join("..", "config", "authz", "rbac", "rbac.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		asAuthz, err := client.New(authzConfig, client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+		other, otherKey, _ := keyWithReader(nil)
+		Expect(asAuthz.Status().Patch(context.Background(), other, client.RawPatch(types.MergePatchType,
+			[]byte(`{"status":{"leaks":[`+record(credential.Hash(otherKey), "")+`]}}`)))).
+			To(MatchError(ContainSubstring("only a leak reporter (the Latchkey token server) may change status.leaks")))
 
 		tenant := newTenant()
 		Expect(tenant.Client.Status().Patch(context.Background(), obj, client.RawPatch(types.MergePatchType, []byte(`{"status":{"leaks":null}}`)))).

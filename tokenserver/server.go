@@ -95,9 +95,8 @@ type Server struct {
 	// thirdParty is the authorization_code side; nil until EnableThirdPartyApps.
 	thirdParty *thirdparty.Server
 	// leakReports answers secret-scanning reports and self-revocation; nil until
-	// EnableLeakReports. leakReads admits the reading of their bodies (leaks.go).
+	// EnableLeakReports.
 	leakReports *leaks.Server
-	leakReads   *flowcontrol.Limiter
 	// metadata is the RFC 8414 document, rendered again when the APIs change.
 	metadata atomic.Pointer[renderedMetadata]
 }
@@ -288,6 +287,9 @@ func (r *statusRecorder) WriteHeader(status int) {
 	r.status = status
 	r.ResponseWriter.WriteHeader(status)
 }
+
+// Unwrap lets http.ResponseController reach the connection (a read deadline).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // EnableThirdPartyApps serves the authorization_code flow (package thirdparty):
 // it starts discovering the upstream provider and watching the workspaces.

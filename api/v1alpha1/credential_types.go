@@ -61,8 +61,8 @@ const (
 )
 
 // The Leaked condition: True while status.leaks holds a report, that is while a
-// reported credential is still accepted and for LeakRecordRetention after the
-// last one stopped being accepted. Absent otherwise.
+// reported credential is still accepted and until LeakRecordRetention after the
+// last report. Absent otherwise.
 const (
 	ConditionLeaked = "Leaked"
 	// ReasonLeakedKeyAccepted: a reported credential is still accepted
@@ -73,11 +73,15 @@ const (
 	// ReasonLeakReported is the Warning Event of a report the manager acted on.
 	ReasonLeakReported = "LeakReported"
 
-	// LeakRecordRetention is how long a report stays in status.leaks (and Leaked
-	// stays True) once its credential is no longer accepted.
+	// LeakRecordRetention is how long after it was made a report stays in
+	// status.leaks (and Leaked stays True) once its credential is no longer
+	// accepted; a report of a credential still accepted stays as long as it is.
 	LeakRecordRetention = 7 * 24 * time.Hour
-	// MaxLeakRecords bounds status.leaks.
-	MaxLeakRecords = 16
+	// MaxLeakRecords bounds status.leaks; the manager keeps at most
+	// MaxResolvedLeakRecords of the reports whose credential is no longer
+	// accepted, so that a new report always finds room.
+	MaxLeakRecords         = 16
+	MaxResolvedLeakRecords = 8
 	// ReporterSelf names reports made with the credential itself (POST /credentials/revoke).
 	ReporterSelf = "self"
 )
@@ -286,8 +290,10 @@ type CredentialStatus struct {
 
 	// Leaks are the reports that one of these credentials was found public, newest
 	// first. The token server adds them (an admission policy lets it add only
-	// reports of a credential in status.credentials); the manager acts on them and
-	// drops each LeakRecordRetention after its credential stopped being accepted.
+	// reports of a credential in status.credentials); the manager acts on them and,
+	// once a report's credential is no longer accepted, drops it
+	// LeakRecordRetention after it was made (and keeps at most
+	// MaxResolvedLeakRecords such reports).
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
 	// +optional

@@ -12,9 +12,11 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -134,5 +136,85 @@ func TestBoundedFields(t *testing.T) {
 	}
 	if got := bounded(strings.Repeat("s", maxSourceLength+1), maxSourceLength); got != "" {
 		t.Errorf("an oversized source was kept")
+	}
+}
+
+// TestRecorderTakesNamespacesInTurn: one tenant's flood of its own live keys
+// fills its own namespace's queue, and waits behind every other namespace's
+// record, one for one.
+func TestRecorderTakesNamespacesInTurn(t *testing.T) {
+	r := newRecorder(host(), newMetrics(nil))
+	target := func(ns string, i int) target {
+		return target{kind: index.KindAPIKey, ref: index.Ref{Namespace: ns, Name: "k"}, hash: ns + "/" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)}
+	}
+	for i := range namespaceQueue {
+		if got := r.add(target("mallory", i), latchkeyv1.LeakRecord{}); got != queued {
+			t.Fatalf("mallory's record %d: %v", i, got)
+		}
+	}
+	if got := r.add(target("mallory", namespaceQueue), latchkeyv1.LeakRecord{}); got != queueFull {
+		t.Fatalf("mallory's record beyond its namespace's queue: %v, want queueFull", got)
+	}
+	if got := r.add(target("mallory", 0), latchkeyv1.LeakRecord{}); got != alreadyQueued {
+		t.Fatalf("a record queued again: %v, want alreadyQueued", got)
+	}
+	for _, ns := range []string{"alice", "bob"} {
+		if got := r.add(target(ns, 0), latchkeyv1.LeakRecord{}); got != queued {
+			t.Fatalf("%s's record behind mallory's flood: %v", ns, got)
+		}
+	}
+	var order []string
+	for range 5 {
+		j, ok := r.next()
+		if !ok {
+			t.Fatal("nothing queued")
+		}
+		order = append(order, j.target.ref.Namespace)
+	}
+	if got := strings.Join(order, " "); got != "mallory alice bob mallory mallory" {
+		t.Fatalf("written in the order %q", got)
+	}
+}
+
+// TestKeyFetchOutlivesItsCaller: a caller that gives up (or hangs up) does not
+// cancel the fetch of the key list, and the keys it brings serve the next report.
+func TestKeyFetchOutlivesItsCaller(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	list := keyList(t, "k1", &ec.PublicKey)
+	release := make(chan struct{})
+	var fetches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fetches.Add(1)
+		<-release
+		_, _ = w.Write(list)
+	}))
+	defer srv.Close()
+	s, err := New(host(), Options{Reporters: []Reporter{{Name: "github", KeysURL: srv.URL}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := s.reporters["github"]
+	gaveUp := func(r *http.Request, fn func(context.Context) error) error {
+		ctx, cancel := context.WithCancel(r.Context())
+		cancel()
+		return fn(ctx)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "/", nil)
+	if _, err := rep.key(req, "k1", gaveUp); err != errKeysUnavailable {
+		t.Fatalf("a caller that gave up: %v, want errKeysUnavailable (503: send it again)", err)
+	}
+	if _, err := rep.key(req, "k2", gaveUp); err != errKeysUnavailable {
+		t.Fatalf("a second caller while the fetch runs: %v", err)
+	}
+	close(release)
+	k, err := rep.key(req, "k1", host().WithIO)
+	if err != nil || k == nil {
+		t.Fatalf("after the fetch: %v, %v", k, err)
+	}
+	if k, err := rep.key(req, "k9", host().WithIO); k != nil || err != nil {
+		t.Fatalf("an identifier missing from a fresh list: %v, %v; want no key (400)", k, err)
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Fatalf("%d fetches, want 1", n)
 	}
 }

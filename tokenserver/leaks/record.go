@@ -32,77 +32,133 @@ type job struct {
 }
 
 const (
-	// queueLength bounds the records waiting to be written. A record is queued
-	// only for a credential accepted now and not queued before, so an attacker
-	// fills it only with keys it holds.
-	queueLength = 4096
+	// namespaceQueue bounds the records waiting to be written for one namespace,
+	// and maxQueued for all: a record is queued only for a credential accepted
+	// now and not queued before, so a tenant fills only its own namespace's
+	// queue, with keys it holds, and the writer serves the namespaces in turn.
+	namespaceQueue = 64
+	maxQueued      = 4096
 	// writeAttempts bounds the reads and writes of one record that lose their
 	// optimistic lock to another writer (the manager, last-use writes).
 	writeAttempts = 5
 	// rememberWritten is how long a written record is remembered here, until the
 	// watch has brought it into the index (index.Key.Reported), so that a report
-	// arriving in between is not written again.
+	// arriving in between is not written again; rememberFailed how long a record
+	// that could not be written is not tried again (each try costs a read).
 	rememberWritten = time.Minute
+	rememberFailed  = 10 * time.Second
 )
 
-// recorder writes reports into status.leaks, once per credential, one at a time.
+// added is what became of a record handed to the recorder.
+type added int
+
+const (
+	queued added = iota
+	alreadyQueued
+	queueFull
+)
+
+// recorder writes reports into status.leaks, once per credential, one at a time,
+// taking the namespaces with records waiting in turn.
 type recorder struct {
 	host    Host
 	metrics *metrics
-	queue   chan job
-	mu      sync.Mutex
-	// seen holds each hash queued and not yet forgotten: the zero time while
-	// queued or being written, then when it was written.
+	wake    chan struct{}
+
+	mu sync.Mutex
+	// waiting holds the records to write by namespace; turn the namespaces
+	// with records waiting, in the order they are served.
+	waiting map[string][]job
+	turn    []string
+	queued  int
+	// seen holds each hash queued, being written or remembered: the zero time
+	// while queued or being written, then until when it is remembered.
 	seen map[string]time.Time
 }
 
 func newRecorder(h Host, m *metrics) *recorder {
-	return &recorder{host: h, metrics: m, queue: make(chan job, queueLength), seen: map[string]time.Time{}}
+	return &recorder{host: h, metrics: m, wake: make(chan struct{}, 1), waiting: map[string][]job{}, seen: map[string]time.Time{}}
 }
 
-// add queues the record of t, unless it is queued or was written a moment ago.
-// It reports whether it queued it.
-func (r *recorder) add(t target, record latchkeyv1.LeakRecord) bool {
+// add queues the record of t, unless it is queued or remembered, or its
+// namespace's queue (or the whole queue) is full.
+func (r *recorder) add(t target, record latchkeyv1.LeakRecord) added {
 	now := r.host.Clock.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if at, ok := r.seen[t.hash]; ok && (at.IsZero() || now.Sub(at) < rememberWritten) {
-		return false
+	if until, ok := r.seen[t.hash]; ok && (until.IsZero() || now.Before(until)) {
+		return alreadyQueued
 	}
+	ns := t.ref.Namespace
+	if len(r.waiting[ns]) >= namespaceQueue || r.queued >= maxQueued {
+		return queueFull
+	}
+	if len(r.waiting[ns]) == 0 {
+		r.turn = append(r.turn, ns)
+	}
+	r.waiting[ns] = append(r.waiting[ns], job{target: t, record: record})
+	r.queued++
+	r.seen[t.hash] = time.Time{}
 	select {
-	case r.queue <- job{target: t, record: record}:
-		r.seen[t.hash] = time.Time{}
-		return true
+	case r.wake <- struct{}{}:
 	default:
-		return false // full: a later report of the same key finds room
 	}
+	return queued
+}
+
+// next takes the first record of the namespace whose turn it is.
+func (r *recorder) next() (job, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.turn) == 0 {
+		return job{}, false
+	}
+	ns := r.turn[0]
+	jobs := r.waiting[ns]
+	j := jobs[0]
+	r.turn = r.turn[1:]
+	if len(jobs) == 1 {
+		delete(r.waiting, ns)
+	} else {
+		r.waiting[ns] = jobs[1:]
+		r.turn = append(r.turn, ns) // its next record waits for the others' turns
+	}
+	r.queued--
+	return j, true
 }
 
 func (r *recorder) run(ctx context.Context) {
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-r.queue:
-			result := r.write(ctx, j)
-			r.metrics.records.WithLabelValues(result).Inc()
-			r.mu.Lock()
-			if result == "written" {
-				r.seen[j.target.hash] = r.host.Clock.Now()
-			} else {
-				delete(r.seen, j.target.hash)
+		j, ok := r.next()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.wake:
+				continue
 			}
-			r.forgetLocked()
-			r.mu.Unlock()
 		}
+		result := r.write(ctx, j)
+		r.metrics.records.WithLabelValues(result).Inc()
+		now := r.host.Clock.Now()
+		r.mu.Lock()
+		switch result {
+		case "written":
+			r.seen[j.target.hash] = now.Add(rememberWritten)
+		case "failed":
+			r.seen[j.target.hash] = now.Add(rememberFailed)
+		default:
+			delete(r.seen, j.target.hash)
+		}
+		r.forgetLocked(now)
+		r.mu.Unlock()
 	}
 }
 
-// forgetLocked drops the written hashes remembered long enough.
-func (r *recorder) forgetLocked() {
-	now := r.host.Clock.Now()
-	for hash, at := range r.seen {
-		if !at.IsZero() && now.Sub(at) >= rememberWritten {
+// forgetLocked drops the hashes remembered long enough.
+func (r *recorder) forgetLocked(now time.Time) {
+	for hash, until := range r.seen {
+		if !until.IsZero() && !now.Before(until) {
 			delete(r.seen, hash)
 		}
 	}

@@ -55,8 +55,12 @@ type reporter struct {
 
 	mu sync.Mutex
 	// keys by identifier; replaced whole by a fetch.
-	keys      map[string]*ecdsa.PublicKey
-	fetchedAt time.Time // of the last fetch, successful or not; zero: never
+	keys map[string]*ecdsa.PublicKey
+	// fetchedAt is when the list was last fetched successfully, triedAt when a
+	// fetch was last started; fetching is closed when the running fetch ends
+	// (nil when none runs).
+	fetchedAt, triedAt time.Time
+	fetching           chan struct{}
 }
 
 func newReporter(r Reporter, o Options, clk clock.PassiveClock, m *metrics) (*reporter, error) {
@@ -73,42 +77,80 @@ func newReporter(r Reporter, o Options, clk clock.PassiveClock, m *metrics) (*re
 	return rep, nil
 }
 
-// errKeysUnavailable: the reporter's keys could not be fetched; the report is
-// answered 503, and the reporter retries it.
+// errKeysUnavailable: the reporter's keys could not be fetched (or not yet
+// again); the report is answered 503, and the reporter sends it again.
 var errKeysUnavailable = errors.New("the reporter's public keys are unavailable")
 
-// key returns the public key named id. An unknown id fetches the key list again,
-// at most once per interval over all requests (anyone can send an unknown id);
-// withIO runs the fetch in an I/O seat.
+// keyFetchTimeout bounds one fetch of a key list.
+const keyFetchTimeout = 10 * time.Second
+
+// key returns the public key named id: nil when the reporter has no such key.
+// An identifier missing from a list older than the interval starts a fetch, at
+// most one per interval whoever sends them (anyone can send an unknown one). The
+// fetch runs on its own, with its own deadline, so that no caller can cancel it
+// nor hold the reporter's other reports behind it; the caller waits for it in an
+// I/O seat (withIO).
 func (r *reporter) key(req *http.Request, id string, withIO func(*http.Request, func(context.Context) error) error) (*ecdsa.PublicKey, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock() // held through a fetch: concurrent reports wait for its keys
-	if k, ok := r.keys[id]; ok {
+	if k, ok := r.keys[id]; ok || r.KeysURL == "" {
+		r.mu.Unlock()
+		if !ok && r.keys == nil {
+			return nil, errKeysUnavailable
+		}
 		return k, nil
 	}
-	if r.KeysURL == "" || (!r.fetchedAt.IsZero() && r.clock.Since(r.fetchedAt) < r.interval) {
-		if r.keys == nil {
-			return nil, errKeysUnavailable
-		}
-		return nil, nil
+	now := r.clock.Now()
+	if !r.fetchedAt.IsZero() && now.Sub(r.fetchedAt) < r.interval {
+		r.mu.Unlock()
+		return nil, nil // the list is fresh: the reporter has no such key
 	}
-	r.fetchedAt = r.clock.Now()
-	var keys map[string]*ecdsa.PublicKey
+	done := r.fetching
+	if done == nil {
+		if !r.triedAt.IsZero() && now.Sub(r.triedAt) < r.interval {
+			r.mu.Unlock()
+			return nil, errKeysUnavailable // the last fetch failed a moment ago
+		}
+		r.triedAt = now
+		done = make(chan struct{})
+		r.fetching = done
+		go r.refresh(done)
+	}
+	r.mu.Unlock()
 	err := withIO(req, func(ctx context.Context) error {
-		var err error
-		keys, err = r.fetch(ctx)
-		return err
-	})
-	if err != nil {
-		r.metrics.keyFetchs.WithLabelValues(r.Name, "failed").Inc()
-		if r.keys == nil {
-			return nil, errKeysUnavailable
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		return nil, nil
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k, ok := r.keys[id]
+	switch {
+	case ok:
+		return k, nil
+	case err != nil || r.fetchedAt.Before(r.triedAt):
+		return nil, errKeysUnavailable
 	}
-	r.metrics.keyFetchs.WithLabelValues(r.Name, "ok").Inc()
-	r.keys = keys
-	return keys[id], nil
+	return nil, nil
+}
+
+// refresh fetches the key list and closes done.
+func (r *reporter) refresh(done chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), keyFetchTimeout)
+	defer cancel()
+	keys, err := r.fetch(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil {
+		r.keys, r.fetchedAt = keys, r.clock.Now()
+		r.metrics.keyFetchs.WithLabelValues(r.Name, "ok").Inc()
+	} else {
+		r.metrics.keyFetchs.WithLabelValues(r.Name, "failed").Inc()
+	}
+	r.fetching = nil
+	close(done)
 }
 
 // maxKeyListBytes bounds the key list read from the reporter.
@@ -228,16 +270,26 @@ func (s *Server) HandleReport(w http.ResponseWriter, r *http.Request, body []byt
 		return
 	}
 	answer := make([]feedback, 0, len(tokens)*boolInt(rep.Feedback))
+	dropped := false
 	for _, t := range tokens {
-		found := s.check(t.Token, rep.Name, boundedURL(t.URL), bounded(t.Source, maxSourceLength))
+		c := s.check(t.Token, rep.Name, boundedURL(t.URL), bounded(t.Source, maxSourceLength))
+		dropped = dropped || c.dropped
 		if rep.Feedback {
 			sum := sha256.Sum256([]byte(t.Token))
 			label := "false_positive"
-			if found {
+			if c.live {
 				label = "true_positive"
 			}
 			answer = append(answer, feedback{TokenHash: hex.EncodeToString(sum[:]), TokenType: t.Type, Label: label})
 		}
+	}
+	if dropped {
+		// A live credential could not be queued: the reporter (who signed the
+		// report, so learns nothing it did not know) sends it again; the tokens
+		// recorded now are known then, and cost nothing.
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the report could not be recorded whole; send it again later")
+		return
 	}
 	if !rep.Feedback {
 		w.WriteHeader(http.StatusNoContent)

@@ -35,6 +35,8 @@ func (s *Server) HandleRevoke(w http.ResponseWriter, _ *http.Request, body []byt
 		return
 	}
 	for _, c := range req.Credentials {
+		// A dropped report is not said either: only the credential's holder sends
+		// this, and a different answer would tell anyone whether a string is live.
 		s.check(c, latchkeyv1.ReporterSelf, "", "")
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -43,9 +45,8 @@ func (s *Server) HandleRevoke(w http.ResponseWriter, _ *http.Request, body []byt
 // check handles one reported token: the checksum (or the client_id and secret's
 // shape) first, so that a malformed token costs no lookup; then one lookup in
 // the index. A credential accepted now is queued to be recorded, unless it was
-// reported before. It reports whether the token is a credential accepted now.
-// It never writes the token anywhere.
-func (s *Server) check(token, reporter, url, source string) bool {
+// reported before. It never writes the token anywhere.
+func (s *Server) check(token, reporter, url, source string) checked {
 	t, ok := s.lookup(token)
 	result := "not_accepted"
 	switch {
@@ -54,13 +55,30 @@ func (s *Server) check(token, reporter, url, source string) bool {
 	case !ok:
 	case t.reported:
 		result = "known"
-	case s.recorder.add(t.target, s.newRecord(reporter, url, source, t.hash)):
-		result = "recorded"
 	default:
-		result = "known" // queued or written a moment ago by another report
+		if strings.Contains(url, token) {
+			url = "" // a URL that holds the credential must not reach status or Events
+		}
+		switch s.recorder.add(t.target, s.newRecord(reporter, url, source, t.hash)) {
+		case queued:
+			result = "recorded"
+		case alreadyQueued:
+			result = "known" // queued, or written a moment ago, by another report
+		case queueFull:
+			result = "dropped"
+		}
 	}
 	s.metrics.tokens.WithLabelValues(reporter, result).Inc()
-	return ok
+	return checked{live: ok, dropped: result == "dropped"}
+}
+
+// checked is what check found of one token.
+type checked struct {
+	// live: a credential accepted now.
+	live bool
+	// dropped: live, not recorded before, and not queued now because its
+	// namespace's queue is full: a scanner is asked to send the report again.
+	dropped bool
 }
 
 // lookedUp is a token as the index knows it.

@@ -132,7 +132,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "latchkey_tokenserver_leak_reported_tokens_total",
-			Help: "Tokens reported public, by reporter (self: POST /credentials/revoke) and result (recorded: an accepted credential, recorded now; known: an accepted credential reported before; not_accepted: well-formed, and not a credential accepted now; malformed: not a Latchkey credential).",
+			Help: "Tokens reported public, by reporter (self: POST /credentials/revoke) and result (recorded: an accepted credential, recorded now; known: an accepted credential reported before; dropped: an accepted credential whose namespace's queue of records to write was full; not_accepted: well-formed, and not a credential accepted now; malformed: not a Latchkey credential).",
 		}, []string{"reporter", "result"}),
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "latchkey_tokenserver_leak_records_total",
