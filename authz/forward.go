@@ -121,6 +121,12 @@ func (s *Server) handleAuthPaths(w http.ResponseWriter, r *http.Request) {
 		d = s.authorizer.Decide(s.forwardAuthRequest(r, target))
 	}
 	s.metrics.observe("http", d, time.Since(start))
+	if nginx && d.Status == http.StatusTooManyRequests {
+		// nginx's auth_request passes 401 and 403 on and turns any other refusal
+		// into a 500: a spent budget reaches it as a 403 with Retry-After, which
+		// its configuration maps back to 429 (README, Rate limits).
+		d.Status = http.StatusForbidden
+	}
 	s.writeDecision(w, d, false)
 }
 
@@ -200,7 +206,7 @@ func (s *Server) writeDecision(w http.ResponseWriter, d Decision, envoy bool) {
 		}
 	}
 	if d.Status != http.StatusOK {
-		if d.Status != http.StatusTooManyRequests {
+		if d.Outcome != RateLimited { // the credential is fine: no challenge
 			h.Set("WWW-Authenticate", d.challenge(s.realm))
 		}
 		h.Set("Content-Type", "application/json")

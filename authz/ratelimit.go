@@ -1,9 +1,7 @@
 package authz
 
 import (
-	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -68,21 +66,26 @@ func (a *Authorizer) limit(d *Decision, api *index.API, rule *index.Rule) {
 		return
 	}
 	now := a.Clock.Now()
-	var policy, state strings.Builder
+	// The fields are appended into buffers on the stack: no formatting per request.
+	var policyBuf, stateBuf [96]byte
+	policy, state := policyBuf[:0], stateBuf[:0]
 	var retry time.Duration
 	for i, b := range budgets[:n] {
 		r := a.Limits.Take(b.key, b.lim, now)
 		if i > 0 {
-			policy.WriteString(", ")
-			state.WriteString(", ")
+			policy, state = append(policy, ", "...), append(state, ", "...)
 		}
-		fmt.Fprintf(&policy, `"%s";q=%d;w=%d`, b.name, b.lim.Requests, ceilSeconds(b.lim.Per))
-		fmt.Fprintf(&state, `"%s";r=%d;t=%d`, b.name, r.Remaining, ceilSeconds(r.Reset))
+		policy = append(append(append(policy, '"'), b.name...), `";q=`...)
+		policy = strconv.AppendInt(policy, b.lim.Requests, 10)
+		policy = strconv.AppendInt(append(policy, ";w="...), ceilSeconds(b.lim.Per), 10)
+		state = append(append(append(state, '"'), b.name...), `";r=`...)
+		state = strconv.AppendInt(state, r.Remaining, 10)
+		state = strconv.AppendInt(append(state, ";t="...), ceilSeconds(r.Reset), 10)
 		if !r.Allowed {
 			retry = max(retry, r.RetryAfter)
 		}
 	}
-	d.RateLimit = &RateLimitHeaders{Policy: policy.String(), State: state.String()}
+	d.RateLimit = &RateLimitHeaders{Policy: string(policy), State: string(state)}
 	if retry > 0 {
 		d.RateLimit.RetryAfter = ceilSeconds(retry)
 		d.Status, d.Outcome, d.Error = 429, RateLimited, "rate_limited"

@@ -34,6 +34,8 @@ var (
 		"status.lastUsedAt: the start of the period in which a token server or authorizer last accepted the credential.", credentialLabels, nil)
 	leakReportedDesc = prometheus.NewDesc("latchkey_credential_leak_reported_timestamp_seconds",
 		"When the newest report that one of the credential's keys was found public was made (status.leaks; kept for 7 days once the key is no longer accepted).", credentialLabels, nil)
+	rateLimitCapDesc = prometheus.NewDesc("latchkey_credential_rate_limit_cap_requests_per_second",
+		"spec.rateLimit as a steady rate: the credential's own cap on every API that limits it (what applies on one API is the lower of this and the API's limit for it; kubectl latchkey status shows it).", credentialLabels, nil)
 	leakedAcceptedDesc = prometheus.NewDesc("latchkey_credential_leaked_accepted",
 		"1 while a key reported public is still accepted (spec.leakResponse: flag, until a person rotates or revokes it), else 0.", credentialLabels, nil)
 )
@@ -42,7 +44,7 @@ var (
 const scrapeTimeout = 5 * time.Second
 
 func (c *CredentialCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{readyDesc, withdrawnDesc, expirationDesc, graceEndDesc, lastUsedDesc, leakReportedDesc, leakedAcceptedDesc} {
+	for _, d := range []*prometheus.Desc{readyDesc, withdrawnDesc, expirationDesc, graceEndDesc, lastUsedDesc, leakReportedDesc, leakedAcceptedDesc, rateLimitCapDesc} {
 		ch <- d
 	}
 }
@@ -98,6 +100,9 @@ func collectCredential(ch chan<- prometheus.Metric, kind string, obj CredentialO
 		leakedAccepted = 1
 	}
 	ch <- prometheus.MustNewConstMetric(leakedAcceptedDesc, prometheus.GaugeValue, leakedAccepted, labels...)
+	if rl := obj.Lifecycle().RateLimit; rl != nil && rl.Per.Duration > 0 {
+		ch <- prometheus.MustNewConstMetric(rateLimitCapDesc, prometheus.GaugeValue, float64(rl.Requests)/rl.Per.Seconds(), labels...)
+	}
 	if len(status.Leaks) > 0 {
 		ch <- prometheus.MustNewConstMetric(leakReportedDesc, prometheus.GaugeValue, float64(status.Leaks[0].ReportedAt.Unix()), labels...)
 	}

@@ -74,6 +74,8 @@ type APIKeyStatus struct {
 // +kubebuilder:printcolumn:name="Environment",type=string,JSONPath=`.spec.environment`
 // +kubebuilder:printcolumn:name="Scopes",type=string,JSONPath=`.spec.scopes`
 // +kubebuilder:printcolumn:name="Key ID",type=string,JSONPath=`.status.keyID`,priority=1
+// +kubebuilder:printcolumn:name="Rate Cap",type=integer,JSONPath=`.spec.rateLimit.requests`,priority=1,description="spec.rateLimit.requests: this key's own cap per spec.rateLimit.per on every API (kubectl latchkey status shows what applies on each API)"
+// +kubebuilder:printcolumn:name="Per",type=string,JSONPath=`.spec.rateLimit.per`,priority=1
 // +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.spec.expiresAt`,description="when the key stops working (a date column would print <invalid> for a time in the future)"
 // +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -205,6 +205,8 @@ type OAuthClientStatus struct {
 // +kubebuilder:printcolumn:name="Grant Types",type=string,JSONPath=`.spec.grantTypes`
 // +kubebuilder:printcolumn:name="Scopes",type=string,JSONPath=`.spec.scopes`
 // +kubebuilder:printcolumn:name="Audiences",type=string,JSONPath=`.spec.audiences`,priority=1
+// +kubebuilder:printcolumn:name="Rate Cap",type=integer,JSONPath=`.spec.rateLimit.requests`,priority=1,description="spec.rateLimit.requests: the client's own cap per spec.rateLimit.per on every API"
+// +kubebuilder:printcolumn:name="Per",type=string,JSONPath=`.spec.rateLimit.per`,priority=1
 // +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type OAuthClient struct {

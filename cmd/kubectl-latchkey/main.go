@@ -23,6 +23,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -39,6 +40,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/apirules"
 	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
@@ -366,6 +368,7 @@ func (op *operator) status(ctx context.Context, obj credentialObject) error {
 	fmt.Fprintf(w, "Expires:\t%s\n", timeOr(s.ExpiresAt, "never"))
 	fmt.Fprintf(w, "Last rotated:\t%s\n", timeOr(s.LastRotatedAt, "never"))
 	fmt.Fprintf(w, "Last used:\t%s\n", timeOr(s.LastUsedAt, "not recorded"))
+	op.rateLimits(ctx, w, obj)
 	fmt.Fprintf(w, "Accepted credentials:\t%d\n", len(s.Credentials))
 	for _, c := range s.Credentials {
 		until := "current"
@@ -455,4 +458,37 @@ func (op *operator) token(ctx context.Context, oc *latchkeyv1.OAuthClient) error
 	return enc.Encode(map[string]any{
 		"access_token": tok.AccessToken, "token_type": tok.TokenType, "expiry": tok.Expiry, "scope": tok.Extra("scope"), "claims": claims,
 	})
+}
+
+// rateLimits prints the credential's own cap and, for each API the user may list
+// that accepts the credential's namespace and limits it, what the authorizer
+// applies there (apirules.CredentialLimit, as the authorizer computes it).
+func (op *operator) rateLimits(ctx context.Context, w io.Writer, obj credentialObject) {
+	own := apirules.LimitOf(obj.Lifecycle().RateLimit)
+	fmt.Fprintf(w, "Rate limit cap:\t%s\n", own)
+	kind := latchkeyv1.KindAPIKey
+	if _, ok := obj.(*latchkeyv1.OAuthClient); ok {
+		kind = latchkeyv1.KindOAuthClient
+	}
+	var apis latchkeyv1.APIList
+	if err := op.client.List(ctx, &apis); err != nil {
+		// Other namespaces' APIs may be out of the user's sight: its own then.
+		if err := op.client.List(ctx, &apis, client.InNamespace(obj.GetNamespace())); err != nil {
+			fmt.Fprintf(w, "Rate limits:\tunknown (cannot list APIs: %v)\n", err)
+			return
+		}
+	}
+	for i := range apis.Items {
+		api := &apis.Items[i]
+		namespaces := api.Spec.Namespaces
+		if len(namespaces) == 0 {
+			namespaces = []string{api.Namespace}
+		}
+		if !slices.Contains(namespaces, "*") && !slices.Contains(namespaces, obj.GetNamespace()) {
+			continue
+		}
+		if applied := apirules.CredentialLimit(apirules.APILimit(api, kind, obj.GetNamespace(), obj.GetName()), nil, own); applied != nil {
+			fmt.Fprintf(w, "  API %s/%s:\t%s\n", api.Namespace, api.Name, applied)
+		}
+	}
 }

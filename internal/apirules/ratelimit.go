@@ -1,6 +1,7 @@
 package apirules
 
 import (
+	"fmt"
 	"time"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
@@ -60,4 +61,32 @@ func CredentialLimit(apiDefault, override, own *Limit) *Limit {
 		return own
 	}
 	return Lower(granted, own)
+}
+
+// APILimit is api's budget for the credential of kind in namespace named name,
+// before the credential's own cap: its owner's override, or the default (nil:
+// none).
+func APILimit(api *latchkeyv1.API, kind latchkeyv1.CredentialKindName, namespace, name string) *Limit {
+	rl := api.Spec.RateLimit
+	if rl == nil {
+		return nil
+	}
+	for i := range rl.Overrides {
+		if o := &rl.Overrides[i]; o.Kind == kind && o.Namespace == namespace && o.Name == name {
+			return LimitOf(&o.RateLimit)
+		}
+	}
+	return LimitOf(&rl.RateLimit)
+}
+
+// String is "100/1m0s (burst 20)".
+func (l *Limit) String() string {
+	if l == nil {
+		return "none"
+	}
+	s := fmt.Sprintf("%d per %s", l.Requests, l.Per)
+	if l.Burst != l.Requests {
+		s += fmt.Sprintf(" (burst %d)", l.Burst)
+	}
+	return s
 }

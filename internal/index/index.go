@@ -46,7 +46,6 @@ type Key struct {
 	RateLimit *apirules.Limit
 }
 
-
 // Ref names a resource; shared by all of its hashes.
 type Ref struct {
 	Namespace, Name string

@@ -71,6 +71,9 @@ type authzRun struct {
 	keys, cycled     int    // APIKeys in the index; live keys the loads cycle through
 	healthz, forward loadResult
 	noop, grpcKey    loadResult
+	// limited: forward with a rate limit on the API that no request reaches.
+	limited loadResult
+	shared  *sharedLimitRun
 	jwt              []jwtRun
 	// revocations: from each patch's response to the first 401 (the target's
 	// measure); revocationsFromSend: from sending it, as the token server's rows.
@@ -182,6 +185,18 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 	if run.forward, err = httpLoad("authz-forward-apikey", forward, ""); err != nil {
 		return err
 	}
+	// The same load with a rate limit on the API that no request reaches: every
+	// check spends from its key's budget and answers with the RateLimit fields.
+	unreachable := &latchkeyv1.APIRateLimit{RateLimit: latchkeyv1.RateLimit{Requests: 1_000_000_000, Per: metav1.Duration{Duration: time.Second}}}
+	if err := b.setAPIRateLimit(ctx, httpAddr, keys[0], unreachable); err != nil {
+		return err
+	}
+	if run.limited, err = httpLoad("authz-forward-apikey-limited", forward, ""); err != nil {
+		return err
+	}
+	if err := b.setAPIRateLimit(ctx, httpAddr, keys[0], nil); err != nil {
+		return err
+	}
 	noopAddr, err := testenv.FreeAddr()
 	if err != nil {
 		return err
@@ -221,6 +236,9 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 	}
 	// The same token loads against an authorizer that verifies every signature.
 	p.stop()
+	if run.shared, err = b.sharedLimit(ctx, kubeconfig, keys[1]); err != nil {
+		return err
+	}
 	if p, _, err = startAuthz("authz-uncached", "--token-cache-size=0"); err != nil {
 		return err
 	}
@@ -545,6 +563,15 @@ func (r *report) authzRows(add func(...string)) {
 	add(fmt.Sprintf("8. Edge authorizer: forward-auth API-key check (%d live keys cycled, %d in the index), %d connections", a.cycled, a.keys, r.s.connections),
 		rate(a.forward, "checks"), fmt.Sprintf("GET /healthz, same process and core: %.0f/s", a.healthz.Rate),
 		fmt.Sprintf("%.1f%%", 100*fr), "≥ 60% of /healthz; p99 < 2 ms", yesNo(fr >= targetAuthzRatio && a.forward.P99 < targetAuthzP99))
+	if a.limited.Rate > 0 {
+		lr := ratio(a.limited, a.forward)
+		add("8. Edge authorizer: forward-auth API-key check with a rate limit on the API (counted, never reached)",
+			rate(a.limited, "checks"), fmt.Sprintf("the same load without a limit, just before: %.0f/s", a.forward.Rate),
+			fmt.Sprintf("%.1f%%", 100*lr), "≥ 95% of the same check without limits", yesNo(lr >= 0.95))
+	}
+	if a.shared != nil {
+		r.sharedLimitRow(add, a.shared)
+	}
 	gr := ratio(a.grpcKey, a.noop)
 	add(fmt.Sprintf("8. Edge authorizer: gRPC Check (ext_authz), API key, %d streams", r.s.connections),
 		rate(a.grpcKey, "checks"), fmt.Sprintf("no-op Check server (same gRPC options, same requests), same core: %.0f/s", a.noop.Rate),

@@ -222,6 +222,37 @@ var _ = Describe("Edge authorization through Caddy", Label("authz"), Ordered, fu
 		}).Should(Equal("self/Revoked"))
 	})
 
+	It("answers 429 with Retry-After and the RateLimit fields past a key's limit, leaves other keys alone, and applies an edited limit within a second", func() {
+		kubectl("wait", "--for=condition=Ready", "--timeout=60s", "-n", edgeNS, "apikey/leads-metered")
+		metered := secretValue(edgeNS, "leads-metered-apikey", "api-key")
+		const limits = `{"spec":{"rateLimit":{"requests":1000,"per":"1h","overrides":[
+			{"kind":"APIKey","namespace":"e2e-edge","name":"leads-metered","requests":3,"per":"1h"}]}}}`
+		kubectl("patch", "api", "leads", "-n", edgeNS, "--type", "merge", "-p", limits)
+		DeferCleanup(func() { kubectl("patch", "api", "leads", "-n", edgeNS, "--type", "merge", "-p", `{"spec":{"rateLimit":null}}`) })
+
+		var r reply
+		Eventually(func() string { r = e.do(http.MethodGet, "/v1/leads", metered, nil); return r.Body }).
+			Should(ContainSubstring("rate limit"), "the fourth request of three, or later")
+		Expect(r.Status).To(Equal(http.StatusTooManyRequests), r.String())
+		Expect(r.JSON().Error).To(Equal("rate_limited"))
+		Expect(r.RetryAfter).To(MatchRegexp(`^\d+$`))
+		Expect(r.RateLimitPolicy).To(Equal(`"api";q=3;w=3600`))
+		Expect(r.RateLimit).To(MatchRegexp(`^"api";r=0;t=\d+$`))
+		Expect(r.Upstream).To(BeNil(), "the upstream is never called")
+
+		Expect(kubectl("latchkey", "status", "apikey/leads-metered", "-n", edgeNS)).
+			To(MatchRegexp(`API e2e-edge/leads:\s+3 per 1h0m0s`), "kubectl latchkey status shows what applies")
+
+		other := e.do(http.MethodGet, "/v1/leads", liveKey, nil)
+		Expect(other.Status).To(Equal(http.StatusOK), "another key: its own budget (%s)", other.String())
+
+		kubectl("patch", "api", "leads", "-n", edgeNS, "--type", "json", "-p", `[{"op":"replace","path":"/spec/rateLimit/overrides/0/requests","value":100}]`)
+		start := time.Now() // kubectl returned: the API server has the edit
+		measureWithin(start, time.Second, "a raised limit applied through Caddy", func() bool {
+			return e.do(http.MethodGet, "/v1/leads", metered, nil).Status == http.StatusOK
+		})
+	})
+
 	It("refuses a revoked API key through the proxy within a second", func() {
 		Expect(e.do(http.MethodGet, "/v1/leads", liveKey, nil).Status).To(Equal(http.StatusOK))
 		start := revoke(ctx, &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: edgeNS, Name: "leads-live"}})
@@ -394,6 +425,8 @@ type reply struct {
 	Challenge string // WWW-Authenticate
 	Body      string
 	Upstream  *seenRequest
+	// RetryAfter, RateLimitPolicy and RateLimit are the client's response fields.
+	RetryAfter, RateLimitPolicy, RateLimit string
 }
 
 // do sends method path through the proxy with credential (if any) as a bearer
@@ -423,7 +456,8 @@ func (e *edge) do(method, path, credential string, extra map[string]string) repl
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return reply{Status: resp.StatusCode, Challenge: resp.Header.Get("WWW-Authenticate"), Body: string(b), Upstream: e.up.take(id)}
+	return reply{Status: resp.StatusCode, Challenge: resp.Header.Get("WWW-Authenticate"), Body: string(b), Upstream: e.up.take(id),
+		RetryAfter: resp.Header.Get("Retry-After"), RateLimitPolicy: resp.Header.Get("RateLimit-Policy"), RateLimit: resp.Header.Get("RateLimit")}
 }
 
 func (r reply) String() string {
