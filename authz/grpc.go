@@ -105,8 +105,12 @@ func okResponse(d Decision) *authv3.OkHttpResponse {
 		ok.Headers = append(ok.Headers, overwrite(name, h[1]))
 	}
 	ok.HeadersToRemove = append(ok.HeadersToRemove, d.CredentialHeaders...)
-	// Added to the client's response, so that it can pace itself.
-	ok.ResponseHeadersToAdd = rateLimitHeaders(d)
+	// Added to the client's response, so that it can pace itself; appended to
+	// the upstream's own fields, if it has any (each field is a list of policies).
+	for _, h := range rateLimitHeaders(d) {
+		h.AppendAction = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, h)
+	}
 	return ok
 }
 

@@ -37,61 +37,65 @@ type RateLimitHeaders struct {
 	RetryAfter int64
 }
 
-// budget is one limit that applies to a request.
-type budget struct {
-	name string
-	key  ratelimit.Key
-	lim  *apirules.Limit
-}
+// budgetNames name the budgets in the RateLimit fields, by their place.
+var budgetNames = [2]string{"api", "route"}
 
-// limit spends the request from each budget that applies to it: the API's (its
-// owner's override for the credential, or its default, lowered by the
-// credential's own spec.rateLimit) and the matched rule's. It sets d.RateLimit,
-// and turns d into a 429 when a budget is spent.
+// limit spends the request from each budget that applies to it, or from none:
+// the API's (its owner's override for the credential, or its default, lowered
+// by the credential's own spec.rateLimit) and the matched rule's. It sets
+// d.RateLimit, and turns d into a 429 when a budget is spent (or a new one finds
+// no room: the gate fails closed).
 func (a *Authorizer) limit(d *Decision, api *index.API, rule *index.Rule) {
 	if a.Limits == nil || d.holder.uid == "" {
 		return
 	}
-	var budgets [2]budget
+	var budgets [2]ratelimit.Budget
+	var names [2]string
 	n := 0
 	if lim := apirules.CredentialLimit(api.LimitFor(d.holder.credential), nil, d.holder.own); lim != nil {
-		budgets[n] = budget{"api", ratelimit.Key{Credential: d.holder.uid, API: api.Ref.UID, Rule: ratelimit.APIBudget}, lim}
+		budgets[n] = ratelimit.Budget{Key: ratelimit.Key{Credential: d.holder.uid, API: api.Ref.UID, Rule: ratelimit.APIBudget}, Limit: lim}
+		names[n] = budgetNames[0]
 		n++
 	}
 	if rule != nil && rule.RateLimit != nil {
-		budgets[n] = budget{"route", ratelimit.Key{Credential: d.holder.uid, API: api.Ref.UID, Rule: int32(rule.Index)}, rule.RateLimit}
+		budgets[n] = ratelimit.Budget{Key: ratelimit.Key{Credential: d.holder.uid, API: api.Ref.UID, Rule: rule.ID}, Limit: rule.RateLimit}
+		names[n] = budgetNames[1]
 		n++
 	}
 	if n == 0 {
 		return
 	}
-	now := a.Clock.Now()
+	var results [2]ratelimit.Result
+	allowed, noRoom := a.Limits.Take(a.Clock.Now(), d.holder.credential.Namespace, budgets[:n], results[:n])
 	// The fields are appended into buffers on the stack: no formatting per request.
 	var policyBuf, stateBuf [96]byte
 	policy, state := policyBuf[:0], stateBuf[:0]
 	var retry time.Duration
-	for i, b := range budgets[:n] {
-		r := a.Limits.Take(b.key, b.lim, now)
+	for i := range n {
+		b, r := budgets[i], results[i]
 		if i > 0 {
 			policy, state = append(policy, ", "...), append(state, ", "...)
 		}
-		policy = append(append(append(policy, '"'), b.name...), `";q=`...)
-		policy = strconv.AppendInt(policy, b.lim.Requests, 10)
-		policy = strconv.AppendInt(append(policy, ";w="...), ceilSeconds(b.lim.Per), 10)
-		state = append(append(append(state, '"'), b.name...), `";r=`...)
+		policy = append(append(append(policy, '"'), names[i]...), `";q=`...)
+		policy = strconv.AppendInt(policy, b.Limit.Requests, 10)
+		policy = strconv.AppendInt(append(policy, ";w="...), ceilSeconds(b.Limit.Per), 10)
+		state = append(append(append(state, '"'), names[i]...), `";r=`...)
 		state = strconv.AppendInt(state, r.Remaining, 10)
 		state = strconv.AppendInt(append(state, ";t="...), ceilSeconds(r.Reset), 10)
-		if !r.Allowed {
-			retry = max(retry, r.RetryAfter)
-		}
+		retry = max(retry, r.RetryAfter)
 	}
 	d.RateLimit = &RateLimitHeaders{Policy: string(policy), State: string(state)}
-	if retry > 0 {
-		d.RateLimit.RetryAfter = ceilSeconds(retry)
-		d.Status, d.Outcome, d.Error = 429, RateLimited, "rate_limited"
-		d.Description = "the credential's rate limit on this API is spent; retry after " + strconv.FormatInt(d.RateLimit.RetryAfter, 10) + " s"
-		d.Identity, d.CredentialHeaders = nil, nil
+	if allowed {
+		return
 	}
+	d.RateLimit.RetryAfter = max(1, ceilSeconds(retry))
+	d.Status, d.Outcome, d.Error = 429, RateLimited, "rate_limited"
+	if noRoom {
+		d.Description = "too many of this workspace's credentials are counted at once; retry after " + strconv.FormatInt(d.RateLimit.RetryAfter, 10) + " s"
+	} else {
+		d.Description = "the credential's rate limit on this API is spent; retry after " + strconv.FormatInt(d.RateLimit.RetryAfter, 10) + " s"
+	}
+	d.Identity, d.CredentialHeaders = nil, nil
 }
 
 // ceilSeconds rounds up to whole seconds (at least 1 for anything above zero).

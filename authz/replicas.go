@@ -39,15 +39,22 @@ func watchReplicas(ctx context.Context, cs kubernetes.Interface, namespace, serv
 	return informer
 }
 
-// readyEndpoints counts the ready endpoints of slices, each once (an endpoint
-// may be in two slices while they are rebalanced): by its target's UID, else
-// its first address.
+// readyEndpoints counts the ready endpoints of slices, each once: an endpoint may
+// be in two slices while they are rebalanced (counted by its target's UID, else
+// its first address), and in one slice per address family on a dual-stack
+// Service (the families are counted apart, and the largest count wins).
 func readyEndpoints(slices []any) int {
-	seen := map[string]bool{}
+	seen := map[discoveryv1.AddressType]map[string]bool{}
+	most := 0
 	for _, o := range slices {
 		slice, ok := o.(*discoveryv1.EndpointSlice)
 		if !ok {
 			continue
+		}
+		family := seen[slice.AddressType]
+		if family == nil {
+			family = map[string]bool{}
+			seen[slice.AddressType] = family
 		}
 		for _, e := range slice.Endpoints {
 			if e.Conditions.Ready != nil && !*e.Conditions.Ready {
@@ -60,9 +67,10 @@ func readyEndpoints(slices []any) int {
 				id = e.Addresses[0]
 			}
 			if id != "" {
-				seen[id] = true
+				family[id] = true
 			}
 		}
+		most = max(most, len(family))
 	}
-	return len(seen)
+	return most
 }

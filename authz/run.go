@@ -43,8 +43,9 @@ type Options struct {
 	// the Service's ready endpoints. Empty: this replica enforces whole limits.
 	RateLimitService, RateLimitNamespace string
 	// MaxRateLimitBudgets bounds the budgets (credential × API × rule) counted at
-	// once (default 1,000,000: about 60 MB).
-	MaxRateLimitBudgets int
+	// once (default 1,000,000: about 90 MB), MaxRateLimitBudgetsPerNamespace
+	// those of one namespace's credentials (default a sixteenth of them).
+	MaxRateLimitBudgets, MaxRateLimitBudgetsPerNamespace int
 	// LastUsedFlushInterval and LastUsedGranularity: as the token server's.
 	LastUsedFlushInterval, LastUsedGranularity time.Duration
 	Clock                                      clock.PassiveClock
@@ -71,7 +72,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if o.MaxRateLimitBudgets <= 0 {
 		o.MaxRateLimitBudgets = 1_000_000
 	}
-	limits := ratelimit.New(o.MaxRateLimitBudgets)
+	if o.MaxRateLimitBudgetsPerNamespace <= 0 {
+		o.MaxRateLimitBudgetsPerNamespace = o.MaxRateLimitBudgets / 16
+	}
+	limits := ratelimit.New(o.MaxRateLimitBudgets, o.MaxRateLimitBudgetsPerNamespace)
 	a := &Authorizer{Index: idx, Keys: jwks, Issuer: o.IssuerURL, APIKeyHeader: strings.ToLower(o.APIKeyHeader),
 		Usage: caches.LastUsed, Clock: caches.Clock, Limits: limits}
 	srv := NewServer(a, o.Realm, o.Registry)

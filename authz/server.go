@@ -94,9 +94,9 @@ func newMetrics(reg prometheus.Registerer, a *Authorizer) *metrics {
 			gauge("latchkey_authz_rate_limit_replicas", "Replicas sharing each rate limit (the ready endpoints of --rate-limit-service).", func() float64 {
 				return float64(a.Limits.Replicas())
 			}),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_authz_rate_limit_untracked_total",
-				Help: "Requests let through uncounted because --max-rate-limit-budgets budgets were in use."}, func() float64 {
-				return float64(a.Limits.Untracked())
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "latchkey_authz_rate_limit_no_room_total",
+				Help: "Requests refused (429) because a new rate limit budget found no room: --max-rate-limit-budgets in all, or --max-rate-limit-budgets-per-namespace for their credential's namespace, were in use."}, func() float64 {
+				return float64(a.Limits.Refused())
 			}),
 		)
 	}

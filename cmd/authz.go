@@ -27,7 +27,8 @@ func runAuthz(args []string) error {
 	fs.StringVar(&o.JWKSConfigMap, "jwks-configmap", "latchkey-jwks", "name of the ConfigMap the manager publishes the public signing keys in")
 	fs.IntVar(&o.TokenCacheSize, "token-cache-size", accesstoken.DefaultCacheSize, "access tokens whose signature checked out to remember (by SHA-256), so that a token presented again skips the signature check (exp, nbf, iss, the client and the audience are still checked every time); 0 disables")
 	fs.StringVar(&o.RateLimitService, "rate-limit-service", "", "the authorizer's own Service, in $POD_NAMESPACE: each replica enforces its share of every rate limit, the limit divided by the Service's ready endpoints (its EndpointSlices); empty: this replica enforces whole limits (one replica)")
-	fs.IntVar(&o.MaxRateLimitBudgets, "max-rate-limit-budgets", 1_000_000, "rate limit budgets (credential × API × rule) counted at once, about 60 bytes each; budgets whole again are dropped every minute, and beyond the bound a new credential's requests are let through uncounted (latchkey_authz_rate_limit_untracked_total)")
+	fs.IntVar(&o.MaxRateLimitBudgets, "max-rate-limit-budgets", 1_000_000, "rate limit budgets (credential × API × rule) counted at once, about 90 bytes each; budgets whole again are dropped every minute, and beyond the bound a new budget's request is refused with 429 (latchkey_authz_rate_limit_no_room_total)")
+	fs.IntVar(&o.MaxRateLimitBudgetsPerNamespace, "max-rate-limit-budgets-per-namespace", 0, "budgets of one namespace's credentials counted at once (0: a sixteenth of --max-rate-limit-budgets): a tenant that creates credentials and APIs by the thousand fills its own share only")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

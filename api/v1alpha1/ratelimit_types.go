@@ -7,6 +7,7 @@ import (
 // RateLimit is a budget of requests for one credential: Requests per Per, in
 // bursts of up to Burst. The edge authorizer enforces it (a generic cell rate
 // algorithm: Requests spread evenly over Per, Burst of them at once).
+// +kubebuilder:validation:XValidation:rule="!has(self.burst) || self.burst <= self.requests",message="burst must be at most requests: a burst is part of the period's budget"
 type RateLimit struct {
 	// Requests allowed per period.
 	// +kubebuilder:validation:Minimum=1

@@ -30,18 +30,24 @@ func LimitOf(r *latchkeyv1.RateLimit) *Limit {
 // rate is requests per second.
 func (l *Limit) rate() float64 { return float64(l.Requests) / l.Per.Seconds() }
 
-// Lower is the stricter of two limits (nil is no limit): the lower steady rate,
-// and at equal rates the smaller burst.
+// Lower is the stricter of two limits (nil is no limit), in each of its parts:
+// the lower steady rate and the smaller burst, so that a cap can lower a budget
+// and never raise any part of it (a low rate with a huge burst is no cap).
 func Lower(a, b *Limit) *Limit {
 	switch {
 	case a == nil:
 		return b
 	case b == nil:
 		return a
-	case a.rate() < b.rate() || (a.rate() == b.rate() && a.Burst <= b.Burst):
-		return a
 	}
-	return b
+	lower, other := a, b
+	if b.rate() < a.rate() {
+		lower, other = b, a
+	}
+	if lower.Burst <= other.Burst {
+		return lower
+	}
+	return &Limit{Requests: lower.Requests, Per: lower.Per, Burst: other.Burst}
 }
 
 // CredentialLimit is what applies to one credential on an API whose default is

@@ -43,3 +43,14 @@ func TestCredentialLimit(t *testing.T) {
 		t.Error("the burst defaults to the requests per period")
 	}
 }
+
+// TestLowerIsPartWise: a cap with a lower rate and a larger burst lowers the rate
+// and keeps the smaller burst: a cap never raises any part of a budget.
+func TestLowerIsPartWise(t *testing.T) {
+	api := &Limit{Requests: 3, Per: time.Hour, Burst: 3}
+	own := &Limit{Requests: 48, Per: 24 * time.Hour, Burst: 48} // a lower rate, a larger burst
+	got := CredentialLimit(api, nil, own)
+	if got.Requests != 48 || got.Per != 24*time.Hour || got.Burst != 3 {
+		t.Fatalf("got %+v, want 48 per 24h with a burst of 3", got)
+	}
+}

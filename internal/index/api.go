@@ -1,6 +1,7 @@
 package index
 
 import (
+	"hash/fnv"
 	"slices"
 	"sort"
 	"strings"
@@ -43,10 +44,11 @@ type Rule struct {
 	Methods    []string // empty: every method
 	PathPrefix string
 	Scopes     []string // all required; empty: any valid credential
-	// RateLimit is the rule's own budget per credential (nil: none); Index is the
-	// rule's place in the spec, which names its budget.
+	// RateLimit is the rule's own budget per credential (nil: none); ID names its
+	// budget: a hash of the methods and the prefix, so that a rule keeps its
+	// budget when others are added or reordered.
 	RateLimit *apirules.Limit
-	Index     int
+	ID        int32
 }
 
 // Credential names a credential as a rate limit override does: Kind is
@@ -54,6 +56,18 @@ type Rule struct {
 type Credential struct {
 	Kind            latchkeyv1.CredentialKindName
 	Namespace, Name string
+}
+
+// ruleID is a rule's budget name: FNV-1a of its methods and prefix, never
+// negative (ratelimit.APIBudget is).
+func ruleID(r latchkeyv1.APIRule) int32 {
+	h := fnv.New32a()
+	for _, m := range r.Methods {
+		_, _ = h.Write([]byte(m))
+		_, _ = h.Write([]byte{0})
+	}
+	_, _ = h.Write([]byte(r.PathPrefix))
+	return int32(h.Sum32() & 0x7fffffff)
 }
 
 // LimitFor is the API's budget for credential before the credential's own cap:
@@ -93,9 +107,9 @@ func newAPI(o *latchkeyv1.API) *API {
 	for _, s := range o.Spec.Scopes {
 		a.Catalogue[s.Name] = s.Description
 	}
-	for i, r := range o.Spec.Rules {
+	for _, r := range o.Spec.Rules {
 		a.Rules = append(a.Rules, Rule{Methods: r.Methods, PathPrefix: r.PathPrefix, Scopes: r.Scopes,
-			RateLimit: apirules.LimitOf(r.RateLimit), Index: i})
+			RateLimit: apirules.LimitOf(r.RateLimit), ID: ruleID(r)})
 	}
 	if rl := o.Spec.RateLimit; rl != nil {
 		a.RateLimit = apirules.LimitOf(&rl.RateLimit)
