@@ -231,6 +231,22 @@ func metricsOf(u string) map[string]bool {
 	return names
 }
 
+// metricLine is the line of an unlabelled series in u's exposition ("" when absent).
+func metricLine(u, name string) string {
+	resp, err := httpc.Get(u)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, name+" ") {
+			return line
+		}
+	}
+	return ""
+}
+
 // endpoints are the ready addresses behind a Service, as Prometheus' service
 // discovery sees them (one EndpointSlice per Service here).
 func endpoints(ns, service string) []string {
@@ -402,6 +418,13 @@ var _ = Describe("Latchkey on a real node", Ordered, func() {
 					Expect(names).To(HaveKey(m), "%s at endpoint %s", m, addr)
 				}
 			}
+		}
+
+		By("each authorizer replica counts both in its share of every rate limit (its Service's EndpointSlices, read through its Role)")
+		for _, addr := range endpoints(systemNS, "latchkey-authz") {
+			Eventually(func() string {
+				return metricLine("http://"+net.JoinHostPort(addr, "9090")+"/metrics", "latchkey_authz_rate_limit_replicas")
+			}).Should(Equal("latchkey_authz_rate_limit_replicas 2"), "authorizer %s", addr)
 		}
 
 		By("the manager's: the per-credential state and the controllers' on the leader, the runtime's on both")
