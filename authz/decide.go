@@ -73,9 +73,10 @@ type Decision struct {
 	// CredentialHeaders are the headers that carried an API key: the upstream does
 	// not need the key, so ext_authz removes them (access tokens pass through).
 	CredentialHeaders []string
-	// RateLimit is set when a budget applied (ratelimit.go): its headers go on the
-	// answer, allowed or refused (429).
-	RateLimit *RateLimitHeaders
+	// RateLimit is set (Policy not empty) when a budget applied (ratelimit.go):
+	// its fields go on the answer, allowed or refused (429). A value, not a
+	// pointer: one allocation less per limited check.
+	RateLimit RateLimitHeaders
 	// holder is the authenticated credential, as budgets name it.
 	holder holder
 }

@@ -198,9 +198,9 @@ func imitationIn(h http.Header) string {
 func (s *Server) writeDecision(w http.ResponseWriter, d Decision, envoy bool) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
-	if rl := d.RateLimit; rl != nil {
-		h["Ratelimit-Policy"] = []string{rl.Policy}
-		h["Ratelimit"] = []string{rl.State}
+	if rl := d.RateLimit; rl.Policy != "" {
+		fields := [2]string{rl.Policy, rl.State} // one allocation for both
+		h["Ratelimit-Policy"], h["Ratelimit"] = fields[0:1:1], fields[1:2:2]
 		if rl.RetryAfter > 0 {
 			h.Set("Retry-After", strconv.FormatInt(rl.RetryAfter, 10))
 		}

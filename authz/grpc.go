@@ -85,7 +85,7 @@ func (g grpcServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.
 // rateLimitHeaders are the RateLimit-Policy and RateLimit fields of d, for the
 // client's response (none when no budget applied).
 func rateLimitHeaders(d Decision) []*corev3.HeaderValueOption {
-	if d.RateLimit == nil {
+	if d.RateLimit.Policy == "" {
 		return nil
 	}
 	return []*corev3.HeaderValueOption{overwrite("ratelimit-policy", d.RateLimit.Policy), overwrite("ratelimit", d.RateLimit.State)}

@@ -84,7 +84,7 @@ func (a *Authorizer) limit(d *Decision, api *index.API, rule *index.Rule) {
 		state = strconv.AppendInt(append(state, ";t="...), ceilSeconds(r.Reset), 10)
 		retry = max(retry, r.RetryAfter)
 	}
-	d.RateLimit = &RateLimitHeaders{Policy: string(policy), State: string(state)}
+	d.RateLimit = RateLimitHeaders{Policy: string(policy), State: string(state)}
 	if allowed {
 		return
 	}

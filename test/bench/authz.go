@@ -71,10 +71,11 @@ type authzRun struct {
 	keys, cycled     int    // APIKeys in the index; live keys the loads cycle through
 	healthz, forward loadResult
 	noop, grpcKey    loadResult
-	// limited: forward with a rate limit on the API that no request reaches.
-	limited loadResult
+	// limited: forward with a rate limit on the API that no request reaches;
+	// forwardAfter: forward again after it.
+	limited, forwardAfter loadResult
 	shared  *sharedLimitRun
-	jwt              []jwtRun
+	jwt     []jwtRun
 	// revocations: from each patch's response to the first 401 (the target's
 	// measure); revocationsFromSend: from sending it, as the token server's rows.
 	revocations, revocationsFromSend []time.Duration
@@ -195,6 +196,11 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		return err
 	}
 	if err := b.setAPIRateLimit(ctx, httpAddr, keys[0], nil); err != nil {
+		return err
+	}
+	// Unlimited again: the reference is the mean of the loads before and after,
+	// so that a drift over the run is not charged to the limits.
+	if run.forwardAfter, err = httpLoad("authz-forward-apikey-again", forward, ""); err != nil {
 		return err
 	}
 	noopAddr, err := testenv.FreeAddr()
@@ -328,21 +334,27 @@ func forwardAuthRequest(addr, credential string) string {
 
 // forwardAuth sends one forward-auth request and returns the status.
 func forwardAuth(addr, credential string) (int, error) {
+	status, _, err := forwardAuthAnswer(addr, credential)
+	return status, err
+}
+
+// forwardAuthAnswer is forwardAuth's answer: its status and headers.
+func forwardAuthAnswer(addr, credential string) (int, http.Header, error) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(conn, forwardAuthRequest(addr, credential)); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	resp.Body.Close()
-	return resp.StatusCode, nil
+	return resp.StatusCode, resp.Header, nil
 }
 
 // checkRequest is an ext_authz CheckRequest, proto-encoded, as Envoy sends it for
@@ -564,10 +576,15 @@ func (r *report) authzRows(add func(...string)) {
 		rate(a.forward, "checks"), fmt.Sprintf("GET /healthz, same process and core: %.0f/s", a.healthz.Rate),
 		fmt.Sprintf("%.1f%%", 100*fr), "≥ 60% of /healthz; p99 < 2 ms", yesNo(fr >= targetAuthzRatio && a.forward.P99 < targetAuthzP99))
 	if a.limited.Rate > 0 {
-		lr := ratio(a.limited, a.forward)
+		reference, how := a.forward.Rate, fmt.Sprintf("the same load without a limit, just before: %.0f/s", a.forward.Rate)
+		if a.forwardAfter.Rate > 0 {
+			reference = (a.forward.Rate + a.forwardAfter.Rate) / 2
+			how = fmt.Sprintf("the same load without a limit, the mean of just before and just after: %.0f/s (%.0f, %.0f)",
+				reference, a.forward.Rate, a.forwardAfter.Rate)
+		}
+		lr := a.limited.Rate / reference
 		add("8. Edge authorizer: forward-auth API-key check with a rate limit on the API (counted, never reached)",
-			rate(a.limited, "checks"), fmt.Sprintf("the same load without a limit, just before: %.0f/s", a.forward.Rate),
-			fmt.Sprintf("%.1f%%", 100*lr), "≥ 95% of the same check without limits", yesNo(lr >= 0.95))
+			rate(a.limited, "checks"), how, fmt.Sprintf("%.1f%%", 100*lr), "≥ 95% of the same check without limits", yesNo(lr >= 0.95))
 	}
 	if a.shared != nil {
 		r.sharedLimitRow(add, a.shared)

@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -154,80 +153,30 @@ func (b *bench) jsonRequest(path string, body []byte) string {
 }
 
 // reportAndPoll introspects in a loop on one connection, sends report on another,
-// and returns the time from sending it, and from its answer, to the first
-// inactive answer.
+// and returns the time from sending it, and from its 204, to the first inactive
+// answer.
 func (b *bench) reportAndPoll(poll, report string) (time.Duration, time.Duration, error) {
 	inactive := func(status int, body []byte) bool {
 		return status == http.StatusOK && strings.Contains(string(body), `"active":false`)
 	}
-	conn, err := net.Dial("tcp", b.c.tokenAddr)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer conn.Close()
-	reader := bufio.NewReader(conn)
-	send := func() (bool, time.Time, error) {
-		if _, err := conn.Write([]byte(poll)); err != nil {
-			return false, time.Time{}, err
-		}
-		resp, err := http.ReadResponse(reader, nil)
+	return pollUntilRefused(b.c.tokenAddr, poll, inactive, func() (time.Time, time.Time, error) {
+		reporter, err := net.Dial("tcp", b.c.tokenAddr)
 		if err != nil {
-			return false, time.Time{}, err
+			return time.Time{}, time.Time{}, err
 		}
-		body, err := io.ReadAll(resp.Body)
+		defer reporter.Close()
+		sent := time.Now()
+		if _, err := reporter.Write([]byte(report)); err != nil {
+			return sent, sent, err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(reporter), nil)
+		if err != nil {
+			return sent, sent, err
+		}
 		resp.Body.Close()
-		return inactive(resp.StatusCode, body), time.Now(), err
-	}
-	if refused, _, err := send(); err != nil || refused {
-		return 0, 0, fmt.Errorf("inactive before the report (err %v)", err)
-	}
-	type result struct {
-		at  time.Time
-		err error
-	}
-	first := make(chan result, 1)
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			refused, at, err := send()
-			if err != nil || refused {
-				first <- result{at, err}
-				return
-			}
-			time.Sleep(time.Millisecond)
+		if resp.StatusCode != http.StatusNoContent {
+			return sent, sent, fmt.Errorf("the report was answered %s", resp.Status)
 		}
-	}()
-	reporter, err := net.Dial("tcp", b.c.tokenAddr)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer reporter.Close()
-	sent := time.Now()
-	if _, err := reporter.Write([]byte(report)); err != nil {
-		return 0, 0, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(reporter), nil)
-	if err != nil {
-		return 0, 0, err
-	}
-	resp.Body.Close()
-	answered := time.Now()
-	if resp.StatusCode != http.StatusNoContent {
-		return 0, 0, fmt.Errorf("the report was answered %s", resp.Status)
-	}
-	select {
-	case r := <-first:
-		if r.err != nil {
-			return 0, 0, r.err
-		}
-		return r.at.Sub(sent), max(0, r.at.Sub(answered)), nil
-	case <-time.After(10 * time.Second):
-		return 0, 0, fmt.Errorf("still active 10 s after the report")
-	}
+		return sent, time.Now(), nil
+	})
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -55,32 +52,13 @@ func (b *bench) setAPIRateLimit(ctx context.Context, httpAddr, key string, rl *l
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		h, err := forwardAuthHeaders(httpAddr, key)
+		_, h, err := forwardAuthAnswer(httpAddr, key)
 		if err == nil && (h.Get("RateLimit-Policy") != "") == (rl != nil) {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("the authorizer did not apply the API's new rate limit within 10 s")
-}
-
-// forwardAuthHeaders is forwardAuth's answer's headers.
-func forwardAuthHeaders(addr, credential string) (http.Header, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(conn, forwardAuthRequest(addr, credential)); err != nil {
-		return nil, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp.Body.Close()
-	return resp.Header, nil
 }
 
 // sharedLimit starts two authorizers that share each limit by the EndpointSlice
@@ -187,4 +165,3 @@ func abs(x float64) float64 {
 	}
 	return x
 }
-

@@ -598,6 +598,20 @@ func (b *bench) revocation(ctx context.Context) error {
 // write, so it overstates the time from acceptance slightly. It also returns the
 // time from the patch's response to the first refusal (0 if the refusal came first).
 func (b *bench) revokeAndPoll(ctx context.Context, addr string, obj client.Object, name, request string, refused func(int, []byte) bool) (time.Duration, time.Duration, error) {
+	obj.SetNamespace(benchNamespace)
+	obj.SetName(name)
+	return pollUntilRefused(addr, request, refused, func() (time.Time, time.Time, error) {
+		sent := time.Now()
+		err := b.c.client.Patch(ctx, obj, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"revoked":true}}`)))
+		return sent, time.Now(), err
+	})
+}
+
+// pollUntilRefused sends request to addr in a loop on one keep-alive connection,
+// checks that it is accepted, runs act (a revocation: it returns when it sent it
+// and when it was answered), and returns the times from act's sending, and from
+// its answer, to the first refused answer (refused).
+func pollUntilRefused(addr, request string, refused func(int, []byte) bool, act func() (sent, answered time.Time, err error)) (time.Duration, time.Duration, error) {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		return 0, 0, err
@@ -625,6 +639,7 @@ func (b *bench) revokeAndPoll(ctx context.Context, addr string, obj client.Objec
 	}
 	first := make(chan result, 1)
 	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
 		for {
 			select {
@@ -642,22 +657,17 @@ func (b *bench) revokeAndPoll(ctx context.Context, addr string, obj client.Objec
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	obj.SetNamespace(benchNamespace)
-	obj.SetName(name)
-	sent := time.Now()
-	if err := b.c.client.Patch(ctx, obj, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"revoked":true}}`))); err != nil {
-		close(stop)
+	sent, answered, err := act()
+	if err != nil {
 		return 0, 0, err
 	}
-	returned := time.Now()
 	select {
 	case r := <-first:
 		if r.err != nil {
 			return 0, 0, r.err
 		}
-		return r.at.Sub(sent), max(0, r.at.Sub(returned)), nil
+		return r.at.Sub(sent), max(0, r.at.Sub(answered)), nil
 	case <-time.After(10 * time.Second):
-		close(stop)
 		return 0, 0, fmt.Errorf("still accepted 10 s after the revocation")
 	}
 }

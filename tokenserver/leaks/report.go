@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/latchkey-dev/latchkey/tokenserver/oauth"
 )
 
 // MaxReportBytes bounds a scanner's report. GitHub sends a report per push, each
@@ -252,24 +254,24 @@ var errBadSignature = errors.New("the report's signature does not verify")
 func (s *Server) HandleReport(w http.ResponseWriter, r *http.Request, body []byte) {
 	rep := s.reporters[r.PathValue("reporter")]
 	if rep == nil {
-		writeError(w, http.StatusNotFound, "not_found", "no such secret scanning reporter")
+		oauth.WriteError(w, oauth.NewError(http.StatusNotFound, "not_found", "no such secret scanning reporter"))
 		return
 	}
 	switch err := rep.verify(r, body, s.host.WithIO); {
 	case errors.Is(err, errKeysUnavailable):
 		w.Header().Set("Retry-After", "60")
-		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the reporter's public keys could not be fetched; retry later")
+		oauth.WriteError(w, oauth.NewError(http.StatusServiceUnavailable, "temporarily_unavailable", "the reporter's public keys could not be fetched; retry later"))
 		return
 	case err != nil:
-		writeError(w, http.StatusBadRequest, "invalid_signature", "the report's signature does not verify with the reporter's public keys")
+		oauth.WriteError(w, oauth.NewError(http.StatusBadRequest, "invalid_signature", "the report's signature does not verify with the reporter's public keys"))
 		return
 	}
 	var tokens []reportedToken
 	if err := json.Unmarshal(body, &tokens); err != nil || len(tokens) > maxReportTokens {
-		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("the body is not a JSON array of at most %d {token, type, url, source}", maxReportTokens))
+		oauth.WriteError(w, oauth.ErrInvalidRequest("the body is not a JSON array of at most %d {token, type, url, source}", maxReportTokens))
 		return
 	}
-	answer := make([]feedback, 0, len(tokens)*boolInt(rep.Feedback))
+	answer := []feedback{} // "[]", never "null", for an empty report
 	dropped := false
 	for _, t := range tokens {
 		c := s.check(t.Token, rep.Name, boundedURL(t.URL), bounded(t.Source, maxSourceLength))
@@ -288,22 +290,14 @@ func (s *Server) HandleReport(w http.ResponseWriter, r *http.Request, body []byt
 		// report, so learns nothing it did not know) sends it again; the tokens
 		// recorded now are known then, and cost nothing.
 		w.Header().Set("Retry-After", "60")
-		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the report could not be recorded whole; send it again later")
+		oauth.WriteError(w, oauth.NewError(http.StatusServiceUnavailable, "temporarily_unavailable", "the report could not be recorded whole; send it again later"))
 		return
 	}
 	if !rep.Feedback {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(answer)
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
+	oauth.WriteJSON(w, http.StatusOK, answer)
 }
 
 // Bounds of what a report may put in status.leaks (the CRD's own bounds).
@@ -335,12 +329,4 @@ func isPrintableASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-// writeError answers with an RFC 6749-style error body.
-func writeError(w http.ResponseWriter, status int, code, description string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": description})
 }

@@ -3,13 +3,13 @@ package leaks
 import (
 	"crypto/sha256"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
 	"github.com/latchkey-dev/latchkey/internal/index"
+	"github.com/latchkey-dev/latchkey/tokenserver/oauth"
 )
 
 const (
@@ -30,8 +30,7 @@ func (s *Server) HandleRevoke(w http.ResponseWriter, _ *http.Request, body []byt
 		Credentials []string `json:"credentials"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil || len(req.Credentials) == 0 || len(req.Credentials) > MaxRevokeCredentials {
-		writeError(w, http.StatusBadRequest, "invalid_request",
-			fmt.Sprintf(`the body is not {"credentials": [...]} with 1 to %d credentials`, MaxRevokeCredentials))
+		oauth.WriteError(w, oauth.ErrInvalidRequest(`the body is not {"credentials": [...]} with 1 to %d credentials`, MaxRevokeCredentials))
 		return
 	}
 	for _, c := range req.Credentials {
