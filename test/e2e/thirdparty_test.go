@@ -142,6 +142,16 @@ spec:
 		Expect(r.Upstream.Header.Get("X-Latchkey-Name")).To(Equal("app-" + app.ID))
 		Expect(e.do(http.MethodPost, "/v1/leads", token.AccessToken, nil).Status).To(Equal(http.StatusForbidden), "leads:write was not granted")
 
+		By("the API's owner limits the app in this workspace (an override for its OAuthGrant): 429 past it")
+		kubectl("patch", "api", "leads", "-n", edgeNS, "--type", "merge", "-p", `{"spec":{"rateLimit":{"requests":1000,"per":"1h","overrides":[
+			{"kind":"OAuthGrant","namespace":"`+workspace+`","name":"app-`+app.ID+`","requests":2,"per":"1h"}]}}}`)
+		var limited reply
+		Eventually(func() int { limited = e.do(http.MethodGet, "/v1/leads", token.AccessToken, nil); return limited.Status }).
+			Should(Equal(http.StatusTooManyRequests), "the third request of two, or later")
+		Expect(limited.RateLimitPolicy).To(Equal(`"api";q=2;w=3600`), "the grant's override, not the API's default")
+		kubectl("patch", "api", "leads", "-n", edgeNS, "--type", "merge", "-p", `{"spec":{"rateLimit":null}}`)
+		Eventually(func() int { return e.do(http.MethodGet, "/v1/leads", token.AccessToken, nil).Status }).Should(Equal(http.StatusOK))
+
 		By("refreshing")
 		expired := *token
 		expired.Expiry = time.Now().Add(-time.Minute)
