@@ -109,7 +109,7 @@ func TestLeakEventsOnce(t *testing.T) {
 	before.Status.Leaks = []latchkeyv1.LeakRecord{{Hash: "sha256:current", Reporter: "github", URL: "https://example.test/x"}}
 	decided := before.DeepCopy()
 	r.handleLeaks(decided, time.Now())
-	withdrawn := decided.DeepCopy() // spec.revoked: nothing issued
+	withdrawn := decided.DeepCopy()                                                // spec.revoked: nothing issued
 	decided.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: "sha256:new"}} // ensureCredential issued one
 	r.leakEvents(before, decided)
 	r.leakEvents(decided, decided.DeepCopy()) // the next reconcile: nothing changed

@@ -275,9 +275,9 @@ var _ = Describe("Leaked credentials", Ordered, func() {
 			g.Expect(leaked.Message).To(ContainSubstring("still accepted"))
 		}).Should(Succeed())
 		Eventually(func() []eventsv1.Event { return leakEvents(obj) }).Should(ConsistOf(HaveField("Note", ContainSubstring("spec.leakResponse: flag"))))
-		Expect(counted(ls.Registry, "latchkey_tokenserver_leak_records_total", nil) - before).To(Equal(1.0), "one write for three reports")
+		Expect(counted(ls.Registry, "latchkey_tokenserver_leak_records_total", nil)-before).To(Equal(1.0), "one write for three reports")
 		Expect(sc.send(ls, body).StatusCode).To(Equal(http.StatusNoContent))
-		Expect(counted(ls.Registry, "latchkey_tokenserver_leak_records_total", nil) - before).To(Equal(1.0), "a key reported before is known from the index")
+		Expect(counted(ls.Registry, "latchkey_tokenserver_leak_records_total", nil)-before).To(Equal(1.0), "a key reported before is known from the index")
 		Expect(leakRecords(obj)).To(HaveLen(1))
 		Expect(ls.active(rs, key)).To(BeTrue(), "a flagged key keeps working")
 		Expect(apiKeyIn(obj.Namespace, obj.SecretName())).To(Equal(key))
@@ -360,7 +360,9 @@ var _ = Describe("Leaked credentials", Ordered, func() {
 			}
 			tokens = append(tokens, k)
 		}
-		labels := func(result string) map[string]string { return map[string]string{"reporter": "github", "result": result} }
+		labels := func(result string) map[string]string {
+			return map[string]string{"reporter": "github", "result": result}
+		}
 		recorded, notAccepted, malformed := counted(ls.Registry, "latchkey_tokenserver_leak_reported_tokens_total", labels("recorded")),
 			counted(ls.Registry, "latchkey_tokenserver_leak_reported_tokens_total", labels("not_accepted")),
 			counted(ls.Registry, "latchkey_tokenserver_leak_reported_tokens_total", labels("malformed"))
@@ -421,7 +423,9 @@ var _ = Describe("Leaked credentials", Ordered, func() {
 
 	It("revokes a key in its grace period alone: the current key and the Secret stay", func() {
 		obj, old, rs := keyWithReader(nil) // the default grace period: an hour
-		mergePatch(obj, func(k *latchkeyv1.APIKey) { k.Annotations = map[string]string{latchkeyv1.RotateAnnotation: "leak-spec"} })
+		mergePatch(obj, func(k *latchkeyv1.APIKey) {
+			k.Annotations = map[string]string{latchkeyv1.RotateAnnotation: "leak-spec"}
+		})
 		var current string
 		Eventually(func() string { current = apiKeyIn(obj.Namespace, obj.SecretName()); return current }).ShouldNot(Equal(old))
 		Eventually(func() bool { return ls.active(rs, current) }).Should(BeTrue())

@@ -116,7 +116,6 @@ type Result struct {
 	Reset, RetryAfter time.Duration
 }
 
-
 // Take spends one request from every budget at now, or from none: the request
 // is let through only when each allows it (a refused request spends nothing, so
 // a client retrying a route it spent keeps its other budgets). Every budget must

@@ -74,8 +74,8 @@ type authzRun struct {
 	// limited: forward with a rate limit on the API that no request reaches;
 	// forwardAfter: forward again after it.
 	limited, forwardAfter loadResult
-	shared  *sharedLimitRun
-	jwt     []jwtRun
+	shared                *sharedLimitRun
+	jwt                   []jwtRun
 	// revocations: from each patch's response to the first 401 (the target's
 	// measure); revocationsFromSend: from sending it, as the token server's rows.
 	revocations, revocationsFromSend []time.Duration

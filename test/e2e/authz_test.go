@@ -228,7 +228,9 @@ var _ = Describe("Edge authorization through Caddy", Label("authz"), Ordered, fu
 		const limits = `{"spec":{"rateLimit":{"requests":1000,"per":"1h","overrides":[
 			{"kind":"APIKey","namespace":"e2e-edge","name":"leads-metered","requests":3,"per":"1h"}]}}}`
 		kubectl("patch", "api", "leads", "-n", edgeNS, "--type", "merge", "-p", limits)
-		DeferCleanup(func() { kubectl("patch", "api", "leads", "-n", edgeNS, "--type", "merge", "-p", `{"spec":{"rateLimit":null}}`) })
+		DeferCleanup(func() {
+			kubectl("patch", "api", "leads", "-n", edgeNS, "--type", "merge", "-p", `{"spec":{"rateLimit":null}}`)
+		})
 
 		var r reply
 		Eventually(func() string { r = e.do(http.MethodGet, "/v1/leads", metered, nil); return r.Body }).
