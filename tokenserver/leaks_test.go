@@ -4,15 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -36,47 +31,38 @@ import (
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
 	"github.com/latchkey-dev/latchkey/internal/signingkeys"
+	"github.com/latchkey-dev/latchkey/internal/testenv"
 	"github.com/latchkey-dev/latchkey/tokenserver"
 	"github.com/latchkey-dev/latchkey/tokenserver/leaks"
 )
 
-// scanner plays a secret scanner: a P-256 key pair of its own, its public key
-// served in GitHub's key-list format from a local server (no reporter can be
-// reached from here), and reports signed as GitHub signs them.
+// scanner is testenv's secret scanner with its key list served from a local
+// server, whose fetches it counts.
 type scanner struct {
+	*testenv.SecretScanner
 	keyID   string
-	key     *ecdsa.PrivateKey
 	keys    *httptest.Server
 	fetches atomic.Int64
 }
 
 func newScanner() *scanner {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, err := testenv.NewSecretScanner()
 	Expect(err).NotTo(HaveOccurred())
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	Expect(err).NotTo(HaveOccurred())
-	sum := sha256.Sum256(der)
-	sc := &scanner{keyID: hex.EncodeToString(sum[:]), key: key}
-	list := mustJSONBytes(map[string]any{"public_keys": []map[string]any{{
-		"key_identifier": sc.keyID,
-		"key":            string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})),
-		"is_current":     true,
-	}}})
+	sc := &scanner{SecretScanner: s, keyID: s.KeyID}
 	sc.keys = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		sc.fetches.Add(1)
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(list)
+		_, _ = w.Write(s.KeyList)
 	}))
 	DeferCleanup(sc.keys.Close)
 	return sc
 }
 
-// signature is base64 of the ASN.1 ECDSA signature over SHA-256 of body.
+// signature is the signature header's value for body.
 func (sc *scanner) signature(body []byte) string {
-	digest := sha256.Sum256(body)
-	sig, err := ecdsa.SignASN1(rand.Reader, sc.key, digest[:])
+	sig, err := sc.Sign(body)
 	Expect(err).NotTo(HaveOccurred())
-	return base64.StdEncoding.EncodeToString(sig)
+	return sig
 }
 
 type reportedToken struct {

@@ -126,12 +126,12 @@ func TestVerifyWithKeyFile(t *testing.T) {
 
 // TestBoundedFields: what a report may put in status is what the CRD accepts.
 func TestBoundedFields(t *testing.T) {
-	if got := boundedURL("https://github.com/a/b/blob/main/.env"); got != "https://github.com/a/b/blob/main/.env" {
+	if got := bounded("https://github.com/a/b/blob/main/.env", maxURLLength); got != "https://github.com/a/b/blob/main/.env" {
 		t.Errorf("a URL was dropped: %q", got)
 	}
 	for _, u := range []string{strings.Repeat("a", maxURLLength+1), "https://x.test/\n", "https://x.test/é"} {
-		if got := boundedURL(u); got != "" {
-			t.Errorf("boundedURL(%q) = %q, want it dropped", u, got)
+		if got := bounded(u, maxURLLength); got != "" {
+			t.Errorf("bounded(%q) = %q, want it dropped", u, got)
 		}
 	}
 	if got := bounded(strings.Repeat("s", maxSourceLength+1), maxSourceLength); got != "" {

@@ -274,7 +274,7 @@ func (s *Server) HandleReport(w http.ResponseWriter, r *http.Request, body []byt
 	answer := []feedback{} // "[]", never "null", for an empty report
 	dropped := false
 	for _, t := range tokens {
-		c := s.check(t.Token, rep.Name, boundedURL(t.URL), bounded(t.Source, maxSourceLength))
+		c := s.check(t.Token, rep.Name, bounded(t.URL, maxURLLength), bounded(t.Source, maxSourceLength))
 		dropped = dropped || c.dropped
 		if rep.Feedback {
 			sum := sha256.Sum256([]byte(t.Token))
@@ -306,15 +306,8 @@ const (
 	maxSourceLength = 64
 )
 
-// boundedURL keeps a URL that fits status.leaks[].url and looks like one; the
-// URL is only ever shown, never fetched.
-func boundedURL(u string) string {
-	if len(u) > maxURLLength || (len(u) > 0 && !isPrintableASCII(u)) {
-		return ""
-	}
-	return u
-}
-
+// bounded keeps what fits status.leaks (at most n printable ASCII characters),
+// else nothing. A URL is only ever shown, never fetched.
 func bounded(s string, n int) string {
 	if len(s) > n || !isPrintableASCII(s) {
 		return ""
