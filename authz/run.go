@@ -25,6 +25,10 @@ type Options struct {
 	// GRPCListener serves Envoy ext_authz (h2c, or TLS with the cert files);
 	// HTTPListener forward-auth and the probes; MetricsListener /metrics. Any may be nil.
 	GRPCListener, HTTPListener, MetricsListener net.Listener
+	// PprofListener serves Go's /debug/pprof (nil: none).
+	PprofListener net.Listener
+	// BenchmarkFloor serves make bench's no-op endpoints (serve.FloorPath); never in production.
+	BenchmarkFloor bool
 	TLSCertFile, TLSKeyFile                     string
 	// IssuerURL is the iss every accepted access token carries (the token server's --issuer-url).
 	IssuerURL string
@@ -94,7 +98,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			"jwksKeys", jwks.Verifier().Size())
 	}, append(synced, jwksInformer.HasSynced)...)
 	c := serve.Config{TLSCertFile: o.TLSCertFile, TLSKeyFile: o.TLSKeyFile, Metrics: o.MetricsListener,
-		Registry: o.Registry, Readiness: srv.readiness}
+		Registry: o.Registry, Pprof: o.PprofListener, Floor: o.BenchmarkFloor, Readiness: srv.readiness}
 	if o.HTTPListener != nil {
 		c.HTTP = []serve.HTTP{{Listener: o.HTTPListener, Handler: srv.Handler()}}
 	}

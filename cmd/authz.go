@@ -38,13 +38,14 @@ func runAuthz(args []string) error {
 	}
 	o.Log = ctrl.Log.WithName("authz")
 	o.TLSCertFile, o.TLSKeyFile = common.tlsCertFile, common.tlsKeyFile
+	o.BenchmarkFloor = common.benchmarkFloor
 	o.Namespaces = splitList(common.namespaces)
 	o.RateLimitNamespace = envOr("POD_NAMESPACE", "latchkey-system")
 	o.LastUsedFlushInterval, o.LastUsedGranularity = common.lastUsedFlush, common.lastUsedGranularity
 	for _, l := range []struct {
 		addr string
 		to   *net.Listener
-	}{{grpcAddr, &o.GRPCListener}, {httpAddr, &o.HTTPListener}, {common.metricsAddr, &o.MetricsListener}} {
+	}{{grpcAddr, &o.GRPCListener}, {httpAddr, &o.HTTPListener}, {common.metricsAddr, &o.MetricsListener}, {common.pprofAddr, &o.PprofListener}} {
 		if *l.to, err = listen(l.addr); err != nil {
 			return err
 		}

@@ -20,6 +20,8 @@ type dataPlaneFlags struct {
 	kubeAPIQPS                           float64
 	kubeAPIBurst                         int
 	tlsCertFile, tlsKeyFile, metricsAddr string
+	pprofAddr                            string
+	benchmarkFloor                       bool
 	zap                                  zap.Options
 }
 
@@ -32,6 +34,8 @@ func (f *dataPlaneFlags) bind(fs *flag.FlagSet, served string) {
 	fs.StringVar(&f.tlsCertFile, "tls-cert-file", "", "serve TLS with this certificate (PEM)")
 	fs.StringVar(&f.tlsKeyFile, "tls-key-file", "", "private key of --tls-cert-file (PEM)")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":9090", "address of /metrics; \"0\" disables it")
+	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "0", "address of Go's /debug/pprof endpoints, for profiling; \"0\" (the default) disables them")
+	fs.BoolVar(&f.benchmarkFloor, "benchmark-floor", false, "for make bench only, never in production: also serve no-op endpoints under /debug/floor/ on the HTTP listener, whose answer any caller may set (the floor each request shape is measured against)")
 	f.zap.BindFlags(fs)
 }
 

@@ -23,7 +23,7 @@ func runTokenServer(args []string) error {
 	var (
 		o                   tokenserver.Options
 		common              dataPlaneFlags
-		listenAddr, pprofAt string
+		listenAddr string
 		gcPercent           int
 	)
 	fs := flag.NewFlagSet("tokenserver", flag.ContinueOnError)
@@ -31,7 +31,6 @@ func runTokenServer(args []string) error {
 	fs.StringVar(&o.IssuerURL, "issuer-url", "http://latchkey-tokenserver.latchkey-system.svc", "issuer of access tokens (iss) and base of the endpoint URLs in the metadata")
 	fs.StringVar(&o.SigningAlgorithm, "signing-algorithm", signingkeys.RS256, "RS256, ES256 or EdDSA; the manager must keep keys for it (--signing-algorithms)")
 	fs.StringVar(&listenAddr, "listen-address", ":8080", "address of the OAuth endpoints, /healthz and /readyz")
-	fs.StringVar(&pprofAt, "pprof-bind-address", "0", "address of Go's /debug/pprof endpoints, for profiling; \"0\" (the default) disables them")
 	fs.StringVar(&o.SigningKeyNamespace, "signing-key-namespace", envOr("POD_NAMESPACE", "latchkey-system"), "namespace of the signing-key Secret")
 	fs.StringVar(&o.SigningKeySecret, "signing-key-secret", "latchkey-signing-keys", "name of the signing-key Secret")
 	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", 16<<10, "largest request body accepted")
@@ -76,6 +75,7 @@ func runTokenServer(args []string) error {
 	}
 	o.Log = ctrl.Log.WithName("tokenserver")
 	o.TLSCertFile, o.TLSKeyFile = common.tlsCertFile, common.tlsKeyFile
+	o.BenchmarkFloor = common.benchmarkFloor
 	o.LastUsedFlushInterval, o.LastUsedGranularity = common.lastUsedFlush, common.lastUsedGranularity
 	if os.Getenv("GOGC") == "" {
 		// The server's live heap is small (the index: ~0.5 KiB per API key) and its
@@ -108,7 +108,7 @@ func runTokenServer(args []string) error {
 	if o.MetricsListener, err = listen(common.metricsAddr); err != nil {
 		return err
 	}
-	if o.PprofListener, err = listen(pprofAt); err != nil {
+	if o.PprofListener, err = listen(common.pprofAddr); err != nil {
 		return err
 	}
 	o.Log.Info("serving", "address", o.Listener.Addr().String(), "issuer", o.IssuerURL, "algorithm", o.SigningAlgorithm)

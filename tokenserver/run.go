@@ -32,6 +32,8 @@ type Options struct {
 	// Listener serves the OAuth endpoints and the probes; MetricsListener /metrics and
 	// PprofListener Go's /debug/pprof (either may be nil).
 	Listener, MetricsListener, PprofListener net.Listener
+	// BenchmarkFloor serves make bench's no-op endpoints (serve.FloorPath); never in production.
+	BenchmarkFloor bool
 	// TLSCertFile and TLSKeyFile turn on TLS on Listener.
 	TLSCertFile, TLSKeyFile string
 	// Namespaces to watch; empty means all.
@@ -149,7 +151,7 @@ func Run(ctx context.Context, restConfig *rest.Config, o Options) error {
 		HTTP:        []serve.HTTP{{Listener: listener, Handler: srv.Handler()}},
 		TLSCertFile: o.TLSCertFile, TLSKeyFile: o.TLSKeyFile,
 		Metrics: o.MetricsListener, Registry: o.Registry, Pprof: o.PprofListener,
-		Readiness: srv.readiness,
+		Floor: o.BenchmarkFloor, Readiness: srv.readiness,
 	})
 }
 

@@ -119,6 +119,9 @@ type Config struct {
 	Metrics  net.Listener
 	Registry *prometheus.Registry
 	Pprof    net.Listener
+	// Floor serves the no-op endpoints under FloorPath on the HTTP listeners, for
+	// make bench (floor.go); never in production.
+	Floor bool
 	// Readiness turns false first when ctx ends.
 	Readiness *Readiness
 	// Drain is how long, at most, the API listeners keep serving after that
@@ -168,7 +171,11 @@ func Run(ctx context.Context, c Config) error {
 		}()
 	}
 	for _, h := range c.HTTP {
-		d := newDrainingServer(h.Handler, tlsConfig)
+		handler := h.Handler
+		if c.Floor {
+			handler = withFloor(handler)
+		}
+		d := newDrainingServer(handler, tlsConfig)
 		apis = append(apis, d)
 		serveHTTP(d.srv, h.Listener, tlsConfig != nil)
 	}

@@ -70,7 +70,11 @@ type authzRun struct {
 	identity         string // the user the authorizer ran as
 	keys, cycled     int    // APIKeys in the index; live keys the loads cycle through
 	healthz, forward loadResult
-	noop, grpcKey    loadResult
+	// forwardFloor: the forward-auth requests at the authorizer's no-op floor (shapes.go).
+	forwardFloor  loadResult
+	noop, grpcKey loadResult
+	// before: the loads measured again on the -before build, by load name.
+	before map[string]loadResult
 	// limited: forward with a rate limit on the API that no request reaches;
 	// forwardAfter: forward again after it.
 	limited, forwardAfter loadResult
@@ -118,10 +122,25 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	startAuthz := func(name string, extra ...string) (*process, time.Duration, error) {
+	pprofAddr := "//" // none: b.profile skips it
+	if b.s.profileDir != "" {
+		if pprofAddr, err = testenv.FreeAddr(); err != nil {
+			return err
+		}
+	}
+	// startAuthz starts bin/latchkey authz with its floor (and pprof when profiling),
+	// or the -before build's with neither.
+	startAuthzFrom := func(binary, name string, extra ...string) (*process, time.Duration, error) {
 		args := append([]string{"authz", "--grpc-bind-address=" + grpcAddr, "--http-bind-address=" + httpAddr, "--metrics-bind-address=0",
 			"--issuer-url=" + b.c.issuer, "--jwks-namespace=" + operatorNamespace}, extra...)
-		p, err := start(b.c.dir, name, b.s.serverCPU, []string{"KUBECONFIG=" + kubeconfig}, repoPath("bin", "latchkey"), args...)
+		if binary == "" {
+			binary = repoPath("bin", "latchkey")
+			args = append(args, "--benchmark-floor")
+			if b.s.profileDir != "" {
+				args = append(args, "--pprof-bind-address="+pprofAddr)
+			}
+		}
+		p, err := start(b.c.dir, name, b.s.serverCPU, []string{"KUBECONFIG=" + kubeconfig}, binary, args...)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -131,6 +150,9 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 			return nil, 0, err
 		}
 		return p, ready, nil
+	}
+	startAuthz := func(name string, extra ...string) (*process, time.Duration, error) {
+		return startAuthzFrom("", name, extra...)
 	}
 	p, ready, err := startAuthz("authz")
 	if err != nil {
@@ -173,14 +195,31 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		keyChecks = append(keyChecks, checkRequest(key))
 	}
 	httpLoad := func(name string, requests [][]byte, body string) (loadResult, error) {
+		defer b.profile(ctx, "http://"+pprofAddr, name+".pprof", b.s.warmup+b.s.duration)()
 		return b.measure(ctx, name, "load", p, loadJob{Addr: httpAddr, Requests: requests, Connections: b.s.connections,
 			Warmup: b.s.warmup, Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: body})
 	}
 	check := func(name string, server *process, addr string, checks [][]byte) (loadResult, error) {
+		if server == p {
+			defer b.profile(ctx, "http://"+pprofAddr, name+".pprof", b.s.warmup+b.s.duration)()
+		}
 		return b.measure(ctx, name, "grpcload", server, grpcJob{Addr: addr, Checks: checks, Streams: b.s.connections,
 			Warmup: b.s.warmup, Duration: b.s.duration})
 	}
 	if run.healthz, err = httpLoad("authz-healthz", [][]byte{[]byte("GET /healthz HTTP/1.1\r\nHost: " + httpAddr + "\r\n\r\n")}, "ok"); err != nil {
+		return err
+	}
+	var forwardText []string
+	for _, r := range forward {
+		forwardText = append(forwardText, string(r))
+	}
+	if run.forwardFloor, err = b.floorOf("floor-authz-forward", httpAddr, forwardText, func(name string, requests []string, body string) (loadResult, error) {
+		var raw [][]byte
+		for _, r := range requests {
+			raw = append(raw, []byte(r))
+		}
+		return httpLoad(name, raw, body)
+	}); err != nil {
 		return err
 	}
 	if run.forward, err = httpLoad("authz-forward-apikey", forward, ""); err != nil {
@@ -257,8 +296,48 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.s.before != "" {
+		if run.before, err = b.authzBefore(ctx, &p, startAuthzFrom, forward, keyChecks, tokens, httpAddr, grpcAddr, check); err != nil {
+			return err
+		}
+	}
 	b.report.authz = run
 	return nil
+}
+
+// authzBefore measures the forward-auth, the API-key Check and the uncached token
+// Checks again on the -before build; *p is the running authorizer, replaced.
+func (b *bench) authzBefore(ctx context.Context, p **process, startFrom func(binary, name string, extra ...string) (*process, time.Duration, error),
+	forward, keyChecks [][]byte, tokens map[string][]string, httpAddr, grpcAddr string,
+	check func(name string, server *process, addr string, checks [][]byte) (loadResult, error)) (map[string]loadResult, error) {
+	before := map[string]loadResult{}
+	(*p).stop()
+	var err error
+	if *p, _, err = startFrom(b.s.before, "authz-before"); err != nil {
+		return nil, err
+	}
+	if before["authz-forward-apikey"], err = b.measure(ctx, "before-authz-forward-apikey", "load", *p, loadJob{Addr: httpAddr, Requests: forward,
+		Connections: b.s.connections, Warmup: b.s.warmup, Duration: b.s.duration, ExpectStatus: http.StatusOK}); err != nil {
+		return nil, err
+	}
+	if before["authz-grpc-apikey"], err = check("before-authz-grpc-apikey", *p, grpcAddr, keyChecks); err != nil {
+		return nil, err
+	}
+	(*p).stop()
+	if *p, _, err = startFrom(b.s.before, "authz-before-uncached", "--token-cache-size=0"); err != nil {
+		return nil, err
+	}
+	for _, alg := range jwtAlgorithms {
+		var checks [][]byte
+		for _, token := range tokens[alg] {
+			checks = append(checks, checkRequest(token))
+		}
+		name := "authz-grpc-" + alg + "-uncached"
+		if before[name], err = check("before-"+name, *p, grpcAddr, checks); err != nil {
+			return nil, err
+		}
+	}
+	return before, nil
 }
 
 // createAPI creates the API the checks name: GET /v1/leads requires leads:read.
@@ -571,10 +650,11 @@ func (r *report) authzRows(add func(...string)) {
 	rate := func(x loadResult, unit string) string {
 		return fmt.Sprintf("%.0f %s/s; p50 %s, p99 %s", x.Rate, unit, ms(x.P50), ms(x.P99))
 	}
-	fr := ratio(a.forward, a.healthz)
+	fr := ratio(a.forward, a.forwardFloor)
 	add(fmt.Sprintf("8. Edge authorizer: forward-auth API-key check (%d live keys cycled, %d in the index), %d connections", a.cycled, a.keys, r.s.connections),
-		rate(a.forward, "checks"), fmt.Sprintf("GET /healthz, same process and core: %.0f/s", a.healthz.Rate),
-		fmt.Sprintf("%.1f%%", 100*fr), "≥ 60% of /healthz; p99 < 2 ms", yesNo(fr >= targetAuthzRatio && a.forward.P99 < targetAuthzP99))
+		rate(a.forward, "checks"), fmt.Sprintf("forward-auth floor (the same requests answered with the same headers by a no-op, same process): %.0f/s; GET /healthz %.0f/s (%.1f%%)",
+			a.forwardFloor.Rate, a.healthz.Rate, 100*ratio(a.forward, a.healthz)),
+		fmt.Sprintf("%.1f%%", 100*fr), "≥ 85% of its floor; p99 < 2 ms", yesNo(fr >= targetShapeRatio && a.forward.P99 < targetAuthzP99))
 	if a.limited.Rate > 0 {
 		reference, how := a.forward.Rate, fmt.Sprintf("the same load without a limit, just before: %.0f/s", a.forward.Rate)
 		if a.forwardAfter.Rate > 0 {
@@ -592,22 +672,23 @@ func (r *report) authzRows(add func(...string)) {
 	gr := ratio(a.grpcKey, a.noop)
 	add(fmt.Sprintf("8. Edge authorizer: gRPC Check (ext_authz), API key, %d streams", r.s.connections),
 		rate(a.grpcKey, "checks"), fmt.Sprintf("no-op Check server (same gRPC options, same requests), same core: %.0f/s", a.noop.Rate),
-		fmt.Sprintf("%.1f%%", 100*gr), "≥ 60% of the no-op Check; p99 < 2 ms", yesNo(gr >= targetAuthzRatio && a.grpcKey.P99 < targetAuthzP99))
+		fmt.Sprintf("%.1f%%", 100*gr), "≥ 100% of the no-op Check", yesNo(gr >= 1))
 	for _, j := range a.jwt {
 		jr := j.load.Rate / j.verify.Rate
 		add(fmt.Sprintf("8. Edge authorizer: gRPC Check, %s access token (%d tokens, each reused: verified once, then from the token cache), %d streams", j.alg, loadClients, r.s.connections),
 			rate(j.load, "checks"), fmt.Sprintf("raw %s verification, same core: %.0f/s", j.alg, j.verify.Rate),
-			fmt.Sprintf("%.1f%%", 100*jr), "≥ 60% of raw verification", yesNo(jr >= targetAuthzRatio))
-		ur := j.uncached.Rate / j.verify.Rate
+			fmt.Sprintf("%.1f%%", 100*jr), "(no target)", "—")
+		floor := combined(j.verify.Rate, a.noop.Rate)
+		ur := j.uncached.Rate / floor
 		add(fmt.Sprintf("8. Edge authorizer: gRPC Check, %s access token, signature verified on every check (--token-cache-size=0)", j.alg),
-			rate(j.uncached, "checks"), fmt.Sprintf("raw %s verification, same core: %.0f/s", j.alg, j.verify.Rate),
-			fmt.Sprintf("%.1f%%", 100*ur), "≥ 60% of raw verification", yesNo(ur >= targetAuthzRatio))
+			rate(j.uncached, "checks"), fmt.Sprintf("raw %s verification (%.0f/s) combined with the no-op Check (%.0f/s): 1/(1/a+1/b) = %.0f/s", j.alg, j.verify.Rate, a.noop.Rate, floor),
+			fmt.Sprintf("%.1f%%", 100*ur), "≥ 60% of raw verification combined with the no-op Check", yesNo(ur >= targetAuthzRatio))
 	}
 	if d := a.revocations; len(d) > 0 {
 		add(fmt.Sprintf("8. Edge authorizer: revocation → first 401 at forward-auth (%d revocations)", len(d)),
 			fmt.Sprintf("from the patch's response: p50 %s, p99 %s, max %s (from sending it: p99 %s)",
 				ms(pct(d, 0.5)), ms(pct(d, 0.99)), ms(pct(d, 1)), ms(pct(a.revocationsFromSend, 0.99))),
-			"—", "—", "p99 < 200 ms", yesNo(pct(d, 0.99) < targetRevocationP99))
+			"—", "—", "p99 < 50 ms from the patch's response", yesNo(pct(d, 0.99) < targetRevocationFromAnswerP99))
 	}
 }
 

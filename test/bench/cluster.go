@@ -145,15 +145,16 @@ func (c *cluster) stop() {
 
 // tokenServer starts a token server signing with alg, pinned to cpu, and waits
 // until it is ready. It returns the process and the time from start to ready.
-func (c *cluster) tokenServer(ctx context.Context, alg, cpu, pprofAddr string, extra ...string) (*process, time.Duration, error) {
+func (c *cluster) tokenServer(ctx context.Context, alg, cpu, pprofAddr, binary string, extra ...string) (*process, time.Duration, error) {
 	return c.tokenServerWith(ctx, tokenServerOptions{name: "tokenserver-" + alg, listen: c.tokenAddr, alg: alg, cpu: cpu,
-		pprofAddr: pprofAddr, extra: extra})
+		pprofAddr: pprofAddr, binary: binary, extra: extra})
 }
 
 // tokenServerOptions are what differ between the token servers of a run.
 type tokenServerOptions struct {
 	name, listen, alg, cpu string
 	pprofAddr, metricsAddr string // "" for none
+	binary                 string // "" for bin/latchkey
 	extra                  []string
 }
 
@@ -173,8 +174,12 @@ func (c *cluster) tokenServerWith(ctx context.Context, o tokenServerOptions) (*p
 		args = append(args, "--pprof-bind-address="+o.pprofAddr)
 	}
 	args = append(args, o.extra...)
+	binary := o.binary
+	if binary == "" {
+		binary = repoPath("bin", "latchkey")
+	}
 	p, err := start(c.dir, o.name, o.cpu, []string{"KUBECONFIG=" + filepath.Join(c.dir, "latchkey-tokenserver.kubeconfig")},
-		repoPath("bin", "latchkey"), args...)
+		binary, args...)
 	if err != nil {
 		return nil, 0, err
 	}

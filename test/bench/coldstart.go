@@ -80,7 +80,7 @@ func (b *bench) profiledColdStart(ctx context.Context, keys int) error {
 	file := filepath.Join(b.c.dir, fmt.Sprintf("tokenserver-startup-%d.pprof", keys))
 	b.server.stop()
 	b.server = nil
-	p, ready, err := b.c.tokenServer(ctx, "RS256", b.s.serverCPU, "", "--startup-cpu-profile="+file)
+	p, ready, err := b.c.tokenServer(ctx, "RS256", b.s.serverCPU, "", "", "--startup-cpu-profile="+file)
 	if err != nil {
 		return err
 	}

@@ -106,7 +106,7 @@ func (b *bench) leaks(ctx context.Context) error {
 	if b.s.profileDir != "" {
 		pprofAddr = b.pprofAddr
 	}
-	if b.server, _, err = b.c.tokenServer(ctx, alg, b.s.serverCPU, pprofAddr, "--anonymous-requests-per-source=-1"); err != nil {
+	if b.server, _, err = b.c.tokenServer(ctx, alg, b.s.serverCPU, pprofAddr, "", "--anonymous-requests-per-source=-1"); err != nil {
 		return err
 	}
 	req := b.jsonRequest("/credentials/revoke", body)

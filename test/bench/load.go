@@ -268,6 +268,12 @@ func childMain(kind string) error {
 			return err
 		}
 		result, err = runCheck(job)
+	case "hash":
+		var job hashJob
+		if err := json.Unmarshal(input, &job); err != nil {
+			return err
+		}
+		result, err = runHash(job)
 	case "verify":
 		var job verifyJob
 		if err := json.Unmarshal(input, &job); err != nil {

@@ -47,6 +47,7 @@ type settings struct {
 	loadCPU      string
 	out          string
 	profileDir   string
+	before       string // a commit: the load rows are measured on its build too (before.go); run replaces it with the binary
 	keepWorkDir  bool
 	managerArgs  []string
 	steps        []string // empty: all
@@ -65,7 +66,7 @@ func main() {
 		}
 		return
 	}
-	if len(os.Args) > 1 && slices.Contains([]string{"load", "sign", "list", "grpcload", "verify", "check"}, os.Args[1]) {
+	if len(os.Args) > 1 && slices.Contains([]string{"load", "sign", "list", "grpcload", "verify", "check", "hash"}, os.Args[1]) {
 		if err := childMain(os.Args[1]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
@@ -101,6 +102,7 @@ func parseFlags(args []string) (settings, error) {
 	loadCPU := fs.String("load-cpu", "1", "core of the load generator and of the signing reference's peer")
 	out := fs.String("out", "", "report path (full: BENCHMARKS.md; quick: bin/BENCHMARKS.quick.md)")
 	profileDir := fs.String("profile-dir", "", "if set, save CPU profiles of the token server under each load and of the manager while reconciling")
+	before := fs.String("before", "", "an earlier commit: each load row is measured on its build too, right after this build's, as a before/after pair in the same run")
 	keep := fs.Bool("keep", false, "keep the work directory (logs) after the run")
 	steps := fs.String("steps", "", "run only these measurements (comma-separated: floor, coldstart, tokens, introspection, revocation, leaks, authz, lastused, scale); the setup (clients, baseline memory, reconcile) always runs")
 	managerArgs := fs.String("manager-args", "", "extra flags for the manager, space-separated (to compare settings, e.g. --kube-api-qps=200)")
@@ -108,7 +110,7 @@ func parseFlags(args []string) (settings, error) {
 		return settings{}, err
 	}
 	s := settings{size: *size, connections: *connections, keys: *keys, algorithms: split(*algorithms),
-		serverCPU: *serverCPU, loadCPU: *loadCPU, profileDir: *profileDir, keepWorkDir: *keep, introspected: 1000,
+		serverCPU: *serverCPU, loadCPU: *loadCPU, profileDir: *profileDir, before: *before, keepWorkDir: *keep, introspected: 1000,
 		managerArgs: strings.Fields(*managerArgs), steps: split(*steps)}
 	switch *size {
 	case "quick":

@@ -10,11 +10,16 @@ import (
 	"time"
 )
 
-// memoryPoint is the resident set size (VmRSS) of each process with keys APIKeys;
-// 0 where a process could not be read.
+// memoryPoint is the resident set size (VmRSS) of each process with keys APIKeys,
+// and what each holds as steady state (envelope.go); 0 where a process could not be read.
 type memoryPoint struct {
 	keys                            int
 	tokenServer, manager, apiserver int64
+	// heap: HeapInuse after a forced GC, by process (tokenServer, manager, apiserver, authz).
+	heap      map[string]int64
+	authzRSS  int64
+	etcdInUse int64
+	objects   *objectSizes // one APIKey's and its Secret's, as stored (nil with no keys)
 }
 
 // settleTime lets a process's start-up (or reconcile) garbage be collected before its RSS is read.
@@ -35,13 +40,40 @@ func (b *bench) measureMemory(ctx context.Context, keys int) error {
 	if err != nil {
 		return err
 	}
-	m := memoryPoint{keys: keys, tokenServer: rss}
+	m := memoryPoint{keys: keys, tokenServer: rss, heap: map[string]int64{}}
 	m.manager, _ = b.c.manager.rssBytes()
 	if pid, ok := childPIDs()["kube-apiserver"]; ok {
 		m.apiserver, _ = procStatusKiB(pid, "VmRSS:")
 	}
+	for name, get := range map[string]func(string) ([]byte, error){
+		"tokenServer": pprofGet(b.pprofAddr), "manager": pprofGet(b.c.pprofMgr), "apiserver": b.apiserverGet,
+	} {
+		heap, err := heapAfterGC(get)
+		if err != nil {
+			return fmt.Errorf("the %s's heap: %w", name, err)
+		}
+		m.heap[name] = heap
+	}
+	heap, authzRSS, err := b.authzFootprint(ctx)
+	if err != nil {
+		return fmt.Errorf("an authorizer's memory: %w", err)
+	}
+	m.heap["authz"], m.authzRSS = heap, authzRSS
+	if m.etcdInUse, err = b.etcdInUse(ctx); err != nil {
+		return err
+	}
+	if keys > 0 {
+		// A key the introspection load uses: the token server has recorded its use, once the loads ran.
+		sizes, err := b.readObjectSizes(ctx, keyName(b.s.revocations))
+		if err != nil {
+			return err
+		}
+		m.objects = &sizes
+	}
 	b.report.memory = append(b.report.memory, m)
-	logf("  RSS with %d APIKeys: token server %s, manager %s, kube-apiserver %s", keys, mib(m.tokenServer), mib(m.manager), mib(m.apiserver))
+	logf("  with %d APIKeys, heap after GC: token server %s, manager %s, authorizer %s, kube-apiserver %s; etcd in use %s; RSS: token server %s, manager %s, kube-apiserver %s",
+		keys, mib(m.heap["tokenServer"]), mib(m.heap["manager"]), mib(m.heap["authz"]), mib(m.heap["apiserver"]), mib(m.etcdInUse),
+		mib(m.tokenServer), mib(m.manager), mib(m.apiserver))
 	return nil
 }
 
@@ -58,8 +90,12 @@ func (b *bench) managerBaseline(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.report.memory[0].manager = rss
-	logf("  manager RSS with no APIKeys (restarted): %s", mib(rss))
+	heap, err := heapAfterGC(pprofGet(b.c.pprofMgr))
+	if err != nil {
+		return err
+	}
+	b.report.memory[0].manager, b.report.memory[0].heap["manager"] = rss, heap
+	logf("  manager with no APIKeys (restarted): RSS %s, heap after GC %s", mib(rss), mib(heap))
 	return nil
 }
 
@@ -69,7 +105,7 @@ func (b *bench) settledRSS(ctx context.Context) (int64, error) {
 	if err := sleep(ctx, settleTime); err != nil {
 		return 0, err
 	}
-	if b.s.profileDir != "" {
+	if b.s.profileDir != "" && b.pprofAddr != "" {
 		if resp, err := http.Get("http://" + b.pprofAddr + "/debug/pprof/heap"); err == nil {
 			if f, err := os.Create(filepath.Join(b.s.profileDir, fmt.Sprintf("tokenserver-heap-%d.pprof", time.Now().Unix()))); err == nil {
 				_, _ = io.Copy(f, resp.Body)

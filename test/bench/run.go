@@ -57,14 +57,18 @@ func run(ctx context.Context, s settings) error {
 		}
 	}
 	b := &bench{s: s, report: newReport(s)}
-	if s.profileDir != "" {
-		if b.pprofAddr, err = testenv.FreeAddr(); err != nil {
+	if s.before != "" {
+		if b.s.before, b.report.beforeName, err = buildBefore(dir, s.before); err != nil {
 			return err
 		}
 	}
+	// pprof is always on: the envelope reads each process's heap after a GC there.
+	if b.pprofAddr, err = testenv.FreeAddr(); err != nil {
+		return err
+	}
 
 	logf("starting the control plane and the manager")
-	b.c, err = startCluster(ctx, dir, s.profileDir != "", s.managerArgs)
+	b.c, err = startCluster(ctx, dir, true, s.managerArgs)
 	defer func() { b.server.stop(); b.c.stop() }()
 	if err != nil {
 		return err
@@ -95,6 +99,9 @@ func run(ctx context.Context, s settings) error {
 		if err := step.run(ctx); err != nil {
 			return fmt.Errorf("%s: %w", step.name, err)
 		}
+	}
+	if s.profileDir != "" {
+		b.report.profiles = readProfiles(s.profileDir)
 	}
 	if err := b.report.write(s.out); err != nil {
 		return err
@@ -167,13 +174,20 @@ func keyName(i int) string    { return fmt.Sprintf("key-%06d", i) }
 
 // restartTokenServer replaces the running token server with one signing with alg.
 func (b *bench) restartTokenServer(ctx context.Context, alg string) (time.Duration, error) {
+	return b.restartTokenServerFrom(ctx, alg, "")
+}
+
+// restartTokenServerFrom is restartTokenServer with another build (-before), or
+// bin/latchkey with its floor endpoints when binary is "".
+func (b *bench) restartTokenServerFrom(ctx context.Context, alg, binary string) (time.Duration, error) {
 	b.server.stop()
 	b.server = nil
-	pprofAddr := ""
-	if b.s.profileDir != "" {
-		pprofAddr = b.pprofAddr
+	pprofAddr := b.pprofAddr
+	var extra []string
+	if binary == "" {
+		extra = append(extra, "--benchmark-floor")
 	}
-	p, ready, err := b.c.tokenServer(ctx, alg, b.s.serverCPU, pprofAddr)
+	p, ready, err := b.c.tokenServer(ctx, alg, b.s.serverCPU, pprofAddr, binary, extra...)
 	if err != nil {
 		return 0, err
 	}
@@ -382,11 +396,32 @@ func (b *bench) tokenIssuance(ctx context.Context) error {
 		for _, c := range b.clients[:loadClients] {
 			requests = append(requests, b.request(http.MethodPost, "/oauth2/token", "grant_type=client_credentials", basicAuth(c)))
 		}
+		load := func(name string, requests []string, body string) (loadResult, error) {
+			return b.load(ctx, name, requests, http.StatusOK, body)
+		}
+		floor, err := b.floorOf("floor-token-"+alg, b.c.tokenAddr, requests, load)
+		if err != nil {
+			return err
+		}
 		tokens, err := b.load(ctx, "token-"+alg, requests, http.StatusOK, `"access_token":"`)
 		if err != nil {
 			return err
 		}
-		b.report.tokens = append(b.report.tokens, tokenRun{alg: alg, sign: sign, healthz: health, load: tokens})
+		run := tokenRun{alg: alg, sign: sign, healthz: health, floor: floor, load: tokens}
+		if b.s.before != "" {
+			if _, err := b.restartTokenServerFrom(ctx, alg, b.s.before); err != nil {
+				return err
+			}
+			before, err := b.load(ctx, "before-token-"+alg, requests, http.StatusOK, `"access_token":"`)
+			if err != nil {
+				return err
+			}
+			run.before = &before
+			if _, err := b.restartTokenServer(ctx, alg); err != nil {
+				return err
+			}
+		}
+		b.report.tokens = append(b.report.tokens, run)
 	}
 	return nil
 }
@@ -447,11 +482,36 @@ func (b *bench) introspection(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	res, err := b.load(ctx, "introspect-apikey", requests, http.StatusOK, `"active":true`)
-	if err != nil {
+	run := &introspectionRun{healthz: health, keys: b.s.keys}
+	// The unavoidable work beyond the floor: a SHA-256 of the client secret and one of the key.
+	key, _ := url.ParseQuery(requests[0][strings.Index(requests[0], "\r\n\r\n")+4:])
+	if err := runChild(ctx, "hash", b.s.serverCPU, hashJob{Secret: b.clients[0].secret, Key: key.Get("token"), Duration: b.s.duration}, &run.hash); err != nil {
 		return err
 	}
-	b.report.introspection = &introspectionRun{healthz: health, load: res, keys: b.s.keys}
+	logf("  raw SHA-256 of a client secret and of a key on core %s: %.0f pairs/s", b.s.serverCPU, run.hash.Rate)
+	load := func(name string, requests []string, body string) (loadResult, error) {
+		return b.load(ctx, name, requests, http.StatusOK, body)
+	}
+	if run.floor, err = b.floorOf("floor-introspection", b.c.tokenAddr, requests, load); err != nil {
+		return err
+	}
+	if run.load, err = b.load(ctx, "introspect-apikey", requests, http.StatusOK, `"active":true`); err != nil {
+		return err
+	}
+	if b.s.before != "" {
+		if _, err := b.restartTokenServerFrom(ctx, b.alg, b.s.before); err != nil {
+			return err
+		}
+		before, err := b.load(ctx, "before-introspect-apikey", requests, http.StatusOK, `"active":true`)
+		if err != nil {
+			return err
+		}
+		run.before = &before
+		if _, err := b.restartTokenServer(ctx, b.alg); err != nil {
+			return err
+		}
+	}
+	b.report.introspection = run
 	return nil
 }
 
@@ -485,17 +545,17 @@ func (b *bench) measure(ctx context.Context, name, kind string, server *process,
 	return res, nil
 }
 
-// profile, when profiling is on, records a CPU profile from a pprof endpoint in the
-// background; the returned function waits for it.
+// profile, when profiling is on, records a CPU profile and an allocation profile
+// (the allocations over the same seconds: file with .allocs before .pprof) from a
+// pprof endpoint in the background; the returned function waits for both.
 func (b *bench) profile(ctx context.Context, base, file string, d time.Duration) func() {
 	if b.s.profileDir == "" || strings.HasSuffix(base, "//") {
 		return func() {}
 	}
-	done := make(chan struct{})
-	go func() {
+	seconds := max(1, int(d.Seconds()))
+	fetch := func(endpoint, file string, done chan<- struct{}) {
 		defer close(done)
-		seconds := max(1, int(d.Seconds()))
-		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds))
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/%s?seconds=%d", base, endpoint, seconds))
 		if err != nil {
 			logf("  profile %s: %v", file, err)
 			return
@@ -507,8 +567,11 @@ func (b *bench) profile(ctx context.Context, base, file string, d time.Duration)
 		}
 		defer f.Close()
 		_, _ = io.Copy(f, resp.Body)
-	}()
-	return func() { <-done }
+	}
+	cpu, allocs := make(chan struct{}), make(chan struct{})
+	go fetch("profile", file, cpu)
+	go fetch("allocs", strings.TrimSuffix(file, ".pprof")+".allocs.pprof", allocs)
+	return func() { <-cpu; <-allocs }
 }
 
 // apiserverProfile records a CPU profile of kube-apiserver (its /debug/pprof, as admin, through kubectl).
@@ -560,35 +623,35 @@ func (b *bench) revocation(ctx context.Context) error {
 		return err
 	}
 	rs := b.clients[0]
-	var keyLatencies, clientLatencies []time.Duration
+	var keyLatencies, clientLatencies, keyFromAnswer, clientFromAnswer []time.Duration
 	for i := range b.s.revocations {
 		key, err := b.c.secretData(ctx, keyName(i)+"-apikey", latchkeyv1.APIKeySecretKey)
 		if err != nil {
 			return err
 		}
 		req := b.request(http.MethodPost, "/oauth2/introspect", url.Values{"token": {key}}.Encode(), basicAuth(rs))
-		d, _, err := b.revokeAndPoll(ctx, b.c.tokenAddr, &latchkeyv1.APIKey{}, keyName(i), req, func(status int, body []byte) bool {
+		d, fromAnswer, err := b.revokeAndPoll(ctx, b.c.tokenAddr, &latchkeyv1.APIKey{}, keyName(i), req, func(status int, body []byte) bool {
 			return status == http.StatusOK && strings.Contains(string(body), `"active":false`)
 		})
 		if err != nil {
 			return fmt.Errorf("APIKey %s: %w", keyName(i), err)
 		}
-		keyLatencies = append(keyLatencies, d)
+		keyLatencies, keyFromAnswer = append(keyLatencies, d), append(keyFromAnswer, fromAnswer)
 	}
 	for i := range b.s.revocations {
 		c := b.clients[loadClients+i]
 		req := b.request(http.MethodPost, "/oauth2/token", "grant_type=client_credentials", basicAuth(c))
-		d, _, err := b.revokeAndPoll(ctx, b.c.tokenAddr, &latchkeyv1.OAuthClient{}, c.name, req, func(status int, _ []byte) bool {
+		d, fromAnswer, err := b.revokeAndPoll(ctx, b.c.tokenAddr, &latchkeyv1.OAuthClient{}, c.name, req, func(status int, _ []byte) bool {
 			return status == http.StatusUnauthorized
 		})
 		if err != nil {
 			return fmt.Errorf("OAuthClient %s: %w", c.name, err)
 		}
-		clientLatencies = append(clientLatencies, d)
+		clientLatencies, clientFromAnswer = append(clientLatencies, d), append(clientFromAnswer, fromAnswer)
 	}
-	b.report.revocations = revocationRun{apiKeys: keyLatencies, clients: clientLatencies}
-	logf("  API keys (introspection): p50 %s p99 %s; OAuth clients (token endpoint): p50 %s p99 %s",
-		pct(keyLatencies, 0.5), pct(keyLatencies, 0.99), pct(clientLatencies, 0.5), pct(clientLatencies, 0.99))
+	b.report.revocations = revocationRun{apiKeys: keyLatencies, clients: clientLatencies, apiKeysFromAnswer: keyFromAnswer, clientsFromAnswer: clientFromAnswer}
+	logf("  from the patch's answer: API keys (introspection): p50 %s p99 %s; OAuth clients (token endpoint): p50 %s p99 %s",
+		pct(keyFromAnswer, 0.5), pct(keyFromAnswer, 0.99), pct(clientFromAnswer, 0.5), pct(clientFromAnswer, 0.99))
 	return nil
 }
 

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// -before <commit> measures each load row on two builds in the same run: the
+// working tree's bin/latchkey (after) and that commit's (before), one right after
+// the other on the same core, so that a change's effect is a pair of figures
+// taken minutes apart rather than two runs taken on different days.
+
+// buildBefore builds latchkey at commit (a git worktree under dir) and returns
+// the binary and the commit's short name.
+func buildBefore(dir, commit string) (binary, name string, err error) {
+	out, err := exec.Command("git", "rev-parse", "--short", commit).Output()
+	if err != nil {
+		return "", "", fmt.Errorf("-before %s: not a commit: %w", commit, err)
+	}
+	name = strings.TrimSpace(string(out))
+	tree := filepath.Join(dir, "before-"+name)
+	if out, err := exec.Command("git", "worktree", "add", "--detach", tree, name).CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("git worktree add %s: %w: %s", name, err, out)
+	}
+	defer func() { _ = exec.Command("git", "worktree", "remove", "--force", tree).Run() }()
+	binary = filepath.Join(dir, "latchkey-"+name)
+	build := exec.Command("go", "build", "-trimpath", "-o", binary, "./cmd")
+	build.Dir, build.Env = tree, append(os.Environ(), "CGO_ENABLED=0")
+	begin := time.Now()
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("building %s: %w: %s", name, err, out)
+	}
+	logf("built the -before commit %s in %s", name, time.Since(begin).Round(time.Second))
+	return binary, name, nil
+}
+
+// beforeAfter is one pair: the same load on the -before build and on this one.
+type beforeAfter struct {
+	row           string
+	before, after loadResult
+}
+
+// pairs are the run's before/after pairs, in the order of the results table.
+func (r *report) pairs() []beforeAfter {
+	var out []beforeAfter
+	for _, t := range r.tokens {
+		if t.before != nil {
+			out = append(out, beforeAfter{"1. Token issuance, " + t.alg, *t.before, t.load})
+		}
+	}
+	if in := r.introspection; in != nil && in.before != nil {
+		out = append(out, beforeAfter{"2. API key introspection", *in.before, in.load})
+	}
+	if a := r.authz; a != nil && a.before != nil {
+		for _, l := range []struct {
+			name, row string
+			after     loadResult
+		}{{"authz-forward-apikey", "8. forward-auth API-key check", a.forward}, {"authz-grpc-apikey", "8. gRPC Check, API key", a.grpcKey}} {
+			if before, ok := a.before[l.name]; ok {
+				out = append(out, beforeAfter{l.row, before, l.after})
+			}
+		}
+		for _, j := range a.jwt {
+			if before, ok := a.before["authz-grpc-"+j.alg+"-uncached"]; ok {
+				out = append(out, beforeAfter{"8. gRPC Check, " + j.alg + " token verified on every check", before, j.uncached})
+			}
+		}
+	}
+	return out
+}
+
+// writeBeforeAfter is the table of before/after pairs.
+func (r *report) writeBeforeAfter(p func(string, ...any)) {
+	pairs := r.pairs()
+	if len(pairs) == 0 {
+		return
+	}
+	p("### Before and after, same run\n\n")
+	p("Each load row measured on the build of commit %s (before: `-before %s`, the commit this issue's work started from) right after the same load on this build (after), same core, same requests. ", r.beforeName, r.beforeName)
+	p("What changed between them is in `git log %s..`.\n\n", r.beforeName)
+	p("| Row | Before | After | Change | p99 before | p99 after |\n|---|---|---|---|---|---|\n")
+	for _, pr := range pairs {
+		p("| %s | %.0f/s | %.0f/s | %+.1f%% | %s | %s |\n", pr.row, pr.before.Rate, pr.after.Rate, 100*(pr.after.Rate/pr.before.Rate-1), ms(pr.before.P99), ms(pr.after.P99))
+	}
+	p("\n")
+}
