@@ -28,8 +28,8 @@ type Options struct {
 	// PprofListener serves Go's /debug/pprof (nil: none).
 	PprofListener net.Listener
 	// BenchmarkFloor serves make bench's no-op endpoints (serve.FloorPath); never in production.
-	BenchmarkFloor bool
-	TLSCertFile, TLSKeyFile                     string
+	BenchmarkFloor          bool
+	TLSCertFile, TLSKeyFile string
 	// IssuerURL is the iss every accepted access token carries (the token server's --issuer-url).
 	IssuerURL string
 	// APIKeyHeader may carry an API key besides Authorization ("" disables it).

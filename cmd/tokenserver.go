@@ -21,10 +21,10 @@ import (
 
 func runTokenServer(args []string) error {
 	var (
-		o                   tokenserver.Options
-		common              dataPlaneFlags
+		o          tokenserver.Options
+		common     dataPlaneFlags
 		listenAddr string
-		gcPercent           int
+		gcPercent  int
 	)
 	fs := flag.NewFlagSet("tokenserver", flag.ContinueOnError)
 	common.bind(fs, "APIKeys and OAuthClients")

@@ -111,11 +111,11 @@ func fullRun() (*report, environment) {
 		patches: reading{value: 2021, ok: true}, changes: 2000, modified: 2000}
 	r.authz = &authzRun{identity: "the control plane's admin (config/local binds no role to latchkey-authz)",
 		keys: 10_000, cycled: 750,
-		healthz: load(64_074.1, 210, 1_110, 9_860, 20.7, 18.2),
+		healthz:      load(64_074.1, 210, 1_110, 9_860, 20.7, 18.2),
 		forward:      load(34_427.5, 410, 1_740, 9_040, 22.1, 14.7),
 		forwardFloor: load(39_870.2, 380, 1_510, 9_010, 22.3, 15.1),
 		noop:         load(17_184.2, 770, 3_430, 14_880, 15.4, 12.4),
-		grpcKey: load(21_219.8, 640, 2_230, 10_170, 17.3, 13.6),
+		grpcKey:      load(21_219.8, 640, 2_230, 10_170, 17.3, 13.6),
 		jwt: []jwtRun{
 			{alg: "ES256", verify: verifyResult{Verifications: 273_103, Rate: 13_655.1},
 				load:     load(22_138.0, 580, 2_500, 10_690, 19.8, 16.3),
@@ -189,11 +189,11 @@ func partialRun() (*report, environment) {
 		skipped: [2]reading{{value: 1_793, ok: true}, {}},
 		changes: 203, modified: 205}
 	r.authz = &authzRun{identity: "latchkey-authz (config/local's roles)", keys: 2500, cycled: 300,
-		healthz: load(61_002.8, 220, 1_190, 8_930, 5.4, 4.6),
+		healthz:      load(61_002.8, 220, 1_190, 8_930, 5.4, 4.6),
 		forward:      load(30_118.4, 470, 2_160, 9_880, 5.8, 3.9),
 		forwardFloor: load(41_300.9, 360, 1_480, 8_800, 5.9, 4.0),
 		noop:         load(16_870.0, 790, 3_510, 13_020, 4.1, 3.3),
-		grpcKey: load(15_505.5, 860, 2_980, 9_740, 4.5, 3.5)}
+		grpcKey:      load(15_505.5, 860, 2_980, 9_740, 4.5, 3.5)}
 	env := environment{command: "make bench-quick BENCH_FLAGS='-keys 2500 -manager-args=--kube-api-qps=200 --kube-api-burst=300'",
 		finished: r.started.Add(6*time.Minute + 41*time.Second + 600*time.Millisecond),
 		cpu:      "unknown", cores: 8, goVersion: "go1.26.8 linux/arm64", kernel: "unknown", commit: "c5eb35c-dirty"}

@@ -62,7 +62,7 @@ type report struct {
 	coldStartProfile *coldStartProfile
 	profiles         []profileTop // the top frames of each profiled row (-profile-dir)
 	beforeName       string       // the -before commit, short
-	rows             [][]string // rendered results: measure, result, reference, ratio, target, met
+	rows             [][]string   // rendered results: measure, result, reference, ratio, target, met
 }
 
 func newReport(s settings) *report { return &report{s: s, started: time.Now()} }
@@ -73,12 +73,12 @@ const (
 	targetShapeRatio              = 0.85
 	targetRevocationP99           = 200 * time.Millisecond
 	targetRevocationFromAnswerP99 = 50 * time.Millisecond
-	targetReconcile        = 60 * time.Second
-	targetBytesPerKey      = 2048.0
-	targetColdStart        = 3 * time.Second
-	targetReconcileAtKeys  = 10_000
-	targetFloorRatio       = 1.25
-	closedLoopQueueingNote = "closed loop: latency ≈ connections ÷ rate"
+	targetReconcile               = 60 * time.Second
+	targetBytesPerKey             = 2048.0
+	targetColdStart               = 3 * time.Second
+	targetReconcileAtKeys         = 10_000
+	targetFloorRatio              = 1.25
+	closedLoopQueueingNote        = "closed loop: latency ≈ connections ÷ rate"
 )
 
 // targetColdStartAtKeys are the APIKey counts with a cold-start target.
@@ -116,7 +116,7 @@ func (r *report) build() {
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with two SHA-256", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	for _, rv := range []struct {
-		what            string
+		what           string
 		sent, answered []time.Duration
 	}{{"introspection of a revoked API key", r.revocations.apiKeys, r.revocations.apiKeysFromAnswer},
 		{"token endpoint, revoked OAuthClient", r.revocations.clients, r.revocations.clientsFromAnswer}} {
