@@ -197,7 +197,7 @@ func imitationIn(h http.Header) string {
 // API key.
 func (s *Server) writeDecision(w http.ResponseWriter, d Decision, envoy bool) {
 	h := w.Header()
-	h.Set("Cache-Control", "no-store")
+	h["Cache-Control"] = noStore
 	if rl := d.RateLimit; rl.Policy != "" {
 		fields := [2]string{rl.Policy, rl.State} // one allocation for both
 		h["Ratelimit-Policy"], h["Ratelimit"] = fields[0:1:1], fields[1:2:2]
@@ -231,6 +231,10 @@ func (s *Server) writeDecision(w http.ResponseWriter, d Decision, envoy bool) {
 	}
 	w.WriteHeader(http.StatusOK)
 }
+
+// noStore is every decision's Cache-Control, shared (net/http copies header
+// values as it writes them and never appends to them: cap = len).
+var noStore = []string{"no-store"}[:1:1]
 
 // singleHeader returns a header's value; a header sent more than once is joined
 // with "," so that two credentials never pass as one.

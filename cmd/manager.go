@@ -149,7 +149,7 @@ func runManager(args []string) error {
 // manager stops its controllers before it lets go, and the process exits right after.
 func ManagerOptions(f managerFlags) ctrl.Options {
 	jwks := client.ObjectKey{Namespace: f.namespace, Name: f.jwksConfigMap}
-	cacheOptions := cache.Options{ByObject: controllers.CacheByObject(jwks)}
+	cacheOptions := controllers.CacheOptions(jwks)
 	if len(f.namespaces) > 0 {
 		cacheOptions.DefaultNamespaces = map[string]cache.Config{f.namespace: {}}
 		for _, ns := range f.namespaces {

@@ -100,7 +100,7 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   cache.Options{ByObject: controllers.CacheByObject(client.ObjectKey{Namespace: operatorNamespace, Name: jwksConfigMap})},
+		Cache:   controllers.CacheOptions(client.ObjectKey{Namespace: operatorNamespace, Name: jwksConfigMap}),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	managerCache = mgr.GetCache()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -162,7 +163,14 @@ func (b *bench) protobufGet(ctx context.Context, path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.c.config.Host+path, nil)
+	base, err := url.Parse(b.c.config.Host)
+	if err != nil {
+		return nil, err
+	}
+	if base.Scheme == "" { // envtest's Host may be host:port
+		base, _ = url.Parse("https://" + b.c.config.Host)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base.JoinPath(path).String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +181,7 @@ func (b *bench) protobufGet(ctx context.Context, path string) ([]byte, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", req.URL, resp.Status)
 	}
 	return io.ReadAll(resp.Body)
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sync"
 )
 
 // ReadParams reads the parameters of a POST to the token, introspection or
@@ -21,11 +22,17 @@ func ReadParams(w http.ResponseWriter, r *http.Request, maxBodyBytes int64, repe
 	var params url.Values
 	switch {
 	case FormContentType(contentType):
-		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-		if err := r.ParseForm(); err != nil {
+		// The body alone, as r.PostForm would hold it, without ParseForm's copy
+		// of it merged with the URL's query into r.Form, which nothing here reads
+		// (make bench: ParseForm was a third of introspection's own time).
+		body, err := readBody(w, r, maxBodyBytes)
+		if err != nil {
 			return nil, ErrInvalidRequest("the request body could not be read")
 		}
-		params = r.PostForm
+		if params, err = url.ParseQuery(body); err != nil {
+			return nil, ErrInvalidRequest("the request body could not be read")
+		}
+		r.PostForm = params
 	case jsonContentType(contentType):
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 		if err != nil {
@@ -44,6 +51,26 @@ func ReadParams(w http.ResponseWriter, r *http.Request, maxBodyBytes int64, repe
 		}
 	}
 	return params, nil
+}
+
+// bodyBuffers are the buffers request bodies are read into (each body is then
+// copied once into the string its parameters are parsed from).
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readBody reads r's body, at most maxBodyBytes of it, as a string.
+func readBody(w http.ResponseWriter, r *http.Request, maxBodyBytes int64) (string, error) {
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 {
+			buf.Reset()
+			bodyBuffers.Put(buf)
+		}
+	}()
+	buf.Reset()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBodyBytes)); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
 }
 
 // jsonParams reads a JSON object whose values are strings into parameters. A key
