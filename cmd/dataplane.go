@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -22,6 +24,7 @@ type dataPlaneFlags struct {
 	tlsCertFile, tlsKeyFile, metricsAddr string
 	pprofAddr                            string
 	benchmarkFloor                       bool
+	gcPercent                            int
 	zap                                  zap.Options
 }
 
@@ -36,12 +39,21 @@ func (f *dataPlaneFlags) bind(fs *flag.FlagSet, served string) {
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":9090", "address of /metrics; \"0\" disables it")
 	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "0", "address of Go's /debug/pprof endpoints, for profiling; \"0\" (the default) disables them")
 	fs.BoolVar(&f.benchmarkFloor, "benchmark-floor", false, "for make bench only, never in production: also serve no-op endpoints under /debug/floor/ on the HTTP listener, whose answer any caller may set (the floor each request shape is measured against)")
+	fs.IntVar(&f.gcPercent, "gc-percent", 200, "Go's garbage-collection target (as GOGC; the GOGC variable, when set, wins): collect when the heap reaches 1+N/100 times the live heap")
 	f.zap.BindFlags(fs)
 }
 
 // setUp checks the flags, sets the logger up and returns the API server's config.
 func (f *dataPlaneFlags) setUp() (*rest.Config, error) {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
+	if os.Getenv("GOGC") == "" {
+		// The live heap of both servers is small (the index: ~0.5 KiB per API key)
+		// and their garbage rate high (5 to 25 KB per request). Collecting at 3x
+		// the live heap instead of Go's 2x raised ES256 tokens/s on one core by
+		// ~15% in make bench, and halves the authorizer's collections, for heap
+		// headroom that stays a few MiB per 10,000 keys.
+		debug.SetGCPercent(f.gcPercent)
+	}
 	if (f.tlsCertFile == "") != (f.tlsKeyFile == "") {
 		return nil, fmt.Errorf("--tls-cert-file and --tls-key-file go together")
 	}

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime/debug"
 	"slices"
 	"time"
 
@@ -24,7 +23,6 @@ func runTokenServer(args []string) error {
 		o          tokenserver.Options
 		common     dataPlaneFlags
 		listenAddr string
-		gcPercent  int
 	)
 	fs := flag.NewFlagSet("tokenserver", flag.ContinueOnError)
 	common.bind(fs, "APIKeys and OAuthClients")
@@ -46,7 +44,6 @@ func runTokenServer(args []string) error {
 	fs.IntVar(&o.IOConcurrency, "request-io-concurrency", 16, "API-server and upstream-provider calls made on behalf of requests at once (refresh, code redemption, revocation of a family, sign-in, consent), shared fairly by caller")
 	fs.DurationVar(&o.IOTimeout, "request-io-timeout", 5*time.Second, "the longest a request waits for, and spends on, its API-server and upstream calls")
 	fs.StringVar(&o.StartupCPUProfile, "startup-cpu-profile", "", "write a CPU profile of the start, until the caches are synced, to this file")
-	fs.IntVar(&gcPercent, "gc-percent", 200, "Go's garbage-collection target (as GOGC; the GOGC variable, when set, wins): collect when the heap reaches 1+N/100 times the live heap")
 	var upstream thirdparty.UpstreamConfig
 	var upstreamScopes string
 	fs.StringVar(&upstream.IssuerURL, "oidc-issuer-url", "", "issuer of the upstream OpenID provider users sign in at, for third-party apps (authorization_code); empty turns third-party apps off. The --oidc-* flags mirror kube-apiserver's, so a user gets the same name here as in RBAC")
@@ -77,13 +74,6 @@ func runTokenServer(args []string) error {
 	o.TLSCertFile, o.TLSKeyFile = common.tlsCertFile, common.tlsKeyFile
 	o.BenchmarkFloor = common.benchmarkFloor
 	o.LastUsedFlushInterval, o.LastUsedGranularity = common.lastUsedFlush, common.lastUsedGranularity
-	if os.Getenv("GOGC") == "" {
-		// The server's live heap is small (the index: ~0.5 KiB per API key) and its
-		// garbage rate high (~25 KB per token request). Collecting at 3x the live
-		// heap instead of Go's 2x raised ES256 tokens/s on one core by ~15% in
-		// make bench, for heap headroom that stays a few MiB per 10,000 keys.
-		debug.SetGCPercent(gcPercent)
-	}
 	if !slices.Contains(signingkeys.SupportedAlgorithms, o.SigningAlgorithm) {
 		return fmt.Errorf("unsupported --signing-algorithm %q", o.SigningAlgorithm)
 	}

@@ -3,11 +3,13 @@ package tokenserver
 import (
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/latchkey-dev/latchkey/internal/index"
+	"github.com/latchkey-dev/latchkey/internal/jsonappend"
 	"github.com/latchkey-dev/latchkey/tokenserver/oauth"
 )
 
@@ -33,6 +35,36 @@ type introspection struct {
 }
 
 var inactive = introspection{Active: false}
+
+// AppendJSON appends i as encoding/json marshals it (the tests compare): the
+// introspection endpoint's answer without reflection.
+func (i introspection) AppendJSON(b []byte) []byte {
+	o := jsonappend.Open(b)
+	o.Key("active")
+	o.B = strconv.AppendBool(o.B, i.Active)
+	o.String("scope", i.Scope, true)
+	o.String("client_id", i.ClientID, true)
+	o.String("token_type", i.TokenType, true)
+	o.Int("exp", i.Exp, true)
+	o.Int("iat", i.Iat, true)
+	o.Int("nbf", i.Nbf, true)
+	o.String("sub", i.Sub, true)
+	switch len(i.Aud) { // jwt.Audience: one audience as a string, more as an array
+	case 0:
+	case 1:
+		o.String("aud", i.Aud[0], false)
+	default:
+		o.Key("aud")
+		o.B = jsonappend.Strings(o.B, i.Aud)
+	}
+	o.String("iss", i.Iss, true)
+	o.String("jti", i.Jti, true)
+	o.String("namespace", i.Namespace, true)
+	o.String("environment", i.Environment, true)
+	o.String("name", i.Name, true)
+	o.String("key_id", i.KeyID, true)
+	return o.Close()
+}
 
 // errNotAResourceServer answers a client that may not introspect.
 var errNotAResourceServer = oauth.NewError(http.StatusForbidden, "unauthorized_client",

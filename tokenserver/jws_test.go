@@ -5,9 +5,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"math/big"
 	"testing"
+
+	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // TestECDSADERToJWS converts enough signatures that R or S is shorter than 32
@@ -46,6 +49,27 @@ func TestECDSADERToJWS(t *testing.T) {
 	for _, bad := range [][]byte{nil, {0x30, 0x00}, {0x30, 0x03, 0x02, 0x01, 0x01}, append([]byte{0x30, 0x26, 0x02, 0x21}, make([]byte, 37)...)} {
 		if _, err := ecdsaDERToJWS(bad); err == nil {
 			t.Errorf("accepted malformed signature %x", bad)
+		}
+	}
+}
+
+// The introspection answer is what encoding/json wrote before AppendJSON, in
+// each shape: inactive, an API key, a token with one audience or several.
+func TestIntrospectionAppendJSONIsMarshal(t *testing.T) {
+	for _, i := range []introspection{
+		inactive,
+		{Active: true, Scope: "leads:read", TokenType: "api_key", Environment: "live", Exp: 1_790_000_000,
+			Namespace: "team-a", Name: "billing", Sub: "apikey:team-a/billing", KeyID: "k_0123456789ab"},
+		{Active: true, Scope: "a b", ClientID: "0123456789abcdef01234567", TokenType: "Bearer", Exp: 2, Iat: 1, Nbf: 1,
+			Sub: "oidc:<alice>&", Aud: jwt.Audience{"https://api.example"}, Iss: "https://issuer", Jti: "j", Namespace: "n"},
+		{Active: true, Aud: jwt.Audience{"a", "b\"c"}},
+	} {
+		want, err := json.Marshal(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := i.AppendJSON(nil); string(got) != string(want) {
+			t.Errorf("AppendJSON:\n got %s\nwant %s", got, want)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/latchkey-dev/latchkey/internal/jsonappend"
 )
 
 // Claims are the claims of a Latchkey access token.
@@ -225,4 +226,38 @@ var base64URLValue = func() (t [256]int8) {
 func accessTokenType(typ any) bool {
 	s, ok := typ.(string)
 	return ok && (strings.EqualFold(s, "at+jwt") || strings.EqualFold(s, "application/at+jwt"))
+}
+
+// AppendJSON appends c as encoding/json marshals it, byte for byte (the tests
+// compare), without reflection: what the token endpoint signs.
+func (c *Claims) AppendJSON(b []byte) []byte {
+	o := jsonappend.Open(b)
+	o.String("iss", c.Issuer, true)
+	o.String("sub", c.Subject, true)
+	switch len(c.Audience) { // jwt.Audience: one audience as a string, more as an array
+	case 0:
+	case 1:
+		o.String("aud", c.Audience[0], false)
+	default:
+		o.Key("aud")
+		o.B = jsonappend.Strings(o.B, c.Audience)
+	}
+	for _, d := range []struct {
+		name string
+		date *jwt.NumericDate
+	}{{"exp", c.Expiry}, {"nbf", c.NotBefore}, {"iat", c.IssuedAt}} {
+		if d.date != nil {
+			o.Int(d.name, int64(*d.date), false)
+		}
+	}
+	o.String("jti", c.ID, true)
+	o.String("client_id", c.ClientID, false)
+	o.String("scope", c.Scope, true)
+	o.String("latchkey.dev/namespace", c.Namespace, false)
+	o.String("latchkey.dev/client_uid", c.ClientUID, false)
+	o.String("latchkey.dev/workspace", c.Workspace, true)
+	o.String("latchkey.dev/grant_uid", c.GrantUID, true)
+	o.String("latchkey.dev/family", c.Family, true)
+	o.String("latchkey.dev/grant_version", c.GrantVersion, true)
+	return o.Close()
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -84,5 +85,30 @@ func TestVerifiedTokenCache(t *testing.T) {
 	rotated := NewCachingVerifier(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &other.PublicKey, KeyID: "k1", Algorithm: string(jose.ES256)}}}, 1)
 	if _, ok := rotated.Verify(token, "https://iss", now); ok {
 		t.Errorf("a new key set must not accept what the old one cached")
+	}
+}
+
+// AppendJSON writes what json.Marshal writes for every shape of claims the token
+// server signs: one audience or several, a third-party app's claims or none,
+// strings that need escaping.
+func TestAppendJSONIsMarshal(t *testing.T) {
+	date := jwt.NewNumericDate(time.Unix(1_790_000_000, 0))
+	for _, c := range []Claims{
+		{},
+		{Claims: jwt.Claims{Issuer: "https://latchkey.example", Subject: "0123456789abcdef01234567", Audience: jwt.Audience{"https://api.example"},
+			Expiry: date, IssuedAt: date, NotBefore: date, ID: "00112233445566778899aabbccddeeff"},
+			ClientID: "0123456789abcdef01234567", Scope: "leads:read leads:write", Namespace: "team-a", ClientUID: "6f1c1a2e-2b5e-4d0e-9a57-2b2a8c7e9f10"},
+		{Claims: jwt.Claims{Issuer: "http://127.0.0.1:8080", Subject: "oidc:alice <a&b>", Audience: jwt.Audience{"https://a.example", "urn:b\"c\\d"},
+			Expiry: date, IssuedAt: date, ID: "j"},
+			ClientID: "x", Namespace: "apps", ClientUID: "u", Workspace: "team-b", GrantUID: "g", Family: "f\u2028", GrantVersion: "42"},
+		{Claims: jwt.Claims{Audience: jwt.Audience{}}, Scope: "\x00\xff"},
+	} {
+		want, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.AppendJSON(nil); string(got) != string(want) {
+			t.Errorf("AppendJSON:\n got %s\nwant %s", got, want)
+		}
 	}
 }

@@ -76,7 +76,13 @@ func (r *report) pairs() []beforeAfter {
 // writeBeforeAfter is the table of before/after pairs.
 func (r *report) writeBeforeAfter(p func(string, ...any)) {
 	pairs := r.pairs()
-	if len(pairs) == 0 {
+	var memory []memoryPoint
+	for _, m := range r.memory {
+		if m.managerBefore > 0 {
+			memory = append(memory, m)
+		}
+	}
+	if len(pairs) == 0 && len(memory) == 0 {
 		return
 	}
 	p("### Before and after, same run\n\n")
@@ -85,6 +91,17 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 	p("| Row | Before | After | Change | p99 before | p99 after |\n|---|---|---|---|---|---|\n")
 	for _, pr := range pairs {
 		p("| %s | %.0f/s | %.0f/s | %+.1f%% | %s | %s |\n", pr.row, pr.before.Rate, pr.after.Rate, 100*(pr.after.Rate/pr.before.Rate-1), ms(pr.before.P99), ms(pr.after.P99))
+	}
+	p("\n")
+	if len(memory) == 0 || len(r.memory) == 0 || r.memory[0].keys != 0 {
+		return
+	}
+	base := r.memory[0].heap["manager"]
+	p("The manager's heap after a GC, the -before build's started in place of this one with the same keys, after this one was read:\n\n")
+	p("| APIKeys | Before | After | Per key before | Per key after |\n|---|---|---|---|---|\n")
+	for _, m := range memory {
+		p("| %d | %s | %s | %.0f bytes | %.0f bytes |\n", m.keys, mib(m.managerBefore), mib(m.heap["manager"]),
+			float64(m.managerBefore-base)/float64(m.keys), float64(m.heap["manager"]-base)/float64(m.keys))
 	}
 	p("\n")
 }

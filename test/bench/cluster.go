@@ -117,13 +117,18 @@ func startCluster(ctx context.Context, dir string, withPprof bool, managerArgs [
 
 // startManager starts the manager (on the same addresses each time) and waits until it is ready.
 func (c *cluster) startManager(ctx context.Context) error {
+	return c.startManagerFrom(ctx, repoPath("bin", "latchkey"))
+}
+
+// startManagerFrom starts the manager from binary (another build: -before).
+func (c *cluster) startManagerFrom(ctx context.Context, binary string) error {
 	name := "manager"
 	if c.managerStarts++; c.managerStarts > 1 {
 		name = fmt.Sprintf("manager-%d", c.managerStarts) // its own log
 	}
 	var err error
 	c.manager, err = start(c.dir, name, "", []string{"KUBECONFIG=" + filepath.Join(c.dir, "latchkey-manager.kubeconfig")},
-		repoPath("bin", "latchkey"), c.managerArgs...)
+		binary, c.managerArgs...)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,31 @@ type memoryPoint struct {
 	authzRSS  int64
 	etcdInUse int64
 	objects   *objectSizes // one APIKey's and its Secret's, as stored (nil with no keys)
+	// managerBefore: the -before build's manager's heap after a GC, with the same keys.
+	managerBefore int64
+}
+
+// managerHeapFrom replaces the manager with binary's for as long as its caches
+// take to fill and its first reconciles (no-ops: every key is Ready) take to
+// end, reads its heap after a GC, and starts this build's manager again.
+func (b *bench) managerHeapFrom(ctx context.Context, binary string) (int64, error) {
+	b.c.manager.stop()
+	if err := b.c.startManagerFrom(ctx, binary); err != nil {
+		return 0, err
+	}
+	if err := sleep(ctx, 3*settleTime); err != nil {
+		return 0, err
+	}
+	heap, err := heapAfterGC(pprofGet(b.c.pprofMgr))
+	b.c.manager.stop()
+	if serr := b.c.startManager(ctx); err == nil {
+		err = serr
+	}
+	if err == nil {
+		err = sleep(ctx, 3*settleTime) // this build's manager settled again before anything is measured
+	}
+	logf("  the -before build's manager with %d APIKeys: heap after GC %s", b.s.keys, mib(heap))
+	return heap, err
 }
 
 // settleTime lets a process's start-up (or reconcile) garbage be collected before its RSS is read.
@@ -58,6 +83,11 @@ func (b *bench) measureMemory(ctx context.Context, keys int) error {
 			if data, err := get("/debug/pprof/heap"); err == nil {
 				_ = os.WriteFile(filepath.Join(b.s.profileDir, fmt.Sprintf("%s-heap-%d.pprof", name, keys)), data, 0o644)
 			}
+		}
+	}
+	if b.s.before != "" && keys == b.s.keys {
+		if m.managerBefore, err = b.managerHeapFrom(ctx, b.s.before); err != nil {
+			return fmt.Errorf("the -before manager's heap: %w", err)
 		}
 	}
 	heap, authzRSS, err := b.authzFootprint(ctx)
