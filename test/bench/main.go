@@ -5,8 +5,12 @@
 // The token server is pinned to one core and the load generator to the other
 // (taskset, GOMAXPROCS=1), with 16 keep-alive connections. What depends on the
 // machine's speed is also given as a ratio to a reference measured in the same
-// run on the same core: the raw signing rate of each algorithm, and the rate of
-// the cheapest HTTP request the server answers (/healthz).
+// run on the same core: the floor of each request's shape, the same requests
+// answered as a no-op by the same process (shapes.go), combined with the raw
+// work no implementation can skip (a signature, two SHA-256); /healthz for
+// continuity. The full run keeps a CPU and an allocation profile of every load
+// (profiles.go) and, with -before, measures each load row on an earlier build
+// too (before.go); the memory rows are the scale envelope (envelope.go).
 //
 // The edge authorizer (`latchkey authz`) is measured the same way, on the same
 // core, for its own rows (authz.go).
@@ -101,7 +105,7 @@ func parseFlags(args []string) (settings, error) {
 	serverCPU := fs.String("server-cpu", "0", "core of the token server (taskset -c)")
 	loadCPU := fs.String("load-cpu", "1", "core of the load generator and of the signing reference's peer")
 	out := fs.String("out", "", "report path (full: BENCHMARKS.md; quick: bin/BENCHMARKS.quick.md)")
-	profileDir := fs.String("profile-dir", "", "if set, save CPU profiles of the token server under each load and of the manager while reconciling")
+	profileDir := fs.String("profile-dir", "", "save CPU and allocation profiles of the measured process under each load, and of the manager while reconciling, here (full: bin/bench-profiles; quick: none)")
 	before := fs.String("before", "", "an earlier commit: each load row is measured on its build too, right after this build's, as a before/after pair in the same run")
 	keep := fs.Bool("keep", false, "keep the work directory (logs) after the run")
 	steps := fs.String("steps", "", "run only these measurements (comma-separated: floor, coldstart, tokens, introspection, revocation, leaks, authz, lastused, scale); the setup (clients, baseline memory, reconcile) always runs")
@@ -110,7 +114,7 @@ func parseFlags(args []string) (settings, error) {
 		return settings{}, err
 	}
 	s := settings{size: *size, connections: *connections, keys: *keys, algorithms: split(*algorithms),
-		serverCPU: *serverCPU, loadCPU: *loadCPU, profileDir: *profileDir, before: *before, keepWorkDir: *keep, introspected: 1000,
+		serverCPU: *serverCPU, loadCPU: *loadCPU, before: *before, keepWorkDir: *keep, introspected: 1000,
 		managerArgs: strings.Fields(*managerArgs), steps: split(*steps)}
 	switch *size {
 	case "quick":
@@ -121,6 +125,7 @@ func parseFlags(args []string) (settings, error) {
 		// 70 s and the 5 s margins around boundaries: two or three 1-minute buckets, one boundary or two.
 		s.lastUsedKeys, s.lastUsedWindow = 1000, 70*time.Second
 		s.memoryKeys = []int{100_000}
+		s.profileDir = "bin/bench-profiles"
 	default:
 		return s, fmt.Errorf("-size is quick or full, not %q", *size)
 	}
@@ -138,6 +143,9 @@ func parseFlags(args []string) (settings, error) {
 	}
 	if *out != "" {
 		s.out = *out
+	}
+	if *profileDir != "" {
+		s.profileDir = *profileDir
 	}
 	if *memoryKeys != "" {
 		s.memoryKeys = nil

@@ -313,7 +313,9 @@ func (r *report) markdown(env environment) string {
 	p("| Commit | %s |\n\n", env.commit)
 
 	p("## Results\n\n")
-	p("Ratios compare a figure with a reference measured in the same run on the same core, so they hold across machines better than the absolute numbers.\n\n")
+	p("Ratios compare a figure with a reference measured in the same run on the same core, so they hold across machines better than the absolute numbers. ")
+	p("An HTTP row's reference is the floor of its own request shape: the same requests, path aside, answered by a no-op in the same process (`--benchmark-floor`: the body read and the form parsed, then the same status, headers and body as the real answer), ")
+	p("combined where the row has unavoidable work with that work done raw on the same core: 1/(1/floor + 1/raw).\n\n")
 	p("| Measure | Result | Reference (same run) | Ratio | Target | Met |\n|---|---|---|---|---|---|\n")
 	for _, row := range r.rows {
 		p("| %s |\n", strings.Join(row, " | "))
