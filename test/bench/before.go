@@ -97,11 +97,11 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 		return
 	}
 	base := r.memory[0].heap["manager"]
-	p("The manager's heap after a GC, the -before build's started in place of this one with the same keys, after this one was read:\n\n")
+	p("The manager's heap after a GC: the -before build's and this build's, each started afresh with the keys in place (the envelope's figure is the manager that reconciled them):\n\n")
 	p("| APIKeys | Before | After | Per key before | Per key after |\n|---|---|---|---|---|\n")
 	for _, m := range memory {
-		p("| %d | %s | %s | %.0f bytes | %.0f bytes |\n", m.keys, mib(m.managerBefore), mib(m.heap["manager"]),
-			float64(m.managerBefore-base)/float64(m.keys), float64(m.heap["manager"]-base)/float64(m.keys))
+		p("| %d | %s | %s | %.0f bytes | %.0f bytes |\n", m.keys, mib(m.managerBefore), mib(m.managerFresh),
+			float64(m.managerBefore-base)/float64(m.keys), float64(m.managerFresh-base)/float64(m.keys))
 	}
 	p("\n")
 }

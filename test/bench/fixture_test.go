@@ -83,7 +83,7 @@ func fullRun() (*report, environment) {
 	r.memory = []memoryPoint{
 		{keys: 0, tokenServer: mebibytes(49.9), manager: mebibytes(57.0), apiserver: mebibytes(362.5), authzRSS: mebibytes(40.2), etcdInUse: mebibytes(2.1),
 			heap: map[string]int64{"tokenServer": mebibytes(8.1), "manager": mebibytes(14.3), "apiserver": mebibytes(180.4), "authz": mebibytes(7.7)}},
-		{keys: 10_000, tokenServer: mebibytes(55.0), manager: mebibytes(155.9), apiserver: mebibytes(2214.6), authzRSS: mebibytes(44.9), etcdInUse: mebibytes(61.0), managerBefore: mebibytes(98.6),
+		{keys: 10_000, tokenServer: mebibytes(55.0), manager: mebibytes(155.9), apiserver: mebibytes(2214.6), authzRSS: mebibytes(44.9), etcdInUse: mebibytes(61.0), managerBefore: mebibytes(98.6), managerFresh: mebibytes(31.9),
 			heap: map[string]int64{"tokenServer": mebibytes(12.9), "manager": mebibytes(33.5), "apiserver": mebibytes(520.8), "authz": mebibytes(12.1)}, objects: &objects},
 		{keys: 100_000, tokenServer: mebibytes(94.0), manager: mebibytes(1010.5), apiserver: mebibytes(7038.2), authzRSS: mebibytes(93.0), etcdInUse: mebibytes(598.3),
 			heap: map[string]int64{"tokenServer": mebibytes(55.2), "manager": mebibytes(205.0), "apiserver": mebibytes(3_410.6), "authz": mebibytes(52.0)}, objects: &objects},

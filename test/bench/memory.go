@@ -20,31 +20,35 @@ type memoryPoint struct {
 	authzRSS  int64
 	etcdInUse int64
 	objects   *objectSizes // one APIKey's and its Secret's, as stored (nil with no keys)
-	// managerBefore: the -before build's manager's heap after a GC, with the same keys.
-	managerBefore int64
+	// managerBefore and managerFresh: the heap after a GC of the -before build's
+	// manager and of this build's, each started afresh with the keys in place.
+	managerBefore, managerFresh int64
 }
 
-// managerHeapFrom replaces the manager with binary's for as long as its caches
-// take to fill and its first reconciles (no-ops: every key is Ready) take to
-// end, reads its heap after a GC, and starts this build's manager again.
-func (b *bench) managerHeapFrom(ctx context.Context, binary string) (int64, error) {
-	b.c.manager.stop()
-	if err := b.c.startManagerFrom(ctx, binary); err != nil {
-		return 0, err
+// managerHeapFrom measures, for a before/after pair, the heap after a GC of the
+// manager of binary and then of this build's, each started afresh with the keys in
+// place and given the time its caches take to fill and its first reconciles (no-ops:
+// every key is Ready) take to end. Both fresh: a manager that reconciled the keys
+// itself holds what it decoded from watch events rather than from one list.
+func (b *bench) managerHeapFrom(ctx context.Context, binary string) (before, after int64, err error) {
+	measure := func(start func(context.Context) error) (int64, error) {
+		b.c.manager.stop()
+		if err := start(ctx); err != nil {
+			return 0, err
+		}
+		if err := sleep(ctx, 3*settleTime); err != nil {
+			return 0, err
+		}
+		return heapAfterGC(pprofGet(b.c.pprofMgr))
 	}
-	if err := sleep(ctx, 3*settleTime); err != nil {
-		return 0, err
+	if before, err = measure(func(ctx context.Context) error { return b.c.startManagerFrom(ctx, binary) }); err != nil {
+		return 0, 0, err
 	}
-	heap, err := heapAfterGC(pprofGet(b.c.pprofMgr))
-	b.c.manager.stop()
-	if serr := b.c.startManager(ctx); err == nil {
-		err = serr
+	if after, err = measure(b.c.startManager); err != nil {
+		return 0, 0, err
 	}
-	if err == nil {
-		err = sleep(ctx, 3*settleTime) // this build's manager settled again before anything is measured
-	}
-	logf("  the -before build's manager with %d APIKeys: heap after GC %s", b.s.keys, mib(heap))
-	return heap, err
+	logf("  managers started afresh with %d APIKeys, heap after GC: the -before build's %s, this build's %s", b.s.keys, mib(before), mib(after))
+	return before, after, nil
 }
 
 // settleTime lets a process's start-up (or reconcile) garbage be collected before its RSS is read.
@@ -86,7 +90,7 @@ func (b *bench) measureMemory(ctx context.Context, keys int) error {
 		}
 	}
 	if b.s.before != "" && keys == b.s.keys {
-		if m.managerBefore, err = b.managerHeapFrom(ctx, b.s.before); err != nil {
+		if m.managerBefore, m.managerFresh, err = b.managerHeapFrom(ctx, b.s.before); err != nil {
 			return fmt.Errorf("the -before manager's heap: %w", err)
 		}
 	}
