@@ -200,7 +200,7 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 			Warmup: b.s.warmup, Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: body})
 	}
 	check := func(name string, server *process, addr string, checks [][]byte) (loadResult, error) {
-		if server == p {
+		if server == p && !strings.HasPrefix(name, "before-") { // the -before build serves no pprof
 			defer b.profile(ctx, "http://"+pprofAddr, name+".pprof", b.s.warmup+b.s.duration)()
 		}
 		return b.measure(ctx, name, "grpcload", server, grpcJob{Addr: addr, Checks: checks, Streams: b.s.connections,
@@ -652,8 +652,8 @@ func (r *report) authzRows(add func(...string)) {
 	}
 	fr := ratio(a.forward, a.forwardFloor)
 	add(fmt.Sprintf("8. Edge authorizer: forward-auth API-key check (%d live keys cycled, %d in the index), %d connections", a.cycled, a.keys, r.s.connections),
-		rate(a.forward, "checks"), fmt.Sprintf("forward-auth floor (the same requests answered with the same headers by a no-op, same process): %.0f/s; GET /healthz %.0f/s (%.1f%%)",
-			a.forwardFloor.Rate, a.healthz.Rate, 100*ratio(a.forward, a.healthz)),
+		rate(a.forward, "checks"), fmt.Sprintf("forward-auth floor (the same requests answered with the same headers by a no-op, same process): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s",
+			a.forwardFloor.Rate, a.healthz.Rate, 100*ratio(a.forward, a.healthz), r.perCPUShare(a.forward, a.forwardFloor.perServerCPU(r.window()))),
 		fmt.Sprintf("%.1f%%", 100*fr), "≥ 85% of its floor; p99 < 2 ms", yesNo(fr >= targetShapeRatio && a.forward.P99 < targetAuthzP99))
 	if a.limited.Rate > 0 {
 		reference, how := a.forward.Rate, fmt.Sprintf("the same load without a limit, just before: %.0f/s", a.forward.Rate)
@@ -671,7 +671,8 @@ func (r *report) authzRows(add func(...string)) {
 	}
 	gr := ratio(a.grpcKey, a.noop)
 	add(fmt.Sprintf("8. Edge authorizer: gRPC Check (ext_authz), API key, %d streams", r.s.connections),
-		rate(a.grpcKey, "checks"), fmt.Sprintf("no-op Check server (same gRPC options, same requests), same core: %.0f/s", a.noop.Rate),
+		rate(a.grpcKey, "checks"), fmt.Sprintf("no-op Check server (same gRPC options, same requests), same core: %.0f/s%s", a.noop.Rate,
+			r.perCPUShare(a.grpcKey, a.noop.perServerCPU(r.window()))),
 		fmt.Sprintf("%.1f%%", 100*gr), "≥ 100% of the no-op Check", yesNo(gr >= 1))
 	for _, j := range a.jwt {
 		jr := j.load.Rate / j.verify.Rate
@@ -681,7 +682,8 @@ func (r *report) authzRows(add func(...string)) {
 		floor := combined(j.verify.Rate, a.noop.Rate)
 		ur := j.uncached.Rate / floor
 		add(fmt.Sprintf("8. Edge authorizer: gRPC Check, %s access token, signature verified on every check (--token-cache-size=0)", j.alg),
-			rate(j.uncached, "checks"), fmt.Sprintf("raw %s verification (%.0f/s) combined with the no-op Check (%.0f/s): 1/(1/a+1/b) = %.0f/s", j.alg, j.verify.Rate, a.noop.Rate, floor),
+			rate(j.uncached, "checks"), fmt.Sprintf("raw %s verification (%.0f/s) combined with the no-op Check (%.0f/s): 1/(1/a+1/b) = %.0f/s%s", j.alg, j.verify.Rate, a.noop.Rate, floor,
+				r.perCPUShare(j.uncached, combined(j.verify.Rate, a.noop.perServerCPU(r.window())))),
 			fmt.Sprintf("%.1f%%", 100*ur), "≥ 60% of raw verification combined with the no-op Check", yesNo(ur >= targetAuthzRatio))
 	}
 	if d := a.revocations; len(d) > 0 {

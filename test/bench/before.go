@@ -87,10 +87,19 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 	}
 	p("### Before and after, same run\n\n")
 	p("Each load row measured on the build of commit %s (before: `-before %s`, the commit this issue's work started from) right after the same load on this build (after), same core, same requests. ", r.beforeName, r.beforeName)
-	p("What changed between them is in `git log %s..`.\n\n", r.beforeName)
-	p("| Row | Before | After | Change | p99 before | p99 after |\n|---|---|---|---|---|---|\n")
+	p("What changed between them is in `git log %s..`. ", r.beforeName)
+	p("Two loads minutes apart on this machine can differ by more than the change (a core kept from running flat out reads as a lower rate): ")
+	p("the per-CPU-second columns, requests per second of the server's own CPU, read what a request costs the server either way.\n\n")
+	p("| Row | Before | After | Change | Per server CPU-second, before | after | Change | p99 before | p99 after |\n|---|---|---|---|---|---|---|---|---|\n")
+	window := r.s.warmup + r.s.duration
 	for _, pr := range pairs {
-		p("| %s | %.0f/s | %.0f/s | %+.1f%% | %s | %s |\n", pr.row, pr.before.Rate, pr.after.Rate, 100*(pr.after.Rate/pr.before.Rate-1), ms(pr.before.P99), ms(pr.after.P99))
+		b, a := pr.before.perServerCPU(window), pr.after.perServerCPU(window)
+		change := "n/a"
+		if a > 0 && b > 0 {
+			change = fmt.Sprintf("%+.1f%%", 100*(a/b-1))
+		}
+		p("| %s | %.0f/s | %.0f/s | %+.1f%% | %.0f | %.0f | %s | %s | %s |\n", pr.row, pr.before.Rate, pr.after.Rate, 100*(pr.after.Rate/pr.before.Rate-1),
+			b, a, change, ms(pr.before.P99), ms(pr.after.P99))
 	}
 	p("\n")
 	if len(memory) == 0 || len(r.memory) == 0 || r.memory[0].keys != 0 {

@@ -56,6 +56,18 @@ type loadResult struct {
 	ServerCPU  float64 `json:"-"` // CPU the measured server used over the whole run (the benchmark's reading)
 }
 
+// perServerCPU is the rate per second of the measured server's CPU: requests
+// per CPU-second, the inverse of what one request costs it, over a run of window
+// (warm-up and measured time; the warm-up runs at the measured rate). When the
+// machine lets neither core run flat out (the server core less than ~95% busy in
+// a closed loop), throughput reads low while this still reads the server's cost.
+func (l loadResult) perServerCPU(window time.Duration) float64 {
+	if l.ServerCPU <= 0 {
+		return 0
+	}
+	return l.Rate * window.Seconds() / l.ServerCPU
+}
+
 // runLoad executes a loadJob. It speaks HTTP/1.1 over plain keep-alive TCP
 // connections with prebuilt requests and the standard library's response parser:
 // per request it costs a fraction of what the server spends, so one core of load

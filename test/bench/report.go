@@ -102,8 +102,9 @@ func (r *report) build() {
 		ratio := t.load.Rate / floor
 		add(fmt.Sprintf("1. Token issuance, %s (client_secret_basic)", t.alg),
 			fmt.Sprintf("%.0f tokens/s; p50 %s, p99 %s", t.load.Rate, ms(t.load.P50), ms(t.load.P99)),
-			fmt.Sprintf("POST floor (the same requests answered with a token response by a no-op, same process: %.0f/s) combined with raw %s signing on the same core (%.0f/s): 1/(1/a+1/b) = %.0f/s; raw signing alone: %.1f%%",
-				t.floor.Rate, t.alg, t.sign.Rate, floor, 100*t.load.Rate/t.sign.Rate),
+			fmt.Sprintf("POST floor (the same requests answered with a token response by a no-op, same process: %.0f/s) combined with raw %s signing on the same core (%.0f/s): 1/(1/a+1/b) = %.0f/s; raw signing alone: %.1f%%%s",
+				t.floor.Rate, t.alg, t.sign.Rate, floor, 100*t.load.Rate/t.sign.Rate,
+				r.perCPUShare(t.load, combined(t.floor.perServerCPU(r.window()), t.sign.Rate))),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with signing", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	if in := r.introspection; in != nil {
@@ -111,8 +112,9 @@ func (r *report) build() {
 		ratio := in.load.Rate / floor
 		add(fmt.Sprintf("2. API key introspection (%d keys cycled, %d in the index)", r.s.introspected, in.keys),
 			fmt.Sprintf("%.0f requests/s; p50 %s, p99 %s", in.load.Rate, ms(in.load.P50), ms(in.load.P99)),
-			fmt.Sprintf("POST floor (the same requests answered with an introspection response by a no-op, same process: %.0f/s) combined with the raw SHA-256 of the client secret and of the key (%.0f/s): %.0f/s; GET /healthz %.0f/s (%.1f%%)",
-				in.floor.Rate, in.hash.Rate, floor, in.healthz.Rate, 100*in.load.Rate/in.healthz.Rate),
+			fmt.Sprintf("POST floor (the same requests answered with an introspection response by a no-op, same process: %.0f/s) combined with the raw SHA-256 of the client secret and of the key (%.0f/s): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s",
+				in.floor.Rate, in.hash.Rate, floor, in.healthz.Rate, 100*in.load.Rate/in.healthz.Rate,
+				r.perCPUShare(in.load, combined(in.floor.perServerCPU(r.window()), in.hash.Rate))),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with two SHA-256", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	for _, rv := range []struct {
@@ -185,6 +187,18 @@ func (r *report) leakRows(add func(...string)) {
 	add(fmt.Sprintf("9. Leaked keys: report → first refusal at introspection (%d reports, each a key alone)", len(l.fromSend)),
 		fmt.Sprintf("p50 %s, p99 %s, max %s", ms(pct(l.fromSend, 0.5)), ms(pct(l.fromSend, 0.99)), ms(pct(l.fromSend, 1))),
 		fmt.Sprintf("from the 204: p99 %s", ms(pct(l.fromAnswer, 0.99))), "—", "p99 < 1 s (issue 23)", yesNo(pct(l.fromSend, 0.99) < time.Second))
+}
+
+// window is a load's whole run: warm-up and measured time.
+func (r *report) window() time.Duration { return r.s.warmup + r.s.duration }
+
+// perCPUShare is "; per server CPU-second: x% of the same reference" for a
+// reference given per server CPU-second, or "" when the server's CPU was not read.
+func (r *report) perCPUShare(load loadResult, reference float64) string {
+	if v := load.perServerCPU(r.window()); v > 0 && reference > 0 {
+		return fmt.Sprintf("; per server CPU-second: %.1f%% of the same reference", 100*v/reference)
+	}
+	return ""
 }
 
 // floorRow sets the reconcile beside its floor.
