@@ -207,7 +207,11 @@ func (r *report) writeEnvelope(p func(string, ...any)) {
 	p("What each process holds as steady state: the heap in use right after a forced GC (`/debug/pprof/heap?gc=1`, runtime.MemStats.HeapInuse; kube-apiserver's through `kubectl get --raw`), ")
 	p("read 5 s after the token server became ready; an authorizer is started for the reading, as the admin, and stopped after it. ")
 	p("etcd: `etcd_mvcc_db_total_size_in_use_in_bytes`. RSS (VmRSS) beside it, which a process that collected a while ago overstates by garbage not yet collected and memory not yet returned. ")
-	p("The baseline is each process's with no APIKey (the manager's: the process started again after the reconcile floor).\n\n")
+	p("The baseline is each process's with no APIKey (the manager's: the process started again after the reconcile floor).")
+	if r.floor != nil {
+		p(" kube-apiserver's and etcd's first count also holds what the reconcile floor's %d APIKeys and Secrets, created and deleted before it, left behind (events in the watch caches' windows, revisions etcd has not compacted yet): the envelope below is from the largest count.", r.floor.keys)
+	}
+	p("\n\n")
 	p("| APIKeys | Token server | Authorizer | Manager | kube-apiserver | etcd in use | RSS: token server | manager | kube-apiserver |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, m := range r.memory {
 		p("| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", m.keys, mib(m.heap["tokenServer"]), mib(m.heap["authz"]), mib(m.heap["manager"]),
@@ -260,8 +264,17 @@ func (r *report) writeEnvelope(p func(string, ...any)) {
 	p("#### Design note: 1,000,000 credentials\n\n")
 	p("At a million APIKeys, by this run's figures: kube-apiserver %.1f GiB after a GC (%.1f GiB between collections), etcd %.1f GiB in use, the token server %.2f GiB, the authorizer %.2f GiB, the manager %.2f GiB. ",
 		api*1e6/gib, 2*api*1e6/gib, etcd*1e6/gib, tokenServer*1e6/gib, authz*1e6/gib, manager*1e6/gib)
-	p("What breaks first is etcd: past its 8 GiB advised limit (or at the 2 GiB default quota much earlier), writes fail cluster-wide, not only Latchkey's. ")
-	p("Next the API server, which keeps every object of a watched resource in memory and serves every relist from there; and each restart of a token server or authorizer lists them all (the cold-start rows show the time growing with the count).\n\n")
+	if etcd > 0 {
+		p("What breaks first depends on how the control plane is sized. With etcd's default quota of 2 GiB, etcd: it fills at about %.0f credentials, and from then on writes fail cluster-wide, not only Latchkey's. ", 2*gib/etcd)
+		if etcd*1e6 < 8*gib {
+			p("With the quota raised to 8 GiB (etcd's largest advised), a million fit in etcd (%.1f GiB) and ", etcd*1e6/gib)
+		} else {
+			p("Even at 8 GiB (etcd's largest advised) a million do not fit (%.1f GiB), and ", etcd*1e6/gib)
+		}
+	}
+	p("the API server's memory is the limit: it keeps every object of a watched resource decoded in its watch cache and serves every relist from there, %.0f GiB between collections at a million, where a 16 GiB API server holds about %.0f credentials. ",
+		2*api*1e6/gib, 16*gib/(2*api))
+	p("Then each restart of a token server or authorizer lists them all: the cold-start rows grow with the count.\n\n")
 	p("What Latchkey would change, none of it built yet:\n\n")
 	p("1. **Credentials without a Secret** for keys delivered once (`kubectl latchkey create` prints the plaintext, nothing stores it): the Secret is half of the objects and most of etcd's bytes per key; a rotation then needs the holder, as with any vendor's dashboard key.\n")
 	p("2. **Many hashes per object**: an `APIKeySet` holding, say, 1,000 keys' hashes, scopes and expiries in one object amortizes the object's metadata and managedFields (hundreds of bytes each) and cuts the API server's per-object costs (watch events, cache entries, list items) a thousandfold; a key's revocation is then a patch of its set, and the set's size bounds a tenant's count.\n")
