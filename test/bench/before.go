@@ -89,7 +89,11 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 	p("Each load row measured on the build of commit %s (before: `-before %s`, the commit this issue's work started from) right after the same load on this build (after), same core, same requests. ", r.beforeName, r.beforeName)
 	p("What changed between them is in `git log %s..`. ", r.beforeName)
 	p("Two loads minutes apart on this machine can differ by more than the change (a core kept from running flat out reads as a lower rate): ")
-	p("the per-CPU-second columns, requests per second of the server's own CPU, read what a request costs the server either way.\n\n")
+	p("the per-CPU-second columns, requests per second of the server's own CPU, read what a request costs the server either way.")
+	if a := r.authz; a != nil && a.before != nil && r.s.profileDir != "" {
+		p(" The authorizer's rows are not alike on both sides: this build's authorizer was profiled during its loads, the -before build's serves no pprof and was not; its rows compare builds and profiling together.")
+	}
+	p("\n\n")
 	p("| Row | Before | After | Change | Per server CPU-second, before | after | Change | p99 before | p99 after |\n|---|---|---|---|---|---|---|---|---|\n")
 	window := r.s.warmup + r.s.duration
 	for _, pr := range pairs {
