@@ -46,6 +46,12 @@ func (f *dataPlaneFlags) bind(fs *flag.FlagSet, served string) {
 // setUp checks the flags, sets the logger up and returns the API server's config.
 func (f *dataPlaneFlags) setUp() (*rest.Config, error) {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
+	if f.gcPercent < 25 {
+		return nil, fmt.Errorf("--gc-percent must be at least 25 (a server that never collects runs out of memory)")
+	}
+	if f.benchmarkFloor {
+		ctrl.Log.Info("WARNING: --benchmark-floor serves /debug/floor/, whose answer any caller may set: for make bench only, never in production")
+	}
 	if os.Getenv("GOGC") == "" {
 		// The live heap of both servers is small (the index: ~0.5 KiB per API key)
 		// and their garbage rate high (5 to 25 KB per request). Collecting at 3x

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -139,6 +140,27 @@ func describeLifecycle(kind credentialKind) {
 		Consistently(func() int64 { return get(ctx, kind, ns, "used-while-rotating").CredentialStatus().Serial }, time.Second, interval).
 			Should(Equal(int64(2)), "one rotation: the status patch was written again on the fresh object, not adopted and rotated once more")
 		Expect(rotated.CredentialStatus().LastUsedAt).NotTo(BeNil(), "and the recorded use was kept")
+		Expect(rotated.CredentialStatus().LastRotateRequest).To(Equal("r1"))
+	})
+
+	It("rotates once when a last-use write races the rotation of an object applied with kubectl (last-applied annotation)", func() {
+		// The manager's cache leaves kubectl's last-applied-configuration out; the
+		// live read that rebases a conflicting status patch must compare alike.
+		applied := func(more map[string]string) map[string]string {
+			a := map[string]string{usedDuringRotation: "r1", corev1.LastAppliedConfigAnnotation: `{"apiVersion":"latchkey.dev/v1alpha1"}`}
+			maps.Copy(a, more)
+			return a
+		}
+		obj := create(ctx, kind, ns, "applied-used-while-rotating", func(o controllers.CredentialObject) { o.SetAnnotations(applied(nil)) })
+		ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
+		patch(ctx, kind, ready, func(o controllers.CredentialObject) {
+			o.SetAnnotations(applied(map[string]string{latchkeyv1.RotateAnnotation: "r1"}))
+		})
+		rotated := waitReady(ctx, kind, ready, latchkeyv1.ReasonRotating)
+		_, used := usedOnce.Load(ready.GetUID())
+		Expect(used).To(BeTrue(), "a use was recorded between the manager's read and its status patch")
+		Consistently(func() int64 { return get(ctx, kind, ns, "applied-used-while-rotating").CredentialStatus().Serial }, time.Second, interval).
+			Should(Equal(int64(2)), "one rotation: the status patch was written again on the fresh object, not adopted and rotated once more")
 		Expect(rotated.CredentialStatus().LastRotateRequest).To(Equal("r1"))
 	})
 

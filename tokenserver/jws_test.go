@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/latchkey-dev/latchkey/internal/jsonappend"
 )
 
 // TestECDSADERToJWS converts enough signatures that R or S is shorter than 32
@@ -63,6 +64,7 @@ func TestIntrospectionAppendJSONIsMarshal(t *testing.T) {
 		{Active: true, Scope: "a b", ClientID: "0123456789abcdef01234567", TokenType: "Bearer", Exp: 2, Iat: 1, Nbf: 1,
 			Sub: "oidc:<alice>&", Aud: jwt.Audience{"https://api.example"}, Iss: "https://issuer", Jti: "j", Namespace: "n"},
 		{Active: true, Aud: jwt.Audience{"a", "b\"c"}},
+		filledIntrospection(),
 	} {
 		want, err := json.Marshal(i)
 		if err != nil {
@@ -72,4 +74,12 @@ func TestIntrospectionAppendJSONIsMarshal(t *testing.T) {
 			t.Errorf("AppendJSON:\n got %s\nwant %s", got, want)
 		}
 	}
+}
+
+// filledIntrospection has every field set: a member added to introspection but
+// not to AppendJSON fails the test.
+func filledIntrospection() introspection {
+	var i introspection
+	jsonappend.Filled(&i)
+	return i
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/latchkey-dev/latchkey/internal/jsonappend"
 )
 
 func TestAccessTokenType(t *testing.T) {
@@ -102,6 +103,7 @@ func TestAppendJSONIsMarshal(t *testing.T) {
 			Expiry: date, IssuedAt: date, ID: "j"},
 			ClientID: "x", Namespace: "apps", ClientUID: "u", Workspace: "team-b", GrantUID: "g", Family: "f\u2028", GrantVersion: "42"},
 		{Claims: jwt.Claims{Audience: jwt.Audience{}}, Scope: "\x00\xff"},
+		filledClaims(),
 	} {
 		want, err := json.Marshal(c)
 		if err != nil {
@@ -111,4 +113,11 @@ func TestAppendJSONIsMarshal(t *testing.T) {
 			t.Errorf("AppendJSON:\n got %s\nwant %s", got, want)
 		}
 	}
+}
+
+// filledClaims has every field set: a claim added to Claims but not to AppendJSON fails the test.
+func filledClaims() Claims {
+	var c Claims
+	jsonappend.Filled(&c)
+	return c
 }

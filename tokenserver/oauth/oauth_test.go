@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"testing"
+
+	"github.com/latchkey-dev/latchkey/internal/jsonappend"
 )
 
 // The token endpoint's answer is what json.Encoder wrote before AppendJSON.
@@ -13,6 +15,7 @@ func TestTokenResponseIsEncoders(t *testing.T) {
 		{AccessToken: "eyJhbGciOiJFUzI1NiJ9.e30.sig", TokenType: "Bearer", ExpiresIn: 3600},
 		{AccessToken: "a", TokenType: "Bearer", ExpiresIn: 300, Scope: "leads:read <x>", RefreshToken: "r&\"t"},
 		{},
+		filledTokenResponse(),
 	} {
 		want, _ := json.Marshal(r)
 		rec := httptest.NewRecorder()
@@ -25,4 +28,12 @@ func TestTokenResponseIsEncoders(t *testing.T) {
 			t.Errorf("headers: %v", h)
 		}
 	}
+}
+
+// filledTokenResponse has every field set: a member added to TokenResponse but
+// not to AppendJSON fails the test.
+func filledTokenResponse() TokenResponse {
+	var r TokenResponse
+	jsonappend.Filled(&r)
+	return r
 }
