@@ -49,14 +49,7 @@ func (i introspection) AppendJSON(b []byte) []byte {
 	o.Int("iat", i.Iat, true)
 	o.Int("nbf", i.Nbf, true)
 	o.String("sub", i.Sub, true)
-	switch len(i.Aud) { // jwt.Audience: one audience as a string, more as an array
-	case 0:
-	case 1:
-		o.String("aud", i.Aud[0], false)
-	default:
-		o.Key("aud")
-		o.B = jsonappend.Strings(o.B, i.Aud)
-	}
+	o.StringOrStrings("aud", i.Aud)
 	o.String("iss", i.Iss, true)
 	o.String("jti", i.Jti, true)
 	o.String("namespace", i.Namespace, true)

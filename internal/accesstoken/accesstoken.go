@@ -234,14 +234,7 @@ func (c *Claims) AppendJSON(b []byte) []byte {
 	o := jsonappend.Open(b)
 	o.String("iss", c.Issuer, true)
 	o.String("sub", c.Subject, true)
-	switch len(c.Audience) { // jwt.Audience: one audience as a string, more as an array
-	case 0:
-	case 1:
-		o.String("aud", c.Audience[0], false)
-	default:
-		o.Key("aud")
-		o.B = jsonappend.Strings(o.B, c.Audience)
-	}
+	o.StringOrStrings("aud", c.Audience)
 	for _, d := range []struct {
 		name string
 		date *jwt.NumericDate

@@ -108,6 +108,20 @@ func (o *Object) Int(name string, value int64, omitEmpty bool) {
 	o.B = strconv.AppendInt(o.B, value, 10)
 }
 
+// StringOrStrings appends a member that is one string when values has one, an
+// array when it has more, and no member when it has none: how go-jose's
+// jwt.Audience marshals (RFC 7519 §4.1.3's aud).
+func (o *Object) StringOrStrings(name string, values []string) {
+	switch len(values) {
+	case 0:
+	case 1:
+		o.String(name, values[0], false)
+	default:
+		o.Key(name)
+		o.B = Strings(o.B, values)
+	}
+}
+
 // Strings appends value as a JSON array of strings.
 func Strings(b []byte, value []string) []byte {
 	b = append(b, '[')

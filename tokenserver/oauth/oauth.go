@@ -6,7 +6,6 @@
 package oauth
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -53,13 +52,8 @@ func WriteError(w http.ResponseWriter, e *Error) {
 
 // WriteJSON writes a JSON response that no cache may keep.
 func WriteJSON(w http.ResponseWriter, status int, body any) {
-	buf := bodyBuffers.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 64<<10 {
-			bodyBuffers.Put(buf)
-		}
-	}()
+	buf := getBuffer()
+	defer putBuffer(buf)
 	if a, ok := body.(jsonAppender); ok {
 		buf.Write(append(a.AppendJSON(buf.AvailableBuffer()), '\n')) // as Encode ends with a newline
 	} else {

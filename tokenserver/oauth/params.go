@@ -53,20 +53,27 @@ func ReadParams(w http.ResponseWriter, r *http.Request, maxBodyBytes int64, repe
 	return params, nil
 }
 
-// bodyBuffers are the buffers request bodies are read into (each body is then
-// copied once into the string its parameters are parsed from).
-var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// buffers hold request bodies being read and JSON answers being written.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// getBuffer is an empty buffer from the pool; putBuffer gives it back, unless a
+// large body grew it (the pool keeps no more than 64 KiB per buffer).
+func getBuffer() *bytes.Buffer {
+	buf := buffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	return buf
+}
+
+func putBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		buffers.Put(buf)
+	}
+}
 
 // readBody reads r's body, at most maxBodyBytes of it, as a string.
 func readBody(w http.ResponseWriter, r *http.Request, maxBodyBytes int64) (string, error) {
-	buf := bodyBuffers.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 64<<10 {
-			buf.Reset()
-			bodyBuffers.Put(buf)
-		}
-	}()
-	buf.Reset()
+	buf := getBuffer()
+	defer putBuffer(buf)
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBodyBytes)); err != nil {
 		return "", err
 	}
