@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -451,5 +452,35 @@ func (c *cluster) apiserverMetrics(ctx context.Context, selected ...sample) ([]r
 	if err != nil {
 		return nil, err
 	}
-	return scrape(ctx, hc, strings.TrimSuffix(c.config.Host, "/")+"/metrics", selected...)
+	return scrape(ctx, hc, c.apiserverURL("/metrics"), selected...)
+}
+
+// apiserverURL is path on kube-apiserver.
+func (c *cluster) apiserverURL(path string) string {
+	return strings.TrimSuffix(c.config.Host, "/") + path
+}
+
+// apiserverGet GETs path from kube-apiserver as the admin, asking for accept
+// ("" for the server's default).
+func (c *cluster) apiserverGet(ctx context.Context, path, accept string) ([]byte, error) {
+	hc, err := rest.HTTPClientFor(c.config)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.apiserverURL(path), nil)
+	if err != nil {
+		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return io.ReadAll(resp.Body)
 }

@@ -8,15 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
@@ -62,19 +58,6 @@ func pprofGet(addr string) func(string) ([]byte, error) {
 		}
 		return io.ReadAll(resp.Body)
 	}
-}
-
-// apiserverGet fetches path from kube-apiserver as its admin (kubectl get --raw).
-func (b *bench) apiserverGet(path string) ([]byte, error) {
-	cmd := exec.Command(repoPath("bin", "k8s", testenv.K8sVersion, "kubectl"), "get", "--raw", path)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+b.c.env.Kubeconfig)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("kubectl get --raw %s: %w: %s", path, err, stderr.String())
-	}
-	return out, nil
 }
 
 // etcdInUse is etcd's database size in use, from its /metrics.
@@ -149,41 +132,12 @@ func (b *bench) readObjectSizes(ctx context.Context, name string) (objectSizes, 
 	}
 	o.secretJSON = jsonSizeWithManagedFields(&secret)
 	o.secretManagedFields = jsonSizeWithManagedFields(secret.ManagedFields)
-	raw, err := b.protobufGet(ctx, "/api/v1/namespaces/"+benchNamespace+"/secrets/"+secret.Name)
+	raw, err := b.c.apiserverGet(ctx, "/api/v1/namespaces/"+benchNamespace+"/secrets/"+secret.Name, "application/vnd.kubernetes.protobuf")
 	if err != nil {
 		return o, err
 	}
 	o.secretProtobuf = len(raw)
 	return o, nil
-}
-
-// protobufGet GETs path from the API server as protobuf: a built-in object as etcd holds it.
-func (b *bench) protobufGet(ctx context.Context, path string) ([]byte, error) {
-	hc, err := rest.HTTPClientFor(b.c.config)
-	if err != nil {
-		return nil, err
-	}
-	base, err := url.Parse(b.c.config.Host)
-	if err != nil {
-		return nil, err
-	}
-	if base.Scheme == "" { // envtest's Host may be host:port
-		base, _ = url.Parse("https://" + b.c.config.Host)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base.JoinPath(path).String(), nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/vnd.kubernetes.protobuf")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", req.URL, resp.Status)
-	}
-	return io.ReadAll(resp.Body)
 }
 
 // jsonSizeWithManagedFields is obj's size as JSON, as it is (managedFields included).
@@ -204,7 +158,7 @@ func perKey(m, base memoryPoint, key string) float64 {
 // of the envelope and of 1,000,000 credentials from this run's figures.
 func (r *report) writeEnvelope(p func(string, ...any)) {
 	p("### Memory and the scale envelope\n\n")
-	p("What each process holds as steady state: the heap in use right after a forced GC (`/debug/pprof/heap?gc=1`, runtime.MemStats.HeapInuse; kube-apiserver's through `kubectl get --raw`), ")
+	p("What each process holds as steady state: the heap in use right after a forced GC (`/debug/pprof/heap?gc=1`, runtime.MemStats.HeapInuse; kube-apiserver's as its admin), ")
 	p("read 5 s after the token server became ready; an authorizer is started for the reading, as the admin, and stopped after it. ")
 	p("etcd: `etcd_mvcc_db_total_size_in_use_in_bytes`. RSS (VmRSS) beside it, which a process that collected a while ago overstates by garbage not yet collected and memory not yet returned. ")
 	p("The baseline is each process's with no APIKey (the manager's: the process started again after the reconcile floor).")

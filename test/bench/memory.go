@@ -75,7 +75,7 @@ func (b *bench) measureMemory(ctx context.Context, keys int) error {
 		m.apiserver, _ = procStatusKiB(pid, "VmRSS:")
 	}
 	for name, get := range map[string]func(string) ([]byte, error){
-		"tokenServer": pprofGet(b.pprofAddr), "manager": pprofGet(b.c.pprofMgr), "apiserver": b.apiserverGet,
+		"tokenServer": pprofGet(b.pprofAddr), "manager": pprofGet(b.c.pprofMgr), "apiserver": func(path string) ([]byte, error) { return b.c.apiserverGet(ctx, path, "") },
 	} {
 		heap, err := heapAfterGC(get)
 		if err != nil {
