@@ -70,9 +70,11 @@ type authzRun struct {
 	identity         string // the user the authorizer ran as
 	keys, cycled     int    // APIKeys in the index; live keys the loads cycle through
 	healthz, forward loadResult
-	// forwardFloor: the forward-auth requests at the authorizer's no-op floor (shapes.go).
-	forwardFloor  loadResult
-	noop, grpcKey loadResult
+	// forwardFloor: the forward-auth requests at the authorizer's no-op floor
+	// (shapes.go), alone; forwardPaired: forward interleaved with it (its Floor),
+	// the pair the ratio is of.
+	forwardFloor, forwardPaired loadResult
+	noop, grpcKey               loadResult
 	// before: the loads measured again on the -before build, by load name.
 	before map[string]loadResult
 	// limited: forward with a rate limit on the API that no request reaches;
@@ -213,16 +215,15 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 	for _, r := range forward {
 		forwardText = append(forwardText, string(r))
 	}
-	if run.forwardFloor, err = b.floorOf("floor-authz-forward", httpAddr, forwardText, func(name string, requests []string, body string) (loadResult, error) {
-		var raw [][]byte
-		for _, r := range requests {
-			raw = append(raw, []byte(r))
-		}
-		return httpLoad(name, raw, body)
-	}); err != nil {
-		return err
-	}
-	if run.forward, err = httpLoad("authz-forward-apikey", forward, ""); err != nil {
+	if run.forwardFloor, run.forward, run.forwardPaired, err = shapeLoads("authz-forward-apikey", httpAddr, forwardText, "",
+		func(name string, requests []string, body string) (loadResult, error) {
+			return httpLoad(name, rawRequests(requests), body)
+		},
+		func(name string, requests, floor []string, body, floorBody string) (loadResult, error) {
+			job := loadJob{Addr: httpAddr, Requests: rawRequests(requests), Connections: b.s.connections,
+				Warmup: b.s.warmup, Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: body}
+			return b.measure(ctx, name, "load", p, b.interleave(job, p, rawRequests(floor), floorBody))
+		}); err != nil {
 		return err
 	}
 	// The same load with a rate limit on the API that no request reaches: every
@@ -650,11 +651,12 @@ func (r *report) authzRows(add func(...string)) {
 	rate := func(x loadResult, unit string) string {
 		return fmt.Sprintf("%.0f %s/s; p50 %s, p99 %s", x.Rate, unit, ms(x.P50), ms(x.P99))
 	}
-	fr := ratio(a.forward, a.forwardFloor)
+	forward, forwardFloor, how := r.shapePair(a.forward, a.forwardFloor, a.forwardPaired, 0)
+	fr := ratio(forward, forwardFloor)
 	add(fmt.Sprintf("8. Edge authorizer: forward-auth API-key check (%d live keys cycled, %d in the index), %d connections", a.cycled, a.keys, r.s.connections),
-		rate(a.forward, "checks"), fmt.Sprintf("forward-auth floor (the same requests answered with the same headers by a no-op, same process): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s",
-			a.forwardFloor.Rate, a.healthz.Rate, 100*ratio(a.forward, a.healthz), r.perCPUShare(a.forward, a.forwardFloor.perServerCPU(r.window()))),
-		fmt.Sprintf("%.1f%%", 100*fr), "≥ 85% of its floor; p99 < 2 ms", yesNo(fr >= targetShapeRatio && a.forward.P99 < targetAuthzP99))
+		rate(forward, "checks"), fmt.Sprintf("forward-auth floor (the same requests answered with the same headers by a no-op, same process): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s%s",
+			forwardFloor.Rate, a.healthz.Rate, 100*ratio(forward, a.healthz), r.perCPUShare(forward, forwardFloor.perServerCPU(r.window())), how),
+		fmt.Sprintf("%.1f%%", 100*fr), "≥ 85% of its floor; p99 < 2 ms", yesNo(fr >= targetShapeRatio && forward.P99 < targetAuthzP99))
 	if a.limited.Rate > 0 {
 		reference, how := a.forward.Rate, fmt.Sprintf("the same load without a limit, just before: %.0f/s", a.forward.Rate)
 		if a.forwardAfter.Rate > 0 {

@@ -30,6 +30,7 @@ func fullRun() (*report, environment) {
 			healthz: load(58_086.4, 220, 1_150, 10_240, 0, 0),
 			floor:   load(37_950.3, 340, 1_650, 10_300, 0, 0),
 			load:    load(14_147.2, 1_050, 3_900, 14_830, 0, 0),
+			paired:  interleaved(load(14_581.7, 1_020, 3_610, 13_990, 22.9, 0), load(38_102.6, 330, 1_640, 10_250, 22.8, 0)),
 			before:  resultOf(load(11_020.6, 1_310, 4_820, 15_020, 0, 0))},
 		{alg: "EdDSA", sign: signResult{Signatures: 781_140, Rate: 39_057.0},
 			healthz: load(60_058.9, 210, 1_090, 9_610, 0, 0),
@@ -114,8 +115,10 @@ func fullRun() (*report, environment) {
 		healthz:      load(64_074.1, 210, 1_110, 9_860, 20.7, 18.2),
 		forward:      load(34_427.5, 410, 1_740, 9_040, 22.1, 14.7),
 		forwardFloor: load(39_870.2, 380, 1_510, 9_010, 22.3, 15.1),
-		noop:         load(17_184.2, 770, 3_430, 14_880, 15.4, 12.4),
-		grpcKey:      load(21_219.8, 640, 2_230, 10_170, 17.3, 13.6),
+		forwardPaired: interleaved(load(35_002.8, 400, 1_690, 8_930, 22.4, 14.9),
+			load(40_131.0, 370, 1_500, 8_870, 22.5, 14.9)),
+		noop:    load(17_184.2, 770, 3_430, 14_880, 15.4, 12.4),
+		grpcKey: load(21_219.8, 640, 2_230, 10_170, 17.3, 13.6),
 		jwt: []jwtRun{
 			{alg: "ES256", verify: verifyResult{Verifications: 273_103, Rate: 13_655.1},
 				load:     load(22_138.0, 580, 2_500, 10_690, 19.8, 16.3),
@@ -232,3 +235,9 @@ func durations(unit time.Duration, values ...float64) []time.Duration {
 func mebibytes(m float64) int64 { return int64(m * (1 << 20)) }
 
 func resultOf(l loadResult) *loadResult { return &l }
+
+// interleaved is a row's load interleaved with its floor's (loadJob.Floor).
+func interleaved(row, floor loadResult) loadResult {
+	row.Floor = &floor
+	return row
+}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -41,6 +42,30 @@ type loadJob struct {
 	// ExpectStatus and ExpectBody (a substring) decide whether a response counts as a success.
 	ExpectStatus int
 	ExpectBody   string
+	// Floor, when set, is interleaved with Requests on the same connections: time
+	// is cut into slices of Slice from the end of the warm-up, Requests sent in the
+	// even ones and Floor (the same requests at the shape's floor, same count) in
+	// the odd ones, answered with FloorExpectBody. A row and its floor then share
+	// whatever the machine does over the run: its speed drifts by tens of percent
+	// within minutes, which two loads one after the other measure as a difference
+	// between them. Duration must be a whole number of slice pairs. ServerPID's CPU
+	// is read at each slice's end and charged to that slice's side.
+	Floor           [][]byte `json:",omitempty"`
+	FloorExpectBody string   `json:",omitempty"`
+	Slice           time.Duration
+	ServerPID       int
+}
+
+// interleaved tells whether the job alternates Requests with its Floor.
+func (job loadJob) interleaved() bool { return len(job.Floor) > 0 }
+
+// side is the index of what a request sent at t carries: 0 Requests, 1 Floor.
+func (job loadJob) side(measureFrom, t time.Time) int {
+	if !job.interleaved() {
+		return 0
+	}
+	slice := int64(math.Floor(float64(t.Sub(measureFrom)) / float64(job.Slice)))
+	return int(slice & 1) // the warm-up's slices (negative) alternate too
 }
 
 // loadResult is what one load measured.
@@ -53,7 +78,12 @@ type loadResult struct {
 	P50, P99   time.Duration // latency of successful responses
 	Max        time.Duration
 	CPUSeconds float64 // CPU the load generator itself used over the whole run
-	ServerCPU  float64 `json:"-"` // CPU the measured server used over the whole run (the benchmark's reading)
+	// ServerCPU is the CPU the measured server used over the whole run (the
+	// benchmark's reading); for a side of an interleaved load, the CPU of its
+	// measured slices scaled to the whole run, so that it reads the same way.
+	ServerCPU float64
+	// Floor is the floor's side of an interleaved load (loadJob.Floor).
+	Floor *loadResult `json:",omitempty"`
 }
 
 // perServerCPU is the rate per second of the measured server's CPU: requests
@@ -80,15 +110,24 @@ func runLoad(job loadJob) (loadResult, error) {
 	measureFrom := start.Add(job.Warmup)
 	end := measureFrom.Add(job.Duration)
 
-	results := make([]workerResult, job.Connections)
+	if job.interleaved() && (job.Slice <= 0 || job.Duration%(2*job.Slice) != 0 || len(job.Floor) != len(job.Requests)) {
+		return loadResult{}, fmt.Errorf("an interleaved load needs as many floor requests as requests and a duration of whole slice pairs")
+	}
+	results := make([][2]workerResult, job.Connections)
 	var wg sync.WaitGroup
+	var serverCPU [2]float64
+	if job.interleaved() && job.ServerPID > 0 {
+		wg.Go(func() { serverCPU = sideCPU(job, measureFrom, end) })
+	}
 	for c := range job.Connections {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := &results[c]
-			r.latencies = make([]time.Duration, 0, 1<<16)
-			fail := r.fail
+			sides := &results[c]
+			for s := range sides {
+				sides[s].latencies = make([]time.Duration, 0, 1<<16)
+			}
+			fail := sides[0].fail
 			conn, err := net.Dial("tcp", job.Addr)
 			if err != nil {
 				fail(err)
@@ -110,7 +149,12 @@ func runLoad(job loadJob) (loadResult, error) {
 				if sent.After(end) {
 					return
 				}
-				if _, err := conn.Write(job.Requests[i%len(job.Requests)]); err != nil {
+				side := job.side(measureFrom, sent)
+				r, requests, expectBody := &sides[side], job.Requests, job.ExpectBody
+				if side == 1 {
+					requests, expectBody = job.Floor, job.FloorExpectBody
+				}
+				if _, err := conn.Write(requests[i%len(requests)]); err != nil {
 					fail(err)
 					return
 				}
@@ -127,7 +171,7 @@ func runLoad(job loadJob) (loadResult, error) {
 				case err != nil:
 					fail(err)
 					return
-				case resp.StatusCode != job.ExpectStatus || !bytes.Contains(body.Bytes(), []byte(job.ExpectBody)):
+				case resp.StatusCode != job.ExpectStatus || !bytes.Contains(body.Bytes(), []byte(expectBody)):
 					if !done.Before(measureFrom) {
 						fail(fmt.Errorf("status %d, body %.200q", resp.StatusCode, body.Bytes()))
 					}
@@ -138,7 +182,42 @@ func runLoad(job loadJob) (loadResult, error) {
 		}()
 	}
 	wg.Wait()
-	return summarize(results, job.Duration), nil
+	if !job.interleaved() {
+		row := make([]workerResult, len(results))
+		for c := range results {
+			row[c] = results[c][0]
+		}
+		return summarize(row, job.Duration), nil
+	}
+	var side [2]loadResult
+	for s := range side {
+		workers := make([]workerResult, len(results))
+		for c := range results {
+			workers[c] = results[c][s]
+		}
+		side[s] = summarize(workers, job.Duration/2)
+		side[s].ServerCPU = serverCPU[s] * (job.Warmup + job.Duration).Seconds() / (job.Duration / 2).Seconds()
+	}
+	side[0].Floor = &side[1]
+	return side[0], nil
+}
+
+// sideCPU reads the server's CPU at each slice's end over the measured window
+// and sums it by side: 0 for Requests' slices, 1 for Floor's.
+func sideCPU(job loadJob, measureFrom, end time.Time) [2]float64 {
+	var sum [2]float64
+	time.Sleep(time.Until(measureFrom))
+	last := cpuSeconds(job.ServerPID)
+	for k := 0; ; k++ {
+		sliceEnd := measureFrom.Add(time.Duration(k+1) * job.Slice)
+		if sliceEnd.After(end) {
+			return sum
+		}
+		time.Sleep(time.Until(sliceEnd))
+		now := cpuSeconds(job.ServerPID)
+		sum[k&1] += now - last
+		last = now
+	}
 }
 
 // workerResult is what one connection (or stream) of a load measured.

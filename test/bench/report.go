@@ -15,12 +15,14 @@ import (
 type tokenRun struct {
 	alg                  string
 	sign                 signResult
-	healthz, floor, load loadResult
+	healthz, floor, load loadResult  // floor and load each alone (profiled)
+	paired               loadResult  // the load interleaved with its floor (paired.Floor): the ratio's
 	before               *loadResult // the same load on the -before build
 }
 
 type introspectionRun struct {
-	healthz, floor, load loadResult
+	healthz, floor, load loadResult // floor and load each alone (profiled)
+	paired               loadResult // the load interleaved with its floor (paired.Floor): the ratio's
 	hash                 hashResult // the two SHA-256 of a request, raw
 	before               *loadResult
 	keys                 int
@@ -98,23 +100,25 @@ func (r *report) build() {
 	r.rows = nil
 	add := func(cells ...string) { r.rows = append(r.rows, cells) }
 	for _, t := range r.tokens {
-		floor := combined(t.floor.Rate, t.sign.Rate)
-		ratio := t.load.Rate / floor
+		load, floorLoad, how := r.shapePair(t.load, t.floor, t.paired, t.sign.Rate)
+		floor := combined(floorLoad.Rate, t.sign.Rate)
+		ratio := load.Rate / floor
 		add(fmt.Sprintf("1. Token issuance, %s (client_secret_basic)", t.alg),
-			fmt.Sprintf("%.0f tokens/s; p50 %s, p99 %s", t.load.Rate, ms(t.load.P50), ms(t.load.P99)),
-			fmt.Sprintf("POST floor (the same requests answered with a token response by a no-op, same process: %.0f/s) combined with raw %s signing on the same core (%.0f/s): 1/(1/a+1/b) = %.0f/s; raw signing alone: %.1f%%%s",
-				t.floor.Rate, t.alg, t.sign.Rate, floor, 100*t.load.Rate/t.sign.Rate,
-				r.perCPUShare(t.load, combined(t.floor.perServerCPU(r.window()), t.sign.Rate))),
+			fmt.Sprintf("%.0f tokens/s; p50 %s, p99 %s", load.Rate, ms(load.P50), ms(load.P99)),
+			fmt.Sprintf("POST floor (the same requests answered with a token response by a no-op, same process: %.0f/s) combined with raw %s signing on the same core (%.0f/s): 1/(1/a+1/b) = %.0f/s; raw signing alone: %.1f%%%s%s",
+				floorLoad.Rate, t.alg, t.sign.Rate, floor, 100*load.Rate/t.sign.Rate,
+				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), t.sign.Rate)), how),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with signing", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	if in := r.introspection; in != nil {
-		floor := combined(in.floor.Rate, in.hash.Rate)
-		ratio := in.load.Rate / floor
+		load, floorLoad, how := r.shapePair(in.load, in.floor, in.paired, in.hash.Rate)
+		floor := combined(floorLoad.Rate, in.hash.Rate)
+		ratio := load.Rate / floor
 		add(fmt.Sprintf("2. API key introspection (%d keys cycled, %d in the index)", r.s.introspected, in.keys),
-			fmt.Sprintf("%.0f requests/s; p50 %s, p99 %s", in.load.Rate, ms(in.load.P50), ms(in.load.P99)),
-			fmt.Sprintf("POST floor (the same requests answered with an introspection response by a no-op, same process: %.0f/s) combined with the raw SHA-256 of the client secret and of the key (%.0f/s): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s",
-				in.floor.Rate, in.hash.Rate, floor, in.healthz.Rate, 100*in.load.Rate/in.healthz.Rate,
-				r.perCPUShare(in.load, combined(in.floor.perServerCPU(r.window()), in.hash.Rate))),
+			fmt.Sprintf("%.0f requests/s; p50 %s, p99 %s", load.Rate, ms(load.P50), ms(load.P99)),
+			fmt.Sprintf("POST floor (the same requests answered with an introspection response by a no-op, same process: %.0f/s) combined with the raw SHA-256 of the client secret and of the key (%.0f/s): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s%s",
+				floorLoad.Rate, in.hash.Rate, floor, in.healthz.Rate, 100*load.Rate/in.healthz.Rate,
+				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), in.hash.Rate)), how),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with two SHA-256", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	for _, rv := range []struct {
@@ -187,6 +191,27 @@ func (r *report) leakRows(add func(...string)) {
 	add(fmt.Sprintf("9. Leaked keys: report → first refusal at introspection (%d reports, each a key alone)", len(l.fromSend)),
 		fmt.Sprintf("p50 %s, p99 %s, max %s", ms(pct(l.fromSend, 0.5)), ms(pct(l.fromSend, 0.99)), ms(pct(l.fromSend, 1))),
 		fmt.Sprintf("from the 204: p99 %s", ms(pct(l.fromAnswer, 0.99))), "—", "p99 < 1 s (issue 23)", yesNo(pct(l.fromSend, 0.99) < time.Second))
+}
+
+// shapePair is the row and the floor a shape ratio is of: the load interleaved
+// with its floor when there is one (paired.Floor), else the two loads alone; how
+// says which, and the loads alone beside an interleaved pair.
+// raw is the rate of the row's unavoidable work beyond the floor (0: none).
+func (r *report) shapePair(alone, floorAlone, paired loadResult, raw float64) (row, floor loadResult, how string) {
+	if paired.Floor == nil {
+		return alone, floorAlone, ""
+	}
+	return paired, *paired.Floor, fmt.Sprintf("; the row and its floor interleaved in slices of %.1f s (each alone, one after the other and profiled: %.0f/s, floor %.0f/s: %.1f%%)",
+		sliceOf(r.s.duration).Seconds(), alone.Rate, floorAlone.Rate, 100*alone.Rate/shapeReference(floorAlone.Rate, raw))
+}
+
+// shapeReference is a row's reference: its floor combined with its unavoidable
+// work's raw rate, or the floor alone (raw 0).
+func shapeReference(floor, raw float64) float64 {
+	if raw <= 0 {
+		return floor
+	}
+	return combined(floor, raw)
 }
 
 // window is a load's whole run: warm-up and measured time.
@@ -329,7 +354,9 @@ func (r *report) markdown(env environment) string {
 	p("## Results\n\n")
 	p("Ratios compare a figure with a reference measured in the same run on the same core, so they hold across machines better than the absolute numbers. ")
 	p("An HTTP row's reference is the floor of its own request shape: the same requests, path aside, answered by a no-op in the same process (`--benchmark-floor`: the body read and the form parsed, then the same status, headers and body as the real answer), ")
-	p("combined where the row has unavoidable work with that work done raw on the same core: 1/(1/floor + 1/raw).\n\n")
+	p("combined where the row has unavoidable work with that work done raw on the same core: 1/(1/floor + 1/raw). ")
+	p("Where the row says so, the ratio is of the row and its floor interleaved on the same connections in slices of %.1f s (the row's requests in one, the floor's in the next), because this machine's speed drifts by tens of percent within minutes and two loads one after the other measure that drift as a difference; ", sliceOf(r.s.duration).Seconds())
+	p("the server's CPU is read at each slice's end and charged to that slice's side. The loads alone, one after the other, are the profiled ones, reported beside it.\n\n")
 	p("| Measure | Result | Reference (same run) | Ratio | Target | Met |\n|---|---|---|---|---|---|\n")
 	for _, row := range r.rows {
 		p("| %s |\n", strings.Join(row, " | "))

@@ -396,18 +396,11 @@ func (b *bench) tokenIssuance(ctx context.Context) error {
 		for _, c := range b.clients[:loadClients] {
 			requests = append(requests, b.request(http.MethodPost, "/oauth2/token", "grant_type=client_credentials", basicAuth(c)))
 		}
-		load := func(name string, requests []string, body string) (loadResult, error) {
-			return b.load(ctx, name, requests, http.StatusOK, body)
-		}
-		floor, err := b.floorOf("floor-token-"+alg, b.c.tokenAddr, requests, load)
-		if err != nil {
+		run := tokenRun{alg: alg, sign: sign, healthz: health}
+		if run.floor, run.load, run.paired, err = shapeLoads("token-"+alg, b.c.tokenAddr, requests, `"access_token":"`,
+			b.loader(ctx), b.pairedLoader(ctx)); err != nil {
 			return err
 		}
-		tokens, err := b.load(ctx, "token-"+alg, requests, http.StatusOK, `"access_token":"`)
-		if err != nil {
-			return err
-		}
-		run := tokenRun{alg: alg, sign: sign, healthz: health, floor: floor, load: tokens}
 		if b.s.before != "" {
 			if _, err := b.restartTokenServerFrom(ctx, alg, b.s.before); err != nil {
 				return err
@@ -489,13 +482,8 @@ func (b *bench) introspection(ctx context.Context) error {
 		return err
 	}
 	logf("  raw SHA-256 of a client secret and of a key on core %s: %.0f pairs/s", b.s.serverCPU, run.hash.Rate)
-	load := func(name string, requests []string, body string) (loadResult, error) {
-		return b.load(ctx, name, requests, http.StatusOK, body)
-	}
-	if run.floor, err = b.floorOf("floor-introspection", b.c.tokenAddr, requests, load); err != nil {
-		return err
-	}
-	if run.load, err = b.load(ctx, "introspect-apikey", requests, http.StatusOK, `"active":true`); err != nil {
+	if run.floor, run.load, run.paired, err = shapeLoads("introspect-apikey", b.c.tokenAddr, requests, `"active":true`,
+		b.loader(ctx), b.pairedLoader(ctx)); err != nil {
 		return err
 	}
 	if b.s.before != "" {
@@ -515,16 +503,30 @@ func (b *bench) introspection(ctx context.Context) error {
 	return nil
 }
 
-// load runs one closed-loop load from the load core and logs it.
+// load runs one closed-loop load of the token server from the load core and logs it.
 func (b *bench) load(ctx context.Context, name string, requests []string, status int, body string) (loadResult, error) {
-	job := loadJob{Addr: b.c.tokenAddr, Connections: b.s.connections, Warmup: b.s.warmup, Duration: b.s.duration,
-		ExpectStatus: status, ExpectBody: body}
-	for _, r := range requests {
-		job.Requests = append(job.Requests, []byte(r))
-	}
+	job := loadJob{Addr: b.c.tokenAddr, Requests: rawRequests(requests), Connections: b.s.connections, Warmup: b.s.warmup,
+		Duration: b.s.duration, ExpectStatus: status, ExpectBody: body}
 	done := b.profile(ctx, "http://"+b.pprofAddr, name+".pprof", b.s.warmup+b.s.duration)
 	defer done()
 	return b.measure(ctx, name, "load", b.server, job)
+}
+
+// loader is load of a 200 answer, for shapeLoads.
+func (b *bench) loader(ctx context.Context) func(name string, requests []string, body string) (loadResult, error) {
+	return func(name string, requests []string, body string) (loadResult, error) {
+		return b.load(ctx, name, requests, http.StatusOK, body)
+	}
+}
+
+// pairedLoader loads the token server with requests interleaved with floor
+// (200 answers, not profiled: the profile would mix both), for shapeLoads.
+func (b *bench) pairedLoader(ctx context.Context) func(name string, requests, floor []string, body, floorBody string) (loadResult, error) {
+	return func(name string, requests, floor []string, body, floorBody string) (loadResult, error) {
+		job := loadJob{Addr: b.c.tokenAddr, Requests: rawRequests(requests), Connections: b.s.connections, Warmup: b.s.warmup,
+			Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: body}
+		return b.measure(ctx, name, "load", b.server, b.interleave(job, b.server, rawRequests(floor), floorBody))
+	}
 }
 
 // measure runs one load child of kind (load, grpcload) with job from the load core
@@ -538,11 +540,38 @@ func (b *bench) measure(ctx context.Context, name, kind string, server *process,
 	if res.Errors > 0 {
 		return res, fmt.Errorf("%s: %d failed requests; first: %s", name, res.Errors, res.FirstError)
 	}
-	res.ServerCPU = cpuSeconds(server.cmd.Process.Pid) - serverCPU
 	window := (b.s.warmup + b.s.duration).Seconds()
+	if res.Floor == nil {
+		res.ServerCPU = cpuSeconds(server.cmd.Process.Pid) - serverCPU
+	} else {
+		f := res.Floor
+		logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%; interleaved with the row below)", name+" (floor)", f.Rate,
+			f.P50.Round(time.Microsecond), f.P99.Round(time.Microsecond), 100*f.ServerCPU/window)
+	}
 	logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%, load core %.0f%%)", name, res.Rate,
 		res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), 100*res.ServerCPU/window, 100*res.CPUSeconds/window)
 	return res, nil
+}
+
+// interleavedSlice is the length of each slice of an interleaved load
+// (loadJob.Floor): short against the machine's drift (minutes), long against a
+// slice's edges (the 16 requests in flight when it ends).
+const interleavedSlice = 500 * time.Millisecond
+
+// interleave makes job alternate its requests with floor's, answered with
+// floorBody, in slices of about interleavedSlice that fill its duration.
+func (b *bench) interleave(job loadJob, server *process, floor [][]byte, floorBody string) loadJob {
+	job.Floor, job.FloorExpectBody, job.ServerPID = floor, floorBody, server.cmd.Process.Pid
+	job.Slice = sliceOf(job.Duration)
+	job.Duration = job.Slice * (job.Duration / job.Slice) // whole pairs: see sliceOf
+	return job
+}
+
+// sliceOf is the slice of an interleaved load of duration d: about
+// interleavedSlice, and a whole number of pairs of it in d.
+func sliceOf(d time.Duration) time.Duration {
+	pairs := max(1, int(d/(2*interleavedSlice)))
+	return d / time.Duration(2*pairs)
 }
 
 // profile, when profiling is on, records a CPU profile and an allocation profile

@@ -57,21 +57,53 @@ func atFloor(requests []string) []string {
 	return out
 }
 
-// floorOf configures the floor of the server at addr with the answer to
-// requests[0] there and loads it with requests at the floor's path.
-func (b *bench) floorOf(name, addr string, requests []string, load func(name string, requests []string, body string) (loadResult, error)) (loadResult, error) {
+// floorFor configures the floor of the server at addr with the answer to
+// requests[0] there, and returns requests at the floor's path and the
+// beginning of the floor's answer (a load's ExpectBody).
+func floorFor(addr string, requests []string) (floor []string, expect string, err error) {
 	status, header, body, err := realAnswer(addr, []byte(requests[0]))
 	if err != nil {
-		return loadResult{}, err
+		return nil, "", err
 	}
 	if err := configureFloor(addr, status, header, body); err != nil {
-		return loadResult{}, err
+		return nil, "", err
 	}
-	expect := string(body)
+	expect = string(body)
 	if len(expect) > 16 {
 		expect = expect[:16]
 	}
-	return load(name, atFloor(requests), expect)
+	return atFloor(requests), expect, nil
+}
+
+// shapeLoads measures a row against its shape's floor at addr: the floor and
+// then the row, each alone (profiled), and then both interleaved (loadJob.Floor),
+// whose pair is the one the report's ratio is of. load runs requests expecting
+// body; paired runs requests interleaved with floor.
+func shapeLoads(name, addr string, requests []string, body string,
+	load func(name string, requests []string, body string) (loadResult, error),
+	paired func(name string, requests, floor []string, body, floorBody string) (loadResult, error),
+) (floorAlone, rowAlone, row loadResult, err error) {
+	floor, floorBody, err := floorFor(addr, requests)
+	if err != nil {
+		return
+	}
+	if floorAlone, err = load("floor-"+name, floor, floorBody); err != nil {
+		return
+	}
+	if rowAlone, err = load(name, requests, body); err != nil {
+		return
+	}
+	row, err = paired(name+"-interleaved", requests, floor, body, floorBody)
+	return
+}
+
+// rawRequests is requests as a load job carries them.
+func rawRequests(requests []string) [][]byte {
+	raw := make([][]byte, len(requests))
+	for i, r := range requests {
+		raw[i] = []byte(r)
+	}
+	return raw
 }
 
 // realAnswer sends one raw request to addr and returns its answer, for configureFloor.

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// An interleaved load sends the row's requests in the even slices and the
+// floor's in the odd ones, and reports each side over its own half of the time.
+func TestInterleavedLoadSplitsBySlice(t *testing.T) {
+	job := loadJob{Slice: 100 * time.Millisecond, Floor: [][]byte{nil}}
+	at := time.Unix(1000, 0)
+	for _, c := range []struct {
+		offset time.Duration
+		side   int
+	}{{0, 0}, {99 * time.Millisecond, 0}, {100 * time.Millisecond, 1}, {250 * time.Millisecond, 0},
+		{-time.Millisecond, 1}, {-150 * time.Millisecond, 0}} { // the warm-up alternates too
+		if got := job.side(at, at.Add(c.offset)); got != c.side {
+			t.Errorf("side at %v = %d, want %d", c.offset, got, c.side)
+		}
+	}
+
+	// The row's path answers after 5 ms, the floor's at once: a split that mixed
+	// the sides would bring their rates together.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/row" {
+			time.Sleep(5 * time.Millisecond)
+			_, _ = w.Write([]byte("row"))
+			return
+		}
+		_, _ = w.Write([]byte("floor"))
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	request := func(path string) []byte { return []byte("GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\n\r\n") }
+	res, err := runLoad(loadJob{Addr: addr, Requests: [][]byte{request("/row")}, Connections: 2, Warmup: 100 * time.Millisecond,
+		Duration: 800 * time.Millisecond, ExpectStatus: 200, ExpectBody: "row",
+		Floor: [][]byte{request("/floor")}, FloorExpectBody: "floor", Slice: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors > 0 || res.Floor == nil {
+		t.Fatalf("errors %d (%s), floor side %v", res.Errors, res.FirstError, res.Floor)
+	}
+	// Two connections, 5 ms each: at most 400 row answers a second, over half of 0.8 s.
+	if res.Rate > 450 || res.Seconds != 0.4 || res.Floor.Seconds != 0.4 {
+		t.Errorf("row side: %.0f/s over %.1f s; floor side over %.1f s", res.Rate, res.Seconds, res.Floor.Seconds)
+	}
+	if res.Floor.Rate < 3*res.Rate {
+		t.Errorf("floor side %.0f/s, row side %.0f/s: the floor should be several times faster", res.Floor.Rate, res.Rate)
+	}
+
+	if _, err := runLoad(loadJob{Addr: addr, Requests: [][]byte{request("/row")}, Connections: 1, Duration: 250 * time.Millisecond,
+		ExpectStatus: 200, Floor: [][]byte{request("/floor")}, Slice: 100 * time.Millisecond}); err == nil {
+		t.Error("an interleaved load of a duration that is not whole slice pairs ran")
+	}
+}
