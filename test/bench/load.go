@@ -44,8 +44,8 @@ type loadJob struct {
 	ExpectBody   string
 	// Floor, when set, is interleaved with Requests on the same connections: time
 	// is cut into slices of Slice from the end of the warm-up, Requests sent in the
-	// even ones and Floor (the same requests at the shape's floor, same count) in
-	// the odd ones, answered with FloorExpectBody. A row and its floor then share
+	// one of each pair of slices and Floor (the same requests at the shape's floor,
+	// same count) in the other (sideOfSlice), answered with FloorExpectBody. A row and its floor then share
 	// whatever the machine does over the run: its speed drifts by tens of percent
 	// within minutes, which two loads one after the other measure as a difference
 	// between them. Duration must be a whole number of slice pairs. ServerPID's CPU
@@ -64,8 +64,20 @@ func (job loadJob) side(measureFrom, t time.Time) int {
 	if !job.interleaved() {
 		return 0
 	}
-	slice := int64(math.Floor(float64(t.Sub(measureFrom)) / float64(job.Slice)))
-	return int(slice & 1) // the warm-up's slices (negative) alternate too
+	return sideOfSlice(int64(math.Floor(float64(t.Sub(measureFrom)) / float64(job.Slice))))
+}
+
+// sideOfSlice is the side of slice k (0 the first of the measured window; the
+// warm-up's are negative): each pair of slices holds one of each side, in an
+// order drawn from a fixed pseudo-random sequence, so that nothing periodic on
+// the machine (a timer, a host's scheduling period) falls on one side only.
+func sideOfSlice(k int64) int {
+	pair := uint64(k >> 1)     // arithmetic: slices -2 and -1 are pair -1
+	pair += 0x9e3779b97f4a7c15 // splitmix64's finalizer: any bit of it will do
+	pair = (pair ^ pair>>30) * 0xbf58476d1ce4e5b9
+	pair = (pair ^ pair>>27) * 0x94d049bb133111eb
+	pair ^= pair >> 31
+	return int(uint64(k)&1 ^ pair&1)
 }
 
 // loadResult is what one load measured.
@@ -215,7 +227,7 @@ func sideCPU(job loadJob, measureFrom, end time.Time) [2]float64 {
 		}
 		time.Sleep(time.Until(sliceEnd))
 		now := cpuSeconds(job.ServerPID)
-		sum[k&1] += now - last
+		sum[sideOfSlice(int64(k))] += now - last
 		last = now
 	}
 }

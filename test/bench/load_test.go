@@ -8,19 +8,32 @@ import (
 	"time"
 )
 
-// An interleaved load sends the row's requests in the even slices and the
-// floor's in the odd ones, and reports each side over its own half of the time.
+// An interleaved load sends the row's requests in one slice of each pair and
+// the floor's in the other, and reports each side over its own half of the time.
 func TestInterleavedLoadSplitsBySlice(t *testing.T) {
 	job := loadJob{Slice: 100 * time.Millisecond, Floor: [][]byte{nil}}
 	at := time.Unix(1000, 0)
-	for _, c := range []struct {
-		offset time.Duration
-		side   int
-	}{{0, 0}, {99 * time.Millisecond, 0}, {100 * time.Millisecond, 1}, {250 * time.Millisecond, 0},
-		{-time.Millisecond, 1}, {-150 * time.Millisecond, 0}} { // the warm-up alternates too
-		if got := job.side(at, at.Add(c.offset)); got != c.side {
-			t.Errorf("side at %v = %d, want %d", c.offset, got, c.side)
+	orders := map[int]bool{}
+	for pair := int64(-2); pair < 40; pair++ {
+		first, second := sideOfSlice(2*pair), sideOfSlice(2*pair+1)
+		if first == second {
+			t.Fatalf("pair %d holds side %d twice", pair, first)
 		}
+		orders[first] = true
+		// Each slice is [start, start+Slice), from the end of the warm-up.
+		start := at.Add(time.Duration(2*pair) * job.Slice)
+		if got := job.side(at, start); got != first {
+			t.Errorf("side at the start of pair %d = %d, want %d", pair, got, first)
+		}
+		if got := job.side(at, start.Add(job.Slice-time.Nanosecond)); got != first {
+			t.Errorf("side at the end of pair %d's first slice = %d, want %d", pair, got, first)
+		}
+		if got := job.side(at, start.Add(job.Slice)); got != second {
+			t.Errorf("side in pair %d's second slice = %d, want %d", pair, got, second)
+		}
+	}
+	if len(orders) != 2 {
+		t.Error("every pair of slices begins with the same side: a period of two slices would fall on one side")
 	}
 
 	// The row's path answers after 5 ms, the floor's at once: a split that mixed
