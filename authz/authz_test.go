@@ -170,6 +170,12 @@ var _ = Describe("Forward-auth", func() {
 		Expect(forwardAuth(api, "HEAD", "/v1/leads", "", bearer(key)).Status).To(Equal(200), "HEAD needs what GET needs")
 		Expect(forwardAuth(api, "post", "/v1/leads", "", bearer(key)).Status).To(Equal(403), "methods compare case-insensitively")
 
+		// An auth URL is read as it was sent: one the authorizer does not serve
+		// is refused, never redirected to a cleaned-up one that it would serve.
+		for _, authPath := range []string{"/authz//api/" + api, "/authz/x/../api/" + api, "/authz/api/" + api + "/", "/authz/./api/" + api} {
+			Expect(forwardAuthURL(authPath, "GET", "/v1/leads", "", bearer(key)).Status).To(Equal(403), authPath)
+		}
+
 		// Envoy's HTTP mode: the original path after /envoy, never a redirect.
 		envoy := func(path string) int {
 			req, err := http.NewRequest(http.MethodGet, authorizer.HTTP+"/envoy"+path, nil)

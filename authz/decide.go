@@ -11,6 +11,8 @@
 package authz
 
 import (
+	"net/http"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strings"
@@ -30,8 +32,10 @@ type Request struct {
 	// Path is the request target as the client sent it (query included, not decoded).
 	Path string
 	Host string
-	// Header returns a request header by its lower-case name ("" when absent).
-	Header func(name string) string
+	// Header returns a request header by its lower-case name ("" when absent);
+	// nil reads HTTPHeader (singleHeader) instead, without a closure to allocate.
+	Header     func(name string) string
+	HTTPHeader http.Header
 	// Imitation is the name of a request header that imitates an identity header
 	// under another spelling (imitatesIdentityHeader), if there is one: refused.
 	Imitation string
@@ -157,9 +161,8 @@ func (a *Authorizer) Decide(r Request) Decision {
 				Description: "this route is not open to any credential"}
 		}
 	}
-	granted := strings.Fields(d.Identity.Scopes)
 	for _, scope := range required {
-		if !apirules.GrantsScope(granted, scope) {
+		if !apirules.GrantsScope(d.Identity.Scopes, scope) {
 			return Decision{Status: 403, Outcome: InsufficientScope, API: d.API, Error: "insufficient_scope",
 				Description: "the credential lacks a scope this route requires", RequiredScope: strings.Join(required, " ")}
 		}
@@ -270,16 +273,16 @@ func looksLikeAPIKeyShape(token string) bool {
 // (lower case). RFC 6750 §2: a client uses one method per request, so two
 // different credentials are refused rather than one chosen.
 func credentialOf(r Request, apiKeyHeader string) (token string, headers []string, problem string) {
-	auth := r.Header("authorization")
+	auth := r.header("authorization")
 	if auth != "" {
 		scheme, value, ok := strings.Cut(auth, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || !b64token(value) {
 			return "", nil, "the Authorization header must be: Bearer <credential>"
 		}
-		token, headers = value, []string{"authorization"}
+		token, headers = value, fromAuthorization
 	}
 	if apiKeyHeader != "" {
-		if v := r.Header(apiKeyHeader); v != "" {
+		if v := r.header(apiKeyHeader); v != "" {
 			switch {
 			case token != "" && v != token:
 				return "", nil, "send one credential per request, not two"
@@ -290,6 +293,30 @@ func credentialOf(r Request, apiKeyHeader string) (token string, headers []strin
 		}
 	}
 	return token, headers, ""
+}
+
+// fromAuthorization is the headers of a credential sent in Authorization alone,
+// shared (an append copies it: cap = len).
+var fromAuthorization = []string{"authorization"}[:1:1]
+
+// header returns a request header by its lower-case name ("" when absent).
+func (r Request) header(name string) string {
+	if r.Header == nil {
+		return singleHeader(r.HTTPHeader, canonicalHeader(name))
+	}
+	return r.Header(name)
+}
+
+// canonicalHeader is a lower-case header name as net/http keys it. The names
+// every check reads are spelled out: canonicalizing allocates a new string.
+func canonicalHeader(name string) string {
+	switch name {
+	case "authorization":
+		return "Authorization"
+	case "x-api-key": // --api-key-header's default
+		return "X-Api-Key"
+	}
+	return textproto.CanonicalMIMEHeaderKey(name)
 }
 
 // b64token is RFC 6750 §2.1's b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
@@ -346,12 +373,14 @@ func cleanPath(target string) (string, bool) {
 	if decoded == "/" {
 		return decoded, true
 	}
-	segments := strings.Split(decoded[1:], "/")
-	for i, seg := range segments {
-		last := i == len(segments)-1
-		if seg == "." || seg == ".." || (seg == "" && !last) {
+	for rest := decoded[1:]; ; {
+		seg, after, more := strings.Cut(rest, "/")
+		if seg == "." || seg == ".." || (seg == "" && more) { // an empty last segment is a trailing slash
 			return "", false
 		}
+		if !more {
+			return decoded, true
+		}
+		rest = after
 	}
-	return decoded, true
 }

@@ -52,9 +52,11 @@ const authPathHelp = "name the API and scopes in the auth URL's path: /authz[/ng
 // its API or scopes, or by the client, which must not choose them.
 func parseAuthPath(rest, rawQuery string) (authTarget, *Decision) {
 	var t authTarget
-	segments := strings.Split(strings.TrimPrefix(rest, "/"), "/")
-	if rest == "" {
-		segments = nil
+	var longest [5]string // /api/<namespace>/<name>/scopes/<list>: no slice to allocate
+	segments, ok := authPathSegments(rest, longest[:0])
+	if !ok {
+		d := refusedTarget("the auth URL's path is not one the authorizer serves (" + authPathHelp + ")")
+		return t, &d
 	}
 	if len(segments) >= 3 && segments[0] == "api" {
 		namespace, name := segments[1], segments[2]
@@ -88,6 +90,22 @@ func parseAuthPath(rest, rawQuery string) (authTarget, *Decision) {
 		}
 	}
 	return t, nil
+}
+
+// authPathSegments appends the '/'-separated segments of rest (none when rest is
+// empty, else after its leading '/') to into, up to into's capacity; false when
+// there are more.
+func authPathSegments(rest string, into []string) ([]string, bool) {
+	if rest == "" {
+		return into, true
+	}
+	for seg := range strings.SplitSeq(strings.TrimPrefix(rest, "/"), "/") {
+		if len(into) == cap(into) {
+			return into, false
+		}
+		into = append(into, seg)
+	}
+	return into, true
 }
 
 // scopeToken is an RFC 6749 §3.3 scope token without ',' (the path's separator).
@@ -157,9 +175,9 @@ func (s *Server) nginxRequest(r *http.Request, t authTarget) Request {
 // and what the auth URL's path names.
 func forwardRequest(r *http.Request, t authTarget) Request {
 	return Request{
-		Header:    func(name string) string { return singleHeader(r.Header, name) },
-		Imitation: imitationIn(r.Header),
-		API:       t.api,
+		HTTPHeader: r.Header,
+		Imitation:  imitationIn(r.Header),
+		API:        t.api,
 		Scopes:    t.scopes,
 	}
 }
@@ -173,8 +191,8 @@ func (s *Server) handleEnvoyHTTP(w http.ResponseWriter, r *http.Request) {
 	target := strings.TrimPrefix(r.RequestURI, EnvoyHTTPPrefix)
 	d := s.authorizer.Decide(Request{
 		Method: r.Method, Path: target, Host: r.Host,
-		Header:    func(name string) string { return singleHeader(r.Header, name) },
-		Imitation: imitationIn(r.Header),
+		HTTPHeader: r.Header,
+		Imitation:  imitationIn(r.Header),
 	})
 	s.metrics.observe("http", d, time.Since(start))
 	s.writeDecision(w, d, true)

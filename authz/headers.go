@@ -21,8 +21,13 @@ const (
 )
 
 // IdentityHeaders lists them all, for proxies' copy lists and for removal.
-var IdentityHeaders = []string{HeaderSubject, HeaderKind, HeaderNamespace, HeaderName, HeaderClientID,
+var IdentityHeaders = identityHeaders[:]
+
+var identityHeaders = [...]string{HeaderSubject, HeaderKind, HeaderNamespace, HeaderName, HeaderClientID,
 	HeaderKeyID, HeaderEnvironment, HeaderScopes, HeaderAPI}
+
+// identityHeaderCount is len(IdentityHeaders), as a constant (Decision.headers).
+const identityHeaderCount = len(identityHeaders)
 
 // identityPrefix begins every identity header's name, lower case.
 const identityPrefix = "x-latchkey-"
@@ -54,9 +59,9 @@ func imitatesIdentityHeader(name string) bool {
 
 // headers are the identity headers of an allowed request; an empty value means
 // "absent" (an access token has no key ID), and proxies drop it.
-func (d Decision) headers() [][2]string {
+func (d Decision) headers() [identityHeaderCount][2]string { // an array: no allocation
 	id := d.Identity
-	return [][2]string{
+	return [...][2]string{
 		{HeaderSubject, id.Subject}, {HeaderKind, id.Kind}, {HeaderNamespace, id.Namespace},
 		{HeaderName, id.Name}, {HeaderClientID, id.ClientID}, {HeaderKeyID, id.KeyID},
 		{HeaderEnvironment, id.Environment}, {HeaderScopes, id.Scopes}, {HeaderAPI, d.API},

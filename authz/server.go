@@ -32,18 +32,21 @@ func (s *Server) SetReady() { s.readiness.MarkSynced() }
 // and nginx may send the original one.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc(ForwardAuthPath, s.handleAuthPaths)
-	mux.HandleFunc(ForwardAuthPath+"/", s.handleAuthPaths)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("GET /readyz", s.readiness.Handler)
-	// Envoy's HTTP mode is routed before the mux: the mux answers a path with
-	// "//" or ".." with a redirect, and a decision must be 200, 401 or 403.
+	// The decision endpoints are routed before the mux: it answers a path with
+	// "//" or ".." with a redirect, and a decision must be 200, 401 or 403 (an
+	// auth path that is not one parseAuthPath reads is refused there); and its
+	// pattern matching cost each check allocations it has no use for.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.RequestURI, EnvoyHTTPPrefix+"/") {
+		switch path := r.URL.Path; {
+		case strings.HasPrefix(r.RequestURI, EnvoyHTTPPrefix+"/"):
 			s.handleEnvoyHTTP(w, r)
-			return
+		case path == ForwardAuthPath || strings.HasPrefix(path, ForwardAuthPath+"/"):
+			s.handleAuthPaths(w, r)
+		default:
+			mux.ServeHTTP(w, r)
 		}
-		mux.ServeHTTP(w, r)
 	})
 }
 

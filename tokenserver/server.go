@@ -2,7 +2,6 @@ package tokenserver
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
@@ -249,8 +248,8 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*index.Cl
 			return nil, oauth.ErrInvalidClient
 		}
 	}
-	presented := index.Digest(sha256.Sum256([]byte(secret))) // hashed even for an unknown id: no timing difference to probe
-	client, _ := s.index.LookupClient(id)                    // a duplicated client_id finds none (reported once by the index)
+	presented := index.DigestOf(secret)   // hashed even for an unknown id: no timing difference to probe
+	client, _ := s.index.LookupClient(id) // a duplicated client_id finds none (reported once by the index)
 	now := s.clock.Now()
 	if client == nil || !client.Active(now) {
 		return nil, oauth.ErrInvalidClient

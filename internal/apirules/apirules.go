@@ -27,11 +27,11 @@ func ScopeCovered(scope string, has func(name string) bool, hasResource func(res
 	return has(scope)
 }
 
-// GrantsScope reports whether a credential carrying scopes (as written in its spec,
-// "orders:*" meaning every orders scope) holds required.
-func GrantsScope(scopes []string, required string) bool {
+// GrantsScope reports whether a credential carrying scopes (space-separated, as
+// written in its spec, "orders:*" meaning every orders scope) holds required.
+func GrantsScope(scopes, required string) bool {
 	resource, _, _ := strings.Cut(required, ":")
-	for _, s := range scopes {
+	for s := range strings.FieldsSeq(scopes) {
 		if s == required || (strings.HasSuffix(s, ":*") && s[:len(s)-2] == resource) {
 			return true
 		}

@@ -31,6 +31,7 @@ import (
 	"math/big"
 	"regexp"
 	"strings"
+	"unsafe"
 )
 
 const (
@@ -112,7 +113,7 @@ func ParseAPIKey(key string) (APIKey, error) {
 		}
 	}
 	head := key[:len(key)-ChecksumLength]
-	if checksum(head) != key[len(key)-ChecksumLength:] {
+	if sum := checksumOf(head); string(sum[:]) != key[len(key)-ChecksumLength:] { // compared in place: no allocation
 		return APIKey{}, ErrMalformed
 	}
 	return APIKey{Prefix: prefix, Environment: environment, body: rest[:BodyLength]}, nil
@@ -170,13 +171,20 @@ func randomHex(random io.Reader, n int) (string, error) {
 // checksum is the CRC-32 of s in base62, padded to ChecksumLength. It runs on
 // every request that presents a key, so it avoids big.Int: 62^6 > 2^32.
 func checksum(s string) string {
-	n := crc32.ChecksumIEEE([]byte(s))
+	sum := checksumOf(s)
+	return string(sum[:])
+}
+
+// checksumOf is checksum's digits, without a string to allocate: it runs on
+// every request that presents a key.
+func checksumOf(s string) [ChecksumLength]byte {
+	n := crc32.Update(0, crc32.IEEETable, unsafe.Slice(unsafe.StringData(s), len(s))) // read only: no copy of the key
 	var out [ChecksumLength]byte
 	for i := ChecksumLength - 1; i >= 0; i-- {
 		out[i] = base62Alphabet[n%62]
 		n /= 62
 	}
-	return string(out[:])
+	return out
 }
 
 // base62 encodes n in exactly width digits, most significant first.

@@ -149,3 +149,15 @@ func TestValidPrefixMatchesPattern(t *testing.T) {
 		}
 	}
 }
+
+// ParseAPIKey runs on every request that presents a key (introspection, the
+// authorizer): it checks the checksum without allocating.
+func TestParseAPIKeyAllocatesNothing(t *testing.T) {
+	key, _ := NewAPIKey(rand.Reader, "lk", "live")
+	if _, err := ParseAPIKey(key); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = ParseAPIKey(key) }); n != 0 {
+		t.Errorf("ParseAPIKey allocates %.0f times per key", n)
+	}
+}

@@ -1,7 +1,6 @@
 package index
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"slices"
 	"strings"
@@ -69,7 +68,7 @@ func (x *Index) AcceptAPIKey(token string, now time.Time) (key *Key, hash Digest
 	if !credential.LooksLikeAPIKey(token) {
 		return nil, hash, false, false
 	}
-	hash = Digest(sha256.Sum256([]byte(token)))
+	hash = DigestOf(token)
 	key, ok := x.LookupAPIKey(hash)
 	if !ok || !key.AcceptedAt(now) {
 		return nil, hash, true, false

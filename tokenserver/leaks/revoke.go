@@ -1,7 +1,6 @@
 package leaks
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -92,7 +91,7 @@ func (s *Server) lookup(token string) (t lookedUp, ok bool) {
 	now := s.host.Clock.Now()
 	if _, err := credential.ParseAPIKey(token); err == nil {
 		t.kind = index.KindAPIKey
-		d := index.Digest(sha256.Sum256([]byte(token)))
+		d := index.DigestOf(token)
 		key, found := s.host.Index.LookupAPIKey(d)
 		if !found || !key.AcceptedAt(now) {
 			return t, false
@@ -111,7 +110,7 @@ func (s *Server) lookup(token string) (t lookedUp, ok bool) {
 	if !found || !client.Active(now) || client.Public {
 		return t, false
 	}
-	d := index.Digest(sha256.Sum256([]byte(secret)))
+	d := index.DigestOf(secret)
 	matches, reported := client.SecretReported(d, now)
 	if !matches {
 		return t, false
