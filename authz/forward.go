@@ -178,7 +178,7 @@ func forwardRequest(r *http.Request, t authTarget) Request {
 		HTTPHeader: r.Header,
 		Imitation:  imitationIn(r.Header),
 		API:        t.api,
-		Scopes:    t.scopes,
+		Scopes:     t.scopes,
 	}
 }
 
