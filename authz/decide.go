@@ -76,6 +76,7 @@ type Decision struct {
 	Identity      *Identity
 	// CredentialHeaders are the headers that carried an API key: the upstream does
 	// not need the key, so ext_authz removes them (access tokens pass through).
+	// Read-only: it may be shared (fromAuthorization).
 	CredentialHeaders []string
 	// RateLimit is set (Policy not empty) when a budget applied (ratelimit.go):
 	// its fields go on the answer, allowed or refused (429). A value, not a
@@ -296,7 +297,8 @@ func credentialOf(r Request, apiKeyHeader string) (token string, headers []strin
 }
 
 // fromAuthorization is the headers of a credential sent in Authorization alone,
-// shared (an append copies it: cap = len).
+// shared by every such Decision (CredentialHeaders): read-only, and an append
+// copies it (cap = len).
 var fromAuthorization = []string{"authorization"}[:1:1]
 
 // header returns a request header by its lower-case name ("" when absent).

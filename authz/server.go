@@ -39,7 +39,7 @@ func (s *Server) Handler() http.Handler {
 	// auth path that is not one parseAuthPath reads is refused there); and its
 	// pattern matching cost each check allocations it has no use for.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch path := r.URL.Path; {
+		switch path := r.URL.EscapedPath(); { // as the mux matched it: "/authz%2Fapi/…" is not an auth path
 		case strings.HasPrefix(r.RequestURI, EnvoyHTTPPrefix+"/"):
 			s.handleEnvoyHTTP(w, r)
 		case path == ForwardAuthPath || strings.HasPrefix(path, ForwardAuthPath+"/"):
