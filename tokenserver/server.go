@@ -269,11 +269,12 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*index.Cl
 
 // instrument counts and times each request by endpoint and outcome.
 func (s *Server) instrument(endpoint string, h http.HandlerFunc) http.Handler {
+	m := s.metrics.forEndpoint(endpoint)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		h(rec, r)
-		s.metrics.observe(endpoint, rec.status, time.Since(start))
+		m.observe(rec.status, time.Since(start))
 	})
 }
 
