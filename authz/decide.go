@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -123,7 +124,7 @@ type Authorizer struct {
 
 // UsageRecorder notes that an API key was accepted, for status.lastUsedAt.
 type UsageRecorder interface {
-	Used(kind string, ref index.Ref)
+	Used(kind string, ref index.Ref, noted *atomic.Uint64)
 }
 
 // Decide answers one request. Order matters for what a caller can learn: a
@@ -217,7 +218,7 @@ func (a *Authorizer) authenticate(r Request, api *index.API) Decision {
 			return Decision{Status: 401, Outcome: WrongEnvironment, Error: "invalid_token",
 				Description: "this API does not accept " + key.Environment + " keys"}
 		}
-		a.Usage.Used(index.KindAPIKey, key.Ref)
+		a.Usage.Used(index.KindAPIKey, key.Ref, &key.UseNoted)
 		d := Decision{Status: 200, Outcome: Allowed, Identity: &Identity{
 			Subject: "apikey:" + key.Ref.Namespace + "/" + key.Ref.Name, Kind: "api_key",
 			Namespace: key.Ref.Namespace, Name: key.Ref.Name, KeyID: hash.KeyID(),

@@ -3,6 +3,7 @@ package authz
 import (
 	"bytes"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 
 type discardUsage struct{}
 
-func (discardUsage) Used(string, index.Ref) {}
+func (discardUsage) Used(string, index.Ref, *atomic.Uint64) {}
 
 // fuzzAuthorizer decides against one API (GET /v1/leads needs leads:read) and one
 // live key with leads:read.

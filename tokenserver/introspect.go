@@ -89,7 +89,7 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, _ *http.Request, call o
 	if !result.Active && strings.Count(token, ".") == 2 {
 		result = s.introspectJWT(caller.Introspection, token)
 	}
-	s.usage.Used(index.KindOAuthClient, caller.Ref)
+	s.usage.Used(index.KindOAuthClient, caller.Ref, &caller.UseNoted)
 	oauth.WriteJSON(w, http.StatusOK, result)
 }
 
@@ -106,7 +106,7 @@ func (s *Server) introspectAPIKey(policy *index.IntrospectionPolicy, token strin
 	if scope == "" {
 		return inactive
 	}
-	s.usage.Used(index.KindAPIKey, key.Ref)
+	s.usage.Used(index.KindAPIKey, key.Ref, &key.UseNoted)
 	return introspection{
 		Active: true, Scope: scope, TokenType: "api_key", Environment: key.Environment,
 		Exp: key.Expiry(), Namespace: key.Ref.Namespace, Name: key.Ref.Name,

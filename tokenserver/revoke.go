@@ -51,7 +51,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, call oauth
 
 // revoked answers a revocation: 200 whatever was found (RFC 7009 §2.2).
 func (s *Server) revoked(w http.ResponseWriter, client *index.Client) {
-	s.usage.Used(index.KindOAuthClient, client.Ref)
+	s.usage.Used(index.KindOAuthClient, client.Ref, &client.UseNoted)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 }

@@ -102,7 +102,7 @@ type Server struct {
 
 // usageRecorder notes that a credential was accepted, for status.lastUsedAt.
 type usageRecorder interface {
-	Used(kind string, ref index.Ref)
+	Used(kind string, ref index.Ref, noted *atomic.Uint64)
 }
 
 // NewServer assembles a server. Handler() serves it; Run (in run.go) wires it to

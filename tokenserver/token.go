@@ -58,7 +58,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, call oauthC
 		oauth.WriteError(w, oerr)
 		return
 	}
-	s.usage.Used(index.KindOAuthClient, client.Ref)
+	s.usage.Used(index.KindOAuthClient, client.Ref, &client.UseNoted)
 	oauth.WriteJSON(w, http.StatusOK, resp)
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unique"
 	"unsafe"
@@ -53,6 +54,8 @@ type Key struct {
 	// RateLimit is the APIKey's own spec.rateLimit: a cap on whatever its APIs allow
 	// (apirules.CredentialLimit); nil: none. Shared by the object's hashes.
 	RateLimit *apirules.Limit
+	// UseNoted is the last use noted for status.lastUsedAt (lastused.Tracker.Used).
+	UseNoted atomic.Uint64
 }
 
 // Ref names a resource; shared by all of its hashes.
@@ -89,7 +92,8 @@ type Client struct {
 	PKCERequired bool
 	Revoked      bool
 	ExpiresAt    time.Time
-	LastUsedAt   time.Time // status.lastUsedAt; zero when never used
+	LastUsedAt   time.Time     // status.lastUsedAt; zero when never used
+	UseNoted     atomic.Uint64 // the last use noted for it (lastused.Tracker.Used)
 	// Introspection is nil for a client that may not introspect.
 	Introspection *IntrospectionPolicy
 	// RateLimit is the client's own spec.rateLimit, a cap on its own tokens' budget

@@ -46,6 +46,9 @@ type Tracker struct {
 
 	mu      sync.Mutex
 	pending map[usageKey]time.Time // latest use not yet flushed
+	// period counts the flushes that took pending (under mu; read without it by
+	// Used's fast path).
+	period atomic.Uint64
 	// written is the bucket this replica last wrote per object, until the watch
 	// cache catches up with it (kept for the current bucket only).
 	written map[usageKey]time.Time
@@ -91,12 +94,23 @@ func New(c client.Client, cache Cache, clk clock.PassiveClock, log logr.Logger, 
 	return u
 }
 
-// Used is on the hot path: one map write under a mutex.
-func (u *Tracker) Used(kind string, ref index.Ref) {
+// Used is on the hot path. noted is the credential's index entry's memory of
+// its last noted use (index.Key.UseNoted; nil: none): a use in the same flush
+// period and the same bucket as the one noted there changes nothing a flush
+// would write, and costs an atomic load instead of a map write under a mutex.
+func (u *Tracker) Used(kind string, ref index.Ref, noted *atomic.Uint64) {
 	now := u.clock.Now()
+	bucket := uint64(now.Truncate(u.granularity).UnixMilli()) & (1<<42 - 1)
+	if noted != nil && noted.Load() == u.period.Load()<<42|bucket {
+		return
+	}
 	u.mu.Lock()
 	u.pending[usageKey{kind, ref}] = now
+	mark := u.period.Load()<<42 | bucket // under mu: the period this use is pending in
 	u.mu.Unlock()
+	if noted != nil {
+		noted.Store(mark)
+	}
 }
 
 // Run flushes until ctx ends.
@@ -110,6 +124,7 @@ func (u *Tracker) flush(ctx context.Context) {
 	u.mu.Lock()
 	pending := u.pending
 	u.pending = map[usageKey]time.Time{}
+	u.period.Add(1) // a use noted before this is in pending: the next one is noted anew
 	u.flushing.Store(int64(len(pending)))
 	for key, bucket := range u.written { // older buckets can no longer hold a write back
 		if bucket.Before(current) {
