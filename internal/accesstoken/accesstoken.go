@@ -4,7 +4,6 @@
 package accesstoken
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/latchkey-dev/latchkey/internal/credential"
 	"github.com/latchkey-dev/latchkey/internal/jsonappend"
 )
 
@@ -116,7 +116,7 @@ func (v *Verifier) Verify(token, issuer string, now time.Time) (*Claims, bool) {
 	}
 	var sum [32]byte
 	if v.cacheSize > 0 {
-		sum = sha256.Sum256([]byte(token))
+		sum = credential.Sum(token)
 		v.mu.Lock()
 		claims, ok := v.verified[sum]
 		v.mu.Unlock()

@@ -127,8 +127,21 @@ func LooksLikeAPIKey(token string) bool {
 
 // Hash returns "sha256:<hex>" of a credential.
 func Hash(plaintext string) string {
-	sum := sha256.Sum256([]byte(plaintext))
+	sum := Sum(plaintext)
 	return HashOfDigest(sum[:])
+}
+
+// Sum is the raw SHA-256 of a presented credential (or token), hashed in place:
+// the []byte(s) a caller would write copies the credential onto the heap on
+// every request (sha256's argument escapes).
+func Sum(s string) [sha256.Size]byte {
+	return sha256.Sum256(readOnly(s))
+}
+
+// readOnly is s's bytes without a copy, for functions that only read them
+// (sha256, crc32): nothing may write through it.
+func readOnly(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
 // HashOfDigest is Hash for a credential known only by its raw SHA-256.
@@ -168,8 +181,8 @@ func randomHex(random io.Reader, n int) (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// checksum is the CRC-32 of s in base62, padded to ChecksumLength. It runs on
-// every request that presents a key, so it avoids big.Int: 62^6 > 2^32.
+// checksum is the CRC-32 of s in base62, padded to ChecksumLength (checksumOf
+// gives its digits). It avoids big.Int: 62^6 > 2^32.
 func checksum(s string) string {
 	sum := checksumOf(s)
 	return string(sum[:])
@@ -178,7 +191,7 @@ func checksum(s string) string {
 // checksumOf is checksum's digits, without a string to allocate: it runs on
 // every request that presents a key.
 func checksumOf(s string) [ChecksumLength]byte {
-	n := crc32.Update(0, crc32.IEEETable, unsafe.Slice(unsafe.StringData(s), len(s))) // read only: no copy of the key
+	n := crc32.Update(0, crc32.IEEETable, readOnly(s)) // no copy of the key
 	var out [ChecksumLength]byte
 	for i := ChecksumLength - 1; i >= 0; i-- {
 		out[i] = base62Alphabet[n%62]

@@ -1,7 +1,6 @@
 package index
 
 import (
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"slices"
@@ -10,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 	"unique"
-	"unsafe"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,12 +21,8 @@ import (
 // Digest is a raw SHA-256: 32 bytes as a map key instead of 71 characters of "sha256:<hex>".
 type Digest [32]byte
 
-// DigestOf is the SHA-256 of a presented credential, read in place: the
-// []byte(s) a caller would write is a copy of the credential on the heap on
-// every request (sha256's argument escapes), and the hash only reads it.
-func DigestOf(s string) Digest {
-	return Digest(sha256.Sum256(unsafe.Slice(unsafe.StringData(s), len(s))))
-}
+// DigestOf is the SHA-256 of a presented credential (credential.Sum: no copy).
+func DigestOf(s string) Digest { return Digest(credential.Sum(s)) }
 
 // ParseHash turns "sha256:<hex>" into a digest.
 func ParseHash(s string) (Digest, bool) {
