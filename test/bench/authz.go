@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -75,8 +76,10 @@ type authzRun struct {
 	// the pair the ratio is of.
 	forwardFloor, forwardPaired loadResult
 	noop, grpcKey               loadResult
-	// before: the loads measured again on the -before build, by load name.
-	before map[string]loadResult
+	// before: the loads measured again on the -before build, by load name;
+	// forwardBeforePair: forward interleaved with the -before build's (its Floor).
+	before            map[string]loadResult
+	forwardBeforePair *loadResult
 	// limited: forward with a rate limit on the API that no request reaches;
 	// forwardAfter: forward again after it.
 	limited, forwardAfter loadResult
@@ -130,10 +133,10 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 			return err
 		}
 	}
-	// startAuthz starts bin/latchkey authz with its floor (and pprof when profiling),
-	// or the -before build's with neither.
-	startAuthzFrom := func(binary, name string, extra ...string) (*process, time.Duration, error) {
-		args := append([]string{"authz", "--grpc-bind-address=" + grpcAddr, "--http-bind-address=" + httpAddr, "--metrics-bind-address=0",
+	// startAuthzAt starts bin/latchkey authz with its floor (and pprof when
+	// profiling), or the -before build's with neither, listening at httpAt and grpcAt.
+	startAuthzAt := func(binary, name, httpAt, grpcAt string, extra ...string) (*process, time.Duration, error) {
+		args := append([]string{"authz", "--grpc-bind-address=" + grpcAt, "--http-bind-address=" + httpAt, "--metrics-bind-address=0",
 			"--issuer-url=" + b.c.issuer, "--jwks-namespace=" + operatorNamespace}, extra...)
 		if binary == "" {
 			binary = repoPath("bin", "latchkey")
@@ -146,12 +149,15 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		if err != nil {
 			return nil, 0, err
 		}
-		ready, err := p.waitReady(ctx, "http://"+httpAddr+"/readyz", 2*time.Minute)
+		ready, err := p.waitReady(ctx, "http://"+httpAt+"/readyz", 2*time.Minute)
 		if err != nil {
 			p.stop()
 			return nil, 0, err
 		}
 		return p, ready, nil
+	}
+	startAuthzFrom := func(binary, name string, extra ...string) (*process, time.Duration, error) {
+		return startAuthzAt(binary, name, httpAddr, grpcAddr, extra...)
 	}
 	startAuthz := func(name string, extra ...string) (*process, time.Duration, error) {
 		return startAuthzFrom("", name, extra...)
@@ -243,6 +249,24 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 	if run.forwardAfter, err = httpLoad("authz-forward-apikey-again", forward, ""); err != nil {
 		return err
 	}
+	if b.s.before != "" {
+		// The -before build's authorizer beside this one, at addresses of its own,
+		// for a forward-auth pair interleaved between them.
+		beforeHTTP, err1 := testenv.FreeAddr()
+		beforeGRPC, err2 := testenv.FreeAddr()
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		before, _, err := startAuthzAt(b.s.before, "authz-before-forward", beforeHTTP, beforeGRPC)
+		if err != nil {
+			return err
+		}
+		run.forwardBeforePair, err = b.pairWithBefore(ctx, "before-authz-forward-apikey", p, httpAddr, before, beforeHTTP, forward, "")
+		before.stop()
+		if err != nil {
+			return err
+		}
+	}
 	noopAddr, err := testenv.FreeAddr()
 	if err != nil {
 		return err
@@ -298,7 +322,7 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		}
 	}
 	if b.s.before != "" {
-		if run.before, err = b.authzBefore(ctx, &p, startAuthzFrom, forward, keyChecks, tokens, httpAddr, grpcAddr, check); err != nil {
+		if run.before, err = b.authzBefore(ctx, &p, startAuthzFrom, keyChecks, tokens, grpcAddr, check); err != nil {
 			return err
 		}
 	}
@@ -306,19 +330,15 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 	return nil
 }
 
-// authzBefore measures the forward-auth, the API-key Check and the uncached token
+// authzBefore measures the API-key Check and the uncached token
 // Checks again on the -before build; *p is the running authorizer, replaced.
 func (b *bench) authzBefore(ctx context.Context, p **process, startFrom func(binary, name string, extra ...string) (*process, time.Duration, error),
-	forward, keyChecks [][]byte, tokens map[string][]string, httpAddr, grpcAddr string,
+	keyChecks [][]byte, tokens map[string][]string, grpcAddr string,
 	check func(name string, server *process, addr string, checks [][]byte) (loadResult, error)) (map[string]loadResult, error) {
 	before := map[string]loadResult{}
 	(*p).stop()
 	var err error
 	if *p, _, err = startFrom(b.s.before, "authz-before"); err != nil {
-		return nil, err
-	}
-	if before["authz-forward-apikey"], err = b.measure(ctx, "before-authz-forward-apikey", "load", *p, loadJob{Addr: httpAddr, Requests: forward,
-		Connections: b.s.connections, Warmup: b.s.warmup, Duration: b.s.duration, ExpectStatus: http.StatusOK}); err != nil {
 		return nil, err
 	}
 	if before["authz-grpc-apikey"], err = check("before-authz-grpc-apikey", *p, grpcAddr, keyChecks); err != nil {

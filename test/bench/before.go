@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,9 +12,13 @@ import (
 )
 
 // -before <commit> measures each load row on two builds in the same run: the
-// working tree's bin/latchkey (after) and that commit's (before), one right after
-// the other on the same core, so that a change's effect is a pair of figures
-// taken minutes apart rather than two runs taken on different days.
+// working tree's bin/latchkey (after) and that commit's (before), so that a
+// change's effect is a pair of figures taken together rather than two runs
+// taken on different days. The HTTP rows run both builds' servers at once on the
+// server core and interleave the load between them (pairWithBefore): this
+// machine's speed drifts by more than most changes within minutes, which two
+// loads one after the other read as the change. The gRPC rows are one after
+// the other.
 
 // buildBefore builds latchkey at commit (a git worktree under dir) and returns
 // the binary and the commit's short name.
@@ -38,35 +44,73 @@ func buildBefore(dir, commit string) (binary, name string, err error) {
 	return binary, name, nil
 }
 
-// beforeAfter is one pair: the same load on the -before build and on this one.
+// beforeAfter is one pair: the same load on the -before build and on this one,
+// interleaved (pairWithBefore) or one after the other.
 type beforeAfter struct {
 	row           string
 	before, after loadResult
+	interleaved   bool
+}
+
+// pairOf is a row's pair: its interleaved one (paired: this build's side, the
+// -before build's as its Floor) if it has one, else its load alone after the
+// -before build's (before); ok is false for neither.
+func pairOf(row string, paired, before *loadResult, alone loadResult) (beforeAfter, bool) {
+	switch {
+	case paired != nil && paired.Floor != nil:
+		return beforeAfter{row, *paired.Floor, *paired, true}, true
+	case before != nil:
+		return beforeAfter{row, *before, alone, false}, true
+	}
+	return beforeAfter{}, false
+}
+
+// pairWithBefore loads requests on this build's server (after, at afterAddr)
+// interleaved with the same requests on the -before build's (before, at
+// beforeAddr), both running on the server core, each idle in the other's slices.
+// It returns this build's side, with the -before build's as its Floor.
+func (b *bench) pairWithBefore(ctx context.Context, name string, after *process, afterAddr string, before *process, beforeAddr string,
+	requests [][]byte, body string) (*loadResult, error) {
+	job := b.interleave(loadJob{Addr: afterAddr, Requests: requests, Connections: b.s.connections, Warmup: b.s.warmup,
+		Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: body}, after, requests, body)
+	job.FloorAddr, job.FloorServerPID = beforeAddr, before.cmd.Process.Pid
+	res, err := b.measure(ctx, name, "load", after, job)
+	return &res, err
 }
 
 // pairs are the run's before/after pairs, in the order of the results table.
 func (r *report) pairs() []beforeAfter {
 	var out []beforeAfter
 	for _, t := range r.tokens {
-		if t.before != nil {
-			out = append(out, beforeAfter{"1. Token issuance, " + t.alg, *t.before, t.load})
+		if pr, ok := pairOf("1. Token issuance, "+t.alg, t.beforePair, t.before, t.load); ok {
+			out = append(out, pr)
 		}
 	}
-	if in := r.introspection; in != nil && in.before != nil {
-		out = append(out, beforeAfter{"2. API key introspection", *in.before, in.load})
+	if in := r.introspection; in != nil {
+		if pr, ok := pairOf("2. API key introspection", in.beforePair, in.before, in.load); ok {
+			out = append(out, pr)
+		}
 	}
 	if a := r.authz; a != nil && a.before != nil {
 		for _, l := range []struct {
 			name, row string
 			after     loadResult
 		}{{"authz-forward-apikey", "8. forward-auth API-key check", a.forward}, {"authz-grpc-apikey", "8. gRPC Check, API key", a.grpcKey}} {
-			if before, ok := a.before[l.name]; ok {
-				out = append(out, beforeAfter{l.row, before, l.after})
+			var before *loadResult
+			if b, ok := a.before[l.name]; ok {
+				before = &b
+			}
+			var paired *loadResult
+			if l.name == "authz-forward-apikey" {
+				paired = a.forwardBeforePair
+			}
+			if pr, ok := pairOf(l.row, paired, before, l.after); ok {
+				out = append(out, pr)
 			}
 		}
 		for _, j := range a.jwt {
 			if before, ok := a.before["authz-grpc-"+j.alg+"-uncached"]; ok {
-				out = append(out, beforeAfter{"8. gRPC Check, " + j.alg + " token verified on every check", before, j.uncached})
+				out = append(out, beforeAfter{"8. gRPC Check, " + j.alg + " token verified on every check", before, j.uncached, false})
 			}
 		}
 	}
@@ -86,15 +130,16 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 		return
 	}
 	p("### Before and after, same run\n\n")
-	p("Each load row measured on the build of commit %s (before: `-before %s`, the commit this issue's work started from) right after the same load on this build (after), same core, same requests. ", r.beforeName, r.beforeName)
+	p("Each load row measured on the build of commit %s (before: `-before %s`, the commit this issue's work started from) and on this build (after), same core, same requests. ", r.beforeName, r.beforeName)
 	p("What changed between them is in `git log %s..`. ", r.beforeName)
+	p("Where the row says interleaved, both builds' servers ran at once on the server core and the load alternated between them in slices of %.1f s (each idle in the other's slices); the other rows are one load right after the other. ", sliceOf(r.s.duration).Seconds())
 	p("Two loads minutes apart on this machine can differ by more than the change (a core kept from running flat out reads as a lower rate): ")
 	p("the per-CPU-second columns, requests per second of the server's own CPU, read what a request costs the server either way.")
 	if a := r.authz; a != nil && a.before != nil && r.s.profileDir != "" {
 		p(" The authorizer's rows are not alike on both sides: this build's authorizer was profiled during its loads, the -before build's serves no pprof and was not; its rows compare builds and profiling together.")
 	}
 	p("\n\n")
-	p("| Row | Before | After | Change | Per server CPU-second, before | after | Change | p99 before | p99 after |\n|---|---|---|---|---|---|---|---|---|\n")
+	p("| Row | How | Before | After | Change | Per server CPU-second, before | after | Change | p99 before | p99 after |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	window := r.s.warmup + r.s.duration
 	for _, pr := range pairs {
 		b, a := pr.before.perServerCPU(window), pr.after.perServerCPU(window)
@@ -102,7 +147,11 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 		if a > 0 && b > 0 {
 			change = fmt.Sprintf("%+.1f%%", 100*(a/b-1))
 		}
-		p("| %s | %.0f/s | %.0f/s | %+.1f%% | %.0f | %.0f | %s | %s | %s |\n", pr.row, pr.before.Rate, pr.after.Rate, 100*(pr.after.Rate/pr.before.Rate-1),
+		how := "one after the other"
+		if pr.interleaved {
+			how = "interleaved"
+		}
+		p("| %s | %s | %.0f/s | %.0f/s | %+.1f%% | %.0f | %.0f | %s | %s | %s |\n", pr.row, how, pr.before.Rate, pr.after.Rate, 100*(pr.after.Rate/pr.before.Rate-1),
 			b, a, change, ms(pr.before.P99), ms(pr.after.P99))
 	}
 	p("\n")

@@ -54,6 +54,12 @@ type loadJob struct {
 	FloorExpectBody string   `json:",omitempty"`
 	Slice           time.Duration
 	ServerPID       int
+	// FloorAddr, when set, is where the Floor side goes, on connections of its
+	// own, and FloorServerPID the process answering there: a before/after pair
+	// interleaves two builds' servers, both on the server core, each idle while
+	// the other's slice runs.
+	FloorAddr      string `json:",omitempty"`
+	FloorServerPID int    `json:",omitempty"`
 }
 
 // interleaved tells whether the job alternates Requests with its Floor.
@@ -140,13 +146,21 @@ func runLoad(job loadJob) (loadResult, error) {
 				sides[s].latencies = make([]time.Duration, 0, 1<<16)
 			}
 			fail := sides[0].fail
-			conn, err := net.Dial("tcp", job.Addr)
-			if err != nil {
-				fail(err)
-				return
+			var conns [2]net.Conn
+			var readers [2]*bufio.Reader
+			for s, addr := range [2]string{job.Addr, job.FloorAddr} {
+				if addr == "" { // the floor on the row's server: the same connection
+					conns[s], readers[s] = conns[0], readers[0]
+					continue
+				}
+				conn, err := net.Dial("tcp", addr)
+				if err != nil {
+					fail(err)
+					return
+				}
+				defer conn.Close()
+				conns[s], readers[s] = conn, bufio.NewReaderSize(conn, 32<<10)
 			}
-			defer conn.Close()
-			reader := bufio.NewReaderSize(conn, 32<<10)
 			var body bytes.Buffer
 			first, interval := c, time.Duration(0)
 			if job.Rate > 0 {
@@ -166,11 +180,11 @@ func runLoad(job loadJob) (loadResult, error) {
 				if side == 1 {
 					requests, expectBody = job.Floor, job.FloorExpectBody
 				}
-				if _, err := conn.Write(requests[i%len(requests)]); err != nil {
+				if _, err := conns[side].Write(requests[i%len(requests)]); err != nil {
 					fail(err)
 					return
 				}
-				resp, err := http.ReadResponse(reader, nil)
+				resp, err := http.ReadResponse(readers[side], nil)
 				if err != nil {
 					fail(err)
 					return
@@ -214,20 +228,26 @@ func runLoad(job loadJob) (loadResult, error) {
 	return side[0], nil
 }
 
-// sideCPU reads the server's CPU at each slice's end over the measured window
-// and sums it by side: 0 for Requests' slices, 1 for Floor's.
+// sideCPU reads the servers' CPU at each slice's end over the measured window
+// and sums, by side (0 for Requests' slices, 1 for Floor's), the CPU of that
+// side's server (ServerPID, or FloorServerPID for the floor when set) in them.
 func sideCPU(job loadJob, measureFrom, end time.Time) [2]float64 {
+	pids := [2]int{job.ServerPID, job.ServerPID}
+	if job.FloorServerPID > 0 {
+		pids[1] = job.FloorServerPID
+	}
+	read := func() [2]float64 { return [2]float64{cpuSeconds(pids[0]), cpuSeconds(pids[1])} }
 	var sum [2]float64
 	time.Sleep(time.Until(measureFrom))
-	last := cpuSeconds(job.ServerPID)
+	last := read()
 	for k := 0; ; k++ {
 		sliceEnd := measureFrom.Add(time.Duration(k+1) * job.Slice)
 		if sliceEnd.After(end) {
 			return sum
 		}
 		time.Sleep(time.Until(sliceEnd))
-		now := cpuSeconds(job.ServerPID)
-		sum[sideOfSlice(int64(k))] += now - last
+		now, side := read(), sideOfSlice(int64(k))
+		sum[side] += now[side] - last[side]
 		last = now
 	}
 }

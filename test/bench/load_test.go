@@ -66,6 +66,20 @@ func TestInterleavedLoadSplitsBySlice(t *testing.T) {
 		t.Errorf("floor side %.0f/s, row side %.0f/s: the floor should be several times faster", res.Floor.Rate, res.Rate)
 	}
 
+	// A before/after pair: the floor side on a server of its own (FloorAddr).
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("other")) }))
+	defer other.Close()
+	otherAddr := strings.TrimPrefix(other.URL, "http://")
+	res, err = runLoad(loadJob{Addr: addr, Requests: [][]byte{request("/row")}, Connections: 2, Warmup: 100 * time.Millisecond,
+		Duration: 800 * time.Millisecond, ExpectStatus: 200, ExpectBody: "row",
+		Floor: [][]byte{request("/row")}, FloorExpectBody: "other", Slice: 100 * time.Millisecond, FloorAddr: otherAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors > 0 || res.Floor == nil || res.Floor.Rate < 3*res.Rate {
+		t.Fatalf("errors %d (%s); the other server's side %v, this side %.0f/s", res.Errors, res.FirstError, res.Floor, res.Rate)
+	}
+
 	if _, err := runLoad(loadJob{Addr: addr, Requests: [][]byte{request("/row")}, Connections: 1, Duration: 250 * time.Millisecond,
 		ExpectStatus: 200, Floor: [][]byte{request("/floor")}, Slice: 100 * time.Millisecond}); err == nil {
 		t.Error("an interleaved load of a duration that is not whole slice pairs ran")

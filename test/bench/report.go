@@ -17,7 +17,8 @@ type tokenRun struct {
 	sign                 signResult
 	healthz, floor, load loadResult  // floor and load each alone (profiled)
 	paired               loadResult  // the load interleaved with its floor (paired.Floor): the ratio's
-	before               *loadResult // the same load on the -before build
+	before               *loadResult // the same load on the -before build, alone
+	beforePair           *loadResult // the load interleaved with the -before build's (its Floor)
 }
 
 type introspectionRun struct {
@@ -25,6 +26,7 @@ type introspectionRun struct {
 	paired               loadResult // the load interleaved with its floor (paired.Floor): the ratio's
 	hash                 hashResult // the two SHA-256 of a request, raw
 	before               *loadResult
+	beforePair           *loadResult // the load interleaved with the -before build's (its Floor)
 	keys                 int
 }
 

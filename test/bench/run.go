@@ -402,15 +402,7 @@ func (b *bench) tokenIssuance(ctx context.Context) error {
 			return err
 		}
 		if b.s.before != "" {
-			if _, err := b.restartTokenServerFrom(ctx, alg, b.s.before); err != nil {
-				return err
-			}
-			before, err := b.load(ctx, "before-token-"+alg, requests, http.StatusOK, `"access_token":"`)
-			if err != nil {
-				return err
-			}
-			run.before = &before
-			if _, err := b.restartTokenServer(ctx, alg); err != nil {
+			if run.beforePair, err = b.tokenServerPair(ctx, "token-"+alg, requests, `"access_token":"`); err != nil {
 				return err
 			}
 		}
@@ -487,20 +479,29 @@ func (b *bench) introspection(ctx context.Context) error {
 		return err
 	}
 	if b.s.before != "" {
-		if _, err := b.restartTokenServerFrom(ctx, b.alg, b.s.before); err != nil {
-			return err
-		}
-		before, err := b.load(ctx, "before-introspect-apikey", requests, http.StatusOK, `"active":true`)
-		if err != nil {
-			return err
-		}
-		run.before = &before
-		if _, err := b.restartTokenServer(ctx, b.alg); err != nil {
+		if run.beforePair, err = b.tokenServerPair(ctx, "introspect-apikey", requests, `"active":true`); err != nil {
 			return err
 		}
 	}
 	b.report.introspection = run
 	return nil
+}
+
+// tokenServerPair starts the -before build's token server beside this build's
+// (same algorithm, server core, an address of its own) and loads both
+// interleaved with requests (pairWithBefore); it stops it after.
+func (b *bench) tokenServerPair(ctx context.Context, name string, requests []string, body string) (*loadResult, error) {
+	addr, err := testenv.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	before, _, err := b.c.tokenServerWith(ctx, tokenServerOptions{name: "tokenserver-before-" + b.alg, listen: addr, alg: b.alg,
+		cpu: b.s.serverCPU, binary: b.s.before})
+	if err != nil {
+		return nil, err
+	}
+	defer before.stop()
+	return b.pairWithBefore(ctx, "before-"+name, b.server, b.c.tokenAddr, before, addr, rawRequests(requests), body)
 }
 
 // load runs one closed-loop load of the token server from the load core and logs it.
@@ -545,7 +546,7 @@ func (b *bench) measure(ctx context.Context, name, kind string, server *process,
 		res.ServerCPU = cpuSeconds(server.cmd.Process.Pid) - serverCPU
 	} else {
 		f := res.Floor
-		logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%; interleaved with the row below)", name+" (floor)", f.Rate,
+		logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%; interleaved with the row below)", name+" (other side)", f.Rate,
 			f.P50.Round(time.Microsecond), f.P99.Round(time.Microsecond), 100*f.ServerCPU/window)
 	}
 	logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%, load core %.0f%%)", name, res.Rate,
