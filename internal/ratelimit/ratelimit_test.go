@@ -139,7 +139,7 @@ func TestNamespaceShare(t *testing.T) {
 	// As many credentials as alice's share of one shard: wherever the (randomly
 	// seeded) hash puts them, none is refused by her own share, only by room
 	// mallory took. (200 of them, as this test had, put more than 10 in one of
-	// the 64 shards in about one run in fifty.)
+	// the 64 shards in 7 runs of 500.)
 	for i := range 10 {
 		k := Key{Credential: types.UID(fmt.Sprint("alice-", i)), API: "api", Rule: APIBudget}
 		if ok, _ := l.Take(start, "alice", []Budget{{k, lim}}, out[:]); !ok {
