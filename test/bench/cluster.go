@@ -474,6 +474,12 @@ func (c *cluster) apiserverGet(ctx context.Context, path, accept string) ([]byte
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
+	return getOK(hc, req, path)
+}
+
+// getOK sends req with hc and returns the body of a 200 answer; any other
+// status is an error naming path.
+func getOK(hc *http.Client, req *http.Request, path string) ([]byte, error) {
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err

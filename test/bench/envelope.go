@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -48,15 +47,11 @@ func heapAfterGC(get func(path string) ([]byte, error)) (int64, error) {
 // pprofGet fetches path from a process's pprof listener.
 func pprofGet(addr string) func(string) ([]byte, error) {
 	return func(path string) ([]byte, error) {
-		resp, err := http.Get("http://" + addr + path)
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
 		if err != nil {
 			return nil, err
 		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
-		}
-		return io.ReadAll(resp.Body)
+		return getOK(http.DefaultClient, req, path)
 	}
 }
 
