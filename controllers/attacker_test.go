@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -139,6 +140,38 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 				}).Should(Succeed())
 				Eventually(eventReasons).WithArguments(ctx, attacker.Namespace, obj.GetName()).Should(ContainElement("SecretModified"))
 			}
+
+			It("cannot inflate the manager's memory with the metadata of its own "+kind.name, func() {
+				attacker := newTenant(ctx)
+				obj := kind.newObject(attacker.Namespace, "ballast")
+				obj.SetAnnotations(map[string]string{"example.com/padding": strings.Repeat("x", 200<<10)})
+				labels := map[string]string{}
+				var finalizers []string
+				for i := range 500 {
+					labels[fmt.Sprintf("example.com/label-%03d", i)] = strings.Repeat("y", 63)
+					finalizers = append(finalizers, fmt.Sprintf("example.com/finalizer-%03d", i))
+				}
+				obj.SetLabels(labels)
+				obj.SetFinalizers(finalizers)
+				Expect(attacker.Client.Create(ctx, obj)).To(Succeed())
+				DeferCleanup(func() { // let the namespace go away
+					patch(ctx, kind, obj, func(o controllers.CredentialObject) { o.SetFinalizers(nil) })
+				})
+				waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
+
+				cached := kind.newObject(attacker.Namespace, obj.GetName())
+				Expect(managerCache.Get(ctx, client.ObjectKeyFromObject(obj), cached)).To(Succeed())
+				Expect(len(mustJSON(cached))).To(BeNumerically("<", 4<<10), "the manager caches the %s without what it never reads", kind.name)
+
+				By("and a rotate request, the one annotation the manager reads, still reaches it")
+				before := get(ctx, kind, attacker.Namespace, obj.GetName()).CredentialStatus().Credentials[0].Hash
+				patch(ctx, kind, obj, func(o controllers.CredentialObject) {
+					o.SetAnnotations(map[string]string{"example.com/padding": "", latchkeyv1.RotateAnnotation: "now"})
+				})
+				Eventually(func() string {
+					return get(ctx, kind, attacker.Namespace, obj.GetName()).CredentialStatus().Credentials[0].Hash
+				}).ShouldNot(Equal(before), "the rotate request was acted on")
+			})
 
 			It("cannot plant a credential of its choosing", func() {
 				attacker := newTenant(ctx)

@@ -104,9 +104,9 @@ func describeKstatus(kind credentialKind) {
 		Expect(conditionOf(ctx, kind, obj, latchkeyv1.ConditionReconciling)).To(BeNil())
 
 		Expect(k8s.Delete(ctx, foreign)).To(Succeed())
-		// A label change reconciles it now, rather than on the 30 s conflict recheck
+		// A reconcile request reconciles it now, rather than on the 30 s conflict recheck
 		// (lifecycle_test.go waits that out).
-		patch(ctx, kind, obj, func(o controllers.CredentialObject) { o.SetLabels(map[string]string{"poke": "1"}) })
+		patch(ctx, kind, obj, requestReconcile("1"))
 		waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
 		Expect(kstatusOf(ctx, obj).Status).To(Equal(status.CurrentStatus))
 		Expect(conditionOf(ctx, kind, obj, latchkeyv1.ConditionStalled)).To(BeNil(), "Stalled is removed, not left False")
@@ -145,9 +145,9 @@ func describeKstatus(kind credentialKind) {
 		Expect(conditionOf(ctx, kind, obj, latchkeyv1.ConditionStalled)).To(BeNil())
 
 		Expect(k8s.Delete(ctx, quota)).To(Succeed())
-		// A label change reconciles it now, not at the end of a backoff that grows
+		// A reconcile request reconciles it now, not at the end of a backoff that grows
 		// with every failed retry.
-		patch(ctx, kind, obj, func(o controllers.CredentialObject) { o.SetLabels(map[string]string{"poke": "1"}) })
+		patch(ctx, kind, obj, requestReconcile("1"))
 		waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
 		Expect(kstatusOf(ctx, obj).Status).To(Equal(status.CurrentStatus))
 		Expect(conditionOf(ctx, kind, obj, latchkeyv1.ConditionReconciling)).To(BeNil())

@@ -104,8 +104,8 @@ func describeLifecycle(kind credentialKind) {
 		ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
 		secret := getSecret(ctx, ns, ready.SecretName())
 
-		// A label change triggers a reconcile without changing the spec.
-		patch(ctx, kind, ready, func(o controllers.CredentialObject) { o.SetLabels(map[string]string{"poke": "1"}) })
+		// A reconcile request triggers a reconcile without changing the spec.
+		patch(ctx, kind, ready, requestReconcile("1"))
 		Consistently(func(g Gomega) {
 			g.Expect(getSecret(ctx, ns, ready.SecretName()).ResourceVersion).To(Equal(secret.ResourceVersion))
 			g.Expect(get(ctx, kind, ns, "steady").CredentialStatus().Credentials).To(Equal(ready.CredentialStatus().Credentials))
@@ -113,9 +113,7 @@ func describeLifecycle(kind credentialKind) {
 	})
 
 	It("adopts the credential it wrote when it died before writing the status", func() {
-		obj := create(ctx, kind, ns, "crash", func(o controllers.CredentialObject) {
-			o.SetAnnotations(map[string]string{failStatusPatchOnce: ""})
-		})
+		obj := create(ctx, kind, ns, failStatusPatchOnce+"crash", nil)
 		ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
 		_, failed := failedOnce.Load(ready.GetUID())
 		Expect(failed).To(BeTrue(), "the first status patch was made to fail")
@@ -127,17 +125,15 @@ func describeLifecycle(kind credentialKind) {
 	})
 
 	It("rotates once when a last-use write races the rotation's status write", func() {
-		obj := create(ctx, kind, ns, "used-while-rotating", func(o controllers.CredentialObject) {
-			o.SetAnnotations(map[string]string{usedDuringRotation: "r1"})
-		})
+		obj := create(ctx, kind, ns, usedDuringRotation+"r", nil)
 		ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
 		patch(ctx, kind, ready, func(o controllers.CredentialObject) {
-			o.SetAnnotations(map[string]string{usedDuringRotation: "r1", latchkeyv1.RotateAnnotation: "r1"})
+			o.SetAnnotations(map[string]string{latchkeyv1.RotateAnnotation: "r1"})
 		})
 		rotated := waitReady(ctx, kind, ready, latchkeyv1.ReasonRotating)
 		_, used := usedOnce.Load(ready.GetUID())
 		Expect(used).To(BeTrue(), "a use was recorded between the manager's read and its status patch")
-		Consistently(func() int64 { return get(ctx, kind, ns, "used-while-rotating").CredentialStatus().Serial }, time.Second, interval).
+		Consistently(func() int64 { return get(ctx, kind, ns, usedDuringRotation+"r").CredentialStatus().Serial }, time.Second, interval).
 			Should(Equal(int64(2)), "one rotation: the status patch was written again on the fresh object, not adopted and rotated once more")
 		Expect(rotated.CredentialStatus().LastUsedAt).NotTo(BeNil(), "and the recorded use was kept")
 		Expect(rotated.CredentialStatus().LastRotateRequest).To(Equal("r1"))
@@ -147,11 +143,11 @@ func describeLifecycle(kind credentialKind) {
 		// The manager's cache leaves kubectl's last-applied-configuration out; the
 		// live read that rebases a conflicting status patch must compare alike.
 		applied := func(more map[string]string) map[string]string {
-			a := map[string]string{usedDuringRotation: "r1", corev1.LastAppliedConfigAnnotation: `{"apiVersion":"latchkey.dev/v1alpha1"}`}
+			a := map[string]string{corev1.LastAppliedConfigAnnotation: `{"apiVersion":"latchkey.dev/v1alpha1"}`}
 			maps.Copy(a, more)
 			return a
 		}
-		obj := create(ctx, kind, ns, "applied-used-while-rotating", func(o controllers.CredentialObject) { o.SetAnnotations(applied(nil)) })
+		obj := create(ctx, kind, ns, usedDuringRotation+"applied", func(o controllers.CredentialObject) { o.SetAnnotations(applied(nil)) })
 		ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
 		patch(ctx, kind, ready, func(o controllers.CredentialObject) {
 			o.SetAnnotations(applied(map[string]string{latchkeyv1.RotateAnnotation: "r1"}))
@@ -159,7 +155,7 @@ func describeLifecycle(kind credentialKind) {
 		rotated := waitReady(ctx, kind, ready, latchkeyv1.ReasonRotating)
 		_, used := usedOnce.Load(ready.GetUID())
 		Expect(used).To(BeTrue(), "a use was recorded between the manager's read and its status patch")
-		Consistently(func() int64 { return get(ctx, kind, ns, "applied-used-while-rotating").CredentialStatus().Serial }, time.Second, interval).
+		Consistently(func() int64 { return get(ctx, kind, ns, usedDuringRotation+"applied").CredentialStatus().Serial }, time.Second, interval).
 			Should(Equal(int64(2)), "one rotation: the status patch was written again on the fresh object, not adopted and rotated once more")
 		Expect(rotated.CredentialStatus().LastRotateRequest).To(Equal("r1"))
 	})
@@ -202,7 +198,7 @@ func describeLifecycle(kind credentialKind) {
 		Expect(settled.CredentialStatus().Credentials).To(ConsistOf(HaveField("Hash", credential.Hash(current))))
 
 		// The same annotation value is not a new request.
-		patch(ctx, kind, settled, func(o controllers.CredentialObject) { o.SetLabels(map[string]string{"poke": "1"}) })
+		patch(ctx, kind, settled, requestReconcile("1"))
 		Consistently(func() string { return credentialIn(kind, getSecret(ctx, ns, first.SecretName())) }, time.Second, interval).
 			Should(Equal(current))
 	})
@@ -218,13 +214,13 @@ func describeLifecycle(kind credentialKind) {
 		old := credentialIn(kind, getSecret(ctx, ns, first.SecretName()))
 
 		testClock.Advance(time.Hour + time.Second)
-		patch(ctx, kind, first, func(o controllers.CredentialObject) { o.SetLabels(map[string]string{"poke": "1"}) })
+		patch(ctx, kind, first, requestReconcile("1"))
 		rotating := waitReady(ctx, kind, obj, latchkeyv1.ReasonRotating)
 		Expect(rotating.CredentialStatus().Credentials[1].Hash).To(Equal(credential.Hash(old)))
 		Expect(credentialIn(kind, getSecret(ctx, ns, first.SecretName()))).NotTo(Equal(old))
 
 		testClock.Advance(10*time.Minute + time.Second)
-		patch(ctx, kind, rotating, func(o controllers.CredentialObject) { o.SetLabels(map[string]string{"poke": "2"}) })
+		patch(ctx, kind, rotating, requestReconcile("2"))
 		settled := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
 		Expect(settled.CredentialStatus().Credentials).To(HaveLen(1))
 	})
@@ -373,6 +369,18 @@ func get(ctx context.Context, kind credentialKind, ns, name string) controllers.
 	obj := kind.newObject(ns, name)
 	ExpectWithOffset(1, k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj)).To(Succeed())
 	return obj
+}
+
+// requestReconcile sets the reconcile request to value, keeping the other annotations.
+func requestReconcile(value string) func(controllers.CredentialObject) {
+	return func(o controllers.CredentialObject) {
+		annotations := o.GetAnnotations()
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		annotations[latchkeyv1.ReconcileAnnotation] = value
+		o.SetAnnotations(annotations)
+	}
 }
 
 // patch applies mutate to the latest version, retrying on conflicts.

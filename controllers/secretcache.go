@@ -36,34 +36,6 @@ const (
 	trimmedAnnotation = "latchkey.dev/cache-trimmed"
 )
 
-// CacheOptions are the manager's cache options: CacheByObject, and every other
-// cached object without what the manager never reads (cacheTransform).
-func CacheOptions(jwksConfigMap ...client.ObjectKey) cache.Options {
-	return cache.Options{ByObject: CacheByObject(jwksConfigMap...), DefaultTransform: cacheTransform}
-}
-
-// cacheTransform drops, from every cached object but the Secrets (digestSecret
-// does their part), its managedFields and kubectl's last-applied-configuration
-// annotation: the manager reads neither, and together they were the larger part
-// of what a cached APIKey held (make bench: managedFields alone ~1 KB of the
-// ~2 KB an APIKey is as JSON). A cached copy is never written back as it is:
-// writes are merge patches against it (a field absent on both sides is not in
-// the patch) or updates of a live read.
-func cacheTransform(obj any) (any, error) {
-	if o, ok := obj.(metav1.Object); ok {
-		o.SetManagedFields(nil)
-		if annotations := o.GetAnnotations(); annotations != nil {
-			if _, ok := annotations[corev1.LastAppliedConfigAnnotation]; ok {
-				delete(annotations, corev1.LastAppliedConfigAnnotation)
-				if len(annotations) == 0 {
-					o.SetAnnotations(nil)
-				}
-			}
-		}
-	}
-	return obj, nil // a tombstone as it is
-}
-
 // CacheByObject restricts the Secret cache to the Secrets the operator labelled,
 // in digest form. Given the JWKS ConfigMap (optional: SigningKeyOptions.JWKSConfigMap
 // in the signing keys' namespace), it restricts the ConfigMap cache to that one, so
@@ -101,6 +73,7 @@ func digestSecret(secret *corev1.Secret) *corev1.Secret {
 		secret.Data[k] = sum[:]
 	}
 	if !trimmed {
+		internSecret(secret)
 		return secret
 	}
 	keptLabels := map[string]string{}
@@ -120,6 +93,7 @@ func digestSecret(secret *corev1.Secret) *corev1.Secret {
 		keptOwners = []metav1.OwnerReference{*owner}
 	}
 	secret.OwnerReferences = keptOwners
+	internSecret(secret)
 	return secret
 }
 

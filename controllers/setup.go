@@ -23,10 +23,9 @@ import (
 // SetupWithManager registers the reconciler for its kind, watching the Secrets it controls.
 //
 // Only what asks for new work triggers a reconcile: a new, changed (spec:
-// generation) or deleted object, a rotation request (an annotation; labels too, so
-// that `kubectl label` nudges a reconcile), and a Secret
-// changed or deleted by someone, and a leak report the token server recorded in
-// status.leaks (leakReported). The manager's own writes do not: its status patch
+// generation) or deleted object, a rotate or reconcile request (annotations: the
+// only ones the cache keeps, cacheTransform), a Secret changed or deleted by someone,
+// and a leak report the token server recorded in status.leaks (leakReported). The manager's own writes do not: its status patch
 // (and the token server's lastUsedAt) leave the generation alone, and the Secret
 // it creates is already accounted for. That halves the reconciles of a new object
 // (make bench, reconcile vs floor). Time-based work is requeued by the lifecycle.
@@ -37,7 +36,7 @@ func (r *CredentialReconciler[T]) SetupWithManager(mgr ctrl.Manager, name string
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named(name).
 		For(r.Kind.NewObject(), builder.WithPredicates(predicate.Or(
-			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{},
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
 			leakReported))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated)).
 		WithOptions(options)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,14 +31,17 @@ import (
 	"github.com/latchkey-dev/latchkey/internal/testenv"
 )
 
-// failStatusPatchOnce marks an object whose first status patch the suite's client
-// fails, as if the manager died between writing the Secret and writing the status.
-const failStatusPatchOnce = "test.latchkey.dev/fail-status-patch-once"
-
-// usedDuringRotation marks an object whose status patch answering the rotate
-// request named by its value is preceded by a status.lastUsedAt patch, as a token
-// server records a use at that moment: the manager's patch then meets a conflict.
-const usedDuringRotation = "test.latchkey.dev/used-during-rotation"
+// Name prefixes that mark an object for the suite's client (crashingClient). Names,
+// because the manager's cache keeps no annotation of a credential but its own.
+const (
+	// failStatusPatchOnce: the object's first status patch fails, as if the manager
+	// died between writing the Secret and writing the status.
+	failStatusPatchOnce = "fail-status-patch-once-"
+	// usedDuringRotation: the object's first status patch answering a rotate request
+	// is preceded by a status.lastUsedAt patch, as a token server records a use at
+	// that moment: the manager's patch then meets a conflict.
+	usedDuringRotation = "used-during-rotation-"
+)
 
 // What the suite's manager writes into OAuthClient Secrets.
 const (
@@ -144,7 +148,7 @@ var _ = AfterSuite(func() {
 	}
 })
 
-// crashingClient wraps the real client: an object annotated failStatusPatchOnce has
+// crashingClient wraps the real client: an object named failStatusPatchOnce… has
 // its first status patch fail after everything before it (the Secret) was written.
 type crashingClient struct{ client.Client }
 
@@ -156,12 +160,12 @@ func (c crashingClient) Status() client.SubResourceWriter { return crashingStatu
 type crashingStatus struct{ client.SubResourceWriter }
 
 func (s crashingStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-	if _, marked := obj.GetAnnotations()[failStatusPatchOnce]; marked {
+	if strings.HasPrefix(obj.GetName(), failStatusPatchOnce) {
 		if _, done := failedOnce.LoadOrStore(obj.GetUID(), true); !done {
 			return errors.New("injected: the manager died before writing status")
 		}
 	}
-	if request, marked := obj.GetAnnotations()[usedDuringRotation]; marked && request == obj.GetAnnotations()[latchkeyv1.RotateAnnotation] {
+	if strings.HasPrefix(obj.GetName(), usedDuringRotation) && obj.GetAnnotations()[latchkeyv1.RotateAnnotation] != "" {
 		if _, done := usedOnce.LoadOrStore(obj.GetUID(), true); !done {
 			use := client.RawPatch(types.MergePatchType, []byte(`{"status":{"lastUsedAt":"`+time.Now().UTC().Truncate(time.Minute).Format(time.RFC3339)+`"}}`))
 			if err := s.SubResourceWriter.Patch(ctx, obj.DeepCopyObject().(client.Object), use); err != nil {

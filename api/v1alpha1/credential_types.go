@@ -12,6 +12,11 @@ const (
 	// (for example a timestamp) and the credential is rotated once.
 	RotateAnnotation = "latchkey.dev/rotate"
 
+	// ReconcileAnnotation asks for a reconcile now: set it to a new value (for
+	// example a timestamp), as Flux's reconcile.fluxcd.io/requestedAt. Labels and
+	// other annotations do not: the manager's cache leaves them out.
+	ReconcileAnnotation = "latchkey.dev/reconcile"
+
 	// SerialAnnotation is written on a credential Secret. It numbers the credential
 	// the Secret holds, so that the operator can tell a credential it issued but
 	// has not yet recorded (adopt it) from an older or altered one (never adopt it).

@@ -1,0 +1,222 @@
+package controllers
+
+import (
+	"slices"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+)
+
+// The manager holds every APIKey, OAuthClient and Secret of the cluster in its
+// cache, so what one cached object costs, times the number of credentials, is
+// most of its memory. The cache keeps each object in a smaller form than the API
+// server sends (make bench, "Memory and the scale envelope"):
+//
+//   - no managedFields and no kubectl last-applied annotation, on every object:
+//     the manager reads neither;
+//   - of an APIKey or OAuthClient, no labels, finalizers or owner references and
+//     no annotation but latchkeyv1.RotateAnnotation and ReconcileAnnotation:
+//     nothing else of their metadata is read, and so what a tenant puts there
+//     costs the manager nothing;
+//   - strings that repeat across objects (namespaces, scopes, condition types and
+//     reasons, the Secrets' keys, owner kinds) share one copy (interned), and a
+//     Secret whose labels are exactly ours shares one map (managedByLabels).
+//
+// Cached objects are shared, read-only: a Get or List deep-copies them (a List
+// with UnsafeDisableDeepCopy only reads), and a cached copy is never written
+// back as it is: writes are merge patches against it (a field absent on both
+// sides is not in the patch) or updates of a live read.
+
+// CacheOptions are the manager's cache options: CacheByObject, and every other
+// cached object in the form above (cacheTransform).
+func CacheOptions(jwksConfigMap ...client.ObjectKey) cache.Options {
+	return cache.Options{ByObject: CacheByObject(jwksConfigMap...), DefaultTransform: cacheTransform}
+}
+
+// cacheTransform puts an object other than a Secret (digestSecret does those)
+// in the cache's form. The status writer puts a live read in the same form
+// before comparing it with a cached one.
+func cacheTransform(obj any) (any, error) {
+	o, ok := obj.(metav1.Object)
+	if !ok {
+		return obj, nil // a tombstone as it is
+	}
+	o.SetManagedFields(nil)
+	if _, credential := obj.(CredentialObject); credential {
+		o.SetLabels(nil)
+		o.SetFinalizers(nil)
+		o.SetOwnerReferences(nil)
+		o.SetAnnotations(credentialAnnotations(o.GetAnnotations()))
+	} else if annotations := o.GetAnnotations(); annotations != nil {
+		if _, ok := annotations[corev1.LastAppliedConfigAnnotation]; ok {
+			delete(annotations, corev1.LastAppliedConfigAnnotation)
+			if len(annotations) == 0 {
+				o.SetAnnotations(nil)
+			}
+		}
+	}
+	internMeta(o)
+	if c, ok := obj.(CredentialObject); ok {
+		internCredential(c)
+	}
+	return obj, nil
+}
+
+// credentialAnnotations is what the cache keeps of a credential's annotations:
+// the rotate request, which the lifecycle reads, and the reconcile request, whose
+// change triggers a reconcile (SetupWithManager).
+func credentialAnnotations(annotations map[string]string) map[string]string {
+	var kept map[string]string
+	for _, name := range []string{latchkeyv1.RotateAnnotation, latchkeyv1.ReconcileAnnotation} {
+		if value, ok := annotations[name]; ok {
+			if kept == nil {
+				kept = make(map[string]string, 2)
+			}
+			kept[interned.of(name)] = value
+		}
+	}
+	return kept
+}
+
+// internMeta shares the metadata strings that repeat across objects.
+func internMeta(o metav1.Object) {
+	o.SetNamespace(interned.of(o.GetNamespace()))
+	finalizers := o.GetFinalizers()
+	for i := range finalizers {
+		finalizers[i] = interned.of(finalizers[i])
+	}
+	owners := o.GetOwnerReferences()
+	for i := range owners {
+		owners[i].APIVersion = interned.of(owners[i].APIVersion)
+		owners[i].Kind = interned.of(owners[i].Kind)
+		owners[i].Controller = sharedBool(owners[i].Controller)
+		owners[i].BlockOwnerDeletion = sharedBool(owners[i].BlockOwnerDeletion)
+	}
+}
+
+// internCredential shares the strings of a credential's spec and status that
+// repeat across credentials. A Ready message names the credential, so it is
+// left as it is.
+func internCredential(c CredentialObject) {
+	switch obj := c.(type) {
+	case *latchkeyv1.APIKey:
+		internAll(obj.Spec.Scopes)
+		obj.Spec.Environment = latchkeyv1.Environment(interned.of(string(obj.Spec.Environment)))
+		obj.Spec.Prefix = interned.of(obj.Spec.Prefix)
+		obj.Status.Prefix = interned.of(obj.Status.Prefix)
+	case *latchkeyv1.OAuthClient:
+		internAll(obj.Spec.Scopes)
+	}
+	conditions := c.CredentialStatus().Conditions
+	for i := range conditions {
+		conditions[i].Type = interned.of(conditions[i].Type)
+		conditions[i].Status = metav1.ConditionStatus(interned.of(string(conditions[i].Status)))
+		conditions[i].Reason = interned.of(conditions[i].Reason)
+		if conditions[i].Type != latchkeyv1.ConditionReady {
+			conditions[i].Message = interned.of(conditions[i].Message)
+		}
+	}
+}
+
+// internSecret shares what repeats across the Secrets of a digest-form Secret:
+// its type, its keys, and its labels when they are only ours.
+func internSecret(secret *corev1.Secret) {
+	internMeta(secret)
+	secret.Type = corev1.SecretType(interned.of(string(secret.Type)))
+	if len(secret.Labels) == 1 && secret.Labels[ManagedByLabel] == ManagedByValue {
+		secret.Labels = managedByLabels
+	} else {
+		secret.Labels = internKeys(secret.Labels)
+	}
+	secret.Annotations = internKeys(secret.Annotations)
+	secret.Data = internKeys(secret.Data)
+}
+
+// managedByLabels is the one labels map of every Secret whose only label is ours.
+// Read-only, like all of the cache.
+var managedByLabels = map[string]string{ManagedByLabel: ManagedByValue}
+
+var sharedTrue, sharedFalse = new(bool(true)), new(bool(false))
+
+func sharedBool(b *bool) *bool {
+	switch {
+	case b == nil:
+		return nil
+	case *b:
+		return sharedTrue
+	default:
+		return sharedFalse
+	}
+}
+
+func internAll(values []string) {
+	for i := range values {
+		values[i] = interned.of(values[i])
+	}
+}
+
+// internKeys returns a copy of m with interned keys (Go cannot replace a map's
+// key in place; the decoded map is garbage then).
+func internKeys[V any](m map[string]V) map[string]V {
+	if len(m) == 0 {
+		return m
+	}
+	shared := make(map[string]V, len(m))
+	for k, v := range m {
+		shared[interned.of(k)] = v
+	}
+	return shared
+}
+
+// interned is the manager's table of shared strings, seeded with the words the
+// manager itself writes. It is bounded: past maxInterned strings (or for one
+// longer than maxInternedLen) a string is kept as it is, so that what tenants
+// name (namespaces, scopes) can fill the table but not grow it.
+var interned = newInternTable(
+	ManagedByLabel, ManagedByValue, latchkeyv1.SerialAnnotation, latchkeyv1.IssuanceProofAnnotation,
+	latchkeyv1.RotateAnnotation, latchkeyv1.ReconcileAnnotation, string(corev1.SecretTypeOpaque), latchkeyv1.GroupVersion.String(),
+	string(metav1.ConditionTrue), string(metav1.ConditionFalse), string(metav1.ConditionUnknown),
+	latchkeyv1.ConditionReady, latchkeyv1.ConditionReconciling, latchkeyv1.ConditionStalled,
+	latchkeyv1.ConditionScopesKnown, latchkeyv1.ConditionLeaked,
+)
+
+const (
+	maxInterned    = 8192
+	maxInternedLen = 256
+)
+
+type internTable struct {
+	mu      sync.Mutex
+	strings map[string]string
+}
+
+func newInternTable(seed ...string) *internTable {
+	t := &internTable{strings: make(map[string]string, len(seed))}
+	for _, s := range slices.Compact(slices.Sorted(slices.Values(seed))) {
+		t.strings[s] = s
+	}
+	return t
+}
+
+// of returns the table's copy of s, adding s if there is room.
+func (t *internTable) of(s string) string {
+	if s == "" || len(s) > maxInternedLen {
+		return s
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared, ok := t.strings[s]; ok {
+		return shared
+	}
+	if len(t.strings) < maxInterned {
+		s = strings.Clone(s) // not a slice of a larger decoded buffer
+		t.strings[s] = s
+	}
+	return s
+}
