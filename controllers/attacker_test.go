@@ -291,6 +291,8 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 		plaintext := credentialIn(apiKeyKind, getSecret(ctx, attacker.Namespace, key.SecretName()))
 		cached := &corev1.Secret{}
 		Expect(managerCache.Get(ctx, client.ObjectKey{Namespace: attacker.Namespace, Name: key.SecretName()}, cached)).To(Succeed())
+		Expect(strings.Contains(string(mustJSON(cached)), plaintext)).To(BeFalse(), "the cached Secret holds no plaintext")
+		controllers.UnpackDigests(cached)
 		Expect("sha256:" + hex.EncodeToString(cached.Data[latchkeyv1.APIKeySecretKey])).To(Equal(credential.Hash(plaintext)))
 	})
 

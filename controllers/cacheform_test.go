@@ -130,3 +130,35 @@ func TestInternTableIsBounded(t *testing.T) {
 		t.Error("a seeded string is not shared")
 	}
 }
+
+func TestPackedDigestsRoundTrip(t *testing.T) {
+	for _, data := range []map[string][]byte{
+		nil,
+		{latchkeyv1.APIKeySecretKey: []byte("lk_live_x")},
+		{"a": nil, "client-id": []byte("0123"), "client-secret": []byte("s"), "z.y-x_w": []byte("\x00\x00")},
+	} {
+		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s", Annotations: map[string]string{
+			latchkeyv1.SerialAnnotation: "1",
+			packedDigestsAnnotation:     "forged\x00" + string(make([]byte, 32)), // as a tenant can write it
+		}}, Data: data}
+		want := digestSecret(decoded(t, secret))
+		delete(want.Annotations, packedDigestsAnnotation)
+		if len(want.Data) == 0 {
+			want.Data = nil
+		}
+
+		cached, err := digestSecretTransform(decoded(t, secret))
+		must(t, err)
+		if c := cached.(*corev1.Secret); c.Data != nil || (len(data) > 0) != (c.Annotations[packedDigestsAnnotation] != "") {
+			t.Errorf("%d keys: cached data %v, packed %q", len(data), c.Data, c.Annotations[packedDigestsAnnotation])
+		}
+		read := cached.(*corev1.Secret).DeepCopy()
+		unpackDigests(read)
+		if !equality.Semantic.DeepEqual(read, want) {
+			t.Errorf("%d keys: unpacked\n%+v\nwant\n%+v", len(data), read, want)
+		}
+		if _, forged := read.Data["forged"]; forged {
+			t.Error("a digest a tenant wrote in the packed annotation was read back")
+		}
+	}
+}

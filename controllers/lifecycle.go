@@ -235,6 +235,9 @@ func (r *CredentialReconciler[T]) getSecret(ctx context.Context, obj T, confirmM
 	key := types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.SecretName()}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, key, secret)
+	if err == nil {
+		unpackDigests(secret)
+	}
 	if apierrors.IsNotFound(err) && !confirmMiss {
 		return nil, nil
 	}

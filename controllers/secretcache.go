@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"crypto/sha256"
+	"maps"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,7 +25,11 @@ import (
 //     any useful shape: its data and foreign metadata (all but our label and
 //     annotations and the controller reference) are dropped and trimmedAnnotation
 //     marks the cached copy as partial, so that any write to it starts from a live read;
-//   - managedFields are dropped.
+//   - managedFields are dropped;
+//   - in the cache itself, the digests are packed into one string under
+//     packedDigestsAnnotation rather than held in a map of their own (a small Go
+//     map costs ~400 bytes, a third of a cached Secret), and unpacked on every
+//     read (getSecret).
 //
 // Everything the lifecycle reads — from the cache or live — is in this digest form
 // (digestSecret). A cached copy is never written back as it is: writes are merge
@@ -34,6 +40,10 @@ const (
 	// trimmedAnnotation marks a cached copy that lacks data or metadata. It exists
 	// only in the manager's memory, never in the API server.
 	trimmedAnnotation = "latchkey.dev/cache-trimmed"
+	// packedDigestsAnnotation holds a cached Secret's data digests (packDigests).
+	// Like trimmedAnnotation, it exists only in the manager's memory: one a tenant
+	// writes on a Secret is replaced before the Secret is cached.
+	packedDigestsAnnotation = "latchkey.dev/cache-digests"
 )
 
 // CacheByObject restricts the Secret cache to the Secrets the operator labelled,
@@ -55,9 +65,52 @@ func CacheByObject(jwksConfigMap ...client.ObjectKey) map[client.Object]cache.By
 
 func digestSecretTransform(obj any) (any, error) {
 	if secret, ok := obj.(*corev1.Secret); ok {
-		return digestSecret(secret), nil
+		return packDigests(digestSecret(secret)), nil
 	}
 	return obj, nil // a tombstone
+}
+
+// packDigests moves a digest-form Secret's data into packedDigestsAnnotation:
+// each key, a NUL (no data key holds one) and its 32-byte digest, in key order.
+func packDigests(secret *corev1.Secret) *corev1.Secret {
+	delete(secret.Annotations, packedDigestsAnnotation)
+	if len(secret.Data) == 0 {
+		secret.Data = nil
+		return secret
+	}
+	var packed strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(secret.Data)) {
+		packed.WriteString(k)
+		packed.WriteByte(0)
+		packed.Write(secret.Data[k])
+	}
+	if secret.Annotations == nil {
+		secret.Annotations = make(map[string]string, 1)
+	}
+	secret.Annotations[packedDigestsAnnotation] = packed.String()
+	secret.Data = nil
+	return secret
+}
+
+// unpackDigests undoes packDigests on a copy read from the cache.
+func unpackDigests(secret *corev1.Secret) {
+	packed, ok := secret.Annotations[packedDigestsAnnotation]
+	if !ok {
+		return
+	}
+	delete(secret.Annotations, packedDigestsAnnotation)
+	if len(secret.Annotations) == 0 {
+		secret.Annotations = nil
+	}
+	secret.Data = map[string][]byte{}
+	for packed != "" {
+		k, rest, _ := strings.Cut(packed, "\x00")
+		if len(rest) < sha256.Size {
+			return // cannot happen: packDigests wrote it
+		}
+		secret.Data[k] = []byte(rest[:sha256.Size])
+		packed = rest[sha256.Size:]
+	}
 }
 
 // digestSecret turns secret, in place, into the form the lifecycle works on.

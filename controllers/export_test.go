@@ -1,0 +1,4 @@
+package controllers
+
+// UnpackDigests is unpackDigests, for the specs that read the manager's cache.
+var UnpackDigests = unpackDigests
