@@ -252,8 +252,14 @@ type CredentialStatus struct {
 	// SecretConflict, SecretRejected, ClientIDConflict or IssueFailed), ScopesKnown,
 	// Leaked while status.leaks holds a report, and Reconciling and Stalled while
 	// they are True.
-	// +listType=map
-	// +listMapKey=type
+	//
+	// Atomic, not the usual map by type: only the manager writes them, always the
+	// whole list (a merge patch replaces a list), so ownership per condition buys
+	// nothing, and it costs: every field a write sets is listed in the object's
+	// managedFields, which kube-apiserver holds decoded for every cached object
+	// (make bench-quick at 10,000 APIKeys: managedFields 964 -> 634 bytes as stored,
+	// kube-apiserver's heap ~4.7 KB less per credential, etcd's in use 27% less).
+	// +listType=atomic
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
@@ -290,6 +296,7 @@ type CredentialStatus struct {
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 
 	// SecretRef names the Secret that holds the current credential.
+	// +structType=atomic
 	// +optional
 	SecretRef *SecretReference `json:"secretRef,omitempty"`
 

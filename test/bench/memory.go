@@ -82,7 +82,7 @@ func (b *bench) measureMemory(ctx context.Context, keys int) error {
 			return fmt.Errorf("the %s's heap: %w", name, err)
 		}
 		m.heap[name] = heap
-		if b.s.profileDir != "" && name != "apiserver" {
+		if b.s.profileDir != "" {
 			// What the heap holds, for `go tool pprof -sample_index=inuse_space`.
 			if data, err := get("/debug/pprof/heap"); err == nil {
 				_ = os.WriteFile(filepath.Join(b.s.profileDir, fmt.Sprintf("%s-heap-%d.pprof", name, keys)), data, 0o644)
