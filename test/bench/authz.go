@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -75,11 +76,14 @@ type authzRun struct {
 	// (shapes.go), alone; forwardPaired: forward interleaved with it (its Floor),
 	// the pair the ratio is of.
 	forwardFloor, forwardPaired loadResult
-	noop, grpcKey               loadResult
+	// noop and grpcKey: the no-op Check server's load and the API-key Checks,
+	// each alone; grpcKeyPaired: grpcKey interleaved with the no-op (its Floor).
+	noop, grpcKey, grpcKeyPaired loadResult
 	// before: the loads measured again on the -before build, by load name;
-	// forwardBeforePair: forward interleaved with the -before build's (its Floor).
-	before            map[string]loadResult
-	forwardBeforePair *loadResult
+	// forwardBeforePair and grpcBeforePair: forward and grpcKey interleaved with
+	// the -before build's (their Floor).
+	before                            map[string]loadResult
+	forwardBeforePair, grpcBeforePair *loadResult
 	// limited: forward with a rate limit on the API that no request reaches;
 	// forwardAfter: forward again after it.
 	limited, forwardAfter loadResult
@@ -214,6 +218,14 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		return b.measure(ctx, name, "grpcload", server, grpcJob{Addr: addr, Checks: checks, Streams: b.s.connections,
 			Warmup: b.s.warmup, Duration: b.s.duration})
 	}
+	// checkPaired interleaves the same Checks on server (at addr) and floor (at floorAddr).
+	checkPaired := func(name string, server *process, addr string, floor *process, floorAddr string, checks [][]byte) (*loadResult, error) {
+		slice := sliceOf(b.s.duration)
+		res, err := b.measure(ctx, name, "grpcload", server, grpcJob{Addr: addr, Checks: checks, Streams: b.s.connections,
+			Warmup: b.s.warmup, Duration: slice * (b.s.duration / slice), Slice: slice,
+			FloorAddr: floorAddr, ServerPID: server.cmd.Process.Pid, FloorServerPID: floor.cmd.Process.Pid})
+		return &res, err
+	}
 	if run.healthz, err = httpLoad("authz-healthz", [][]byte{[]byte("GET /healthz HTTP/1.1\r\nHost: " + httpAddr + "\r\n\r\n")}, "ok"); err != nil {
 		return err
 	}
@@ -262,6 +274,9 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 			return err
 		}
 		run.forwardBeforePair, err = b.pairWithBefore(ctx, "before-authz-forward-apikey", p, httpAddr, before, beforeHTTP, forward, "")
+		if err == nil {
+			run.grpcBeforePair, err = checkPaired("before-authz-grpc-apikey", p, grpcAddr, before, beforeGRPC, keyChecks)
+		}
 		before.stop()
 		if err != nil {
 			return err
@@ -281,6 +296,12 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		return err
 	}
 	run.noop, err = check("grpc-noop", noop, noopAddr, keyChecks)
+	if err == nil {
+		var paired *loadResult
+		if paired, err = checkPaired("authz-grpc-apikey-paired", p, grpcAddr, noop, noopAddr, keyChecks); err == nil {
+			run.grpcKeyPaired = *paired
+		}
+	}
 	noop.stop()
 	if err != nil {
 		return err
@@ -322,7 +343,7 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		}
 	}
 	if b.s.before != "" {
-		if run.before, err = b.authzBefore(ctx, &p, startAuthzFrom, keyChecks, tokens, grpcAddr, check); err != nil {
+		if run.before, err = b.authzBefore(ctx, &p, startAuthzFrom, tokens, grpcAddr, check); err != nil {
 			return err
 		}
 	}
@@ -330,21 +351,15 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 	return nil
 }
 
-// authzBefore measures the API-key Check and the uncached token
-// Checks again on the -before build; *p is the running authorizer, replaced.
+// authzBefore measures the uncached token Checks again on the -before build
+// (the API-key Check's pair is interleaved: grpcBeforePair); *p is the running
+// authorizer, replaced.
 func (b *bench) authzBefore(ctx context.Context, p **process, startFrom func(binary, name string, extra ...string) (*process, time.Duration, error),
-	keyChecks [][]byte, tokens map[string][]string, grpcAddr string,
+	tokens map[string][]string, grpcAddr string,
 	check func(name string, server *process, addr string, checks [][]byte) (loadResult, error)) (map[string]loadResult, error) {
 	before := map[string]loadResult{}
 	(*p).stop()
 	var err error
-	if *p, _, err = startFrom(b.s.before, "authz-before"); err != nil {
-		return nil, err
-	}
-	if before["authz-grpc-apikey"], err = check("before-authz-grpc-apikey", *p, grpcAddr, keyChecks); err != nil {
-		return nil, err
-	}
-	(*p).stop()
 	if *p, _, err = startFrom(b.s.before, "authz-before-uncached", "--token-cache-size=0"); err != nil {
 		return nil, err
 	}
@@ -504,6 +519,13 @@ type grpcJob struct {
 	Checks           [][]byte // proto-encoded CheckRequests; stream i starts at check i and cycles
 	Streams          int
 	Warmup, Duration time.Duration
+	// FloorAddr, when set, interleaves the load with the same Checks sent to the
+	// server there, on a connection of its own, in slices of Slice (as
+	// loadJob.FloorAddr): ServerPID and FloorServerPID are the processes
+	// answering at Addr and FloorAddr, both on the server core.
+	FloorAddr                 string        `json:",omitempty"`
+	Slice                     time.Duration `json:",omitempty"`
+	ServerPID, FloorServerPID int           `json:",omitempty"`
 }
 
 // runGRPCLoad is `bench grpcload`: every answer must be OK.
@@ -515,14 +537,20 @@ func runGRPCLoad(job grpcJob) (loadResult, error) {
 			return loadResult{}, err
 		}
 	}
-	conn, err := grpc.NewClient(job.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return loadResult{}, err
+	var clients []authv3.AuthorizationClient
+	for _, addr := range []string{job.Addr, job.FloorAddr} {
+		if addr == "" {
+			continue
+		}
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return loadResult{}, err
+		}
+		defer conn.Close()
+		clients = append(clients, authv3.NewAuthorizationClient(conn))
 	}
-	defer conn.Close()
-	client := authv3.NewAuthorizationClient(conn)
-	return closedLoop(job.Streams, job.Warmup, job.Duration, func(i int) error {
-		resp, err := client.Check(context.Background(), checks[i%len(checks)])
+	check := func(i, side int) error {
+		resp, err := clients[side].Check(context.Background(), checks[i%len(checks)])
 		if err != nil {
 			return err
 		}
@@ -530,28 +558,47 @@ func runGRPCLoad(job grpcJob) (loadResult, error) {
 			return fmt.Errorf("check answered %s: %s", code, resp.GetStatus().GetMessage())
 		}
 		return nil
-	}), nil
+	}
+	if job.FloorAddr == "" {
+		return closedLoop(job.Streams, job.Warmup, job.Duration, 0, func(i, _ int) error { return check(i, 0) }), nil
+	}
+	if job.Slice <= 0 || job.Duration%(2*job.Slice) != 0 {
+		return loadResult{}, fmt.Errorf("an interleaved load needs a duration of whole slice pairs")
+	}
+	return closedLoop(job.Streams, job.Warmup, job.Duration, job.Slice, check, job.ServerPID, job.FloorServerPID), nil
 }
 
-// closedLoop runs workers that each call do(i) for i = worker, worker+1, … until the
-// measured window is over, timing the calls that end within it.
-func closedLoop(workers int, warmup, duration time.Duration, do func(i int) error) loadResult {
+// closedLoop runs workers that each call do(i, side) for i = worker, worker+1, …
+// until the measured window is over, timing the calls that end within it. With
+// a slice, the calls alternate between side 0 and side 1 by slice (sideAt), the
+// servers' CPU (pids: side 0's, side 1's) is charged by slice (sideCPU), and the
+// result is sidesOf's; without, every call is side 0's.
+func closedLoop(workers int, warmup, duration, slice time.Duration, do func(i, side int) error, pids ...int) loadResult {
 	start := time.Now()
 	measureFrom := start.Add(warmup)
 	end := measureFrom.Add(duration)
-	results := make([]workerResult, workers)
-	done := make(chan struct{})
+	results := make([][2]workerResult, workers)
+	var wg sync.WaitGroup
+	var serverCPU [2]float64
+	if slice > 0 && len(pids) == 2 && pids[0] > 0 {
+		wg.Go(func() { serverCPU = sideCPU(slice, pids[0], pids[1], measureFrom, end) })
+	}
 	for w := range workers {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			r := &results[w]
-			r.latencies = make([]time.Duration, 0, 1<<16)
+		wg.Go(func() {
+			for s := range results[w] {
+				results[w][s].latencies = make([]time.Duration, 0, 1<<16)
+			}
 			for i := w; ; i++ {
 				sent := time.Now()
 				if sent.After(end) {
 					return
 				}
-				err := do(i)
+				side := 0
+				if slice > 0 {
+					side = sideAt(slice, measureFrom, sent)
+				}
+				r := &results[w][side]
+				err := do(i, side)
 				at := time.Now()
 				switch {
 				case err != nil:
@@ -560,12 +607,17 @@ func closedLoop(workers int, warmup, duration time.Duration, do func(i int) erro
 					r.latencies = append(r.latencies, at.Sub(sent))
 				}
 			}
-		}()
+		})
 	}
-	for range workers {
-		<-done
+	wg.Wait()
+	if slice > 0 {
+		return sidesOf(results, serverCPU, warmup, duration)
 	}
-	return summarize(results, duration)
+	row := make([]workerResult, workers)
+	for w := range results {
+		row[w] = results[w][0]
+	}
+	return summarize(row, duration)
 }
 
 // noopCheck is the gRPC reference: Check answers OK at once.
@@ -691,10 +743,11 @@ func (r *report) authzRows(add func(...string)) {
 	if a.shared != nil {
 		r.sharedLimitRow(add, a.shared)
 	}
-	gr := ratio(a.grpcKey, a.noop)
+	grpcKey, noop, how := r.shapePair(a.grpcKey, a.noop, a.grpcKeyPaired, 0)
+	gr := ratio(grpcKey, noop)
 	add(fmt.Sprintf("8. Edge authorizer: gRPC Check (ext_authz), API key, %d streams", r.s.connections),
-		rate(a.grpcKey, "checks"), fmt.Sprintf("no-op Check server (same gRPC options, same requests), same core: %.0f/s%s", a.noop.Rate,
-			r.perCPUShare(a.grpcKey, a.noop.perServerCPU(r.window()))),
+		rate(grpcKey, "checks"), fmt.Sprintf("no-op Check server (same gRPC options, same requests), same core: %.0f/s%s%s", noop.Rate,
+			r.perCPUShare(grpcKey, noop.perServerCPU(r.window())), how),
 		fmt.Sprintf("%.1f%%", 100*gr), "≥ 100% of the no-op Check", yesNo(gr >= 1))
 	for _, j := range a.jwt {
 		jr := j.load.Rate / j.verify.Rate

@@ -100,9 +100,9 @@ func (r *report) pairs() []beforeAfter {
 			if b, ok := a.before[l.name]; ok {
 				before = &b
 			}
-			var paired *loadResult
-			if l.name == "authz-forward-apikey" {
-				paired = a.forwardBeforePair
+			paired := a.forwardBeforePair
+			if l.name == "authz-grpc-apikey" {
+				paired = a.grpcBeforePair
 			}
 			if pr, ok := pairOf(l.row, paired, before, l.after); ok {
 				out = append(out, pr)

@@ -120,6 +120,10 @@ func fullRun() (*report, environment) {
 			load(40_131.0, 370, 1_500, 8_870, 22.5, 14.9)),
 		noop:    load(17_184.2, 770, 3_430, 14_880, 15.4, 12.4),
 		grpcKey: load(21_219.8, 640, 2_230, 10_170, 17.3, 13.6),
+		grpcKeyPaired: interleaved(load(20_377.4, 660, 2_310, 10_410, 17.6, 13.9),
+			load(17_601.9, 760, 3_380, 14_020, 15.8, 12.6)),
+		grpcBeforePair: resultOf(interleaved(load(20_918.0, 650, 2_290, 10_300, 17.5, 13.8),
+			load(20_507.3, 660, 2_330, 10_550, 17.4, 13.7))),
 		jwt: []jwtRun{
 			{alg: "ES256", verify: verifyResult{Verifications: 273_103, Rate: 13_655.1},
 				load:     load(22_138.0, 580, 2_500, 10_690, 19.8, 16.3),

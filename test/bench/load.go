@@ -70,7 +70,12 @@ func (job loadJob) side(measureFrom, t time.Time) int {
 	if !job.interleaved() {
 		return 0
 	}
-	return sideOfSlice(int64(math.Floor(float64(t.Sub(measureFrom)) / float64(job.Slice))))
+	return sideAt(job.Slice, measureFrom, t)
+}
+
+// sideAt is the side of the slice (of length slice, counted from measureFrom) that holds t.
+func sideAt(slice time.Duration, measureFrom, t time.Time) int {
+	return sideOfSlice(int64(math.Floor(float64(t.Sub(measureFrom)) / float64(slice))))
 }
 
 // sideOfSlice is the side of slice k (0 the first of the measured window; the
@@ -135,7 +140,7 @@ func runLoad(job loadJob) (loadResult, error) {
 	var wg sync.WaitGroup
 	var serverCPU [2]float64
 	if job.interleaved() && job.ServerPID > 0 {
-		wg.Go(func() { serverCPU = sideCPU(job, measureFrom, end) })
+		wg.Go(func() { serverCPU = sideCPU(job.Slice, job.ServerPID, job.FloorServerPID, measureFrom, end) })
 	}
 	for c := range job.Connections {
 		wg.Add(1)
@@ -215,33 +220,40 @@ func runLoad(job loadJob) (loadResult, error) {
 		}
 		return summarize(row, job.Duration), nil
 	}
+	return sidesOf(results, serverCPU, job.Warmup, job.Duration), nil
+}
+
+// sidesOf is an interleaved load's result: the row's side, with the floor's as
+// its Floor, each over its half of the measured window, and each side's server
+// CPU (sideCPU) scaled to the whole run, as a load alone reads it.
+func sidesOf(results [][2]workerResult, serverCPU [2]float64, warmup, duration time.Duration) loadResult {
 	var side [2]loadResult
 	for s := range side {
 		workers := make([]workerResult, len(results))
 		for c := range results {
 			workers[c] = results[c][s]
 		}
-		side[s] = summarize(workers, job.Duration/2)
-		side[s].ServerCPU = serverCPU[s] * (job.Warmup + job.Duration).Seconds() / (job.Duration / 2).Seconds()
+		side[s] = summarize(workers, duration/2)
+		side[s].ServerCPU = serverCPU[s] * (warmup + duration).Seconds() / (duration / 2).Seconds()
 	}
 	side[0].Floor = &side[1]
-	return side[0], nil
+	return side[0]
 }
 
 // sideCPU reads the servers' CPU at each slice's end over the measured window
-// and sums, by side (0 for Requests' slices, 1 for Floor's), the CPU of that
-// side's server (ServerPID, or FloorServerPID for the floor when set) in them.
-func sideCPU(job loadJob, measureFrom, end time.Time) [2]float64 {
-	pids := [2]int{job.ServerPID, job.ServerPID}
-	if job.FloorServerPID > 0 {
-		pids[1] = job.FloorServerPID
+// and sums, by side (0 for the row's slices, 1 for the floor's), the CPU of that
+// side's server (serverPID, or floorServerPID for the floor when set) in them.
+func sideCPU(slice time.Duration, serverPID, floorServerPID int, measureFrom, end time.Time) [2]float64 {
+	pids := [2]int{serverPID, serverPID}
+	if floorServerPID > 0 {
+		pids[1] = floorServerPID
 	}
 	read := func() [2]float64 { return [2]float64{cpuSeconds(pids[0]), cpuSeconds(pids[1])} }
 	var sum [2]float64
 	time.Sleep(time.Until(measureFrom))
 	last := read()
 	for k := 0; ; k++ {
-		sliceEnd := measureFrom.Add(time.Duration(k+1) * job.Slice)
+		sliceEnd := measureFrom.Add(time.Duration(k+1) * slice)
 		if sliceEnd.After(end) {
 			return sum
 		}

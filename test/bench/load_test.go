@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // An interleaved load sends the row's requests in one slice of each pair and
@@ -82,6 +88,59 @@ func TestInterleavedLoadSplitsBySlice(t *testing.T) {
 
 	if _, err := runLoad(loadJob{Addr: addr, Requests: [][]byte{request("/row")}, Connections: 1, Duration: 250 * time.Millisecond,
 		ExpectStatus: 200, Floor: [][]byte{request("/floor")}, Slice: 100 * time.Millisecond}); err == nil {
+		t.Error("an interleaved load of a duration that is not whole slice pairs ran")
+	}
+}
+
+// slowCheck answers OK after 5 ms.
+type slowCheck struct{ noopCheck }
+
+func (s slowCheck) Check(ctx context.Context, r *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	time.Sleep(5 * time.Millisecond)
+	return s.noopCheck.Check(ctx, r)
+}
+
+// An interleaved gRPC load (a row and its floor on two servers, as the API-key
+// Check and the no-op Check server) splits the same way as an HTTP one.
+func TestInterleavedGRPCLoad(t *testing.T) {
+	serve := func(s authv3.AuthorizationServer) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := grpc.NewServer()
+		authv3.RegisterAuthorizationServer(g, s)
+		go func() { _ = g.Serve(l) }()
+		t.Cleanup(g.Stop)
+		return l.Addr().String()
+	}
+	row, floor := serve(slowCheck{}), serve(noopCheck{})
+	check, err := proto.Marshal(&authv3.CheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := runGRPCLoad(grpcJob{Addr: row, Checks: [][]byte{check}, Streams: 2, Warmup: 100 * time.Millisecond,
+		Duration: 800 * time.Millisecond, Slice: 100 * time.Millisecond, FloorAddr: floor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors > 0 || res.Floor == nil {
+		t.Fatalf("errors %d (%s), floor side %v", res.Errors, res.FirstError, res.Floor)
+	}
+	// Two streams, 5 ms each: at most 400 row answers a second, over half of 0.8 s.
+	if res.Rate > 450 || res.Seconds != 0.4 || res.Floor.Seconds != 0.4 {
+		t.Errorf("row side: %.0f/s over %.1f s; floor side over %.1f s", res.Rate, res.Seconds, res.Floor.Seconds)
+	}
+	if res.Floor.Rate < 3*res.Rate {
+		t.Errorf("floor side %.0f/s, row side %.0f/s: the floor should be several times faster", res.Floor.Rate, res.Rate)
+	}
+
+	alone, err := runGRPCLoad(grpcJob{Addr: row, Checks: [][]byte{check}, Streams: 2, Duration: 200 * time.Millisecond})
+	if err != nil || alone.Floor != nil || alone.Errors > 0 || alone.Rate > 450 {
+		t.Errorf("a load alone: %+v, %v", alone, err)
+	}
+	if _, err := runGRPCLoad(grpcJob{Addr: row, Checks: [][]byte{check}, Streams: 1, Duration: 250 * time.Millisecond,
+		Slice: 100 * time.Millisecond, FloorAddr: floor}); err == nil {
 		t.Error("an interleaved load of a duration that is not whole slice pairs ran")
 	}
 }
