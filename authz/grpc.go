@@ -93,16 +93,30 @@ func rateLimitHeaders(d Decision) []*corev3.HeaderValueOption {
 
 // okResponse sets the identity headers on the upstream request and removes every
 // identity header it does not set (a client's forged copy included), and the API
-// key: the upstream needs who the caller is, not the key.
+// key: the upstream needs who the caller is, not the key. The header options are
+// allocated together, not one by one: this runs on every allowed request.
 func okResponse(d Decision) *authv3.OkHttpResponse {
-	ok := &authv3.OkHttpResponse{}
-	for _, h := range d.headers() {
-		name := strings.ToLower(h[0])
+	headers := d.headers()
+	set := 0
+	for _, h := range headers {
+		if h[1] != "" {
+			set++
+		}
+	}
+	options, values := make([]corev3.HeaderValueOption, set), make([]corev3.HeaderValue, set)
+	ok := &authv3.OkHttpResponse{
+		Headers:         make([]*corev3.HeaderValueOption, 0, set),
+		HeadersToRemove: make([]string, 0, len(headers)-set+len(d.CredentialHeaders)),
+	}
+	for i, h := range headers {
 		if h[1] == "" {
-			ok.HeadersToRemove = append(ok.HeadersToRemove, name)
+			ok.HeadersToRemove = append(ok.HeadersToRemove, lowerIdentityHeaders[i])
 			continue
 		}
-		ok.Headers = append(ok.Headers, overwrite(name, h[1]))
+		n := len(ok.Headers)
+		values[n].Key, values[n].Value = lowerIdentityHeaders[i], h[1]
+		options[n].Header, options[n].AppendAction = &values[n], corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		ok.Headers = append(ok.Headers, &options[n])
 	}
 	ok.HeadersToRemove = append(ok.HeadersToRemove, d.CredentialHeaders...)
 	// Added to the client's response, so that it can pace itself; appended to

@@ -29,6 +29,14 @@ var identityHeaders = [...]string{HeaderSubject, HeaderKind, HeaderNamespace, He
 // identityHeaderCount is len(IdentityHeaders), as a constant (Decision.headers).
 const identityHeaderCount = len(identityHeaders)
 
+// lowerIdentityHeaders are identityHeaders in lower case, as gRPC (HTTP/2) names them.
+var lowerIdentityHeaders = func() (lower [identityHeaderCount]string) {
+	for i, name := range identityHeaders {
+		lower[i] = strings.ToLower(name)
+	}
+	return lower
+}()
+
 // identityPrefix begins every identity header's name, lower case.
 const identityPrefix = "x-latchkey-"
 
@@ -57,8 +65,9 @@ func imitatesIdentityHeader(name string) bool {
 	return true
 }
 
-// headers are the identity headers of an allowed request; an empty value means
-// "absent" (an access token has no key ID), and proxies drop it.
+// headers are the identity headers of an allowed request, in the order of
+// identityHeaders; an empty value means "absent" (an access token has no key
+// ID), and proxies drop it.
 func (d Decision) headers() [identityHeaderCount][2]string { // an array: no allocation
 	id := d.Identity
 	return [...][2]string{
