@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -67,6 +68,15 @@ var _ = Describe("APIKey", func() {
 			}
 		}, "gracePeriod must be shorter than interval"),
 		Entry("Secret name that is not a DNS name", func(k *latchkeyv1.APIKey) { k.Spec.SecretName = "Not_A_Name" }, "spec.secretName"),
+		Entry("a templated annotation of the operator's", func(k *latchkeyv1.APIKey) {
+			k.Spec.SecretTemplate = &latchkeyv1.SecretTemplate{Annotations: map[string]string{"latchkey.dev/cache-digests": "x"}}
+		}, "annotations under latchkey.dev/ are the operator's"),
+		Entry("a templated annotation too long to hold", func(k *latchkeyv1.APIKey) {
+			k.Spec.SecretTemplate = &latchkeyv1.SecretTemplate{Annotations: map[string]string{"example.com/note": strings.Repeat("x", 4097)}}
+		}, "spec.secretTemplate.annotations"),
+		Entry("a templated label of the operator's", func(k *latchkeyv1.APIKey) {
+			k.Spec.SecretTemplate = &latchkeyv1.SecretTemplate{Labels: map[string]string{"latchkey.dev/x": "y"}}
+		}, "labels under latchkey.dev/ are the operator's"),
 	)
 
 	It("defaults the environment and the grace period", func() {

@@ -163,14 +163,19 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 				Expect(managerCache.Get(ctx, client.ObjectKeyFromObject(obj), cached)).To(Succeed())
 				Expect(len(mustJSON(cached))).To(BeNumerically("<", 4<<10), "the manager caches the %s without what it never reads", kind.name)
 
-				By("and a rotate request, the one annotation the manager reads, still reaches it")
+				By("nor with a rotate request, the one annotation the manager reads, which still reaches it")
 				before := get(ctx, kind, attacker.Namespace, obj.GetName()).CredentialStatus().Credentials[0].Hash
+				request := strings.Repeat("r", 200<<10)
 				patch(ctx, kind, obj, func(o controllers.CredentialObject) {
-					o.SetAnnotations(map[string]string{"example.com/padding": "", latchkeyv1.RotateAnnotation: "now"})
+					o.SetAnnotations(map[string]string{latchkeyv1.RotateAnnotation: request})
 				})
-				Eventually(func() string {
-					return get(ctx, kind, attacker.Namespace, obj.GetName()).CredentialStatus().Credentials[0].Hash
-				}).ShouldNot(Equal(before), "the rotate request was acted on")
+				Eventually(func(g Gomega) {
+					status := get(ctx, kind, attacker.Namespace, obj.GetName()).CredentialStatus()
+					g.Expect(status.Credentials[0].Hash).NotTo(Equal(before), "the rotate request was acted on")
+					g.Expect(status.LastRotateRequest).To(Equal(credential.Hash(request)), "status records the request's digest, not the request")
+				}).Should(Succeed())
+				Expect(managerCache.Get(ctx, client.ObjectKeyFromObject(obj), cached)).To(Succeed())
+				Expect(len(mustJSON(cached))).To(BeNumerically("<", 4<<10), "the manager caches the request's digest")
 			})
 
 			It("cannot plant a credential of its choosing", func() {

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
 // The manager holds every APIKey, OAuthClient and Secret of the cluster in its
@@ -39,16 +40,26 @@ func CacheOptions(jwksConfigMap ...client.ObjectKey) cache.Options {
 	return cache.Options{ByObject: CacheByObject(jwksConfigMap...), DefaultTransform: cacheTransform}
 }
 
-// cacheTransform puts an object other than a Secret (digestSecret does those)
-// in the cache's form. The status writer puts a live read in the same form
-// before comparing it with a cached one.
+// cacheTransform puts an object other than a Secret (digestSecretTransform does
+// those) in the cache's form, sharing its repeated strings.
 func cacheTransform(obj any) (any, error) {
 	o, ok := obj.(metav1.Object)
 	if !ok {
 		return obj, nil // a tombstone as it is
 	}
+	cacheForm(o)
+	internMeta(o)
+	if c, ok := obj.(CredentialObject); ok {
+		internCredential(c)
+	}
+	return obj, nil
+}
+
+// cacheForm drops from o what the cache leaves out. The status writer puts a
+// live read in the same form before comparing it with a cached one.
+func cacheForm(o metav1.Object) {
 	o.SetManagedFields(nil)
-	if _, credential := obj.(CredentialObject); credential {
+	if _, isCredential := o.(CredentialObject); isCredential {
 		o.SetLabels(nil)
 		o.SetFinalizers(nil)
 		o.SetOwnerReferences(nil)
@@ -61,28 +72,36 @@ func cacheTransform(obj any) (any, error) {
 			}
 		}
 	}
-	internMeta(o)
-	if c, ok := obj.(CredentialObject); ok {
-		internCredential(c)
-	}
-	return obj, nil
 }
 
 // credentialAnnotations is what the cache keeps of a credential's annotations:
 // the rotate request, which the lifecycle reads, and the reconcile request, whose
-// change triggers a reconcile (SetupWithManager).
+// change triggers a reconcile (SetupWithManager). A value longer than
+// maxRequestLen is kept as its digest ("sha256:<hex>"), which changes when it
+// does: the lifecycle acts on it and status.lastRotateRequest records it, so
+// that neither the cache nor the status holds what a tenant can make as long as
+// an annotation can be.
 func credentialAnnotations(annotations map[string]string) map[string]string {
 	var kept map[string]string
 	for _, name := range []string{latchkeyv1.RotateAnnotation, latchkeyv1.ReconcileAnnotation} {
-		if value, ok := annotations[name]; ok {
-			if kept == nil {
-				kept = make(map[string]string, 2)
-			}
-			kept[interned.of(name)] = value
+		value, ok := annotations[name]
+		if !ok {
+			continue
 		}
+		if len(value) > maxRequestLen {
+			value = credential.Hash(value)
+		}
+		if kept == nil {
+			kept = make(map[string]string, 2)
+		}
+		kept[name] = value
 	}
 	return kept
 }
+
+// maxRequestLen is the longest rotate or reconcile request the cache keeps as
+// it is: a timestamp, a commit hash or a short note fits.
+const maxRequestLen = 256
 
 // internMeta shares the metadata strings that repeat across objects.
 func internMeta(o metav1.Object) {
@@ -101,8 +120,8 @@ func internMeta(o metav1.Object) {
 }
 
 // internCredential shares the strings of a credential's spec and status that
-// repeat across credentials. A Ready message names the credential, so it is
-// left as it is.
+// repeat across credentials. Of the condition messages, only ScopesKnown's are
+// shared: the others name the credential (its key ID, its Secret, a report).
 func internCredential(c CredentialObject) {
 	switch obj := c.(type) {
 	case *latchkeyv1.APIKey:
@@ -118,14 +137,15 @@ func internCredential(c CredentialObject) {
 		conditions[i].Type = interned.of(conditions[i].Type)
 		conditions[i].Status = metav1.ConditionStatus(interned.of(string(conditions[i].Status)))
 		conditions[i].Reason = interned.of(conditions[i].Reason)
-		if conditions[i].Type != latchkeyv1.ConditionReady {
+		if conditions[i].Type == latchkeyv1.ConditionScopesKnown {
 			conditions[i].Message = interned.of(conditions[i].Message)
 		}
 	}
 }
 
-// internSecret shares what repeats across the Secrets of a digest-form Secret:
-// its type, its keys, and its labels when they are only ours.
+// internSecret shares what repeats across the Secrets of a cached Secret: its
+// type, its keys, and its labels when they are only ours. Only for the cache:
+// what it shares must never be written to.
 func internSecret(secret *corev1.Secret) {
 	internMeta(secret)
 	secret.Type = corev1.SecretType(interned.of(string(secret.Type)))
@@ -135,7 +155,6 @@ func internSecret(secret *corev1.Secret) {
 		secret.Labels = internKeys(secret.Labels)
 	}
 	secret.Annotations = internKeys(secret.Annotations)
-	secret.Data = internKeys(secret.Data)
 }
 
 // managedByLabels is the one labels map of every Secret whose only label is ours.

@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
 // decoded is obj as the cache receives it: a fresh decode, sharing no memory with obj.
@@ -85,27 +87,58 @@ func TestCachedObjectsShareWhatRepeats(t *testing.T) {
 			Data: map[string][]byte{latchkeyv1.APIKeySecretKey: []byte("plaintext")},
 		}
 	}
-	a, b := digestSecret(decoded(t, secret(1))), digestSecret(decoded(t, secret(2)))
+	cached := func(s *corev1.Secret) *corev1.Secret {
+		c, err := digestSecretTransform(decoded(t, s))
+		must(t, err)
+		return c.(*corev1.Secret)
+	}
+	a, b := cached(secret(1)), cached(secret(2))
 	if !sameMemory(a.Namespace, b.Namespace) || !sameMemory(string(a.Type), string(b.Type)) ||
 		!sameMemory(a.OwnerReferences[0].Kind, b.OwnerReferences[0].Kind) || a.OwnerReferences[0].Controller != b.OwnerReferences[0].Controller {
 		t.Error("two Secrets of one namespace hold their namespace, type and owner kind each in its own copy")
 	}
 	for k := range a.Annotations {
-		if !sameMemory(k, latchkeyv1.SerialAnnotation) {
+		if !sameMemory(k, interned.of(k)) {
 			t.Errorf("annotation key %q is not the shared copy", k)
 		}
 	}
-	if fmt.Sprintf("%p", a.Labels) != fmt.Sprintf("%p", managedByLabels) || fmt.Sprintf("%p", b.Labels) != fmt.Sprintf("%p", managedByLabels) {
+	shared := fmt.Sprintf("%p", managedByLabels)
+	if fmt.Sprintf("%p", a.Labels) != shared || fmt.Sprintf("%p", b.Labels) != shared {
 		t.Error("a Secret labelled only as ours holds its own labels map")
 	}
-	if got := a.Data[latchkeyv1.APIKeySecretKey]; len(got) != 32 {
+	read := a.DeepCopy()
+	unpackDigests(read)
+	if got := read.Data[latchkeyv1.APIKeySecretKey]; len(got) != 32 {
 		t.Errorf("cached data is not the digest: %d bytes", len(got))
 	}
 
 	templated := secret(3)
 	templated.Labels["app"] = "crm"
-	if c := digestSecret(decoded(t, templated)); c.Labels["app"] != "crm" || fmt.Sprintf("%p", c.Labels) == fmt.Sprintf("%p", managedByLabels) {
+	if c := cached(templated); c.Labels["app"] != "crm" || fmt.Sprintf("%p", c.Labels) == shared {
 		t.Errorf("a Secret with labels of its own lost them: %v", c.Labels)
+	}
+	// A live read is the lifecycle's to change: it shares nothing with the cache.
+	if live := digestSecret(decoded(t, secret(4))); fmt.Sprintf("%p", live.Labels) == shared ||
+		live.OwnerReferences[0].Controller == sharedTrue {
+		t.Error("a live read holds the cache's shared labels map or owner flag")
+	}
+}
+
+func TestCacheFormBoundsRequests(t *testing.T) {
+	long := strings.Repeat("r", maxRequestLen+1)
+	key := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "k", Annotations: map[string]string{
+		latchkeyv1.RotateAnnotation: long, latchkeyv1.ReconcileAnnotation: "2026-12-05T18:00:00Z"}}}
+	cached, err := cacheTransform(decoded(t, key))
+	must(t, err)
+	got := cached.(*latchkeyv1.APIKey).Annotations
+	if got[latchkeyv1.RotateAnnotation] != credential.Hash(long) || got[latchkeyv1.ReconcileAnnotation] != "2026-12-05T18:00:00Z" {
+		t.Errorf("cached requests = %v", got)
+	}
+	key.Annotations[latchkeyv1.RotateAnnotation] = long + "x"
+	again, err := cacheTransform(decoded(t, key))
+	must(t, err)
+	if again.(*latchkeyv1.APIKey).Annotations[latchkeyv1.RotateAnnotation] == got[latchkeyv1.RotateAnnotation] {
+		t.Error("a changed long request reads as the same request")
 	}
 }
 
@@ -160,5 +193,13 @@ func TestPackedDigestsRoundTrip(t *testing.T) {
 		if _, forged := read.Data["forged"]; forged {
 			t.Error("a digest a tenant wrote in the packed annotation was read back")
 		}
+	}
+	// A Secret read live keeps its data and a tenant's packed annotation as they are.
+	live := digestSecret(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{
+		packedDigestsAnnotation: "api-key\x00" + string(make([]byte, 32))}}, Data: map[string][]byte{"api-key": []byte("v")}})
+	want := live.DeepCopy()
+	unpackDigests(live)
+	if !equality.Semantic.DeepEqual(live, want) {
+		t.Errorf("a live Secret was unpacked: %+v", live)
 	}
 }

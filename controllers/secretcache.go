@@ -65,7 +65,9 @@ func CacheByObject(jwksConfigMap ...client.ObjectKey) map[client.Object]cache.By
 
 func digestSecretTransform(obj any) (any, error) {
 	if secret, ok := obj.(*corev1.Secret); ok {
-		return packDigests(digestSecret(secret)), nil
+		packDigests(digestSecret(secret))
+		internSecret(secret)
+		return secret, nil
 	}
 	return obj, nil // a tombstone
 }
@@ -92,10 +94,11 @@ func packDigests(secret *corev1.Secret) *corev1.Secret {
 	return secret
 }
 
-// unpackDigests undoes packDigests on a copy read from the cache.
+// unpackDigests undoes packDigests on a copy read from the cache. A Secret
+// with data was not packed: its annotation, if any, is a tenant's, and is not read.
 func unpackDigests(secret *corev1.Secret) {
 	packed, ok := secret.Annotations[packedDigestsAnnotation]
-	if !ok {
+	if !ok || secret.Data != nil {
 		return
 	}
 	delete(secret.Annotations, packedDigestsAnnotation)
@@ -126,7 +129,6 @@ func digestSecret(secret *corev1.Secret) *corev1.Secret {
 		secret.Data[k] = sum[:]
 	}
 	if !trimmed {
-		internSecret(secret)
 		return secret
 	}
 	keptLabels := map[string]string{}
@@ -146,7 +148,6 @@ func digestSecret(secret *corev1.Secret) *corev1.Secret {
 		keptOwners = []metav1.OwnerReference{*owner}
 	}
 	secret.OwnerReferences = keptOwners
-	internSecret(secret)
 	return secret
 }
 

@@ -88,11 +88,9 @@ func (w statusWriter[T]) rebase(ctx context.Context, before, decided T) error {
 	if err := w.apiReader.Get(ctx, client.ObjectKeyFromObject(before), fresh); err != nil {
 		return err
 	}
-	// In the cache's form (cacheTransform), as before is: the cache leaves out
+	// In the cache's form (cacheForm), as before is: the cache leaves out
 	// kubectl's last-applied annotation, which would otherwise always differ.
-	if _, err := cacheTransform(fresh); err != nil {
-		return err
-	}
+	cacheForm(fresh)
 	// The whole status, kind-specific fields (an OAuthClient's clientID) included.
 	freshStatus, err := statusOf(fresh)
 	if err != nil {
