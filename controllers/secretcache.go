@@ -74,11 +74,11 @@ func digestSecretTransform(obj any) (any, error) {
 
 // packDigests moves a digest-form Secret's data into packedDigestsAnnotation:
 // each key, a NUL (no data key holds one) and its 32-byte digest, in key order.
-func packDigests(secret *corev1.Secret) *corev1.Secret {
+func packDigests(secret *corev1.Secret) {
 	delete(secret.Annotations, packedDigestsAnnotation)
 	if len(secret.Data) == 0 {
 		secret.Data = nil
-		return secret
+		return
 	}
 	var packed strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(secret.Data)) {
@@ -91,7 +91,6 @@ func packDigests(secret *corev1.Secret) *corev1.Secret {
 	}
 	secret.Annotations[packedDigestsAnnotation] = packed.String()
 	secret.Data = nil
-	return secret
 }
 
 // unpackDigests undoes packDigests on a copy read from the cache. A Secret
