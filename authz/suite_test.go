@@ -80,6 +80,16 @@ var _ = BeforeSuite(func() {
 })
 
 var _ = AfterSuite(func() {
+	// Stopped even when a check below fails (a focused run may see no credential),
+	// so that no control plane outlives the suite.
+	defer func() {
+		for _, cancel := range stop {
+			cancel()
+		}
+		if env != nil {
+			Expect(env.Stop()).To(Succeed())
+		}
+	}()
 	if authorizer != nil {
 		// Scrape before stopping: metrics must not carry a credential either.
 		metrics := get(authorizer.Metrics).Body
@@ -92,12 +102,6 @@ var _ = AfterSuite(func() {
 	Expect(plaintexts).NotTo(BeEmpty())
 	for _, p := range plaintexts {
 		Expect(logged).NotTo(ContainSubstring(p), "a plaintext credential reached the logs")
-	}
-	for _, cancel := range stop {
-		cancel()
-	}
-	if env != nil {
-		Expect(env.Stop()).To(Succeed())
 	}
 })
 
