@@ -58,19 +58,7 @@ func TestInterleavedLoadSplitsBySlice(t *testing.T) {
 	res, err := runLoad(loadJob{Addr: addr, Requests: [][]byte{request("/row")}, Connections: 2, Warmup: 100 * time.Millisecond,
 		Duration: 800 * time.Millisecond, ExpectStatus: 200, ExpectBody: "row",
 		Floor: [][]byte{request("/floor")}, FloorExpectBody: "floor", Slice: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Errors > 0 || res.Floor == nil {
-		t.Fatalf("errors %d (%s), floor side %v", res.Errors, res.FirstError, res.Floor)
-	}
-	// Two connections, 5 ms each: at most 400 row answers a second, over half of 0.8 s.
-	if res.Rate > 450 || res.Seconds != 0.4 || res.Floor.Seconds != 0.4 {
-		t.Errorf("row side: %.0f/s over %.1f s; floor side over %.1f s", res.Rate, res.Seconds, res.Floor.Seconds)
-	}
-	if res.Floor.Rate < 3*res.Rate {
-		t.Errorf("floor side %.0f/s, row side %.0f/s: the floor should be several times faster", res.Floor.Rate, res.Rate)
-	}
+	expectSplit(t, res, err)
 
 	// A before/after pair: the floor side on a server of its own (FloorAddr).
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("other")) }))
@@ -89,6 +77,27 @@ func TestInterleavedLoadSplitsBySlice(t *testing.T) {
 	if _, err := runLoad(loadJob{Addr: addr, Requests: [][]byte{request("/row")}, Connections: 1, Duration: 250 * time.Millisecond,
 		ExpectStatus: 200, Floor: [][]byte{request("/floor")}, Slice: 100 * time.Millisecond}); err == nil {
 		t.Error("an interleaved load of a duration that is not whole slice pairs ran")
+	}
+}
+
+// expectSplit checks an interleaved load of 0.8 s in 0.1 s slices whose row
+// side answers after 5 ms on two connections (or streams) and whose floor side
+// answers at once: each side over its own half of the time, and a split that
+// mixed the sides would bring their rates together.
+func expectSplit(t *testing.T, res loadResult, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors > 0 || res.Floor == nil {
+		t.Fatalf("errors %d (%s), floor side %v", res.Errors, res.FirstError, res.Floor)
+	}
+	// Two connections, 5 ms each: at most 400 row answers a second, over half of 0.8 s.
+	if res.Rate > 450 || res.Seconds != 0.4 || res.Floor.Seconds != 0.4 {
+		t.Errorf("row side: %.0f/s over %.1f s; floor side over %.1f s", res.Rate, res.Seconds, res.Floor.Seconds)
+	}
+	if res.Floor.Rate < 3*res.Rate {
+		t.Errorf("floor side %.0f/s, row side %.0f/s: the floor should be several times faster", res.Floor.Rate, res.Rate)
 	}
 }
 
@@ -121,19 +130,7 @@ func TestInterleavedGRPCLoad(t *testing.T) {
 	}
 	res, err := runGRPCLoad(grpcJob{Addr: row, Checks: [][]byte{check}, Streams: 2, Warmup: 100 * time.Millisecond,
 		Duration: 800 * time.Millisecond, Slice: 100 * time.Millisecond, FloorAddr: floor})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Errors > 0 || res.Floor == nil {
-		t.Fatalf("errors %d (%s), floor side %v", res.Errors, res.FirstError, res.Floor)
-	}
-	// Two streams, 5 ms each: at most 400 row answers a second, over half of 0.8 s.
-	if res.Rate > 450 || res.Seconds != 0.4 || res.Floor.Seconds != 0.4 {
-		t.Errorf("row side: %.0f/s over %.1f s; floor side over %.1f s", res.Rate, res.Seconds, res.Floor.Seconds)
-	}
-	if res.Floor.Rate < 3*res.Rate {
-		t.Errorf("floor side %.0f/s, row side %.0f/s: the floor should be several times faster", res.Floor.Rate, res.Rate)
-	}
+	expectSplit(t, res, err)
 
 	alone, err := runGRPCLoad(grpcJob{Addr: row, Checks: [][]byte{check}, Streams: 2, Duration: 200 * time.Millisecond})
 	if err != nil || alone.Floor != nil || alone.Errors > 0 || alone.Rate > 450 {
