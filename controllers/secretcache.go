@@ -124,8 +124,7 @@ func digestSecret(secret *corev1.Secret) *corev1.Secret {
 		secret.Data = nil
 	}
 	for k, v := range secret.Data {
-		sum := sha256.Sum256(v)
-		secret.Data[k] = sum[:]
+		secret.Data[k] = digestOf(v)
 	}
 	if !trimmed {
 		return secret

@@ -24,8 +24,9 @@ import (
 //
 // Only what asks for new work triggers a reconcile: a new, changed (spec:
 // generation) or deleted object, a rotate or reconcile request (annotations: the
-// only ones the cache keeps, cacheTransform), a Secret changed or deleted by someone,
-// and a leak report the token server recorded in status.leaks (leakReported). The manager's own writes do not: its status patch
+// only ones the cache keeps, cacheTransform), a Secret changed or deleted by
+// someone, and a leak report the token server recorded in status.leaks
+// (leakReported). The manager's own writes do not: its status patch
 // (and the token server's lastUsedAt) leave the generation alone, and the Secret
 // it creates is already accounted for. That halves the reconciles of a new object
 // (make bench, reconcile vs floor). Time-based work is requeued by the lifecycle.

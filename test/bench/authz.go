@@ -220,9 +220,9 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 	}
 	// checkPaired interleaves the same Checks on server (at addr) and floor (at floorAddr).
 	checkPaired := func(name string, server *process, addr string, floor *process, floorAddr string, checks [][]byte) (*loadResult, error) {
-		slice := sliceOf(b.s.duration)
+		slice, duration := interleavedWindow(b.s.duration)
 		res, err := b.measure(ctx, name, "grpcload", server, grpcJob{Addr: addr, Checks: checks, Streams: b.s.connections,
-			Warmup: b.s.warmup, Duration: slice * (b.s.duration / slice), Slice: slice,
+			Warmup: b.s.warmup, Duration: duration, Slice: slice,
 			FloorAddr: floorAddr, ServerPID: server.cmd.Process.Pid, FloorServerPID: floor.cmd.Process.Pid})
 		return &res, err
 	}

@@ -565,9 +565,15 @@ const interleavedSlice = 2 * time.Second
 // floorBody, in slices of about interleavedSlice that fill its duration.
 func (b *bench) interleave(job loadJob, server *process, floor [][]byte, floorBody string) loadJob {
 	job.Floor, job.FloorExpectBody, job.ServerPID = floor, floorBody, server.cmd.Process.Pid
-	job.Slice = sliceOf(job.Duration)
-	job.Duration = job.Slice * (job.Duration / job.Slice) // whole pairs: see sliceOf
+	job.Slice, job.Duration = interleavedWindow(job.Duration)
 	return job
+}
+
+// interleavedWindow is the slice of an interleaved load of duration d and the
+// duration it then runs: whole pairs of slices (see sliceOf).
+func interleavedWindow(d time.Duration) (slice, duration time.Duration) {
+	slice = sliceOf(d)
+	return slice, slice * (d / slice)
 }
 
 // sliceOf is the slice of an interleaved load of duration d: about
