@@ -33,6 +33,7 @@ import (
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/authz"
+	"github.com/latchkey-dev/latchkey/internal/serve"
 	"github.com/latchkey-dev/latchkey/internal/signingkeys"
 	"github.com/latchkey-dev/latchkey/internal/testenv"
 )
@@ -233,7 +234,8 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 	for _, r := range forward {
 		forwardText = append(forwardText, string(r))
 	}
-	if run.forwardFloor, run.forward, run.forwardPaired, err = shapeLoads("authz-forward-apikey", httpAddr, forwardText, "",
+	// The target is of the floor alone (issue 25): no working floor.
+	if run.forwardFloor, run.forward, run.forwardPaired, _, err = shapeLoads("authz-forward-apikey", httpAddr, forwardText, "", serve.FloorWork{},
 		func(name string, requests []string, body string) (loadResult, error) {
 			return httpLoad(name, rawRequests(requests), body)
 		},

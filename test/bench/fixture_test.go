@@ -31,6 +31,7 @@ func fullRun() (*report, environment) {
 			floor:   load(37_950.3, 340, 1_650, 10_300, 0, 0),
 			load:    load(14_147.2, 1_050, 3_900, 14_830, 0, 0),
 			paired:  interleaved(load(14_581.7, 1_020, 3_610, 13_990, 22.9, 0), load(38_102.6, 330, 1_640, 10_250, 22.8, 0)),
+			working: resultOf(interleaved(load(14_402.2, 1_030, 3_700, 14_020, 22.9, 0), load(15_980.7, 930, 3_420, 13_610, 22.8, 0))),
 			beforePair: resultOf(interleaved(load(14_212.9, 1_040, 3_880, 14_700, 22.9, 0),
 				load(11_104.3, 1_300, 4_790, 15_110, 22.6, 0)))},
 		{alg: "EdDSA", sign: signResult{Signatures: 781_140, Rate: 39_057.0},
@@ -43,6 +44,7 @@ func fullRun() (*report, environment) {
 		floor:   load(39_120.5, 330, 1_600, 10_090, 0, 0),
 		hash:    hashResult{Pairs: 21_000_000, Rate: 1_050_000},
 		load:    load(33_043.6, 420, 1_960, 12_410, 0, 0),
+		working: resultOf(interleaved(load(32_610.4, 430, 1_990, 12_380, 22.9, 0), load(37_004.9, 380, 1_700, 10_200, 22.9, 0))),
 		before:  resultOf(load(22_410.8, 530, 3_610, 12_600, 0, 0))}
 	r.revocations = revocationRun{
 		apiKeys:           latencies(200, 6_100*time.Microsecond, 89_650*time.Microsecond),

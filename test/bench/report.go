@@ -17,14 +17,16 @@ type tokenRun struct {
 	sign                 signResult
 	healthz, floor, load loadResult  // floor and load each alone (profiled)
 	paired               loadResult  // the load interleaved with its floor (paired.Floor): the ratio's
+	working              *loadResult // the load interleaved with the floor that also signs (working.Floor)
 	before               *loadResult // the same load on the -before build, alone
 	beforePair           *loadResult // the load interleaved with the -before build's (its Floor)
 }
 
 type introspectionRun struct {
-	healthz, floor, load loadResult // floor and load each alone (profiled)
-	paired               loadResult // the load interleaved with its floor (paired.Floor): the ratio's
-	hash                 hashResult // the two SHA-256 of a request, raw
+	healthz, floor, load loadResult  // floor and load each alone (profiled)
+	paired               loadResult  // the load interleaved with its floor (paired.Floor): the ratio's
+	working              *loadResult // the load interleaved with the floor that also hashes (working.Floor)
+	hash                 hashResult  // the two SHA-256 of a request, raw
 	before               *loadResult
 	beforePair           *loadResult // the load interleaved with the -before build's (its Floor)
 	keys                 int
@@ -109,7 +111,7 @@ func (r *report) build() {
 			fmt.Sprintf("%.0f tokens/s; p50 %s, p99 %s", load.Rate, ms(load.P50), ms(load.P99)),
 			fmt.Sprintf("POST floor (the same requests answered with a token response by a no-op, same process: %.0f/s) combined with raw %s signing on the same core (%.0f/s): 1/(1/a+1/b) = %.0f/s; raw signing alone: %.1f%%%s%s",
 				floorLoad.Rate, t.alg, t.sign.Rate, floor, 100*load.Rate/t.sign.Rate,
-				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), t.sign.Rate)), how),
+				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), t.sign.Rate)), how)+workingFloor(t.working, "signs"),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with signing", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	if in := r.introspection; in != nil {
@@ -120,7 +122,7 @@ func (r *report) build() {
 			fmt.Sprintf("%.0f requests/s; p50 %s, p99 %s", load.Rate, ms(load.P50), ms(load.P99)),
 			fmt.Sprintf("POST floor (the same requests answered with an introspection response by a no-op, same process: %.0f/s) combined with the raw SHA-256 of the client secret and of the key (%.0f/s): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s%s",
 				floorLoad.Rate, in.hash.Rate, floor, in.healthz.Rate, 100*load.Rate/in.healthz.Rate,
-				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), in.hash.Rate)), how),
+				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), in.hash.Rate)), how)+workingFloor(in.working, "hashes"),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with two SHA-256", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	for _, rv := range []struct {
@@ -205,6 +207,16 @@ func (r *report) shapePair(alone, floorAlone, paired loadResult, raw float64) (r
 	}
 	return paired, *paired.Floor, fmt.Sprintf("; the row and its floor interleaved in slices of %.1f s (each alone, one after the other and profiled: %.0f/s, floor %.0f/s: %.1f%%)",
 		sliceOf(r.s.duration).Seconds(), alone.Rate, floorAlone.Rate, 100*alone.Rate/shapeReference(floorAlone.Rate, raw))
+}
+
+// workingFloor describes the row interleaved with the floor that does its
+// unavoidable work itself (serve.FloorWork), or nothing when it was not measured.
+func workingFloor(working *loadResult, does string) string {
+	if working == nil || working.Floor == nil || working.Floor.Rate <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("; the working floor (the no-op that also %s, the same work in its own handler), interleaved with the row: %.0f/s, the row %.0f/s = %.1f%% of it",
+		does, working.Floor.Rate, working.Rate, 100*working.Rate/working.Floor.Rate)
 }
 
 // shapeReference is a row's reference: its floor combined with its unavoidable
@@ -358,7 +370,8 @@ func (r *report) markdown(env environment) string {
 	p("An HTTP row's reference is the floor of its own request shape: the same requests, path aside, answered by a no-op in the same process (`--benchmark-floor`: the body read and the form parsed, then the same status, headers and body as the real answer), ")
 	p("combined where the row has unavoidable work with that work done raw on the same core: 1/(1/floor + 1/raw). ")
 	p("Where the row says so, the ratio is of the row and its floor interleaved on the same connections in slices of %.1f s (the row's requests in one, the floor's in the next), because this machine's speed drifts by tens of percent within minutes and two loads one after the other measure that drift as a difference; ", sliceOf(r.s.duration).Seconds())
-	p("the server's CPU is read at each slice's end and charged to that slice's side. The loads alone, one after the other, are the profiled ones, reported beside it.\n\n")
+	p("the server's CPU is read at each slice's end and charged to that slice's side. The loads alone, one after the other, are the profiled ones, reported beside it. ")
+	p("A row with unavoidable work is also interleaved with the working floor: the same no-op doing that work (the same signature or SHA-256s, by the code that measures the raw rate) in its own handler before it answers. 1/(1/floor + 1/raw) assumes the work adds its raw cost and nothing more; the working floor shows what a request that does the work and nothing else reaches on this machine, where a slower answer also costs more elsewhere (the write that wakes the load generator's idle core costs more, per request, the longer that core idled). The targets stay those of 1/(1/floor + 1/raw).\n\n")
 	p("| Measure | Result | Reference (same run) | Ratio | Target | Met |\n|---|---|---|---|---|---|\n")
 	for _, row := range r.rows {
 		p("| %s |\n", strings.Join(row, " | "))

@@ -397,8 +397,8 @@ func (b *bench) tokenIssuance(ctx context.Context) error {
 			requests = append(requests, b.request(http.MethodPost, "/oauth2/token", "grant_type=client_credentials", basicAuth(c)))
 		}
 		run := tokenRun{alg: alg, sign: sign, healthz: health}
-		if run.floor, run.load, run.paired, err = shapeLoads("token-"+alg, b.c.tokenAddr, requests, `"access_token":"`,
-			b.loader(ctx), b.pairedLoader(ctx)); err != nil {
+		if run.floor, run.load, run.paired, run.working, err = shapeLoads("token-"+alg, b.c.tokenAddr, requests, `"access_token":"`,
+			signWork(alg), b.loader(ctx), b.pairedLoader(ctx)); err != nil {
 			return err
 		}
 		if b.s.before != "" {
@@ -470,12 +470,13 @@ func (b *bench) introspection(ctx context.Context) error {
 	run := &introspectionRun{healthz: health, keys: b.s.keys}
 	// The unavoidable work beyond the floor: a SHA-256 of the client secret and one of the key.
 	key, _ := url.ParseQuery(requests[0][strings.Index(requests[0], "\r\n\r\n")+4:])
-	if err := runChild(ctx, "hash", b.s.serverCPU, hashJob{Secret: b.clients[0].secret, Key: key.Get("token"), Duration: b.s.duration}, &run.hash); err != nil {
+	hash := hashJob{Secret: b.clients[0].secret, Key: key.Get("token"), Duration: b.s.duration}
+	if err := runChild(ctx, "hash", b.s.serverCPU, hash, &run.hash); err != nil {
 		return err
 	}
 	logf("  raw SHA-256 of a client secret and of a key on core %s: %.0f pairs/s", b.s.serverCPU, run.hash.Rate)
-	if run.floor, run.load, run.paired, err = shapeLoads("introspect-apikey", b.c.tokenAddr, requests, `"active":true`,
-		b.loader(ctx), b.pairedLoader(ctx)); err != nil {
+	if run.floor, run.load, run.paired, run.working, err = shapeLoads("introspect-apikey", b.c.tokenAddr, requests, `"active":true`,
+		hashWork(hash.Secret, hash.Key), b.loader(ctx), b.pairedLoader(ctx)); err != nil {
 		return err
 	}
 	if b.s.before != "" {

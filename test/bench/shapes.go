@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,12 +24,13 @@ import (
 // does besides being an HTTP endpoint of that shape.
 
 // configureFloor sets the floor's answer on the server at addr.
-func configureFloor(addr string, status int, header http.Header, body []byte) error {
-	h := header.Clone()
+func configureFloor(addr string, answer serve.FloorAnswer) error {
+	h := http.Header(answer.Header).Clone()
 	for _, name := range []string{"Date", "Content-Length"} { // written per answer by net/http
 		h.Del(name)
 	}
-	data, err := json.Marshal(serve.FloorAnswer{Status: status, Header: h, Body: body})
+	answer.Header = h
+	data, err := json.Marshal(answer)
 	if err != nil {
 		return err
 	}
@@ -58,32 +58,36 @@ func atFloor(requests []string) []string {
 }
 
 // floorFor configures the floor of the server at addr with the answer to
-// requests[0] there, and returns requests at the floor's path and the
-// beginning of the floor's answer (a load's ExpectBody).
-func floorFor(addr string, requests []string) (floor []string, expect string, err error) {
+// requests[0] there, and returns that answer, requests at the floor's path and
+// the beginning of the floor's answer (a load's ExpectBody).
+func floorFor(addr string, requests []string) (answer serve.FloorAnswer, floor []string, expect string, err error) {
 	status, header, body, err := realAnswer(addr, []byte(requests[0]))
 	if err != nil {
-		return nil, "", err
+		return answer, nil, "", err
 	}
-	if err := configureFloor(addr, status, header, body); err != nil {
-		return nil, "", err
+	answer = serve.FloorAnswer{Status: status, Header: header, Body: body}
+	if err := configureFloor(addr, answer); err != nil {
+		return answer, nil, "", err
 	}
 	expect = string(body)
 	if len(expect) > 16 {
 		expect = expect[:16]
 	}
-	return atFloor(requests), expect, nil
+	return answer, atFloor(requests), expect, nil
 }
 
 // shapeLoads measures a row against its shape's floor at addr: the floor and
 // then the row, each alone (profiled), and then both interleaved (loadJob.Floor),
-// whose pair is the one the report's ratio is of. load runs requests expecting
-// body; paired runs requests interleaved with floor.
-func shapeLoads(name, addr string, requests []string, body string,
+// whose pair is the one the report's ratio is of. With work (the row's
+// unavoidable work: a signature, two SHA-256), the row is then interleaved once
+// more with the working floor, the floor doing that work in its own handler
+// (serve.FloorWork): working; the floor is left configured without work. load
+// runs requests expecting body; paired runs requests interleaved with floor.
+func shapeLoads(name, addr string, requests []string, body string, work serve.FloorWork,
 	load func(name string, requests []string, body string) (loadResult, error),
 	paired func(name string, requests, floor []string, body, floorBody string) (loadResult, error),
-) (floorAlone, rowAlone, row loadResult, err error) {
-	floor, floorBody, err := floorFor(addr, requests)
+) (floorAlone, rowAlone, row loadResult, working *loadResult, err error) {
+	answer, floor, floorBody, err := floorFor(addr, requests)
 	if err != nil {
 		return
 	}
@@ -93,8 +97,21 @@ func shapeLoads(name, addr string, requests []string, body string,
 	if rowAlone, err = load(name, requests, body); err != nil {
 		return
 	}
-	row, err = paired(name+"-interleaved", requests, floor, body, floorBody)
-	return
+	if row, err = paired(name+"-interleaved", requests, floor, body, floorBody); err != nil || work.Sign == "" && len(work.Hash) == 0 {
+		return
+	}
+	answer.Work = work
+	if err = configureFloor(addr, answer); err != nil {
+		return
+	}
+	defer func() {
+		answer.Work = serve.FloorWork{}
+		if plainErr := configureFloor(addr, answer); err == nil {
+			err = plainErr
+		}
+	}()
+	w, err := paired(name+"-working-interleaved", requests, floor, body, floorBody)
+	return floorAlone, rowAlone, row, &w, err
 }
 
 // rawRequests is requests as a load job carries them.
@@ -144,18 +161,11 @@ type hashResult struct {
 }
 
 func runHash(job hashJob) (hashResult, error) {
-	var res hashResult
-	var sink byte
-	secret, key := []byte(job.Secret), []byte(job.Key)
-	start := time.Now()
-	for time.Since(start) < job.Duration {
-		for range 100 {
-			a, b := sha256.Sum256(secret), sha256.Sum256(key)
-			sink ^= a[0] ^ b[0]
-		}
-		res.Pairs += 100
-	}
-	res.Rate = float64(res.Pairs) / time.Since(start).Seconds()
-	_ = sink
-	return res, nil
+	n, rate, err := repeatWork(hashWork(job.Secret, job.Key), job.Duration)
+	return hashResult{Pairs: n, Rate: rate}, err
+}
+
+// hashWork is introspection's unavoidable work: a SHA-256 of secret and one of key.
+func hashWork(secret, key string) serve.FloorWork {
+	return serve.FloorWork{Hash: []int{len(secret), len(key)}}
 }
