@@ -33,8 +33,19 @@ func (r *CredentialReconciler[T]) setScopesKnown(obj T) {
 	if r.Catalogue == nil {
 		return
 	}
-	status, reason, message := metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown, "every scope is in the catalogue of an API that accepts this namespace"
 	hasAPIs, unknown := r.Catalogue.Check(obj.GetNamespace(), r.Kind.Scopes(obj))
+	condition := ScopesKnownCondition(hasAPIs, unknown, obj.GetGeneration())
+	changed := setCondition(&obj.CredentialStatus().Conditions, condition)
+	if changed && condition.Status == metav1.ConditionFalse { // False has one reason: a change is a transition to False
+		r.event(obj, corev1.EventTypeWarning, condition.Reason, "%s", condition.Message)
+	}
+}
+
+// ScopesKnownCondition is the ScopesKnown condition of a credential at
+// generation, given whether an API accepts its namespace and which of its scopes
+// no such API lists. make bench's reconcile floor writes it as the manager does.
+func ScopesKnownCondition(hasAPIs bool, unknown []string, generation int64) metav1.Condition {
+	status, reason, message := metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown, "every scope is in the catalogue of an API that accepts this namespace"
 	switch {
 	case !hasAPIs:
 		reason, message = latchkeyv1.ReasonNoCatalogue, "no API of this namespace accepts its credentials, so scopes are not checked"
@@ -45,16 +56,7 @@ func (r *CredentialReconciler[T]) setScopesKnown(obj T) {
 		status, reason, message = metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope,
 			fmt.Sprintf("scopes %s are in the catalogue of no API that accepts this namespace", strings.Join(unknown, ", "))
 	}
-	changed := setCondition(&obj.CredentialStatus().Conditions, metav1.Condition{
-		Type:               latchkeyv1.ConditionScopesKnown,
-		Status:             status,
-		Reason:             reason,
-		Message:            message,
-		ObservedGeneration: obj.GetGeneration(),
-	})
-	if changed && status == metav1.ConditionFalse { // False has one reason: a change is a transition to False
-		r.event(obj, corev1.EventTypeWarning, reason, "%s", message)
-	}
+	return metav1.Condition{Type: latchkeyv1.ConditionScopesKnown, Status: status, Reason: reason, Message: message, ObservedGeneration: generation}
 }
 
 // scopeWatch is the credential controller's handler of API events. It first brings
