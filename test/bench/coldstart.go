@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -50,10 +51,22 @@ type listJob struct {
 }
 
 type listResult struct {
-	FirstByte, Transfer, Decode time.Duration // request to first byte; first to last byte; bytes to typed objects
-	Bytes                       int64
-	Items                       int
+	// As the token server lists (gzipped, a Kubernetes client's default): request
+	// to first byte, first to last byte, and inflating the body; medians of
+	// listRounds. WireBytes crossed the wire; Bytes is the JSON inflated.
+	FirstByte, Transfer, Inflate time.Duration
+	WireBytes, Bytes             int64
+	// Decoding the JSON into typed APIKeys, once.
+	Decode time.Duration
+	Items  int
+	// The same LIST uncompressed, alternated with the gzipped one: request to
+	// first byte and first to last byte; medians of listRounds.
+	PlainFirstByte, PlainTransfer time.Duration
 }
+
+// listRounds is how many times the list child lists each way, plain and gzipped
+// in turn: one way and then the other would measure this machine's drift.
+const listRounds = 3
 
 // profiledColdStart starts the token server once more with a startup CPU profile
 // and measures the list split.
@@ -69,8 +82,9 @@ func (b *bench) profiledColdStart(ctx context.Context, keys int) error {
 		prof.listErr = err.Error()
 	}
 	prof.list = list
-	logf("  LIST of %d APIKeys (%.1f MiB): first byte %s, transfer %s, decode %s", list.Items, float64(list.Bytes)/(1<<20),
-		list.FirstByte.Round(time.Millisecond), list.Transfer.Round(time.Millisecond), list.Decode.Round(time.Millisecond))
+	logf("  LIST of %d APIKeys (%.1f MiB, gzipped %.1f MiB): first byte %s, transfer %s, inflate %s, decode %s; uncompressed: first byte %s, transfer %s",
+		list.Items, float64(list.Bytes)/(1<<20), float64(list.WireBytes)/(1<<20), list.FirstByte.Round(time.Millisecond), list.Transfer.Round(time.Millisecond),
+		list.Inflate.Round(time.Millisecond), list.Decode.Round(time.Millisecond), list.PlainFirstByte.Round(time.Millisecond), list.PlainTransfer.Round(time.Millisecond))
 
 	if !hasFlag("tokenserver", "startup-cpu-profile") {
 		prof.missing = "this build's token server has no --startup-cpu-profile"
@@ -169,40 +183,85 @@ func waitWritten(ctx context.Context, file string, timeout time.Duration) error 
 }
 
 // runList is `bench list`: the LIST of job.Path with job.Kubeconfig's identity,
-// read whole, then decoded as the token server's client decodes.
+// gzipped (as the token server lists) and uncompressed in turn listRounds times,
+// each read whole; the JSON then decoded as the token server's client decodes.
 func runList(job listJob) (listResult, error) {
 	var res listResult
 	cfg, err := clientcmd.BuildConfigFromFlags("", job.Kubeconfig)
 	if err != nil {
 		return res, err
 	}
+	// gzip is asked for explicitly (get), as the token server's transport asks for
+	// it, so that the transport hands the body over as it came.
+	cfg.DisableCompression = true
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return res, err
 	}
-	req, err := http.NewRequest(http.MethodGet, strings.TrimSuffix(cfg.Host, "/")+job.Path, nil)
-	if err != nil {
+	get := func(gzipped bool) (firstByte, transfer time.Duration, body []byte, err error) {
+		req, err := http.NewRequest(http.MethodGet, strings.TrimSuffix(cfg.Host, "/")+job.Path, nil)
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		req.Header.Set("Accept", "application/json")
+		if gzipped {
+			req.Header.Set("Accept-Encoding", "gzip")
+		}
+		var first time.Time
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotFirstResponseByte: func() { first = time.Now() },
+		}))
+		sent := time.Now()
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		if _, err := io.Copy(&buf, resp.Body); err != nil {
+			return 0, 0, nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return 0, 0, nil, fmt.Errorf("GET %s: %s", job.Path, resp.Status)
+		}
+		if gzipped != (resp.Header.Get("Content-Encoding") == "gzip") {
+			return 0, 0, nil, fmt.Errorf("GET %s (gzip asked: %t): Content-Encoding %q", job.Path, gzipped, resp.Header.Get("Content-Encoding"))
+		}
+		return first.Sub(sent), time.Since(first), buf.Bytes(), nil
+	}
+	inflate := func(zipped []byte, into io.Writer) error {
+		zr, err := gzip.NewReader(bytes.NewReader(zipped))
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(into, zr)
+		return err
+	}
+	var gzipped [3][]time.Duration // first byte, transfer, inflate
+	var plain [2][]time.Duration   // first byte, transfer
+	var zipped []byte
+	for range listRounds {
+		first, transfer, body, err := get(true)
+		if err != nil {
+			return res, err
+		}
+		begin := time.Now()
+		if err := inflate(body, io.Discard); err != nil {
+			return res, err
+		}
+		gzipped[0], gzipped[1], gzipped[2], zipped = append(gzipped[0], first), append(gzipped[1], transfer), append(gzipped[2], time.Since(begin)), body
+		if first, transfer, _, err = get(false); err != nil {
+			return res, err
+		}
+		plain[0], plain[1] = append(plain[0], first), append(plain[1], transfer)
+	}
+	var body bytes.Buffer // the JSON, to decode
+	if err := inflate(zipped, &body); err != nil {
 		return res, err
 	}
-	req.Header.Set("Accept", "application/json")
-	var firstByte time.Time
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-		GotFirstResponseByte: func() { firstByte = time.Now() },
-	}))
-	sent := time.Now()
-	resp, err := hc.Do(req)
-	if err != nil {
-		return res, err
-	}
-	defer resp.Body.Close()
-	var body bytes.Buffer
-	if _, err := io.Copy(&body, resp.Body); err != nil {
-		return res, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return res, fmt.Errorf("GET %s: %s", job.Path, resp.Status)
-	}
-	res.FirstByte, res.Transfer, res.Bytes = firstByte.Sub(sent), time.Since(firstByte), int64(body.Len())
+	res.FirstByte, res.Transfer, res.Inflate = pct(gzipped[0], 0.5), pct(gzipped[1], 0.5), pct(gzipped[2], 0.5)
+	res.WireBytes, res.Bytes = int64(len(zipped)), int64(body.Len())
+	res.PlainFirstByte, res.PlainTransfer = pct(plain[0], 0.5), pct(plain[1], 0.5)
 
 	scheme := runtime.NewScheme()
 	if err := latchkeyv1.AddToScheme(scheme); err != nil {

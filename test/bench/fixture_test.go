@@ -106,8 +106,9 @@ func fullRun() (*report, environment) {
 			"      flat  flat%   sum%        cum   cum%\n" +
 			"     500ms 12.38% 12.38%     1380ms 34.16%  sigs.k8s.io/json/internal/golang/encoding/json.(*Decoder).readValue\n" +
 			"     490ms 12.13% 24.50%      510ms 12.62%  sigs.k8s.io/json/internal/golang/encoding/json.stateInString",
-		list: listResult{FirstByte: 5_643_530 * time.Microsecond, Transfer: 4_905_750 * time.Microsecond,
-			Decode: 4_314_820 * time.Microsecond, Bytes: 195_140_608, Items: 100_000}}
+		list: listResult{FirstByte: 5_643_530 * time.Microsecond, Transfer: 4_905_750 * time.Microsecond, Inflate: 610_250 * time.Microsecond,
+			WireBytes: 17_302_113, Bytes: 195_140_608, Decode: 4_314_820 * time.Microsecond, Items: 100_000,
+			PlainFirstByte: 5_812_040 * time.Microsecond, PlainTransfer: 9_120_330 * time.Microsecond}}
 	r.lastUsed = &lastUsedRun{keys: 1000, buckets: 2, window: 70_400 * time.Millisecond,
 		flags: []string{"--last-used-flush-interval=1s", "--last-used-granularity=1m"}, requests: 140_000,
 		writes:  [2]reading{{value: 1018, ok: true}, {value: 1003, ok: true}},
