@@ -78,6 +78,10 @@ func (b *bench) pairWithBefore(ctx context.Context, name string, after *process,
 	return &res, err
 }
 
+// selfPairRow is the A/A pair's row: this build's server against a second,
+// freshly started server of this build, paired as a before/after pair is.
+const selfPairRow = "2. API key introspection, A/A: this build against a second server of this build"
+
 // pairs are the run's before/after pairs, in the order of the results table.
 func (r *report) pairs() []beforeAfter {
 	var out []beforeAfter
@@ -88,6 +92,9 @@ func (r *report) pairs() []beforeAfter {
 	}
 	if in := r.introspection; in != nil {
 		if pr, ok := pairOf("2. API key introspection", in.beforePair, in.before, in.load); ok {
+			out = append(out, pr)
+		}
+		if pr, ok := pairOf(selfPairRow, in.selfPair, nil, in.load); ok {
 			out = append(out, pr)
 		}
 	}
@@ -135,6 +142,9 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 	p("Where the row says interleaved, both builds' servers ran at once on the server core and the load alternated between them in slices of %.1f s (each idle in the other's slices); the other rows are one load right after the other. ", sliceOf(r.s.duration).Seconds())
 	p("Two loads minutes apart on this machine can differ by more than the change (a core kept from running flat out reads as a lower rate): ")
 	p("the per-CPU-second columns, requests per second of the server's own CPU, read what a request costs the server either way.")
+	if in := r.introspection; in != nil && in.selfPair != nil {
+		p(" The A/A row pairs this build's token server with a second one of the same build, started for the pair as the -before build's is: no change, so what it reads is what the pairing itself reads (the main server's longer history, its profiling, the sides' order), the margin to read the other pairs by.")
+	}
 	if a := r.authz; a != nil && a.before != nil && r.s.profileDir != "" {
 		p(" The authorizer's rows are not alike on both sides: this build's authorizer was profiled during its loads, the -before build's serves no pprof and was not; its rows compare builds and profiling together.")
 	}

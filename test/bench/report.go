@@ -29,6 +29,7 @@ type introspectionRun struct {
 	hash                 hashResult  // the two SHA-256 of a request, raw
 	before               *loadResult
 	beforePair           *loadResult // the load interleaved with the -before build's (its Floor)
+	selfPair             *loadResult // the load interleaved with a second server of this build (its Floor): A/A
 	keys                 int
 }
 

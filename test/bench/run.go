@@ -402,7 +402,7 @@ func (b *bench) tokenIssuance(ctx context.Context) error {
 			return err
 		}
 		if b.s.before != "" {
-			if run.beforePair, err = b.tokenServerPair(ctx, "token-"+alg, requests, `"access_token":"`); err != nil {
+			if run.beforePair, err = b.tokenServerPair(ctx, "before-token-"+alg, requests, `"access_token":"`, b.s.before); err != nil {
 				return err
 			}
 		}
@@ -480,7 +480,11 @@ func (b *bench) introspection(ctx context.Context) error {
 		return err
 	}
 	if b.s.before != "" {
-		if run.beforePair, err = b.tokenServerPair(ctx, "introspect-apikey", requests, `"active":true`); err != nil {
+		if run.beforePair, err = b.tokenServerPair(ctx, "before-introspect-apikey", requests, `"active":true`, b.s.before); err != nil {
+			return err
+		}
+		// The same pairing with this build on both sides: what pairing alone reads.
+		if run.selfPair, err = b.tokenServerPair(ctx, "self-introspect-apikey", requests, `"active":true`, ""); err != nil {
 			return err
 		}
 	}
@@ -488,21 +492,22 @@ func (b *bench) introspection(ctx context.Context) error {
 	return nil
 }
 
-// tokenServerPair starts the -before build's token server beside this build's
-// (same algorithm, server core, an address of its own) and loads both
-// interleaved with requests (pairWithBefore); it stops it after.
-func (b *bench) tokenServerPair(ctx context.Context, name string, requests []string, body string) (*loadResult, error) {
+// tokenServerPair starts binary's token server (the -before build's; "": a
+// second one of this build) beside this build's (same algorithm, server core,
+// an address of its own) and loads both interleaved with requests
+// (pairWithBefore); it stops it after.
+func (b *bench) tokenServerPair(ctx context.Context, name string, requests []string, body, binary string) (*loadResult, error) {
 	addr, err := testenv.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	before, _, err := b.c.tokenServerWith(ctx, tokenServerOptions{name: "tokenserver-before-" + b.alg, listen: addr, alg: b.alg,
-		cpu: b.s.serverCPU, binary: b.s.before})
+	before, _, err := b.c.tokenServerWith(ctx, tokenServerOptions{name: "tokenserver-" + name, listen: addr, alg: b.alg,
+		cpu: b.s.serverCPU, binary: binary})
 	if err != nil {
 		return nil, err
 	}
 	defer before.stop()
-	return b.pairWithBefore(ctx, "before-"+name, b.server, b.c.tokenAddr, before, addr, rawRequests(requests), body)
+	return b.pairWithBefore(ctx, name, b.server, b.c.tokenAddr, before, addr, rawRequests(requests), body)
 }
 
 // load runs one closed-loop load of the token server from the load core and logs it.
