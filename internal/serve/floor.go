@@ -57,6 +57,9 @@ type FloorWork struct {
 	Hash []int `json:"hash,omitempty"`
 }
 
+// IsZero reports whether there is no work.
+func (fw FloorWork) IsZero() bool { return fw.Sign == "" && len(fw.Hash) == 0 }
+
 // Prepare makes the work's key and inputs once and returns what does the work.
 func (fw FloorWork) Prepare() (func() error, error) {
 	if fw.SignBytes < 0 || fw.SignBytes > maxFloorBytes || len(fw.Hash) > 16 {
@@ -135,7 +138,7 @@ func withFloor(next http.Handler) http.Handler {
 				return
 			}
 			configured := &workingAnswer{FloorAnswer: a}
-			if a.Work.Sign != "" || len(a.Work.Hash) > 0 {
+			if !a.Work.IsZero() {
 				if configured.work, err = a.Work.Prepare(); err != nil {
 					http.Error(w, err.Error(), http.StatusBadRequest)
 					return

@@ -97,7 +97,7 @@ func shapeLoads(name, addr string, requests []string, body string, work serve.Fl
 	if rowAlone, err = load(name, requests, body); err != nil {
 		return
 	}
-	if row, err = paired(name+"-interleaved", requests, floor, body, floorBody); err != nil || work.Sign == "" && len(work.Hash) == 0 {
+	if row, err = paired(name+"-interleaved", requests, floor, body, floorBody); err != nil || work.IsZero() {
 		return
 	}
 	answer.Work = work
