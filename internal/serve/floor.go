@@ -29,7 +29,8 @@ import (
 // measures and sends the same requests to it, path aside.
 //
 // It is off unless a process is started with --benchmark-floor, and nothing in
-// the chart or config/ turns it on: an anonymous caller could set its answer.
+// the chart or config/ turns it on: an anonymous caller could set its answer,
+// and make every answer generate a key or sign (FloorWork).
 const FloorPath = "/debug/floor/"
 
 // FloorAnswer is the answer the floor gives until configured again.
