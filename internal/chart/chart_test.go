@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/latchkey-dev/latchkey/internal/testenv"
+	"github.com/latchkey-dev/latchkey/tokenserver/leaks"
 )
 
 const (
@@ -271,6 +272,10 @@ tokenserver:
   priorityClassName: system-cluster-critical
   resources: {requests: {cpu: 500m, memory: 256Mi}, limits: {memory: 1Gi}}
   podDisruptionBudget: {maxUnavailable: 1}
+  secretScanning:
+    reporters:
+    - {name: github, keysURL: "https://api.github.com/meta/public_keys/secret_scanning", headerPrefix: Github-Public-Key}
+    - {name: inhouse, publicKeys: '{"public_keys": []}', feedback: true}
 authz: {enabled: false}
 manager: {podAnnotations: {example.com/team: platform}, extraArgs: [--concurrency=16]}
 podSecurityContext: {runAsNonRoot: true, runAsUser: 10001, seccompProfile: {type: RuntimeDefault}}
@@ -297,6 +302,7 @@ func TestValues(t *testing.T) {
 	}
 	expect(t, "TLS volume", pod.Volumes[0].Secret.SecretName, "tokenserver-tls")
 	expect(t, "TLS mount", c.VolumeMounts[0].MountPath, "/etc/latchkey/tls")
+	expectSecretScanning(t, objects, ts)
 	expect(t, "probe scheme", string(c.ReadinessProbe.HTTPGet.Scheme), "HTTPS")
 	svc := &corev1.Service{}
 	convert(t, objects["Service "+namespace+"/latchkey-tokenserver"], svc)
@@ -319,6 +325,38 @@ func TestValues(t *testing.T) {
 	}
 }
 
+// expectSecretScanning checks what tokenserver.secretScanning renders: a
+// ConfigMap whose config.yaml the token server reads as it reads
+// --secret-scanning-config (strictly, into leaks.Options), each inline key list
+// mounted where its reporter's keysFile says, and a pod annotation that changes
+// with the configuration, which is read only at start.
+func expectSecretScanning(t *testing.T, objects map[string]*unstructured.Unstructured, ts *appsv1.Deployment) {
+	t.Helper()
+	const dir = "/etc/latchkey/secret-scanning/"
+	pod := ts.Spec.Template.Spec
+	c := pod.Containers[0]
+	expectArg(t, "token server", c.Args, "--secret-scanning-config="+dir+"config.yaml")
+	expect(t, "secret-scanning mount", c.VolumeMounts[1].MountPath, strings.TrimSuffix(dir, "/"))
+	expect(t, "secret-scanning volume", pod.Volumes[1].ConfigMap.Name, "latchkey-tokenserver-secret-scanning")
+	cm := &corev1.ConfigMap{}
+	convert(t, objects["ConfigMap "+namespace+"/latchkey-tokenserver-secret-scanning"], cm)
+	var config leaks.Options
+	if err := yaml.UnmarshalStrict([]byte(cm.Data["config.yaml"]), &config); err != nil {
+		t.Fatalf("config.yaml is not what --secret-scanning-config reads: %v\n%s", err, cm.Data["config.yaml"])
+	}
+	want := []leaks.Reporter{
+		{Name: "github", KeysURL: "https://api.github.com/meta/public_keys/secret_scanning", HeaderPrefix: "Github-Public-Key"},
+		{Name: "inhouse", KeysFile: dir + "keys-inhouse.json", Feedback: true},
+	}
+	if !equality.Semantic.DeepEqual(config.Reporters, want) {
+		t.Errorf("reporters: got %+v, want %+v", config.Reporters, want)
+	}
+	expect(t, "inline key list", cm.Data["keys-inhouse.json"], `{"public_keys": []}`)
+	if ts.Spec.Template.Annotations["checksum/secret-scanning"] == "" {
+		t.Error("no checksum/secret-scanning annotation: a changed configuration would not roll the pods")
+	}
+}
+
 // values.schema.json turns a typo into an error at install.
 func TestSchemaRejectsBadValues(t *testing.T) {
 	for _, tc := range []struct{ set, says string }{
@@ -330,6 +368,9 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"monitoring.renderMode=sometimes", "value must be one of"},
 		{"manager.extraArgs={concurrency=16}", "does not match pattern"},
 		{"signing.tokenAlgorithm=EdDSA", "signing.tokenAlgorithm EdDSA is not one of signing.algorithms"},
+		{"tokenserver.secretScanning.reporters[0].name=inhouse", "missing property 'keysURL'"},                  // no key list
+		{"tokenserver.secretScanning.reporters[0].keysFile=/x", "additional properties 'keysFile' not allowed"}, // nothing mounts it
+		{"tokenserver.secretScanning.reporters[0].name=Git/Hub", "does not match pattern"},
 	} {
 		_, err := helm(t, "template", release, filepath.Join(root, Dir), "--set", tc.set)
 		if err == nil || !strings.Contains(err.Error(), tc.says) {

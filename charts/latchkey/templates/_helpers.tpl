@@ -84,18 +84,17 @@ securityContext:
 {{- end }}
 {{- end }}
 
-{{- define "latchkey.tlsVolumeMounts" -}}
+{{/* The TLS Secret's mount and volume (list items), with tls.secretName. */}}
+{{- define "latchkey.tlsVolumeMount" -}}
 {{- if .tls.secretName }}
-volumeMounts:
 - name: tls
   mountPath: /etc/latchkey/tls
   readOnly: true
 {{- end }}
 {{- end }}
 
-{{- define "latchkey.tlsVolumes" -}}
+{{- define "latchkey.tlsVolume" -}}
 {{- if .tls.secretName }}
-volumes:
 - name: tls
   secret:
     secretName: {{ .tls.secretName }}
@@ -184,4 +183,27 @@ topologySpreadConstraints:
 {{- $components := list "manager" "tokenserver" }}
 {{- if .Values.authz.enabled }}{{ $components = append $components "authz" }}{{ end }}
 {{- toJson $components }}
+{{- end }}
+
+{{/*
+The data of the token server's secret-scanning ConfigMap: config.yaml, the
+--secret-scanning-config file, and keys-<name>.json for each reporter whose key
+list is given inline (publicKeys), which config.yaml names as its keysFile.
+*/}}
+{{- define "latchkey.secretScanningData" -}}
+{{- $reporters := list }}
+{{- range .Values.tokenserver.secretScanning.reporters }}
+{{- $r := omit . "publicKeys" }}
+{{- if .publicKeys }}
+{{- $_ := set $r "keysFile" (printf "/etc/latchkey/secret-scanning/keys-%s.json" .name) }}
+{{- end }}
+{{- $reporters = append $reporters $r }}
+{{- end }}
+config.yaml: |
+  {{- toYaml (dict "reporters" $reporters) | nindent 2 }}
+{{- range .Values.tokenserver.secretScanning.reporters }}
+{{- if .publicKeys }}
+keys-{{ .name }}.json: {{ .publicKeys | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
