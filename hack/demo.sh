@@ -236,7 +236,7 @@ claims "$ACCESS_TOKEN"
 grep -q "\"client_id\":\"$CLIENT_ID\"" <(claims "$ACCESS_TOKEN") || fail "the token's claims do not name the client"
 
 step "A wrong secret gets an RFC 6749 error, never a hint"
-run curl -sS -u "$CLIENT_ID:not-the-secret" -d grant_type=client_credentials "$ISSUER/oauth2/token"
+run curl -sS -u "$CLIENT_ID:not-the-secret" -d grant_type=client_credentials "$ISSUER/oauth2/token" # gitleaks:allow (a wrong secret, on purpose)
 [ "$(curl -s -o /dev/null -w '%{http_code}' -u "$CLIENT_ID:x" -d grant_type=client_credentials "$ISSUER/oauth2/token")" = 401 ] || fail "a wrong secret was not refused"
 
 step "The leads API introspects what its callers present (RFC 7662)"
