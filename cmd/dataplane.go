@@ -46,6 +46,7 @@ func (f *dataPlaneFlags) bind(fs *flag.FlagSet, served string) {
 // setUp checks the flags, sets the logger up and returns the API server's config.
 func (f *dataPlaneFlags) setUp() (*rest.Config, error) {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
+	limitMemory(ctrl.Log)
 	if f.gcPercent < 25 {
 		return nil, fmt.Errorf("--gc-percent must be at least 25 (a server that never collects runs out of memory)")
 	}

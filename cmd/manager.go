@@ -87,6 +87,7 @@ func runManager(args []string) error {
 		return err
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	limitMemory(ctrl.Log.WithName("manager"))
 	if f.tokenURL == "" {
 		f.tokenURL = strings.TrimSuffix(f.issuerURL, "/") + "/oauth2/token"
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // The tenant's objects: a client that gets tokens, a resource server that
@@ -441,6 +442,31 @@ var _ = Describe("Latchkey on a real node", Ordered, func() {
 		}
 		for _, m := range []string{"latchkey_credential_ready", "latchkey_credential_withdrawn", "controller_runtime_reconcile_total"} {
 			Expect(union).To(HaveKey(m), "%s on a manager endpoint", m)
+		}
+	})
+
+	It("gives each component's Go heap 90% of its container's memory limit", func() {
+		// Go knows nothing of the container: without GOMEMLIMIT a process whose live
+		// heap fits its limit is OOM-killed on the way to its next collection
+		// (cmd/memlimit.go). Read from the cgroup the kubelet made, so from the
+		// limit as the node enforces it, not as the chart says it.
+		for _, target := range []struct{ deployment, service, port string }{
+			{"latchkey-manager", "latchkey-manager-metrics", "8080"},
+			{"latchkey-tokenserver", "latchkey-tokenserver-metrics", "9090"},
+			{"latchkey-authz", "latchkey-authz-metrics", "9090"},
+		} {
+			limit := resource.MustParse(kubectl("get", "deployment", target.deployment, "-n", systemNS, "-o",
+				"jsonpath={.spec.template.spec.containers[0].resources.limits.memory}"))
+			want := int64(float64(limit.Value()) * 0.9)
+			addrs := endpoints(systemNS, target.service)
+			Expect(addrs).To(HaveLen(2), "both replicas behind %s", target.service)
+			for _, addr := range addrs {
+				line := metricLine("http://"+net.JoinHostPort(addr, target.port)+"/metrics", "go_gc_gomemlimit_bytes")
+				_, value, _ := strings.Cut(line, " ")
+				got, err := strconv.ParseFloat(value, 64)
+				Expect(err).NotTo(HaveOccurred(), "%s at %s: %q", target.deployment, addr, line)
+				Expect(int64(got)).To(BeNumerically("~", want, 1<<20), "%s at %s: GOMEMLIMIT for a limit of %s", target.deployment, addr, limit.String())
+			}
 		}
 	})
 
