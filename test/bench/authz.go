@@ -271,15 +271,30 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		if err := errors.Join(err1, err2); err != nil {
 			return err
 		}
-		before, _, err := startAuthzAt(b.s.before, "authz-before-forward", beforeHTTP, beforeGRPC)
-		if err != nil {
+		// And this build's, fresh as well, without floor or pprof (as the -before
+		// build's runs): the run's own authorizer has history (tokenServerPair says why).
+		afterHTTP, err1 := testenv.FreeAddr()
+		afterGRPC, err2 := testenv.FreeAddr()
+		if err := errors.Join(err1, err2); err != nil {
 			return err
 		}
-		run.forwardBeforePair, err = b.pairWithBefore(ctx, "before-authz-forward-apikey", p, httpAddr, before, beforeHTTP, forward, "")
-		if err == nil {
-			run.grpcBeforePair, err = checkPaired("before-authz-grpc-apikey", p, grpcAddr, before, beforeGRPC, keyChecks)
-		}
-		before.stop()
+		err = func() error {
+			before, _, err := startAuthzAt(b.s.before, "authz-before-forward", beforeHTTP, beforeGRPC)
+			if err != nil {
+				return err
+			}
+			defer before.stop()
+			after, _, err := startAuthzAt(repoPath("bin", "latchkey"), "authz-after-forward", afterHTTP, afterGRPC)
+			if err != nil {
+				return err
+			}
+			defer after.stop()
+			if run.forwardBeforePair, err = b.pairWithBefore(ctx, "before-authz-forward-apikey", after, afterHTTP, before, beforeHTTP, forward, ""); err != nil {
+				return err
+			}
+			run.grpcBeforePair, err = checkPaired("before-authz-grpc-apikey", after, afterGRPC, before, beforeGRPC, keyChecks)
+			return err
+		}()
 		if err != nil {
 			return err
 		}

@@ -78,9 +78,13 @@ func (b *bench) pairWithBefore(ctx context.Context, name string, after *process,
 	return &res, err
 }
 
-// selfPairRow is the A/A pair's row: this build's server against a second,
-// freshly started server of this build, paired as a before/after pair is.
-const selfPairRow = "2. API key introspection, A/A: this build against a second server of this build"
+// The A/A pairs' rows: two fresh servers of this build, paired as a
+// before/after pair is (tokenServerPair); and the run's own server against a
+// fresh one, as the pairs were first made (historyPair).
+const (
+	selfPairRow    = "2. API key introspection, A/A: two fresh servers of this build"
+	historyPairRow = "2. API key introspection, A/A: the run's server against a fresh one of this build"
+)
 
 // pairs are the run's before/after pairs, in the order of the results table.
 func (r *report) pairs() []beforeAfter {
@@ -95,6 +99,9 @@ func (r *report) pairs() []beforeAfter {
 			out = append(out, pr)
 		}
 		if pr, ok := pairOf(selfPairRow, in.selfPair, nil, in.load); ok {
+			out = append(out, pr)
+		}
+		if pr, ok := pairOf(historyPairRow, in.historyPair, nil, in.load); ok {
 			out = append(out, pr)
 		}
 	}
@@ -137,16 +144,19 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 		return
 	}
 	p("### Before and after, same run\n\n")
-	p("Each load row measured on the build of commit %s (before: `-before %s`, the commit this issue's work started from) and on this build (after), same core, same requests. ", r.beforeName, r.beforeName)
+	p("Each load row measured on the build of commit %s (before: `-before %s`) and on this build (after), same core, same requests. ", r.beforeName, r.beforeName)
 	p("What changed between them is in `git log %s..`. ", r.beforeName)
-	p("Where the row says interleaved, both builds' servers ran at once on the server core and the load alternated between them in slices of %.1f s (each idle in the other's slices); the other rows are one load right after the other. ", sliceOf(r.s.duration).Seconds())
+	p("Where the row says interleaved, both builds' servers, each started afresh for the pair, ran at once on the server core and the load alternated between them in slices of %.1f s (each idle in the other's slices); the other rows are one load right after the other, the after side being the run's own server. ", sliceOf(r.s.duration).Seconds())
 	p("Two loads minutes apart on this machine can differ by more than the change (a core kept from running flat out reads as a lower rate): ")
 	p("the per-CPU-second columns, requests per second of the server's own CPU, read what a request costs the server either way.")
 	if in := r.introspection; in != nil && in.selfPair != nil {
-		p(" The A/A row pairs this build's token server with a second one of the same build, started for the pair as the -before build's is: no change, so what it reads is what the pairing itself reads (the main server's longer history, its profiling, the sides' order), the margin to read the other pairs by.")
+		p(" The first A/A row pairs two fresh token servers of this build, as the interleaved pairs are made: no change, so what it reads is what the pairing itself reads (the sides' order, the machine), the margin to read the other pairs by.")
+	}
+	if in := r.introspection; in != nil && in.historyPair != nil {
+		p(" The second pairs the run's own token server, after every load before it, with a fresh one: what a server's history reads, which the pairs no longer carry.")
 	}
 	if a := r.authz; a != nil && a.before != nil && r.s.profileDir != "" {
-		p(" The authorizer's rows are not alike on both sides: this build's authorizer was profiled during its loads, the -before build's serves no pprof and was not; its rows compare builds and profiling together.")
+		p(" The authorizer's one-after-the-other rows are not alike on both sides: this build's authorizer was profiled during its loads, the -before build's serves no pprof and was not; those rows compare builds and profiling together.")
 	}
 	p("\n\n")
 	p("| Row | How | Before | After | Change | Per server CPU-second, before | after | Change | p99 before | p99 after |\n|---|---|---|---|---|---|---|---|---|---|\n")

@@ -46,7 +46,9 @@ func fullRun() (*report, environment) {
 		load:    load(33_043.6, 420, 1_960, 12_410, 0, 0),
 		working: resultOf(interleaved(load(32_610.4, 430, 1_990, 12_380, 22.9, 0), load(37_004.9, 380, 1_700, 10_200, 22.9, 0))),
 		before:  resultOf(load(22_410.8, 530, 3_610, 12_600, 0, 0)),
-		selfPair: resultOf(interleaved(load(31_870.2, 440, 2_010, 12_300, 22.9, 0),
+		selfPair: resultOf(interleaved(load(32_870.2, 440, 2_010, 12_300, 22.9, 0),
+			load(33_105.9, 430, 1_950, 12_150, 22.9, 0))),
+		historyPair: resultOf(interleaved(load(31_870.2, 440, 2_010, 12_300, 22.9, 0),
 			load(33_105.9, 430, 1_950, 12_150, 22.9, 0)))}
 	r.revocations = revocationRun{
 		apiKeys:           latencies(200, 6_100*time.Microsecond, 89_650*time.Microsecond),

@@ -29,7 +29,8 @@ type introspectionRun struct {
 	hash                 hashResult  // the two SHA-256 of a request, raw
 	before               *loadResult
 	beforePair           *loadResult // the load interleaved with the -before build's (its Floor)
-	selfPair             *loadResult // the load interleaved with a second server of this build (its Floor): A/A
+	selfPair             *loadResult // two fresh servers of this build interleaved (the second is its Floor): A/A
+	historyPair          *loadResult // the run's server interleaved with a fresh one of this build (its Floor): A/A
 	keys                 int
 }
 
