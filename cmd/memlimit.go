@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"math"
 	"time"
 
@@ -31,11 +32,11 @@ func limitMemory(log logr.Logger) {
 		memlimit.WithRatio(memoryLimitRatio),
 		memlimit.WithProvider(memlimit.FromCgroup),
 		memlimit.WithRefreshInterval(context.Background(), time.Minute),
+		// It logs the limit it sets, a GOMEMLIMIT it leaves alone, and its errors
+		// (at start and on each refresh).
+		memlimit.WithLogger(slog.New(logr.ToSlogHandler(log.WithName("memlimit")))),
 	)
-	switch {
-	case err != nil:
-		log.Info("no container memory limit found: Go's memory limit left as it is", "reason", err.Error())
-	case limit < math.MaxInt64:
-		log.Info("Go's memory limit (GOMEMLIMIT)", "bytes", limit)
+	if err == nil && limit == math.MaxInt64 {
+		log.Info("no container memory limit: Go's memory limit (GOMEMLIMIT) stays unset")
 	}
 }

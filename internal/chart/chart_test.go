@@ -3,6 +3,11 @@ package chart
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"os"
@@ -13,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -24,10 +30,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/latchkey-dev/latchkey/internal/index"
 	"github.com/latchkey-dev/latchkey/internal/testenv"
 	"github.com/latchkey-dev/latchkey/tokenserver/leaks"
 )
@@ -256,6 +264,20 @@ func TestCRDSwitches(t *testing.T) {
 	}
 }
 
+// scannerKeyPEM is a secret scanner's public key (ECDSA P-256, PEM), for
+// tokenserver.secretScanning's inline key list.
+var scannerKeyPEM = func() string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		panic(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}()
+
 // featureValues sets a value of every kind; TestValues checks what each renders,
 // and TestServerSideApply that the API server accepts it.
 var featureValues = `
@@ -275,7 +297,14 @@ tokenserver:
   secretScanning:
     reporters:
     - {name: github, keysURL: "https://api.github.com/meta/public_keys/secret_scanning", headerPrefix: Github-Public-Key}
-    - {name: inhouse, publicKeys: '{"public_keys": []}', feedback: true}
+    - name: inhouse
+      feedback: true
+      publicKeys:
+        public_keys:
+        - key_identifier: k1
+          is_current: true
+          key: |
+            ` + strings.ReplaceAll(strings.TrimSpace(scannerKeyPEM), "\n", "\n            ") + `
 authz: {enabled: false}
 manager: {podAnnotations: {example.com/team: platform}, extraArgs: [--concurrency=16]}
 podSecurityContext: {runAsNonRoot: true, runAsUser: 10001, seccompProfile: {type: RuntimeDefault}}
@@ -326,10 +355,10 @@ func TestValues(t *testing.T) {
 }
 
 // expectSecretScanning checks what tokenserver.secretScanning renders: a
-// ConfigMap whose config.yaml the token server reads as it reads
-// --secret-scanning-config (strictly, into leaks.Options), each inline key list
-// mounted where its reporter's keysFile says, and a pod annotation that changes
-// with the configuration, which is read only at start.
+// ConfigMap whose files the token server accepts as it does at start
+// (--secret-scanning-config read strictly into leaks.Options, then leaks.New,
+// which reads each inline key list where its reporter's keysFile says), and a pod
+// annotation that changes with the configuration, which is read only at start.
 func expectSecretScanning(t *testing.T, objects map[string]*unstructured.Unstructured, ts *appsv1.Deployment) {
 	t.Helper()
 	const dir = "/etc/latchkey/secret-scanning/"
@@ -351,7 +380,23 @@ func expectSecretScanning(t *testing.T, objects map[string]*unstructured.Unstruc
 	if !equality.Semantic.DeepEqual(config.Reporters, want) {
 		t.Errorf("reporters: got %+v, want %+v", config.Reporters, want)
 	}
-	expect(t, "inline key list", cm.Data["keys-inhouse.json"], `{"public_keys": []}`)
+	// The ConfigMap's files where the pod would see them (a directory of the
+	// test's), and the token server's own check of them.
+	mounted := t.TempDir()
+	for name, data := range cm.Data {
+		if err := os.WriteFile(filepath.Join(mounted, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range config.Reporters {
+		if f := config.Reporters[i].KeysFile; f != "" {
+			config.Reporters[i].KeysFile = filepath.Join(mounted, strings.TrimPrefix(f, dir))
+		}
+	}
+	host := leaks.Host{Index: index.NewIndex(logr.Discard()), Clock: clock.RealClock{}, Log: logr.Discard()}
+	if _, err := leaks.New(host, config); err != nil {
+		t.Errorf("the token server would not start with the rendered configuration: %v", err)
+	}
 	if ts.Spec.Template.Annotations["checksum/secret-scanning"] == "" {
 		t.Error("no checksum/secret-scanning annotation: a changed configuration would not roll the pods")
 	}
@@ -375,6 +420,17 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		_, err := helm(t, "template", release, filepath.Join(root, Dir), "--set", tc.set)
 		if err == nil || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("--set %s: got %v, want an error saying %q", tc.set, err, tc.says)
+		}
+	}
+	// What the token server would refuse at start fails the install instead.
+	for _, tc := range []struct{ reporters, says string }{
+		{`[{"name":"inhouse","publicKeys":{"public_keys":[]}}]`, "minItems"},
+		{`[{"name":"inhouse","publicKeys":{"public_keys":[{"key_identifier":"k1","key":"not a PEM key"}]}}]`, "does not match pattern"},
+		{`[{"name":"a","keysURL":"https://a.example"},{"name":"a","keysURL":"https://b.example"}]`, "a is listed twice"},
+	} {
+		_, err := helm(t, "template", release, filepath.Join(root, Dir), "--set-json", "tokenserver.secretScanning.reporters="+tc.reporters)
+		if err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("reporters %s: got %v, want an error saying %q", tc.reporters, err, tc.says)
 		}
 	}
 }

@@ -188,11 +188,17 @@ topologySpreadConstraints:
 {{/*
 The data of the token server's secret-scanning ConfigMap: config.yaml, the
 --secret-scanning-config file, and keys-<name>.json for each reporter whose key
-list is given inline (publicKeys), which config.yaml names as its keysFile.
+list is given inline (publicKeys, written as JSON), which config.yaml names as
+its keysFile. A name listed twice fails the install, as it would the token server.
 */}}
 {{- define "latchkey.secretScanningData" -}}
 {{- $reporters := list }}
+{{- $names := dict }}
 {{- range .Values.tokenserver.secretScanning.reporters }}
+{{- if hasKey $names .name }}
+{{- fail (printf "tokenserver.secretScanning.reporters: %s is listed twice" .name) }}
+{{- end }}
+{{- $_ := set $names .name true }}
 {{- $r := omit . "publicKeys" }}
 {{- if .publicKeys }}
 {{- $_ := set $r "keysFile" (printf "/etc/latchkey/secret-scanning/keys-%s.json" .name) }}
@@ -203,7 +209,7 @@ config.yaml: |
   {{- toYaml (dict "reporters" $reporters) | nindent 2 }}
 {{- range .Values.tokenserver.secretScanning.reporters }}
 {{- if .publicKeys }}
-keys-{{ .name }}.json: {{ .publicKeys | quote }}
+keys-{{ .name }}.json: {{ .publicKeys | toJson | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
