@@ -271,8 +271,8 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		if err := errors.Join(err1, err2); err != nil {
 			return err
 		}
-		// And this build's, fresh as well, without floor or pprof (as the -before
-		// build's runs): the run's own authorizer has history (tokenServerPair says why).
+		// And this build's, fresh as well and without floor or pprof, as the
+		// -before build's runs: both sides alike, as tokenServerPair's are.
 		afterHTTP, err1 := testenv.FreeAddr()
 		afterGRPC, err2 := testenv.FreeAddr()
 		if err := errors.Join(err1, err2); err != nil {

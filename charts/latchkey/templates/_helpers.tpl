@@ -84,21 +84,17 @@ securityContext:
 {{- end }}
 {{- end }}
 
-{{/* The TLS Secret's mount and volume (list items), with tls.secretName. */}}
+{{/* The TLS Secret's mount and volume (list items), for a component with tls.secretName. */}}
 {{- define "latchkey.tlsVolumeMount" -}}
-{{- if .tls.secretName }}
 - name: tls
   mountPath: /etc/latchkey/tls
   readOnly: true
 {{- end }}
-{{- end }}
 
 {{- define "latchkey.tlsVolume" -}}
-{{- if .tls.secretName }}
 - name: tls
   secret:
     secretName: {{ .tls.secretName }}
-{{- end }}
 {{- end }}
 
 {{/* Whether prometheus-operator objects are rendered (monitoring.renderMode). */}}
