@@ -21,12 +21,12 @@ func fullRun() (*report, environment) {
 		serverCPU: "0", loadCPU: "1", out: "BENCHMARKS.md", introspected: 1000, lastUsedKeys: 1000, lastUsedWindow: 70 * time.Second}
 	r := &report{s: s, started: time.Date(2026, 11, 23, 7, 41, 12, 0, time.UTC)}
 	r.tokens = []tokenRun{
-		{alg: "RS256", sign: signResult{Signatures: 20_028, Rate: 1001.4},
+		{alg: "RS256", sign: workResult{Count: 20_028, Rate: 1001.4},
 			healthz: load(59_701.2, 210, 1_130, 9_920, 0, 0),
 			floor:   load(38_811.0, 330, 1_610, 10_110, 0, 0),
 			load:    load(888.3, 17_860, 32_740, 53_830, 0, 0),
 			before:  resultOf(load(871.9, 18_100, 33_020, 54_110, 0, 0))},
-		{alg: "ES256", sign: signResult{Signatures: 568_360, Rate: 28_418.0},
+		{alg: "ES256", sign: workResult{Count: 568_360, Rate: 28_418.0},
 			healthz: load(58_086.4, 220, 1_150, 10_240, 0, 0),
 			floor:   load(37_950.3, 340, 1_650, 10_300, 0, 0),
 			load:    load(14_147.2, 1_050, 3_900, 14_830, 0, 0),
@@ -34,7 +34,7 @@ func fullRun() (*report, environment) {
 			working: resultOf(interleaved(load(14_402.2, 1_030, 3_700, 14_020, 22.9, 0), load(15_980.7, 930, 3_420, 13_610, 22.8, 0))),
 			beforePair: resultOf(interleaved(load(14_212.9, 1_040, 3_880, 14_700, 22.9, 0),
 				load(11_104.3, 1_300, 4_790, 15_110, 22.6, 0)))},
-		{alg: "EdDSA", sign: signResult{Signatures: 781_140, Rate: 39_057.0},
+		{alg: "EdDSA", sign: workResult{Count: 781_140, Rate: 39_057.0},
 			healthz: load(60_058.9, 210, 1_090, 9_610, 0, 0),
 			floor:   load(38_402.7, 330, 1_620, 10_050, 0, 0),
 			load:    load(15_950.4, 950, 2_980, 13_230, 0, 0)},
@@ -42,7 +42,7 @@ func fullRun() (*report, environment) {
 	r.introspection = &introspectionRun{keys: 10_000,
 		healthz: load(58_007.3, 220, 1_140, 10_020, 0, 0),
 		floor:   load(39_120.5, 330, 1_600, 10_090, 0, 0),
-		hash:    hashResult{Pairs: 21_000_000, Rate: 1_050_000},
+		hash:    workResult{Count: 21_000_000, Rate: 1_050_000},
 		load:    load(33_043.6, 420, 1_960, 12_410, 0, 0),
 		working: resultOf(interleaved(load(32_610.4, 430, 1_990, 12_380, 22.9, 0), load(37_004.9, 380, 1_700, 10_200, 22.9, 0))),
 		before:  resultOf(load(22_410.8, 530, 3_610, 12_600, 0, 0)),
@@ -171,7 +171,7 @@ func partialRun() (*report, environment) {
 		introspected: 1000, lastUsedKeys: 200, lastUsedWindow: 10 * time.Second}
 	r := &report{s: s, started: time.Date(2026, 11, 24, 18, 5, 59, 0, time.UTC)}
 	r.tokens = []tokenRun{
-		{alg: "EdDSA", sign: signResult{Signatures: 190_410, Rate: 38_082.0},
+		{alg: "EdDSA", sign: workResult{Count: 190_410, Rate: 38_082.0},
 			healthz: load(55_310.7, 240, 1_310, 8_100, 0, 0),
 			floor:   load(36_020.1, 350, 1_700, 9_900, 0, 0),
 			load:    load(9_874.2, 1_410, 10_370, 21_000, 0, 0)},
@@ -179,7 +179,7 @@ func partialRun() (*report, environment) {
 	r.introspection = &introspectionRun{keys: 2500,
 		healthz: load(54_919.0, 250, 1_400, 7_960, 0, 0),
 		floor:   load(36_410.3, 340, 1_690, 9_850, 0, 0),
-		hash:    hashResult{Pairs: 5_100_000, Rate: 1_020_000},
+		hash:    workResult{Count: 5_100_000, Rate: 1_020_000},
 		load:    load(19_620.4, 600, 4_020, 11_300, 0, 0)}
 	r.revocations = revocationRun{apiKeys: latencies(100, 7_000*time.Microsecond, 212_500*time.Microsecond),
 		apiKeysFromAnswer: latencies(100, 0, 190_300*time.Microsecond)}

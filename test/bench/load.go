@@ -20,7 +20,7 @@ import (
 
 // The load generator and the signing reference run as child processes of the
 // benchmark, pinned to their own core (taskset) with GOMAXPROCS=1: `bench load`
-// and `bench sign` (and `bench list`: coldstart.go). Jobs arrive as JSON on stdin
+// and `bench work` (and `bench list`: coldstart.go). Jobs arrive as JSON on stdin
 // (they carry credentials, which must not show on a command line) and results
 // leave as JSON on stdout.
 
@@ -310,22 +310,22 @@ func selfCPUSeconds() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
-// signJob measures the raw signing rate of one algorithm: the standard library's
-// signature over a token-sized message in a tight loop, one goroutine. It is the
-// floor under the token endpoint, which does the same signature plus everything else.
-type signJob struct {
-	Algorithm string
-	Duration  time.Duration
+// workJob is `bench work`: an endpoint's unavoidable work (a signature, two
+// SHA-256) done raw in a tight loop on the server core, one goroutine, for
+// Duration: the raw reference the rows' targets combine with their floor.
+type workJob struct {
+	Work     serve.FloorWork
+	Duration time.Duration
 }
 
-type signResult struct {
-	Signatures int
-	Rate       float64 // signatures per second
+type workResult struct {
+	Count int     // times the work was done
+	Rate  float64 // per second
 }
 
-func runSign(job signJob) (signResult, error) {
-	n, rate, err := repeatWork(signWork(job.Algorithm), job.Duration)
-	return signResult{Signatures: n, Rate: rate}, err
+func runWork(job workJob) (workResult, error) {
+	n, rate, err := repeatWork(job.Work, job.Duration)
+	return workResult{Count: n, Rate: rate}, err
 }
 
 // tokenSigningBytes is the size of a real token's signing input (header.claims,
@@ -363,7 +363,7 @@ func repeatWork(fw serve.FloorWork, d time.Duration) (int, float64, error) {
 	return n, float64(n) / time.Since(start).Seconds(), nil
 }
 
-// childMain runs `bench load`, `bench sign`, `bench list`, `bench grpcload` or
+// childMain runs `bench load`, `bench work`, `bench list`, `bench grpcload`, `bench check` or
 // `bench verify` (authz.go): a job from stdin, a result to stdout.
 func childMain(kind string) error {
 	input, err := io.ReadAll(os.Stdin)
@@ -378,12 +378,12 @@ func childMain(kind string) error {
 			return err
 		}
 		result, err = runLoad(job)
-	case "sign":
-		var job signJob
+	case "work":
+		var job workJob
 		if err := json.Unmarshal(input, &job); err != nil {
 			return err
 		}
-		result, err = runSign(job)
+		result, err = runWork(job)
 	case "list":
 		var job listJob
 		if err := json.Unmarshal(input, &job); err != nil {
@@ -402,12 +402,6 @@ func childMain(kind string) error {
 			return err
 		}
 		result, err = runCheck(job)
-	case "hash":
-		var job hashJob
-		if err := json.Unmarshal(input, &job); err != nil {
-			return err
-		}
-		result, err = runHash(job)
 	case "verify":
 		var job verifyJob
 		if err := json.Unmarshal(input, &job); err != nil {

@@ -70,7 +70,7 @@ func main() {
 		}
 		return
 	}
-	if len(os.Args) > 1 && slices.Contains([]string{"load", "sign", "list", "grpcload", "verify", "check", "hash"}, os.Args[1]) {
+	if len(os.Args) > 1 && slices.Contains([]string{"load", "work", "list", "grpcload", "verify", "check"}, os.Args[1]) {
 		if err := childMain(os.Args[1]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)

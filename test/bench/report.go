@@ -14,7 +14,7 @@ import (
 
 type tokenRun struct {
 	alg                  string
-	sign                 signResult
+	sign                 workResult  // one signature, raw
 	healthz, floor, load loadResult  // floor and load each alone (profiled)
 	paired               loadResult  // the load interleaved with its floor (paired.Floor): the ratio's
 	working              *loadResult // the load interleaved with the floor that also signs (working.Floor)
@@ -26,7 +26,7 @@ type introspectionRun struct {
 	healthz, floor, load loadResult  // floor and load each alone (profiled)
 	paired               loadResult  // the load interleaved with its floor (paired.Floor): the ratio's
 	working              *loadResult // the load interleaved with the floor that also hashes (working.Floor)
-	hash                 hashResult  // the two SHA-256 of a request, raw
+	hash                 workResult  // the two SHA-256 of a request, raw
 	before               *loadResult
 	beforePair           *loadResult // the load interleaved with the -before build's (its Floor)
 	selfPair             *loadResult // two fresh servers of this build interleaved (the second is its Floor): A/A

@@ -383,8 +383,8 @@ func (b *bench) tokenIssuance(ctx context.Context) error {
 		if err := b.checkTokenAlgorithm(alg); err != nil {
 			return err
 		}
-		var sign signResult
-		if err := runChild(ctx, "sign", b.s.serverCPU, signJob{Algorithm: alg, Duration: b.s.duration}, &sign); err != nil {
+		var sign workResult
+		if err := runChild(ctx, "work", b.s.serverCPU, workJob{Work: signWork(alg), Duration: b.s.duration}, &sign); err != nil {
 			return err
 		}
 		logf("  %s raw signing on core %s: %.0f/s", alg, b.s.serverCPU, sign.Rate)
@@ -470,13 +470,13 @@ func (b *bench) introspection(ctx context.Context) error {
 	run := &introspectionRun{healthz: health, keys: b.s.keys}
 	// The unavoidable work beyond the floor: a SHA-256 of the client secret and one of the key.
 	key, _ := url.ParseQuery(requests[0][strings.Index(requests[0], "\r\n\r\n")+4:])
-	hash := hashJob{Secret: b.clients[0].secret, Key: key.Get("token"), Duration: b.s.duration}
-	if err := runChild(ctx, "hash", b.s.serverCPU, hash, &run.hash); err != nil {
+	hash := hashWork(b.clients[0].secret, key.Get("token"))
+	if err := runChild(ctx, "work", b.s.serverCPU, workJob{Work: hash, Duration: b.s.duration}, &run.hash); err != nil {
 		return err
 	}
 	logf("  raw SHA-256 of a client secret and of a key on core %s: %.0f pairs/s", b.s.serverCPU, run.hash.Rate)
 	if run.floor, run.load, run.paired, run.working, err = shapeLoads("introspect-apikey", b.c.tokenAddr, requests, `"active":true`,
-		hashWork(hash.Secret, hash.Key), b.loader(ctx), b.pairedLoader(ctx)); err != nil {
+		hash, b.loader(ctx), b.pairedLoader(ctx)); err != nil {
 		return err
 	}
 	if b.s.before != "" {
@@ -505,7 +505,7 @@ func (b *bench) introspection(ctx context.Context) error {
 // quick run at 62e8935); whether that history was the cause, historyPair's A/A
 // row keeps measuring beside this one's.
 func (b *bench) tokenServerPair(ctx context.Context, name string, requests []string, body, binary string) (*loadResult, error) {
-	after, afterAddr, err := b.freshTokenServer(ctx, name+"-after", repoPath("bin", "latchkey"))
+	after, afterAddr, err := b.freshTokenServer(ctx, name+"-after", "")
 	if err != nil {
 		return nil, err
 	}

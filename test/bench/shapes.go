@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/latchkey-dev/latchkey/internal/serve"
 )
@@ -146,23 +145,6 @@ func combined(a, b float64) float64 {
 		return 0
 	}
 	return 1 / (1/a + 1/b)
-}
-
-// hashJob is introspection's unavoidable work beyond the floor, raw: one SHA-256
-// of the resource server's client secret and one of the API key, one goroutine.
-type hashJob struct {
-	Secret, Key string
-	Duration    time.Duration
-}
-
-type hashResult struct {
-	Pairs int
-	Rate  float64 // pairs of hashes per second
-}
-
-func runHash(job hashJob) (hashResult, error) {
-	n, rate, err := repeatWork(hashWork(job.Secret, job.Key), job.Duration)
-	return hashResult{Pairs: n, Rate: rate}, err
 }
 
 // hashWork is introspection's unavoidable work: a SHA-256 of secret and one of key.
