@@ -135,7 +135,7 @@ var _ = Describe("Forward-auth", func() {
 		Expect(code).To(Equal("invalid_token"))
 
 		_, expiring := newAPIKey(ns, "expiring", func(k *latchkeyv1.APIKey) {
-			k.Spec.ExpiresAt = ptrTime(time.Now().Add(3 * time.Second))
+			k.Spec.ExpiresAt = ptrTime(time.Now().Add(6 * time.Second)) // room for a loaded machine to issue it
 		})
 		Eventually(func() int { return forwardAuth(api, "GET", "/v1/leads", "", bearer(expiring)).Status }).Should(Equal(200))
 		Eventually(func() int { return forwardAuth(api, "GET", "/v1/leads", "", bearer(expiring)).Status }).Should(Equal(401))

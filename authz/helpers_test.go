@@ -177,15 +177,20 @@ func newClient(ns, name string, mutate func(*latchkeyv1.OAuthClient)) (*latchkey
 	return obj, string(secret.Data[latchkeyv1.ClientIDSecretKey]), string(secret.Data[latchkeyv1.ClientSecretSecretKey])
 }
 
-// accessToken gets a client_credentials token for resource from the token server.
+// accessToken gets a client_credentials token for resource from the token server,
+// once its watch has brought it the client (Ready says only that the manager is
+// done; until the token server knows the client, it answers invalid_client).
 func accessToken(id, secret, resource string) string {
 	form := url.Values{"grant_type": {"client_credentials"}, "resource": {resource}}
-	req, err := http.NewRequest(http.MethodPost, tokenServerURL+"/oauth2/token", strings.NewReader(form.Encode()))
-	ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(id, secret)
-	resp := do(req)
-	ExpectWithOffset(1, resp.Status).To(Equal(200), resp.Body)
+	var resp response
+	EventuallyWithOffset(1, func() int {
+		req, err := http.NewRequest(http.MethodPost, tokenServerURL+"/oauth2/token", strings.NewReader(form.Encode()))
+		Expect(err).NotTo(HaveOccurred())
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(id, secret)
+		resp = do(req)
+		return resp.Status
+	}).Should(Equal(200), func() string { return resp.Body })
 	var body struct {
 		AccessToken string `json:"access_token"`
 	}

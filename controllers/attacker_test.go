@@ -295,7 +295,9 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 		key := waitReady(ctx, apiKeyKind, create(ctx, apiKeyKind, attacker.Namespace, "digested", nil), latchkeyv1.ReasonIssued)
 		plaintext := credentialIn(apiKeyKind, getSecret(ctx, attacker.Namespace, key.SecretName()))
 		cached := &corev1.Secret{}
-		Expect(managerCache.Get(ctx, client.ObjectKey{Namespace: attacker.Namespace, Name: key.SecretName()}, cached)).To(Succeed())
+		Eventually(func() error { // the cache has it once the manager's watch delivers its own create
+			return managerCache.Get(ctx, client.ObjectKey{Namespace: attacker.Namespace, Name: key.SecretName()}, cached)
+		}).Should(Succeed())
 		Expect(strings.Contains(string(mustJSON(cached)), plaintext)).To(BeFalse(), "the cached Secret holds no plaintext")
 		controllers.UnpackDigests(cached)
 		Expect("sha256:" + hex.EncodeToString(cached.Data[latchkeyv1.APIKeySecretKey])).To(Equal(credential.Hash(plaintext)))

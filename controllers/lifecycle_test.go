@@ -173,7 +173,9 @@ func describeLifecycle(kind credentialKind) {
 
 	It("rotates on request and drops the old hash when the grace period ends", func() {
 		obj := create(ctx, kind, ns, "rotated", func(o controllers.CredentialObject) {
-			o.Lifecycle().Rotation = &latchkeyv1.RotationPolicy{GracePeriod: &metav1.Duration{Duration: 3 * time.Second}}
+			// Long enough for a loaded machine to show Rotating first; the
+			// reconciler's own wake-up ends it (below).
+			o.Lifecycle().Rotation = &latchkeyv1.RotationPolicy{GracePeriod: &metav1.Duration{Duration: 6 * time.Second}}
 		})
 		first := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
 		old := credentialIn(kind, getSecret(ctx, ns, first.SecretName()))
@@ -226,7 +228,7 @@ func describeLifecycle(kind credentialKind) {
 	})
 
 	It("expires: every hash removed, the Secret deleted", func() {
-		expiresAt := metav1.NewTime(testClock.Now().Add(3 * time.Second))
+		expiresAt := metav1.NewTime(testClock.Now().Add(6 * time.Second)) // room for a loaded machine to issue it first
 		obj := create(ctx, kind, ns, "shortlived", func(o controllers.CredentialObject) { o.Lifecycle().ExpiresAt = &expiresAt })
 		ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
 

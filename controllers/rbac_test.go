@@ -57,9 +57,10 @@ var _ = Describe("The namespace-scoped install", func() {
 			}
 		}
 
-		Eventually(func() bool { return can(manager, "update", "secrets", "tenant-a") }).Should(BeTrue())
+		// The API server's authorizer learns each RoleBinding from its own watch,
+		// in no order: wait for each.
 		for _, ns := range []string{"tenant-a", "tenant-b", "latchkey-system"} {
-			Expect(can(manager, "create", "secrets", ns)).To(BeTrue(), "in %s", ns)
+			Eventually(func() bool { return can(manager, "create", "secrets", ns) }).Should(BeTrue(), "in %s", ns)
 		}
 		for _, ns := range []string{"tenant-c", "kube-system", "default", ""} {
 			for _, verb := range []string{"get", "list", "create", "update"} {
@@ -71,8 +72,8 @@ var _ = Describe("The namespace-scoped install", func() {
 		api := func(verb, subresource, namespace string) authorizationv1.ResourceAttributes {
 			return authorizationv1.ResourceAttributes{Namespace: namespace, Verb: verb, Group: "latchkey.dev", Resource: "apis", Subresource: subresource}
 		}
-		Expect(allowed(manager, api("watch", "", "tenant-a"))).To(BeTrue())
-		Expect(allowed(manager, api("patch", "status", "tenant-b"))).To(BeTrue())
+		Eventually(func() bool { return allowed(manager, api("watch", "", "tenant-a")) }).Should(BeTrue())
+		Eventually(func() bool { return allowed(manager, api("patch", "status", "tenant-b")) }).Should(BeTrue())
 		Expect(allowed(manager, api("list", "", "tenant-c"))).To(BeFalse())
 		Expect(allowed(manager, api("update", "", "tenant-a"))).To(BeFalse(), "the spec is the tenant's")
 
@@ -81,11 +82,11 @@ var _ = Describe("The namespace-scoped install", func() {
 			return authorizationv1.ResourceAttributes{Namespace: namespace, Verb: verb, Resource: "configmaps", Name: name}
 		}
 		for _, verb := range []string{"get", "list", "watch", "update"} {
-			Expect(allowed(manager, configMap(verb, "latchkey-jwks", "latchkey-system"))).To(BeTrue(), verb)
+			Eventually(func() bool { return allowed(manager, configMap(verb, "latchkey-jwks", "latchkey-system")) }).Should(BeTrue(), verb)
 			Expect(allowed(manager, configMap(verb, "other", "latchkey-system"))).To(BeFalse(), verb)
 			Expect(allowed(manager, configMap(verb, "latchkey-jwks", "tenant-a"))).To(BeFalse(), verb)
 		}
-		Expect(allowed(manager, configMap("create", "", "latchkey-system"))).To(BeTrue())
+		Eventually(func() bool { return allowed(manager, configMap("create", "", "latchkey-system")) }).Should(BeTrue())
 		Expect(allowed(manager, configMap("list", "", "latchkey-system"))).To(BeFalse(), "a list of every ConfigMap")
 		Expect(allowed(manager, configMap("delete", "latchkey-jwks", "latchkey-system"))).To(BeFalse())
 		for _, ns := range []string{"tenant-a", "kube-system", ""} {

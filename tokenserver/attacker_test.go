@@ -49,7 +49,9 @@ func tenantClient(t *testenv.Tenant, name string, mutate func(*latchkeyv1.OAuthC
 	}
 	ExpectWithOffset(1, t.Client.Create(context.Background(), obj)).To(Succeed())
 	waitIssued(obj)
-	return readClientSecret(obj)
+	c := readClientSecret(obj)
+	waitKnown(server, c)
+	return c
 }
 
 // installPolicies creates config/policy's admission policies as the release does

@@ -158,7 +158,8 @@ var _ = Describe("Operations", func() {
 		Expect(key.Status.LastUsedAt).To(BeNil())
 
 		before := time.Now()
-		for range 20 {
+		Eventually(func() bool { return server.active(resourceServer, plaintext) }).Should(BeTrue(), "once the server's watch brings the key")
+		for range 19 {
 			Expect(server.active(resourceServer, plaintext)).To(BeTrue())
 		}
 		// The suite's server truncates to a minute (its granularity).
@@ -199,6 +200,7 @@ var _ = Describe("Operations", func() {
 	It("finishes a request in flight when it shuts down", func() {
 		s := startServer(signingkeys.RS256)
 		c := newClient(newNamespace(), "draining", nil)
+		waitKnown(s, c)
 		conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
 		Expect(err).NotTo(HaveOccurred())
 		defer conn.Close()

@@ -138,6 +138,7 @@ var _ = Describe("The token endpoint", func() {
 			s := startServer(alg)
 			defer s.Stop()
 			c := newResourceServer(ns, strings.ToLower(alg), nil)
+			waitKnown(s, c) // newResourceServer waits for the suite's server only
 			tok, err := clientCredentials(s, c, oauth2.AuthStyleInHeader).Token(ctx)
 			Expect(err).NotTo(HaveOccurred())
 			got, _ := header(tok.AccessToken).Algorithm()
@@ -186,7 +187,7 @@ var _ = Describe("The token endpoint", func() {
 
 		It("expired", func() {
 			expiring := newClient(ns, "expiring", func(o *latchkeyv1.OAuthClient) {
-				o.Spec.ExpiresAt = &metav1.Time{Time: time.Now().Add(3 * time.Second)}
+				o.Spec.ExpiresAt = &metav1.Time{Time: time.Now().Add(6 * time.Second)} // room for a loaded machine to issue it
 			})
 			Expect(server.token(expiring, nil).StatusCode).To(Equal(http.StatusOK))
 			Eventually(func() int { return server.token(expiring, nil).StatusCode }).Should(Equal(http.StatusUnauthorized))
