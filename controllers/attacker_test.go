@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -368,6 +369,41 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 		current := &corev1.ConfigMap{}
 		Expect(k8s.Get(ctx, key, current)).To(Succeed())
 		Expect(current.Data[controllers.JWKSDataKey]).NotTo(ContainSubstring("attacker"))
+	})
+
+	It("cannot stop the cluster's watches of a kind with a timestamp Go cannot read", func() {
+		attacker := newTenant(ctx)
+		// RFC 3339 allows a lower-case "t" and "z", and so does the API server's
+		// date-time check; metav1.Time does not. Stored, one such object would fail
+		// every list and watch of its kind that decodes it: the manager's, the token
+		// servers' and the authorizers', for every namespace.
+		poisoned := map[string]*unstructured.Unstructured{
+			"APIKey, expiresAt": {Object: map[string]any{"apiVersion": "latchkey.dev/v1alpha1", "kind": "APIKey",
+				"metadata": map[string]any{"namespace": attacker.Namespace, "name": "poison"},
+				"spec":     map[string]any{"expiresAt": "2030-01-01T00:00:00z"}}},
+			"OAuthClient, expiresAt": {Object: map[string]any{"apiVersion": "latchkey.dev/v1alpha1", "kind": "OAuthClient",
+				"metadata": map[string]any{"namespace": attacker.Namespace, "name": "poison"},
+				"spec":     map[string]any{"scopes": []any{"leads:read"}, "expiresAt": "2030-01-01t00:00:00Z"}}},
+			"OAuthGrant, grantedAt": {Object: map[string]any{"apiVersion": "latchkey.dev/v1alpha1", "kind": "OAuthGrant",
+				"metadata": map[string]any{"namespace": attacker.Namespace, "name": "poison"},
+				"spec": map[string]any{"client": map[string]any{"namespace": "partners", "name": "crm", "clientID": "0123456789abcdef01234567", "uid": "u-1"},
+					"scopes": []any{"leads:read"}, "audiences": []any{"https://api.example.com"}, "grantedBy": "mallory", "grantedAt": "2026-01-01T00:00:00z"}}},
+		}
+		errs := map[string]error{}
+		for what, obj := range poisoned {
+			errs[what] = attacker.Client.Create(ctx, obj)
+			if errs[what] == nil {
+				DeferCleanup(func() { Expect(client.IgnoreNotFound(k8s.Delete(ctx, obj))).To(Succeed()) })
+			}
+		}
+		// Another tenant's credentials are still issued: the manager's watches run.
+		for _, kind := range []credentialKind{apiKeyKind, oauthClientKind} {
+			waitReady(ctx, kind, create(ctx, kind, newNamespace(), "bystander", nil), latchkeyv1.ReasonIssued)
+		}
+		for what, err := range errs {
+			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%s: got %v", what, err)
+			Expect(err.Error()).To(ContainSubstring("should match"), what)
+		}
 	})
 
 	It("cannot write status: hashes are the manager's alone", func() {

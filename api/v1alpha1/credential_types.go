@@ -6,6 +6,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// TimestampPattern is what a timestamp a tenant writes (spec.expiresAt,
+// spec.grantedAt) must match besides the schema's date-time format: RFC 3339 as
+// Go's time.Parse reads it. The API server's date-time check also takes a
+// lower-case "t" or "z" (RFC 3339 allows them), which metav1.Time refuses to
+// decode: one such object would stop every watch of its kind across the cluster
+// (the manager's, the token servers', the authorizers'), since each decode error
+// restarts a list that fails on the same object. The markers repeat it (a marker
+// cannot name a constant); a test keeps them equal.
+const TimestampPattern = `^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+
 // Names shared by every credential kind.
 const (
 	// RotateAnnotation requests a rotation: set it to any value not handled before
@@ -155,6 +165,10 @@ type CredentialSpec struct {
 	// ExpiresAt is the moment after which the credential is no longer accepted:
 	// every hash is removed from status and the Secret is deleted.
 	// Moving it into the future again issues a brand-new credential.
+	// RFC 3339 as Go reads it (see TimestampPattern).
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 

@@ -76,7 +76,10 @@ type OAuthGrantSpec struct {
 	// +kubebuilder:validation:MaxLength=512
 	GrantedBy string `json:"grantedBy"`
 
-	// GrantedAt is when they approved it.
+	// GrantedAt is when they approved it. RFC 3339 as Go reads it (see TimestampPattern).
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	GrantedAt metav1.Time `json:"grantedAt"`
 
 	// Revoked uninstalls the app without deleting the record: its refresh tokens and
