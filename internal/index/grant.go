@@ -188,11 +188,22 @@ func (h TokenHolder) ScopesStillGranted(tokenScope string) string {
 	return strings.Join(kept, " ")
 }
 
+// WatchLagWindow is how long after a write a token (or a refresh token's sealed
+// hint) that names it is taken at its word while the index has not seen the
+// write: long enough for a running watch to deliver it, short enough that a
+// watch that has stopped (the API server out of reach, an object it cannot
+// decode) does not let a revoked grant's tokens through for their lifetime.
+const WatchLagWindow = 30 * time.Second
+
 // AcceptToken returns who a verified access token acts for, if the client still
 // exists with the same UID, client_id and namespace and is active at now and, for a
 // third-party app's token, its grant still exists with the same UID, is not
 // revoked, is the client's, and still holds the token's refresh-token family.
 // Revoking or deleting either ends the token at once, wherever it is checked.
+// A grant or family written after what the watch has delivered (the token's
+// GrantVersion says when) is taken as the token describes it until the watch
+// catches up, for WatchLagWindow after the token was issued: a token is good
+// from the moment it is issued, at every replica.
 func (x *Index) AcceptToken(claims *accesstoken.Claims, now time.Time) (TokenHolder, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
@@ -206,14 +217,69 @@ func (x *Index) AcceptToken(claims *accesstoken.Claims, now time.Time) (TokenHol
 		}
 		return TokenHolder{Client: c, Workspace: c.Ref.Namespace}, true
 	}
+	// Only a token issued a moment ago may name what the watch has not delivered.
+	fresh := claims.IssuedAt != nil && now.Sub(claims.IssuedAt.Time()) <= WatchLagWindow
 	g, ok := x.grants[types.UID(claims.GrantUID)]
+	if !ok && fresh && x.grantsBehind(claims.Workspace, claims.GrantVersion) {
+		// Issued under a grant the watch has not delivered yet (a first consent a
+		// moment ago): the grant is what the token says it was at issuance until
+		// then. A deletion or revocation is a later write still.
+		g, ok = grantAsIssued(claims, c), true
+	}
 	if !ok || g.Revoked || g.ClientUID != c.Ref.UID || g.Ref.Namespace != claims.Workspace {
 		return TokenHolder{}, false
 	}
-	if !g.HasFamily(claims.Family) && !g.Behind(claims.GrantVersion) {
+	if !g.HasFamily(claims.Family) && !(fresh && g.Behind(claims.GrantVersion)) {
 		return TokenHolder{}, false
 	}
 	return TokenHolder{Client: c, Grant: g, Workspace: g.Ref.Namespace}, true
+}
+
+// GrantsSeenAt records that the OAuthGrant watch of namespace ("" for all) has
+// delivered everything up to resourceVersion: its list, or an event or bookmark,
+// once the index holds what it brought.
+func (x *Index) GrantsSeenAt(namespace, resourceVersion string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if seen, ok := x.grantsSeenAt[namespace]; ok {
+		// Never backwards: after a relist served from a lagging API server's
+		// cache, a grant newer than that list is refused (as if deleted) until
+		// the watch brings it again, not taken on a token's word.
+		if cmp, err := resourceversion.CompareResourceVersion(seen, resourceVersion); err == nil && cmp > 0 {
+			return
+		}
+	}
+	x.grantsSeenAt[namespace] = resourceVersion
+}
+
+// grantsBehind reports whether the watch that delivers workspace's grants has
+// not reached version yet: a grant absent from the index may then be one written
+// since, not one deleted. Unknown (no watch covers the workspace, or no version)
+// is not behind. Called with x.mu held.
+func (x *Index) grantsBehind(workspace, version string) bool {
+	if version == "" {
+		return false
+	}
+	seen, ok := x.grantsSeenAt[workspace]
+	if !ok {
+		if seen, ok = x.grantsSeenAt[""]; !ok {
+			return false
+		}
+	}
+	cmp, err := resourceversion.CompareResourceVersion(seen, version)
+	return err == nil && cmp < 0
+}
+
+// grantAsIssued is the grant a verified token of client c was issued under, as
+// the token describes it: its workspace, UID, scopes and audiences (each bounded
+// by the grant when the token was issued) and the token's live family.
+func grantAsIssued(claims *accesstoken.Claims, c *Client) *Grant {
+	return &Grant{
+		Ref:       Ref{Namespace: claims.Workspace, Name: latchkeyv1.GrantName(c.ClientID), UID: types.UID(claims.GrantUID)},
+		ClientUID: c.Ref.UID, ClientID: c.ClientID,
+		Scopes: strings.Fields(claims.Scope), Audiences: claims.Audience,
+		families: map[string]struct{}{claims.Family: {}},
+	}
 }
 
 // Behind reports whether the index's copy of the grant is older than version (the

@@ -175,6 +175,10 @@ type Index struct {
 	// grantsByName finds a grant by "namespace/name": one app's grant in one
 	// workspace, which refresh tokens and the consent page look up.
 	grantsByName map[string]*Grant
+	// grantsSeenAt is how far each OAuthGrant watch has delivered, by the
+	// namespace it watches ("" for all): the resourceVersion of its last list or
+	// event, recorded after the event itself (GrantsSeenAt).
+	grantsSeenAt map[string]string
 	// log receives one line per duplicate when it appears (never a credential).
 	log logr.Logger
 }
@@ -191,6 +195,7 @@ func NewIndex(log logr.Logger) *Index {
 		apis:         apiSet{all: map[types.UID]*API{}, served: map[string]*API{}, byHost: map[string]*API{}},
 		grants:       map[types.UID]*Grant{},
 		grantsByName: map[string]*Grant{},
+		grantsSeenAt: map[string]string{},
 		log:          log,
 	}
 }

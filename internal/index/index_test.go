@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 
@@ -194,8 +195,12 @@ func TestAcceptTokenOfAGrantFollowsItsFamily(t *testing.T) {
 	claims := &accesstoken.Claims{ClientID: client.Status.ClientID, Namespace: "partners", ClientUID: "client-uid",
 		Workspace: "acme", GrantUID: "grant-uid", Family: "f1", GrantVersion: "105"}
 	now := time.Now()
+	claims.IssuedAt = jwt.NewNumericDate(now)
 	if h, ok := x.AcceptToken(claims, now); !ok || h.Workspace != "acme" {
 		t.Fatal("a token newer than the index's grant is refused before the watch delivers its family")
+	}
+	if _, ok := x.AcceptToken(claims, now.Add(WatchLagWindow+time.Second)); ok {
+		t.Fatal("a family the watch has not delivered is taken on the word of a token issued longer ago than the watch's lag")
 	}
 	grant.ResourceVersion = "105"
 	x.UpsertGrant(grant)
@@ -217,5 +222,63 @@ func TestAcceptTokenOfAGrantFollowsItsFamily(t *testing.T) {
 	claims.GrantVersion = "999"
 	if _, ok := x.AcceptToken(claims, now); ok {
 		t.Fatal("a deleted grant's token is accepted")
+	}
+}
+
+// A token issued under a grant the watch has not delivered yet (the consent that
+// created the grant was a moment ago) is accepted as the token describes the
+// grant, while the watch of its workspace's grants is behind the token's version;
+// once the watch is at or past it, a grant still absent was deleted since.
+func TestAcceptTokenOfAGrantNotDeliveredYet(t *testing.T) {
+	x := NewIndex(logr.Discard())
+	client := &latchkeyv1.OAuthClient{Spec: latchkeyv1.OAuthClientSpec{ClientType: latchkeyv1.ClientPublic,
+		GrantTypes: []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode}, Scopes: []string{"leads:read", "leads:write"}, Audiences: []string{"api", "other"}}}
+	client.Namespace, client.Name, client.UID, client.Status.ClientID = "partners", "crm", "client-uid", "0123456789abcdef01234567"
+	x.UpsertClient(client)
+	claims := &accesstoken.Claims{ClientID: client.Status.ClientID, Namespace: "partners", ClientUID: "client-uid", Scope: "leads:read",
+		Workspace: "acme", GrantUID: "grant-uid", Family: "f1", GrantVersion: "105"}
+	claims.Audience = []string{"api"}
+	now := time.Now()
+	claims.IssuedAt = jwt.NewNumericDate(now)
+	if _, ok := x.AcceptToken(claims, now); ok {
+		t.Fatal("accepted with no watch of the workspace's grants to say it is behind")
+	}
+
+	x.GrantsSeenAt("", "100")
+	h, ok := x.AcceptToken(claims, now)
+	if !ok {
+		t.Fatal("a token of a grant written after what the watch has delivered is refused")
+	}
+	if h.Workspace != "acme" || h.Grant == nil || h.Grant.Ref.Name != latchkeyv1.GrantName(client.Status.ClientID) || h.Grant.Ref.UID != "grant-uid" {
+		t.Fatalf("holder %+v: not the grant the token names", h)
+	}
+	if !h.AllowsAudience("api") || h.AllowsAudience("other") {
+		t.Error("the audiences are not the token's: the grant bounded them when it was issued")
+	}
+	if got := h.ScopesStillGranted("leads:read leads:write"); got != "leads:read" {
+		t.Errorf("scopes still granted %q, want the token's leads:read", got)
+	}
+	if _, ok := x.AcceptToken(claims, now.Add(WatchLagWindow+time.Second)); ok {
+		t.Fatal("taken at its word longer than the watch's lag: a watch that stopped would let it through for its lifetime")
+	}
+
+	x.GrantsSeenAt("", "105")
+	if _, ok := x.AcceptToken(claims, now); ok {
+		t.Fatal("accepted once the watch is past the token's version without the grant (deleted since)")
+	}
+
+	scoped := NewIndex(logr.Discard())
+	scoped.UpsertClient(client)
+	scoped.GrantsSeenAt("elsewhere", "100")
+	if _, ok := scoped.AcceptToken(claims, now); ok {
+		t.Fatal("accepted on the word of a watch of another namespace")
+	}
+	scoped.GrantsSeenAt("acme", "104")
+	if _, ok := scoped.AcceptToken(claims, now); !ok {
+		t.Fatal("refused while the workspace's own watch is behind")
+	}
+	claims.GrantVersion = ""
+	if _, ok := scoped.AcceptToken(claims, now); ok {
+		t.Fatal("a token without a grant version is accepted without its grant")
 	}
 }

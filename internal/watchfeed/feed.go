@@ -49,7 +49,11 @@ type indexFeed[T interface {
 	remove    func(types.UID)
 	// replace makes the objects of namespace exactly list (a relist).
 	replace func(namespace string, list []T)
-	synced  atomic.Bool
+	// seenAt, when set, hears the resourceVersion the feed has delivered up to:
+	// its list's, then each event's and bookmark's, once the index holds what
+	// came with it (the Reflector calls it after Add, Update or Delete).
+	seenAt func(namespace, resourceVersion string)
+	synced atomic.Bool
 	// lastHeard is when the API server last told this feed anything (a list, an
 	// event, a bookmark), in Unix nanoseconds: how stale the cache may be.
 	lastHeard atomic.Int64
@@ -79,7 +83,7 @@ func (f *indexFeed[T]) Delete(obj any) error {
 	return nil
 }
 
-func (f *indexFeed[T]) Replace(list []any, _ string) error {
+func (f *indexFeed[T]) Replace(list []any, resourceVersion string) error {
 	typed := make([]T, 0, len(list))
 	for _, obj := range list {
 		if o, ok := obj.(T); ok {
@@ -87,6 +91,7 @@ func (f *indexFeed[T]) Replace(list []any, _ string) error {
 		}
 	}
 	f.replace(f.namespace, typed)
+	f.reached(resourceVersion)
 	f.heard()
 	f.synced.Store(true)
 	return nil
@@ -96,7 +101,16 @@ func (f *indexFeed[T]) Resync() error { return nil }
 
 // UpdateResourceVersion is called on every watch event, bookmarks included
 // (cache.ResourceVersionUpdater): a bookmark proves the watch is alive.
-func (f *indexFeed[T]) UpdateResourceVersion(string) { f.heard() }
+func (f *indexFeed[T]) UpdateResourceVersion(resourceVersion string) {
+	f.reached(resourceVersion)
+	f.heard()
+}
+
+func (f *indexFeed[T]) reached(resourceVersion string) {
+	if f.seenAt != nil && resourceVersion != "" {
+		f.seenAt(f.namespace, resourceVersion)
+	}
+}
 
 // HasSynced reports whether the first list has reached the index.
 func (f *indexFeed[T]) HasSynced() bool { return f.synced.Load() }
@@ -160,12 +174,7 @@ func Start(ctx context.Context, cfg *rest.Config, namespaces []string, index *in
 			upsert:  func(a *cachedAPI) { index.UpsertAPI(a.api()) },
 			remove:  index.DeleteAPI,
 			replace: func(ns string, list []*cachedAPI) { index.ReplaceAPIs(ns, convert(list, (*cachedAPI).api)) }}
-		grants := &indexFeed[*cachedOAuthGrant]{namespace: ns, clock: clk,
-			upsert: func(g *cachedOAuthGrant) { index.UpsertGrant(g.grant()) },
-			remove: index.DeleteGrant,
-			replace: func(ns string, list []*cachedOAuthGrant) {
-				index.ReplaceGrants(ns, convert(list, (*cachedOAuthGrant).grant))
-			}}
+		grants := grantFeed(ns, clk, index)
 		keys.heard()
 		clients.heard()
 		apis.heard()
@@ -206,6 +215,18 @@ func Start(ctx context.Context, cfg *rest.Config, namespaces []string, index *in
 		}
 	}
 	return fs, nil
+}
+
+// grantFeed feeds the OAuthGrants of ns into index, and tells it how far it has
+// delivered them: a token is accepted before its grant arrives (index.AcceptToken).
+func grantFeed(ns string, clk clock.PassiveClock, index *index.Index) *indexFeed[*cachedOAuthGrant] {
+	return &indexFeed[*cachedOAuthGrant]{namespace: ns, clock: clk,
+		upsert: func(g *cachedOAuthGrant) { index.UpsertGrant(g.grant()) },
+		remove: index.DeleteGrant,
+		seenAt: index.GrantsSeenAt,
+		replace: func(ns string, list []*cachedOAuthGrant) {
+			index.ReplaceGrants(ns, convert(list, (*cachedOAuthGrant).grant))
+		}}
 }
 
 func convert[From, To any](list []From, f func(From) To) []To {

@@ -6,10 +6,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/accesstoken"
+	"github.com/latchkey-dev/latchkey/internal/index"
 )
 
 // TestStreamList decodes a list as the API server writes it into the slim types,
@@ -73,5 +78,39 @@ func TestStreamList(t *testing.T) {
 		if _, _, err := streamList[cachedAPIKey](strings.NewReader(broken)); err == nil {
 			t.Errorf("no error for %.40q", broken)
 		}
+	}
+}
+
+// TestGrantFeedTellsHowFarItHasDelivered drives the OAuthGrant feed as a
+// Reflector does (a list, then events, each followed by its resourceVersion) and
+// checks what the index then makes of a token issued under a grant it has not
+// delivered: accepted while the feed is behind the token's version, refused once
+// it is past it without the grant.
+func TestGrantFeedTellsHowFarItHasDelivered(t *testing.T) {
+	x := index.NewIndex(logr.Discard())
+	c := &latchkeyv1.OAuthClient{Spec: latchkeyv1.OAuthClientSpec{ClientType: latchkeyv1.ClientPublic,
+		GrantTypes: []latchkeyv1.GrantType{latchkeyv1.GrantAuthorizationCode}, Scopes: []string{"leads:read"}, Audiences: []string{"api"}}}
+	c.Namespace, c.Name, c.UID, c.Status.ClientID = "partners", "crm", "client-uid", "0123456789abcdef01234567"
+	x.UpsertClient(c)
+	claims := &accesstoken.Claims{ClientID: c.Status.ClientID, Namespace: "partners", ClientUID: "client-uid", Scope: "leads:read",
+		Workspace: "acme", GrantUID: "grant-uid", Family: "f1", GrantVersion: "105"}
+	claims.Audience = []string{"api"}
+	claims.IssuedAt = jwt.NewNumericDate(time.Now())
+	accepted := func() bool { _, ok := x.AcceptToken(claims, time.Now()); return ok }
+
+	feed := grantFeed("", clock.RealClock{}, x)
+	if err := feed.Replace(nil, "100"); err != nil {
+		t.Fatal(err)
+	}
+	if !accepted() {
+		t.Fatal("refused while the feed has delivered only up to 100")
+	}
+	other := &cachedOAuthGrant{cachedMeta: cachedMeta{ObjectMeta: metav1.ObjectMeta{Namespace: "elsewhere", Name: "g", UID: "other", ResourceVersion: "106"}}}
+	if err := feed.Add(other); err != nil {
+		t.Fatal(err)
+	}
+	feed.UpdateResourceVersion("106")
+	if accepted() {
+		t.Fatal("accepted once the feed is past the token's version without its grant")
 	}
 }

@@ -34,8 +34,8 @@ import (
 const refreshPrefix = "lkrt."
 
 // refreshLagWindow is how long after it was issued a refresh token may name a
-// family the index has not seen yet: the watch's lag, with room.
-const refreshLagWindow = 30 * time.Second
+// family the index has not seen yet, as an access token may (index.AcceptToken).
+const refreshLagWindow = index.WatchLagWindow
 
 // maxRefreshTokenLength bounds what is parsed: the token, a 63-character
 // workspace and the hint.
