@@ -67,6 +67,12 @@ var _ = Describe("APIKey", func() {
 				Interval: &metav1.Duration{Duration: time.Hour}, GracePeriod: &metav1.Duration{Duration: 2 * time.Hour},
 			}
 		}, "gracePeriod must be shorter than interval"),
+		Entry("an expiry past the year 9000", func(k *latchkeyv1.APIKey) {
+			k.Spec.ExpiresAt = &metav1.Time{Time: time.Date(9500, 1, 1, 0, 0, 0, 0, time.UTC)}
+		}, "must be between 1970 and 9000 (UTC)"),
+		Entry("an expiry before 1970", func(k *latchkeyv1.APIKey) {
+			k.Spec.ExpiresAt = &metav1.Time{Time: time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC)}
+		}, "must be between 1970 and 9000 (UTC)"),
 		Entry("Secret name that is not a DNS name", func(k *latchkeyv1.APIKey) { k.Spec.SecretName = "Not_A_Name" }, "spec.secretName"),
 		Entry("a templated annotation of the operator's", func(k *latchkeyv1.APIKey) {
 			k.Spec.SecretTemplate = &latchkeyv1.SecretTemplate{Annotations: map[string]string{"latchkey.dev/cache-digests": "x"}}

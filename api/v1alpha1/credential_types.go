@@ -13,7 +13,9 @@ import (
 // decode: one such object would stop every watch of its kind across the cluster
 // (the manager's, the token servers', the authorizers'), since each decode error
 // restarts a list that fails on the same object. The markers repeat it (a marker
-// cannot name a constant); a test keeps them equal.
+// cannot name a constant); a test keeps them equal. A rule beside it keeps the
+// instant between 1970 and 9000: an offset can carry a year-9999 time past the
+// year 10000 in UTC, which the manager could then not write back into status.
 const TimestampPattern = `^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 
 // Names shared by every credential kind.
@@ -166,6 +168,7 @@ type CredentialSpec struct {
 	// every hash is removed from status and the Secret is deleted.
 	// Moving it into the future again issues a brand-new credential.
 	// RFC 3339 as Go reads it (see TimestampPattern).
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('1970-01-01T00:00:00Z') && self < timestamp('9000-01-01T00:00:00Z')",message="must be between 1970 and 9000 (UTC)"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Format=date-time
 	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`

@@ -77,6 +77,7 @@ type OAuthGrantSpec struct {
 	GrantedBy string `json:"grantedBy"`
 
 	// GrantedAt is when they approved it. RFC 3339 as Go reads it (see TimestampPattern).
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('1970-01-01T00:00:00Z') && self < timestamp('9000-01-01T00:00:00Z')",message="must be between 1970 and 9000 (UTC)"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Format=date-time
 	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
