@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -404,6 +405,51 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%s: got %v", what, err)
 			Expect(err.Error()).To(ContainSubstring("should match"), what)
 		}
+	})
+
+	It("cannot hold another tenant's new key behind a burst of its own", func() {
+		attacker := newTenant(ctx)
+		const burst = 300
+		var created sync.WaitGroup
+		names := make(chan int, burst)
+		for i := range burst {
+			names <- i
+		}
+		close(names)
+		for range 16 {
+			created.Go(func() {
+				defer GinkgoRecover()
+				for i := range names {
+					key := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: fmt.Sprintf("burst-%d", i)}}
+					Expect(attacker.Client.Create(ctx, key)).To(Succeed())
+				}
+			})
+		}
+		created.Wait()
+		DeferCleanup(func() {
+			Expect(k8s.DeleteAllOf(ctx, &latchkeyv1.APIKey{}, client.InNamespace(attacker.Namespace))).To(Succeed())
+		})
+		waiting := func() int {
+			var list latchkeyv1.APIKeyList
+			Expect(k8s.List(ctx, &list, client.InNamespace(attacker.Namespace))).To(Succeed())
+			n := 0
+			for _, k := range list.Items {
+				if !meta.IsStatusConditionTrue(k.Status.Conditions, latchkeyv1.ConditionReady) {
+					n++
+				}
+			}
+			return n
+		}
+		before := waiting()
+		AddReportEntry("the burst's keys waiting when the other tenant's key is created", before)
+		Expect(before).To(BeNumerically(">=", 50), "the burst left the manager a backlog to jump")
+		start := time.Now()
+		waitReady(ctx, apiKeyKind, create(ctx, apiKeyKind, newNamespace(), "bystander", nil), latchkeyv1.ReasonIssued)
+		AddReportEntry("another tenant's key Ready after", time.Since(start).String())
+		// First in, first out, the bystander's key would have waited for every one
+		// of them; served in turn, it waits for about one.
+		Expect(waiting()).To(BeNumerically(">=", before/2),
+			"%d of the burst's keys were waiting when the other tenant's was created", before)
 	})
 
 	It("cannot write status: hashes are the manager's alone", func() {

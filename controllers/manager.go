@@ -56,6 +56,9 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 	if o.IssuanceKey.Namespace == "" || o.IssuanceKey.SecretName == "" {
 		return fmt.Errorf("the issuance key's namespace and Secret name are required")
 	}
+	if o.Controller.NewQueue == nil {
+		o.Controller.NewQueue = NewFairQueue // one tenant's burst holds no other's work behind it
+	}
 	keys := &IssuanceKeySource{Client: c, APIReader: mgr.GetAPIReader(),
 		Namespace: o.IssuanceKey.Namespace, Name: o.IssuanceKey.SecretName, Random: o.Random}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &latchkeyv1.OAuthClient{}, ClientIDField, ClientIDIndex); err != nil {
