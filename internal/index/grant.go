@@ -241,13 +241,11 @@ func (x *Index) AcceptToken(claims *accesstoken.Claims, now time.Time) (TokenHol
 func (x *Index) GrantsSeenAt(namespace, resourceVersion string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if seen, ok := x.grantsSeenAt[namespace]; ok {
-		// Never backwards: after a relist served from a lagging API server's
-		// cache, a grant newer than that list is refused (as if deleted) until
-		// the watch brings it again, not taken on a token's word.
-		if cmp, err := resourceversion.CompareResourceVersion(seen, resourceVersion); err == nil && cmp > 0 {
-			return
-		}
+	// Never backwards: after a relist served from a lagging API server's cache,
+	// a grant newer than that list is refused (as if deleted) until the watch
+	// brings it again, not taken on a token's word.
+	if seen, ok := x.grantsSeenAt[namespace]; ok && olderThan(resourceVersion, seen) {
+		return
 	}
 	x.grantsSeenAt[namespace] = resourceVersion
 }
@@ -266,8 +264,7 @@ func (x *Index) grantsBehind(workspace, version string) bool {
 			return false
 		}
 	}
-	cmp, err := resourceversion.CompareResourceVersion(seen, version)
-	return err == nil && cmp < 0
+	return olderThan(seen, version)
 }
 
 // grantAsIssued is the grant a verified token of client c was issued under, as
@@ -289,10 +286,13 @@ func grantAsIssued(claims *accesstoken.Claims, c *Client) *Grant {
 // the grant removes it from the index. So a token is accepted from the moment it is
 // issued, without waiting for the watch, and refused as soon as its family is gone.
 func (g *Grant) Behind(version string) bool {
-	if version == "" {
-		return false
-	}
-	cmp, err := resourceversion.CompareResourceVersion(g.resourceVersion, version)
+	return version != "" && olderThan(g.resourceVersion, version)
+}
+
+// olderThan reports whether resourceVersion a is older than b; false when they
+// cannot be compared (either empty or not the API server's).
+func olderThan(a, b string) bool {
+	cmp, err := resourceversion.CompareResourceVersion(a, b)
 	return err == nil && cmp < 0
 }
 
