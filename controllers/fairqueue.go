@@ -24,13 +24,14 @@ import (
 // request of each other namespace that has work waiting.
 //
 // Priorities stay as controller-runtime's handlers set them (the initial list
-// and resyncs below changes): the order is the priority, then the tag. It is
-// client-go's work queue underneath (deduplication, a request never handed out
-// twice at once, delays, backoff, metrics), ordered by fairOrder.
+// and resyncs below changes): the order is the priority, then the tag, and each
+// priority keeps its own virtual time and tags. It is client-go's work queue
+// underneath (deduplication, a request never handed out twice at once, delays,
+// backoff, metrics), ordered by fairOrder.
 
 // NewFairQueue is a controller.Options.NewQueue.
 func NewFairQueue(controllerName string, rateLimiter workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
-	order := &fairOrder{last: map[string]uint64{}, priority: map[reconcile.Request]int{}, waiting: map[reconcile.Request]*readyRequest{}}
+	order := newFairOrder()
 	queue := workqueue.NewTypedRateLimitingQueueWithConfig(rateLimiter, workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{
 		Name: controllerName,
 		DelayingQueue: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[reconcile.Request]{
@@ -53,11 +54,11 @@ var _ priorityqueue.PriorityQueue[reconcile.Request] = &fairQueue{}
 func (q *fairQueue) AddWithOpts(o priorityqueue.AddOpts, items ...reconcile.Request) {
 	for _, item := range items {
 		q.order.ask(item, ptr.Deref(o.Priority, 0))
-		switch {
-		case o.After > 0:
-			q.TypedRateLimitingInterface.AddAfter(item, o.After)
+		switch { // as controller-runtime's own wrapper: backoff before a delay
 		case o.RateLimited:
 			q.TypedRateLimitingInterface.AddRateLimited(item)
+		case o.After > 0:
+			q.TypedRateLimitingInterface.AddAfter(item, o.After)
 		default:
 			q.TypedRateLimitingInterface.Add(item)
 		}
@@ -75,27 +76,56 @@ func (q *fairQueue) AddRateLimited(item reconcile.Request) {
 	q.AddWithOpts(priorityqueue.AddOpts{RateLimited: true}, item)
 }
 
+func (q *fairQueue) Get() (reconcile.Request, bool) {
+	item, _, shutdown := q.GetWithPriority()
+	return item, shutdown
+}
+
+// GetWithPriority hands out the next request with the priority it was queued at.
+// Once the queue is shutting down it hands out nothing more, as controller-
+// runtime's priority queue: client-go's would hand out the whole backlog, each
+// to a reconcile whose context is already cancelled, holding up the manager's
+// shutdown and the release of its lease.
 func (q *fairQueue) GetWithPriority() (reconcile.Request, int, bool) {
-	item, shutdown := q.Get()
-	return item, q.order.handedOut(item), shutdown
+	item, shutdown := q.TypedRateLimitingInterface.Get()
+	priority := q.order.handedOut(item)
+	if !shutdown && q.ShuttingDown() {
+		q.Done(item)
+		return item, priority, true
+	}
+	return item, priority, shutdown
 }
 
 // fairOrder is the order of the requests ready now (workqueue.Queue): by
-// priority, then by tag. The work queue calls Push, Touch, Pop and Len under its
-// own lock; ask and handedOut come from the controller's goroutines.
+// priority, then by tag, each priority with a virtual time of its own (a
+// backlog at a low priority, the initial list after a restart, must not push a
+// namespace's changes behind another's burst). The work queue calls Push, Touch,
+// Pop and Len under its own lock; ask and handedOut come from the controller's
+// goroutines.
 type fairOrder struct {
 	mu sync.Mutex
-	// now is the virtual time: the tag of the last request handed out.
-	now uint64
-	// last is each namespace's latest tag, while it is ahead of now.
-	last map[string]uint64
+	// now is each priority's virtual time: the tag of its last request handed out.
+	now map[int]uint64
+	// last is each namespace's latest tag at a priority, while it is ahead of
+	// that priority's virtual time.
+	last map[namespaceAt]uint64
 	// priority is what each request was last queued at, until it is handed out.
 	priority map[reconcile.Request]int
 	ready    readyHeap
 	// waiting finds a ready request's place in the heap (Touch).
 	waiting map[reconcile.Request]*readyRequest
-	// seq breaks ties (a request pushed with a tag below the virtual time).
+	// seq breaks ties (requests of different namespaces at the same tag).
 	seq uint64
+}
+
+type namespaceAt struct {
+	namespace string
+	priority  int
+}
+
+func newFairOrder() *fairOrder {
+	return &fairOrder{now: map[int]uint64{}, last: map[namespaceAt]uint64{},
+		priority: map[reconcile.Request]int{}, waiting: map[reconcile.Request]*readyRequest{}}
 }
 
 // ask records the priority item is queued at: the highest asked since it was
@@ -118,24 +148,33 @@ func (f *fairOrder) handedOut(item reconcile.Request) int {
 	return p
 }
 
+// tag is item's namespace's next tag at priority. Called with f.mu held.
+func (f *fairOrder) tag(item reconcile.Request, priority int) uint64 {
+	at := namespaceAt{item.Namespace, priority}
+	tag := max(f.now[priority], f.last[at]) + 1
+	f.last[at] = tag
+	f.seq++
+	return tag
+}
+
 // Push queues a request that is ready now at its namespace's next tag.
 func (f *fairOrder) Push(item reconcile.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	tag := max(f.now, f.last[item.Namespace]) + 1
-	f.last[item.Namespace] = tag
-	f.seq++
-	r := &readyRequest{item: item, priority: f.priority[item], tag: tag, seq: f.seq}
+	p := f.priority[item]
+	r := &readyRequest{item: item, priority: p, tag: f.tag(item, p), seq: f.seq}
 	f.waiting[item] = r
 	heap.Push(&f.ready, r)
 }
 
-// Touch raises a waiting request to the priority asked again since.
+// Touch moves a waiting request to the priority asked again since, at its
+// namespace's next tag there.
 func (f *fairOrder) Touch(item reconcile.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if r, ok := f.waiting[item]; ok && f.priority[item] > r.priority {
 		r.priority = f.priority[item]
+		r.tag, r.seq = f.tag(item, r.priority), f.seq
 		heap.Fix(&f.ready, r.index)
 	}
 }
@@ -146,15 +185,16 @@ func (f *fairOrder) Len() int {
 	return len(f.ready)
 }
 
-// Pop hands out the first request and moves the virtual time to its tag.
+// Pop hands out the first request and moves its priority's virtual time to its tag.
 func (f *fairOrder) Pop() reconcile.Request {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r := heap.Pop(&f.ready).(*readyRequest)
 	delete(f.waiting, r.item)
-	f.now = max(f.now, r.tag)
-	if f.last[r.item.Namespace] <= f.now {
-		delete(f.last, r.item.Namespace) // caught up: max(now, last) is now
+	now := max(f.now[r.priority], r.tag)
+	f.now[r.priority] = now
+	if at := (namespaceAt{r.item.Namespace, r.priority}); f.last[at] <= now {
+		delete(f.last, at) // caught up: max(now, last) is now
 	}
 	return r.item
 }

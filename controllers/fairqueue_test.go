@@ -114,3 +114,42 @@ func TestFairQueueKeepsTheWorkQueueSemantics(t *testing.T) {
 		t.Fatalf("got %v after %v", item, time.Since(start))
 	}
 }
+
+// Each priority has its own turns: a namespace with a backlog at low priority
+// (the initial list after a restart) is not pushed behind another's burst of
+// changes when it changes something itself, nor when a waiting request of it is
+// raised by a change.
+func TestFairQueueTurnsArePerPriority(t *testing.T) {
+	q := newTestFairQueue(t)
+	low := ptr.To(handler.LowPriority)
+	for i := range 100 {
+		q.AddWithOpts(priorityqueue.AddOpts{Priority: low}, request("listed", i))
+	}
+	for i := range 100 {
+		q.Add(request("burst", i))
+	}
+	q.Add(request("listed", 1000))
+	q.Add(request("listed", 50)) // waiting at low priority, changed since
+	var served []reconcile.Request
+	for range 4 {
+		item, _ := next(t, q)
+		served = append(served, item)
+	}
+	want := []reconcile.Request{request("burst", 0), request("listed", 1000), request("burst", 1), request("listed", 50)}
+	if fmt.Sprint(served) != fmt.Sprint(want) {
+		t.Fatalf("handed out %v, want %v", served, want)
+	}
+}
+
+// Once the queue shuts down it hands out nothing more: the backlog is not run
+// through reconciles whose context is already cancelled.
+func TestFairQueueStopsHandingOutAtShutdown(t *testing.T) {
+	q := newTestFairQueue(t)
+	for i := range 10 {
+		q.Add(request("a", i))
+	}
+	q.ShutDown()
+	if _, _, shutdown := q.GetWithPriority(); !shutdown {
+		t.Fatal("a request handed out after the queue shut down")
+	}
+}
