@@ -141,8 +141,8 @@ func runManager(args []string) error {
 }
 
 // ManagerOptions builds the manager's options. The Secret cache holds only the
-// Secrets the operator labelled, in digest form, so memory does not grow with
-// unrelated Secrets; the ConfigMap cache holds the JWKS ConfigMap alone. With
+// Secrets the operator labelled, each as a small record (controllers.CacheByObject),
+// so memory does not grow with unrelated Secrets or with what is in them; the ConfigMap cache holds the JWKS ConfigMap alone. With
 // --namespaces, every cache watches only those namespaces
 // and the operator's own (signing and issuance keys), so that the manager needs
 // RBAC in those namespaces alone. On SIGTERM the leader gives up its Lease, so a

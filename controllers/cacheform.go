@@ -26,8 +26,9 @@ import (
 //     nothing else of their metadata is read, and so what a tenant puts there
 //     costs the manager nothing;
 //   - strings that repeat across objects (namespaces, scopes, condition types and
-//     reasons, the Secrets' keys, owner kinds) share one copy (interned), and a
-//     Secret whose labels are exactly ours shares one map (managedByLabels).
+//     reasons, owner kinds) share one copy (interned).
+//
+// Secrets are cached as records, not objects (secretcache.go).
 //
 // Cached objects are shared, read-only: a Get or List deep-copies them (a List
 // with UnsafeDisableDeepCopy only reads), and a cached copy is never written
@@ -40,7 +41,7 @@ func CacheOptions(jwksConfigMap ...client.ObjectKey) cache.Options {
 	return cache.Options{ByObject: CacheByObject(jwksConfigMap...), DefaultTransform: cacheTransform}
 }
 
-// cacheTransform puts an object other than a Secret (digestSecretTransform does
+// cacheTransform puts an object other than a Secret (secretRecordTransform does
 // those) in the cache's form, sharing its repeated strings.
 func cacheTransform(obj any) (any, error) {
 	o, ok := obj.(metav1.Object)
@@ -143,24 +144,6 @@ func internCredential(c CredentialObject) {
 	}
 }
 
-// internSecret shares what repeats across the Secrets of a cached Secret: its
-// type, its keys, and its labels when they are only ours. Only for the cache:
-// what it shares must never be written to.
-func internSecret(secret *corev1.Secret) {
-	internMeta(secret)
-	secret.Type = corev1.SecretType(interned.of(string(secret.Type)))
-	if len(secret.Labels) == 1 && secret.Labels[ManagedByLabel] == ManagedByValue {
-		secret.Labels = managedByLabels
-	} else {
-		secret.Labels = internKeys(secret.Labels)
-	}
-	secret.Annotations = internKeys(secret.Annotations)
-}
-
-// managedByLabels is the one labels map of every Secret whose only label is ours.
-// Read-only, like all of the cache.
-var managedByLabels = map[string]string{ManagedByLabel: ManagedByValue}
-
 var sharedTrue, sharedFalse = new(bool(true)), new(bool(false))
 
 func sharedBool(b *bool) *bool {
@@ -178,19 +161,6 @@ func internAll(values []string) {
 	for i := range values {
 		values[i] = interned.of(values[i])
 	}
-}
-
-// internKeys returns a copy of m with interned keys (Go cannot replace a map's
-// key in place; the decoded map is garbage then).
-func internKeys[V any](m map[string]V) map[string]V {
-	if len(m) == 0 {
-		return m
-	}
-	shared := make(map[string]V, len(m))
-	for k, v := range m {
-		shared[interned.of(k)] = v
-	}
-	return shared
 }
 
 // interned is the manager's table of shared strings, seeded with the words the

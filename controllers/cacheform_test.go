@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"unsafe"
@@ -10,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
@@ -75,52 +77,115 @@ func TestCacheFormOfOtherObjectsKeepsTheirMetadata(t *testing.T) {
 	}
 }
 
-func TestCachedObjectsShareWhatRepeats(t *testing.T) {
+// managedSecret is a Secret as the lifecycle writes it, with the plaintext given.
+func managedSecret(i int, plaintext string) *corev1.Secret {
 	yes := true
-	secret := func(i int) *corev1.Secret {
-		return &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "team-shared", Name: fmt.Sprintf("key-%d-apikey", i),
-				Labels:          map[string]string{ManagedByLabel: ManagedByValue},
-				Annotations:     map[string]string{latchkeyv1.SerialAnnotation: "1"},
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: "latchkey.dev/v1alpha1", Kind: "APIKey", Name: "key", UID: "u", Controller: &yes}}},
-			Type: corev1.SecretTypeOpaque,
-			Data: map[string][]byte{latchkeyv1.APIKeySecretKey: []byte("plaintext")},
-		}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team-shared", Name: fmt.Sprintf("key-%d-apikey", i), UID: types.UID(fmt.Sprintf("s-%d", i)),
+			ResourceVersion: "42",
+			Labels:          map[string]string{ManagedByLabel: ManagedByValue},
+			Annotations:     map[string]string{latchkeyv1.SerialAnnotation: "1", latchkeyv1.IssuanceProofAnnotation: "proof"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "latchkey.dev/v1alpha1", Kind: "APIKey", Name: fmt.Sprintf("key-%d", i),
+				UID: types.UID(fmt.Sprintf("u-%d", i)), Controller: &yes, BlockOwnerDeletion: &yes}}},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{latchkeyv1.APIKeySecretKey: []byte(plaintext)},
 	}
-	cached := func(s *corev1.Secret) *corev1.Secret {
-		c, err := digestSecretTransform(decoded(t, s))
-		must(t, err)
-		return c.(*corev1.Secret)
-	}
-	a, b := cached(secret(1)), cached(secret(2))
-	if !sameMemory(a.Namespace, b.Namespace) || !sameMemory(string(a.Type), string(b.Type)) ||
-		!sameMemory(a.OwnerReferences[0].Kind, b.OwnerReferences[0].Kind) || a.OwnerReferences[0].Controller != b.OwnerReferences[0].Controller {
-		t.Error("two Secrets of one namespace hold their namespace, type and owner kind each in its own copy")
-	}
-	for k := range a.Annotations {
-		if !sameMemory(k, interned.of(k)) {
-			t.Errorf("annotation key %q is not the shared copy", k)
-		}
-	}
-	shared := fmt.Sprintf("%p", managedByLabels)
-	if fmt.Sprintf("%p", a.Labels) != shared || fmt.Sprintf("%p", b.Labels) != shared {
-		t.Error("a Secret labelled only as ours holds its own labels map")
-	}
-	read := a.DeepCopy()
-	unpackDigests(read)
-	if got := read.Data[latchkeyv1.APIKeySecretKey]; len(got) != 32 {
-		t.Errorf("cached data is not the digest: %d bytes", len(got))
-	}
+}
 
-	templated := secret(3)
-	templated.Labels["app"] = "crm"
-	if c := cached(templated); c.Labels["app"] != "crm" || fmt.Sprintf("%p", c.Labels) == shared {
-		t.Errorf("a Secret with labels of its own lost them: %v", c.Labels)
+func record(t *testing.T, secret *corev1.Secret) *secretRecord {
+	t.Helper()
+	r, err := secretRecordTransform(decoded(t, secret))
+	must(t, err)
+	return r.(*secretRecord)
+}
+
+func TestSecretRecordKeepsNamesOwnerAndShapeOnly(t *testing.T) {
+	plaintext := "lk_live_0123456789abcdef"
+	a, b := record(t, managedSecret(1, plaintext)), record(t, managedSecret(2, plaintext))
+	want := secretRecord{namespace: "team-shared", name: "key-1-apikey", uid: "s-1", resourceVersion: "42",
+		controller: &secretController{apiVersion: "latchkey.dev/v1alpha1", kind: "APIKey", name: "key-1", uid: "u-1"},
+		shape:      secretShape(digestSecret(managedSecret(1, plaintext)))}
+	if !reflect.DeepEqual(*a, want) {
+		t.Errorf("record = %+v %+v\nwant %+v %+v", *a, a.controller, want, want.controller)
 	}
-	// A live read is the lifecycle's to change: it shares nothing with the cache.
-	if live := digestSecret(decoded(t, secret(4))); fmt.Sprintf("%p", live.Labels) == shared ||
-		live.OwnerReferences[0].Controller == sharedTrue {
-		t.Error("a live read holds the cache's shared labels map or owner flag")
+	if !sameMemory(a.namespace, b.namespace) || !sameMemory(a.controller.kind, b.controller.kind) ||
+		!sameMemory(a.controller.apiVersion, b.controller.apiVersion) {
+		t.Error("two records of one namespace hold their namespace and owner kind each in its own copy")
+	}
+	if dump := fmt.Sprintf("%+v %+v", *a, a.controller); strings.Contains(dump, plaintext) || strings.Contains(dump, "proof") {
+		t.Errorf("the record holds more than names: %s", dump)
+	}
+	// Whatever a tenant puts in a Secret labelled as ours, the record is as small.
+	ballast := managedSecret(3, strings.Repeat("x", 1<<20))
+	for i := range 100 {
+		ballast.Annotations[fmt.Sprintf("example.com/padding-%d", i)] = strings.Repeat("y", 1<<10)
+		ballast.Finalizers = append(ballast.Finalizers, fmt.Sprintf("example.com/hold-%d", i))
+	}
+	if r := record(t, ballast); len(fmt.Sprintf("%+v %+v", *r, r.controller)) > 512 {
+		t.Errorf("a record of a large Secret: %d characters", len(fmt.Sprintf("%+v", *r)))
+	}
+	deleting := managedSecret(4, plaintext)
+	now := metav1.Now()
+	deleting.DeletionTimestamp = &now
+	if !record(t, deleting).deleting {
+		t.Error("a Secret being deleted is not recorded so")
+	}
+	orphan := managedSecret(5, plaintext)
+	orphan.OwnerReferences[0].Controller = nil
+	if record(t, orphan).controller != nil {
+		t.Error("an owner that is not the controller is recorded as one")
+	}
+	// A record or a tombstone passes as it is (the informer never transforms twice, but may hand one back).
+	if again, err := secretRecordTransform(a); err != nil || again != any(a) {
+		t.Error("a record was transformed again")
+	}
+}
+
+func TestSecretShapeChangesWithWhatTheLifecycleWrites(t *testing.T) {
+	base := secretShape(digestSecret(managedSecret(1, "v")))
+	for name, change := range map[string]func(*corev1.Secret){
+		"the credential":  func(s *corev1.Secret) { s.Data[latchkeyv1.APIKeySecretKey] = []byte("w") },
+		"a data key":      func(s *corev1.Secret) { s.Data["extra"] = nil },
+		"no data":         func(s *corev1.Secret) { s.Data = nil },
+		"empty data":      func(s *corev1.Secret) { s.Data = map[string][]byte{} },
+		"the type":        func(s *corev1.Secret) { s.Type = "example.com/other" },
+		"immutable":       func(s *corev1.Secret) { yes := true; s.Immutable = &yes },
+		"a label":         func(s *corev1.Secret) { s.Labels["app"] = "crm" },
+		"a label's value": func(s *corev1.Secret) { s.Labels[ManagedByLabel] = "other" },
+		"an annotation":   func(s *corev1.Secret) { s.Annotations["example.com/note"] = "" },
+		"the serial":      func(s *corev1.Secret) { s.Annotations[latchkeyv1.SerialAnnotation] = "2" },
+		"the proof":       func(s *corev1.Secret) { s.Annotations[latchkeyv1.IssuanceProofAnnotation] = "forged" },
+		"a label, not an annotation": func(s *corev1.Secret) {
+			s.Labels[latchkeyv1.SerialAnnotation] = "1"
+			delete(s.Annotations, latchkeyv1.SerialAnnotation)
+		},
+		"the owner":        func(s *corev1.Secret) { s.OwnerReferences[0].UID = "u-2" },
+		"the owner's flag": func(s *corev1.Secret) { s.OwnerReferences[0].BlockOwnerDeletion = nil },
+		"a second owner": func(s *corev1.Secret) {
+			s.OwnerReferences = append(s.OwnerReferences, metav1.OwnerReference{Name: "x"})
+		},
+		"a key and value run together": func(s *corev1.Secret) {
+			delete(s.Annotations, latchkeyv1.IssuanceProofAnnotation)
+			s.Annotations[latchkeyv1.IssuanceProofAnnotation+"proof"] = ""
+		},
+	} {
+		secret := managedSecret(1, "v")
+		change(secret)
+		if secretShape(digestSecret(secret)) == base {
+			t.Errorf("changing %s leaves the shape as it was", name)
+		}
+	}
+	for name, change := range map[string]func(*corev1.Secret){
+		"finalizers":      func(s *corev1.Secret) { s.Finalizers = []string{"example.com/hold"} },
+		"managedFields":   func(s *corev1.Secret) { s.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}} },
+		"resourceVersion": func(s *corev1.Secret) { s.ResourceVersion = "43" },
+		"creation time":   func(s *corev1.Secret) { s.CreationTimestamp = metav1.Now() },
+	} {
+		secret := managedSecret(1, "v")
+		change(secret)
+		if secretShape(digestSecret(secret)) != base {
+			t.Errorf("changing %s changes the shape", name)
+		}
 	}
 }
 
@@ -161,45 +226,5 @@ func TestInternTableIsBounded(t *testing.T) {
 	}
 	if first := table.of(string([]byte("Ready"))); !sameMemory(first, table.of("Ready")) {
 		t.Error("a seeded string is not shared")
-	}
-}
-
-func TestPackedDigestsRoundTrip(t *testing.T) {
-	for _, data := range []map[string][]byte{
-		nil,
-		{latchkeyv1.APIKeySecretKey: []byte("lk_live_x")},
-		{"a": nil, "client-id": []byte("0123"), "client-secret": []byte("s"), "z.y-x_w": []byte("\x00\x00")},
-	} {
-		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s", Annotations: map[string]string{
-			latchkeyv1.SerialAnnotation: "1",
-			packedDigestsAnnotation:     "forged\x00" + string(make([]byte, 32)), // as a tenant can write it
-		}}, Data: data}
-		want := digestSecret(decoded(t, secret))
-		delete(want.Annotations, packedDigestsAnnotation)
-		if len(want.Data) == 0 {
-			want.Data = nil
-		}
-
-		cached, err := digestSecretTransform(decoded(t, secret))
-		must(t, err)
-		if c := cached.(*corev1.Secret); c.Data != nil || (len(data) > 0) != (c.Annotations[packedDigestsAnnotation] != "") {
-			t.Errorf("%d keys: cached data %v, packed %q", len(data), c.Data, c.Annotations[packedDigestsAnnotation])
-		}
-		read := cached.(*corev1.Secret).DeepCopy()
-		unpackDigests(read)
-		if !equality.Semantic.DeepEqual(read, want) {
-			t.Errorf("%d keys: unpacked\n%+v\nwant\n%+v", len(data), read, want)
-		}
-		if _, forged := read.Data["forged"]; forged {
-			t.Error("a digest a tenant wrote in the packed annotation was read back")
-		}
-	}
-	// A Secret read live keeps its data and a tenant's packed annotation as they are.
-	live := digestSecret(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{
-		packedDigestsAnnotation: "api-key\x00" + string(make([]byte, 32))}}, Data: map[string][]byte{"api-key": []byte("v")}})
-	want := live.DeepCopy()
-	unpackDigests(live)
-	if !equality.Semantic.DeepEqual(live, want) {
-		t.Errorf("a live Secret was unpacked: %+v", live)
 	}
 }

@@ -32,7 +32,7 @@ import (
 )
 
 // ManagedByLabel marks the Secrets the operator writes. The manager caches only
-// Secrets with this label (in digest form: secretcache.go), so its memory does not
+// Secrets with this label (as records: secretcache.go), so its memory does not
 // grow with the cluster's Secrets.
 const (
 	ManagedByLabel = "app.kubernetes.io/managed-by"
@@ -107,6 +107,9 @@ type CredentialReconciler[T CredentialObject] struct {
 	// Catalogue holds the APIs' scope catalogues, for the ScopesKnown condition;
 	// nil leaves the condition out.
 	Catalogue *ScopeCatalogue
+
+	// secrets is the cache's record of the Secrets we labelled (SetupWithManager).
+	secrets secretRecords
 }
 
 // observed is the state of the world one reconcile acts on.
@@ -222,9 +225,12 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 	return requeueAt(nextEvent(obj, state.now), state.now), nil
 }
 
-// getSecret reads the Secret by name. The cache holds only Secrets we labelled, so
-// a miss may be someone else's Secret, or one we created a moment ago that the
-// cache has not seen yet; with confirmMiss it is confirmed against the API server.
+// getSecret returns the Secret by name, in digest form. The cache holds a record of
+// each Secret we labelled (secretRecord): when it says the Secret is exactly as
+// the lifecycle would write it now, that is the Secret (secretAsWritten), and
+// nothing is read; otherwise the Secret is read live. A miss in the cache may be
+// someone else's Secret, or one we created a moment ago that the cache has not
+// seen yet; with confirmMiss it is confirmed against the API server.
 //
 // Without it (an object that has never been issued a credential) the miss is
 // taken at its word: creating the Secret then either works or fails with
@@ -233,24 +239,44 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 // issuing 10,000 APIKeys at once (make bench).
 func (r *CredentialReconciler[T]) getSecret(ctx context.Context, obj T, confirmMiss bool) (*corev1.Secret, error) {
 	key := types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.SecretName()}
-	secret := &corev1.Secret{}
-	err := r.Get(ctx, key, secret)
-	if err == nil {
-		unpackDigests(secret)
-	}
-	if apierrors.IsNotFound(err) && !confirmMiss {
+	record := r.secrets.get(key)
+	if record == nil && !confirmMiss {
 		return nil, nil
 	}
-	if apierrors.IsNotFound(err) {
-		if err = r.APIReader.Get(ctx, key, secret); err == nil {
-			digestSecret(secret) // the lifecycle works on the cache's digest form
+	if record != nil {
+		if secret, err := r.secretAsWritten(ctx, obj, record); secret != nil || err != nil {
+			return secret, err
 		}
 	}
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading Secret %s: %w", key.Name, err)
+	}
+	return digestSecret(secret), nil
+}
+
+// secretAsWritten returns, in digest form, the Secret the lifecycle would write for
+// obj's current credential, if record says that is the Secret as it is: same
+// shape, controlled by obj and not being deleted. Otherwise nil.
+func (r *CredentialReconciler[T]) secretAsWritten(ctx context.Context, obj T, record *secretRecord) (*corev1.Secret, error) {
+	credentials := obj.CredentialStatus().Credentials
+	if record.deleting || record.controller == nil || record.controller.uid != obj.GetUID() || len(credentials) == 0 {
+		return nil, nil
+	}
+	current := credentials[0]
+	digest, ok := credential.DigestOfHash(current.Hash)
+	if !ok {
+		return nil, nil
+	}
+	shell := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: record.namespace, Name: record.name,
+		UID: record.uid, ResourceVersion: record.resourceVersion}}
+	secret, err := r.desiredSecret(ctx, obj, shell, r.digestData(obj, digest[:]), current.Serial, current.Hash)
+	if err != nil || secretShape(secret) != record.shape {
+		return nil, err
 	}
 	return secret, nil
 }

@@ -1,7 +1,10 @@
 package controllers
 
 import (
+	"context"
 	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -9,52 +12,54 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 )
 
-// The manager caches the Secrets labelled managed-by=latchkey, and any tenant can
-// put that label on any Secret of theirs. So the cache keeps, of each, only what the
-// lifecycle decides on, in a size no tenant can grow:
+// The manager watches the Secrets labelled managed-by=latchkey, and any tenant can
+// put that label on any Secret of theirs. Its cache keeps, of each, a secretRecord
+// of fixed size rather than the Secret: what a reconcile needs to tell that the
+// Secret is exactly as the lifecycle would write it now (its shape: a SHA-256 of
+// its type, labels, annotations, owner references and the SHA-256 of each data
+// value), whom it belongs to, and the resourceVersion a write locks on. A
+// reconcile that finds its Secret so takes the Secret as it would write it
+// (secretAsWritten) and reads nothing; any other reads the Secret live, in digest
+// form. The manager thus holds no plaintext credential beyond the moment it
+// generates one, and no more per Secret than its names, whatever a tenant puts in
+// it (make bench, "Memory and the scale envelope": a typed Secret in digest form
+// cost ~1 KB more per credential).
 //
-//   - every data value is replaced by its SHA-256 (a credential's status hash is
-//     exactly that digest, so the manager never holds a plaintext credential in
-//     memory beyond the moment it generates one);
-//   - with more than maxCachedDataKeys values, or labels, annotations, finalizers
-//     and owner references over maxCachedMetadataBytes, the Secret is not ours in
-//     any useful shape: its data and foreign metadata (all but our label and
-//     annotations and the controller reference) are dropped and trimmedAnnotation
-//     marks the cached copy as partial, so that any write to it starts from a live read;
-//   - managedFields are dropped;
-//   - in the cache itself, the digests are packed into one string under
-//     packedDigestsAnnotation rather than held in a map of their own (a small Go
-//     map costs ~400 bytes, a third of a cached Secret), and unpacked on every
-//     read (getSecret).
-//
-// Everything the lifecycle reads — from the cache or live — is in this digest form
-// (digestSecret). A cached copy is never written back as it is: writes are merge
-// patches computed against it, or updates of a live read.
+// The digest form of a Secret read live (digestSecret) bounds what one reconcile
+// holds: every data value is replaced by its SHA-256, and with more than
+// maxCachedDataKeys values, or labels, annotations, finalizers and owner
+// references over maxCachedMetadataBytes, the Secret is not ours in any useful
+// shape: its data and foreign metadata (all but our label and annotations and the
+// controller reference) are dropped and trimmedAnnotation marks the copy as
+// partial, so that a write to it starts from a full live read (updateLiveSecret).
 const (
 	maxCachedDataKeys      = 8
 	maxCachedMetadataBytes = 16 << 10
-	// trimmedAnnotation marks a cached copy that lacks data or metadata. It exists
-	// only in the manager's memory, never in the API server.
+	// trimmedAnnotation marks a digest-form copy that lacks data or metadata. It
+	// exists only in the manager's memory, never in the API server.
 	trimmedAnnotation = "latchkey.dev/cache-trimmed"
-	// packedDigestsAnnotation holds a cached Secret's data digests (packDigests).
-	// Like trimmedAnnotation, it exists only in the manager's memory: one a tenant
-	// writes on a Secret is replaced before the Secret is cached.
-	packedDigestsAnnotation = "latchkey.dev/cache-digests"
 )
 
 // CacheByObject restricts the Secret cache to the Secrets the operator labelled,
-// in digest form. Given the JWKS ConfigMap (optional: SigningKeyOptions.JWKSConfigMap
+// as secretRecords. Given the JWKS ConfigMap (optional: SigningKeyOptions.JWKSConfigMap
 // in the signing keys' namespace), it restricts the ConfigMap cache to that one, so
 // that the manager neither holds nor needs the right to list the cluster's ConfigMaps.
 func CacheByObject(jwksConfigMap ...client.ObjectKey) map[client.Object]cache.ByObject {
 	byObject := map[client.Object]cache.ByObject{
 		&corev1.Secret{}: {
 			Label:     labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedByValue}),
-			Transform: digestSecretTransform,
+			Transform: secretRecordTransform,
 		},
 	}
 	if len(jwksConfigMap) > 0 && jwksConfigMap[0].Name != "" {
@@ -63,56 +68,181 @@ func CacheByObject(jwksConfigMap ...client.ObjectKey) map[client.Object]cache.By
 	return byObject
 }
 
-func digestSecretTransform(obj any) (any, error) {
-	if secret, ok := obj.(*corev1.Secret); ok {
-		packDigests(digestSecret(secret))
-		internSecret(secret)
-		return secret, nil
-	}
-	return obj, nil // a tombstone
+// secretRecord is what the manager's cache keeps of a Secret it labelled. Only
+// the informer's store holds it: a cached client's Get of a Secret fails (the
+// cache holds another type), so that nothing reads a Secret as if the cache had it.
+type secretRecord struct {
+	namespace, name string
+	uid             types.UID
+	resourceVersion string
+	deleting        bool // it has a deletionTimestamp
+	// controller is the Secret's controller reference, if any.
+	controller *secretController
+	// shape is secretShape of the Secret in digest form.
+	shape [sha256.Size]byte
 }
 
-// packDigests moves a digest-form Secret's data into packedDigestsAnnotation:
-// each key, a NUL (no data key holds one) and its 32-byte digest, in key order.
-func packDigests(secret *corev1.Secret) {
-	delete(secret.Annotations, packedDigestsAnnotation)
-	if len(secret.Data) == 0 {
-		secret.Data = nil
-		return
-	}
-	var packed strings.Builder
-	for _, k := range slices.Sorted(maps.Keys(secret.Data)) {
-		packed.WriteString(k)
-		packed.WriteByte(0)
-		packed.Write(secret.Data[k])
-	}
-	if secret.Annotations == nil {
-		secret.Annotations = make(map[string]string, 1)
-	}
-	secret.Annotations[packedDigestsAnnotation] = packed.String()
-	secret.Data = nil
+// secretController is a Secret's controller reference, as a secretRecord keeps it.
+type secretController struct {
+	apiVersion, kind, name string
+	uid                    types.UID
 }
 
-// unpackDigests undoes packDigests on a copy read from the cache. A Secret
-// with data was not packed: its annotation, if any, is a tenant's, and is not read.
-func unpackDigests(secret *corev1.Secret) {
-	packed, ok := secret.Annotations[packedDigestsAnnotation]
-	if !ok || secret.Data != nil {
-		return
+// GetObjectMeta names the record for the informer's store and its namespace index.
+func (r *secretRecord) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Namespace: r.namespace, Name: r.name, UID: r.uid, ResourceVersion: r.resourceVersion}
+}
+
+// GetObjectKind and DeepCopyObject make a record a runtime.Object, as the
+// informer's store wants; a record is never changed once made.
+func (r *secretRecord) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+func (r *secretRecord) DeepCopyObject() runtime.Object {
+	c := *r
+	return &c
+}
+
+// secretRecordTransform makes the cache's record of a Secret.
+func secretRecordTransform(obj any) (any, error) {
+	secret, ok := obj.(*corev1.Secret)
+	if !ok {
+		return obj, nil // a record already, or a tombstone
 	}
-	delete(secret.Annotations, packedDigestsAnnotation)
-	if len(secret.Annotations) == 0 {
-		secret.Annotations = nil
+	digestSecret(secret)
+	record := &secretRecord{
+		namespace:       interned.of(secret.Namespace),
+		name:            secret.Name,
+		uid:             secret.UID,
+		resourceVersion: secret.ResourceVersion,
+		deleting:        secret.DeletionTimestamp != nil,
+		shape:           secretShape(secret),
 	}
-	secret.Data = map[string][]byte{}
-	for packed != "" {
-		k, rest, _ := strings.Cut(packed, "\x00")
-		if len(rest) < sha256.Size {
-			return // cannot happen: packDigests wrote it
+	if owner := metav1.GetControllerOfNoCopy(secret); owner != nil {
+		record.controller = &secretController{apiVersion: interned.of(owner.APIVersion), kind: interned.of(owner.Kind),
+			name: owner.Name, uid: owner.UID}
+	}
+	return record, nil
+}
+
+// secretShape is a SHA-256 of everything of a digest-form Secret the lifecycle
+// writes or compares: its type, immutability, labels, annotations, owner
+// references and data digests. Two Secrets with one shape differ at most in
+// what the lifecycle leaves alone (finalizers, timestamps, managedFields).
+func secretShape(secret *corev1.Secret) [sha256.Size]byte {
+	h := sha256.New()
+	var n [8]byte
+	field := func(s string) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	count := func(c int) {
+		binary.BigEndian.PutUint64(n[:], uint64(c))
+		h.Write(n[:])
+	}
+	flag := func(b *bool) string {
+		switch {
+		case b == nil:
+			return ""
+		case *b:
+			return "true"
+		default:
+			return "false"
 		}
-		secret.Data[k] = []byte(rest[:sha256.Size])
-		packed = rest[sha256.Size:]
 	}
+	field(string(secret.Type))
+	field(flag(secret.Immutable))
+	for _, m := range []map[string]string{secret.Labels, secret.Annotations} {
+		count(len(m))
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			field(k)
+			field(m[k])
+		}
+	}
+	count(len(secret.OwnerReferences))
+	for _, o := range secret.OwnerReferences {
+		field(o.APIVersion)
+		field(o.Kind)
+		field(o.Name)
+		field(string(o.UID))
+		field(flag(o.Controller))
+		field(flag(o.BlockOwnerDeletion))
+	}
+	if secret.Data == nil {
+		count(-1) // nil and empty differ in a DeepEqual, and so here
+	} else {
+		count(len(secret.Data))
+	}
+	for _, k := range slices.Sorted(maps.Keys(secret.Data)) {
+		field(k)
+		field(string(secret.Data[k]))
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// secretRecords reads the manager's cache of Secret records.
+type secretRecords struct {
+	informer toolscache.SharedIndexInformer
+}
+
+// secretRecordsOf is the manager's cache of Secret records (CacheByObject).
+func secretRecordsOf(ctx context.Context, c cache.Cache) (secretRecords, error) {
+	informer, err := c.GetInformer(ctx, &corev1.Secret{})
+	if err != nil {
+		return secretRecords{}, err
+	}
+	shared, ok := informer.(toolscache.SharedIndexInformer)
+	if !ok {
+		return secretRecords{}, fmt.Errorf("the Secret informer is a %T, not a SharedIndexInformer", informer)
+	}
+	return secretRecords{informer: shared}, nil
+}
+
+// get returns the record of the Secret named key, or nil.
+func (s secretRecords) get(key types.NamespacedName) *secretRecord {
+	obj, exists, err := s.informer.GetIndexer().GetByKey(key.Namespace + "/" + key.Name)
+	if err != nil || !exists {
+		return nil
+	}
+	record, _ := obj.(*secretRecord)
+	return record
+}
+
+// recordOf is the record an informer event carries, out of a tombstone if need be.
+func recordOf(obj any) *secretRecord {
+	if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = tombstone.Obj
+	}
+	record, _ := obj.(*secretRecord)
+	return record
+}
+
+// changesOf is the source of a credential controller's Secret events: a Secret
+// changed or deleted enqueues the object of kind gk that controls it, before and
+// after the change. Creations do not: the manager is the one creating the Secrets
+// it controls (one someone else creates under the same name is found when its
+// owner is next reconciled, as its creation cannot be told apart from ours).
+func (s secretRecords) changesOf(gk schema.GroupKind) source.Source {
+	return source.Func(func(_ context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		enqueue := func(record *secretRecord) {
+			if record == nil || record.controller == nil || record.controller.kind != gk.Kind {
+				return
+			}
+			if gv, err := schema.ParseGroupVersion(record.controller.apiVersion); err != nil || gv.Group != gk.Group {
+				return
+			}
+			queue.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: record.namespace, Name: record.controller.name}})
+		}
+		_, err := s.informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			UpdateFunc: func(old, updated any) {
+				enqueue(recordOf(old)) // the owner a changed controller reference leaves, too (the queue keeps one of each)
+				enqueue(recordOf(updated))
+			},
+			DeleteFunc: func(obj any) { enqueue(recordOf(obj)) },
+		})
+		return err
+	})
 }
 
 // digestSecret turns secret, in place, into the form the lifecycle works on.

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -28,18 +28,27 @@ import (
 // someone, and a leak report the token server recorded in status.leaks
 // (leakReported). The manager's own writes do not: its status patch
 // (and the token server's lastUsedAt) leave the generation alone, and the Secret
-// it creates is already accounted for. That halves the reconciles of a new object
+// it creates is already accounted for (secretRecords.changesOf). That halves the reconciles of a new object
 // (make bench, reconcile vs floor). Time-based work is requeued by the lifecycle.
 //
 // With a Catalogue, it also watches APIs: an API edit rechecks the ScopesKnown
 // condition of the credentials it concerns (scopeWatch).
 func (r *CredentialReconciler[T]) SetupWithManager(mgr ctrl.Manager, name string, options controller.Options) error {
+	secrets, err := secretRecordsOf(context.Background(), mgr.GetCache())
+	if err != nil {
+		return fmt.Errorf("the Secret cache: %w", err)
+	}
+	r.secrets = secrets
+	gvk, err := apiutil.GVKForObject(r.Kind.NewObject(), mgr.GetScheme())
+	if err != nil {
+		return err
+	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named(name).
 		For(r.Kind.NewObject(), builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
 			leakReported))).
-		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated)).
+		WatchesRawSource(secrets.changesOf(gvk.GroupKind())).
 		WithOptions(options)
 	if r.Catalogue != nil {
 		if err := mgr.GetFieldIndexer().IndexField(context.Background(), r.Kind.NewObject(), ScopesField, scopesIndex(r.Kind)); err != nil {
@@ -49,11 +58,6 @@ func (r *CredentialReconciler[T]) SetupWithManager(mgr ctrl.Manager, name string
 	}
 	return b.Complete(r)
 }
-
-// notCreated drops Secret creations: the manager is the one creating the Secrets it
-// owns (a Secret someone else creates under the same name is found when the owner
-// is next reconciled, as its creation cannot be told apart from ours).
-var notCreated = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
 
 // leakReported passes an update that brings a leak report the manager has not acted
 // on (a record without an outcome): the token server's only status write besides

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
@@ -64,7 +65,11 @@ func (m *SigningKeyManager) wakeOn(mgr ctrl.Manager, obj client.Object, name str
 		return err
 	}
 	poke := func(obj any) {
-		if o, ok := obj.(client.Object); ok && (o.GetNamespace() != m.Namespace || o.GetName() != name) {
+		if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = tombstone.Obj
+		}
+		// A ConfigMap, or a Secret's record (secretRecord): either names itself.
+		if o, err := meta.Accessor(obj); err != nil || o.GetNamespace() != m.Namespace || o.GetName() != name {
 			return
 		}
 		select {

@@ -149,6 +149,17 @@ func HashOfDigest(sum []byte) string {
 	return hashPrefix + hex.EncodeToString(sum)
 }
 
+// DigestOfHash is HashOfDigest's inverse: the raw SHA-256 a "sha256:<64 hex>" names.
+func DigestOfHash(hash string) ([sha256.Size]byte, bool) {
+	var sum [sha256.Size]byte
+	hexPart, ok := strings.CutPrefix(hash, hashPrefix)
+	if !ok || len(hexPart) != hex.EncodedLen(sha256.Size) {
+		return sum, false
+	}
+	_, err := hex.Decode(sum[:], []byte(hexPart))
+	return sum, err == nil
+}
+
 // KeyID is the short public identifier of a credential: the first 12 hex digits of its hash.
 func KeyID(hash string) string {
 	h := strings.TrimPrefix(hash, hashPrefix)

@@ -2,7 +2,6 @@ package index
 
 import (
 	"crypto/subtle"
-	"encoding/hex"
 	"slices"
 	"strings"
 	"sync"
@@ -26,13 +25,8 @@ func DigestOf(s string) Digest { return Digest(credential.Sum(s)) }
 
 // ParseHash turns "sha256:<hex>" into a digest.
 func ParseHash(s string) (Digest, bool) {
-	var d Digest
-	hexPart, ok := strings.CutPrefix(s, "sha256:")
-	if !ok || len(hexPart) != 64 {
-		return d, false
-	}
-	_, err := hex.Decode(d[:], []byte(hexPart))
-	return d, err == nil
+	d, ok := credential.DigestOfHash(s)
+	return Digest(d), ok
 }
 
 // Key is what the token server keeps of one accepted API key hash.

@@ -47,6 +47,12 @@ func (b *bench) managerHeapFrom(ctx context.Context, binary string) (before, aft
 	if after, err = measure(b.c.startManager); err != nil {
 		return 0, 0, err
 	}
+	if b.s.profileDir != "" {
+		// What a fresh manager's heap holds, for `go tool pprof -sample_index=inuse_space`.
+		if data, err := pprofGet(b.c.pprofMgr)("/debug/pprof/heap"); err == nil {
+			_ = os.WriteFile(filepath.Join(b.s.profileDir, fmt.Sprintf("manager-fresh-heap-%d.pprof", b.s.keys)), data, 0o644)
+		}
+	}
 	logf("  managers started afresh with %d APIKeys, heap after GC: the -before build's %s, this build's %s", b.s.keys, mib(before), mib(after))
 	return before, after, nil
 }

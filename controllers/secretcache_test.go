@@ -1,0 +1,98 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/credential"
+	"github.com/latchkey-dev/latchkey/internal/issuanceproof"
+)
+
+// A reconcile takes an issued credential's Secret from its record, reading
+// nothing, only when the record says the Secret is exactly as the lifecycle
+// writes it; any other Secret is read live.
+func TestAnIssuedCredentialsSecretIsTakenFromItsRecordOnlyWhenItIsAsWritten(t *testing.T) {
+	ctx := context.Background()
+	scheme := runtime.NewScheme()
+	must(t, latchkeyv1.AddToScheme(scheme))
+	must(t, corev1.AddToScheme(scheme))
+	raw, err := issuanceproof.NewKey(rand.Reader)
+	must(t, err)
+	proofKey, err := issuanceproof.ParseKey(raw)
+	must(t, err)
+
+	plaintext := "lk_live_0123456789abcdef0123456789abcdef"
+	key := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "crm", UID: "key-uid", Generation: 1},
+		Spec: latchkeyv1.APIKeySpec{Prefix: "lk", Environment: "live",
+			CredentialSpec: latchkeyv1.CredentialSpec{SecretTemplate: &latchkeyv1.SecretTemplate{Labels: map[string]string{"app": "crm"}}}}}
+	key.Status.Serial = 3
+	key.Status.Credentials = []latchkeyv1.CredentialHash{{Hash: credential.Hash(plaintext), Serial: 3, IssuedAt: metav1.Now()}}
+
+	// What the lifecycle wrote, as the API server holds it.
+	newReconciler := func(live ...client.Object) *CredentialReconciler[*latchkeyv1.APIKey] {
+		return &CredentialReconciler[*latchkeyv1.APIKey]{
+			Client:    fake.NewClientBuilder().WithScheme(scheme).Build(),
+			APIReader: fake.NewClientBuilder().WithScheme(scheme).WithObjects(live...).Build(),
+			Kind:      APIKeyKind{}, Keys: &IssuanceKeySource{key: proofKey},
+			secrets: secretRecords{informer: toolscache.NewSharedIndexInformer(&toolscache.ListWatch{}, &corev1.Secret{}, 0, toolscache.Indexers{})},
+		}
+	}
+	written, err := newReconciler().desiredSecret(ctx, key, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: key.SecretName()}},
+		newReconciler().data(key, []byte(plaintext)), 3, credential.Hash(plaintext))
+	must(t, err)
+	written.UID, written.ResourceVersion = "secret-uid", "17"
+
+	t.Run("as written: from the record", func(t *testing.T) {
+		r := newReconciler() // the API server has no such Secret: a live read would find none
+		must(t, r.secrets.informer.GetIndexer().Add(record(t, written)))
+		got, err := r.getSecret(ctx, key, true)
+		must(t, err)
+		want := digestSecret(decoded(t, written))
+		if got == nil || !equality.Semantic.DeepEqual(got.ObjectMeta, want.ObjectMeta) || !equality.Semantic.DeepEqual(got.Data, want.Data) || got.Type != want.Type {
+			t.Fatalf("from the record:\n%+v\nwant the Secret as written, in digest form:\n%+v", got, want)
+		}
+		if state, _, err := r.classify(ctx, key, got); err != nil || state != secretCurrent {
+			t.Errorf("the Secret from its record classifies as %v, %v", state, err)
+		}
+	})
+
+	tampered := func(change func(*corev1.Secret)) *corev1.Secret {
+		s := decoded(t, written)
+		change(s)
+		return s
+	}
+	for name, secret := range map[string]*corev1.Secret{
+		"a credential of someone's":   tampered(func(s *corev1.Secret) { s.Data[latchkeyv1.APIKeySecretKey] = []byte("lk_live_planted") }),
+		"a label of someone's":        tampered(func(s *corev1.Secret) { s.Labels["example.com/x"] = "y" }),
+		"another owner":               tampered(func(s *corev1.Secret) { s.OwnerReferences[0].UID = "other-uid" }),
+		"being deleted":               tampered(func(s *corev1.Secret) { now := metav1.Now(); s.DeletionTimestamp = &now; s.Finalizers = []string{"x"} }),
+		"an older serial":             tampered(func(s *corev1.Secret) { s.Annotations[latchkeyv1.SerialAnnotation] = "2" }),
+		"the template's label edited": tampered(func(s *corev1.Secret) { s.Labels["app"] = "billing" }),
+	} {
+		t.Run(name+": read live", func(t *testing.T) {
+			r := newReconciler(decoded(t, secret))
+			must(t, r.secrets.informer.GetIndexer().Add(record(t, secret)))
+			got, err := r.getSecret(ctx, key, false)
+			must(t, err)
+			if got == nil {
+				t.Fatal("no Secret")
+			}
+			live := sha256.Sum256(secret.Data[latchkeyv1.APIKeySecretKey])
+			if string(got.Data[latchkeyv1.APIKeySecretKey]) != string(live[:]) || !equality.Semantic.DeepEqual(got.Labels, secret.Labels) ||
+				!equality.Semantic.DeepEqual(got.OwnerReferences, secret.OwnerReferences) || got.Annotations[latchkeyv1.SerialAnnotation] != secret.Annotations[latchkeyv1.SerialAnnotation] {
+				t.Errorf("got %+v, want the live Secret in digest form", got)
+			}
+		})
+	}
+}
