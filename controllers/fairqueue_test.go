@@ -153,3 +153,34 @@ func TestFairQueueStopsHandingOutAtShutdown(t *testing.T) {
 		t.Fatal("a request handed out after the queue shut down")
 	}
 }
+
+// Once a burst has drained, the queue holds none of the memory it took: a Go map
+// keeps the memory of the most entries it ever held.
+func TestFairQueueLetsGoOfABurstOnceItDrains(t *testing.T) {
+	q := newTestFairQueue(t)
+	for i := range 10_000 {
+		q.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(-100)}, request("flood", i))
+	}
+	for q.Len() > 0 {
+		next(t, q)
+	}
+	o := q.order
+	o.mu.Lock()
+	if len(o.priority) != 0 || len(o.waiting) != 0 || o.priorityPeak != 0 || o.waitingPeak != 0 || cap(o.ready) != 0 {
+		t.Errorf("after the burst: %d priorities (peak %d), %d waiting (peak %d), a heap of capacity %d",
+			len(o.priority), o.priorityPeak, len(o.waiting), o.waitingPeak, cap(o.ready))
+	}
+	o.mu.Unlock()
+	// and serves the next requests as before.
+	q.Add(request("a", 0))
+	q.Add(request("a", 1))
+	q.Add(request("b", 0))
+	var order []string
+	for range 3 {
+		item, _ := next(t, q)
+		order = append(order, item.String())
+	}
+	if want := "[a/key-0 b/key-0 a/key-1]"; fmt.Sprint(order) != want {
+		t.Errorf("handed out %v, want %s", order, want)
+	}
+}
