@@ -8,6 +8,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -81,15 +82,20 @@ func TestCacheFormOfOtherObjectsKeepsTheirMetadata(t *testing.T) {
 func managedSecret(i int, plaintext string) *corev1.Secret {
 	yes := true
 	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "team-shared", Name: fmt.Sprintf("key-%d-apikey", i), UID: types.UID(fmt.Sprintf("s-%d", i)),
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team-shared", Name: fmt.Sprintf("key-%d-apikey", i), UID: types.UID(testUID('s', i).String()),
 			ResourceVersion: "42",
 			Labels:          map[string]string{ManagedByLabel: ManagedByValue},
 			Annotations:     map[string]string{latchkeyv1.SerialAnnotation: "1", latchkeyv1.IssuanceProofAnnotation: "proof"},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "latchkey.dev/v1alpha1", Kind: "APIKey", Name: fmt.Sprintf("key-%d", i),
-				UID: types.UID(fmt.Sprintf("u-%d", i)), Controller: &yes, BlockOwnerDeletion: &yes}}},
+				UID: types.UID(testUID('u', i).String()), Controller: &yes, BlockOwnerDeletion: &yes}}},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{latchkeyv1.APIKeySecretKey: []byte(plaintext)},
 	}
+}
+
+// testUID is a UUID made of c and i.
+func testUID(c byte, i int) uuid.UUID {
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprint(string(c), i)))
 }
 
 func record(t *testing.T, secret *corev1.Secret) *secretRecord {
@@ -102,17 +108,17 @@ func record(t *testing.T, secret *corev1.Secret) *secretRecord {
 func TestSecretRecordKeepsNamesOwnerAndShapeOnly(t *testing.T) {
 	plaintext := "lk_live_0123456789abcdef"
 	a, b := record(t, managedSecret(1, plaintext)), record(t, managedSecret(2, plaintext))
-	want := secretRecord{namespace: "team-shared", name: "key-1-apikey", uid: "s-1", resourceVersion: "42",
-		controller: &secretController{apiVersion: "latchkey.dev/v1alpha1", kind: "APIKey", name: "key-1", uid: "u-1"},
+	want := secretRecord{namespace: "team-shared", name: "key-1-apikey", uid: testUID('s', 1), resourceVersion: "42",
+		controller: secretController{apiVersion: "latchkey.dev/v1alpha1", kind: "APIKey", name: "key-1", uid: testUID('u', 1)},
 		shape:      secretShape(digestSecret(managedSecret(1, plaintext)))}
 	if !reflect.DeepEqual(*a, want) {
-		t.Errorf("record = %+v %+v\nwant %+v %+v", *a, a.controller, want, want.controller)
+		t.Errorf("record = %+v\nwant %+v", *a, want)
 	}
 	if !sameMemory(a.namespace, b.namespace) || !sameMemory(a.controller.kind, b.controller.kind) ||
 		!sameMemory(a.controller.apiVersion, b.controller.apiVersion) {
 		t.Error("two records of one namespace hold their namespace and owner kind each in its own copy")
 	}
-	if dump := fmt.Sprintf("%+v %+v", *a, a.controller); strings.Contains(dump, plaintext) || strings.Contains(dump, "proof") {
+	if dump := fmt.Sprintf("%+v", *a); strings.Contains(dump, plaintext) || strings.Contains(dump, "proof") {
 		t.Errorf("the record holds more than names: %s", dump)
 	}
 	// Whatever a tenant puts in a Secret labelled as ours, the record is as small.
@@ -121,7 +127,7 @@ func TestSecretRecordKeepsNamesOwnerAndShapeOnly(t *testing.T) {
 		ballast.Annotations[fmt.Sprintf("example.com/padding-%d", i)] = strings.Repeat("y", 1<<10)
 		ballast.Finalizers = append(ballast.Finalizers, fmt.Sprintf("example.com/hold-%d", i))
 	}
-	if r := record(t, ballast); len(fmt.Sprintf("%+v %+v", *r, r.controller)) > 512 {
+	if r := record(t, ballast); len(fmt.Sprintf("%+v", *r)) > 512 {
 		t.Errorf("a record of a large Secret: %d characters", len(fmt.Sprintf("%+v", *r)))
 	}
 	deleting := managedSecret(4, plaintext)
@@ -132,8 +138,16 @@ func TestSecretRecordKeepsNamesOwnerAndShapeOnly(t *testing.T) {
 	}
 	orphan := managedSecret(5, plaintext)
 	orphan.OwnerReferences[0].Controller = nil
-	if record(t, orphan).controller != nil {
+	if record(t, orphan).controller != (secretController{}) {
 		t.Error("an owner that is not the controller is recorded as one")
+	}
+	strange := managedSecret(6, plaintext)
+	strange.OwnerReferences[0].UID = "not-a-uuid"
+	if r := record(t, strange); !r.opaque || r.controlledBy(&metav1.ObjectMeta{UID: "not-a-uuid"}) {
+		t.Error("a controller whose UID is not a UUID is taken for the owner of that UID")
+	}
+	if !a.controlledBy(&metav1.ObjectMeta{UID: types.UID(testUID('u', 1).String())}) || a.controlledBy(&metav1.ObjectMeta{UID: types.UID(testUID('u', 2).String())}) {
+		t.Error("controlledBy does not tell the controller from another object")
 	}
 	// A record or a tombstone passes as it is (the informer never transforms twice, but may hand one back).
 	if again, err := secretRecordTransform(a); err != nil || again != any(a) {

@@ -19,5 +19,5 @@ func CachedSecret(ctx context.Context, c cache.Cache, key types.NamespacedName) 
 	if record == nil {
 		return "", nil
 	}
-	return fmt.Sprintf("%+v %+v", *record, record.controller), nil
+	return fmt.Sprintf("%+v", *record), nil
 }

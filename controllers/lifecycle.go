@@ -264,7 +264,7 @@ func (r *CredentialReconciler[T]) getSecret(ctx context.Context, obj T, confirmM
 // shape, controlled by obj and not being deleted. Otherwise nil.
 func (r *CredentialReconciler[T]) secretAsWritten(ctx context.Context, obj T, record *secretRecord) (*corev1.Secret, error) {
 	credentials := obj.CredentialStatus().Credentials
-	if record.deleting || record.controller == nil || record.controller.uid != obj.GetUID() || len(credentials) == 0 {
+	if record.deleting || !record.controlledBy(obj) || len(credentials) == 0 {
 		return nil, nil
 	}
 	current := credentials[0]
@@ -273,7 +273,7 @@ func (r *CredentialReconciler[T]) secretAsWritten(ctx context.Context, obj T, re
 		return nil, nil
 	}
 	shell := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: record.namespace, Name: record.name,
-		UID: record.uid, ResourceVersion: record.resourceVersion}}
+		UID: types.UID(record.uid.String()), ResourceVersion: record.resourceVersion}}
 	secret, err := r.desiredSecret(ctx, obj, shell, r.digestData(obj, digest[:]), current.Serial, current.Hash)
 	if err != nil || secretShape(secret) != record.shape {
 		return nil, err

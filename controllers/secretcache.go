@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -72,12 +73,14 @@ func CacheByObject(jwksConfigMap ...client.ObjectKey) map[client.Object]cache.By
 // the informer's store holds it: a cached client's Get of a Secret fails (the
 // cache holds another type), so that nothing reads a Secret as if the cache had it.
 type secretRecord struct {
-	namespace, name string
-	uid             types.UID
-	resourceVersion string
-	deleting        bool // it has a deletionTimestamp
-	// controller is the Secret's controller reference, if any.
-	controller *secretController
+	namespace, name, resourceVersion string
+	uid                              uuid.UUID
+	deleting                         bool // it has a deletionTimestamp
+	// opaque: a UID of the Secret or its controller is not a UUID (never so from
+	// the API server); such a record vouches for nothing (secretAsWritten).
+	opaque bool
+	// controller is the Secret's controller reference; its kind is "" without one.
+	controller secretController
 	// shape is secretShape of the Secret in digest form.
 	shape [sha256.Size]byte
 }
@@ -85,12 +88,12 @@ type secretRecord struct {
 // secretController is a Secret's controller reference, as a secretRecord keeps it.
 type secretController struct {
 	apiVersion, kind, name string
-	uid                    types.UID
+	uid                    uuid.UUID
 }
 
 // GetObjectMeta names the record for the informer's store and its namespace index.
 func (r *secretRecord) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Namespace: r.namespace, Name: r.name, UID: r.uid, ResourceVersion: r.resourceVersion}
+	return &metav1.ObjectMeta{Namespace: r.namespace, Name: r.name, ResourceVersion: r.resourceVersion}
 }
 
 // GetObjectKind and DeepCopyObject make a record a runtime.Object, as the
@@ -101,26 +104,37 @@ func (r *secretRecord) DeepCopyObject() runtime.Object {
 	return &c
 }
 
-// secretRecordTransform makes the cache's record of a Secret.
+// secretRecordTransform makes the cache's record of a Secret. UIDs are kept as
+// the 16 bytes they spell rather than as 36 characters.
 func secretRecordTransform(obj any) (any, error) {
 	secret, ok := obj.(*corev1.Secret)
 	if !ok {
 		return obj, nil // a record already, or a tombstone
 	}
 	digestSecret(secret)
+	uid, err := uuid.Parse(string(secret.UID))
 	record := &secretRecord{
 		namespace:       interned.of(secret.Namespace),
 		name:            secret.Name,
-		uid:             secret.UID,
 		resourceVersion: secret.ResourceVersion,
+		uid:             uid,
 		deleting:        secret.DeletionTimestamp != nil,
+		opaque:          err != nil,
 		shape:           secretShape(secret),
 	}
 	if owner := metav1.GetControllerOfNoCopy(secret); owner != nil {
-		record.controller = &secretController{apiVersion: interned.of(owner.APIVersion), kind: interned.of(owner.Kind),
-			name: owner.Name, uid: owner.UID}
+		ownerUID, err := uuid.Parse(string(owner.UID))
+		record.opaque = record.opaque || err != nil
+		record.controller = secretController{apiVersion: interned.of(owner.APIVersion), kind: interned.of(owner.Kind),
+			name: owner.Name, uid: ownerUID}
 	}
 	return record, nil
+}
+
+// controlledBy reports whether obj is the Secret's controller, by UID.
+func (r *secretRecord) controlledBy(obj metav1.Object) bool {
+	uid, err := uuid.Parse(string(obj.GetUID()))
+	return r.controller.kind != "" && !r.opaque && err == nil && uid == r.controller.uid
 }
 
 // secretShape is a SHA-256 of everything of a digest-form Secret the lifecycle
@@ -226,7 +240,7 @@ func recordOf(obj any) *secretRecord {
 func (s secretRecords) changesOf(gk schema.GroupKind) source.Source {
 	return source.Func(func(_ context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
 		enqueue := func(record *secretRecord) {
-			if record == nil || record.controller == nil || record.controller.kind != gk.Kind {
+			if record == nil || record.controller.kind != gk.Kind {
 				return
 			}
 			if gv, err := schema.ParseGroupVersion(record.controller.apiVersion); err != nil || gv.Group != gk.Group {

@@ -33,7 +33,7 @@ func TestAnIssuedCredentialsSecretIsTakenFromItsRecordOnlyWhenItIsAsWritten(t *t
 	must(t, err)
 
 	plaintext := "lk_live_0123456789abcdef0123456789abcdef"
-	key := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "crm", UID: "key-uid", Generation: 1},
+	key := &latchkeyv1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "crm", UID: "6f1d3c9e-2b1a-4c5d-8e7f-0a1b2c3d4e5f", Generation: 1},
 		Spec: latchkeyv1.APIKeySpec{Prefix: "lk", Environment: "live",
 			CredentialSpec: latchkeyv1.CredentialSpec{SecretTemplate: &latchkeyv1.SecretTemplate{Labels: map[string]string{"app": "crm"}}}}}
 	key.Status.Serial = 3
@@ -51,7 +51,7 @@ func TestAnIssuedCredentialsSecretIsTakenFromItsRecordOnlyWhenItIsAsWritten(t *t
 	written, err := newReconciler().desiredSecret(ctx, key, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: key.SecretName()}},
 		newReconciler().data(key, []byte(plaintext)), 3, credential.Hash(plaintext))
 	must(t, err)
-	written.UID, written.ResourceVersion = "secret-uid", "17"
+	written.UID, written.ResourceVersion = "1e2d3c4b-5a69-4788-9aab-bccddeeff001", "17"
 
 	t.Run("as written: from the record", func(t *testing.T) {
 		r := newReconciler() // the API server has no such Secret: a live read would find none
@@ -75,7 +75,7 @@ func TestAnIssuedCredentialsSecretIsTakenFromItsRecordOnlyWhenItIsAsWritten(t *t
 	for name, secret := range map[string]*corev1.Secret{
 		"a credential of someone's":   tampered(func(s *corev1.Secret) { s.Data[latchkeyv1.APIKeySecretKey] = []byte("lk_live_planted") }),
 		"a label of someone's":        tampered(func(s *corev1.Secret) { s.Labels["example.com/x"] = "y" }),
-		"another owner":               tampered(func(s *corev1.Secret) { s.OwnerReferences[0].UID = "other-uid" }),
+		"another owner":               tampered(func(s *corev1.Secret) { s.OwnerReferences[0].UID = "0f1d3c9e-2b1a-4c5d-8e7f-0a1b2c3d4e5f" }),
 		"being deleted":               tampered(func(s *corev1.Secret) { now := metav1.Now(); s.DeletionTimestamp = &now; s.Finalizers = []string{"x"} }),
 		"an older serial":             tampered(func(s *corev1.Secret) { s.Annotations[latchkeyv1.SerialAnnotation] = "2" }),
 		"the template's label edited": tampered(func(s *corev1.Secret) { s.Labels["app"] = "billing" }),
