@@ -284,6 +284,22 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 			Data: many,
 		})).To(Succeed())
 
+		// Owner references of any length: the API server checks only that they are
+		// there. A finalizer keeps them while the garbage collector deletes them
+		// (their owners do not exist).
+		for name, owner := range map[string]metav1.OwnerReference{
+			"giant-kind": {APIVersion: "latchkey.dev/v1alpha1", Kind: strings.Repeat("K", 200<<10), Name: "victim", UID: "1e2d3c4b-5a69-4788-9aab-bccddeeff001", Controller: ptr.To(true)},
+			"giant-name": {APIVersion: latchkeyv1.GroupVersion.String(), Kind: "APIKey", Name: strings.Repeat("n", 200<<10), UID: "1e2d3c4b-5a69-4788-9aab-bccddeeff002", Controller: ptr.To(true)},
+		} {
+			Expect(attacker.Client.Create(ctx, &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: name, OwnerReferences: []metav1.OwnerReference{owner},
+					Labels: map[string]string{controllers.ManagedByLabel: controllers.ManagedByValue}, Finalizers: []string{"example.com/hold"}},
+			})).To(Succeed())
+			DeferCleanup(func() {
+				Expect(k8s.Patch(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: attacker.Namespace, Name: name}},
+					client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))).To(Succeed())
+			})
+		}
 		cached := func(name string) func(g Gomega) string {
 			return func(g Gomega) string {
 				record, err := controllers.CachedSecret(ctx, managerCache, types.NamespacedName{Namespace: attacker.Namespace, Name: name})
@@ -292,7 +308,7 @@ var _ = Describe("A tenant with edit rights in its own namespace", func() {
 				return record
 			}
 		}
-		for _, name := range []string{"ballast-0", "ballast-1", "ballast-2", "confetti", "finalized"} {
+		for _, name := range []string{"ballast-0", "ballast-1", "ballast-2", "confetti", "finalized", "giant-kind", "giant-name"} {
 			Eventually(func(g Gomega) int { return len(cached(name)(g)) }).Should(BeNumerically("<", 1<<10),
 				"the manager caches a record of %s, of bounded size", name)
 		}

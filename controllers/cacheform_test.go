@@ -109,13 +109,12 @@ func TestSecretRecordKeepsNamesOwnerAndShapeOnly(t *testing.T) {
 	plaintext := "lk_live_0123456789abcdef"
 	a, b := record(t, managedSecret(1, plaintext)), record(t, managedSecret(2, plaintext))
 	want := secretRecord{namespace: "team-shared", name: "key-1-apikey", uid: testUID('s', 1), resourceVersion: "42",
-		controller: secretController{apiVersion: "latchkey.dev/v1alpha1", kind: "APIKey", name: "key-1", uid: testUID('u', 1)},
+		controller: secretController{kind: "APIKey", name: "key-1", uid: testUID('u', 1)},
 		shape:      secretShape(digestSecret(managedSecret(1, plaintext)))}
 	if !reflect.DeepEqual(*a, want) {
 		t.Errorf("record = %+v\nwant %+v", *a, want)
 	}
-	if !sameMemory(a.namespace, b.namespace) || !sameMemory(a.controller.kind, b.controller.kind) ||
-		!sameMemory(a.controller.apiVersion, b.controller.apiVersion) {
+	if !sameMemory(a.namespace, b.namespace) || !sameMemory(a.controller.kind, b.controller.kind) {
 		t.Error("two records of one namespace hold their namespace and owner kind each in its own copy")
 	}
 	if dump := fmt.Sprintf("%+v", *a); strings.Contains(dump, plaintext) || strings.Contains(dump, "proof") {
@@ -140,6 +139,33 @@ func TestSecretRecordKeepsNamesOwnerAndShapeOnly(t *testing.T) {
 	orphan.OwnerReferences[0].Controller = nil
 	if record(t, orphan).controller != (secretController{}) {
 		t.Error("an owner that is not the controller is recorded as one")
+	}
+	// Of a controller reference, a record keeps only one to an APIKey or an
+	// OAuthClient, by a name no longer than a valid one: a tenant can write any.
+	for name, change := range map[string]func(*metav1.OwnerReference){
+		"another kind":    func(o *metav1.OwnerReference) { o.Kind = "Deployment" },
+		"another group":   func(o *metav1.OwnerReference) { o.APIVersion = "example.com/v1" },
+		"a long name":     func(o *metav1.OwnerReference) { o.Name = strings.Repeat("n", 254) },
+		"a long kind":     func(o *metav1.OwnerReference) { o.Kind = strings.Repeat("K", 1<<20) },
+		"an upper UID":    func(o *metav1.OwnerReference) { o.UID = types.UID(strings.ToUpper(string(o.UID))) },
+		"a braced UID":    func(o *metav1.OwnerReference) { o.UID = "{" + o.UID + "}" },
+		"an unhyphenated": func(o *metav1.OwnerReference) { o.UID = types.UID(strings.ReplaceAll(string(o.UID), "-", "")) },
+	} {
+		secret := managedSecret(7, plaintext)
+		change(&secret.OwnerReferences[0])
+		r := record(t, secret)
+		if r.controlledBy(&metav1.ObjectMeta{UID: types.UID(testUID('u', 7).String())}) {
+			t.Errorf("%s: the record vouches for the owner", name)
+		}
+		if dump := fmt.Sprintf("%+v", *r); len(dump) > 512 {
+			t.Errorf("%s: a record of %d characters", name, len(dump))
+		}
+	}
+	// Another version of our group is ours (controlledBy is by UID, as metav1.IsControlledBy), and costs nothing.
+	versioned := managedSecret(8, plaintext)
+	versioned.OwnerReferences[0].APIVersion = "latchkey.dev/" + strings.Repeat("v", 1<<20)
+	if r := record(t, versioned); !r.controlledBy(&metav1.ObjectMeta{UID: types.UID(testUID('u', 8).String())}) || len(fmt.Sprintf("%+v", *r)) > 512 {
+		t.Errorf("a controller of another version of the group: %.512s", fmt.Sprintf("%+v", *r))
 	}
 	strange := managedSecret(6, plaintext)
 	strange.OwnerReferences[0].UID = "not-a-uuid"

@@ -108,8 +108,8 @@ type CredentialReconciler[T CredentialObject] struct {
 	// nil leaves the condition out.
 	Catalogue *ScopeCatalogue
 
-	// secrets is the cache's record of the Secrets we labelled (SetupWithManager).
-	secrets secretRecords
+	// secrets looks up the cache's records of the Secrets we labelled (SetupWithManager).
+	secrets *secretRecords
 }
 
 // observed is the state of the world one reconcile acts on.
@@ -226,11 +226,13 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 }
 
 // getSecret returns the Secret by name, in digest form. The cache holds a record of
-// each Secret we labelled (secretRecord): when it says the Secret is exactly as
-// the lifecycle would write it now, that is the Secret (secretAsWritten), and
-// nothing is read; otherwise the Secret is read live. A miss in the cache may be
-// someone else's Secret, or one we created a moment ago that the cache has not
-// seen yet; with confirmMiss it is confirmed against the API server.
+// each Secret we labelled (secretRecord). When it says the Secret is exactly as the
+// lifecycle would write it now, that is the Secret (secretAsWritten) and nothing is
+// read; when it says obj does not control it, its stub says so. Otherwise the
+// Secret is read live: one changed by someone, or one that keeps what the
+// lifecycle never removes (a label dropped from spec.secretTemplate). A miss in the
+// cache may be someone else's Secret, or one we created a moment ago that the
+// cache has not seen yet; with confirmMiss it is confirmed against the API server.
 //
 // Without it (an object that has never been issued a credential) the miss is
 // taken at its word: creating the Secret then either works or fails with
@@ -243,7 +245,10 @@ func (r *CredentialReconciler[T]) getSecret(ctx context.Context, obj T, confirmM
 	if record == nil && !confirmMiss {
 		return nil, nil
 	}
-	if record != nil {
+	if record != nil && !record.opaque {
+		if !record.controlledBy(obj) {
+			return record.stub(), nil // someone else's: all that matters is that (SecretConflict)
+		}
 		if secret, err := r.secretAsWritten(ctx, obj, record); secret != nil || err != nil {
 			return secret, err
 		}
@@ -260,11 +265,11 @@ func (r *CredentialReconciler[T]) getSecret(ctx context.Context, obj T, confirmM
 }
 
 // secretAsWritten returns, in digest form, the Secret the lifecycle would write for
-// obj's current credential, if record says that is the Secret as it is: same
-// shape, controlled by obj and not being deleted. Otherwise nil.
+// obj's current credential, if record (of a Secret obj controls) says that is the
+// Secret as it is: same shape, and not being deleted. Otherwise nil.
 func (r *CredentialReconciler[T]) secretAsWritten(ctx context.Context, obj T, record *secretRecord) (*corev1.Secret, error) {
 	credentials := obj.CredentialStatus().Credentials
-	if record.deleting || !record.controlledBy(obj) || len(credentials) == 0 {
+	if record.deleting || len(credentials) == 0 {
 		return nil, nil
 	}
 	current := credentials[0]

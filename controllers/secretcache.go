@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
@@ -16,12 +17,15 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 )
 
 // The manager watches the Secrets labelled managed-by=latchkey, and any tenant can
@@ -79,7 +83,8 @@ type secretRecord struct {
 	// opaque: a UID of the Secret or its controller is not a UUID (never so from
 	// the API server); such a record vouches for nothing (secretAsWritten).
 	opaque bool
-	// controller is the Secret's controller reference; its kind is "" without one.
+	// controller is the Secret's controller reference if it names an APIKey or
+	// an OAuthClient; its kind is "" otherwise.
 	controller secretController
 	// shape is secretShape of the Secret in digest form.
 	shape [sha256.Size]byte
@@ -87,8 +92,8 @@ type secretRecord struct {
 
 // secretController is a Secret's controller reference, as a secretRecord keeps it.
 type secretController struct {
-	apiVersion, kind, name string
-	uid                    uuid.UUID
+	kind, name string
+	uid        uuid.UUID
 }
 
 // GetObjectMeta names the record for the informer's store and its namespace index.
@@ -112,29 +117,76 @@ func secretRecordTransform(obj any) (any, error) {
 		return obj, nil // a record already, or a tombstone
 	}
 	digestSecret(secret)
-	uid, err := uuid.Parse(string(secret.UID))
+	uid, ok := parseUID(secret.UID)
 	record := &secretRecord{
 		namespace:       interned.of(secret.Namespace),
 		name:            secret.Name,
 		resourceVersion: secret.ResourceVersion,
 		uid:             uid,
 		deleting:        secret.DeletionTimestamp != nil,
-		opaque:          err != nil,
+		opaque:          !ok,
 		shape:           secretShape(secret),
 	}
 	if owner := metav1.GetControllerOfNoCopy(secret); owner != nil {
-		ownerUID, err := uuid.Parse(string(owner.UID))
-		record.opaque = record.opaque || err != nil
-		record.controller = secretController{apiVersion: interned.of(owner.APIVersion), kind: interned.of(owner.Kind),
-			name: owner.Name, uid: ownerUID}
+		record.controller, ok = controllerOf(owner)
+		record.opaque = record.opaque || !ok
 	}
 	return record, nil
 }
 
+// controllerOf is owner as a record keeps it: only an APIKey or an OAuthClient
+// (any other controller is none of the manager's business), by its kind's own
+// string and a name no longer than a valid one. A tenant can write any owner
+// reference, of any length, on a Secret it labels.
+func controllerOf(owner *metav1.OwnerReference) (secretController, bool) {
+	gv, err := schema.ParseGroupVersion(owner.APIVersion)
+	if err != nil || gv.Group != latchkeyv1.GroupVersion.Group || len(owner.Name) > validation.DNS1123SubdomainMaxLength {
+		return secretController{}, true
+	}
+	var kind string
+	switch owner.Kind {
+	case "APIKey":
+		kind = "APIKey"
+	case "OAuthClient":
+		kind = "OAuthClient"
+	default:
+		return secretController{}, true
+	}
+	uid, ok := parseUID(owner.UID)
+	return secretController{kind: kind, name: owner.Name, uid: uid}, ok
+}
+
+// parseUID reads a UID as the API server writes it (a UUID, lower case with
+// hyphens), and only so: another spelling of the same bytes is another UID.
+func parseUID(uid types.UID) (uuid.UUID, bool) {
+	u, err := uuid.Parse(string(uid))
+	return u, err == nil && u.String() == string(uid)
+}
+
+// controllerKind is the kind of the Secret's controller: "" for none, or a record of nothing.
+func (r *secretRecord) controllerKind() string {
+	if r == nil {
+		return ""
+	}
+	return r.controller.kind
+}
+
 // controlledBy reports whether obj is the Secret's controller, by UID.
 func (r *secretRecord) controlledBy(obj metav1.Object) bool {
-	uid, err := uuid.Parse(string(obj.GetUID()))
-	return r.controller.kind != "" && !r.opaque && err == nil && uid == r.controller.uid
+	uid, ok := parseUID(obj.GetUID())
+	return r.controller.kind != "" && !r.opaque && ok && uid == r.controller.uid
+}
+
+// stub is the Secret as far as its record tells: its names and its controller
+// reference, enough to tell that it is not obj's (SecretConflict) without reading it.
+func (r *secretRecord) stub() *corev1.Secret {
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.namespace, Name: r.name,
+		UID: types.UID(r.uid.String()), ResourceVersion: r.resourceVersion}}
+	if r.controller.kind != "" {
+		secret.OwnerReferences = []metav1.OwnerReference{{APIVersion: latchkeyv1.GroupVersion.String(), Kind: r.controller.kind,
+			Name: r.controller.name, UID: types.UID(r.controller.uid.String()), Controller: new(bool(true))}}
+	}
+	return secret
 }
 
 // secretShape is a SHA-256 of everything of a digest-form Secret the lifecycle
@@ -195,32 +247,70 @@ func secretShape(secret *corev1.Secret) [sha256.Size]byte {
 	return sum
 }
 
-// secretRecords reads the manager's cache of Secret records.
+// secretRecords looks the manager's Secret records up by name, and hands their
+// changes to the credential controllers. One event handler on the cache's Secret
+// informer does both, in that order, so that a reconcile a change enqueues finds
+// the change's record (with --namespaces that informer is one per namespace
+// behind one interface, with no store to read). It shares the records and their
+// names with the informer's store.
 type secretRecords struct {
-	informer toolscache.SharedIndexInformer
+	informer cache.Informer
+	// handler tells when the lookup holds every record of the informer's initial list.
+	handler toolscache.ResourceEventHandlerRegistration
+	mu      sync.RWMutex
+	byName  map[types.NamespacedName]*secretRecord
+	// queues are the started credential controllers' queues, by the kind they reconcile.
+	queues map[string]workqueue.TypedRateLimitingInterface[reconcile.Request]
 }
 
-// secretRecordsOf is the manager's cache of Secret records (CacheByObject).
-func secretRecordsOf(ctx context.Context, c cache.Cache) (secretRecords, error) {
+// newSecretRecords looks up the records of the manager's cache c (CacheByObject).
+func newSecretRecords(ctx context.Context, c cache.Cache) (*secretRecords, error) {
 	informer, err := c.GetInformer(ctx, &corev1.Secret{})
 	if err != nil {
-		return secretRecords{}, err
+		return nil, err
 	}
-	shared, ok := informer.(toolscache.SharedIndexInformer)
-	if !ok {
-		return secretRecords{}, fmt.Errorf("the Secret informer is a %T, not a SharedIndexInformer", informer)
+	s := &secretRecords{informer: informer, byName: map[types.NamespacedName]*secretRecord{},
+		queues: map[string]workqueue.TypedRateLimitingInterface[reconcile.Request]{}}
+	s.handler, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { s.update(nil, recordOf(obj)) },
+		UpdateFunc: func(old, obj any) {
+			s.update(recordOf(old), recordOf(obj))
+		},
+		DeleteFunc: func(obj any) { s.update(recordOf(obj), nil) },
+	})
+	return s, err
+}
+
+// update records a Secret's change from before to after (nil: created, or deleted),
+// then enqueues the credentials that control it, before and after. Creations enqueue
+// nothing: the manager is the one creating the Secrets it controls (one someone
+// else creates under the same name is found when its owner is next reconciled, as
+// its creation cannot be told apart from ours). Nor does a resync, which changes
+// nothing (the controllers' own objects resync).
+func (s *secretRecords) update(before, after *secretRecord) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case after != nil:
+		s.byName[types.NamespacedName{Namespace: after.namespace, Name: after.name}] = after
+	case before != nil:
+		delete(s.byName, types.NamespacedName{Namespace: before.namespace, Name: before.name})
 	}
-	return secretRecords{informer: shared}, nil
+	if before == nil || (after != nil && before.resourceVersion == after.resourceVersion) {
+		return
+	}
+	for _, record := range []*secretRecord{before, after} { // the owner a changed controller reference leaves, too
+		if queue := s.queues[record.controllerKind()]; queue != nil {
+			queue.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: record.namespace, Name: record.controller.name}})
+		}
+	}
 }
 
 // get returns the record of the Secret named key, or nil.
-func (s secretRecords) get(key types.NamespacedName) *secretRecord {
-	obj, exists, err := s.informer.GetIndexer().GetByKey(key.Namespace + "/" + key.Name)
-	if err != nil || !exists {
-		return nil
-	}
-	record, _ := obj.(*secretRecord)
-	return record
+func (s *secretRecords) get(key types.NamespacedName) *secretRecord {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.byName[key]
 }
 
 // recordOf is the record an informer event carries, out of a tombstone if need be.
@@ -232,32 +322,34 @@ func recordOf(obj any) *secretRecord {
 	return record
 }
 
-// changesOf is the source of a credential controller's Secret events: a Secret
-// changed or deleted enqueues the object of kind gk that controls it, before and
-// after the change. Creations do not: the manager is the one creating the Secrets
-// it controls (one someone else creates under the same name is found when its
-// owner is next reconciled, as its creation cannot be told apart from ours).
-func (s secretRecords) changesOf(gk schema.GroupKind) source.Source {
-	return source.Func(func(_ context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
-		enqueue := func(record *secretRecord) {
-			if record == nil || record.controller.kind != gk.Kind {
-				return
-			}
-			if gv, err := schema.ParseGroupVersion(record.controller.apiVersion); err != nil || gv.Group != gk.Group {
-				return
-			}
-			queue.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: record.namespace, Name: record.controller.name}})
-		}
-		_, err := s.informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			UpdateFunc: func(old, updated any) {
-				enqueue(recordOf(old)) // the owner a changed controller reference leaves, too (the queue keeps one of each)
-				enqueue(recordOf(updated))
-			},
-			DeleteFunc: func(obj any) { enqueue(recordOf(obj)) },
-		})
-		return err
-	})
+// changesOf is the source of a credential controller's Secret events (update):
+// the changes of the Secrets that objects of kind control. The controller starts
+// once the lookup holds the initial list (WaitForSync), so that no reconcile reads
+// live a Secret the cache has.
+func (s *secretRecords) changesOf(kind string) source.SyncingSource {
+	return secretChanges{records: s, kind: kind}
 }
+
+type secretChanges struct {
+	records *secretRecords
+	kind    string
+}
+
+func (c secretChanges) Start(_ context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	c.records.mu.Lock()
+	defer c.records.mu.Unlock()
+	c.records.queues[c.kind] = queue
+	return nil
+}
+
+func (c secretChanges) WaitForSync(ctx context.Context) error {
+	if !toolscache.WaitForCacheSync(ctx.Done(), c.records.handler.HasSynced) {
+		return fmt.Errorf("the manager's Secret records did not sync: %w", ctx.Err())
+	}
+	return nil
+}
+
+func (c secretChanges) String() string { return "Secret records of " + c.kind + "s" }
 
 // digestSecret turns secret, in place, into the form the lifecycle works on.
 func digestSecret(secret *corev1.Secret) *corev1.Secret {

@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -45,7 +45,7 @@ func TestAnIssuedCredentialsSecretIsTakenFromItsRecordOnlyWhenItIsAsWritten(t *t
 			Client:    fake.NewClientBuilder().WithScheme(scheme).Build(),
 			APIReader: fake.NewClientBuilder().WithScheme(scheme).WithObjects(live...).Build(),
 			Kind:      APIKeyKind{}, Keys: &IssuanceKeySource{key: proofKey},
-			secrets: secretRecords{informer: toolscache.NewSharedIndexInformer(&toolscache.ListWatch{}, &corev1.Secret{}, 0, toolscache.Indexers{})},
+			secrets: &secretRecords{byName: map[types.NamespacedName]*secretRecord{}},
 		}
 	}
 	written, err := newReconciler().desiredSecret(ctx, key, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: key.SecretName()}},
@@ -55,7 +55,7 @@ func TestAnIssuedCredentialsSecretIsTakenFromItsRecordOnlyWhenItIsAsWritten(t *t
 
 	t.Run("as written: from the record", func(t *testing.T) {
 		r := newReconciler() // the API server has no such Secret: a live read would find none
-		must(t, r.secrets.informer.GetIndexer().Add(record(t, written)))
+		r.secrets.byName[client.ObjectKeyFromObject(written)] = record(t, written)
 		got, err := r.getSecret(ctx, key, true)
 		must(t, err)
 		want := digestSecret(decoded(t, written))
@@ -67,6 +67,18 @@ func TestAnIssuedCredentialsSecretIsTakenFromItsRecordOnlyWhenItIsAsWritten(t *t
 		}
 	})
 
+	t.Run("another's: its stub, from the record", func(t *testing.T) {
+		r := newReconciler() // nothing to read live
+		another := decoded(t, written)
+		another.OwnerReferences[0].UID = "0f1d3c9e-2b1a-4c5d-8e7f-0a1b2c3d4e5f"
+		r.secrets.byName[client.ObjectKeyFromObject(another)] = record(t, another)
+		got, err := r.getSecret(ctx, key, true)
+		must(t, err)
+		if got == nil || metav1.IsControlledBy(got, key) || got.Name != written.Name {
+			t.Errorf("got %+v, want a Secret of that name that the key does not control", got)
+		}
+	})
+
 	tampered := func(change func(*corev1.Secret)) *corev1.Secret {
 		s := decoded(t, written)
 		change(s)
@@ -75,14 +87,13 @@ func TestAnIssuedCredentialsSecretIsTakenFromItsRecordOnlyWhenItIsAsWritten(t *t
 	for name, secret := range map[string]*corev1.Secret{
 		"a credential of someone's":   tampered(func(s *corev1.Secret) { s.Data[latchkeyv1.APIKeySecretKey] = []byte("lk_live_planted") }),
 		"a label of someone's":        tampered(func(s *corev1.Secret) { s.Labels["example.com/x"] = "y" }),
-		"another owner":               tampered(func(s *corev1.Secret) { s.OwnerReferences[0].UID = "0f1d3c9e-2b1a-4c5d-8e7f-0a1b2c3d4e5f" }),
 		"being deleted":               tampered(func(s *corev1.Secret) { now := metav1.Now(); s.DeletionTimestamp = &now; s.Finalizers = []string{"x"} }),
 		"an older serial":             tampered(func(s *corev1.Secret) { s.Annotations[latchkeyv1.SerialAnnotation] = "2" }),
 		"the template's label edited": tampered(func(s *corev1.Secret) { s.Labels["app"] = "billing" }),
 	} {
 		t.Run(name+": read live", func(t *testing.T) {
 			r := newReconciler(decoded(t, secret))
-			must(t, r.secrets.informer.GetIndexer().Add(record(t, secret)))
+			r.secrets.byName[client.ObjectKeyFromObject(secret)] = record(t, secret)
 			got, err := r.getSecret(ctx, key, false)
 			must(t, err)
 			if got == nil {

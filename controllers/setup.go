@@ -34,11 +34,13 @@ import (
 // With a Catalogue, it also watches APIs: an API edit rechecks the ScopesKnown
 // condition of the credentials it concerns (scopeWatch).
 func (r *CredentialReconciler[T]) SetupWithManager(mgr ctrl.Manager, name string, options controller.Options) error {
-	secrets, err := secretRecordsOf(context.Background(), mgr.GetCache())
-	if err != nil {
-		return fmt.Errorf("the Secret cache: %w", err)
+	if r.secrets == nil { // SetupAll shares one between the credential controllers
+		secrets, err := newSecretRecords(context.Background(), mgr.GetCache())
+		if err != nil {
+			return fmt.Errorf("the Secret cache: %w", err)
+		}
+		r.secrets = secrets
 	}
-	r.secrets = secrets
 	gvk, err := apiutil.GVKForObject(r.Kind.NewObject(), mgr.GetScheme())
 	if err != nil {
 		return err
@@ -48,7 +50,7 @@ func (r *CredentialReconciler[T]) SetupWithManager(mgr ctrl.Manager, name string
 		For(r.Kind.NewObject(), builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
 			leakReported))).
-		WatchesRawSource(secrets.changesOf(gvk.GroupKind())).
+		WatchesRawSource(r.secrets.changesOf(gvk.Kind)).
 		WithOptions(options)
 	if r.Catalogue != nil {
 		if err := mgr.GetFieldIndexer().IndexField(context.Background(), r.Kind.NewObject(), ScopesField, scopesIndex(r.Kind)); err != nil {
