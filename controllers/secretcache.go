@@ -74,8 +74,10 @@ func CacheByObject(jwksConfigMap ...client.ObjectKey) map[client.Object]cache.By
 }
 
 // secretRecord is what the manager's cache keeps of a Secret it labelled. Only
-// the informer's store holds it: a cached client's Get of a Secret fails (the
-// cache holds another type), so that nothing reads a Secret as if the cache had it.
+// the informer's store and secretRecords hold it: a cached client's Get of a
+// Secret fails (the cache holds another type), so that nothing reads a Secret as
+// if the cache had it; a cached List with a label selector finds none (a record
+// shows no labels), so nothing may list Secrets through the cache either.
 type secretRecord struct {
 	namespace, name, resourceVersion string
 	uid                              uuid.UUID
