@@ -29,7 +29,7 @@ const IssuanceKeyDataKey = "issuance-key"
 // rotates it, and at worst such a credential is reissued instead of adopted.
 type IssuanceKeySource struct {
 	Client    client.Client // creates the Secret
-	APIReader client.Reader // reads it: the Secret cache holds data digests only
+	APIReader client.Reader // reads it: the Secret cache holds records, not data
 	Namespace string
 	Name      string
 	Random    io.Reader

@@ -224,22 +224,23 @@ func (r *CredentialReconciler[T]) writeSecret(ctx context.Context, obj T, existi
 		return r.updateLiveSecret(ctx, obj, value, serial, hash)
 	}
 	if value == nil {
-		// The cached copy holds the digest: patching it with the same value leaves the credential as it is.
+		// existing holds the digest: patching it with the same value leaves the credential as it is.
 		value = existing.Data[r.Kind.SecretKey()]
 	}
 	desired, err := r.desiredSecret(ctx, obj, existing.DeepCopy(), r.data(obj, value), serial, hash)
 	if err != nil {
 		return err
 	}
-	// A merge patch against the cached copy, locked to its resourceVersion: only what
-	// differs is sent, and nothing is written over a change we have not seen.
+	// A merge patch against existing (rebuilt from its record, or read live), locked to
+	// its resourceVersion: only what differs is sent, and nothing is written over a
+	// change we have not seen.
 	if err := r.Patch(ctx, desired, client.MergeFromWithOptions(existing, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("writing Secret %s: %w", existing.Name, err)
 	}
 	return nil
 }
 
-// updateLiveSecret writes a Secret whose cached copy is partial, from a live read.
+// updateLiveSecret writes a Secret whose digest form is partial (trimmed), from a full live read.
 func (r *CredentialReconciler[T]) updateLiveSecret(ctx context.Context, obj T, value []byte, serial int64, hash string) error {
 	live := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.GetNamespace(), Name: obj.SecretName()}, live); err != nil {

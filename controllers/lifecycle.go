@@ -249,8 +249,10 @@ func (r *CredentialReconciler[T]) getSecret(ctx context.Context, obj T, confirmM
 		if !record.controlledBy(obj) {
 			return record.stub(), nil // someone else's: all that matters is that (SecretConflict)
 		}
-		if secret, err := r.secretAsWritten(ctx, obj, record); secret != nil || err != nil {
-			return secret, err
+		// A record that cannot be checked (the issuance key unreadable) vouches for
+		// nothing: a revocation or an expiry waits for no key.
+		if secret, err := r.secretAsWritten(ctx, obj, record); secret != nil && err == nil {
+			return secret, nil
 		}
 	}
 	secret := &corev1.Secret{}

@@ -69,13 +69,8 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 	if err := apiReconciler.SetupWithManager(mgr, o.Controller); err != nil {
 		return fmt.Errorf("setting up the API controller: %w", err)
 	}
-	// One catalogue, fed by both credential controllers' API watches, and one
-	// lookup of the Secret records.
+	// One catalogue, fed by both credential controllers' API watches.
 	catalogue := &ScopeCatalogue{Reader: mgr.GetCache()}
-	secrets, err := newSecretRecords(context.Background(), mgr.GetCache())
-	if err != nil {
-		return fmt.Errorf("the Secret cache: %w", err)
-	}
 	apiKeys := &CredentialReconciler[*latchkeyv1.APIKey]{
 		Client:    c,
 		APIReader: mgr.GetAPIReader(),
@@ -84,7 +79,6 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 		Kind:      APIKeyKind{DefaultPrefix: o.DefaultKeyPrefix, Random: o.Random},
 		Keys:      keys,
 		Catalogue: catalogue,
-		secrets:   secrets,
 	}
 	if err := apiKeys.SetupWithManager(mgr, "apikey", o.Controller); err != nil {
 		return fmt.Errorf("setting up the APIKey controller: %w", err)
@@ -98,7 +92,6 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 			Keys: keys, Clients: mgr.GetClient()},
 		Keys:      keys,
 		Catalogue: catalogue,
-		secrets:   secrets,
 	}
 	if err := oauthClients.SetupWithManager(mgr, "oauthclient", o.Controller); err != nil {
 		return fmt.Errorf("setting up the OAuthClient controller: %w", err)

@@ -20,8 +20,11 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -29,14 +32,14 @@ import (
 )
 
 // The manager watches the Secrets labelled managed-by=latchkey, and any tenant can
-// put that label on any Secret of theirs. Its cache keeps, of each, a secretRecord
-// of fixed size rather than the Secret: what a reconcile needs to tell that the
+// put that label on any Secret of theirs. Its cache keeps, of each, a bounded
+// secretRecord rather than the Secret: what a reconcile needs to tell that the
 // Secret is exactly as the lifecycle would write it now (its shape: a SHA-256 of
 // its type, labels, annotations, owner references and the SHA-256 of each data
 // value), whom it belongs to, and the resourceVersion a write locks on. A
 // reconcile that finds its Secret so takes the Secret as it would write it
-// (secretAsWritten) and reads nothing; any other reads the Secret live, in digest
-// form. The manager thus holds no plaintext credential beyond the moment it
+// (secretAsWritten) and reads nothing, as does one whose record names another
+// controller (stub); any other reads the Secret live, in digest form. The manager thus holds no plaintext credential beyond the moment it
 // generates one, and no more per Secret than its names, whatever a tenant puts in
 // it (make bench, "Memory and the scale envelope": a typed Secret in digest form
 // cost ~1 KB more per credential).
@@ -265,8 +268,15 @@ type secretRecords struct {
 	queues map[string]workqueue.TypedRateLimitingInterface[reconcile.Request]
 }
 
-// newSecretRecords looks up the records of the manager's cache c (CacheByObject).
-func newSecretRecords(ctx context.Context, c cache.Cache) (*secretRecords, error) {
+// secretRecordsOf is the lookup of the records of the manager's cache c
+// (CacheByObject): one per cache, made on first use, so that both credential
+// controllers (and the specs that check what the manager holds) share it.
+func secretRecordsOf(ctx context.Context, c cache.Cache) (*secretRecords, error) {
+	recordsMu.Lock()
+	defer recordsMu.Unlock()
+	if s, ok := recordsOf[c]; ok {
+		return s, nil
+	}
 	informer, err := c.GetInformer(ctx, &corev1.Secret{})
 	if err != nil {
 		return nil, err
@@ -274,21 +284,30 @@ func newSecretRecords(ctx context.Context, c cache.Cache) (*secretRecords, error
 	s := &secretRecords{informer: informer, byName: map[types.NamespacedName]*secretRecord{},
 		queues: map[string]workqueue.TypedRateLimitingInterface[reconcile.Request]{}}
 	s.handler, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { s.update(nil, recordOf(obj)) },
-		UpdateFunc: func(old, obj any) {
-			s.update(recordOf(old), recordOf(obj))
-		},
+		AddFunc:    func(obj any) { s.update(nil, recordOf(obj)) },
+		UpdateFunc: func(old, obj any) { s.update(recordOf(old), recordOf(obj)) },
 		DeleteFunc: func(obj any) { s.update(recordOf(obj), nil) },
 	})
-	return s, err
+	if err != nil {
+		return nil, err
+	}
+	recordsOf[c] = s
+	return s, nil
 }
 
+var (
+	recordsMu sync.Mutex
+	recordsOf = map[cache.Cache]*secretRecords{}
+)
+
 // update records a Secret's change from before to after (nil: created, or deleted),
-// then enqueues the credentials that control it, before and after. Creations enqueue
-// nothing: the manager is the one creating the Secrets it controls (one someone
-// else creates under the same name is found when its owner is next reconciled, as
-// its creation cannot be told apart from ours). Nor does a resync, which changes
-// nothing (the controllers' own objects resync).
+// then enqueues the credentials that control it, before and after (the owner a
+// changed controller reference leaves, too). Creations enqueue nothing: the manager
+// is the one creating the Secrets it controls (one someone else creates under the
+// same name is found when its owner is next reconciled, as its creation cannot be
+// told apart from ours). A resync, which changes nothing, enqueues the owner below
+// every change, as controller-runtime's Owns does: the periodic check that each
+// credential's Secret is still as written.
 func (s *secretRecords) update(before, after *secretRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -298,12 +317,20 @@ func (s *secretRecords) update(before, after *secretRecord) {
 	case before != nil:
 		delete(s.byName, types.NamespacedName{Namespace: before.namespace, Name: before.name})
 	}
-	if before == nil || (after != nil && before.resourceVersion == after.resourceVersion) {
+	if before == nil {
 		return
 	}
-	for _, record := range []*secretRecord{before, after} { // the owner a changed controller reference leaves, too
-		if queue := s.queues[record.controllerKind()]; queue != nil {
-			queue.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: record.namespace, Name: record.controller.name}})
+	resync := after != nil && before.resourceVersion == after.resourceVersion
+	for i, record := range []*secretRecord{before, after} {
+		queue := s.queues[record.controllerKind()]
+		if queue == nil || (resync && i == 0) {
+			continue
+		}
+		request := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: record.namespace, Name: record.controller.name}}
+		if prioritized, ok := queue.(priorityqueue.PriorityQueue[reconcile.Request]); ok && resync {
+			prioritized.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(handler.LowPriority)}, request)
+		} else {
+			queue.Add(request)
 		}
 	}
 }

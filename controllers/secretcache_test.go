@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,8 +13,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/credential"
@@ -79,6 +84,19 @@ func TestAnIssuedCredentialsSecretIsTakenFromItsRecordOnlyWhenItIsAsWritten(t *t
 		}
 	})
 
+	t.Run("as written, but the issuance key unreadable: read live", func(t *testing.T) {
+		live := decoded(t, written)
+		live.Labels["example.com/read"] = "live" // only a live read has it
+		r := newReconciler(live)
+		r.Keys = &IssuanceKeySource{Client: r.Client, APIReader: r.APIReader, Namespace: "latchkey-system", Name: "issuance-key",
+			Random: failingReader{}} // no key Secret, and none can be made
+		r.secrets.byName[client.ObjectKeyFromObject(written)] = record(t, written)
+		got, err := r.getSecret(ctx, key, true)
+		if err != nil || got == nil || got.Labels["example.com/read"] != "live" {
+			t.Errorf("got %+v, %v; want the live Secret, whatever the key: a revocation waits for no key", got, err)
+		}
+	})
+
 	tampered := func(change func(*corev1.Secret)) *corev1.Secret {
 		s := decoded(t, written)
 		change(s)
@@ -105,5 +123,50 @@ func TestAnIssuedCredentialsSecretIsTakenFromItsRecordOnlyWhenItIsAsWritten(t *t
 				t.Errorf("got %+v, want the live Secret in digest form", got)
 			}
 		})
+	}
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("no randomness here") }
+
+// A Secret's change is recorded before its owners are enqueued, and enqueues the
+// owners it had before and after; its creation enqueues nothing, and a resync its
+// owner below every change.
+func TestSecretRecordsEnqueueTheOwnersOfAChange(t *testing.T) {
+	q := newTestFairQueue(t)
+	s := &secretRecords{byName: map[types.NamespacedName]*secretRecord{},
+		queues: map[string]workqueue.TypedRateLimitingInterface[reconcile.Request]{"APIKey": q}}
+	owned := func(owner, rv string) *secretRecord {
+		return &secretRecord{namespace: "team-a", name: "s", resourceVersion: rv, controller: secretController{kind: "APIKey", name: owner}}
+	}
+	drain := func() (got []string) {
+		for q.Len() > 0 {
+			item, priority := next(t, q)
+			got = append(got, fmt.Sprint(item.Name, "@", priority))
+		}
+		return got
+	}
+	v1, v2 := owned("a", "1"), owned("b", "2")
+	s.update(nil, v1)
+	if got := drain(); len(got) != 0 || s.get(types.NamespacedName{Namespace: "team-a", Name: "s"}) != v1 {
+		t.Errorf("a creation: enqueued %v, recorded %v", got, s.get(types.NamespacedName{Namespace: "team-a", Name: "s"}))
+	}
+	s.update(v1, v2)
+	if got := drain(); fmt.Sprint(got) != "[a@0 b@0]" || s.get(types.NamespacedName{Namespace: "team-a", Name: "s"}) != v2 {
+		t.Errorf("a change of owner: enqueued %v", got)
+	}
+	s.update(v2, v2)
+	if got := drain(); fmt.Sprint(got) != fmt.Sprintf("[b@%d]", handler.LowPriority) {
+		t.Errorf("a resync: enqueued %v", got)
+	}
+	s.update(v2, nil)
+	if got := drain(); fmt.Sprint(got) != "[b@0]" || s.get(types.NamespacedName{Namespace: "team-a", Name: "s"}) != nil {
+		t.Errorf("a deletion: enqueued %v", got)
+	}
+	foreign := &secretRecord{namespace: "team-a", name: "t", resourceVersion: "3"}
+	s.update(foreign, &secretRecord{namespace: "team-a", name: "t", resourceVersion: "4"})
+	if got := drain(); len(got) != 0 {
+		t.Errorf("a Secret of no credential's: enqueued %v", got)
 	}
 }

@@ -34,13 +34,11 @@ import (
 // With a Catalogue, it also watches APIs: an API edit rechecks the ScopesKnown
 // condition of the credentials it concerns (scopeWatch).
 func (r *CredentialReconciler[T]) SetupWithManager(mgr ctrl.Manager, name string, options controller.Options) error {
-	if r.secrets == nil { // SetupAll shares one between the credential controllers
-		secrets, err := newSecretRecords(context.Background(), mgr.GetCache())
-		if err != nil {
-			return fmt.Errorf("the Secret cache: %w", err)
-		}
-		r.secrets = secrets
+	secrets, err := secretRecordsOf(context.Background(), mgr.GetCache())
+	if err != nil {
+		return fmt.Errorf("the Secret cache: %w", err)
 	}
+	r.secrets = secrets
 	gvk, err := apiutil.GVKForObject(r.Kind.NewObject(), mgr.GetScheme())
 	if err != nil {
 		return err
