@@ -259,7 +259,6 @@ func secretShape(secret *corev1.Secret) [sha256.Size]byte {
 // behind one interface, with no store to read). It shares the records and their
 // names with the informer's store.
 type secretRecords struct {
-	informer cache.Informer
 	// handler tells when the lookup holds every record of the informer's initial list.
 	handler toolscache.ResourceEventHandlerRegistration
 	mu      sync.RWMutex
@@ -281,7 +280,7 @@ func secretRecordsOf(ctx context.Context, c cache.Cache) (*secretRecords, error)
 	if err != nil {
 		return nil, err
 	}
-	s := &secretRecords{informer: informer, byName: map[types.NamespacedName]*secretRecord{},
+	s := &secretRecords{byName: map[types.NamespacedName]*secretRecord{},
 		queues: map[string]workqueue.TypedRateLimitingInterface[reconcile.Request]{}}
 	s.handler, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { s.update(nil, recordOf(obj)) },
