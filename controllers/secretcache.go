@@ -39,21 +39,22 @@ import (
 // value), whom it belongs to, and the resourceVersion a write locks on. A
 // reconcile that finds its Secret so takes the Secret as it would write it
 // (secretAsWritten) and reads nothing, as does one whose record names another
-// controller (stub); any other reads the Secret live, in digest form. The manager thus holds no plaintext credential beyond the moment it
-// generates one, and no more per Secret than its names, whatever a tenant puts in
-// it (make bench, "Memory and the scale envelope": a typed Secret in digest form
-// cost ~1 KB more per credential).
+// controller (stub); any other reads the Secret live, in digest form. The manager
+// thus holds no plaintext credential beyond the moment it generates one, and no
+// more per Secret than its names, whatever a tenant puts in it (make bench,
+// "Memory and the scale envelope": a typed Secret in digest form cost ~1 KB more
+// per credential).
 //
 // The digest form of a Secret read live (digestSecret) bounds what one reconcile
 // holds: every data value is replaced by its SHA-256, and with more than
-// maxCachedDataKeys values, or labels, annotations, finalizers and owner
-// references over maxCachedMetadataBytes, the Secret is not ours in any useful
+// maxDigestDataKeys values, or labels, annotations, finalizers and owner
+// references over maxDigestMetadataBytes, the Secret is not ours in any useful
 // shape: its data and foreign metadata (all but our label and annotations and the
 // controller reference) are dropped and trimmedAnnotation marks the copy as
 // partial, so that a write to it starts from a full live read (updateLiveSecret).
 const (
-	maxCachedDataKeys      = 8
-	maxCachedMetadataBytes = 16 << 10
+	maxDigestDataKeys      = 8
+	maxDigestMetadataBytes = 16 << 10
 	// trimmedAnnotation marks a digest-form copy that lacks data or metadata. It
 	// exists only in the manager's memory, never in the API server.
 	trimmedAnnotation = "latchkey.dev/cache-trimmed"
@@ -85,8 +86,8 @@ type secretRecord struct {
 	namespace, name, resourceVersion string
 	uid                              uuid.UUID
 	deleting                         bool // it has a deletionTimestamp
-	// opaque: a UID of the Secret or its controller is not a UUID (never so from
-	// the API server); such a record vouches for nothing (secretAsWritten).
+	// opaque: a UID of the Secret or its controller is not a UUID as the API
+	// server spells one; such a record vouches for nothing (getSecret reads live).
 	opaque bool
 	// controller is the Secret's controller reference if it names an APIKey or
 	// an OAuthClient; its kind is "" otherwise.
@@ -383,8 +384,8 @@ func (c secretChanges) String() string { return "Secret records of " + c.kind + 
 func digestSecret(secret *corev1.Secret) *corev1.Secret {
 	secret.ManagedFields = nil
 	secret.StringData = nil
-	trimmed := len(secret.Data) > maxCachedDataKeys || metadataBytes(secret) > maxCachedMetadataBytes
-	if len(secret.Data) > maxCachedDataKeys {
+	trimmed := len(secret.Data) > maxDigestDataKeys || metadataBytes(secret) > maxDigestMetadataBytes
+	if len(secret.Data) > maxDigestDataKeys {
 		secret.Data = nil
 	}
 	for k, v := range secret.Data {

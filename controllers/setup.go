@@ -28,8 +28,9 @@ import (
 // someone, and a leak report the token server recorded in status.leaks
 // (leakReported). The manager's own writes do not: its status patch
 // (and the token server's lastUsedAt) leave the generation alone, and the Secret
-// it creates is already accounted for (secretRecords.changesOf). That halves the reconciles of a new object
-// (make bench, reconcile vs floor). Time-based work is requeued by the lifecycle.
+// it creates is already accounted for (secretRecords.update). That halves the
+// reconciles of a new object (make bench, reconcile vs floor). Time-based work is
+// requeued by the lifecycle.
 //
 // With a Catalogue, it also watches APIs: an API edit rechecks the ScopesKnown
 // condition of the credentials it concerns (scopeWatch).
