@@ -323,17 +323,14 @@ func canonicalHeader(name string) string {
 }
 
 // b64token is RFC 6750 §2.1's b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+// Every check reads its credential through it: one table lookup per byte.
 func b64token(s string) bool {
 	if s == "" || len(s) > 8192 {
 		return false
 	}
 	i := 0
-	for ; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
-			break
-		}
+	for i < len(s) && b64tokenByte[s[i]] {
+		i++
 	}
 	if i == 0 {
 		return false
@@ -345,6 +342,14 @@ func b64token(s string) bool {
 	}
 	return true
 }
+
+// b64tokenByte marks the bytes of a b64token before its '=' padding.
+var b64tokenByte = func() (t [256]bool) {
+	for c := range t {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~+/", byte(c)) >= 0
+	}
+	return t
+}()
 
 // cleanPath returns the path of a request target (no query), decoded, if matching
 // rules against it is safe: the upstream must see the same segments the rules

@@ -60,7 +60,7 @@ func parseAuthPath(rest, rawQuery string) (authTarget, *Decision) {
 	}
 	if len(segments) >= 3 && segments[0] == "api" {
 		namespace, name := segments[1], segments[2]
-		if len(validation.IsDNS1123Label(namespace)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+		if !dns1123Label(namespace) || !dns1123Subdomain(name) {
 			d := refusedTarget("the auth URL names no valid API (" + authPathHelp + ")")
 			return t, &d
 		}
@@ -90,6 +90,40 @@ func parseAuthPath(rest, rawQuery string) (authTarget, *Decision) {
 		}
 	}
 	return t, nil
+}
+
+// dns1123Label is validation.IsDNS1123Label without its regular expression, which
+// was a tenth of a forward-auth check's own work (make bench): a namespace's
+// grammar, [a-z0-9]([-a-z0-9]*[a-z0-9])? in at most 63 bytes.
+func dns1123Label(s string) bool {
+	if s == "" || len(s) > validation.DNS1123LabelMaxLength || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// dns1123Subdomain is validation.IsDNS1123Subdomain likewise (an API's name):
+// labels joined by '.', at most 253 bytes in all.
+func dns1123Subdomain(s string) bool {
+	if len(s) > validation.DNS1123SubdomainMaxLength {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // authPathSegments appends the '/'-separated segments of rest (none when rest is
