@@ -23,7 +23,8 @@ import (
 // from a trusted address (a proxy that carries many clients) are not bounded.
 func LimitBySource(l net.Listener, perSource, maxPending int, maxWait time.Duration, trusted func(netip.Addr) bool) net.Listener {
 	sl := &sourceListener{Listener: l, perSource: perSource, maxPending: maxPending, maxWait: maxWait, trusted: trusted,
-		open: map[string]int{}, pending: map[string][]*pendingConn{}, ready: make(chan net.Conn, 64), done: make(chan struct{})}
+		open: map[string]int{}, pending: map[string][]*pendingConn{}, ready: make(chan net.Conn, 64), done: make(chan struct{}),
+		closing: make(chan struct{})}
 	go sl.acceptLoop()
 	return sl
 }
@@ -41,6 +42,9 @@ type sourceListener struct {
 	ready    chan net.Conn // connections to serve, in the order they may be
 	err      error         // the inner listener's, once it fails
 	done     chan struct{} // closed with err
+
+	closing   chan struct{} // closed by Close
+	closeOnce sync.Once
 }
 
 type pendingConn struct {
@@ -85,14 +89,14 @@ func (l *sourceListener) acceptLoop() {
 func (l *sourceListener) admit(c net.Conn) {
 	src, trusted := l.source(c)
 	if trusted {
-		l.ready <- c
+		l.push(c)
 		return
 	}
 	l.mu.Lock()
 	if l.open[src] < l.perSource {
 		l.open[src]++
 		l.mu.Unlock()
-		l.ready <- &sourceConn{Conn: c, l: l, src: src}
+		l.push(&sourceConn{Conn: c, l: l, src: src})
 		return
 	}
 	if l.nPending >= l.maxPending {
@@ -144,7 +148,36 @@ func (l *sourceListener) closed(src string) {
 	}
 	l.nPending--
 	l.mu.Unlock()
-	go func() { l.ready <- &sourceConn{Conn: next.Conn, l: l, src: src} }()
+	go l.push(&sourceConn{Conn: next.Conn, l: l, src: src})
+}
+
+// push hands c to Accept, or closes it once the listener is closed: a connection
+// left waiting in ready would get no answer and no close until the process
+// exits, and a push blocked on a full ready would never return.
+func (l *sourceListener) push(c net.Conn) {
+	select {
+	case l.ready <- c:
+	case <-l.closing:
+		_ = c.Close()
+		return
+	}
+	select {
+	case <-l.closing:
+		l.closeReady() // Close may have emptied ready before c went in
+	default:
+	}
+}
+
+// closeReady closes the connections waiting in ready.
+func (l *sourceListener) closeReady() {
+	for {
+		select {
+		case c := <-l.ready:
+			_ = c.Close()
+		default:
+			return
+		}
+	}
 }
 
 func (l *sourceListener) source(c net.Conn) (string, bool) {
@@ -177,11 +210,11 @@ func (c *sourceConn) Close() error {
 	return err
 }
 
-// Close closes the listener and the connections it holds.
+// Close closes the listener and the connections it holds, served by no one yet.
 func (l *sourceListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closing) })
 	err := l.Listener.Close()
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	for src, queue := range l.pending {
 		for _, p := range queue {
 			p.timer.Stop()
@@ -190,5 +223,7 @@ func (l *sourceListener) Close() error {
 		delete(l.pending, src)
 	}
 	l.nPending = 0
+	l.mu.Unlock()
+	l.closeReady() // not under mu: a sourceConn's Close takes it
 	return err
 }

@@ -75,3 +75,40 @@ func TestLimitBySource(t *testing.T) {
 		t.Fatal("a connection held past maxWait is closed")
 	}
 }
+
+// Closing the listener closes the connections it accepted and no one took yet
+// (an http.Server stops calling Accept when it shuts down): their clients hear
+// so at once, instead of waiting unanswered until the process exits.
+func TestClosingTheListenerClosesTheConnectionsNobodyTook(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := LimitBySource(inner, 4, 8, time.Minute, nil)
+	var clients []net.Conn
+	for range 3 {
+		clients = append(clients, dialFrom(t, inner.Addr(), "127.0.0.2"))
+	}
+	clients = append(clients, dialFrom(t, inner.Addr(), "127.0.0.3"))
+	sl := l.(*sourceListener)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(sl.ready) < 4 && time.Now().Before(deadline) { // accepted from the kernel, waiting for Accept
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := len(sl.ready); n != 4 {
+		t.Fatalf("%d connections waiting for Accept, want 4", n)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range clients {
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("connection %d: still open after the listener closed", i)
+		}
+	}
+	if len(sl.open) != 0 {
+		t.Errorf("places still counted for closed connections: %v", sl.open)
+	}
+}

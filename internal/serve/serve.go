@@ -41,9 +41,10 @@ const (
 	// ShutdownGrace is how long requests in flight get once draining is over.
 	ShutdownGrace = 10 * time.Second
 	// DefaultDrain is how long, at most, a server keeps serving the connections it
-	// has after readiness turned false.
+	// has, and those that still arrive, after readiness turned false.
 	DefaultDrain = 5 * time.Second
-	// drainIdle: while draining, a connection idle this long is closed.
+	// drainIdle: while draining, a connection idle this long is closed, and the
+	// server stops once it has none and no new one came for this long.
 	drainIdle = time.Second
 )
 
@@ -127,7 +128,8 @@ type Config struct {
 	// Drain is how long, at most, the API listeners keep serving after that
 	// (DefaultDrain when zero): every answer then closes its connection, and
 	// connections idle a second are closed, so that clients on kept-alive
-	// connections move to another replica between requests, not during one.
+	// connections move to another replica between requests, not during one; new
+	// connections are served while they keep coming (drainAndStop).
 	Drain time.Duration
 }
 
@@ -273,6 +275,9 @@ func stopGracefully(g *grpc.Server) {
 type drainingServer struct {
 	srv      *http.Server
 	draining atomic.Bool
+	// lastNew is when the newest connection arrived (UnixNano): while they keep
+	// arriving, some proxy still sends clients here.
+	lastNew atomic.Int64
 
 	mu    sync.Mutex
 	conns map[net.Conn]connState
@@ -296,7 +301,10 @@ func newDrainingServer(h http.Handler, tlsConfig *tls.Config) *drainingServer {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		switch s {
-		case http.StateNew, http.StateActive:
+		case http.StateNew:
+			d.lastNew.Store(time.Now().UnixNano())
+			d.conns[c] = connState{}
+		case http.StateActive:
 			d.conns[c] = connState{}
 		case http.StateIdle:
 			d.conns[c] = connState{idle: true, since: time.Now()}
@@ -309,13 +317,22 @@ func newDrainingServer(h http.Handler, tlsConfig *tls.Config) *drainingServer {
 
 // drainAndStop keeps serving for at most drain: every answer closes its
 // connection, a connection idle drainIdle is closed, and it stops early once
-// none is left; then it shuts the server down.
+// none is left and none has arrived for drainIdle; then it shuts the server down.
+//
+// Readiness turned false when draining began, but whoever routes clients here
+// (kube-proxy, a load balancer) hears of it, or of the pod's deletion, only some
+// time later: until then new connections keep coming, and a server that stopped
+// listening once its last connection closed would refuse them. They are served
+// instead, for as long as they keep coming (within drain).
 func (d *drainingServer) drainAndStop(drain time.Duration) {
 	d.draining.Store(true)
 	deadline := time.Now().Add(drain)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for time.Now().Before(deadline) && d.closeIdle() > 0 {
+	for time.Now().Before(deadline) {
+		if d.closeIdle() == 0 && time.Since(time.Unix(0, d.lastNew.Load())) >= drainIdle {
+			break
+		}
 		<-tick.C
 	}
 	shutdown(d.srv)
