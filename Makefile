@@ -99,24 +99,25 @@ test-envtest: envtest oidc-provider promtool helm gitleaks ## The unit tests and
 	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) HELM_VERSION=$(HELM_VERSION) GITLEAKS_VERSION=$(GITLEAKS_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test ./... -count=1 -timeout 20m
 
 # A suite that fails ends with its failures' messages (hack/failures): Ginkgo's own
-# summary names only where, and the end of a log is what CI keeps.
+# summary names only where, and the end of a log is what CI keeps. Ginkgo's timeout
+# is under go test's, so that a suite that hangs is interrupted and still reports.
 REPORTS = $(CURDIR)/bin/reports
 FAILURES = go run ./hack/failures
 
 .PHONY: test-e2e
 test-e2e: build envtest caddy oidc-provider chromium openid-client nginx ## The end-to-end suite: the real binaries as processes, a local control plane, kubectl, Caddy, the upstream OpenID Provider, headless Chromium.
 	rm -f $(REPORTS)/e2e.json
-	CADDY_VERSION=$(CADDY_VERSION) OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v -ginkgo.json-report=$(REPORTS)/e2e.json || { $(FAILURES) $(REPORTS)/e2e.json; exit 1; }
+	CADDY_VERSION=$(CADDY_VERSION) OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags e2e ./test/e2e/ -count=1 -timeout 20m -v -args -ginkgo.v -ginkgo.timeout=19m -ginkgo.json-report=$(REPORTS)/e2e.json || { $(FAILURES) $(REPORTS)/e2e.json; exit 1; }
 
 .PHONY: test-chaos
 test-chaos: build envtest oidc-provider ## The fault suite: kube-apiserver and etcd restarted under load, the token server overloaded (under 4 min).
 	rm -f $(REPORTS)/chaos.json
-	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags chaos ./test/chaos/ -count=1 -timeout 15m -v -args -ginkgo.v -ginkgo.json-report=$(REPORTS)/chaos.json || { $(FAILURES) $(REPORTS)/chaos.json; exit 1; }
+	OIDC_PROVIDER_VERSION=$(OIDC_PROVIDER_VERSION) KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test -tags chaos ./test/chaos/ -count=1 -timeout 15m -v -args -ginkgo.v -ginkgo.timeout=14m -ginkgo.json-report=$(REPORTS)/chaos.json || { $(FAILURES) $(REPORTS)/chaos.json; exit 1; }
 
 .PHONY: test-cluster
 test-cluster: image cluster-tools helm ## The cluster suite on a real one-node cluster (needs root): helm install from the offline image, traffic through Services, rolling upgrade and failover under load, uninstall and reinstall, dist/install.yaml.
 	rm -f $(REPORTS)/cluster.json
-	K8S_VERSION=$(K8S_VERSION) COREDNS_VERSION=$(COREDNS_VERSION) HELM_VERSION=$(HELM_VERSION) go test -tags cluster ./test/cluster/ -count=1 -timeout 30m -v -args -ginkgo.v -ginkgo.json-report=$(REPORTS)/cluster.json || { $(FAILURES) $(REPORTS)/cluster.json; exit 1; }
+	K8S_VERSION=$(K8S_VERSION) COREDNS_VERSION=$(COREDNS_VERSION) HELM_VERSION=$(HELM_VERSION) go test -tags cluster ./test/cluster/ -count=1 -timeout 30m -v -args -ginkgo.v -ginkgo.timeout=29m -ginkgo.json-report=$(REPORTS)/cluster.json || { $(FAILURES) $(REPORTS)/cluster.json; exit 1; }
 
 REPEAT ?= 5
 

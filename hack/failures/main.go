@@ -2,8 +2,9 @@
 // each failed spec's name, where it failed and its failure message. The Makefile
 // runs it after a suite fails, so that the last lines of a run, which are all a
 // CI log may keep, say why and not only where (Ginkgo's own summary gives only
-// the location). Failure messages are the specs' own: they print digests, never
-// credentials.
+// the location). It prints nothing the suite's own output did not: the specs'
+// failure messages, which Ginkgo prints inline too. The specs keep credentials
+// out of them (a credential is compared as a boolean or a digest).
 //
 // Usage: go run ./hack/failures REPORT.json...
 package main

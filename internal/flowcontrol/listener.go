@@ -93,6 +93,13 @@ func (l *sourceListener) admit(c net.Conn) {
 		return
 	}
 	l.mu.Lock()
+	select {
+	case <-l.closing: // Close has run, or runs now: hold nothing it would not close
+		l.mu.Unlock()
+		_ = c.Close()
+		return
+	default:
+	}
 	if l.open[src] < l.perSource {
 		l.open[src]++
 		l.mu.Unlock()

@@ -275,8 +275,10 @@ func stopGracefully(g *grpc.Server) {
 type drainingServer struct {
 	srv      *http.Server
 	draining atomic.Bool
-	// lastNew is when the newest connection arrived (UnixNano): while they keep
+	// lastNew is when the newest connection arrived, as time since started
+	// (monotonic: a step of the wall clock moves neither): while they keep
 	// arriving, some proxy still sends clients here.
+	started time.Time
 	lastNew atomic.Int64
 
 	mu    sync.Mutex
@@ -289,7 +291,8 @@ type connState struct {
 }
 
 func newDrainingServer(h http.Handler, tlsConfig *tls.Config) *drainingServer {
-	d := &drainingServer{conns: map[net.Conn]connState{}}
+	d := &drainingServer{conns: map[net.Conn]connState{}, started: time.Now()}
+	d.lastNew.Store(int64(-drainIdle)) // none yet
 	d.srv = newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if d.draining.Load() {
 			w.Header().Set("Connection", "close") // this answer ends the connection
@@ -302,7 +305,7 @@ func newDrainingServer(h http.Handler, tlsConfig *tls.Config) *drainingServer {
 		defer d.mu.Unlock()
 		switch s {
 		case http.StateNew:
-			d.lastNew.Store(time.Now().UnixNano())
+			d.lastNew.Store(int64(time.Since(d.started)))
 			d.conns[c] = connState{}
 		case http.StateActive:
 			d.conns[c] = connState{}
@@ -330,7 +333,7 @@ func (d *drainingServer) drainAndStop(drain time.Duration) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
-		if d.closeIdle() == 0 && time.Since(time.Unix(0, d.lastNew.Load())) >= drainIdle {
+		if d.closeIdle() == 0 && time.Since(d.started)-time.Duration(d.lastNew.Load()) >= drainIdle {
 			break
 		}
 		<-tick.C
