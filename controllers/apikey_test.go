@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"time"
 
@@ -29,7 +30,7 @@ var _ = Describe("APIKey", func() {
 		})
 		ready := waitReady(ctx, apiKeyKind, obj, latchkeyv1.ReasonIssued).(*latchkeyv1.APIKey)
 		key := credentialIn(apiKeyKind, getSecret(ctx, ns, "billing-apikey"))
-		Expect(key).To(MatchRegexp(`^lk_live_[0-9A-Za-z]{49}$`))
+		Expect(regexp.MustCompile(`^lk_live_[0-9A-Za-z]{49}$`).MatchString(key)).To(BeTrue(), "an API key of the form lk_live_<49 base62>")
 		Expect(credential.ParseAPIKey(key)).Error().NotTo(HaveOccurred())
 		Expect(ready.Status.KeyID).To(Equal(credential.KeyID(credential.Hash(key))))
 	})
@@ -42,7 +43,7 @@ var _ = Describe("APIKey", func() {
 			key.Spec.SecretName = "acme-sandbox-key"
 		})
 		waitReady(ctx, apiKeyKind, obj, latchkeyv1.ReasonIssued)
-		Expect(credentialIn(apiKeyKind, getSecret(ctx, ns, "acme-sandbox-key"))).To(HavePrefix("acme_test_"))
+		Expect(strings.HasPrefix(credentialIn(apiKeyKind, getSecret(ctx, ns, "acme-sandbox-key")), "acme_test_")).To(BeTrue(), "the key starts with acme_test_")
 	})
 
 	DescribeTable("rejects bad input with a clear API server error",

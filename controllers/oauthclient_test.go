@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -14,6 +15,7 @@ import (
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/controllers"
+	"github.com/latchkey-dev/latchkey/internal/credential"
 )
 
 var oauthClientKind = kinds[1]
@@ -30,7 +32,7 @@ var _ = Describe("OAuthClient", func() {
 		Expect(ready.Status.ClientID).To(MatchRegexp(`^[0-9a-f]{24}$`))
 		secret := getSecret(ctx, ns, "crm-sync-oauthclient")
 		Expect(string(secret.Data[latchkeyv1.ClientIDSecretKey])).To(Equal(ready.Status.ClientID))
-		Expect(credentialIn(oauthClientKind, secret)).To(MatchRegexp(`^[0-9a-f]{64}$`))
+		Expect(regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(credentialIn(oauthClientKind, secret))).To(BeTrue(), "a client secret of 64 lowercase hex digits")
 		Expect(string(secret.Data[latchkeyv1.TokenURLSecretKey])).To(Equal(testTokenURL))
 		Expect(string(secret.Data[latchkeyv1.IssuerSecretKey])).To(Equal(testIssuerURL))
 	})
@@ -48,12 +50,14 @@ var _ = Describe("OAuthClient", func() {
 		})
 		ready := waitReady(ctx, oauthClientKind, obj, latchkeyv1.ReasonIssued).(*latchkeyv1.OAuthClient)
 		clientID := ready.Status.ClientID
-		first := credentialIn(oauthClientKind, getSecret(ctx, ns, ready.SecretName()))
+		first := credential.Hash(credentialIn(oauthClientKind, getSecret(ctx, ns, ready.SecretName())))
 
 		patch(ctx, oauthClientKind, ready, func(o controllers.CredentialObject) {
 			o.SetAnnotations(map[string]string{latchkeyv1.RotateAnnotation: "1"})
 		})
-		Eventually(func() string { return credentialIn(oauthClientKind, getSecret(ctx, ns, ready.SecretName())) }).ShouldNot(Equal(first))
+		Eventually(func() string {
+			return credential.Hash(credentialIn(oauthClientKind, getSecret(ctx, ns, ready.SecretName())))
+		}).ShouldNot(Equal(first), "the client secret was not rotated")
 		patch(ctx, oauthClientKind, ready, func(o controllers.CredentialObject) { o.Lifecycle().Revoked = true })
 		Eventually(readyReason).WithArguments(ctx, oauthClientKind, obj).Should(Equal(latchkeyv1.ReasonRevoked))
 		Expect(get(ctx, oauthClientKind, ns, "stable").(*latchkeyv1.OAuthClient).Status.ClientID).To(Equal(clientID))

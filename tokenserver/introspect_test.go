@@ -117,7 +117,7 @@ var _ = Describe("Introspection", func() {
 			k.Annotations = map[string]string{latchkeyv1.RotateAnnotation: "2026-11-22"}
 		})
 		var current string
-		Eventually(func() string { current = apiKeyIn(ns, key.SecretName()); return current }).ShouldNot(Equal(previous))
+		Eventually(func() string { current = apiKeyIn(ns, key.SecretName()); return credential.Hash(current) }).ShouldNot(Equal(credential.Hash(previous)))
 		Eventually(func() bool { return server.active(resourceServer, current) }).Should(BeTrue())
 
 		info := server.introspect(resourceServer, previous)

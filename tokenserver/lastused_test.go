@@ -57,7 +57,7 @@ var _ = Describe("The last-use write budget", func() {
 				plaintextKeys = append(plaintextKeys, string(key))
 			}
 		}
-		Expect(plaintextKeys).To(HaveLen(keys))
+		Expect(len(plaintextKeys)).To(Equal(keys))
 		plaintexts = append(plaintexts, plaintextKeys...)
 
 		By("watching every change to the keys from here on")

@@ -208,7 +208,7 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 
 		token, err := cfg.Exchange(ctx, cb.Get("code"), oauth2.VerifierOption(verifier))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(token.RefreshToken).To(HavePrefix("lkrt." + wsA + "."))
+		Expect(strings.HasPrefix(token.RefreshToken, "lkrt."+wsA+".")).To(BeTrue(), "refresh token prefix is lkrt.%s.", wsA)
 		claims := jwtClaims(token.AccessToken)
 		Expect(claims).To(HaveKeyWithValue("sub", alice))
 		Expect(claims).To(HaveKeyWithValue("scope", "leads:read"))
@@ -286,7 +286,7 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		second := refresh(first.RefreshToken, nil)
 		Expect(second.StatusCode).To(Equal(200), "%s", second.Body)
 		next := second.JSON()
-		Expect(next["refresh_token"]).NotTo(Equal(first.RefreshToken))
+		Expect(next["refresh_token"] == first.RefreshToken).To(BeFalse(), "the refresh token rotates")
 		expectOAuthError(refresh(next["refresh_token"].(string), url.Values{"scope": {"leads:write"}}), 400, "invalid_scope")
 		Eventually(func() bool { return ts.active(rs, next["access_token"].(string)) }).Should(BeTrue())
 
@@ -312,7 +312,8 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		expectOAuthError(post(fields(`,"state":1`)), 400, "invalid_request")
 		resp := post(fields(""))
 		Expect(resp.StatusCode).To(Equal(200), "%s", resp.Body)
-		Expect(resp.JSON()).To(HaveKey("refresh_token"))
+		_, ok := resp.JSON()["refresh_token"]
+		Expect(ok).To(BeTrue(), "the response has a refresh_token")
 	})
 
 	It("skips the page when a grant already covers the request, and sends Deny back as access_denied", func() {
@@ -728,7 +729,7 @@ var _ = Describe("Third-party apps (authorization_code)", Ordered, func() {
 		}
 		started := family()
 		Expect(started).NotTo(BeNil())
-		Expect(started.UpstreamSession).NotTo(ContainSubstring("."), "encrypted, not the provider's token")
+		Expect(strings.Contains(started.UpstreamSession, ".")).To(BeFalse(), "encrypted, not the provider's token")
 		Expect(started.ValidatedAt).NotTo(BeNil())
 
 		By("a refresh past the interval asks the provider, which confirms the user")
@@ -912,7 +913,7 @@ func workspaceOptions(page string) []string {
 
 func jwtClaims(token string) map[string]any {
 	parts := strings.Split(token, ".")
-	ExpectWithOffset(1, parts).To(HaveLen(3))
+	ExpectWithOffset(1, len(parts)).To(Equal(3))
 	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	var claims map[string]any

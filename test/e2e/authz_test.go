@@ -63,9 +63,9 @@ var _ = Describe("Edge authorization through Caddy", Label("authz"), Ordered, fu
 		kubectl("wait", "--for=condition=Ready", "--timeout=60s", "-n", edgeNS,
 			"apikey/leads-live", "apikey/leads-test", "oauthclient/leads-worker")
 		liveKey = secretValue(edgeNS, "leads-live-apikey", "api-key")
-		Expect(liveKey).To(HavePrefix("lk_live_"))
+		Expect(strings.HasPrefix(liveKey, "lk_live_")).To(BeTrue(), "a live key starts lk_live_")
 		testKey = secretValue(edgeNS, "leads-test-apikey", "api-key")
-		Expect(testKey).To(HavePrefix("lk_test_"))
+		Expect(strings.HasPrefix(testKey, "lk_test_")).To(BeTrue(), "a test key starts lk_test_")
 		liveKeyID = kubectl("get", "apikey", "leads-live", "-n", edgeNS, "-o", "jsonpath={.status.keyID}")
 		Expect(liveKeyID).To(MatchRegexp(`^[0-9a-f]{12}$`))
 		worker = client{

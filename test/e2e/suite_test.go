@@ -80,8 +80,11 @@ var _ = BeforeSuite(func() {
 	oidcProvider, err = testenv.StartOIDCProvider(filepath.Join(workDir, "oidc-provider.log"),
 		[]string{issuer + "/oauth2/callback"}, []testenv.OIDCUser{alice.OIDCUser})
 	Expect(err).NotTo(HaveOccurred(), "run `make oidc-provider` (hack/oidc-provider.sh)")
+	// From a file, not --from-literal: kubectl's arguments are printed when it fails.
+	clientSecretFile := filepath.Join(workDir, "oidc-client-secret")
+	Expect(os.WriteFile(clientSecretFile, []byte(oidcProvider.ClientSecret), 0o600)).To(Succeed())
 	kubectl("create", "secret", "generic", "latchkey-oidc-client", "-n", "latchkey-system",
-		"--from-literal=client-secret="+oidcProvider.ClientSecret)
+		"--from-file=client-secret="+clientSecretFile)
 	scanner, scanningConfig = newSecretScanner(workDir)
 	manager = startManager()
 	tokenSrv = startTokenServer()

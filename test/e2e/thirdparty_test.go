@@ -215,7 +215,7 @@ spec:
 		}
 		next(&got)
 		Expect(got.Scope).To(Equal("leads:read"))
-		Expect(got.RefreshToken).To(HavePrefix("lkrt."))
+		Expect(strings.HasPrefix(got.RefreshToken, "lkrt.")).To(BeTrue(), "a refresh token starts lkrt.")
 		Expect(got.RefreshedRefreshToken != got.RefreshToken).To(BeTrue(), "the refresh token rotated")
 		Expect(e.do(http.MethodGet, "/v1/leads", got.AccessToken, nil).Status).To(Equal(http.StatusOK))
 		Expect(e.do(http.MethodGet, "/v1/leads", got.RefreshedAccessToken, nil).Status).To(Equal(http.StatusOK))
