@@ -3,6 +3,9 @@ package controllers_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
+	"reflect"
+	"slices"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -34,7 +37,10 @@ var _ = Describe("JWKS ConfigMap", Ordered, func() {
 		cm := readConfigMap(g)
 		want, err := json.Marshal(set.Public())
 		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(cm.Data).To(Equal(map[string]string{controllers.JWKSDataKey: string(want)}))
+		// A boolean: were a private member published (the bug this guards against),
+		// printing the ConfigMap would print it.
+		g.Expect(reflect.DeepEqual(cm.Data, map[string]string{controllers.JWKSDataKey: string(want)})).
+			To(BeTrue(), "the ConfigMap holds exactly the public key set (its keys: %v)", slices.Sorted(maps.Keys(cm.Data)))
 		g.Expect(cm.BinaryData).To(BeEmpty())
 		g.Expect(cm.Labels).To(HaveKeyWithValue(controllers.ManagedByLabel, controllers.ManagedByValue))
 		return set
