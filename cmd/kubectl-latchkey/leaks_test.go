@@ -30,6 +30,9 @@ import (
 
 // runPlugin runs the plugin as the binary would: args, standard input, and the
 // exit status main would return.
+// runPlugin runs the plugin and returns what it printed, once it has checked that
+// this holds none of the credentials the tests made: a test prints stdout and
+// stderr when it fails, and a credential must not be printed with them.
 func runPlugin(t *testing.T, stdin string, args ...string) (stdout, stderr string, status int) {
 	t.Helper()
 	var out, errOut bytes.Buffer
@@ -38,7 +41,28 @@ func runPlugin(t *testing.T, stdin string, args ...string) (stdout, stderr strin
 	root.SetErr(&errOut)
 	root.SetArgs(args)
 	status = exitStatus(root.Execute(), &errOut)
+	noSecrets(t, "the plugin's output", out.String()+errOut.String(), credentialsMade.all()...)
 	return out.String(), errOut.String(), status
+}
+
+// credentialsMade are the credentials the tests made (newKey, clientPair, typo).
+var credentialsMade madeSet
+
+type madeSet struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (m *madeSet) add(s ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.list = append(m.list, s...)
+}
+
+func (m *madeSet) all() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.list)
 }
 
 func newKey(t *testing.T, prefix, env string) string {
@@ -47,6 +71,7 @@ func newKey(t *testing.T, prefix, env string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	credentialsMade.add(k)
 	return k
 }
 
@@ -57,6 +82,7 @@ func typo(key string) string {
 	if strings.HasSuffix(key, "A") {
 		c = "B"
 	}
+	credentialsMade.add(key[:len(key)-1] + c)
 	return key[:len(key)-1] + c
 }
 
@@ -66,6 +92,7 @@ func clientPair(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	credentialsMade.add("0123456789abcdef01234567:"+secret, secret)
 	return "0123456789abcdef01234567:" + secret
 }
 
