@@ -94,17 +94,9 @@ func parseAuthPath(rest, rawQuery string) (authTarget, *Decision) {
 
 // dns1123Label is validation.IsDNS1123Label without its regular expression, which
 // was a tenth of a forward-auth check's own work (make bench): a namespace's
-// grammar, [a-z0-9]([-a-z0-9]*[a-z0-9])? in at most 63 bytes.
+// grammar in at most 63 bytes.
 func dns1123Label(s string) bool {
-	if s == "" || len(s) > validation.DNS1123LabelMaxLength || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
+	return len(s) <= validation.DNS1123LabelMaxLength && dnsLabel(s)
 }
 
 // dns1123Subdomain is validation.IsDNS1123Subdomain likewise (an API's name):
@@ -114,13 +106,21 @@ func dns1123Subdomain(s string) bool {
 		return false
 	}
 	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || label[0] == '-' || label[len(label)-1] == '-' {
+		if !dnsLabel(label) {
 			return false
 		}
-		for i := 0; i < len(label); i++ {
-			if c := label[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
+	}
+	return true
+}
+
+// dnsLabel is [a-z0-9]([-a-z0-9]*[a-z0-9])?, of any length.
+func dnsLabel(s string) bool {
+	if s == "" || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return false
 		}
 	}
 	return true
