@@ -3,7 +3,6 @@ package authz
 import (
 	"context"
 	"strconv"
-	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -27,28 +26,12 @@ type grpcServer struct {
 	s *Server
 }
 
-// Check answers Envoy's ext_authz. A refusal is a DeniedHttpResponse with the
-// status, challenge and body the client should see; Go errors are kept for real
-// faults, which Envoy answers with its status_on_error.
-func (g grpcServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+// check answers Envoy's ext_authz Check. A refusal is a DeniedHttpResponse with
+// the status, challenge and body the client should see; Go errors are kept for
+// real faults, which Envoy answers with its status_on_error.
+func (g grpcServer) check(_ context.Context, req *envoyCheck) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	attrs := req.GetAttributes()
-	http := attrs.GetRequest().GetHttp()
-	r := Request{
-		Method:    http.GetMethod(),
-		Path:      http.GetPath(),
-		Host:      http.GetHost(),
-		Header:    envoyHeaders(http),
-		Imitation: envoyImitation(http),
-		API:       attrs.GetContextExtensions()[ContextAPI],
-	}
-	if scopes, ok := attrs.GetContextExtensions()[ContextScopes]; ok {
-		r.Scopes = strings.Fields(scopes)
-		if r.Scopes == nil {
-			r.Scopes = []string{}
-		}
-	}
-	d := g.s.authorizer.Decide(r)
+	d := g.s.authorizer.Decide(req.request())
 	g.s.metrics.observe("grpc", d, time.Since(start))
 	if d.Status == 200 {
 		return &authv3.CheckResponse{
@@ -135,49 +118,4 @@ func overwrite(name, value string) *corev3.HeaderValueOption {
 		Header:       &corev3.HeaderValue{Key: name, Value: value},
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
-}
-
-// envoyHeaders reads the request headers Envoy sent: the headers map by default,
-// header_map when the filter sets encode_raw_headers. Names are lower case in both.
-// A repeated header arrives joined with "," (map) or as several entries (raw): a
-// repeated credential header is then not one valid credential, and is refused.
-func envoyHeaders(http *authv3.AttributeContext_HttpRequest) func(string) string {
-	if raw := http.GetHeaderMap(); raw != nil {
-		return func(name string) string {
-			value, seen := "", false
-			for _, h := range raw.GetHeaders() {
-				if strings.EqualFold(h.GetKey(), name) {
-					v := string(h.GetRawValue())
-					if v == "" {
-						v = h.GetValue()
-					}
-					if seen {
-						return value + "," + v
-					}
-					value, seen = v, true
-				}
-			}
-			return value
-		}
-	}
-	headers := http.GetHeaders()
-	return func(name string) string { return headers[name] }
-}
-
-// envoyImitation is imitationIn for the headers Envoy sent.
-func envoyImitation(http *authv3.AttributeContext_HttpRequest) string {
-	if raw := http.GetHeaderMap(); raw != nil {
-		for _, h := range raw.GetHeaders() {
-			if imitatesIdentityHeader(h.GetKey()) {
-				return h.GetKey()
-			}
-		}
-		return ""
-	}
-	for name := range http.GetHeaders() {
-		if imitatesIdentityHeader(name) {
-			return name
-		}
-	}
-	return ""
 }

@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
@@ -12,6 +13,11 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -133,7 +139,50 @@ var _ = Describe("Envoy ext_authz (gRPC)", func() {
 		Expect(forwardAuth(ns+"/leads", "GET", "/v1/leads/\xff", "", bearer(key)).Status).To(Equal(403), "a non-UTF-8 path")
 		Expect(checkStatus(check(map[string]string{"latchkey.dev/api": "no-slash"}, "GET", "/v1/leads", "", bearer(key)))).To(Equal(403))
 	})
+
+	It("decides a check whose headers are not UTF-8 instead of failing it (failure_mode_allow would let it through)", func() {
+		// As Envoy before 1.30 sent a Latin-1 header (envoyproxy/envoy#22996), and
+		// other ext_authz clients still do: the generated decoder refused the whole
+		// message, and a filter that fails open allowed the request unchecked.
+		latin1 := func(headers map[string]string) []byte {
+			msg, err := proto.Marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+				Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+					Method: "GET", Path: "/v1/leads", Headers: headers}},
+				ContextExtensions: ext,
+			}})
+			Expect(err).NotTo(HaveOccurred())
+			return bytes.ReplaceAll(msg, []byte("Espa~a"), []byte("Espa\xf1a"))
+		}
+		resp, err := checkRaw(latin1(map[string]string{"user-agent": "Espa~a"}))
+		Expect(err).NotTo(HaveOccurred(), "an anonymous request with a Latin-1 header is decided, not an error")
+		Expect(checkStatus(resp)).To(Equal(401))
+		resp, err = checkRaw(latin1(map[string]string{"user-agent": "Espa~a", "authorization": "Bearer " + key}))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(checkStatus(resp)).To(Equal(200), "the key is read beside a Latin-1 header")
+	})
 })
+
+// checkRaw sends msg, a CheckRequest's bytes as they are (the generated code
+// would not encode one that is not UTF-8), to the authorizer's Check.
+func checkRaw(msg []byte) (*authv3.CheckResponse, error) {
+	conn, err := grpc.NewClient(authorizer.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	defer func() { _ = conn.Close() }()
+	resp := &authv3.CheckResponse{}
+	err = conn.Invoke(context.Background(), authv3.Authorization_Check_FullMethodName, msg, resp,
+		grpc.ForceCodecV2(rawRequestCodec{encoding.GetCodecV2("proto")}))
+	return resp, err
+}
+
+// rawRequestCodec sends a []byte as it is and reads the answer with the proto codec.
+type rawRequestCodec struct{ encoding.CodecV2 }
+
+func (c rawRequestCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if msg, ok := v.([]byte); ok {
+		return mem.BufferSlice{mem.SliceBuffer(msg)}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
 
 func jwksJSON(cm *corev1.ConfigMap, into *jose.JSONWebKeySet) error {
 	return json.Unmarshal([]byte(cm.Data["jwks.json"]), into)

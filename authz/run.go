@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -134,8 +133,9 @@ func sweepBudgets(ctx context.Context, limits *ratelimit.Limiter, clk clock.Pass
 // GRPCServer is a gRPC server with the ext_authz Authorization service. A
 // request's metadata and message are bounded (Envoy's checks are a few KiB).
 func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
-	opts = append(opts, grpc.MaxRecvMsgSize(256<<10), grpc.MaxHeaderListSize(serve.MaxHeaderBytes))
+	opts = append(opts, grpc.MaxRecvMsgSize(256<<10), grpc.MaxHeaderListSize(serve.MaxHeaderBytes),
+		grpc.ForceServerCodecV2(newCheckCodec()))
 	g := grpc.NewServer(opts...)
-	authv3.RegisterAuthorizationServer(g, grpcServer{s})
+	g.RegisterService(&authorizationService, grpcServer{s})
 	return g
 }

@@ -47,7 +47,8 @@ import (
 //     Traefik ask) with API keys, beside the same process's GET /healthz;
 //   - gRPC Check (Envoy ext_authz, with the envoy protos' client) with API keys,
 //     beside a no-op Check server the benchmark runs with the authorizer's gRPC
-//     server options (`bench grpc-noop`), answering the same requests;
+//     limits, written as any go-control-plane server is (the generated service,
+//     gRPC's proto codec) (`bench grpc-noop`), answering the same requests;
 //   - gRPC Check with ES256 and EdDSA access tokens from the token server, beside
 //     the raw verification rate of that algorithm (`bench verify`);
 //   - revocation: from an APIKey's revocation to the first 401 at forward-auth,
@@ -647,8 +648,10 @@ func (noopCheck) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResp
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}}}, nil
 }
 
-// serveNoopCheck is `bench grpc-noop <address>`, until SIGTERM. Its options are
-// those of authz.(*Server).GRPCServer without TLS, as `latchkey authz` serves h2c.
+// serveNoopCheck is `bench grpc-noop <address>`, until SIGTERM: the limits of
+// authz.(*Server).GRPCServer without TLS, as `latchkey authz` serves h2c, and
+// the generated service with gRPC's proto codec (the authorizer's own codec only
+// changes how Check's request is read).
 func serveNoopCheck(addr string) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -763,7 +766,7 @@ func (r *report) authzRows(add func(...string)) {
 	grpcKey, noop, how := r.shapePair(a.grpcKey, a.noop, a.grpcKeyPaired, 0)
 	gr := ratio(grpcKey, noop)
 	add(fmt.Sprintf("8. Edge authorizer: gRPC Check (ext_authz), API key, %d streams", r.s.connections),
-		rate(grpcKey, "checks"), fmt.Sprintf("no-op Check server (same gRPC options, same requests), same core: %.0f/s%s%s", noop.Rate,
+		rate(grpcKey, "checks"), fmt.Sprintf("no-op Check server (generated service, same limits, same requests), same core: %.0f/s%s%s", noop.Rate,
 			r.perCPUShare(grpcKey, noop.perServerCPU(r.window())), how),
 		fmt.Sprintf("%.1f%%", 100*gr), "≥ 100% of the no-op Check", yesNo(gr >= 1))
 	for _, j := range a.jwt {
@@ -797,7 +800,7 @@ func (r *report) writeAuthz(p func(string, ...any)) {
 	p("%d concurrent unary calls on one HTTP/2 connection in a closed loop, by the envoy protos' `authv3.NewAuthorizationClient`. ", r.s.connections)
 	p("API-key loads cycle through %d live keys; token loads through %d access tokens per algorithm, one per OAuthClient, issued by the token server (audience %s). ", a.cycled, loadClients, apiIdentifier)
 	p("The token server is stopped during the loads: only the measured process runs on its core. ")
-	p("The no-op Check server is the benchmark's own (`bench grpc-noop`: the authorizer's gRPC server options, answering OK at once) on the same core, loaded with the same API-key requests; ")
+	p("The no-op Check server is the benchmark's own (`bench grpc-noop`: the authorizer's message and header limits, the generated Authorization service with gRPC's proto codec as any go-control-plane server has them, answering OK at once; the authorizer reads a CheckRequest's fields itself instead of decoding the whole message) on the same core, loaded with the same API-key requests; ")
 	p("the raw verification (`bench verify`) verifies a signature of that algorithm over a message the size of a token's signing input with the standard library, SHA-256 included for ES256, one goroutine on the same core.\n\n")
 	p("| Load | Rate | p50 | p99 | max | Server core busy | Load core busy |\n|---|---|---|---|---|---|---|\n")
 	row := func(name string, x loadResult) {

@@ -1,0 +1,333 @@
+package authz
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"unsafe"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers "proto", which checkCodec wraps
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Envoy's CheckRequest, read from the wire.
+//
+// The generated decoder builds the whole AttributeContext on every check: peers,
+// a map of every request header, metadata, each string copied and checked for
+// UTF-8. A check reads six of those fields. envoyCheck is those six, read from
+// the message's bytes by the protobuf wire rules the generated decoder follows for
+// them, so that both see the same request:
+//   - a field sent twice: the last value, and a message field's occurrences merged;
+//   - a map entry: its last key and value (absent: ""), a later entry for the same
+//     key replacing an earlier one;
+//   - a field of the wrong wire type, or an unknown field: skipped;
+//   - a malformed tag, varint or length, or a field number out of range: an error.
+//
+// Two differences, both on fields no decision reads: the fields skipped are not
+// decoded (a malformed peer or metadata message is not an error), and no string
+// is checked for UTF-8. A header that is not UTF-8 is then judged like any other,
+// where the generated decoder failed the call, and a filter with
+// failure_mode_allow let the request through.
+// TestEnvoyCheckReadsWhatTheGeneratedDecoderReads holds the two to each other.
+
+// envoyCheck is what Check reads of a CheckRequest. Its strings are slices of
+// buf, a copy of the message made for it alone and never written after: header
+// values are copied out (Header) before a decision can keep one.
+type envoyCheck struct {
+	buf                []byte
+	method, path, host string
+	// headers: attributes.request.http.headers, in wire order.
+	headers []wireEntry
+	// rawHeaders: attributes.request.http.header_map, sent instead of headers by
+	// a filter with encode_raw_headers (hasRawHeaders, even when empty).
+	rawHeaders    []wireEntry
+	hasRawHeaders bool
+	// extensions: attributes.context_extensions, in wire order.
+	extensions []wireEntry
+	err        error
+	// Room for a usual request's entries, so that reading it allocates nothing
+	// more than the check itself.
+	room [24]wireEntry
+}
+
+// wireEntry is a map entry (key, value) or a HeaderValue (key, value, raw).
+type wireEntry struct {
+	key, value, raw string
+}
+
+// Field numbers of the messages on the way to the fields a check reads.
+const (
+	checkRequestAttributes = 1  // CheckRequest.attributes
+	attributesRequest      = 4  // AttributeContext.request
+	attributesExtensions   = 10 // AttributeContext.context_extensions
+	requestHTTP            = 2  // AttributeContext.Request.http
+	httpMethod             = 2  // AttributeContext.HttpRequest.method
+	httpHeaders            = 3  // .headers
+	httpPath               = 4  // .path
+	httpHost               = 5  // .host
+	httpHeaderMap          = 13 // .header_map
+	headerMapHeaders       = 1  // config.core.v3.HeaderMap.headers
+	entryKey               = 1  // a map entry's key; HeaderValue.key
+	entryValue             = 2  // a map entry's value; HeaderValue.value
+	headerValueRaw         = 3  // HeaderValue.raw_value
+)
+
+// errMalformedCheck: the message breaks the wire format.
+var errMalformedCheck = errors.New("malformed CheckRequest")
+
+// decode reads msg, which the check keeps (see envoyCheck).
+func (c *envoyCheck) decode(msg []byte) error {
+	c.buf = msg
+	c.headers, c.rawHeaders, c.extensions = c.room[:0:8], c.room[8:8:16], c.room[16:16:24]
+	r := fields{b: msg}
+	for r.next() {
+		if r.num == checkRequestAttributes {
+			c.readAttributes(r.value)
+		}
+	}
+	c.keep(r.err)
+	return c.err
+}
+
+func (c *envoyCheck) readAttributes(msg []byte) {
+	r := fields{b: msg}
+	for r.next() {
+		switch r.num {
+		case attributesRequest:
+			c.readRequest(r.value)
+		case attributesExtensions:
+			c.extensions = append(c.extensions, c.readEntry(r.value))
+		}
+	}
+	c.keep(r.err)
+}
+
+func (c *envoyCheck) readRequest(msg []byte) {
+	r := fields{b: msg}
+	for r.next() {
+		if r.num == requestHTTP {
+			c.readHTTP(r.value)
+		}
+	}
+	c.keep(r.err)
+}
+
+func (c *envoyCheck) readHTTP(msg []byte) {
+	r := fields{b: msg}
+	for r.next() {
+		switch r.num {
+		case httpMethod:
+			c.method = c.str(r.value)
+		case httpHeaders:
+			c.headers = append(c.headers, c.readEntry(r.value))
+		case httpPath:
+			c.path = c.str(r.value)
+		case httpHost:
+			c.host = c.str(r.value)
+		case httpHeaderMap:
+			c.hasRawHeaders = true
+			c.readHeaderMap(r.value)
+		}
+	}
+	c.keep(r.err)
+}
+
+func (c *envoyCheck) readHeaderMap(msg []byte) {
+	r := fields{b: msg}
+	for r.next() {
+		if r.num == headerMapHeaders {
+			c.rawHeaders = append(c.rawHeaders, c.readEntry(r.value))
+		}
+	}
+	c.keep(r.err)
+}
+
+// readEntry reads a map entry or a HeaderValue: their fields 1 and 2 are the same.
+func (c *envoyCheck) readEntry(msg []byte) wireEntry {
+	var e wireEntry
+	r := fields{b: msg}
+	for r.next() {
+		switch r.num {
+		case entryKey:
+			e.key = c.str(r.value)
+		case entryValue:
+			e.value = c.str(r.value)
+		case headerValueRaw:
+			e.raw = c.str(r.value)
+		}
+	}
+	c.keep(r.err)
+	return e
+}
+
+// keep makes decode fail with err, a message's: any malformed field fails the
+// whole request, as it does the generated decoder's.
+func (c *envoyCheck) keep(err error) {
+	if c.err == nil {
+		c.err = err
+	}
+}
+
+// str is v, a slice of c.buf, as a string without a copy (c.buf is never
+// written: see envoyCheck).
+func (c *envoyCheck) str(v []byte) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return unsafe.String(&v[0], len(v))
+}
+
+// fields reads a message's length-delimited fields (num, value), the only wire
+// type of the fields a check reads; every other field is skipped. err is set,
+// and reading stops, at the first malformed field.
+type fields struct {
+	b     []byte
+	num   protowire.Number
+	value []byte
+	err   error
+}
+
+func (r *fields) next() bool {
+	for len(r.b) > 0 {
+		num, typ, n := protowire.ConsumeTag(r.b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			r.err = errMalformedCheck
+			return false
+		}
+		r.b = r.b[n:]
+		if typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, r.b); n < 0 {
+				r.err = errMalformedCheck
+				return false
+			}
+			r.b = r.b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(r.b)
+		if n < 0 {
+			r.err = errMalformedCheck
+			return false
+		}
+		r.b, r.num, r.value = r.b[n:], num, v
+		return true
+	}
+	return false
+}
+
+// request is the Request to decide: Envoy's attributes, and the context
+// extensions the route set (API, Scopes: the proxy's configuration only).
+func (c *envoyCheck) request() Request {
+	r := Request{Method: c.method, Path: c.path, Host: c.host, Header: c.header, Imitation: c.imitation()}
+	r.API, _ = lastValue(c.extensions, ContextAPI)
+	if scopes, ok := lastValue(c.extensions, ContextScopes); ok {
+		r.Scopes = strings.Fields(scopes)
+		if r.Scopes == nil {
+			r.Scopes = []string{}
+		}
+	}
+	return r
+}
+
+// header is Request.Header, a copy (a decision may keep it: the message it came
+// in may not stay). With header_map, names are matched as HTTP's are, and a
+// header sent more than once is its first two values joined with ",", as the
+// headers map joins them all: a repeated credential header is then not one
+// valid credential.
+func (c *envoyCheck) header(name string) string {
+	if !c.hasRawHeaders {
+		v, _ := lastValue(c.headers, name)
+		return strings.Clone(v)
+	}
+	value, seen := "", false
+	for _, h := range c.rawHeaders {
+		if !strings.EqualFold(h.key, name) {
+			continue
+		}
+		v := h.raw
+		if v == "" {
+			v = h.value
+		}
+		if seen {
+			return value + "," + v
+		}
+		value, seen = strings.Clone(v), true
+	}
+	return value
+}
+
+// imitation is imitationIn for the headers Envoy sent.
+func (c *envoyCheck) imitation() string {
+	headers := c.headers
+	if c.hasRawHeaders {
+		headers = c.rawHeaders
+	}
+	for _, h := range headers {
+		if imitatesIdentityHeader(h.key) {
+			return strings.Clone(h.key)
+		}
+	}
+	return ""
+}
+
+// lastValue is the value of key in a map's entries, as the map holds it: the
+// last entry for the key wins.
+func lastValue(entries []wireEntry, key string) (string, bool) {
+	for i := len(entries) - 1; i >= 0; i-- {
+		if entries[i].key == key {
+			return entries[i].value, true
+		}
+	}
+	return "", false
+}
+
+// checkCodec is gRPC's proto codec, except that Check's request is read by
+// envoyCheck.decode.
+type checkCodec struct {
+	encoding.CodecV2
+}
+
+func newCheckCodec() checkCodec {
+	return checkCodec{encoding.GetCodecV2("proto")}
+}
+
+func (c checkCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if check, ok := v.(*envoyCheck); ok {
+		return check.decode(data.Materialize()) // a copy of its own (envoyCheck)
+	}
+	return c.CodecV2.Unmarshal(data, v)
+}
+
+// checker is the Authorization service as the server registers it: Check with
+// the request as envoyCheck reads it.
+type checker interface {
+	check(context.Context, *envoyCheck) (*authv3.CheckResponse, error)
+}
+
+// authorizationService is envoy.service.auth.v3.Authorization, as the generated
+// Authorization_ServiceDesc describes it, with Check's request read by
+// envoyCheck (the server's codec must be checkCodec).
+var authorizationService = grpc.ServiceDesc{
+	ServiceName: authv3.Authorization_ServiceDesc.ServiceName,
+	HandlerType: (*checker)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Check",
+		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			in := new(envoyCheck)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			if interceptor == nil {
+				return srv.(checker).check(ctx, in)
+			}
+			info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
+			return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+				return srv.(checker).check(ctx, req.(*envoyCheck))
+			})
+		},
+	}},
+	Metadata: authv3.Authorization_ServiceDesc.Metadata,
+}
