@@ -49,7 +49,7 @@ func BenchmarkGRPCCheck(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	codec := newCheckCodec()
+	codec := newCheckCodec(a.APIKeyHeader)
 	b.ReportAllocs()
 	for b.Loop() {
 		req := new(envoyCheck)

@@ -35,29 +35,34 @@ import (
 // TestEnvoyCheckReadsWhatTheGeneratedDecoderReads holds the two to each other.
 
 // envoyCheck is what Check reads of a CheckRequest. Its strings are slices of
-// buf, a copy of the message made for it alone and never written after: header
-// values are copied out (Header) before a decision can keep one.
+// buf, a copy of the message made for it alone (Materialize, never a pooled
+// buffer) and never written after; header values are copied out (header)
+// before a decision can keep one. What it keeps is bounded whatever the
+// message holds: the few headers a decision reads, not every entry.
 type envoyCheck struct {
-	buf                []byte
+	buf []byte
+	// wanted are the headers kept as the message is read: the credential
+	// headers, lower case (checkCodec). header reads any other one from buf again.
+	wanted             []string
 	method, path, host string
-	// headers: attributes.request.http.headers, in wire order.
-	headers []wireEntry
-	// rawHeaders: attributes.request.http.header_map, sent instead of headers by
-	// a filter with encode_raw_headers (hasRawHeaders, even when empty).
-	rawHeaders    []wireEntry
+	api, scopes        string // context extensions (ContextAPI, ContextScopes)
+	hasScopes          bool
+	// mapped[i] is wanted[i] in the headers map: its last entry's value.
+	mapped [maxWanted]string
+	// raw[i] is wanted[i]'s first two values in header_map, rawCount[i] how
+	// many it has (at most 2 counted). header_map, when a filter with
+	// encode_raw_headers sends it (hasRawHeaders, even empty), replaces the map.
+	raw           [maxWanted][2]string
+	rawCount      [maxWanted]int
 	hasRawHeaders bool
-	// extensions: attributes.context_extensions, in wire order.
-	extensions []wireEntry
-	err        error
-	// Room for a usual request's entries, so that reading it allocates nothing
-	// more than the check itself.
-	room [24]wireEntry
+	// The first header of each list whose name imitates an identity header.
+	mapImitation, rawImitation string
+	err                        error
 }
 
-// wireEntry is a map entry (key, value) or a HeaderValue (key, value, raw).
-type wireEntry struct {
-	key, value, raw string
-}
+// maxWanted bounds the headers kept as the message is read (authorization and
+// the API-key header).
+const maxWanted = 2
 
 // Field numbers of the messages on the way to the fields a check reads.
 const (
@@ -82,7 +87,9 @@ var errMalformedCheck = errors.New("malformed CheckRequest")
 // decode reads msg, which the check keeps (see envoyCheck).
 func (c *envoyCheck) decode(msg []byte) error {
 	c.buf = msg
-	c.headers, c.rawHeaders, c.extensions = c.room[:0:8], c.room[8:8:16], c.room[16:16:24]
+	if len(c.wanted) > maxWanted {
+		return errors.New("envoyCheck: too many wanted headers")
+	}
 	r := fields{b: msg}
 	for r.next() {
 		if r.num == checkRequestAttributes {
@@ -100,7 +107,12 @@ func (c *envoyCheck) readAttributes(msg []byte) {
 		case attributesRequest:
 			c.readRequest(r.value)
 		case attributesExtensions:
-			c.extensions = append(c.extensions, c.readEntry(r.value))
+			switch key, value, _ := c.readEntry(r.value); key {
+			case ContextAPI:
+				c.api = value
+			case ContextScopes:
+				c.scopes, c.hasScopes = value, true
+			}
 		}
 	}
 	c.keep(r.err)
@@ -123,7 +135,15 @@ func (c *envoyCheck) readHTTP(msg []byte) {
 		case httpMethod:
 			c.method = c.str(r.value)
 		case httpHeaders:
-			c.headers = append(c.headers, c.readEntry(r.value))
+			key, value, _ := c.readEntry(r.value)
+			for i, name := range c.wanted {
+				if key == name {
+					c.mapped[i] = value // a map: the last entry for a key wins
+				}
+			}
+			if c.mapImitation == "" && imitatesIdentityHeader(key) {
+				c.mapImitation = key
+			}
 		case httpPath:
 			c.path = c.str(r.value)
 		case httpHost:
@@ -139,29 +159,42 @@ func (c *envoyCheck) readHTTP(msg []byte) {
 func (c *envoyCheck) readHeaderMap(msg []byte) {
 	r := fields{b: msg}
 	for r.next() {
-		if r.num == headerMapHeaders {
-			c.rawHeaders = append(c.rawHeaders, c.readEntry(r.value))
+		if r.num != headerMapHeaders {
+			continue
+		}
+		key, value, raw := c.readEntry(r.value)
+		if raw != "" {
+			value = raw
+		}
+		for i, name := range c.wanted {
+			if strings.EqualFold(key, name) && c.rawCount[i] < 2 {
+				c.raw[i][c.rawCount[i]] = value
+				c.rawCount[i]++
+			}
+		}
+		if c.rawImitation == "" && imitatesIdentityHeader(key) {
+			c.rawImitation = key
 		}
 	}
 	c.keep(r.err)
 }
 
-// readEntry reads a map entry or a HeaderValue: their fields 1 and 2 are the same.
-func (c *envoyCheck) readEntry(msg []byte) wireEntry {
-	var e wireEntry
+// readEntry reads a map entry (key, value) or a HeaderValue (key, value, raw):
+// their fields 1 and 2 are the same.
+func (c *envoyCheck) readEntry(msg []byte) (key, value, raw string) {
 	r := fields{b: msg}
 	for r.next() {
 		switch r.num {
 		case entryKey:
-			e.key = c.str(r.value)
+			key = c.str(r.value)
 		case entryValue:
-			e.value = c.str(r.value)
+			value = c.str(r.value)
 		case headerValueRaw:
-			e.raw = c.str(r.value)
+			raw = c.str(r.value)
 		}
 	}
 	c.keep(r.err)
-	return e
+	return key, value, raw
 }
 
 // keep makes decode fail with err, a message's: any malformed field fails the
@@ -221,81 +254,73 @@ func (r *fields) next() bool {
 // request is the Request to decide: Envoy's attributes, and the context
 // extensions the route set (API, Scopes: the proxy's configuration only).
 func (c *envoyCheck) request() Request {
-	r := Request{Method: c.method, Path: c.path, Host: c.host, Header: c.header, Imitation: c.imitation()}
-	r.API, _ = lastValue(c.extensions, ContextAPI)
-	if scopes, ok := lastValue(c.extensions, ContextScopes); ok {
-		r.Scopes = strings.Fields(scopes)
+	r := Request{Method: c.method, Path: c.path, Host: c.host, API: c.api, Header: c.header}
+	if c.hasScopes {
+		r.Scopes = strings.Fields(c.scopes)
 		if r.Scopes == nil {
 			r.Scopes = []string{}
 		}
 	}
+	r.Imitation = c.mapImitation
+	if c.hasRawHeaders {
+		r.Imitation = c.rawImitation
+	}
+	r.Imitation = strings.Clone(r.Imitation)
 	return r
 }
 
 // header is Request.Header, a copy (a decision may keep it: the message it came
-// in may not stay). With header_map, names are matched as HTTP's are, and a
-// header sent more than once is its first two values joined with ",", as the
-// headers map joins them all: a repeated credential header is then not one
-// valid credential.
+// in may not stay). The headers map is matched by exact name, its last entry
+// winning; header_map as HTTP matches names, and a header it holds more than
+// once is its first two values joined with ",", as the headers map joins them
+// all: a repeated credential header is then not one valid credential.
 func (c *envoyCheck) header(name string) string {
+	for i, wanted := range c.wanted {
+		if wanted == name {
+			return c.value(i)
+		}
+	}
+	// Not kept as the message was read: read it again for this header.
+	again := envoyCheck{wanted: []string{name}}
+	if again.decode(c.buf) != nil {
+		return "" // c decoded it: unreachable
+	}
+	return again.value(0)
+}
+
+// value is wanted[i]'s value in the headers the filter sent.
+func (c *envoyCheck) value(i int) string {
 	if !c.hasRawHeaders {
-		v, _ := lastValue(c.headers, name)
-		return strings.Clone(v)
+		return strings.Clone(c.mapped[i])
 	}
-	value, seen := "", false
-	for _, h := range c.rawHeaders {
-		if !strings.EqualFold(h.key, name) {
-			continue
-		}
-		v := h.raw
-		if v == "" {
-			v = h.value
-		}
-		if seen {
-			return value + "," + v
-		}
-		value, seen = strings.Clone(v), true
+	switch c.rawCount[i] {
+	case 0:
+		return ""
+	case 1:
+		return strings.Clone(c.raw[i][0])
 	}
-	return value
-}
-
-// imitation is imitationIn for the headers Envoy sent.
-func (c *envoyCheck) imitation() string {
-	headers := c.headers
-	if c.hasRawHeaders {
-		headers = c.rawHeaders
-	}
-	for _, h := range headers {
-		if imitatesIdentityHeader(h.key) {
-			return strings.Clone(h.key)
-		}
-	}
-	return ""
-}
-
-// lastValue is the value of key in a map's entries, as the map holds it: the
-// last entry for the key wins.
-func lastValue(entries []wireEntry, key string) (string, bool) {
-	for i := len(entries) - 1; i >= 0; i-- {
-		if entries[i].key == key {
-			return entries[i].value, true
-		}
-	}
-	return "", false
+	return c.raw[i][0] + "," + c.raw[i][1]
 }
 
 // checkCodec is gRPC's proto codec, except that Check's request is read by
-// envoyCheck.decode.
+// envoyCheck.decode, keeping the headers a decision reads: authorization and
+// the API-key header.
 type checkCodec struct {
 	encoding.CodecV2
+	wanted []string
 }
 
-func newCheckCodec() checkCodec {
-	return checkCodec{encoding.GetCodecV2("proto")}
+func newCheckCodec(apiKeyHeader string) checkCodec {
+	wanted := []string{"authorization"}
+	if apiKeyHeader != "" {
+		wanted = append(wanted, apiKeyHeader)
+	}
+	return checkCodec{encoding.GetCodecV2("proto"), wanted}
 }
 
 func (c checkCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if check, ok := v.(*envoyCheck); ok {
+		check.wanted = c.wanted
 		return check.decode(data.Materialize()) // a copy of its own (envoyCheck)
 	}
 	return c.CodecV2.Unmarshal(data, v)

@@ -134,7 +134,7 @@ func sweepBudgets(ctx context.Context, limits *ratelimit.Limiter, clk clock.Pass
 // request's metadata and message are bounded (Envoy's checks are a few KiB).
 func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	opts = append(opts, grpc.MaxRecvMsgSize(256<<10), grpc.MaxHeaderListSize(serve.MaxHeaderBytes),
-		grpc.ForceServerCodecV2(newCheckCodec()))
+		grpc.ForceServerCodecV2(newCheckCodec(s.authorizer.APIKeyHeader)))
 	g := grpc.NewServer(opts...)
 	g.RegisterService(&authorizationService, grpcServer{s})
 	return g
