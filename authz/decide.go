@@ -124,7 +124,7 @@ type Authorizer struct {
 
 // UsageRecorder notes that an API key was accepted, for status.lastUsedAt.
 type UsageRecorder interface {
-	Used(kind string, ref index.Ref, noted *atomic.Uint64)
+	Used(kind string, ref index.Ref, noted *atomic.Uint64, now time.Time)
 }
 
 // Decide answers one request. Order matters for what a caller can learn: a
@@ -218,7 +218,7 @@ func (a *Authorizer) authenticate(r Request, api *index.API) Decision {
 			return Decision{Status: 401, Outcome: WrongEnvironment, Error: "invalid_token",
 				Description: "this API does not accept " + key.Environment + " keys"}
 		}
-		a.Usage.Used(index.KindAPIKey, key.Ref, &key.UseNoted)
+		a.Usage.Used(index.KindAPIKey, key.Ref, &key.UseNoted, now)
 		d := Decision{Status: 200, Outcome: Allowed, Identity: &Identity{
 			Subject: "apikey:" + key.Ref.Namespace + "/" + key.Ref.Name, Kind: "api_key",
 			Namespace: key.Ref.Namespace, Name: key.Ref.Name, KeyID: hash.KeyID(),

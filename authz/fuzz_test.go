@@ -18,7 +18,7 @@ import (
 
 type discardUsage struct{}
 
-func (discardUsage) Used(string, index.Ref, *atomic.Uint64) {}
+func (discardUsage) Used(string, index.Ref, *atomic.Uint64, time.Time) {}
 
 // fuzzAuthorizer decides against one API (GET /v1/leads needs leads:read) and one
 // live key with leads:read.

@@ -35,7 +35,7 @@ import (
 
 type discardUsage struct{}
 
-func (discardUsage) Used(string, index.Ref, *atomic.Uint64) {}
+func (discardUsage) Used(string, index.Ref, *atomic.Uint64, time.Time) {}
 
 // benchServer is a server over an index of n API keys and one client, signing with alg.
 func benchServer(b *testing.B, alg string, n int) (*Server, []string, string, string) {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-jose/go-jose/v4/jwt"
 
@@ -85,20 +86,20 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, _ *http.Request, call o
 		oauth.WriteError(w, oauth.ErrInvalidRequest("token is required"))
 		return
 	}
-	result := s.introspectAPIKey(caller.Introspection, token)
+	result := s.introspectAPIKey(caller.Introspection, token, call.now)
 	if !result.Active && strings.Count(token, ".") == 2 {
-		result = s.introspectJWT(caller.Introspection, token)
+		result = s.introspectJWT(caller.Introspection, token, call.now)
 	}
-	s.usage.Used(index.KindOAuthClient, caller.Ref, &caller.UseNoted)
-	oauth.WriteJSON(w, http.StatusOK, result)
+	s.usage.Used(index.KindOAuthClient, caller.Ref, &caller.UseNoted, call.now)
+	oauth.WriteAppended(w, http.StatusOK, result)
 }
 
 // introspectAPIKey: active while its hash is accepted (including a grace period)
 // and the key has not expired — and only to a resource server whose policy covers
 // the key's namespace and one of its scopes; the answer's scope lists only those.
 // A revoked key's hashes are already gone.
-func (s *Server) introspectAPIKey(policy *index.IntrospectionPolicy, token string) introspection {
-	key, hash, _, accepted := s.index.AcceptAPIKey(token, s.clock.Now())
+func (s *Server) introspectAPIKey(policy *index.IntrospectionPolicy, token string, now time.Time) introspection {
+	key, hash, _, accepted := s.index.AcceptAPIKey(token, now)
 	if !accepted || !policy.CoversNamespace(key.Ref.Namespace) {
 		return inactive
 	}
@@ -106,7 +107,7 @@ func (s *Server) introspectAPIKey(policy *index.IntrospectionPolicy, token strin
 	if scope == "" {
 		return inactive
 	}
-	s.usage.Used(index.KindAPIKey, key.Ref, &key.UseNoted)
+	s.usage.Used(index.KindAPIKey, key.Ref, &key.UseNoted, now)
 	return introspection{
 		Active: true, Scope: scope, TokenType: "api_key", Environment: key.Environment,
 		Exp: key.Expiry(), Namespace: key.Ref.Namespace, Name: key.Ref.Name,
@@ -121,12 +122,11 @@ func (s *Server) introspectAPIKey(policy *index.IntrospectionPolicy, token strin
 // client as it is now: only the scopes and audiences it still has, and only to a
 // resource server whose policy covers the client's namespace and serves one of
 // those audiences.
-func (s *Server) introspectJWT(policy *index.IntrospectionPolicy, token string) introspection {
+func (s *Server) introspectJWT(policy *index.IntrospectionPolicy, token string, now time.Time) introspection {
 	ring := s.keys.current()
 	if ring == nil {
 		return inactive
 	}
-	now := s.clock.Now()
 	claims, ok := ring.verifier.Verify(token, s.cfg.IssuerURL, now)
 	if !ok {
 		return inactive

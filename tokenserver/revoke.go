@@ -33,7 +33,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, call oauth
 			oauth.WriteError(w, oerr)
 			return
 		} else if family {
-			s.revoked(w, client)
+			s.revoked(w, call)
 			return
 		}
 	}
@@ -46,12 +46,12 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, call oauth
 			return
 		}
 	}
-	s.revoked(w, client)
+	s.revoked(w, call)
 }
 
 // revoked answers a revocation: 200 whatever was found (RFC 7009 §2.2).
-func (s *Server) revoked(w http.ResponseWriter, client *index.Client) {
-	s.usage.Used(index.KindOAuthClient, client.Ref, &client.UseNoted)
+func (s *Server) revoked(w http.ResponseWriter, call oauthCall) {
+	s.usage.Used(index.KindOAuthClient, call.client.Ref, &call.client.UseNoted, call.now)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 }

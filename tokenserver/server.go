@@ -102,7 +102,7 @@ type Server struct {
 
 // usageRecorder notes that a credential was accepted, for status.lastUsedAt.
 type usageRecorder interface {
-	Used(kind string, ref index.Ref, noted *atomic.Uint64)
+	Used(kind string, ref index.Ref, noted *atomic.Uint64, now time.Time)
 }
 
 // NewServer assembles a server. Handler() serves it; Run (in run.go) wires it to
@@ -156,9 +156,10 @@ func (s *Server) Handler() http.Handler {
 			h(s.thirdParty)(w, r)
 		}
 	}
+	introspect := s.instrument("introspect", s.localOAuthEndpoint(nil, s.handleIntrospect))
 	authorize := s.instrument("authorize", s.browserEndpoint(page(func(t *thirdparty.Server) http.HandlerFunc { return t.HandleAuthorize })))
 	mux.Handle("POST /oauth2/token", token)
-	mux.Handle("POST /oauth2/introspect", s.instrument("introspect", s.oauthEndpoint(nil, s.handleIntrospect)))
+	mux.Handle("POST /oauth2/introspect", introspect)
 	mux.Handle("POST /oauth2/revoke", s.instrument("revoke", s.oauthEndpoint(nil, s.handleRevoke)))
 	mux.Handle("GET /oauth2/authorize", authorize)
 	mux.Handle("GET /oauth2/callback", s.instrument("callback", s.browserEndpoint(page(func(t *thirdparty.Server) http.HandlerFunc { return t.HandleCallback }))))
@@ -177,7 +178,22 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /.well-known/openid-configuration", s.instrument("metadata", s.handleMetadata))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("GET /readyz", s.readiness.Handler)
-	return mux
+	// The two busiest endpoints, spelled as the mux would match them (a POST to
+	// the clean path, nothing escaped), skip its pattern matching (make bench: a
+	// tenth of introspection's own time). Every other spelling goes to the mux.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.RawPath == "" {
+			switch r.URL.Path {
+			case "/oauth2/introspect":
+				introspect.ServeHTTP(w, r)
+				return
+			case "/oauth2/token":
+				token.ServeHTTP(w, r)
+				return
+			}
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // Ready reports whether the caches have synced and a signing key is loaded.
@@ -227,7 +243,7 @@ func withAdmissionDefaults(cfg Config) Config {
 // client_id alone (method none: what proves it is the PKCE verifier of its code or
 // its refresh token). Each endpoint decides whether it serves public clients
 // (publicRefused).
-func (s *Server) authenticateClient(r *http.Request, form url.Values) (*index.Client, *oauth.Error) {
+func (s *Server) authenticateClient(r *http.Request, form url.Values, now time.Time) (*index.Client, *oauth.Error) {
 	id, secret, basic := r.BasicAuth()
 	if basic {
 		if form.Has("client_secret") {
@@ -250,7 +266,6 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (*index.Cl
 	}
 	presented := index.DigestOf(secret)   // hashed even for an unknown id: no timing difference to probe
 	client, _ := s.index.LookupClient(id) // a duplicated client_id finds none (reported once by the index)
-	now := s.clock.Now()
 	if client == nil || !client.Active(now) {
 		return nil, oauth.ErrInvalidClient
 	}

@@ -58,8 +58,8 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, call oauthC
 		oauth.WriteError(w, oerr)
 		return
 	}
-	s.usage.Used(index.KindOAuthClient, client.Ref, &client.UseNoted)
-	oauth.WriteJSON(w, http.StatusOK, resp)
+	s.usage.Used(index.KindOAuthClient, client.Ref, &client.UseNoted, call.now)
+	oauth.WriteAppended(w, http.StatusOK, resp)
 }
 
 // clientCredentialsGrant: a client acting for itself (RFC 6749 §4.4).

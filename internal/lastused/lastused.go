@@ -98,8 +98,8 @@ func New(c client.Client, cache Cache, clk clock.PassiveClock, log logr.Logger, 
 // its last noted use (index.Key.UseNoted; nil: none): a use in the same flush
 // period and the same bucket as the one noted there changes nothing a flush
 // would write, and costs an atomic load instead of a map write under a mutex.
-func (u *Tracker) Used(kind string, ref index.Ref, noted *atomic.Uint64) {
-	now := u.clock.Now()
+// now is the request's time, read once by its server.
+func (u *Tracker) Used(kind string, ref index.Ref, noted *atomic.Uint64, now time.Time) {
 	bucket := uint64(now.Truncate(u.granularity).UnixMilli()) & (1<<42 - 1)
 	if noted != nil && noted.Load() == u.period.Load()<<42|bucket {
 		return

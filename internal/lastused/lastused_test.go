@@ -33,19 +33,19 @@ func TestUsedNotesOncePerPeriodAndBucket(t *testing.T) {
 		delete(u.pending, usageKey{index.KindAPIKey, ref})
 	}
 
-	u.Used(index.KindAPIKey, ref, &noted)
+	u.Used(index.KindAPIKey, ref, &noted, clk.Now())
 	if _, ok := pending(); !ok {
 		t.Fatal("the first use is not pending")
 	}
 	forget()
 	clk.SetTime(clk.Now().Add(10 * time.Minute))
-	u.Used(index.KindAPIKey, ref, &noted)
+	u.Used(index.KindAPIKey, ref, &noted, clk.Now())
 	if _, ok := pending(); ok {
 		t.Fatal("a second use in the same period and bucket was noted again")
 	}
 
 	clk.SetTime(clk.Now().Add(time.Hour)) // the next bucket
-	u.Used(index.KindAPIKey, ref, &noted)
+	u.Used(index.KindAPIKey, ref, &noted, clk.Now())
 	if at, ok := pending(); !ok || !at.Equal(clk.Now()) {
 		t.Fatalf("a use in a new bucket: pending %v, %v", at, ok)
 	}
@@ -54,12 +54,12 @@ func TestUsedNotesOncePerPeriodAndBucket(t *testing.T) {
 	if _, ok := pending(); ok {
 		t.Fatal("the flush left the use pending")
 	}
-	u.Used(index.KindAPIKey, ref, &noted)
+	u.Used(index.KindAPIKey, ref, &noted, clk.Now())
 	if _, ok := pending(); !ok {
 		t.Fatal("a use after a flush took the pending ones is not noted")
 	}
 
-	u.Used(index.KindOAuthClient, ref, nil) // no entry to remember it: always noted
+	u.Used(index.KindOAuthClient, ref, nil, clk.Now()) // no entry to remember it: always noted
 	u.mu.Lock()
 	_, ok := u.pending[usageKey{index.KindOAuthClient, ref}]
 	u.mu.Unlock()
