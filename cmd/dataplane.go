@@ -21,6 +21,7 @@ type dataPlaneFlags struct {
 	lastUsedFlush, lastUsedGranularity   time.Duration
 	kubeAPIQPS                           float64
 	kubeAPIBurst                         int
+	kubeAPICompression                   bool
 	tlsCertFile, tlsKeyFile, metricsAddr string
 	pprofAddr                            string
 	benchmarkFloor                       bool
@@ -34,6 +35,7 @@ func (f *dataPlaneFlags) bind(fs *flag.FlagSet, served string) {
 	fs.DurationVar(&f.lastUsedGranularity, "last-used-granularity", time.Hour, "status.lastUsedAt is the start of the period of this length in which the credential was last used: at most one write per object per period, whatever the replica count (minimum 1m); give the token server and the authorizer the same value")
 	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", 50, "client-side QPS limit towards the API server")
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 100, "client-side burst towards the API server")
+	fs.BoolVar(&f.kubeAPICompression, "kube-api-compression", false, "ask the API server to gzip large responses: for an API server across a slow link. Off by default, as in Kubernetes' own control plane (kubernetes/kubernetes#80919): on a cluster network, compressing a large list costs the API server CPU and the list time, and saves only bandwidth")
 	fs.StringVar(&f.tlsCertFile, "tls-cert-file", "", "serve TLS with this certificate (PEM)")
 	fs.StringVar(&f.tlsKeyFile, "tls-key-file", "", "private key of --tls-cert-file (PEM)")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":9090", "address of /metrics; \"0\" disables it")
@@ -64,7 +66,7 @@ func (f *dataPlaneFlags) setUp() (*rest.Config, error) {
 	if (f.tlsCertFile == "") != (f.tlsKeyFile == "") {
 		return nil, fmt.Errorf("--tls-cert-file and --tls-key-file go together")
 	}
-	return kubeConfig(f.kubeAPIQPS, f.kubeAPIBurst)
+	return kubeConfig(f.kubeAPIQPS, f.kubeAPIBurst, f.kubeAPICompression)
 }
 
 // listen opens a listener on addr, or none for "0".

@@ -48,6 +48,7 @@ type managerFlags struct {
 	concurrency            int
 	kubeAPIQPS             float64
 	kubeAPIBurst           int
+	kubeAPICompression     bool
 }
 
 func runManager(args []string) error {
@@ -77,6 +78,7 @@ func runManager(args []string) error {
 	fs.IntVar(&f.concurrency, "concurrency", 8, "reconciles run in parallel per kind")
 	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", -1, "client-side QPS limit towards the API server; negative (the default) means none, as in controller-runtime: the API server's priority and fairness paces the manager")
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 400, "client-side burst towards the API server, with --kube-api-qps")
+	fs.BoolVar(&f.kubeAPICompression, "kube-api-compression", false, "ask the API server to gzip large responses: for an API server across a slow link. Off by default, as in Kubernetes' own control plane (kubernetes/kubernetes#80919): on a cluster network, compressing a large list costs the API server CPU and the list time, and saves only bandwidth")
 	fs.Func("namespaces", "comma-separated namespaces to manage credentials in (namespace-scoped install: config/namespaced); empty (the default) means all", func(v string) error {
 		f.namespaces = splitList(v)
 		return nil
@@ -100,7 +102,7 @@ func runManager(args []string) error {
 		return fmt.Errorf("--signing-key-rotation must be at least 1h")
 	}
 
-	cfg, err := kubeConfig(f.kubeAPIQPS, f.kubeAPIBurst)
+	cfg, err := kubeConfig(f.kubeAPIQPS, f.kubeAPIBurst, f.kubeAPICompression)
 	if err != nil {
 		return err
 	}
@@ -195,13 +197,15 @@ func parseAlgorithms(list string) ([]string, error) {
 
 // splitList splits a comma-separated flag value, dropping blanks.
 // kubeConfig loads the kubeconfig (in-cluster, $KUBECONFIG or ~/.kube/config) with
-// a command's client-side limits towards the API server (--kube-api-qps, --kube-api-burst).
-func kubeConfig(qps float64, burst int) (*rest.Config, error) {
+// a command's client-side settings towards the API server (--kube-api-qps,
+// --kube-api-burst, --kube-api-compression).
+func kubeConfig(qps float64, burst int, compression bool) (*rest.Config, error) {
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return nil, fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	cfg.QPS, cfg.Burst = float32(qps), burst
+	cfg.DisableCompression = !compression
 	return cfg, nil
 }
 
