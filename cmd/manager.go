@@ -195,7 +195,6 @@ func parseAlgorithms(list string) ([]string, error) {
 	return algs, nil
 }
 
-// splitList splits a comma-separated flag value, dropping blanks.
 // kubeConfig loads the kubeconfig (in-cluster, $KUBECONFIG or ~/.kube/config) with
 // a command's client-side settings towards the API server (--kube-api-qps,
 // --kube-api-burst, --kube-api-compression).
@@ -209,6 +208,7 @@ func kubeConfig(qps float64, burst int, compression bool) (*rest.Config, error) 
 	return cfg, nil
 }
 
+// splitList splits a comma-separated flag value, dropping blanks.
 func splitList(v string) []string {
 	var out []string
 	for _, item := range strings.Split(v, ",") {

@@ -51,16 +51,18 @@ type listJob struct {
 }
 
 type listResult struct {
-	// As the token server lists (gzipped, a Kubernetes client's default): request
-	// to first byte, first to last byte, and inflating the body; medians of
-	// listRounds. WireBytes crossed the wire; Bytes is the JSON inflated.
+	// Gzipped, a Kubernetes client's default (the token server's with
+	// --kube-api-compression): request to first byte, first to last byte, and
+	// inflating the body; medians of listRounds. WireBytes crossed the wire;
+	// Bytes is the JSON inflated.
 	FirstByte, Transfer, Inflate time.Duration
 	WireBytes, Bytes             int64
 	// Decoding the JSON into typed APIKeys, once.
 	Decode time.Duration
 	Items  int
-	// The same LIST uncompressed, alternated with the gzipped one: request to
-	// first byte and first to last byte; medians of listRounds.
+	// The same LIST uncompressed, as the token server lists by default,
+	// alternated with the gzipped one: request to first byte and first to last
+	// byte; medians of listRounds.
 	PlainFirstByte, PlainTransfer time.Duration
 }
 
@@ -183,7 +185,7 @@ func waitWritten(ctx context.Context, file string, timeout time.Duration) error 
 }
 
 // runList is `bench list`: the LIST of job.Path with job.Kubeconfig's identity,
-// gzipped (as the token server lists) and uncompressed in turn listRounds times,
+// gzipped (a client's default) and uncompressed (the token server's) in turn listRounds times,
 // each read whole; the JSON then decoded as the token server's client decodes.
 func runList(job listJob) (listResult, error) {
 	var res listResult
@@ -191,8 +193,8 @@ func runList(job listJob) (listResult, error) {
 	if err != nil {
 		return res, err
 	}
-	// gzip is asked for explicitly (get), as the token server's transport asks for
-	// it, so that the transport hands the body over as it came.
+	// gzip is asked for explicitly (get), as a client's transport asks for it
+	// by default, so that the transport hands the body over as it came.
 	cfg.DisableCompression = true
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
