@@ -2,6 +2,7 @@ package jsonappend
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -26,4 +27,14 @@ func FuzzStringIsEncodingJSONs(f *testing.F) {
 			t.Fatalf("String(%q) = %s, want %s", s, got, want)
 		}
 	})
+}
+
+// An access token in a token response, the longest string the hot paths write.
+func BenchmarkStringOfAToken(b *testing.B) {
+	token := strings.Repeat("eyJhbGciOiJFZERTQSIsImtpZCI6Ik_-", 14)
+	buf := make([]byte, 0, 1024)
+	b.SetBytes(int64(len(token)))
+	for b.Loop() {
+		buf = String(buf[:0], token)
+	}
 }
