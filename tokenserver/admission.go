@@ -39,47 +39,44 @@ type oauthCall struct {
 	// nil when authentication failed, with authErr.
 	client  *index.Client
 	authErr *oauth.Error
-	// now is the request's time, read once.
+	// now is the request's time once it holds its seat: what the credential it
+	// presents is judged at (its client's secret is checked on arrival).
 	now time.Time
+	// flow and seat are its place in the limiters (withAdmission).
+	flow string
+	seat *flowcontrol.Seat
+}
+
+// withAdmission is r carrying the call's place in the limiters, for a handler
+// that reads or writes the API server or calls the upstream provider (withIO).
+// Only those copy the request (make bench: the copy was a fifth of
+// introspection's allocations).
+func (c oauthCall) withAdmission(r *http.Request) *http.Request {
+	return withAdmission(r, c.flow, c.seat)
 }
 
 // oauthEndpoint frames an OAuth endpoint. The body is read, and the caller
 // authenticated, before a seat is taken: slow uploads hold none, and the flow the
-// request queues in is the caller's. h may call withIO.
+// request queues in is the caller's.
 func (s *Server) oauthEndpoint(repeatable []string, h func(http.ResponseWriter, *http.Request, oauthCall)) http.HandlerFunc {
-	return s.oauthFrame(repeatable, true, h)
-}
-
-// localOAuthEndpoint frames an OAuth endpoint served from the watch caches
-// alone (introspection): it never calls withIO, so its request is not copied to
-// carry its admission (make bench: the copy was a fifth of introspection's
-// allocations).
-func (s *Server) localOAuthEndpoint(repeatable []string, h func(http.ResponseWriter, *http.Request, oauthCall)) http.HandlerFunc {
-	return s.oauthFrame(repeatable, false, h)
-}
-
-func (s *Server) oauthFrame(repeatable []string, io bool, h func(http.ResponseWriter, *http.Request, oauthCall)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		params, perr := oauth.ReadParams(w, r, s.cfg.MaxBodyBytes, repeatable...)
-		call := oauthCall{params: params, now: s.clock.Now()}
+		call := oauthCall{params: params}
 		if perr == nil {
-			call.client, call.authErr = s.authenticateClient(r, params, call.now)
+			call.client, call.authErr = s.authenticateClient(r, params, s.clock.Now())
 		}
-		var flow string
 		if call.client != nil && !call.client.Public {
 			// Its client_id (24 hex digits: no source's flow, "addr:…", is spelled so).
-			flow = call.client.ClientID
-		} else if flow = s.sourceFlow(r); !s.anonymousBudgetLeft(w, r) {
+			call.flow = call.client.ClientID
+		} else if call.flow = s.sourceFlow(r); !s.anonymousBudgetLeft(w, r) {
 			return
 		}
-		seat, ok := s.seat(w, r, flow)
-		if !ok {
+		var ok bool
+		if call.seat, ok = s.seat(w, r, call.flow); !ok {
 			return
 		}
-		defer seat.Done()
-		if io {
-			r = withAdmission(r, flow, seat)
-		}
+		defer call.seat.Done()
+		call.now = s.clock.Now() // after the wait for a seat: a key that expired meanwhile is refused
 		if perr != nil {
 			oauth.WriteError(w, perr)
 			return
@@ -163,8 +160,8 @@ var errIOBusy = errors.New("the server's API-server and upstream I/O is saturate
 func (s *Server) withIO(r *http.Request, fn func(context.Context) error) error {
 	a, _ := r.Context().Value(admissionKey{}).(*admission)
 	if a == nil {
-		// A handler framed without its admission (localOAuthEndpoint) does no I/O.
-		panic("tokenserver: withIO outside an endpoint that may do I/O")
+		// An OAuth handler that does I/O passes call.withAdmission(r).
+		panic("tokenserver: withIO on a request without its admission")
 	}
 	a.seat.Release()
 	seat, err := s.io.Acquire(r.Context(), a.flow)

@@ -29,7 +29,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, call oauth
 	// token_type_hint is only a hint (RFC 7009 §2.1): every kind of token is
 	// looked for whatever it says.
 	if s.thirdParty != nil {
-		if family, oerr := s.thirdParty.Revoke(r, client, token); oerr != nil {
+		if family, oerr := s.thirdParty.Revoke(call.withAdmission(r), client, token); oerr != nil {
 			oauth.WriteError(w, oerr)
 			return
 		} else if family {

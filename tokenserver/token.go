@@ -53,6 +53,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, call oauthC
 		oauth.WriteError(w, oauth.NewError(http.StatusBadRequest, "unauthorized_client", "this client may not use the "+grantType+" grant"))
 		return
 	}
+	if _, local := grant.(clientCredentialsGrant); !local {
+		r = call.withAdmission(r) // the third-party grants read and write the API server (withIO)
+	}
 	resp, oerr := grant.Issue(r, client, params)
 	if oerr != nil {
 		oauth.WriteError(w, oerr)

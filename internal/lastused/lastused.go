@@ -98,14 +98,21 @@ func New(c client.Client, cache Cache, clk clock.PassiveClock, log logr.Logger, 
 // its last noted use (index.Key.UseNoted; nil: none): a use in the same flush
 // period and the same bucket as the one noted there changes nothing a flush
 // would write, and costs an atomic load instead of a map write under a mutex.
-// now is the request's time, read once by its server.
+// now is the request's time, read once by its server: a request that did I/O
+// may report it after a later request did, so the later use stays pending.
 func (u *Tracker) Used(kind string, ref index.Ref, noted *atomic.Uint64, now time.Time) {
 	bucket := uint64(now.Truncate(u.granularity).UnixMilli()) & (1<<42 - 1)
 	if noted != nil && noted.Load() == u.period.Load()<<42|bucket {
 		return
 	}
+	key := usageKey{kind, ref}
 	u.mu.Lock()
-	u.pending[usageKey{kind, ref}] = now
+	later, ok := u.pending[key]
+	if ok && !later.Before(now) {
+		u.mu.Unlock()
+		return
+	}
+	u.pending[key] = now
 	mark := u.period.Load()<<42 | bucket // under mu: the period this use is pending in
 	u.mu.Unlock()
 	if noted != nil {

@@ -59,6 +59,14 @@ func TestUsedNotesOncePerPeriodAndBucket(t *testing.T) {
 		t.Fatal("a use after a flush took the pending ones is not noted")
 	}
 
+	earlier := clk.Now()
+	clk.SetTime(clk.Now().Add(time.Hour))
+	u.Used(index.KindAPIKey, ref, &noted, clk.Now())
+	u.Used(index.KindAPIKey, ref, nil, earlier) // a request that read its time before, reported after
+	if at, ok := pending(); !ok || !at.Equal(clk.Now()) {
+		t.Fatalf("an earlier use reported after a later one: pending %v, %v; want the later %v", at, ok, clk.Now())
+	}
+
 	u.Used(index.KindOAuthClient, ref, nil, clk.Now()) // no entry to remember it: always noted
 	u.mu.Lock()
 	_, ok := u.pending[usageKey{index.KindOAuthClient, ref}]
