@@ -402,3 +402,28 @@ func generatedRequest(req *authv3.CheckRequest) Request {
 	}
 	return r
 }
+
+// A decision reads no header but the ones envoyCheck keeps as it reads the
+// message (checkCodec's wanted): any other is read from the whole message
+// again, on every check. A new header read belongs in newCheckCodec.
+func TestDecideReadsOnlyTheHeadersTheCodecKeeps(t *testing.T) {
+	a, key := fuzzAuthorizer(t)
+	wanted := newCheckCodec(a.APIKeyHeader).wanted
+	for _, headers := range []map[string]string{
+		{}, {"authorization": "Bearer " + key}, {"x-api-key": key}, {"authorization": "Bearer " + key, "x-api-key": key},
+		{"authorization": "Bearer a.b.c"}, {"authorization": "Basic x"}, {"x-api-key": "lk_live_nope"},
+	} {
+		for _, path := range []string{"/v1/leads", "/nope", "/v1/../x"} {
+			var asked []string
+			a.Decide(Request{Method: "GET", Path: path, Host: "leads.test", Header: func(name string) string {
+				asked = append(asked, name)
+				return headers[name]
+			}})
+			for _, name := range asked {
+				if !slices.Contains(wanted, name) {
+					t.Fatalf("Decide read header %q, which checkCodec does not keep (%q)", name, wanted)
+				}
+			}
+		}
+	}
+}

@@ -94,6 +94,20 @@ var _ = Describe("A client choosing the rules at the edge", func() {
 		Expect(do(req).Status).To(Equal(401), "mallory's key is not valid for the victim's API")
 	})
 
+	It("cannot pick an API by a Host that Unicode case folding turns into its host", func() {
+		keysHost := "keys." + victimNS + ".test"
+		newAPI(victimNS, "keys", func(a *latchkeyv1.API) { a.Spec.Hosts = []string{keysHost} })
+		Eventually(func() int { return forwardAuth("", "GET", "/v1/leads", keysHost, bearer(readerKey)).Status }).Should(Equal(200))
+		// The Kelvin sign (U+212A) lowercases to "k": a proxy routes this Host by
+		// its bytes, to a route of its own, not to the keys API's upstream.
+		for _, folded := range []string{"\u212Aeys." + victimNS + ".test", "\u212AEYS." + strings.ToUpper(victimNS) + ".TEST:443"} {
+			Expect(forwardAuth("", "GET", "/v1/leads", folded, bearer(readerKey)).Status).To(Equal(403), "forward-auth, Host %q", folded)
+			Expect(checkStatus(check(nil, "GET", "/v1/leads", folded, bearer(readerKey)))).To(Equal(403), "gRPC, Host %q", folded)
+		}
+		By("while an ASCII spelling of another case still names it")
+		Expect(forwardAuth("", "GET", "/v1/leads", strings.ToUpper(keysHost), bearer(readerKey)).Status).To(Equal(200))
+	})
+
 	It("cannot reach the rules through Traefik's address with or without a path", func() {
 		// Traefik sends its address as written, with the client's path and query in
 		// X-Forwarded-Uri only.

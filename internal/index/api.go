@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -255,12 +256,20 @@ func (x *Index) API(namespace, name string) (*API, bool) {
 }
 
 // APIForHost returns the served API for a Host header, matched by host name,
-// case-insensitively and without the port (APIs list host names only).
+// case-insensitively and without the port (APIs list host names only). Host
+// names are ASCII (spec.hosts are DNS names): a Host with any other byte names
+// no API, rather than the one Unicode case folding would make of it (the Kelvin
+// sign folds to "k"), by which the proxy did not route the request.
 func (x *Index) APIForHost(host string) (*API, bool) {
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
 		host = host[:i]
 	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	for i := 0; i < len(host); i++ {
+		if host[i] >= utf8.RuneSelf {
+			return nil, false
+		}
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".") // ASCII only, as checked
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	a, ok := x.apis.byHost[host]
