@@ -51,7 +51,7 @@ type listJob struct {
 }
 
 type listResult struct {
-	// Gzipped, a Kubernetes client's default (the token server's with
+	// Gzipped, as the token server lists (a Kubernetes client's default,
 	// --kube-api-compression): request to first byte, first to last byte, and
 	// inflating the body; medians of listRounds. WireBytes crossed the wire;
 	// Bytes is the JSON inflated.
@@ -60,9 +60,9 @@ type listResult struct {
 	// Decoding the JSON into typed APIKeys, once.
 	Decode time.Duration
 	Items  int
-	// The same LIST uncompressed, as the token server lists by default,
-	// alternated with the gzipped one: request to first byte and first to last
-	// byte; medians of listRounds.
+	// The same LIST uncompressed (the token server's with
+	// --kube-api-compression=false), alternated with the gzipped one: request to
+	// first byte and first to last byte; medians of listRounds.
 	PlainFirstByte, PlainTransfer time.Duration
 }
 
@@ -185,7 +185,7 @@ func waitWritten(ctx context.Context, file string, timeout time.Duration) error 
 }
 
 // runList is `bench list`: the LIST of job.Path with job.Kubeconfig's identity,
-// gzipped (a client's default) and uncompressed (the token server's) in turn listRounds times,
+// gzipped (as the token server lists) and uncompressed in turn listRounds times,
 // each read whole; the JSON then decoded as the token server's client decodes.
 func runList(job listJob) (listResult, error) {
 	var res listResult

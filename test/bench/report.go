@@ -510,9 +510,9 @@ func (r *report) writeColdStartProfile(p func(string, ...any)) {
 		l := c.list
 		p("A plain LIST of the same %d APIKeys with the token server's identity (`resourceVersion=0`: from the API server's watch cache), ", l.Items)
 		p("by a child on the token server's core (GOMAXPROCS=1), read whole, then decoded with the standard codec into typed APIKeys. ")
-		p("It lists gzipped (a Kubernetes client's default; the token server's with `--kube-api-compression`) and uncompressed (the token server's default), %d times each way in turn (medians): ", listRounds)
+		p("It lists gzipped (as the token server does: a Kubernetes client's default, `--kube-api-compression`) and uncompressed (`--kube-api-compression=false`), %d times each way in turn (medians): ", listRounds)
 		p("what compression costs on the API server's side and on the client's. A token server that decodes as the bytes arrive overlaps the transfer and the decoding: this says what each costs, not how they add up.\n\n")
-		p("| Phase | Gzipped | Uncompressed (the token server's) |\n|---|---|---|\n")
+		p("| Phase | Gzipped (the token server's) | Uncompressed |\n|---|---|---|\n")
 		p("| Request to the first byte (the API server's work before it sends) | %s | %s |\n", ms(l.FirstByte), ms(l.PlainFirstByte))
 		p("| First to last byte | %s (%.1f MiB) | %s (%.1f MiB, %.0f bytes per APIKey) |\n", ms(l.Transfer), float64(l.WireBytes)/(1<<20),
 			ms(l.PlainTransfer), float64(l.Bytes)/(1<<20), float64(l.Bytes)/float64(max(1, l.Items)))
