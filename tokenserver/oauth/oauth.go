@@ -120,6 +120,9 @@ type Grant interface {
 	Allowed(client *index.Client) bool
 	// PublicClients says whether a public client (no secret) may use the grant.
 	PublicClients() bool
+	// DoesIO says whether Issue reads or writes the API server or calls the
+	// upstream provider: its request then carries the caller's admission (withIO).
+	DoesIO() bool
 	// Issue answers the request.
 	Issue(r *http.Request, client *index.Client, params url.Values) (TokenResponse, *Error)
 }

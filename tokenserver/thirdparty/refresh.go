@@ -127,6 +127,7 @@ var _ oauth.Grant = refreshGrant{}
 
 func (refreshGrant) Allowed(c *index.Client) bool { return c.RefreshToken }
 func (refreshGrant) PublicClients() bool          { return true }
+func (refreshGrant) DoesIO() bool                 { return true }
 
 var (
 	errUpstreamEnded     = oauth.NewError(http.StatusBadRequest, "invalid_grant", "the user's sign-in at the identity provider has ended; sign in again")

@@ -157,6 +157,7 @@ var _ oauth.Grant = disabledGrant{}
 
 func (g disabledGrant) Allowed(c *index.Client) bool { return g.allowed(c) }
 func (disabledGrant) PublicClients() bool            { return true }
+func (disabledGrant) DoesIO() bool                   { return false }
 func (disabledGrant) Issue(*http.Request, *index.Client, url.Values) (oauth.TokenResponse, *oauth.Error) {
 	return oauth.TokenResponse{}, errThirdPartyOff
 }
@@ -194,6 +195,7 @@ type codeGrant struct{ s *Server }
 
 func (codeGrant) Allowed(c *index.Client) bool { return c.AuthorizationCode }
 func (codeGrant) PublicClients() bool          { return true }
+func (codeGrant) DoesIO() bool                 { return true }
 
 func (g codeGrant) Issue(r *http.Request, client *index.Client, params url.Values) (oauth.TokenResponse, *oauth.Error) {
 	s := g.s
