@@ -42,7 +42,8 @@ import (
 type envoyCheck struct {
 	buf []byte
 	// wanted are the headers kept as the message is read: the credential
-	// headers, lower case (checkCodec). header reads any other one from buf again.
+	// headers, as Decide names them (checkCodec). header reads any other one
+	// from buf again.
 	wanted             []string
 	method, path, host string
 	api, scopes        string // context extensions (ContextAPI, ContextScopes)
