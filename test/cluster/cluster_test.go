@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -496,10 +497,19 @@ var _ = Describe("Latchkey on a real node", Ordered, func() {
 	})
 
 	It("fails over: new APIKeys Ready within the lease duration plus 5 s of deleting the leader", func() {
-		holder := kubectl("get", "lease", "manager.latchkey.dev", "-n", systemNS, "-o", "jsonpath={.spec.holderIdentity}")
-		leader, _, found := strings.Cut(holder, "_")
-		Expect(found).To(BeTrue(), "holder %q is <pod>_<id>", holder)
-		Expect(kubectl("get", "pods", "-n", systemNS, "-o", "jsonpath={.items[*].metadata.name}")).To(ContainSubstring(leader))
+		// Right after the previous spec's upgrade the old leader may have released
+		// the lease (holder "") and the new managers not yet taken it: they try
+		// again every retry period. Wait for a running pod to lead.
+		var leader string
+		Eventually(func() bool {
+			holder := kubectl("get", "lease", "manager.latchkey.dev", "-n", systemNS, "-o", "jsonpath={.spec.holderIdentity}")
+			var found bool
+			if leader, _, found = strings.Cut(holder, "_"); !found {
+				return false
+			}
+			pods := strings.Fields(kubectl("get", "pods", "-n", systemNS, "-l", "app.kubernetes.io/component=manager", "-o", "jsonpath={.items[*].metadata.name}"))
+			return slices.Contains(pods, leader)
+		}).Should(BeTrue(), "the lease's holder is a running manager pod, as <pod>_<id>")
 		start := time.Now()
 		kubectl("delete", "pod", leader, "-n", systemNS, "--wait=false")
 		manifest := filepath.Join(workDir, "failover.yaml")
