@@ -27,6 +27,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -176,7 +178,7 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 	logf("  authorizer ready %s after start, as %s", ready.Round(time.Millisecond), run.identity)
 
 	// The API keys of the loads: live ones among those the introspection load uses (never revoked).
-	var keys []string
+	var keys, names []string
 	for i := b.s.revocations; i < b.s.revocations+b.s.introspected; i++ {
 		if apiKeyObject(benchNamespace, i).Spec.Environment != latchkeyv1.EnvironmentLive {
 			continue
@@ -186,8 +188,19 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 			return err
 		}
 		keys = append(keys, key)
+		names = append(names, keyName(i))
 	}
 	run.cycled = len(keys)
+	// After the introspection step, each key's use this period is written already.
+	if err := b.usedThisPeriod(ctx, names, func(i int) error {
+		status, err := forwardAuth(httpAddr, keys[i])
+		if err == nil && status != http.StatusOK {
+			err = fmt.Errorf("forward-auth answered %d", status)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
 	for _, credential := range []string{keys[0], tokens[jwtAlgorithms[0]][0], tokens[jwtAlgorithms[1]][0]} {
 		if status, err := forwardAuth(httpAddr, credential); err != nil || status != http.StatusOK {
 			return fmt.Errorf("forward-auth before the loads: status %d, %v (see %s)", status, err, p.log)
@@ -217,13 +230,13 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		if server == p && !strings.HasPrefix(name, "before-") { // the -before build serves no pprof
 			defer b.profile(ctx, "http://"+pprofAddr, name+".pprof", b.s.warmup+b.s.duration)()
 		}
-		return b.measure(ctx, name, "grpcload", server, grpcJob{Addr: addr, Checks: checks, Streams: b.s.connections,
+		return b.measure(ctx, name, "grpcload", server, grpcJob{Addr: addr, Checks: checks, Streams: b.s.connections, Connections: b.s.grpcConnections,
 			Warmup: b.s.warmup, Duration: b.s.duration})
 	}
 	// checkPaired interleaves the same Checks on server (at addr) and floor (at floorAddr).
 	checkPaired := func(name string, server *process, addr string, floor *process, floorAddr string, checks [][]byte) (*loadResult, error) {
 		slice, duration := interleavedWindow(b.s.duration)
-		res, err := b.measure(ctx, name, "grpcload", server, grpcJob{Addr: addr, Checks: checks, Streams: b.s.connections,
+		res, err := b.measure(ctx, name, "grpcload", server, grpcJob{Addr: addr, Checks: checks, Streams: b.s.connections, Connections: b.s.grpcConnections,
 			Warmup: b.s.warmup, Duration: duration, Slice: slice,
 			FloorAddr: floorAddr, ServerPID: server.cmd.Process.Pid, FloorServerPID: floor.cmd.Process.Pid})
 		return &res, err
@@ -529,13 +542,14 @@ func waitListening(ctx context.Context, p *process, addr string) error {
 	return fmt.Errorf("%s not listening on %s after 30 s", p.name, addr)
 }
 
-// grpcJob is a closed-loop load of ext_authz Checks: Streams concurrent calls on
-// one HTTP/2 connection, as Envoy multiplexes them, each sending its next Check when
-// the previous answer arrives.
+// grpcJob is a closed-loop load of ext_authz Checks: Streams concurrent calls
+// spread over Connections HTTP/2 connections (stream i on connection i mod
+// Connections), each sending its next Check when the previous answer arrives.
 type grpcJob struct {
 	Addr             string
 	Checks           [][]byte // proto-encoded CheckRequests; stream i starts at check i and cycles
 	Streams          int
+	Connections      int // per server; at least 1
 	Warmup, Duration time.Duration
 	// FloorAddr, when set, interleaves the load with the same Checks sent to the
 	// server there, on a connection of its own, in slices of Slice (as
@@ -548,28 +562,35 @@ type grpcJob struct {
 
 // runGRPCLoad is `bench grpcload`: every answer must be OK.
 func runGRPCLoad(job grpcJob) (loadResult, error) {
-	checks := make([]*authv3.CheckRequest, len(job.Checks))
+	checks := make([]encodedCheck, len(job.Checks))
 	for i, data := range job.Checks {
-		checks[i] = &authv3.CheckRequest{}
-		if err := proto.Unmarshal(data, checks[i]); err != nil {
+		if err := proto.Unmarshal(data, &authv3.CheckRequest{}); err != nil {
 			return loadResult{}, err
 		}
+		checks[i] = encodedCheck(data)
 	}
-	var clients []authv3.AuthorizationClient
+	var conns [][]*grpc.ClientConn // by side
 	for _, addr := range []string{job.Addr, job.FloorAddr} {
 		if addr == "" {
 			continue
 		}
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return loadResult{}, err
+		var side []*grpc.ClientConn
+		for range max(job.Connections, 1) {
+			// A connection each: gRPC's client shares one per target otherwise.
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithDefaultCallOptions(grpc.ForceCodecV2(loadCodec{encoding.GetCodecV2("proto")})))
+			if err != nil {
+				return loadResult{}, err
+			}
+			defer conn.Close()
+			side = append(side, conn)
 		}
-		defer conn.Close()
-		clients = append(clients, authv3.NewAuthorizationClient(conn))
+		conns = append(conns, side)
 	}
-	check := func(i, side int) error {
-		resp, err := clients[side].Check(context.Background(), checks[i%len(checks)])
-		if err != nil {
+	check := func(stream, i, side int) error {
+		resp := new(authv3.CheckResponse)
+		conn := conns[side][stream%len(conns[side])]
+		if err := conn.Invoke(context.Background(), checkMethod, &checks[i%len(checks)], resp); err != nil {
 			return err
 		}
 		if code := codes.Code(resp.GetStatus().GetCode()); code != codes.OK {
@@ -578,7 +599,7 @@ func runGRPCLoad(job grpcJob) (loadResult, error) {
 		return nil
 	}
 	if job.FloorAddr == "" {
-		return closedLoop(job.Streams, job.Warmup, job.Duration, 0, func(i, _ int) error { return check(i, 0) }), nil
+		return closedLoop(job.Streams, job.Warmup, job.Duration, 0, func(stream, i, _ int) error { return check(stream, i, 0) }), nil
 	}
 	if job.Slice <= 0 || job.Duration%(2*job.Slice) != 0 {
 		return loadResult{}, fmt.Errorf("an interleaved load needs a duration of whole slice pairs")
@@ -586,12 +607,31 @@ func runGRPCLoad(job grpcJob) (loadResult, error) {
 	return closedLoop(job.Streams, job.Warmup, job.Duration, job.Slice, check, job.ServerPID, job.FloorServerPID), nil
 }
 
-// closedLoop runs workers that each call do(i, side) for i = worker, worker+1, …
+// checkMethod is the Authorization service's Check, as Envoy calls it.
+var checkMethod = "/" + authv3.Authorization_ServiceDesc.ServiceName + "/Check"
+
+// encodedCheck is a CheckRequest as its wire bytes, which loadCodec sends as
+// they are: Envoy encodes each request once, and the load generator, on one
+// core, would otherwise spend on encoding the same messages again, call after
+// call, the CPU it needs to keep the server's core busy.
+type encodedCheck []byte
+
+// loadCodec is gRPC's proto codec, except that an encodedCheck is sent as it is.
+type loadCodec struct{ encoding.CodecV2 }
+
+func (c loadCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if check, ok := v.(*encodedCheck); ok {
+		return mem.BufferSlice{mem.SliceBuffer(*check)}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
+
+// closedLoop runs workers that each call do(worker, i, side) for i = worker, worker+1, …
 // until the measured window is over, timing the calls that end within it. With
 // a slice, the calls alternate between side 0 and side 1 by slice (sideAt), the
 // servers' CPU (pids: side 0's, side 1's) is charged by slice (sideCPU), and the
 // result is sidesOf's; without, every call is side 0's.
-func closedLoop(workers int, warmup, duration, slice time.Duration, do func(i, side int) error, pids ...int) loadResult {
+func closedLoop(workers int, warmup, duration, slice time.Duration, do func(worker, i, side int) error, pids ...int) loadResult {
 	start := time.Now()
 	measureFrom := start.Add(warmup)
 	end := measureFrom.Add(duration)
@@ -616,7 +656,7 @@ func closedLoop(workers int, warmup, duration, slice time.Duration, do func(i, s
 					side = sideAt(slice, measureFrom, sent)
 				}
 				r := &results[w][side]
-				err := do(i, side)
+				err := do(w, i, side)
 				at := time.Now()
 				switch {
 				case err != nil:
@@ -765,13 +805,13 @@ func (r *report) authzRows(add func(...string)) {
 	}
 	grpcKey, noop, how := r.shapePair(a.grpcKey, a.noop, a.grpcKeyPaired, 0)
 	gr := ratio(grpcKey, noop)
-	add(fmt.Sprintf("8. Edge authorizer: gRPC Check (ext_authz), API key, %d streams", r.s.connections),
+	add(fmt.Sprintf("8. Edge authorizer: gRPC Check (ext_authz), API key, %d streams on %d connections", r.s.connections, max(r.s.grpcConnections, 1)),
 		rate(grpcKey, "checks"), fmt.Sprintf("no-op Check server (generated service, same limits, same requests), same core: %.0f/s%s%s", noop.Rate,
 			r.perCPUShare(grpcKey, noop.perServerCPU(r.window())), how),
 		fmt.Sprintf("%.1f%%", 100*gr), "≥ 100% of the no-op Check", yesNo(gr >= 1))
 	for _, j := range a.jwt {
 		jr := j.load.Rate / j.verify.Rate
-		add(fmt.Sprintf("8. Edge authorizer: gRPC Check, %s access token (%d tokens, each reused: verified once, then from the token cache), %d streams", j.alg, loadClients, r.s.connections),
+		add(fmt.Sprintf("8. Edge authorizer: gRPC Check, %s access token (%d tokens, each reused: verified once, then from the token cache), %d streams on %d connections", j.alg, loadClients, r.s.connections, max(r.s.grpcConnections, 1)),
 			rate(j.load, "checks"), fmt.Sprintf("raw %s verification, same core: %.0f/s", j.alg, j.verify.Rate),
 			fmt.Sprintf("%.1f%%", 100*jr), "(no target)", "—")
 		floor := combined(j.verify.Rate, a.noop.Rate)
@@ -797,7 +837,7 @@ func (r *report) writeAuthz(p func(string, ...any)) {
 	p("`bench/leads` (identifier %s, host %s; GET /v1/leads requires leads:read, default action deny). ", apiIdentifier, apiHost)
 	p("Every check asks about GET %s on that API and is allowed: forward-auth as Caddy's forward_auth asks (`GET /authz/api/bench/leads`, X-Forwarded-Method, -Host, -Uri, ", apiPath)
 	p("Authorization: Bearer), keep-alive connections in a closed loop; gRPC as Envoy's ext_authz asks (headers map, context_extensions `%s`), ", authz.ContextAPI)
-	p("%d concurrent unary calls on one HTTP/2 connection in a closed loop, by the envoy protos' `authv3.NewAuthorizationClient`. ", r.s.connections)
+	p("%d concurrent unary calls over %d HTTP/2 connections in a closed loop (Envoy opens one to the authorization service per worker thread: a proxy with %d workers), each request sent as its encoded bytes, as Envoy encodes a request once (gRPC's client with a codec that sends them as they are; answers decoded by gRPC's proto codec). ", r.s.connections, max(r.s.grpcConnections, 1), max(r.s.grpcConnections, 1))
 	p("API-key loads cycle through %d live keys; token loads through %d access tokens per algorithm, one per OAuthClient, issued by the token server (audience %s). ", a.cycled, loadClients, apiIdentifier)
 	p("The token server is stopped during the loads: only the measured process runs on its core. ")
 	p("The no-op Check server is the benchmark's own (`bench grpc-noop`: the authorizer's message and header limits, the generated Authorization service with gRPC's proto codec as any go-control-plane server has them, answering OK at once; the authorizer reads a CheckRequest's fields itself instead of decoding the whole message) on the same core, loaded with the same API-key requests; ")

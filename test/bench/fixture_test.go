@@ -16,7 +16,7 @@ import (
 // keys, its floor ratio, EdDSA issuance, the cold start at 100,000 keys and an
 // ES256 token verified on every check miss their targets.
 func fullRun() (*report, environment) {
-	s := settings{size: "full", duration: 20 * time.Second, warmup: 3 * time.Second, connections: 16, keys: 10_000,
+	s := settings{size: "full", duration: 20 * time.Second, warmup: 3 * time.Second, connections: 16, grpcConnections: 4, keys: 10_000,
 		memoryKeys: []int{100_000}, coldStarts: 5, revocations: 200, algorithms: []string{"RS256", "ES256", "EdDSA"},
 		serverCPU: "0", loadCPU: "1", out: "BENCHMARKS.md", introspected: 1000, lastUsedKeys: 1000, lastUsedWindow: 70 * time.Second}
 	r := &report{s: s, started: time.Date(2026, 11, 23, 7, 41, 12, 0, time.UTC)}
@@ -165,7 +165,7 @@ func fullRun() (*report, environment) {
 // floor and the cold start; EdDSA issuance, introspection, the revocation, the
 // manager's memory, the forward-auth check and the gRPC Check miss theirs.
 func partialRun() (*report, environment) {
-	s := settings{size: "quick", duration: 5 * time.Second, warmup: time.Second, connections: 16, keys: 2500,
+	s := settings{size: "quick", duration: 5 * time.Second, warmup: time.Second, connections: 16, grpcConnections: 4, keys: 2500,
 		coldStarts: 3, revocations: 100, algorithms: []string{"EdDSA"}, serverCPU: "0", loadCPU: "1",
 		out: "bin/BENCHMARKS.quick.md", managerArgs: []string{"--kube-api-qps=200", "--kube-api-burst=300"},
 		introspected: 1000, lastUsedKeys: 200, lastUsedWindow: 10 * time.Second}

@@ -38,24 +38,27 @@ import (
 
 // settings are the sizes of one run.
 type settings struct {
-	size         string
-	duration     time.Duration
-	warmup       time.Duration
-	connections  int
-	keys         int   // APIKeys created at once for the reconcile measurement
-	memoryKeys   []int // APIKey counts at which the token server's RSS is measured (beyond keys)
-	coldStarts   int
-	revocations  int
-	algorithms   []string
-	serverCPU    string
-	loadCPU      string
-	out          string
-	profileDir   string
-	before       string // a commit: the load rows are measured on its build too (before.go); run replaces it with the binary
-	keepWorkDir  bool
-	managerArgs  []string
-	steps        []string // empty: all
-	introspected int      // distinct API keys the introspection load cycles through
+	size        string
+	duration    time.Duration
+	warmup      time.Duration
+	connections int
+	// grpcConnections: the HTTP/2 connections the gRPC loads spread their
+	// connections-many streams over.
+	grpcConnections int
+	keys            int   // APIKeys created at once for the reconcile measurement
+	memoryKeys      []int // APIKey counts at which the token server's RSS is measured (beyond keys)
+	coldStarts      int
+	revocations     int
+	algorithms      []string
+	serverCPU       string
+	loadCPU         string
+	out             string
+	profileDir      string
+	before          string // a commit: the load rows are measured on its build too (before.go); run replaces it with the binary
+	keepWorkDir     bool
+	managerArgs     []string
+	steps           []string // empty: all
+	introspected    int      // distinct API keys the introspection load cycles through
 	// lastUsedKeys API keys are introspected through two token servers for at least
 	// lastUsedWindow to count the writes that record their last use.
 	lastUsedKeys   int
@@ -97,6 +100,7 @@ func parseFlags(args []string) (settings, error) {
 	duration := fs.Duration("duration", 0, "measured time of each load (quick 5s, full 20s)")
 	warmup := fs.Duration("warmup", 0, "unmeasured time before each load (quick 1s, full 3s)")
 	connections := fs.Int("connections", 16, "concurrent keep-alive connections of the load generator")
+	grpcConnections := fs.Int("grpc-connections", 4, "HTTP/2 connections of the gRPC loads, over which their -connections concurrent calls are spread (Envoy opens one per worker thread)")
 	keys := fs.Int("keys", 10_000, "APIKeys applied at once for the reconcile and cold-start measurements")
 	memoryKeys := fs.String("memory-keys", "", "further APIKey totals at which to measure the token server's memory (quick none, full 100000)")
 	coldStarts := fs.Int("cold-starts", 0, "token server starts to time (quick 3, full 5)")
@@ -113,7 +117,7 @@ func parseFlags(args []string) (settings, error) {
 	if err := fs.Parse(args); err != nil {
 		return settings{}, err
 	}
-	s := settings{size: *size, connections: *connections, keys: *keys, algorithms: split(*algorithms),
+	s := settings{size: *size, connections: *connections, grpcConnections: *grpcConnections, keys: *keys, algorithms: split(*algorithms),
 		serverCPU: *serverCPU, loadCPU: *loadCPU, before: *before, keepWorkDir: *keep, introspected: 1000,
 		managerArgs: strings.Fields(*managerArgs), steps: split(*steps)}
 	switch *size {

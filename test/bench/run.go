@@ -453,7 +453,7 @@ func (b *bench) introspection(ctx context.Context) error {
 	if err := b.confine(b.s.loadCPU, "19"); err != nil {
 		return err
 	}
-	var requests []string
+	var requests, names []string
 	first := b.s.revocations // keys below are revoked later; these stay active
 	for i := first; i < first+b.s.introspected; i++ {
 		key, err := b.c.secretData(ctx, keyName(i)+"-apikey", latchkeyv1.APIKeySecretKey)
@@ -462,6 +462,16 @@ func (b *bench) introspection(ctx context.Context) error {
 		}
 		rs := b.clients[i%loadClients]
 		requests = append(requests, b.request(http.MethodPost, "/oauth2/introspect", url.Values{"token": {key}}.Encode(), basicAuth(rs)))
+		names = append(names, keyName(i))
+	}
+	if err := b.usedThisPeriod(ctx, names, func(i int) error {
+		status, _, body, err := realAnswer(b.c.tokenAddr, []byte(requests[i]))
+		if err == nil && (status != http.StatusOK || !strings.Contains(string(body), `"active":true`)) {
+			err = fmt.Errorf("introspection answered %d", status)
+		}
+		return err
+	}); err != nil {
+		return err
 	}
 	health, err := b.load(ctx, "healthz-introspection", []string{b.request(http.MethodGet, "/healthz", "", "")}, http.StatusOK, "ok")
 	if err != nil {
