@@ -39,8 +39,11 @@ type oauthCall struct {
 	// nil when authentication failed, with authErr.
 	client  *index.Client
 	authErr *oauth.Error
+	// presented is the digest of the secret client was authenticated with.
+	presented index.Digest
 	// now is the request's time once it holds its seat: what the credential it
-	// presents is judged at (its client's secret is checked on arrival).
+	// presents, and its client, are judged at (the client's secret is hashed on
+	// arrival; stillAuthenticated).
 	now time.Time
 	// flow and seat are its place in the limiters (withAdmission).
 	flow string
@@ -57,13 +60,14 @@ func (c oauthCall) withAdmission(r *http.Request) *http.Request {
 
 // oauthEndpoint frames an OAuth endpoint. The body is read, and the caller
 // authenticated, before a seat is taken: slow uploads hold none, and the flow the
-// request queues in is the caller's.
+// request queues in is the caller's. Once seated, the caller's client is checked
+// again: one revoked during the wait is refused, as at once as any other.
 func (s *Server) oauthEndpoint(repeatable []string, h func(http.ResponseWriter, *http.Request, oauthCall)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		params, perr := oauth.ReadParams(w, r, s.cfg.MaxBodyBytes, repeatable...)
 		call := oauthCall{params: params}
 		if perr == nil {
-			call.client, call.authErr = s.authenticateClient(r, params, s.clock.Now())
+			call.client, call.presented, call.authErr = s.authenticateClient(r, params, s.clock.Now())
 		}
 		if call.client != nil && !call.client.Public {
 			// Its client_id (24 hex digits: no source's flow, "addr:…", is spelled so).
@@ -77,12 +81,27 @@ func (s *Server) oauthEndpoint(repeatable []string, h func(http.ResponseWriter, 
 		}
 		defer call.seat.Done()
 		call.now = s.clock.Now() // after the wait for a seat: a key that expired meanwhile is refused
+		if call.client != nil && !s.stillAuthenticated(call) {
+			// Revoked, expired, its secret rotated out or its object changed while
+			// the request waited (up to OverloadWait): authenticated again, at now.
+			call.client, call.presented, call.authErr = s.authenticateClient(r, params, call.now)
+		}
 		if perr != nil {
 			oauth.WriteError(w, perr)
 			return
 		}
 		h(w, r, call)
 	}
+}
+
+// stillAuthenticated reports whether call's client, authenticated on arrival,
+// is still the index's record of its client_id and still accepts the secret it
+// presented at call.now: a map lookup and a comparison, where authenticating
+// again would parse and hash once more for every request that waited for a seat.
+func (s *Server) stillAuthenticated(call oauthCall) bool {
+	current, _ := s.index.LookupClient(call.client.ClientID)
+	return current == call.client && current.Active(call.now) &&
+		(current.Public || current.SecretMatches(call.presented, call.now))
 }
 
 // browserEndpoint frames a page of the authorization_code flow: its flow is the

@@ -38,7 +38,7 @@ type discardUsage struct{}
 func (discardUsage) Used(string, index.Ref, *atomic.Uint64, time.Time) {}
 
 // benchServer is a server over an index of n API keys and one client, signing with alg.
-func benchServer(b *testing.B, alg string, n int) (*Server, []string, string, string) {
+func benchServer(b testing.TB, alg string, n int) (*Server, []string, string, string) {
 	b.Helper()
 	set, _, err := signingkeys.Reconcile(signingkeys.Set{}, signingkeys.Policy{
 		Algorithms: []string{alg}, RotationInterval: 24 * time.Hour, MaxTokenLifetime: time.Hour,
@@ -70,25 +70,31 @@ func benchServer(b *testing.B, alg string, n int) (*Server, []string, string, st
 			}},
 		})
 	}
-	clientID := "0123456789abcdef01234567"
 	secret, _ := credential.NewClientSecret(rand.Reader)
-	idx.UpsertClient(&latchkeyv1.OAuthClient{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "client", UID: "client-uid"},
-		Spec: latchkeyv1.OAuthClientSpec{
-			Scopes: []string{"leads:read"}, Audiences: []string{"https://api.bench"},
-			Introspection: &latchkeyv1.IntrospectionPolicy{Audiences: []string{"https://api.bench"}, Scopes: []string{"leads:*"}},
-		},
-		Status: latchkeyv1.OAuthClientStatus{ClientID: clientID, CredentialStatus: latchkeyv1.CredentialStatus{
-			Credentials: []latchkeyv1.CredentialHash{{Hash: credential.Hash(secret)}},
-		}},
-	})
+	idx.UpsertClient(benchClient(secret))
 	s, err := NewServer(Config{IssuerURL: "https://auth.bench", SigningAlgorithm: alg}, idx, keys,
 		clock.RealClock{}, logr.Discard(), prometheus.NewRegistry(), discardUsage{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	s.SetSynced()
-	return s, plaintexts, clientID, secret
+	return s, plaintexts, benchClientID, secret
+}
+
+const benchClientID = "0123456789abcdef01234567"
+
+// benchClient is benchServer's OAuthClient, whose secret is secret.
+func benchClient(secret string) *latchkeyv1.OAuthClient {
+	return &latchkeyv1.OAuthClient{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "client", UID: "client-uid"},
+		Spec: latchkeyv1.OAuthClientSpec{
+			Scopes: []string{"leads:read"}, Audiences: []string{"https://api.bench"},
+			Introspection: &latchkeyv1.IntrospectionPolicy{Audiences: []string{"https://api.bench"}, Scopes: []string{"leads:*"}},
+		},
+		Status: latchkeyv1.OAuthClientStatus{ClientID: benchClientID, CredentialStatus: latchkeyv1.CredentialStatus{
+			Credentials: []latchkeyv1.CredentialHash{{Hash: credential.Hash(secret)}},
+		}},
+	}
 }
 
 func post(h http.Handler, path, body, id, secret string) *httptest.ResponseRecorder {

@@ -256,44 +256,44 @@ func withAdmissionDefaults(cfg Config) Config {
 // client_secret_post, as the client allows, or, for a public client, by its
 // client_id alone (method none: what proves it is the PKCE verifier of its code or
 // its refresh token). Each endpoint decides whether it serves public clients
-// (publicRefused).
-func (s *Server) authenticateClient(r *http.Request, form url.Values, now time.Time) (*index.Client, *oauth.Error) {
+// (publicRefused). It returns the digest of the secret presented with the client.
+func (s *Server) authenticateClient(r *http.Request, form url.Values, now time.Time) (*index.Client, index.Digest, *oauth.Error) {
 	id, secret, basic := r.BasicAuth()
 	if basic {
 		if form.Has("client_secret") {
-			return nil, oauth.ErrInvalidRequest("use one client authentication method, not both")
+			return nil, index.Digest{}, oauth.ErrInvalidRequest("use one client authentication method, not both")
 		}
 		var err1, err2 error
 		id, err1 = url.QueryUnescape(id)
 		secret, err2 = url.QueryUnescape(secret)
 		if err1 != nil || err2 != nil {
-			return nil, oauth.ErrInvalidClient
+			return nil, index.Digest{}, oauth.ErrInvalidClient
 		}
 		if formID := form.Get("client_id"); formID != "" && formID != id {
-			return nil, oauth.ErrInvalidRequest("client_id in the body does not match the Authorization header")
+			return nil, index.Digest{}, oauth.ErrInvalidRequest("client_id in the body does not match the Authorization header")
 		}
 	} else {
 		id, secret = form.Get("client_id"), form.Get("client_secret")
 		if id == "" {
-			return nil, oauth.ErrInvalidClient
+			return nil, index.Digest{}, oauth.ErrInvalidClient
 		}
 	}
 	presented := index.DigestOf(secret)   // hashed even for an unknown id: no timing difference to probe
 	client, _ := s.index.LookupClient(id) // a duplicated client_id finds none (reported once by the index)
 	if client == nil || !client.Active(now) {
-		return nil, oauth.ErrInvalidClient
+		return nil, index.Digest{}, oauth.ErrInvalidClient
 	}
 	if client.Public {
 		// A public client has no secret; one that sends a secret is misconfigured.
 		if basic || secret != "" {
-			return nil, oauth.ErrInvalidClient
+			return nil, index.Digest{}, oauth.ErrInvalidClient
 		}
 	} else if secret == "" || !client.SecretMatches(presented, now) || (basic && !client.Basic) || (!basic && !client.Post) {
-		return nil, oauth.ErrInvalidClient
+		return nil, index.Digest{}, oauth.ErrInvalidClient
 	}
 	// Last use is recorded by the caller once the request is served: a refused
 	// grant type or scope is not a use of the credential.
-	return client, nil
+	return client, presented, nil
 }
 
 // instrument counts and times each request by endpoint and outcome.
