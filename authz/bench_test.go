@@ -5,17 +5,37 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/ratelimit"
 )
 
 // BenchmarkForwardAuth is one forward-auth decision through the HTTP handler, as
 // make bench drives it over the network (make bench holds the figures that count).
 func BenchmarkForwardAuth(b *testing.B) {
+	b.Run("unlimited", func(b *testing.B) { benchmarkForwardAuth(b, nil) })
+	// A rate limit no request reaches: each check spends from its key's budget
+	// and answers with the RateLimit fields (make bench's limited row).
+	b.Run("limited", func(b *testing.B) {
+		benchmarkForwardAuth(b, &latchkeyv1.APIRateLimit{RateLimit: latchkeyv1.RateLimit{Requests: 1_000_000_000, Per: metav1.Duration{Duration: time.Second}}})
+	})
+}
+
+func benchmarkForwardAuth(b *testing.B, limit *latchkeyv1.APIRateLimit) {
 	a, key := fuzzAuthorizer(b)
+	if limit != nil {
+		api := fuzzAPI()
+		api.Spec.RateLimit = limit
+		a.Index.UpsertAPI(api)
+		a.Limits = ratelimit.New(1<<16, 1<<16)
+	}
 	h := NewServer(a, "latchkey", prometheus.NewRegistry()).Handler()
 	req := httptest.NewRequest(http.MethodGet, "/authz/api/ns/leads", nil)
 	req.Header.Set("X-Forwarded-Method", "GET")
@@ -26,8 +46,8 @@ func BenchmarkForwardAuth(b *testing.B) {
 	for b.Loop() {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
-		if w.Code != 200 {
-			b.Fatal(w.Code)
+		if w.Code != 200 || (limit != nil) != (w.Header().Get("RateLimit-Policy") != "") {
+			b.Fatal(w.Code, w.Header())
 		}
 	}
 }

@@ -28,12 +28,7 @@ func fuzzAuthorizer(t testing.TB) (*Authorizer, string) {
 		t.Fatal(err)
 	}
 	idx := index.NewIndex(logr.Discard())
-	idx.UpsertAPI(&latchkeyv1.API{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "leads", UID: "api", CreationTimestamp: metav1.Unix(1, 0)},
-		Spec: latchkeyv1.APISpec{Identifier: "https://leads", Hosts: []string{"leads.test"},
-			Scopes: []latchkeyv1.APIScope{{Name: "leads:read"}},
-			Rules:  []latchkeyv1.APIRule{{Methods: []string{"GET"}, PathPrefix: "/v1/leads", Scopes: []string{"leads:read"}}}},
-	})
+	idx.UpsertAPI(fuzzAPI())
 	idx.UpsertAPIKey(&latchkeyv1.APIKey{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "k", UID: "k"},
 		Spec:       latchkeyv1.APIKeySpec{Scopes: []string{"leads:read"}},
@@ -42,6 +37,16 @@ func fuzzAuthorizer(t testing.TB) (*Authorizer, string) {
 	})
 	return &Authorizer{Index: idx, Keys: &JWKS{}, Issuer: "https://issuer", APIKeyHeader: "x-api-key",
 		Usage: discardUsage{}, Clock: clocktesting.NewFakePassiveClock(time.Unix(1000, 0))}, key
+}
+
+// fuzzAPI is fuzzAuthorizer's API: GET /v1/leads at leads.test requires leads:read.
+func fuzzAPI() *latchkeyv1.API {
+	return &latchkeyv1.API{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "leads", UID: "api", CreationTimestamp: metav1.Unix(1, 0)},
+		Spec: latchkeyv1.APISpec{Identifier: "https://leads", Hosts: []string{"leads.test"},
+			Scopes: []latchkeyv1.APIScope{{Name: "leads:read"}},
+			Rules:  []latchkeyv1.APIRule{{Methods: []string{"GET"}, PathPrefix: "/v1/leads", Scopes: []string{"leads:read"}}}},
+	}
 }
 
 // FuzzDecide drives credential extraction and request parsing with arbitrary

@@ -88,9 +88,11 @@ type authzRun struct {
 	// the -before build's (their Floor).
 	before                            map[string]loadResult
 	forwardBeforePair, grpcBeforePair *loadResult
-	// limited: forward with a rate limit on the API that no request reaches;
-	// forwardAfter: forward again after it.
-	limited, forwardAfter loadResult
+	// limited: the forward checks on a twin of the API with a rate limit that no
+	// request reaches, alone (profiled); limitedPaired: interleaved with forward
+	// (its Floor), the row's ratio.
+	limited       loadResult
+	limitedPaired *loadResult
 	shared                *sharedLimitRun
 	jwt                   []jwtRun
 	// revocations: from each patch's response to the first 401 (the target's
@@ -260,21 +262,30 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		}); err != nil {
 		return err
 	}
-	// The same load with a rate limit on the API that no request reaches: every
-	// check spends from its key's budget and answers with the RateLimit fields.
+	// The same checks on a twin of the API with a rate limit that no request
+	// reaches (every check spends from its key's budget and answers with the
+	// RateLimit fields), alone and then interleaved with the checks on the API
+	// without one: two loads one after the other measure this machine's drift.
 	unreachable := &latchkeyv1.APIRateLimit{RateLimit: latchkeyv1.RateLimit{Requests: 1_000_000_000, Per: metav1.Duration{Duration: time.Second}}}
-	if err := b.setAPIRateLimit(ctx, httpAddr, keys[0], unreachable); err != nil {
+	removeLimited, err := b.createLimitedAPI(ctx, httpAddr, keys[0], unreachable)
+	if err != nil {
 		return err
 	}
-	if run.limited, err = httpLoad("authz-forward-apikey-limited", forward, ""); err != nil {
+	var limited [][]byte
+	for _, key := range keys {
+		limited = append(limited, []byte(forwardAuthRequestTo(httpAddr, key, limitedAPIName, limitedAPIHost)))
+	}
+	if run.limited, err = httpLoad("authz-forward-apikey-limited", limited, ""); err != nil {
 		return err
 	}
-	if err := b.setAPIRateLimit(ctx, httpAddr, keys[0], nil); err != nil {
+	job := loadJob{Addr: httpAddr, Requests: limited, Connections: b.s.connections,
+		Warmup: b.s.warmup, Duration: b.s.duration, ExpectStatus: http.StatusOK}
+	paired, err := b.measure(ctx, "authz-forward-apikey-limited-interleaved", "load", p, b.interleave(job, p, forward, ""))
+	if err != nil {
 		return err
 	}
-	// Unlimited again: the reference is the mean of the loads before and after,
-	// so that a drift over the run is not charged to the limits.
-	if run.forwardAfter, err = httpLoad("authz-forward-apikey-again", forward, ""); err != nil {
+	run.limitedPaired = &paired
+	if err := removeLimited(); err != nil {
 		return err
 	}
 	if b.s.before != "" {
@@ -409,11 +420,15 @@ func (b *bench) authzBefore(ctx context.Context, p **process, startFrom func(bin
 
 // createAPI creates the API the checks name: GET /v1/leads requires leads:read.
 func (b *bench) createAPI(ctx context.Context) error {
-	return b.c.client.Create(ctx, &latchkeyv1.API{
-		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: apiName},
+	return b.c.client.Create(ctx, benchAPI(apiName, apiIdentifier, apiHost))
+}
+
+func benchAPI(name, identifier, host string) *latchkeyv1.API {
+	return &latchkeyv1.API{
+		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: name},
 		Spec: latchkeyv1.APISpec{
-			Identifier: apiIdentifier,
-			Hosts:      []string{apiHost},
+			Identifier: identifier,
+			Hosts:      []string{host},
 			Scopes:     []latchkeyv1.APIScope{{Name: "leads:read"}, {Name: "leads:write"}},
 			Rules: []latchkeyv1.APIRule{
 				{Methods: []string{http.MethodGet}, PathPrefix: "/v1/leads", Scopes: []string{"leads:read"}},
@@ -421,7 +436,37 @@ func (b *bench) createAPI(ctx context.Context) error {
 			},
 			DefaultAction: latchkeyv1.DefaultActionDeny,
 		},
-	})
+	}
+}
+
+// The bench API's twin for the rate-limited row: the same rules, another
+// identifier and host, and a rate limit.
+const (
+	limitedAPIName       = "leads-limited"
+	limitedAPIHost       = "limited.bench.example"
+	limitedAPIIdentifier = "https://limited.bench.example"
+)
+
+// createLimitedAPI creates the bench API's twin with rl and waits until the
+// authorizer at httpAddr answers a check of key on it with the RateLimit
+// fields; the function it returns deletes the twin.
+func (b *bench) createLimitedAPI(ctx context.Context, httpAddr, key string, rl *latchkeyv1.APIRateLimit) (func() error, error) {
+	api := benchAPI(limitedAPIName, limitedAPIIdentifier, limitedAPIHost)
+	api.Spec.RateLimit = rl
+	if err := b.c.client.Create(ctx, api); err != nil {
+		return nil, err
+	}
+	remove := func() error { return b.c.client.Delete(context.Background(), api) }
+	request := forwardAuthRequestTo(httpAddr, key, limitedAPIName, limitedAPIHost)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		status, h, _, err := realAnswer(httpAddr, []byte(request))
+		if err == nil && status == http.StatusOK && h.Get("RateLimit-Policy") != "" {
+			return remove, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, errors.Join(fmt.Errorf("the authorizer did not apply the rate-limited API within 10 s"), remove())
 }
 
 // authzIdentity is the authorizer's kubeconfig: the latchkey-authz user when
@@ -472,10 +517,15 @@ func (b *bench) authzRevocations(ctx context.Context, httpAddr string) ([]time.D
 // forwardAuthRequest is a raw forward-auth request as Caddy's forward_auth sends
 // it: the client's headers, and the original method, host and URI in X-Forwarded-*.
 func forwardAuthRequest(addr, credential string) string {
-	return "GET /authz/api/" + benchNamespace + "/" + apiName + " HTTP/1.1\r\nHost: " + addr + "\r\n" +
+	return forwardAuthRequestTo(addr, credential, apiName, apiHost)
+}
+
+// forwardAuthRequestTo is forwardAuthRequest for the bench namespace's API name at host.
+func forwardAuthRequestTo(addr, credential, name, host string) string {
+	return "GET /authz/api/" + benchNamespace + "/" + name + " HTTP/1.1\r\nHost: " + addr + "\r\n" +
 		"User-Agent: bench\r\nAccept: application/json\r\nAuthorization: Bearer " + credential + "\r\n" +
 		"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Method: GET\r\n" +
-		"X-Forwarded-Host: " + apiHost + "\r\nX-Forwarded-Uri: " + apiPath + "\r\n\r\n"
+		"X-Forwarded-Host: " + host + "\r\nX-Forwarded-Uri: " + apiPath + "\r\n\r\n"
 }
 
 // forwardAuth sends one forward-auth request and returns the status.
@@ -789,16 +839,12 @@ func (r *report) authzRows(add func(...string)) {
 		rate(forward, "checks"), fmt.Sprintf("forward-auth floor (the same requests answered with the same headers by a no-op, same process): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s%s",
 			forwardFloor.Rate, a.healthz.Rate, 100*ratio(forward, a.healthz), r.perCPUShare(forward, forwardFloor.perServerCPU(r.window())), how),
 		fmt.Sprintf("%.1f%%", 100*fr), "≥ 85% of its floor; p99 < 2 ms", yesNo(fr >= targetShapeRatio && forward.P99 < targetAuthzP99))
-	if a.limited.Rate > 0 {
-		reference, how := a.forward.Rate, fmt.Sprintf("the same load without a limit, just before: %.0f/s", a.forward.Rate)
-		if a.forwardAfter.Rate > 0 {
-			reference = (a.forward.Rate + a.forwardAfter.Rate) / 2
-			how = fmt.Sprintf("the same load without a limit, the mean of just before and just after: %.0f/s (%.0f, %.0f)",
-				reference, a.forward.Rate, a.forwardAfter.Rate)
-		}
-		lr := a.limited.Rate / reference
+	if l := a.limitedPaired; l != nil && l.Floor != nil {
+		lr := ratio(*l, *l.Floor)
 		add("8. Edge authorizer: forward-auth API-key check with a rate limit on the API (counted, never reached)",
-			rate(a.limited, "checks"), how, fmt.Sprintf("%.1f%%", 100*lr), "≥ 95% of the same check without limits", yesNo(lr >= 0.95))
+			rate(*l, "checks"), fmt.Sprintf("the same checks on the bench API, which has no limit, interleaved with them in slices of %.1f s: %.0f/s%s (each alone, one after the other and profiled: %.0f/s with the limit, %.0f/s without: %.1f%%)",
+				sliceOf(r.s.duration).Seconds(), l.Floor.Rate, r.perCPUShare(*l, l.Floor.perServerCPU(r.window())), a.limited.Rate, a.forward.Rate, 100*ratio(a.limited, a.forward)),
+			fmt.Sprintf("%.1f%%", 100*lr), "≥ 95% of the same check without limits", yesNo(lr >= 0.95))
 	}
 	if a.shared != nil {
 		r.sharedLimitRow(add, a.shared)
