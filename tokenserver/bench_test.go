@@ -40,6 +40,12 @@ func (discardUsage) Used(string, index.Ref, *atomic.Uint64, time.Time) {}
 // benchServer is a server over an index of n API keys and one client, signing with alg.
 func benchServer(b testing.TB, alg string, n int) (*Server, []string, string, string) {
 	b.Helper()
+	return benchServerWith(b, alg, n, Config{}, clock.RealClock{})
+}
+
+// benchServerWith is benchServer with cfg's admission settings and clk.
+func benchServerWith(b testing.TB, alg string, n int, cfg Config, clk clock.PassiveClock) (*Server, []string, string, string) {
+	b.Helper()
 	set, _, err := signingkeys.Reconcile(signingkeys.Set{}, signingkeys.Policy{
 		Algorithms: []string{alg}, RotationInterval: 24 * time.Hour, MaxTokenLifetime: time.Hour,
 	}, time.Now(), rand.Reader)
@@ -72,8 +78,8 @@ func benchServer(b testing.TB, alg string, n int) (*Server, []string, string, st
 	}
 	secret, _ := credential.NewClientSecret(rand.Reader)
 	idx.UpsertClient(benchClient(secret))
-	s, err := NewServer(Config{IssuerURL: "https://auth.bench", SigningAlgorithm: alg}, idx, keys,
-		clock.RealClock{}, logr.Discard(), prometheus.NewRegistry(), discardUsage{})
+	cfg.IssuerURL, cfg.SigningAlgorithm = "https://auth.bench", alg
+	s, err := NewServer(cfg, idx, keys, clk, logr.Discard(), prometheus.NewRegistry(), discardUsage{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -57,6 +57,15 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, call oauthC
 		r = call.withAdmission(r)
 	}
 	resp, oerr := grant.Issue(r, client, params)
+	if oerr == nil && grant.DoesIO() {
+		// The grant waited for an I/O seat and the API server (up to IOTimeout
+		// each): a client revoked, expired or rotated out meanwhile gets nothing.
+		// What the grant wrote stays (a code redeemed: the app starts over).
+		call.now = s.clock.Now()
+		if !s.stillAuthenticated(call) {
+			_, _, oerr = s.authenticateClient(r, params, call.now)
+		}
+	}
 	if oerr != nil {
 		oauth.WriteError(w, oerr)
 		return
