@@ -93,8 +93,8 @@ type authzRun struct {
 	// (its Floor), the row's ratio.
 	limited       loadResult
 	limitedPaired *loadResult
-	shared                *sharedLimitRun
-	jwt                   []jwtRun
+	shared        *sharedLimitRun
+	jwt           []jwtRun
 	// revocations: from each patch's response to the first 401 (the target's
 	// measure); revocationsFromSend: from sending it, as the token server's rows.
 	revocations, revocationsFromSend []time.Duration
@@ -602,7 +602,7 @@ type grpcJob struct {
 	Connections      int // per server; at least 1
 	Warmup, Duration time.Duration
 	// FloorAddr, when set, interleaves the load with the same Checks sent to the
-	// server there, on a connection of its own, in slices of Slice (as
+	// server there, on Connections of its own, in slices of Slice (as
 	// loadJob.FloorAddr): ServerPID and FloorServerPID are the processes
 	// answering at Addr and FloorAddr, both on the server core.
 	FloorAddr                 string        `json:",omitempty"`
@@ -668,6 +668,10 @@ type encodedCheck []byte
 
 // loadCodec is gRPC's proto codec, except that an encodedCheck is sent as it is.
 type loadCodec struct{ encoding.CodecV2 }
+
+// Name is empty, so that requests say content-type application/grpc, as
+// Envoy's do (a forced codec's name becomes the content-subtype).
+func (loadCodec) Name() string { return "" }
 
 func (c loadCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if check, ok := v.(*encodedCheck); ok {

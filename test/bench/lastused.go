@@ -376,6 +376,14 @@ func (b *bench) usedThisPeriod(ctx context.Context, names []string, use func(i i
 	if err != nil {
 		return err
 	}
+	// The next period would bring the writes back during the loads: start them
+	// in it instead, if it begins before a step's loads are done.
+	if left := time.Until(time.Now().Truncate(runLastUsedGranularity).Add(runLastUsedGranularity)); left < b.stepLoads() {
+		logf("  the hour ends in %s, within this step's loads: waiting for it", left.Round(time.Second))
+		if err := sleep(ctx, left+time.Second); err != nil {
+			return err
+		}
+	}
 	period := time.Now().Truncate(runLastUsedGranularity)
 	for i := range names {
 		if err := use(i); err != nil {
@@ -388,4 +396,10 @@ func (b *bench) usedThisPeriod(ctx context.Context, names []string, use func(i i
 	}
 	logf("  %d keys used once; every status.lastUsedAt showed it %s later", len(names), time.Since(start).Round(100*time.Millisecond))
 	return nil
+}
+
+// stepLoads bounds the time the introspection or authorizer step spends in its
+// loads after usedThisPeriod: at most 14 loads, their before/after pairs included.
+func (b *bench) stepLoads() time.Duration {
+	return 14 * (b.s.warmup + b.s.duration)
 }

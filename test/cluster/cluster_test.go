@@ -502,13 +502,13 @@ var _ = Describe("Latchkey on a real node", Ordered, func() {
 		// again every retry period. Wait for a running pod to lead.
 		var leader string
 		Eventually(func() bool {
-			holder := kubectl("get", "lease", "manager.latchkey.dev", "-n", systemNS, "-o", "jsonpath={.spec.holderIdentity}")
+			holder, err := kubectlErr("get", "lease", "manager.latchkey.dev", "-n", systemNS, "-o", "jsonpath={.spec.holderIdentity}")
 			var found bool
-			if leader, _, found = strings.Cut(holder, "_"); !found {
+			if leader, _, found = strings.Cut(holder, "_"); err != nil || !found {
 				return false
 			}
-			pods := strings.Fields(kubectl("get", "pods", "-n", systemNS, "-l", "app.kubernetes.io/component=manager", "-o", "jsonpath={.items[*].metadata.name}"))
-			return slices.Contains(pods, leader)
+			pods, err := kubectlErr("get", "pods", "-n", systemNS, "-l", "app.kubernetes.io/component=manager", "-o", "jsonpath={.items[*].metadata.name}")
+			return err == nil && slices.Contains(strings.Fields(pods), leader)
 		}).Should(BeTrue(), "the lease's holder is a running manager pod, as <pod>_<id>")
 		start := time.Now()
 		kubectl("delete", "pod", leader, "-n", systemNS, "--wait=false")
