@@ -22,28 +22,32 @@ import (
 	"github.com/latchkey-dev/latchkey/tokenserver/oauth"
 )
 
+// clientChanges are what may happen to the client while its request waits, and
+// the answer each must then get.
+var clientChanges = []struct {
+	name   string
+	change func(c *latchkeyv1.OAuthClient)
+	want   int
+}{
+	{"unchanged", nil, http.StatusOK},
+	{"revoked", func(c *latchkeyv1.OAuthClient) { c.Spec.Revoked = true }, http.StatusUnauthorized},
+	{"expired", func(c *latchkeyv1.OAuthClient) { c.Spec.ExpiresAt = &metav1.Time{Time: time.Now().Add(-time.Second)} }, http.StatusUnauthorized},
+	{"its secret replaced", func(c *latchkeyv1.OAuthClient) {
+		other, _ := credential.NewClientSecret(rand.Reader)
+		c.Status.Credentials[0].Hash = credential.Hash(other)
+	}, http.StatusUnauthorized},
+	{"its secret past its overlap", func(c *latchkeyv1.OAuthClient) {
+		c.Status.Credentials[0].NotAfter = &metav1.Time{Time: time.Now().Add(-time.Second)}
+	}, http.StatusUnauthorized},
+	{"changed, still valid", func(c *latchkeyv1.OAuthClient) { c.Spec.Scopes = append(c.Spec.Scopes, "leads:write") }, http.StatusOK},
+}
+
 // TestAClientChangedWhileItWaitsForASeatIsJudgedAgain plays a client whose
 // request waits for a seat (every seat held) while its OAuthClient changes: it
 // was authenticated on arrival, and a revocation during the wait must still
 // refuse it (revoked at once), while a change that leaves it valid does not.
 func TestAClientChangedWhileItWaitsForASeatIsJudgedAgain(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		change func(c *latchkeyv1.OAuthClient)
-		want   int
-	}{
-		{"unchanged", nil, http.StatusOK},
-		{"revoked", func(c *latchkeyv1.OAuthClient) { c.Spec.Revoked = true }, http.StatusUnauthorized},
-		{"expired", func(c *latchkeyv1.OAuthClient) { c.Spec.ExpiresAt = &metav1.Time{Time: time.Now().Add(-time.Second)} }, http.StatusUnauthorized},
-		{"its secret replaced", func(c *latchkeyv1.OAuthClient) {
-			other, _ := credential.NewClientSecret(rand.Reader)
-			c.Status.Credentials[0].Hash = credential.Hash(other)
-		}, http.StatusUnauthorized},
-		{"its secret past its overlap", func(c *latchkeyv1.OAuthClient) {
-			c.Status.Credentials[0].NotAfter = &metav1.Time{Time: time.Now().Add(-time.Second)}
-		}, http.StatusUnauthorized},
-		{"changed, still valid", func(c *latchkeyv1.OAuthClient) { c.Spec.Scopes = append(c.Spec.Scopes, "leads:write") }, http.StatusOK},
-	} {
+	for _, tc := range clientChanges {
 		for _, endpoint := range []struct{ path, body string }{
 			{"/oauth2/token", "grant_type=client_credentials"},
 			{"/oauth2/introspect", "token=lk_live_unknown"},
@@ -151,18 +155,7 @@ func (g ioGrant) Issue(*http.Request, *index.Client, url.Values) (oauth.TokenRes
 // TestAClientRevokedWhileItsGrantDoesIOGetsNothing: the token endpoint checks the
 // client again once a grant that waited for the API server answers.
 func TestAClientRevokedWhileItsGrantDoesIOGetsNothing(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		change func(c *latchkeyv1.OAuthClient)
-		want   int
-	}{
-		{"unchanged", nil, http.StatusOK},
-		{"revoked", func(c *latchkeyv1.OAuthClient) { c.Spec.Revoked = true }, http.StatusUnauthorized},
-		{"its secret past its overlap", func(c *latchkeyv1.OAuthClient) {
-			c.Status.Credentials[0].NotAfter = &metav1.Time{Time: time.Now().Add(-time.Second)}
-		}, http.StatusUnauthorized},
-		{"changed, still valid", func(c *latchkeyv1.OAuthClient) { c.Spec.Scopes = append(c.Spec.Scopes, "leads:write") }, http.StatusOK},
-	} {
+	for _, tc := range clientChanges {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _, id, secret := waitingServer(t, clock.RealClock{})
 			grant := ioGrant{issuing: make(chan struct{}), release: make(chan struct{})}
