@@ -43,7 +43,7 @@ type oauthCall struct {
 	presented index.Digest
 	// now is the request's time once it holds its seat: what the credential it
 	// presents, and its client, are judged at (the client's secret is hashed on
-	// arrival; stillAuthenticated).
+	// arrival; authenticatedAgain).
 	now time.Time
 	// flow and seat are its place in the limiters (withAdmission).
 	flow string
@@ -81,10 +81,9 @@ func (s *Server) oauthEndpoint(repeatable []string, h func(http.ResponseWriter, 
 		}
 		defer call.seat.Done()
 		call.now = s.clock.Now() // after the wait for a seat: a key that expired meanwhile is refused
-		if call.client != nil && !s.stillAuthenticated(call) {
-			// Revoked, expired, its secret rotated out or its object changed while
-			// the request waited (up to OverloadWait): authenticated again, at now.
-			call.client, call.presented, call.authErr = s.authenticateClient(r, params, call.now)
+		// Its client is judged again after the wait (up to OverloadWait).
+		if call.client != nil {
+			call.client, call.presented, call.authErr = s.authenticatedAgain(r, call)
 		}
 		if perr != nil {
 			oauth.WriteError(w, perr)
@@ -94,14 +93,19 @@ func (s *Server) oauthEndpoint(repeatable []string, h func(http.ResponseWriter, 
 	}
 }
 
-// stillAuthenticated reports whether call's client, authenticated on arrival,
-// is still the index's record of its client_id and still accepts the secret it
-// presented at call.now: a map lookup and a comparison, where authenticating
-// again would parse and hash once more for every request that waited for a seat.
-func (s *Server) stillAuthenticated(call oauthCall) bool {
+// authenticatedAgain is call's client, authenticated earlier, judged at
+// call.now: revoked, expired, its secret rotated out or its object changed
+// since, it is authenticated again. While the index still holds the very record
+// authenticated, still active and still accepting the presented secret, that is
+// a map lookup and a comparison, not a second parse and hash for every request
+// that waited.
+func (s *Server) authenticatedAgain(r *http.Request, call oauthCall) (*index.Client, index.Digest, *oauth.Error) {
 	current, _ := s.index.LookupClient(call.client.ClientID)
-	return current == call.client && current.Active(call.now) &&
-		(current.Public || current.SecretMatches(call.presented, call.now))
+	if current == call.client && current.Active(call.now) &&
+		(current.Public || current.SecretMatches(call.presented, call.now)) {
+		return call.client, call.presented, nil
+	}
+	return s.authenticateClient(r, call.params, call.now)
 }
 
 // browserEndpoint frames a page of the authorization_code flow: its flow is the

@@ -62,9 +62,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, call oauthC
 		// each): a client revoked, expired or rotated out meanwhile gets nothing.
 		// What the grant wrote stays (a code redeemed: the app starts over).
 		call.now = s.clock.Now()
-		if !s.stillAuthenticated(call) {
-			_, _, oerr = s.authenticateClient(r, params, call.now)
-		}
+		client, _, oerr = s.authenticatedAgain(r, call)
 	}
 	if oerr != nil {
 		oauth.WriteError(w, oerr)
