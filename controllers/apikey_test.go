@@ -35,6 +35,25 @@ var _ = Describe("APIKey", func() {
 		Expect(ready.Status.KeyID).To(Equal(credential.KeyID(credential.Hash(key))))
 	})
 
+	It("is held in the manager's cache as a compact record that gives the object exactly", func() {
+		expires := metav1.NewTime(time.Now().Add(24 * time.Hour).Truncate(time.Second))
+		obj := create(ctx, apiKeyKind, ns, "compact", func(o controllers.CredentialObject) {
+			key := o.(*latchkeyv1.APIKey)
+			key.Spec.Scopes = []string{"leads:read", "leads:write"}
+			key.Spec.ExpiresAt = &expires
+			key.Spec.Rotation = &latchkeyv1.RotationPolicy{Interval: &metav1.Duration{Duration: 720 * time.Hour}}
+			key.Annotations = map[string]string{latchkeyv1.RotateAnnotation: "first"}
+		})
+		waitReady(ctx, apiKeyKind, obj, latchkeyv1.ReasonIssued)
+		Eventually(func(g Gomega) {
+			live := get(ctx, apiKeyKind, ns, "compact").(*latchkeyv1.APIKey)
+			isRecord, cached, want, err := controllers.CachedAPIKey(ctx, managerCache, live)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(isRecord).To(BeTrue(), "an issued key, as the API server sends it, is held as a record")
+			g.Expect(cached).To(Equal(want), "the record gives the object in the cache's form")
+		}).Should(Succeed())
+	})
+
 	It("takes the environment and prefix into the key", func() {
 		obj := create(ctx, apiKeyKind, ns, "sandbox", func(o controllers.CredentialObject) {
 			key := o.(*latchkeyv1.APIKey)

@@ -28,7 +28,9 @@ import (
 //   - strings that repeat across objects (namespaces, scopes, condition types and
 //     reasons, owner kinds) share one copy (interned).
 //
-// Secrets are cached as records, not objects (secretcache.go).
+// Secrets are cached as records, not objects (secretcache.go), and APIKeys, the
+// credentials there are most of, as records that give the object in this form
+// exactly (apikeyrecord.go).
 //
 // Cached objects are shared, read-only: a Get or List deep-copies them (a List
 // with UnsafeDisableDeepCopy only reads), and a cached copy is never written

@@ -341,7 +341,7 @@ func (r *CredentialReconciler[T]) register(ctx context.Context, obj T, state obs
 func (r *CredentialReconciler[T]) setReadyIssued(obj T) {
 	status := obj.CredentialStatus()
 	current := status.Credentials[0]
-	message := fmt.Sprintf("%s %s is in Secret %s", r.Kind.Name(), credential.KeyID(current.Hash), obj.SecretName())
+	message := issuedMessage(r.Kind.Name(), credential.KeyID(current.Hash), obj.SecretName())
 	if len(status.Credentials) > 1 {
 		previous := status.Credentials[len(status.Credentials)-1]
 		r.setReady(obj, metav1.ConditionTrue, latchkeyv1.ReasonRotating,
@@ -349,6 +349,11 @@ func (r *CredentialReconciler[T]) setReadyIssued(obj T) {
 		return
 	}
 	r.setReady(obj, metav1.ConditionTrue, latchkeyv1.ReasonIssued, message)
+}
+
+// issuedMessage is the Ready message of an issued credential: which one, in which Secret.
+func issuedMessage(kindName, keyID, secretName string) string {
+	return fmt.Sprintf("%s %s is in Secret %s", kindName, keyID, secretName)
 }
 
 // setReady sets obj's Ready condition and reports whether its reason changed.

@@ -126,11 +126,12 @@ func (r *CredentialReconciler[T]) scopeWatch() handler.EventHandler {
 }
 
 // enqueue adds the credentials of the kind that match, in the namespaces in
-// accepts (every namespace when nil), to the controller's queue. The list comes
-// from the cache without copies: only names are read.
+// accepts (every namespace when nil), to the controller's queue. Only names are
+// read, but the list is of copies: an APIKey's cache entry is a record
+// (apikeyrecord.go), which a list without copies cannot hold.
 func (r *CredentialReconciler[T]) enqueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], match client.ListOption, in func(namespace string) bool) {
 	list := r.Kind.NewList()
-	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy, match); err != nil {
+	if err := r.List(ctx, list, match); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing credentials to recheck their scopes")
 		return
 	}
@@ -145,8 +146,10 @@ func (r *CredentialReconciler[T]) enqueue(ctx context.Context, q workqueue.Typed
 // scopesIndex is the index function of ScopesField for a kind.
 func scopesIndex[T CredentialObject](kind CredentialKind[T]) client.IndexerFunc {
 	return func(obj client.Object) []string {
-		if o, ok := obj.(T); ok {
-			return kind.Scopes(o)
+		if c, ok := asCredential(obj); ok {
+			if o, ok := c.(T); ok {
+				return kind.Scopes(o)
+			}
 		}
 		return nil
 	}

@@ -61,7 +61,7 @@ const (
 )
 
 // CacheByObject restricts the Secret cache to the Secrets the operator labelled,
-// as secretRecords. Given the JWKS ConfigMap (optional: SigningKeyOptions.JWKSConfigMap
+// as secretRecords, and caches APIKeys as apiKeyRecords. Given the JWKS ConfigMap (optional: SigningKeyOptions.JWKSConfigMap
 // in the signing keys' namespace), it restricts the ConfigMap cache to that one, so
 // that the manager neither holds nor needs the right to list the cluster's ConfigMaps.
 func CacheByObject(jwksConfigMap ...client.ObjectKey) map[client.Object]cache.ByObject {
@@ -70,6 +70,7 @@ func CacheByObject(jwksConfigMap ...client.ObjectKey) map[client.Object]cache.By
 			Label:     labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedByValue}),
 			Transform: secretRecordTransform,
 		},
+		&latchkeyv1.APIKey{}: {Transform: apiKeyRecordTransform},
 	}
 	if len(jwksConfigMap) > 0 && jwksConfigMap[0].Name != "" {
 		byObject[&corev1.ConfigMap{}] = jwksCacheByObject(jwksConfigMap[0])

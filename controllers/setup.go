@@ -68,7 +68,7 @@ var leakReported = predicate.Funcs{
 	DeleteFunc:  func(event.DeleteEvent) bool { return false },
 	GenericFunc: func(event.GenericEvent) bool { return false },
 	UpdateFunc: func(e event.UpdateEvent) bool {
-		obj, ok := e.ObjectNew.(CredentialObject)
+		obj, ok := asCredential(e.ObjectNew)
 		return ok && slices.ContainsFunc(obj.CredentialStatus().Leaks, func(l latchkeyv1.LeakRecord) bool { return l.Outcome == "" })
 	},
 }
