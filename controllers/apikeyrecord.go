@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"maps"
 	"reflect"
-	"slices"
 	"strconv"
-	"sync"
+	"strings"
 	"time"
+	"unique"
 
 	"github.com/google/uuid"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,14 +45,18 @@ import (
 // A cached Get or List deep-copies an entry, and the record's DeepCopyObject is
 // that rebuild: readers get *latchkeyv1.APIKey as before. What reads the cache's
 // entries themselves (event handlers, predicates, index functions) sees the
-// record as a read-only client.Object, and asCredential gives the APIKey.
+// record as a read-only client.Object and reads its fields (scopes). Two things
+// therefore do not work with this cache: a Get or List of APIKeys with
+// UnsafeDisableDeepCopy (it would hand out records where APIKeys are asked for),
+// and client-go's KUBE_CACHE_MUTATION_DETECTOR (it expects a deep copy of the
+// entry's own type).
 type apiKeyRecord struct {
 	namespace, name     string
 	resourceVersion     uint64
 	uid                 uuid.UUID
 	generation, created int64 // created: creationTimestamp in Unix seconds
 
-	shape       *apiKeyShape
+	shape       unique.Handle[apiKeyShape]
 	displayName string
 	expiresAt   unixTime
 	revoked     bool
@@ -78,25 +82,24 @@ type apiKeyExtra struct {
 }
 
 // apiKeyShape is what many APIKeys share: their spec but for its names, expiry
-// and revocation, and the prefix their key was issued with. The record of every
-// key of one shape points at one apiKeyShape (shapes).
+// and revocation, and the prefix their key was issued with. Records hold it as a
+// unique.Handle: every key of one shape points at one copy, which the garbage
+// collector frees once no record does, so that neither a tenant's many shapes
+// nor a long run's accumulate.
 type apiKeyShape struct {
-	Environment    latchkeyv1.Environment     `json:"e,omitempty"`
-	Prefix         string                     `json:"p,omitempty"`
-	Scopes         []string                   `json:"s"`
-	Rotation       *latchkeyv1.RotationPolicy `json:"r,omitempty"`
-	SecretTemplate *latchkeyv1.SecretTemplate `json:"t,omitempty"`
-	LeakResponse   latchkeyv1.LeakResponse    `json:"l,omitempty"`
-	RateLimit      *latchkeyv1.RateLimit      `json:"rl,omitempty"`
-	StatusPrefix   string                     `json:"sp,omitempty"`
-	// ScopesNil tells nil scopes from empty ones, which a DeepEqual tells apart.
-	ScopesNil bool `json:"sn,omitempty"`
+	environment, prefix, statusPrefix, leakResponse string
+	// scopes are joined by commas (the schema's pattern allows none in a scope);
+	// scopesSet tells an empty list from none.
+	scopes    string
+	scopesSet bool
+	// rotation, secretTemplate and rateLimit are JSON, "" for none.
+	rotation, secretTemplate, rateLimit string
 }
 
 // recordCondition is a metav1.Condition with its time in Unix seconds and its
-// text shared (conditionTexts).
+// text shared, as shapes are.
 type recordCondition struct {
-	text               *conditionText
+	text               unique.Handle[conditionText]
 	observedGeneration int64
 	lastTransition     unixTime
 }
@@ -190,7 +193,10 @@ func apiKeyRecordTransform(obj any) (any, error) {
 	return key, nil
 }
 
-// compactAPIKey is key's record, which may say less than key (apiKeyRecordTransform checks).
+// compactAPIKey is key's record, which may say less than key: what it cannot
+// parse (a UID, a resourceVersion, a hash) it leaves zero, and
+// apiKeyRecordTransform, which compares the record's rebuild with key, keeps
+// the typed key then.
 func compactAPIKey(key *latchkeyv1.APIKey) *apiKeyRecord {
 	uid, _ := uuid.Parse(string(key.UID))
 	resourceVersion, _ := strconv.ParseUint(key.ResourceVersion, 10, 64)
@@ -198,9 +204,9 @@ func compactAPIKey(key *latchkeyv1.APIKey) *apiKeyRecord {
 	r := &apiKeyRecord{
 		namespace: key.Namespace, name: key.Name, resourceVersion: resourceVersion,
 		uid: uid, generation: key.Generation, created: int64(unixTimeOf(key.CreationTimestamp)),
-		shape: shapeOf(apiKeyShape{Environment: spec.Environment, Prefix: spec.Prefix, Scopes: spec.Scopes,
-			ScopesNil: spec.Scopes == nil, Rotation: spec.Rotation, SecretTemplate: spec.SecretTemplate,
-			LeakResponse: spec.LeakResponse, RateLimit: spec.RateLimit, StatusPrefix: status.Prefix}),
+		shape: unique.Make(apiKeyShape{environment: string(spec.Environment), prefix: spec.Prefix, statusPrefix: status.Prefix,
+			leakResponse: string(spec.LeakResponse), scopes: strings.Join(spec.Scopes, ","), scopesSet: spec.Scopes != nil,
+			rotation: jsonOf(spec.Rotation), secretTemplate: jsonOf(spec.SecretTemplate), rateLimit: jsonOf(spec.RateLimit)}),
 		displayName: spec.DisplayName, expiresAt: unixTimeOfPtr(spec.ExpiresAt), revoked: spec.Revoked,
 		keyID: keyIDOf(status.KeyID), observedGeneration: status.ObservedGeneration, serial: status.Serial,
 		lastUsedAt: unixTimeOfPtr(status.LastUsedAt),
@@ -225,7 +231,7 @@ func compactAPIKey(key *latchkeyv1.APIKey) *apiKeyRecord {
 			if c.Message == issued {
 				text.message, text.issued = "", true
 			}
-			r.conditions[i] = recordCondition{text: conditionTextOf(text), observedGeneration: c.ObservedGeneration,
+			r.conditions[i] = recordCondition{text: unique.Make(text), observedGeneration: c.ObservedGeneration,
 				lastTransition: unixTimeOf(c.LastTransitionTime)}
 		}
 	}
@@ -252,16 +258,14 @@ func (r *apiKeyRecord) apiKey() *latchkeyv1.APIKey {
 	if extra.annotations != nil {
 		key.Annotations = maps.Clone(extra.annotations)
 	}
-	shape := r.shape
-	key.Spec = latchkeyv1.APIKeySpec{DisplayName: r.displayName, Environment: shape.Environment, Prefix: shape.Prefix,
-		CredentialSpec: latchkeyv1.CredentialSpec{ExpiresAt: r.expiresAt.ptr(), Rotation: shape.Rotation.DeepCopy(),
-			Revoked: r.revoked, SecretName: extra.secretName, SecretTemplate: shape.SecretTemplate.DeepCopy(),
-			LeakResponse: shape.LeakResponse, RateLimit: shape.RateLimit.DeepCopy()}}
-	if !shape.ScopesNil {
-		key.Spec.Scopes = append(make([]string, 0, len(shape.Scopes)), shape.Scopes...)
-	}
+	shape := r.shape.Value()
+	key.Spec = latchkeyv1.APIKeySpec{DisplayName: r.displayName, Environment: latchkeyv1.Environment(shape.environment),
+		Prefix: shape.prefix, Scopes: r.scopes(),
+		CredentialSpec: latchkeyv1.CredentialSpec{ExpiresAt: r.expiresAt.ptr(), Rotation: fromJSON[latchkeyv1.RotationPolicy](shape.rotation),
+			Revoked: r.revoked, SecretName: extra.secretName, SecretTemplate: fromJSON[latchkeyv1.SecretTemplate](shape.secretTemplate),
+			LeakResponse: latchkeyv1.LeakResponse(shape.leakResponse), RateLimit: fromJSON[latchkeyv1.RateLimit](shape.rateLimit)}}
 	status := &key.Status
-	status.KeyID, status.Prefix = r.keyID.String(), shape.StatusPrefix
+	status.KeyID, status.Prefix = r.keyID.String(), shape.statusPrefix
 	status.ObservedGeneration, status.Serial = r.observedGeneration, r.serial
 	status.ExpiresAt, status.LastRotatedAt, status.LastUsedAt = extra.statusExpiresAt.ptr(), extra.lastRotatedAt.ptr(), r.lastUsedAt.ptr()
 	status.LastRotateRequest = extra.lastRotateRequest
@@ -274,11 +278,12 @@ func (r *apiKeyRecord) apiKey() *latchkeyv1.APIKey {
 	if r.conditions != nil {
 		status.Conditions = make([]metav1.Condition, len(r.conditions))
 		for i, c := range r.conditions {
-			message := c.text.message
-			if c.text.issued {
+			text := c.text.Value()
+			message := text.message
+			if text.issued {
 				message = issuedMessage(APIKeyKind{}.Name(), status.KeyID, key.SecretName())
 			}
-			status.Conditions[i] = metav1.Condition{Type: c.text.typ, Status: metav1.ConditionStatus(c.text.status), Reason: c.text.reason,
+			status.Conditions[i] = metav1.Condition{Type: text.typ, Status: metav1.ConditionStatus(text.status), Reason: text.reason,
 				Message: message, ObservedGeneration: c.observedGeneration, LastTransitionTime: c.lastTransition.time()}
 		}
 	}
@@ -292,14 +297,41 @@ func (r *apiKeyRecord) apiKey() *latchkeyv1.APIKey {
 	return key
 }
 
-// asCredential is the credential a cache entry holds: a record's APIKey, freshly
-// built, or the entry itself.
-func asCredential(obj any) (CredentialObject, bool) {
-	if r, ok := obj.(*apiKeyRecord); ok {
-		return r.apiKey(), true
+// scopes are spec.scopes, a new slice of shared strings.
+func (r *apiKeyRecord) scopes() []string {
+	shape := r.shape.Value()
+	switch {
+	case !shape.scopesSet:
+		return nil
+	case shape.scopes == "":
+		return []string{}
 	}
-	c, ok := obj.(CredentialObject)
-	return c, ok
+	return strings.Split(shape.scopes, ",")
+}
+
+// jsonOf is v as JSON, "" for none (or for what does not encode: the record's
+// rebuild then differs, and the key is cached typed).
+func jsonOf[T any](v *T) string {
+	if v == nil {
+		return ""
+	}
+	encoded, err := json.Marshal(v)
+	if err != nil {
+		return ""
+	}
+	return string(encoded)
+}
+
+// fromJSON is jsonOf's inverse: a new value, nil for "".
+func fromJSON[T any](encoded string) *T {
+	if encoded == "" {
+		return nil
+	}
+	v := new(T)
+	if err := json.Unmarshal([]byte(encoded), v); err != nil {
+		return nil
+	}
+	return v
 }
 
 // DeepCopyObject is what a cached Get or List hands out: the APIKey.
@@ -361,69 +393,3 @@ func (r *apiKeyRecord) SetOwnerReferences([]metav1.OwnerReference)    { readOnly
 func (r *apiKeyRecord) SetManagedFields([]metav1.ManagedFieldsEntry)  { readOnly() }
 
 func readOnly() { panic("an APIKey's cache entry is read-only: change a copy (a cached Get or List)") }
-
-// shapes and conditionTexts are the manager's tables of what records share.
-// Like interned they are bounded: past maxShared entries (or for a value whose
-// key is longer than maxSharedLen: a large Secret template, a long message) a
-// record gets a value of its own, so that what tenants write can fill a table
-// but not grow it.
-var (
-	shapes         = newSharedTable[string, apiKeyShape]()
-	conditionTexts = newSharedTable[conditionText, conditionText]()
-)
-
-const (
-	maxShared    = 4096
-	maxSharedLen = 1024
-)
-
-type sharedTable[K comparable, V any] struct {
-	mu    sync.Mutex
-	byKey map[K]*V
-}
-
-func newSharedTable[K comparable, V any]() *sharedTable[K, V] {
-	return &sharedTable[K, V]{byKey: map[K]*V{}}
-}
-
-// of returns the table's value for key if it is deeply equal to value (a key
-// that two values share, as JSON gives an empty map and none alike, must not
-// make one stand for the other), or else value, which it adds under key if
-// there is room.
-func (t *sharedTable[K, V]) of(key K, value V) *V {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	shared, ok := t.byKey[key]
-	switch {
-	case ok && reflect.DeepEqual(*shared, value):
-		return shared
-	case !ok && len(t.byKey) < maxShared:
-		t.byKey[key] = &value
-	}
-	return &value
-}
-
-// shapeOf is the shared shape equal to s. Its strings are interned: a shape of
-// its own still shares them.
-func shapeOf(s apiKeyShape) *apiKeyShape {
-	s.Environment = latchkeyv1.Environment(interned.of(string(s.Environment)))
-	s.Prefix, s.StatusPrefix = interned.of(s.Prefix), interned.of(s.StatusPrefix)
-	s.LeakResponse = latchkeyv1.LeakResponse(interned.of(string(s.LeakResponse)))
-	s.Scopes = slices.Clone(s.Scopes) // not the decoded object's, which its reader may change
-	internAll(s.Scopes)
-	s.Rotation, s.SecretTemplate, s.RateLimit = s.Rotation.DeepCopy(), s.SecretTemplate.DeepCopy(), s.RateLimit.DeepCopy()
-	encoded, err := json.Marshal(s)
-	if err != nil || len(encoded) > maxSharedLen {
-		return &s
-	}
-	return shapes.of(string(encoded), s)
-}
-
-// conditionTextOf is the shared text equal to c.
-func conditionTextOf(c conditionText) *conditionText {
-	c.typ, c.status, c.reason = interned.of(c.typ), interned.of(c.status), interned.of(c.reason)
-	if len(c.message) > maxSharedLen {
-		return &c
-	}
-	return conditionTexts.of(c, c)
-}

@@ -129,6 +129,12 @@ func TestAnAPIKeysRecordHoldsItExactly(t *testing.T) {
 		"a secretRef without a name": func(k *latchkeyv1.APIKey) {
 			k.Status.SecretRef = &latchkeyv1.SecretReference{}
 		},
+		"a Secret template's empty labels, which JSON drops as it does none": func(k *latchkeyv1.APIKey) {
+			k.Spec.SecretTemplate = &latchkeyv1.SecretTemplate{Labels: map[string]string{}}
+		},
+		"a scope with a comma, which joins scopes in a shape": func(k *latchkeyv1.APIKey) {
+			k.Spec.Scopes = []string{"leads:read,write"}
+		},
 	}
 	for _, c := range []struct {
 		cases   map[string]func(*latchkeyv1.APIKey)
@@ -137,7 +143,7 @@ func TestAnAPIKeysRecordHoldsItExactly(t *testing.T) {
 		for name, change := range c.cases {
 			t.Run(name, func(t *testing.T) {
 				key := decoded(t, issuedAPIKey("key")) // times as decoded: local, whole seconds
-				change(key) // after decoding, which would drop a fraction of a second
+				change(key)                            // after decoding, which would drop a fraction of a second
 				want := cacheFormOf(t, key)
 				entry := cacheEntry(t, key)
 				if _, got := entry.(*apiKeyRecord); got != c.compact {
@@ -193,33 +199,6 @@ func TestAnAPIKeysRecordIsReadOnly(t *testing.T) {
 		}
 	}()
 	entry.SetAnnotations(nil)
-}
-
-func TestSharedTablesAreBounded(t *testing.T) {
-	table := newSharedTable[string, apiKeyShape]()
-	for i := range maxShared + 10 {
-		table.of(fmt.Sprint(i), apiKeyShape{})
-	}
-	if len(table.byKey) != maxShared {
-		t.Errorf("the table holds %d values, want its bound %d", len(table.byKey), maxShared)
-	}
-	late := apiKeyShape{Scopes: []string{"late:read"}}
-	if got := table.of("late", late); !reflect.DeepEqual(*got, late) || table.of("late", late) == got {
-		t.Error("a value past the bound is not itself, or is kept")
-	}
-	empty := apiKeyShape{SecretTemplate: &latchkeyv1.SecretTemplate{Labels: map[string]string{}}}
-	none := apiKeyShape{SecretTemplate: &latchkeyv1.SecretTemplate{}}
-	if got := shapeOf(none); shapeOf(empty) == nil || got.SecretTemplate.Labels != nil {
-		t.Error("a shape whose key is another's (JSON omits an empty map as it does none) stands for it")
-	}
-	long := apiKeyShape{SecretTemplate: &latchkeyv1.SecretTemplate{Annotations: map[string]string{"note": string(make([]byte, maxSharedLen))}}}
-	if shapeOf(long) == shapeOf(long) {
-		t.Error("a shape longer than maxSharedLen is shared")
-	}
-	text := conditionText{typ: "Ready", message: string(make([]byte, maxSharedLen+1))}
-	if conditionTextOf(text) == conditionTextOf(text) {
-		t.Error("a condition text longer than maxSharedLen is shared")
-	}
 }
 
 // BenchmarkAPIKeyCacheEntry reports the live heap one healthy issued APIKey's

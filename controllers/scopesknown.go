@@ -91,17 +91,17 @@ func (r *CredentialReconciler[T]) scopeWatch() handler.EventHandler {
 			return
 		}
 		if flipped {
-			r.enqueue(ctx, q, client.InNamespace(ns), nil)
+			r.enqueue(ctx, q, []string{ns})
 		}
-		var in func(string) bool // nil: every namespace
+		namespaces := []string{""} // every namespace
 		if !c.all {
-			in = func(namespace string) bool { return slices.Contains(c.namespaces, namespace) }
+			namespaces = c.namespaces
 		}
 		for _, scope := range c.names {
-			r.enqueue(ctx, q, client.MatchingFields{ScopesField: scope}, in)
+			r.enqueue(ctx, q, namespaces, client.MatchingFields{ScopesField: scope})
 		}
 		for _, resource := range uniqueResources(c.names) {
-			r.enqueue(ctx, q, client.MatchingFields{ScopesField: resource + ":*"}, in)
+			r.enqueue(ctx, q, namespaces, client.MatchingFields{ScopesField: resource + ":*"})
 		}
 	}
 	return handler.Funcs{
@@ -125,31 +125,36 @@ func (r *CredentialReconciler[T]) scopeWatch() handler.EventHandler {
 	}
 }
 
-// enqueue adds the credentials of the kind that match, in the namespaces in
-// accepts (every namespace when nil), to the controller's queue. Only names are
-// read, but the list is of copies: an APIKey's cache entry is a record
-// (apikeyrecord.go), which a list without copies cannot hold.
-func (r *CredentialReconciler[T]) enqueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], match client.ListOption, in func(namespace string) bool) {
-	list := r.Kind.NewList()
-	if err := r.List(ctx, list, match); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "listing credentials to recheck their scopes")
-		return
-	}
-	_ = meta.EachListItem(list, func(o runtime.Object) error {
-		if obj, ok := o.(client.Object); ok && (in == nil || in(obj.GetNamespace())) {
-			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
+// enqueue adds the credentials of the kind in namespaces ("" for every
+// namespace) that match to the controller's queue. Only names are read, but the
+// lists are of copies (an APIKey's cache entry is a record, apikeyrecord.go,
+// which a list without copies cannot hold), so each is of one namespace the
+// event concerns: what is copied is what is then reconciled, and another
+// tenant's API edits copy none of a namespace they do not reach.
+func (r *CredentialReconciler[T]) enqueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], namespaces []string, match ...client.ListOption) {
+	for _, namespace := range slices.Compact(slices.Sorted(slices.Values(namespaces))) {
+		list := r.Kind.NewList()
+		if err := r.List(ctx, list, append([]client.ListOption{client.InNamespace(namespace)}, match...)...); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "listing credentials to recheck their scopes", "namespace", namespace)
+			continue
 		}
-		return nil
-	})
+		_ = meta.EachListItem(list, func(o runtime.Object) error {
+			if obj, ok := o.(client.Object); ok {
+				q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
+			}
+			return nil
+		})
+	}
 }
 
 // scopesIndex is the index function of ScopesField for a kind.
 func scopesIndex[T CredentialObject](kind CredentialKind[T]) client.IndexerFunc {
 	return func(obj client.Object) []string {
-		if c, ok := asCredential(obj); ok {
-			if o, ok := c.(T); ok {
-				return kind.Scopes(o)
-			}
+		switch o := obj.(type) {
+		case *apiKeyRecord: // an APIKey's cache entry (apikeyrecord.go)
+			return o.scopes()
+		case T:
+			return kind.Scopes(o)
 		}
 		return nil
 	}

@@ -226,6 +226,28 @@ var _ = Describe("A tenant's API catalogue, against another tenant's credentials
 		Expect(c.Message).To(Equal("scopes acquisitions:read, acquisitions:* are in the catalogue of no API that accepts this namespace"))
 	})
 
+	It("rechecks the credentials of the namespaces an edited API accepts, by name or every one", func() {
+		named, any := newNamespace(), newNamespace()
+		for _, tenant := range []string{named, any} {
+			createAPI(ctx, tenant, "own", func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("notes:read") })
+			create(ctx, apiKeyKind, tenant, "search", withScopes("notes:read", "search:query"))
+			waitScopesKnown(ctx, apiKeyKind, tenant, "search", metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope)
+		}
+		platform := newNamespace()
+		byName := createAPI(ctx, platform, "by-name", func(a *latchkeyv1.API) {
+			a.Spec.Namespaces = []string{named}
+			a.Spec.Scopes = scopes("search:index")
+		})
+		toAll := createAPI(ctx, platform, "to-all", func(a *latchkeyv1.API) {
+			a.Spec.Namespaces = []string{"*"}
+			a.Spec.Scopes = scopes("search:index")
+		})
+		updateAPI(ctx, byName, func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("search:index", "search:query") })
+		waitScopesKnown(ctx, apiKeyKind, named, "search", metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown)
+		updateAPI(ctx, toAll, func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("search:index", "search:query") })
+		waitScopesKnown(ctx, apiKeyKind, any, "search", metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown)
+	})
+
 	It("counts the scopes of an API whose owner accepts the namespace, without letting it decide that the namespace is checked", func() {
 		tenant := newNamespace()
 		platform := newNamespace()

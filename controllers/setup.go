@@ -68,7 +68,9 @@ var leakReported = predicate.Funcs{
 	DeleteFunc:  func(event.DeleteEvent) bool { return false },
 	GenericFunc: func(event.GenericEvent) bool { return false },
 	UpdateFunc: func(e event.UpdateEvent) bool {
-		obj, ok := asCredential(e.ObjectNew)
+		// An APIKey's record never holds a leak report (one makes the entry typed,
+		// apikeyrecord.go): only a typed entry can bring one.
+		obj, ok := e.ObjectNew.(CredentialObject)
 		return ok && slices.ContainsFunc(obj.CredentialStatus().Leaks, func(l latchkeyv1.LeakRecord) bool { return l.Outcome == "" })
 	},
 }
