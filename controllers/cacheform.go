@@ -34,8 +34,9 @@ import (
 //
 // Cached objects are shared, read-only: a Get or List deep-copies them (a List
 // of APIs with UnsafeDisableDeepCopy only reads; one of APIKeys cannot, as their
-// entries are records), and a cached copy is never written back as it is: writes are merge patches against it (a field absent on both
-// sides is not in the patch) or updates of a live read.
+// entries are records), and a cached copy is never written back as it is:
+// writes are merge patches against it (a field absent on both sides is not in
+// the patch) or updates of a live read.
 
 // CacheOptions are the manager's cache options: CacheByObject, and every other
 // cached object in the form above (cacheTransform).

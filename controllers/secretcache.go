@@ -61,9 +61,10 @@ const (
 )
 
 // CacheByObject restricts the Secret cache to the Secrets the operator labelled,
-// as secretRecords, and caches APIKeys as apiKeyRecords. Given the JWKS ConfigMap (optional: SigningKeyOptions.JWKSConfigMap
-// in the signing keys' namespace), it restricts the ConfigMap cache to that one, so
-// that the manager neither holds nor needs the right to list the cluster's ConfigMaps.
+// as secretRecords, and caches APIKeys as apiKeyRecords. Given the JWKS
+// ConfigMap (optional: SigningKeyOptions.JWKSConfigMap in the signing keys'
+// namespace), it restricts the ConfigMap cache to that one, so that the manager
+// neither holds nor needs the right to list the cluster's ConfigMaps.
 func CacheByObject(jwksConfigMap ...client.ObjectKey) map[client.Object]cache.ByObject {
 	byObject := map[client.Object]cache.ByObject{
 		&corev1.Secret{}: {
