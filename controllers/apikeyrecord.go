@@ -177,19 +177,19 @@ func (id keyID) String() string {
 var apiKeyTypeMeta = metav1.TypeMeta{APIVersion: latchkeyv1.GroupVersion.String(), Kind: "APIKey"}
 
 // apiKeyRecordTransform makes an APIKey's cache entry: the object in the cache's
-// form (cacheTransform), as a record if a record says it exactly.
+// form (cacheTransform's), as a record if a record says it exactly.
 func apiKeyRecordTransform(obj any) (any, error) {
 	key, ok := obj.(*latchkeyv1.APIKey)
 	if !ok {
 		return obj, nil // a record already, or a tombstone
 	}
-	if _, err := cacheTransform(key); err != nil {
-		return nil, err
-	}
+	cacheForm(key)
+	internMeta(key)
 	key.TypeMeta = apiKeyTypeMeta // the same for all; a Get or List sets it anyway
 	if record := compactAPIKey(key); reflect.DeepEqual(record.apiKey(), key) {
 		return record, nil
 	}
+	internCredential(key) // what a record shares by its handles, a typed key by interning
 	return key, nil
 }
 
