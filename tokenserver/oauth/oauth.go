@@ -76,10 +76,16 @@ func writeJSONBytes(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	// Shared, never modified values: one allocation less per header and answer.
 	h["Content-Type"], h["Cache-Control"], h["Pragma"] = jsonType, noStore, noCache
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	if len(body) > chunkingSize {
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	} // else net/http writes it, without the two allocations, as the answer fits its buffer
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
+
+// chunkingSize is the size of net/http's response buffer (bufferBeforeChunkingSize):
+// a handler that writes no more and returns gets a Content-Length from it.
+const chunkingSize = 2048
 
 // The header values every JSON answer carries; net/http copies them when it
 // writes the header (Header.Clone) and never appends to them (cap = len).
