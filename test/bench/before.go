@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -63,6 +64,22 @@ func pairOf(row string, paired, before *loadResult, alone loadResult) (beforeAft
 		return beforeAfter{row, *before, alone, false}, true
 	}
 	return beforeAfter{}, false
+}
+
+// pairChanges is the lowest and the highest change of an interleaved pair's
+// after side over its before side in one pair of slices, or "" without pairs.
+func pairChanges(after loadResult) string {
+	lo, hi, n := math.Inf(1), math.Inf(-1), 0
+	for _, pair := range after.Pairs {
+		if pair[1] > 0 {
+			change := pair[0]/pair[1] - 1
+			lo, hi, n = min(lo, change), max(hi, change), n+1
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%+.1f%% to %+.1f%% over its %d pairs of slices)", 100*lo, 100*hi, n)
 }
 
 // pairWithBefore loads requests on this build's server (after, at afterAddr)
@@ -169,7 +186,7 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 		}
 		how := "one after the other"
 		if pr.interleaved {
-			how = "interleaved"
+			how = "interleaved" + pairChanges(pr.after)
 		}
 		p("| %s | %s | %.0f/s | %.0f/s | %+.1f%% | %.0f | %.0f | %s | %s | %s |\n", pr.row, how, pr.before.Rate, pr.after.Rate, 100*(pr.after.Rate/pr.before.Rate-1),
 			b, a, change, ms(pr.before.P99), ms(pr.after.P99))

@@ -251,8 +251,12 @@ func mebibytes(m float64) int64 { return int64(m * (1 << 20)) }
 
 func resultOf(l loadResult) *loadResult { return &l }
 
-// interleaved is a row's load interleaved with its floor's (loadJob.Floor).
+// interleaved is a row's load interleaved with its floor's (loadJob.Floor), in
+// five pairs of slices whose row rates spread ±4% around the whole run's.
 func interleaved(row, floor loadResult) loadResult {
+	for _, f := range []float64{0.96, 1.01, 1.04, 0.99, 1.0} {
+		row.Pairs = append(row.Pairs, [2]float64{row.Rate * f, floor.Rate})
+	}
 	row.Floor = &floor
 	return row
 }

@@ -104,6 +104,10 @@ type loadResult struct {
 	ServerCPU float64
 	// Floor is the floor's side of an interleaved load (loadJob.Floor).
 	Floor *loadResult `json:",omitempty"`
+	// Pairs is, for an interleaved load, each pair of slices' two rates (this
+	// side's, then the floor's), in order: how far a ratio of the whole run moves
+	// from pair to pair, which the report gives beside it.
+	Pairs [][2]float64 `json:",omitempty"`
 }
 
 // perServerCPU is the rate per second of the measured server's CPU: requests
@@ -145,7 +149,7 @@ func runLoad(job loadJob) (loadResult, error) {
 			defer wg.Done()
 			sides := &results[c]
 			for s := range sides {
-				sides[s].latencies = make([]time.Duration, 0, 1<<16)
+				sides[s].prepare(job.Slice, job.Duration)
 			}
 			fail := sides[0].fail
 			var conns [2]net.Conn
@@ -204,7 +208,7 @@ func runLoad(job loadJob) (loadResult, error) {
 						fail(fmt.Errorf("status %d, body %.200q", resp.StatusCode, body.Bytes()))
 					}
 				case !done.Before(measureFrom) && !done.After(end):
-					r.latencies = append(r.latencies, done.Sub(sent))
+					r.succeeded(sent, done, measureFrom, job.Slice)
 				}
 			}
 		}()
@@ -233,8 +237,35 @@ func sidesOf(results [][2]workerResult, serverCPU [2]float64, warmup, duration t
 		side[s] = summarize(workers, duration/2)
 		side[s].ServerCPU = serverCPU[s] * (warmup + duration).Seconds() / (duration / 2).Seconds()
 	}
+	if slices := len(results[0][0].perSlice); slices > 0 {
+		side[0].Pairs = pairRates(results, duration/time.Duration(slices))
+	}
 	side[0].Floor = &side[1]
 	return side[0]
+}
+
+// pairRates is each pair of slices' two rates, the row's and the floor's, from
+// the workers' successes by the slice they were sent in.
+func pairRates(results [][2]workerResult, slice time.Duration) [][2]float64 {
+	var count [2][]int
+	for s := range count {
+		count[s] = make([]int, len(results[0][s].perSlice))
+		for c := range results {
+			for k, n := range results[c][s].perSlice {
+				count[s][k] += n
+			}
+		}
+	}
+	var pairs [][2]float64
+	for k := 0; k+1 < len(count[0]); k += 2 {
+		var rates [2]float64
+		for _, in := range []int{k, k + 1} {
+			side := sideOfSlice(int64(in))
+			rates[side] = float64(count[side][in]) / slice.Seconds()
+		}
+		pairs = append(pairs, rates)
+	}
+	return pairs
 }
 
 // sideCPU reads the servers' CPU at each slice's end over the measured window
@@ -264,8 +295,29 @@ func sideCPU(slice time.Duration, serverPID, floorServerPID int, measureFrom, en
 // workerResult is what one connection (or stream) of a load measured.
 type workerResult struct {
 	latencies []time.Duration
+	perSlice  []int // an interleaved load's successes by the slice they were sent in (the side's slices only)
 	errors    int
 	firstErr  error
+}
+
+// prepare readies r for a load of duration, interleaved in slices of slice (0: not).
+func (r *workerResult) prepare(slice, duration time.Duration) {
+	r.latencies = make([]time.Duration, 0, 1<<16)
+	if slice > 0 {
+		r.perSlice = make([]int, duration/slice)
+	}
+}
+
+// succeeded counts a success sent at sent and answered at done, within the
+// window measured from measureFrom, in the slice it was sent in.
+func (r *workerResult) succeeded(sent, done, measureFrom time.Time, slice time.Duration) {
+	r.latencies = append(r.latencies, done.Sub(sent))
+	if slice <= 0 {
+		return
+	}
+	if k := int(sent.Sub(measureFrom) / slice); k >= 0 && k < len(r.perSlice) {
+		r.perSlice[k]++
+	}
 }
 
 func (r *workerResult) fail(err error) {

@@ -99,6 +99,15 @@ func expectSplit(t *testing.T, res loadResult, err error) {
 	if res.Floor.Rate < 3*res.Rate {
 		t.Errorf("floor side %.0f/s, row side %.0f/s: the floor should be several times faster", res.Floor.Rate, res.Rate)
 	}
+	// Each of the four pairs of slices holds the same split.
+	if len(res.Pairs) != 4 {
+		t.Fatalf("%d pairs of slices, want 4: %v", len(res.Pairs), res.Pairs)
+	}
+	for i, pair := range res.Pairs {
+		if pair[0] < 100 || pair[0] > 450 || pair[1] < 3*pair[0] {
+			t.Errorf("pair %d: row side %.0f/s, floor side %.0f/s", i, pair[0], pair[1])
+		}
+	}
 }
 
 // slowCheck answers OK after 5 ms.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -207,8 +208,26 @@ func (r *report) shapePair(alone, floorAlone, paired loadResult, raw float64) (r
 	if paired.Floor == nil {
 		return alone, floorAlone, ""
 	}
-	return paired, *paired.Floor, fmt.Sprintf("; the row and its floor interleaved in slices of %.1f s (each alone, one after the other and profiled: %.0f/s, floor %.0f/s: %.1f%%)",
-		sliceOf(r.s.duration).Seconds(), alone.Rate, floorAlone.Rate, 100*alone.Rate/shapeReference(floorAlone.Rate, raw))
+	return paired, *paired.Floor, fmt.Sprintf("; the row and its floor interleaved in slices of %.1f s%s (each alone, one after the other and profiled: %.0f/s, floor %.0f/s: %.1f%%)",
+		sliceOf(r.s.duration).Seconds(), pairSpread(paired, raw), alone.Rate, floorAlone.Rate, 100*alone.Rate/shapeReference(floorAlone.Rate, raw))
+}
+
+// pairSpread is the lowest and the highest of an interleaved ratio over its
+// pairs of slices, each pair's row rate over its own reference (its floor's
+// rate combined with raw), or "" when the load has no pairs.
+func pairSpread(paired loadResult, raw float64) string {
+	lo, hi, n := math.Inf(1), math.Inf(-1), 0
+	for _, pair := range paired.Pairs {
+		if pair[1] <= 0 {
+			continue
+		}
+		ratio := pair[0] / shapeReference(pair[1], raw)
+		lo, hi, n = min(lo, ratio), max(hi, ratio), n+1
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", the ratio from %.1f%% to %.1f%% over its %d pairs of slices", 100*lo, 100*hi, n)
 }
 
 // workingFloor describes the row interleaved with the floor that does its
@@ -373,7 +392,7 @@ func (r *report) markdown(env environment) string {
 	p("An HTTP row's reference is the floor of its own request shape: the same requests, path aside, answered by a no-op in the same process (`--benchmark-floor`: the body read and the form parsed, then the same status, headers and body as the real answer), ")
 	p("combined where the row has unavoidable work with that work done raw on the same core: 1/(1/floor + 1/raw). ")
 	p("Where the row says so, the ratio is of the row and its floor interleaved on the same connections in slices of %.1f s (the row's requests in one, the floor's in the next), because this machine's speed drifts by tens of percent within minutes and two loads one after the other measure that drift as a difference; ", sliceOf(r.s.duration).Seconds())
-	p("the server's CPU is read at each slice's end and charged to that slice's side. The loads alone, one after the other, are the profiled ones, reported beside it. ")
+	p("the server's CPU is read at each slice's end and charged to that slice's side. Beside such a ratio stand its lowest and highest over the run's pairs of slices (each pair's row against its own floor): how far the machine moved it within the run, the margin to read a target that is nearer than that by. The loads alone, one after the other, are the profiled ones, reported beside it. ")
 	p("A row with unavoidable work is also interleaved with the working floor: the same no-op doing that work (the same signature or SHA-256s, by the code that measures the raw rate) in its own handler before it answers. 1/(1/floor + 1/raw) assumes the work adds its raw cost and nothing more; the working floor shows what a request that does the work and nothing else reaches on this machine, where a slower answer also costs more elsewhere (the write that wakes the load generator's idle core costs more, per request, the longer that core idled). The targets stay those of 1/(1/floor + 1/raw).\n\n")
 	p("| Measure | Result | Reference (same run) | Ratio | Target | Met |\n|---|---|---|---|---|---|\n")
 	for _, row := range r.rows {

@@ -595,6 +595,7 @@ func (b *bench) measure(ctx context.Context, name, kind string, server *process,
 		f := res.Floor
 		logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%; interleaved with the row below)", name+" (other side)", f.Rate,
 			f.P50.Round(time.Microsecond), f.P99.Round(time.Microsecond), 100*f.ServerCPU/window)
+		logf("  %-22s row ÷ other side%s", name, pairSpread(res, 0))
 	}
 	logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%, load core %.0f%%)", name, res.Rate,
 		res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), 100*res.ServerCPU/window, 100*res.CPUSeconds/window)
