@@ -19,6 +19,20 @@ func TestStringIsEncodingJSONs(t *testing.T) {
 	}
 }
 
+// String's 8-byte scan hands over to its byte loop wherever in a word the first
+// byte to escape stands, and in whichever word.
+func TestStringEscapesInEveryLane(t *testing.T) {
+	for _, c := range []string{"\"", "\\", "<", ">", "&", "\x00", "\x1f", "\x7f", "é", "\xff", "\u2028"} {
+		for at := range 24 {
+			s := strings.Repeat("a", at) + c + strings.Repeat("b", 20)
+			want, _ := json.Marshal(s)
+			if got := String(nil, s); string(got) != string(want) {
+				t.Errorf("String(%q) = %s, want %s", s, got, want)
+			}
+		}
+	}
+}
+
 func FuzzStringIsEncodingJSONs(f *testing.F) {
 	f.Add("a<b>\"\\\x00\xff\u2028")
 	f.Fuzz(func(t *testing.T, s string) {

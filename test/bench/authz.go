@@ -846,8 +846,8 @@ func (r *report) authzRows(add func(...string)) {
 	if l := a.limitedPaired; l != nil && l.Floor != nil {
 		lr := ratio(*l, *l.Floor)
 		add("8. Edge authorizer: forward-auth API-key check with a rate limit on the API (counted, never reached)",
-			rate(*l, "checks"), fmt.Sprintf("the same checks on the bench API, which has no limit, interleaved with them in slices of %.1f s%s: %.0f/s%s (each alone, one after the other and profiled: %.0f/s with the limit, %.0f/s without: %.1f%%)",
-				sliceOf(r.s.duration).Seconds(), pairSpread(*l, 0), l.Floor.Rate, r.perCPUShare(*l, l.Floor.perServerCPU(r.window())), a.limited.Rate, a.forward.Rate, 100*ratio(a.limited, a.forward)),
+			rate(*l, "checks"), fmt.Sprintf("the same checks on the bench API, which has no limit, interleaved with them in slices of %.1f s: %.0f/s%s%s (each alone, one after the other and profiled: %.0f/s with the limit, %.0f/s without: %.1f%%)",
+				sliceOf(r.s.duration).Seconds(), l.Floor.Rate, pairSpread(*l, 0), r.perCPUShare(*l, l.Floor.perServerCPU(r.window())), a.limited.Rate, a.forward.Rate, 100*ratio(a.limited, a.forward)),
 			fmt.Sprintf("%.1f%%", 100*lr), "≥ 95% of the same check without limits", yesNo(lr >= 0.95))
 	}
 	if a.shared != nil {

@@ -237,7 +237,7 @@ func sidesOf(results [][2]workerResult, serverCPU [2]float64, warmup, duration t
 		side[s] = summarize(workers, duration/2)
 		side[s].ServerCPU = serverCPU[s] * (warmup + duration).Seconds() / (duration / 2).Seconds()
 	}
-	if slices := len(results[0][0].perSlice); slices > 0 {
+	if slices := len(results[0][0].perSlice); slices > 0 { // results: one per connection, at least one
 		side[0].Pairs = pairRates(results, duration/time.Duration(slices))
 	}
 	side[0].Floor = &side[1]
@@ -312,7 +312,7 @@ func (r *workerResult) prepare(slice, duration time.Duration) {
 // window measured from measureFrom, in the slice it was sent in.
 func (r *workerResult) succeeded(sent, done, measureFrom time.Time, slice time.Duration) {
 	r.latencies = append(r.latencies, done.Sub(sent))
-	if slice <= 0 {
+	if slice <= 0 || sent.Before(measureFrom) { // sent in the warm-up: in no slice
 		return
 	}
 	if k := int(sent.Sub(measureFrom) / slice); k >= 0 && k < len(r.perSlice) {

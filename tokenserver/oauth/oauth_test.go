@@ -23,7 +23,8 @@ func TestTokenResponseIsEncoders(t *testing.T) {
 		{AccessToken: "a", TokenType: "Bearer", ExpiresIn: 300, Scope: "leads:read <x>", RefreshToken: "r&\"t"},
 		{},
 		filledTokenResponse(),
-		{AccessToken: strings.Repeat("eyJ", chunkingSize), TokenType: "Bearer", ExpiresIn: 3600}, // longer than net/http's buffer
+		bodyOf(chunkingSize), bodyOf(chunkingSize + 1), // as long as net/http's buffer, and one byte longer
+		{AccessToken: strings.Repeat("eyJ", chunkingSize), TokenType: "Bearer", ExpiresIn: 3600},
 	} {
 		want, _ := json.Marshal(r)
 		answer = r
@@ -44,6 +45,14 @@ func TestTokenResponseIsEncoders(t *testing.T) {
 			t.Errorf("headers: %v, Content-Length %d, Transfer-Encoding %v", h, resp.ContentLength, resp.TransferEncoding)
 		}
 	}
+}
+
+// bodyOf is a token response whose answer (its JSON and a newline) is n bytes long.
+func bodyOf(n int) TokenResponse {
+	r := TokenResponse{TokenType: "Bearer", ExpiresIn: 3600}
+	empty, _ := json.Marshal(r)
+	r.AccessToken = strings.Repeat("a", n-len(empty)-1)
+	return r
 }
 
 // filledTokenResponse has every field set: a member added to TokenResponse but
