@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -69,13 +68,7 @@ func pairOf(row string, paired, before *loadResult, alone loadResult) (beforeAft
 // pairChanges is the lowest and the highest change of an interleaved pair's
 // after side over its before side in one pair of slices, or "" without pairs.
 func pairChanges(after loadResult) string {
-	lo, hi, n := math.Inf(1), math.Inf(-1), 0
-	for _, pair := range after.Pairs {
-		if pair[1] > 0 {
-			change := pair[0]/pair[1] - 1
-			lo, hi, n = min(lo, change), max(hi, change), n+1
-		}
-	}
+	lo, hi, n := pairRange(after, func(after, before float64) float64 { return after/before - 1 })
 	if n == 0 {
 		return ""
 	}

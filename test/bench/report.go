@@ -216,18 +216,24 @@ func (r *report) shapePair(alone, floorAlone, paired loadResult, raw float64) (r
 // pairs of slices, each pair's row rate over its own reference (its floor's
 // rate combined with raw), or "" when the load has no pairs.
 func pairSpread(paired loadResult, raw float64) string {
-	lo, hi, n := math.Inf(1), math.Inf(-1), 0
-	for _, pair := range paired.Pairs {
-		if pair[1] <= 0 {
-			continue
-		}
-		ratio := pair[0] / shapeReference(pair[1], raw)
-		lo, hi, n = min(lo, ratio), max(hi, ratio), n+1
-	}
+	lo, hi, n := pairRange(paired, func(row, floor float64) float64 { return row / shapeReference(floor, raw) })
 	if n == 0 {
 		return ""
 	}
 	return fmt.Sprintf(", the ratio from %.1f%% to %.1f%% over its %d pairs of slices", 100*lo, 100*hi, n)
+}
+
+// pairRange is the lowest and the highest of f(row, floor) over an interleaved
+// load's pairs of slices, and how many pairs had a floor side to compare with.
+func pairRange(paired loadResult, f func(row, floor float64) float64) (lo, hi float64, n int) {
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for _, pair := range paired.Pairs {
+		if pair[1] > 0 {
+			v := f(pair[0], pair[1])
+			lo, hi, n = min(lo, v), max(hi, v), n+1
+		}
+	}
+	return lo, hi, n
 }
 
 // workingFloor describes the row interleaved with the floor that does its
