@@ -255,10 +255,10 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		func(name string, requests []string, body string) (loadResult, error) {
 			return httpLoad(name, rawRequests(requests), body)
 		},
-		func(name string, requests, floor []string, body, floorBody string) (loadResult, error) {
+		func(name string, requests, floor []string, body, floorBody string, raw serve.FloorWork) (loadResult, error) {
 			job := loadJob{Addr: httpAddr, Requests: rawRequests(requests), Connections: b.s.connections,
 				Warmup: b.s.warmup, Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: body}
-			return b.measure(ctx, name, "load", p, b.interleave(job, p, rawRequests(floor), floorBody))
+			return b.measureInterleaved(ctx, name, p, b.interleave(job, p, rawRequests(floor), floorBody), raw)
 		}); err != nil {
 		return err
 	}
@@ -682,18 +682,19 @@ func (c loadCodec) Marshal(v any) (mem.BufferSlice, error) {
 
 // closedLoop runs workers that each call do(worker, i, side) for i = worker, worker+1, …
 // until the measured window is over, timing the calls that end within it. With
-// a slice, the calls alternate between side 0 and side 1 by slice (sideAt), the
+// a slice, the calls alternate between side 0 and side 1 by slice (schedule), the
 // servers' CPU (pids: side 0's, side 1's) is charged by slice (sideCPU), and the
 // result is sidesOf's; without, every call is side 0's.
 func closedLoop(workers int, warmup, duration, slice time.Duration, do func(worker, i, side int) error, pids ...int) loadResult {
 	start := time.Now()
 	measureFrom := start.Add(warmup)
 	end := measureFrom.Add(duration)
+	sched := schedule{From: measureFrom, Slice: slice}
 	results := make([][2]workerResult, workers)
 	var wg sync.WaitGroup
 	var serverCPU [2]float64
 	if slice > 0 && len(pids) == 2 && pids[0] > 0 {
-		wg.Go(func() { serverCPU = sideCPU(slice, pids[0], pids[1], measureFrom, end) })
+		wg.Go(func() { serverCPU, _ = sideCPU(sched, pids[0], pids[1], end) })
 	}
 	for w := range workers {
 		wg.Go(func() {
@@ -705,9 +706,9 @@ func closedLoop(workers int, warmup, duration, slice time.Duration, do func(work
 				if sent.After(end) {
 					return
 				}
-				side := 0
+				k, side := int64(-1), 0
 				if slice > 0 {
-					side = sideAt(slice, measureFrom, sent)
+					k, side = sched.at(sent)
 				}
 				r := &results[w][side]
 				err := do(w, i, side)
@@ -716,7 +717,7 @@ func closedLoop(workers int, warmup, duration, slice time.Duration, do func(work
 				case err != nil:
 					r.fail(err)
 				case !at.Before(measureFrom) && !at.After(end):
-					r.succeeded(sent, at, measureFrom, slice)
+					r.succeeded(at.Sub(sent), k)
 				}
 			}
 		})
@@ -837,7 +838,7 @@ func (r *report) authzRows(add func(...string)) {
 	rate := func(x loadResult, unit string) string {
 		return fmt.Sprintf("%.0f %s/s; p50 %s, p99 %s", x.Rate, unit, ms(x.P50), ms(x.P99))
 	}
-	forward, forwardFloor, how := r.shapePair(a.forward, a.forwardFloor, a.forwardPaired, 0)
+	forward, forwardFloor, _, how := r.shapePair(a.forward, a.forwardFloor, a.forwardPaired, 0)
 	fr := ratio(forward, forwardFloor)
 	add(fmt.Sprintf("8. Edge authorizer: forward-auth API-key check (%d live keys cycled, %d in the index), %d connections", a.cycled, a.keys, r.s.connections),
 		rate(forward, "checks"), fmt.Sprintf("forward-auth floor (the same requests answered with the same headers by a no-op, same process): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s%s",
@@ -853,7 +854,7 @@ func (r *report) authzRows(add func(...string)) {
 	if a.shared != nil {
 		r.sharedLimitRow(add, a.shared)
 	}
-	grpcKey, noop, how := r.shapePair(a.grpcKey, a.noop, a.grpcKeyPaired, 0)
+	grpcKey, noop, _, how := r.shapePair(a.grpcKey, a.noop, a.grpcKeyPaired, 0)
 	gr := ratio(grpcKey, noop)
 	add(fmt.Sprintf("8. Edge authorizer: gRPC Check (ext_authz), API key, %d streams on %d connections", r.s.connections, max(r.s.grpcConnections, 1)),
 		rate(grpcKey, "checks"), fmt.Sprintf("no-op Check server (generated service, same limits, same requests), same core: %.0f/s%s%s", noop.Rate,

@@ -68,7 +68,7 @@ func pairOf(row string, paired, before *loadResult, alone loadResult) (beforeAft
 // pairChanges is the lowest and the highest change of an interleaved pair's
 // after side over its before side in one pair of slices, or "" without pairs.
 func pairChanges(after loadResult) string {
-	lo, hi, n := pairRange(after, func(after, before float64) float64 { return after/before - 1 })
+	lo, hi, n := pairRange(after, func(pair [3]float64) float64 { return pair[0]/pair[1] - 1 })
 	if n == 0 {
 		return ""
 	}

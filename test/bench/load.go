@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"os"
@@ -57,22 +56,74 @@ type loadJob struct {
 	// the other's slice runs.
 	FloorAddr      string `json:",omitempty"`
 	FloorServerPID int    `json:",omitempty"`
+	// RawSlice, when set, follows each pair of slices with a raw slice of its
+	// length in which no request is sent: `bench work` then does the row's
+	// unavoidable work on the idle server core (workJob.Schedule), so that the
+	// raw reference is measured at the same moments as the row and its floor.
+	// The measured window is then longer than Duration, which stays the row's
+	// and the floor's time. Start, when set, is when the load begins (the work's
+	// schedule counts from it); else at once.
+	RawSlice time.Duration `json:",omitempty"`
+	Start    time.Time     `json:",omitzero"`
 }
 
 // interleaved tells whether the job alternates Requests with its Floor.
 func (job loadJob) interleaved() bool { return len(job.Floor) > 0 }
 
-// side is the index of what a request sent at t carries: 0 Requests, 1 Floor.
-func (job loadJob) side(measureFrom, t time.Time) int {
-	if !job.interleaved() {
-		return 0
-	}
-	return sideAt(job.Slice, measureFrom, t)
+// schedule is the interleaved load's time (Slice, RawSlice) measured from measureFrom.
+func (job loadJob) schedule(measureFrom time.Time) schedule {
+	return schedule{From: measureFrom, Slice: job.Slice, Raw: job.RawSlice}
 }
 
-// sideAt is the side of the slice (of length slice, counted from measureFrom) that holds t.
-func sideAt(slice time.Duration, measureFrom, t time.Time) int {
-	return sideOfSlice(int64(math.Floor(float64(t.Sub(measureFrom)) / float64(slice))))
+// measured is how long the load's measured window lasts: Duration, and the raw
+// slices between its pairs of slices.
+func (job loadJob) measured() time.Duration {
+	if !job.interleaved() {
+		return job.Duration
+	}
+	return time.Duration(job.Duration/(2*job.Slice)) * job.schedule(time.Time{}).period()
+}
+
+// schedule cuts an interleaved load's time, from From (the end of the warm-up;
+// earlier times fall in negative slices), into periods: a pair of slices of
+// Slice, one the row's and one the floor's in sideOfSlice's order, and, when
+// Raw is set, a raw slice of Raw after them (loadJob.RawSlice).
+type schedule struct {
+	From       time.Time
+	Slice, Raw time.Duration
+}
+
+// sideRaw is the side of a raw slice: no request is sent in it.
+const sideRaw = 2
+
+func (s schedule) period() time.Duration { return 2*s.Slice + s.Raw }
+
+// at is what t falls in: the index k of its slice (0 the first measured) and
+// that slice's side (sideOfSlice), or, in a raw slice, its period's index and sideRaw.
+func (s schedule) at(t time.Time) (k int64, side int) {
+	d, period := t.Sub(s.From), s.period()
+	p := int64(d / period)
+	if d%period < 0 {
+		p-- // floored: the warm-up's periods are negative
+	}
+	offset := d - time.Duration(p)*period
+	if offset >= 2*s.Slice {
+		return p, sideRaw
+	}
+	k = 2*p + int64(offset/s.Slice)
+	return k, sideOfSlice(k)
+}
+
+// slice is when slice k begins and ends.
+func (s schedule) slice(k int64) (begin, end time.Time) {
+	begin = s.From.Add(time.Duration(k>>1)*s.period() + time.Duration(k&1)*s.Slice)
+	return begin, begin.Add(s.Slice)
+}
+
+// rawSlice is when period p's raw slice begins and ends.
+func (s schedule) rawSlice(p int64) (begin, end time.Time) {
+	begin = s.From.Add(time.Duration(p)*s.period() + 2*s.Slice)
+	return begin, begin.Add(s.Raw)
 }
 
 // sideOfSlice is the side of slice k (0 the first of the measured window; the
@@ -104,10 +155,17 @@ type loadResult struct {
 	ServerCPU float64
 	// Floor is the floor's side of an interleaved load (loadJob.Floor).
 	Floor *loadResult `json:",omitempty"`
-	// Pairs is, for an interleaved load, each pair of slices' two rates (this
-	// side's, then the floor's), in order: how far a ratio of the whole run moves
-	// from pair to pair, which the report gives beside it.
-	Pairs [][2]float64 `json:",omitempty"`
+	// Pairs is, for an interleaved load, each pair of slices' rates (this
+	// side's, the floor's, and the raw work's in the raw slice after them, 0
+	// when there is none), in order: how far a ratio of the whole run moves from
+	// pair to pair, which the report gives beside it.
+	Pairs [][3]float64 `json:",omitempty"`
+	// Raw is the rate of the raw work done in the raw slices (loadJob.RawSlice),
+	// or 0, and RawServerBusy the share of those slices the row's server ran in
+	// (finishing the answers of the slice before, or its GC): time the raw work
+	// did not have.
+	Raw           float64 `json:",omitempty"`
+	RawServerBusy float64 `json:",omitempty"`
 }
 
 // perServerCPU is the rate per second of the measured server's CPU: requests
@@ -130,18 +188,23 @@ func runLoad(job loadJob) (loadResult, error) {
 	if len(job.Requests) == 0 || job.Connections < 1 {
 		return loadResult{}, fmt.Errorf("a load needs requests and connections")
 	}
-	start := time.Now()
-	measureFrom := start.Add(job.Warmup)
-	end := measureFrom.Add(job.Duration)
-
 	if job.interleaved() && (job.Slice <= 0 || job.Duration%(2*job.Slice) != 0 || len(job.Floor) != len(job.Requests)) {
 		return loadResult{}, fmt.Errorf("an interleaved load needs as many floor requests as requests and a duration of whole slice pairs")
 	}
+	start := time.Now()
+	if !job.Start.IsZero() {
+		start = job.Start
+		time.Sleep(time.Until(start))
+	}
+	measureFrom := start.Add(job.Warmup)
+	end := measureFrom.Add(job.measured())
+	sched := job.schedule(measureFrom)
 	results := make([][2]workerResult, job.Connections)
 	var wg sync.WaitGroup
 	var serverCPU [2]float64
+	var rawServerCPU float64
 	if job.interleaved() && job.ServerPID > 0 {
-		wg.Go(func() { serverCPU = sideCPU(job.Slice, job.ServerPID, job.FloorServerPID, measureFrom, end) })
+		wg.Go(func() { serverCPU, rawServerCPU = sideCPU(sched, job.ServerPID, job.FloorServerPID, end) })
 	}
 	for c := range job.Connections {
 		wg.Add(1)
@@ -181,7 +244,15 @@ func runLoad(job loadJob) (loadResult, error) {
 				if sent.After(end) {
 					return
 				}
-				side := job.side(measureFrom, sent)
+				k, side := int64(-1), 0
+				if job.interleaved() {
+					k, side = sched.at(sent)
+				}
+				if side == sideRaw { // the load idles: the raw work has the server core
+					_, rawEnd := sched.rawSlice(k)
+					time.Sleep(time.Until(rawEnd))
+					continue
+				}
 				r, requests, expectBody := &sides[side], job.Requests, job.ExpectBody
 				if side == 1 {
 					requests, expectBody = job.Floor, job.FloorExpectBody
@@ -208,7 +279,7 @@ func runLoad(job loadJob) (loadResult, error) {
 						fail(fmt.Errorf("status %d, body %.200q", resp.StatusCode, body.Bytes()))
 					}
 				case !done.Before(measureFrom) && !done.After(end):
-					r.succeeded(sent, done, measureFrom, job.Slice)
+					r.succeeded(done.Sub(sent), k)
 				}
 			}
 		}()
@@ -221,7 +292,11 @@ func runLoad(job loadJob) (loadResult, error) {
 		}
 		return summarize(row, job.Duration), nil
 	}
-	return sidesOf(results, serverCPU, job.Warmup, job.Duration), nil
+	res := sidesOf(results, serverCPU, job.Warmup, job.Duration)
+	if job.RawSlice > 0 {
+		res.RawServerBusy = rawServerCPU / (time.Duration(len(res.Pairs)) * job.RawSlice).Seconds()
+	}
+	return res, nil
 }
 
 // sidesOf is an interleaved load's result: the row's side, with the floor's as
@@ -245,8 +320,9 @@ func sidesOf(results [][2]workerResult, serverCPU [2]float64, warmup, duration t
 }
 
 // pairRates is each pair of slices' two rates, the row's and the floor's, from
-// the workers' successes by the slice they were sent in.
-func pairRates(results [][2]workerResult, slice time.Duration) [][2]float64 {
+// the workers' successes by the slice they were sent in (the raw work's, third,
+// is left 0: `bench work` measures it).
+func pairRates(results [][2]workerResult, slice time.Duration) [][3]float64 {
 	var count [2][]int
 	for s := range count {
 		count[s] = make([]int, len(results[0][s].perSlice))
@@ -256,9 +332,9 @@ func pairRates(results [][2]workerResult, slice time.Duration) [][2]float64 {
 			}
 		}
 	}
-	var pairs [][2]float64
+	var pairs [][3]float64
 	for k := 0; k+1 < len(count[0]); k += 2 {
-		var rates [2]float64
+		var rates [3]float64
 		for _, in := range []int{k, k + 1} {
 			side := sideOfSlice(int64(in))
 			rates[side] = float64(count[side][in]) / slice.Seconds()
@@ -268,27 +344,33 @@ func pairRates(results [][2]workerResult, slice time.Duration) [][2]float64 {
 	return pairs
 }
 
-// sideCPU reads the servers' CPU at each slice's end over the measured window
-// and sums, by side (0 for the row's slices, 1 for the floor's), the CPU of that
-// side's server (serverPID, or floorServerPID for the floor when set) in them.
-func sideCPU(slice time.Duration, serverPID, floorServerPID int, measureFrom, end time.Time) [2]float64 {
+// sideCPU reads the servers' CPU at each slice's beginning and end over the
+// measured window (sched, to end) and sums, by side (0 for the row's slices, 1
+// for the floor's), the CPU of that side's server (serverPID, or floorServerPID
+// for the floor when set) in them; and, in the raw slices, the CPU of the
+// row's server, which the raw work then has to share the core with (raw).
+func sideCPU(sched schedule, serverPID, floorServerPID int, end time.Time) (sides [2]float64, raw float64) {
 	pids := [2]int{serverPID, serverPID}
 	if floorServerPID > 0 {
 		pids[1] = floorServerPID
 	}
-	read := func() [2]float64 { return [2]float64{cpuSeconds(pids[0]), cpuSeconds(pids[1])} }
-	var sum [2]float64
-	time.Sleep(time.Until(measureFrom))
-	last := read()
-	for k := 0; ; k++ {
-		sliceEnd := measureFrom.Add(time.Duration(k+1) * slice)
+	within := func(pid int, begin, end time.Time) float64 {
+		time.Sleep(time.Until(begin))
+		before := cpuSeconds(pid)
+		time.Sleep(time.Until(end))
+		return cpuSeconds(pid) - before
+	}
+	for k := int64(0); ; k++ {
+		begin, sliceEnd := sched.slice(k)
 		if sliceEnd.After(end) {
-			return sum
+			return sides, raw
 		}
-		time.Sleep(time.Until(sliceEnd))
-		now, side := read(), sideOfSlice(int64(k))
-		sum[side] += now[side] - last[side]
-		last = now
+		side := sideOfSlice(k)
+		sides[side] += within(pids[side], begin, sliceEnd)
+		if k&1 == 1 && sched.Raw > 0 {
+			rawBegin, rawEnd := sched.rawSlice(k >> 1)
+			raw += within(serverPID, rawBegin, rawEnd)
+		}
 	}
 }
 
@@ -308,14 +390,11 @@ func (r *workerResult) prepare(slice, duration time.Duration) {
 	}
 }
 
-// succeeded counts a success sent at sent and answered at done, within the
-// window measured from measureFrom, in the slice it was sent in.
-func (r *workerResult) succeeded(sent, done, measureFrom time.Time, slice time.Duration) {
-	r.latencies = append(r.latencies, done.Sub(sent))
-	if slice <= 0 || sent.Before(measureFrom) { // sent in the warm-up: in no slice
-		return
-	}
-	if k := int(sent.Sub(measureFrom) / slice); k >= 0 && k < len(r.perSlice) {
+// succeeded counts a success that took latency, sent in slice k of an
+// interleaved load (negative: in the warm-up, or not interleaved: in no slice).
+func (r *workerResult) succeeded(latency time.Duration, k int64) {
+	r.latencies = append(r.latencies, latency)
+	if k >= 0 && k < int64(len(r.perSlice)) {
 		r.perSlice[k]++
 	}
 }
@@ -364,20 +443,84 @@ func selfCPUSeconds() float64 {
 
 // workJob is `bench work`: an endpoint's unavoidable work (a signature, two
 // SHA-256) done raw in a tight loop on the server core, one goroutine, for
-// Duration: the raw reference the rows' targets combine with their floor.
+// Duration: the raw reference the rows' targets combine with their floor. With
+// a Schedule, it is done in the raw slices of the first Pairs periods instead,
+// while an interleaved load (loadJob.RawSlice) leaves the server idle.
 type workJob struct {
 	Work     serve.FloorWork
 	Duration time.Duration
+	Schedule *schedule `json:",omitempty"`
+	Pairs    int       `json:",omitempty"`
 }
 
 type workResult struct {
-	Count int     // times the work was done
-	Rate  float64 // per second
+	Count   int       // times the work was done
+	Rate    float64   // per second
+	PerPair []float64 `json:",omitempty"` // with a Schedule: the rate in each period's raw slice
 }
 
 func runWork(job workJob) (workResult, error) {
-	n, rate, err := repeatWork(job.Work, job.Duration)
-	return workResult{Count: n, Rate: rate}, err
+	work, err := job.Work.Prepare()
+	if err != nil {
+		return workResult{}, err
+	}
+	batch, err := warmUp(work)
+	if err != nil {
+		return workResult{}, err
+	}
+	if job.Schedule == nil {
+		n, took, err := workUntil(work, batch, time.Now().Add(job.Duration))
+		return workResult{Count: n, Rate: float64(n) / took.Seconds()}, err
+	}
+	var res workResult
+	var total time.Duration
+	for p := range int64(job.Pairs) {
+		begin, end := job.Schedule.rawSlice(p)
+		time.Sleep(time.Until(begin))
+		n, took, err := workUntil(work, batch, end)
+		if err != nil {
+			return res, err
+		}
+		res.Count, total = res.Count+n, total+took
+		res.PerPair = append(res.PerPair, float64(n)/took.Seconds())
+	}
+	res.Rate = float64(res.Count) / total.Seconds()
+	return res, nil
+}
+
+// warmUp does work a hundred times and returns how many times to do it
+// between two clock reads: about 20 µs' worth, so that neither the clock
+// (~70 ns here, more than a third of a SHA-256 pair) nor a batch's overrun
+// of a slice's end counts.
+func warmUp(work func() error) (batch int, err error) {
+	const n = 100
+	start := time.Now()
+	for range n {
+		if err := work(); err != nil {
+			return 0, err
+		}
+	}
+	perCall := time.Since(start) / n
+	return max(1, int(20*time.Microsecond/max(perCall, 1))), nil
+}
+
+// workUntil does work in batches until end, and stops before a batch that
+// would end past it (by the last batch's time), and returns how many times it
+// did it in how long.
+func workUntil(work func() error, batch int, end time.Time) (n int, took time.Duration, err error) {
+	start := time.Now()
+	now, last := start, time.Duration(0)
+	for now.Add(last).Before(end) {
+		for range batch {
+			if err := work(); err != nil {
+				return n, now.Sub(start), err
+			}
+		}
+		n += batch
+		next := time.Now()
+		now, last = next, next.Sub(now)
+	}
+	return n, now.Sub(start), nil
 }
 
 // tokenSigningBytes is the size of a real token's signing input (header.claims,
@@ -387,32 +530,6 @@ const tokenSigningBytes = 450
 // signWork is a token endpoint's unavoidable work: one signature of a token's size.
 func signWork(alg string) serve.FloorWork {
 	return serve.FloorWork{Sign: alg, SignBytes: tokenSigningBytes}
-}
-
-// repeatWork does fw in a tight loop for d, one goroutine, after a warm-up, and
-// returns how many times it did it and at what rate: the raw reference of the
-// work the working floor (serve.FloorWork) does per answer.
-func repeatWork(fw serve.FloorWork, d time.Duration) (int, float64, error) {
-	work, err := fw.Prepare()
-	if err != nil {
-		return 0, 0, err
-	}
-	for range 100 { // warm up
-		if err := work(); err != nil {
-			return 0, 0, err
-		}
-	}
-	n := 0
-	start := time.Now()
-	for time.Since(start) < d {
-		for range 100 { // a clock read per 100: a SHA-256 pair takes less than a few clock reads
-			if err := work(); err != nil {
-				return 0, 0, err
-			}
-		}
-		n += 100
-	}
-	return n, float64(n) / time.Since(start).Seconds(), nil
 }
 
 // childMain runs `bench load`, `bench work`, `bench list`, `bench grpcload`, `bench check` or

@@ -6,12 +6,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/latchkey-dev/latchkey/internal/serve"
 )
 
 // An interleaved load sends the row's requests in one slice of each pair and
@@ -19,6 +22,7 @@ import (
 func TestInterleavedLoadSplitsBySlice(t *testing.T) {
 	job := loadJob{Slice: 100 * time.Millisecond, Floor: [][]byte{nil}}
 	at := time.Unix(1000, 0)
+	side := func(t time.Time) int { _, side := job.schedule(at).at(t); return side }
 	orders := map[int]bool{}
 	for pair := int64(-2); pair < 40; pair++ {
 		first, second := sideOfSlice(2*pair), sideOfSlice(2*pair+1)
@@ -28,13 +32,13 @@ func TestInterleavedLoadSplitsBySlice(t *testing.T) {
 		orders[first] = true
 		// Each slice is [start, start+Slice), from the end of the warm-up.
 		start := at.Add(time.Duration(2*pair) * job.Slice)
-		if got := job.side(at, start); got != first {
+		if got := side(start); got != first {
 			t.Errorf("side at the start of pair %d = %d, want %d", pair, got, first)
 		}
-		if got := job.side(at, start.Add(job.Slice-time.Nanosecond)); got != first {
+		if got := side(start.Add(job.Slice - time.Nanosecond)); got != first {
 			t.Errorf("side at the end of pair %d's first slice = %d, want %d", pair, got, first)
 		}
-		if got := job.side(at, start.Add(job.Slice)); got != second {
+		if got := side(start.Add(job.Slice)); got != second {
 			t.Errorf("side in pair %d's second slice = %d, want %d", pair, got, second)
 		}
 	}
@@ -148,5 +152,87 @@ func TestInterleavedGRPCLoad(t *testing.T) {
 	if _, err := runGRPCLoad(grpcJob{Addr: row, Checks: [][]byte{check}, Streams: 1, Duration: 250 * time.Millisecond,
 		Slice: 100 * time.Millisecond, FloorAddr: floor}); err == nil {
 		t.Error("an interleaved load of a duration that is not whole slice pairs ran")
+	}
+}
+
+// With raw slices, each period is a pair of slices and a raw slice after it:
+// at, slice and rawSlice agree on where each begins and ends, the warm-up's
+// periods included.
+func TestScheduleWithRawSlices(t *testing.T) {
+	s := schedule{From: time.Unix(1000, 0), Slice: 100 * time.Millisecond, Raw: 30 * time.Millisecond}
+	for p := int64(-2); p < 6; p++ {
+		for k := 2 * p; k < 2*p+2; k++ {
+			begin, end := s.slice(k)
+			if want := s.From.Add(time.Duration(p)*230*time.Millisecond + time.Duration(k-2*p)*s.Slice); !begin.Equal(want) || end.Sub(begin) != s.Slice {
+				t.Fatalf("slice %d: [%v, %v), want it to begin at %v", k, begin, end, want)
+			}
+			for _, at := range []time.Time{begin, end.Add(-time.Nanosecond)} {
+				if gotK, side := s.at(at); gotK != k || side != sideOfSlice(k) {
+					t.Errorf("at %v: slice %d side %d, want slice %d side %d", at.Sub(s.From), gotK, side, k, sideOfSlice(k))
+				}
+			}
+		}
+		begin, end := s.rawSlice(p)
+		if _, pairEnd := s.slice(2*p + 1); !begin.Equal(pairEnd) || end.Sub(begin) != s.Raw {
+			t.Fatalf("raw slice of period %d: [%v, %v), the pair ends at %v", p, begin, end, pairEnd)
+		}
+		for _, at := range []time.Time{begin, end.Add(-time.Nanosecond)} {
+			if gotP, side := s.at(at); gotP != p || side != sideRaw {
+				t.Errorf("at %v: %d side %d, want period %d's raw slice", at.Sub(s.From), gotP, side, p)
+			}
+		}
+	}
+}
+
+// An interleaved load with raw slices sends nothing in them, and `bench work`
+// with the same schedule works in them only, once per pair.
+func TestRawSlicesAreLeftToTheWork(t *testing.T) {
+	var mu sync.Mutex
+	var arrivals []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		arrivals = append(arrivals, time.Now())
+		mu.Unlock()
+		_, _ = w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	request := []byte("GET / HTTP/1.1\r\nHost: " + addr + "\r\n\r\n")
+	job := loadJob{Addr: addr, Requests: [][]byte{request}, Connections: 2, Warmup: 100 * time.Millisecond,
+		Duration: 400 * time.Millisecond, ExpectStatus: 200, ExpectBody: "ok",
+		Floor: [][]byte{request}, FloorExpectBody: "ok", Slice: 50 * time.Millisecond,
+		RawSlice: 200 * time.Millisecond, Start: time.Now().Add(50 * time.Millisecond)}
+	sched := job.schedule(job.Start.Add(job.Warmup))
+	var work workResult
+	var workErr error
+	var workDone time.Time
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		work, workErr = runWork(workJob{Work: serve.FloorWork{Hash: []int{64, 40}}, Schedule: &sched, Pairs: 4})
+		workDone = time.Now()
+	})
+	res, err := runLoad(job)
+	wg.Wait()
+	if err != nil || workErr != nil || res.Errors > 0 {
+		t.Fatalf("load: %v, %d errors (%s); work: %v", err, res.Errors, res.FirstError, workErr)
+	}
+	if len(res.Pairs) != 4 || len(work.PerPair) != 4 || work.Rate <= 0 {
+		t.Fatalf("%d pairs of slices, the work in %d raw slices at %.0f/s", len(res.Pairs), len(work.PerPair), work.Rate)
+	}
+	if took := time.Since(job.Start); took < job.Warmup+4*sched.period() {
+		t.Errorf("the load and the work were over after %v, before their last raw slice ended", took)
+	}
+	if _, lastEnd := sched.rawSlice(3); workDone.After(lastEnd.Add(50 * time.Millisecond)) {
+		t.Errorf("the work went on %v past its last raw slice", workDone.Sub(lastEnd))
+	}
+	// A request sent just before a raw slice may reach the server just after it
+	// begins; none in the rest of it.
+	for p := range int64(5) { // the warm-up's last period, -1, too
+		begin, end := sched.rawSlice(p - 1)
+		for _, at := range arrivals {
+			if at.After(begin.Add(50*time.Millisecond)) && at.Before(end) {
+				t.Errorf("a request reached the server %v into period %d's raw slice", at.Sub(begin), p-1)
+			}
+		}
 	}
 }

@@ -107,25 +107,25 @@ func (r *report) build() {
 	r.rows = nil
 	add := func(cells ...string) { r.rows = append(r.rows, cells) }
 	for _, t := range r.tokens {
-		load, floorLoad, how := r.shapePair(t.load, t.floor, t.paired, t.sign.Rate)
-		floor := combined(floorLoad.Rate, t.sign.Rate)
+		load, floorLoad, sign, how := r.shapePair(t.load, t.floor, t.paired, t.sign.Rate)
+		floor := combined(floorLoad.Rate, sign)
 		ratio := load.Rate / floor
 		add(fmt.Sprintf("1. Token issuance, %s (client_secret_basic)", t.alg),
 			fmt.Sprintf("%.0f tokens/s; p50 %s, p99 %s", load.Rate, ms(load.P50), ms(load.P99)),
 			fmt.Sprintf("POST floor (the same requests answered with a token response by a no-op, same process: %.0f/s) combined with raw %s signing on the same core (%.0f/s): 1/(1/a+1/b) = %.0f/s; raw signing alone: %.1f%%%s%s",
-				floorLoad.Rate, t.alg, t.sign.Rate, floor, 100*load.Rate/t.sign.Rate,
-				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), t.sign.Rate)), how)+workingFloor(t.working, "signs"),
+				floorLoad.Rate, t.alg, sign, floor, 100*load.Rate/sign,
+				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), sign)), how)+workingFloor(t.working, "signs"),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with signing", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	if in := r.introspection; in != nil {
-		load, floorLoad, how := r.shapePair(in.load, in.floor, in.paired, in.hash.Rate)
-		floor := combined(floorLoad.Rate, in.hash.Rate)
+		load, floorLoad, hash, how := r.shapePair(in.load, in.floor, in.paired, in.hash.Rate)
+		floor := combined(floorLoad.Rate, hash)
 		ratio := load.Rate / floor
 		add(fmt.Sprintf("2. API key introspection (%d keys cycled, %d in the index)", r.s.introspected, in.keys),
 			fmt.Sprintf("%.0f requests/s; p50 %s, p99 %s", load.Rate, ms(load.P50), ms(load.P99)),
 			fmt.Sprintf("POST floor (the same requests answered with an introspection response by a no-op, same process: %.0f/s) combined with the raw SHA-256 of the client secret and of the key (%.0f/s): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s%s",
-				floorLoad.Rate, in.hash.Rate, floor, in.healthz.Rate, 100*load.Rate/in.healthz.Rate,
-				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), in.hash.Rate)), how)+workingFloor(in.working, "hashes"),
+				floorLoad.Rate, hash, floor, in.healthz.Rate, 100*load.Rate/in.healthz.Rate,
+				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), hash)), how)+workingFloor(in.working, "hashes"),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with two SHA-256", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	for _, rv := range []struct {
@@ -200,36 +200,49 @@ func (r *report) leakRows(add func(...string)) {
 		fmt.Sprintf("from the 204: p99 %s", ms(pct(l.fromAnswer, 0.99))), "—", "p99 < 1 s (issue 23)", yesNo(pct(l.fromSend, 0.99) < time.Second))
 }
 
-// shapePair is the row and the floor a shape ratio is of: the load interleaved
-// with its floor when there is one (paired.Floor), else the two loads alone; how
-// says which, and the loads alone beside an interleaved pair.
-// raw is the rate of the row's unavoidable work beyond the floor (0: none).
-func (r *report) shapePair(alone, floorAlone, paired loadResult, raw float64) (row, floor loadResult, how string) {
+// shapePair is the row, the floor and the raw rate a shape ratio is of: the
+// load interleaved with its floor when there is one (paired.Floor), and the raw
+// work measured in its raw slices when it was (paired.Raw), else the loads
+// alone and rawAlone; how says which, and the loads alone beside an interleaved
+// pair. rawAlone is the rate of the row's unavoidable work beyond the floor,
+// measured alone (0: none).
+func (r *report) shapePair(alone, floorAlone, paired loadResult, rawAlone float64) (row, floor loadResult, raw float64, how string) {
 	if paired.Floor == nil {
-		return alone, floorAlone, ""
+		return alone, floorAlone, rawAlone, ""
 	}
-	return paired, *paired.Floor, fmt.Sprintf("; the row and its floor interleaved in slices of %.1f s%s (each alone, one after the other and profiled: %.0f/s, floor %.0f/s: %.1f%%)",
-		sliceOf(r.s.duration).Seconds(), pairSpread(paired, raw), alone.Rate, floorAlone.Rate, 100*alone.Rate/shapeReference(floorAlone.Rate, raw))
+	raw, rawHow := rawAlone, ""
+	if paired.Raw > 0 {
+		raw = paired.Raw
+		rawHow = fmt.Sprintf(", the raw work in slices of %.1f s after each pair (alone, before the loads: %.0f/s)", rawSlice.Seconds(), rawAlone)
+	}
+	return paired, *paired.Floor, raw, fmt.Sprintf("; the row and its floor interleaved in slices of %.1f s%s%s (each alone, one after the other and profiled: %.0f/s, floor %.0f/s: %.1f%%)",
+		sliceOf(r.s.duration).Seconds(), rawHow, pairSpread(paired, raw), alone.Rate, floorAlone.Rate, 100*alone.Rate/shapeReference(floorAlone.Rate, rawAlone))
 }
 
 // pairSpread is the lowest and the highest of an interleaved ratio over its
 // pairs of slices, each pair's row rate over its own reference (its floor's
-// rate combined with raw), or "" when the load has no pairs.
+// rate combined with the raw rate of its raw slice, or with raw when it has
+// none), or "" when the load has no pairs.
 func pairSpread(paired loadResult, raw float64) string {
-	lo, hi, n := pairRange(paired, func(row, floor float64) float64 { return row / shapeReference(floor, raw) })
+	lo, hi, n := pairRange(paired, func(pair [3]float64) float64 {
+		if pair[2] > 0 {
+			return pair[0] / shapeReference(pair[1], pair[2])
+		}
+		return pair[0] / shapeReference(pair[1], raw)
+	})
 	if n == 0 {
 		return ""
 	}
 	return fmt.Sprintf(", the ratio from %.1f%% to %.1f%% over its %d pairs of slices", 100*lo, 100*hi, n)
 }
 
-// pairRange is the lowest and the highest of f(row, floor) over an interleaved
+// pairRange is the lowest and the highest of f(pair) over an interleaved
 // load's pairs of slices, and how many pairs had a floor side to compare with.
-func pairRange(paired loadResult, f func(row, floor float64) float64) (lo, hi float64, n int) {
+func pairRange(paired loadResult, f func(pair [3]float64) float64) (lo, hi float64, n int) {
 	lo, hi = math.Inf(1), math.Inf(-1)
 	for _, pair := range paired.Pairs {
 		if pair[1] > 0 {
-			v := f(pair[0], pair[1])
+			v := f(pair)
 			lo, hi, n = min(lo, v), max(hi, v), n+1
 		}
 	}
@@ -398,7 +411,7 @@ func (r *report) markdown(env environment) string {
 	p("An HTTP row's reference is the floor of its own request shape: the same requests, path aside, answered by a no-op in the same process (`--benchmark-floor`: the body read and the form parsed, then the same status, headers and body as the real answer), ")
 	p("combined where the row has unavoidable work with that work done raw on the same core: 1/(1/floor + 1/raw). ")
 	p("Where the row says so, the ratio is of the row and its floor interleaved on the same connections in slices of %.1f s (the row's requests in one, the floor's in the next), because this machine's speed drifts by tens of percent within minutes and two loads one after the other measure that drift as a difference; ", sliceOf(r.s.duration).Seconds())
-	p("the server's CPU is read at each slice's end and charged to that slice's side. Beside such a ratio stand the lowest and the highest of the same ratio in one pair of slices (each pair's row against that pair's floor): how far the machine moved it within one run. The loads alone, one after the other, are the profiled ones, reported beside it. ")
+	p("the server's CPU is read at each slice's beginning and end and charged to that slice's side. A row whose target combines its floor with a raw rate (a signature, two SHA-256) has a third slice of %.1f s after each pair, in which the load sends nothing and the raw work runs on the server's core: its raw rate, too, is of the same moments as the row (measured alone, before the loads, a raw rate read at another speed of the machine than its row, and once put ES256 at 123%% of a limit it cannot pass). Beside such a ratio stand the lowest and the highest of the same ratio in one pair of slices (each pair's row against that pair's floor, and raw rate): how far the machine moved it within one run. The loads alone, one after the other, are the profiled ones, reported beside it. ", rawSlice.Seconds())
 	p("A row with unavoidable work is also interleaved with the working floor: the same no-op doing that work (the same signature or SHA-256s, by the code that measures the raw rate) in its own handler before it answers. 1/(1/floor + 1/raw) assumes the work adds its raw cost and nothing more; the working floor shows what a request that does the work and nothing else reaches on this machine, where a slower answer also costs more elsewhere (the write that wakes the load generator's idle core costs more, per request, the longer that core idled). The targets stay those of 1/(1/floor + 1/raw).\n\n")
 	p("| Measure | Result | Reference (same run) | Ratio | Target | Met |\n|---|---|---|---|---|---|\n")
 	for _, row := range r.rows {

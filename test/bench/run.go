@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,12 +18,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
+	"github.com/latchkey-dev/latchkey/internal/serve"
 	"github.com/latchkey-dev/latchkey/internal/testenv"
 )
 
@@ -568,13 +571,53 @@ func (b *bench) loader(ctx context.Context) func(name string, requests []string,
 }
 
 // pairedLoader loads the token server with requests interleaved with floor
-// (200 answers, not profiled: the profile would mix both), for shapeLoads.
-func (b *bench) pairedLoader(ctx context.Context) func(name string, requests, floor []string, body, floorBody string) (loadResult, error) {
-	return func(name string, requests, floor []string, body, floorBody string) (loadResult, error) {
+// (200 answers, not profiled: the profile would mix both), and raw work in
+// slices of its own between the pairs when raw is set, for shapeLoads.
+func (b *bench) pairedLoader(ctx context.Context) func(name string, requests, floor []string, body, floorBody string, raw serve.FloorWork) (loadResult, error) {
+	return func(name string, requests, floor []string, body, floorBody string, raw serve.FloorWork) (loadResult, error) {
 		job := loadJob{Addr: b.c.tokenAddr, Requests: rawRequests(requests), Connections: b.s.connections, Warmup: b.s.warmup,
 			Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: body}
-		return b.measure(ctx, name, "load", b.server, b.interleave(job, b.server, rawRequests(floor), floorBody))
+		return b.measureInterleaved(ctx, name, b.server, b.interleave(job, b.server, rawRequests(floor), floorBody), raw)
 	}
+}
+
+// rawSlice is the length of the raw slice after each pair of slices of an
+// interleaved load that measures its row's raw work too (loadJob.RawSlice):
+// hundreds of RSA signatures, and short beside the pair.
+const rawSlice = 400 * time.Millisecond
+
+// measureInterleaved runs the interleaved load job against server, and, when
+// raw is set, `bench work` doing raw on the server core in the raw slices the
+// load leaves idle between its pairs: the row, its floor and the raw reference
+// a target combines with the floor, each measured at the same moments. The
+// raw rates land in the result's Raw and in each pair's third.
+func (b *bench) measureInterleaved(ctx context.Context, name string, server *process, job loadJob, raw serve.FloorWork) (loadResult, error) {
+	if raw.IsZero() {
+		return b.measure(ctx, name, "load", server, job)
+	}
+	// Both children count their slices from the same moment, after both have started.
+	job.RawSlice, job.Start = rawSlice, time.Now().Add(500*time.Millisecond)
+	sched := job.schedule(job.Start.Add(job.Warmup))
+	var work workResult
+	var workErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		workErr = runChild(ctx, "work", b.s.serverCPU, workJob{Work: raw, Schedule: &sched, Pairs: int(job.Duration / (2 * job.Slice))}, &work)
+	})
+	res, err := b.measure(ctx, name, "load", server, job)
+	wg.Wait()
+	if err = errors.Join(err, workErr); err != nil {
+		return res, err
+	}
+	if len(work.PerPair) != len(res.Pairs) {
+		return res, fmt.Errorf("%s: raw work in %d slices, %d pairs of slices", name, len(work.PerPair), len(res.Pairs))
+	}
+	res.Raw = work.Rate
+	for i := range res.Pairs {
+		res.Pairs[i][2] = work.PerPair[i]
+	}
+	logf("  %-22s raw work in the %d raw slices of %s between the pairs: %.0f/s (the server busy %.1f%% of them)", name, len(work.PerPair), rawSlice, work.Rate, 100*res.RawServerBusy)
+	return res, nil
 }
 
 // measure runs one load child of kind (load, grpcload) with job from the load core

@@ -84,7 +84,7 @@ func floorFor(addr string, requests []string) (answer serve.FloorAnswer, floor [
 // runs requests expecting body; paired runs requests interleaved with floor.
 func shapeLoads(name, addr string, requests []string, body string, work serve.FloorWork,
 	load func(name string, requests []string, body string) (loadResult, error),
-	paired func(name string, requests, floor []string, body, floorBody string) (loadResult, error),
+	paired func(name string, requests, floor []string, body, floorBody string, raw serve.FloorWork) (loadResult, error),
 ) (floorAlone, rowAlone, row loadResult, working *loadResult, err error) {
 	answer, floor, floorBody, err := floorFor(addr, requests)
 	if err != nil {
@@ -96,7 +96,7 @@ func shapeLoads(name, addr string, requests []string, body string, work serve.Fl
 	if rowAlone, err = load(name, requests, body); err != nil {
 		return
 	}
-	if row, err = paired(name+"-interleaved", requests, floor, body, floorBody); err != nil || work.IsZero() {
+	if row, err = paired(name+"-interleaved", requests, floor, body, floorBody, work); err != nil || work.IsZero() {
 		return
 	}
 	answer.Work = work
@@ -109,7 +109,7 @@ func shapeLoads(name, addr string, requests []string, body string, work serve.Fl
 			err = plainErr
 		}
 	}()
-	w, err := paired(name+"-working-interleaved", requests, floor, body, floorBody)
+	w, err := paired(name+"-working-interleaved", requests, floor, body, floorBody, serve.FloorWork{})
 	return floorAlone, rowAlone, row, &w, err
 }
 
