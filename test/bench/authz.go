@@ -689,7 +689,7 @@ func closedLoop(workers int, warmup, duration, slice time.Duration, do func(work
 	start := time.Now()
 	measureFrom := start.Add(warmup)
 	end := measureFrom.Add(duration)
-	sched := schedule{From: measureFrom, Slice: slice}
+	sched := schedule{From: measureFrom, Slice: slice} // no raw slice: every call is side 0's or 1's
 	results := make([][2]workerResult, workers)
 	var wg sync.WaitGroup
 	var serverCPU [2]float64

@@ -45,7 +45,7 @@ type loadJob struct {
 	// whatever the machine does over the run: its speed drifts by tens of percent
 	// within minutes, which two loads one after the other measure as a difference
 	// between them. Duration must be a whole number of slice pairs. ServerPID's CPU
-	// is read at each slice's end and charged to that slice's side.
+	// is read at each slice's beginning and end and charged to that slice's side.
 	Floor           [][]byte `json:",omitempty"`
 	FloorExpectBody string   `json:",omitempty"`
 	Slice           time.Duration
@@ -58,13 +58,15 @@ type loadJob struct {
 	FloorServerPID int    `json:",omitempty"`
 	// RawSlice, when set, follows each pair of slices with a raw slice of its
 	// length in which no request is sent: `bench work` then does the row's
-	// unavoidable work on the idle server core (workJob.Schedule), so that the
-	// raw reference is measured at the same moments as the row and its floor.
-	// The measured window is then longer than Duration, which stays the row's
-	// and the floor's time. Start, when set, is when the load begins (the work's
-	// schedule counts from it); else at once.
-	RawSlice time.Duration `json:",omitempty"`
-	Start    time.Time     `json:",omitzero"`
+	// unavoidable work on the server core (workJob.Schedule), so that the raw
+	// reference is measured between the row's and its floor's slices rather than
+	// minutes apart; it is timed from RawSettle into the slice, once the server
+	// has answered what was in flight. The measured window is then longer than
+	// Duration, which stays the row's and the floor's time. Start, when set, is
+	// when the load begins (the work's schedule counts from it); else at once.
+	RawSlice  time.Duration `json:",omitempty"`
+	RawSettle time.Duration `json:",omitempty"`
+	Start     time.Time     `json:",omitzero"`
 }
 
 // interleaved tells whether the job alternates Requests with its Floor.
@@ -72,7 +74,7 @@ func (job loadJob) interleaved() bool { return len(job.Floor) > 0 }
 
 // schedule is the interleaved load's time (Slice, RawSlice) measured from measureFrom.
 func (job loadJob) schedule(measureFrom time.Time) schedule {
-	return schedule{From: measureFrom, Slice: job.Slice, Raw: job.RawSlice}
+	return schedule{From: measureFrom, Slice: job.Slice, Raw: job.RawSlice, Settle: job.RawSettle}
 }
 
 // measured is how long the load's measured window lasts: Duration, and the raw
@@ -87,10 +89,11 @@ func (job loadJob) measured() time.Duration {
 // schedule cuts an interleaved load's time, from From (the end of the warm-up;
 // earlier times fall in negative slices), into periods: a pair of slices of
 // Slice, one the row's and one the floor's in sideOfSlice's order, and, when
-// Raw is set, a raw slice of Raw after them (loadJob.RawSlice).
+// Raw is set, a raw slice of Raw after them (loadJob.RawSlice), whose first
+// Settle is not measured.
 type schedule struct {
-	From       time.Time
-	Slice, Raw time.Duration
+	From               time.Time
+	Slice, Raw, Settle time.Duration
 }
 
 // sideRaw is the side of a raw slice: no request is sent in it.
@@ -124,6 +127,13 @@ func (s schedule) slice(k int64) (begin, end time.Time) {
 func (s schedule) rawSlice(p int64) (begin, end time.Time) {
 	begin = s.From.Add(time.Duration(p)*s.period() + 2*s.Slice)
 	return begin, begin.Add(s.Raw)
+}
+
+// rawMeasured is the part of period p's raw slice in which the work is timed:
+// after its Settle, in which the server answers the requests sent before it.
+func (s schedule) rawMeasured(p int64) (begin, end time.Time) {
+	begin, end = s.rawSlice(p)
+	return begin.Add(s.Settle), end
 }
 
 // sideOfSlice is the side of slice k (0 the first of the measured window; the
@@ -161,9 +171,8 @@ type loadResult struct {
 	// pair to pair, which the report gives beside it.
 	Pairs [][3]float64 `json:",omitempty"`
 	// Raw is the rate of the raw work done in the raw slices (loadJob.RawSlice),
-	// or 0, and RawServerBusy the share of those slices the row's server ran in
-	// (finishing the answers of the slice before, or its GC): time the raw work
-	// did not have.
+	// or 0, and RawServerBusy the share of their measured part the row's server
+	// ran in (a late answer, its GC): time the raw work did not have.
 	Raw           float64 `json:",omitempty"`
 	RawServerBusy float64 `json:",omitempty"`
 }
@@ -191,12 +200,18 @@ func runLoad(job loadJob) (loadResult, error) {
 	if job.interleaved() && (job.Slice <= 0 || job.Duration%(2*job.Slice) != 0 || len(job.Floor) != len(job.Requests)) {
 		return loadResult{}, fmt.Errorf("an interleaved load needs as many floor requests as requests and a duration of whole slice pairs")
 	}
+	if job.RawSlice < 0 || job.RawSettle < 0 || job.RawSlice > 0 && (!job.interleaved() || job.Rate > 0 || job.RawSettle >= job.RawSlice) {
+		return loadResult{}, fmt.Errorf("raw slices need an interleaved closed loop, and a settling time shorter than the slice")
+	}
 	start := time.Now()
 	if !job.Start.IsZero() {
 		start = job.Start
 		time.Sleep(time.Until(start))
 	}
 	measureFrom := start.Add(job.Warmup)
+	if time.Now().After(measureFrom) { // a late start would eat the measured slices, silently
+		return loadResult{}, fmt.Errorf("the load started %v after its warm-up was to end", time.Since(measureFrom))
+	}
 	end := measureFrom.Add(job.measured())
 	sched := job.schedule(measureFrom)
 	results := make([][2]workerResult, job.Connections)
@@ -294,7 +309,7 @@ func runLoad(job loadJob) (loadResult, error) {
 	}
 	res := sidesOf(results, serverCPU, job.Warmup, job.Duration)
 	if job.RawSlice > 0 {
-		res.RawServerBusy = rawServerCPU / (time.Duration(len(res.Pairs)) * job.RawSlice).Seconds()
+		res.RawServerBusy = rawServerCPU / (time.Duration(len(res.Pairs)) * (job.RawSlice - job.RawSettle)).Seconds()
 	}
 	return res, nil
 }
@@ -347,8 +362,8 @@ func pairRates(results [][2]workerResult, slice time.Duration) [][3]float64 {
 // sideCPU reads the servers' CPU at each slice's beginning and end over the
 // measured window (sched, to end) and sums, by side (0 for the row's slices, 1
 // for the floor's), the CPU of that side's server (serverPID, or floorServerPID
-// for the floor when set) in them; and, in the raw slices, the CPU of the
-// row's server, which the raw work then has to share the core with (raw).
+// for the floor when set) in them; and, in the measured part of the raw slices,
+// the CPU of the row's server, which the raw work then shares the core with (raw).
 func sideCPU(sched schedule, serverPID, floorServerPID int, end time.Time) (sides [2]float64, raw float64) {
 	pids := [2]int{serverPID, serverPID}
 	if floorServerPID > 0 {
@@ -368,7 +383,7 @@ func sideCPU(sched schedule, serverPID, floorServerPID int, end time.Time) (side
 		side := sideOfSlice(k)
 		sides[side] += within(pids[side], begin, sliceEnd)
 		if k&1 == 1 && sched.Raw > 0 {
-			rawBegin, rawEnd := sched.rawSlice(k >> 1)
+			rawBegin, rawEnd := sched.rawMeasured(k >> 1)
 			raw += within(serverPID, rawBegin, rawEnd)
 		}
 	}
@@ -445,7 +460,8 @@ func selfCPUSeconds() float64 {
 // SHA-256) done raw in a tight loop on the server core, one goroutine, for
 // Duration: the raw reference the rows' targets combine with their floor. With
 // a Schedule, it is done in the raw slices of the first Pairs periods instead,
-// while an interleaved load (loadJob.RawSlice) leaves the server idle.
+// in which an interleaved load (loadJob.RawSlice) sends nothing, and timed in
+// their measured part (schedule.rawMeasured).
 type workJob struct {
 	Work     serve.FloorWork
 	Duration time.Duration
@@ -470,22 +486,48 @@ func runWork(job workJob) (workResult, error) {
 	}
 	if job.Schedule == nil {
 		n, took, err := workUntil(work, batch, time.Now().Add(job.Duration))
-		return workResult{Count: n, Rate: float64(n) / took.Seconds()}, err
+		return workResult{Count: n, Rate: perSecond(n, took)}, err
+	}
+	return workInRawSlices(work, batch, *job.Schedule, job.Pairs)
+}
+
+// workInRawSlices does work in the raw slices of sched's first pairs periods,
+// batch times between two clock reads, timed in their measured part.
+func workInRawSlices(work func() error, batch int, sched schedule, pairs int) (workResult, error) {
+	// Ready before the load's warm-up ends, or the work's own warm-up (a key
+	// to make, a hundred signatures) would take from the load's first slice.
+	if late := time.Since(sched.From); late > 0 {
+		return workResult{}, fmt.Errorf("the raw work was ready %v after the load's warm-up ended", late)
 	}
 	var res workResult
 	var total time.Duration
-	for p := range int64(job.Pairs) {
-		begin, end := job.Schedule.rawSlice(p)
+	for p := range int64(pairs) {
+		begin, _ := sched.rawSlice(p)
+		measured, end := sched.rawMeasured(p)
 		time.Sleep(time.Until(begin))
+		if _, _, err := workUntil(work, batch, measured); err != nil { // untimed: the server's last answers share the core
+			return res, err
+		}
 		n, took, err := workUntil(work, batch, end)
 		if err != nil {
 			return res, err
 		}
+		if n == 0 {
+			return res, fmt.Errorf("the raw work missed raw slice %d (it began %v late)", p, time.Since(measured))
+		}
 		res.Count, total = res.Count+n, total+took
-		res.PerPair = append(res.PerPair, float64(n)/took.Seconds())
+		res.PerPair = append(res.PerPair, perSecond(n, took))
 	}
-	res.Rate = float64(res.Count) / total.Seconds()
+	res.Rate = perSecond(res.Count, total)
 	return res, nil
+}
+
+// perSecond is n over d, or 0 for no time.
+func perSecond(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
 }
 
 // warmUp does work a hundred times and returns how many times to do it

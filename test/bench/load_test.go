@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -184,8 +185,9 @@ func TestScheduleWithRawSlices(t *testing.T) {
 	}
 }
 
-// An interleaved load with raw slices sends nothing in them, and `bench work`
-// with the same schedule works in them only, once per pair.
+// An interleaved load with raw slices sends nothing in them, `bench work` with
+// the same schedule works in them only, once per pair, timed after their
+// settling time, and the server's CPU is read in that time.
 func TestRawSlicesAreLeftToTheWork(t *testing.T) {
 	var mu sync.Mutex
 	var arrivals []time.Time
@@ -201,7 +203,8 @@ func TestRawSlicesAreLeftToTheWork(t *testing.T) {
 	job := loadJob{Addr: addr, Requests: [][]byte{request}, Connections: 2, Warmup: 100 * time.Millisecond,
 		Duration: 400 * time.Millisecond, ExpectStatus: 200, ExpectBody: "ok",
 		Floor: [][]byte{request}, FloorExpectBody: "ok", Slice: 50 * time.Millisecond,
-		RawSlice: 200 * time.Millisecond, Start: time.Now().Add(50 * time.Millisecond)}
+		RawSlice: 300 * time.Millisecond, RawSettle: 50 * time.Millisecond, Start: time.Now().Add(50 * time.Millisecond),
+		ServerPID: os.Getpid()} // the work below runs in this process: it is the "server" busy in the raw slices
 	sched := job.schedule(job.Start.Add(job.Warmup))
 	var work workResult
 	var workErr error
@@ -222,17 +225,61 @@ func TestRawSlicesAreLeftToTheWork(t *testing.T) {
 	if took := time.Since(job.Start); took < job.Warmup+4*sched.period() {
 		t.Errorf("the load and the work were over after %v, before their last raw slice ended", took)
 	}
-	if _, lastEnd := sched.rawSlice(3); workDone.After(lastEnd.Add(50 * time.Millisecond)) {
+	if _, lastEnd := sched.rawSlice(3); workDone.After(lastEnd.Add(100 * time.Millisecond)) {
 		t.Errorf("the work went on %v past its last raw slice", workDone.Sub(lastEnd))
+	}
+	// Timed only in the measured part of each raw slice, 4 × 250 ms (each may
+	// begin a batch early: the untimed part stops before a batch would cross it).
+	if timed := time.Duration(float64(work.Count) / work.Rate * float64(time.Second)); timed > 4*260*time.Millisecond || timed < 4*200*time.Millisecond {
+		t.Errorf("the work was timed for %v, want about 4 × 250 ms", timed)
+	}
+	if res.RawServerBusy <= 0 {
+		t.Errorf("the server's CPU in the raw slices was not read (busy %.2f)", res.RawServerBusy)
 	}
 	// A request sent just before a raw slice may reach the server just after it
 	// begins; none in the rest of it.
 	for p := range int64(5) { // the warm-up's last period, -1, too
 		begin, end := sched.rawSlice(p - 1)
 		for _, at := range arrivals {
-			if at.After(begin.Add(50*time.Millisecond)) && at.Before(end) {
+			if at.After(begin.Add(100*time.Millisecond)) && at.Before(end) {
 				t.Errorf("a request reached the server %v into period %d's raw slice", at.Sub(begin), p-1)
 			}
 		}
+	}
+}
+
+// The work is done in the raw slices only: none of it in the row's and the
+// floor's slices, nor in the load's warm-up.
+func TestWorkInRawSlicesOnly(t *testing.T) {
+	sched := schedule{From: time.Now().Add(100 * time.Millisecond), Slice: 50 * time.Millisecond, Raw: 60 * time.Millisecond, Settle: 20 * time.Millisecond}
+	var calls []time.Time
+	work := func() error {
+		calls = append(calls, time.Now())
+		time.Sleep(time.Millisecond)
+		return nil
+	}
+	res, err := workInRawSlices(work, 1, sched, 3)
+	if err != nil || len(res.PerPair) != 3 || res.Count == 0 {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	for _, at := range calls {
+		in := false
+		for p := range int64(3) {
+			begin, end := sched.rawSlice(p)
+			// A call decided on before the end may be delayed past it by this
+			// busy machine's scheduler: 10 ms of the next 50 ms slice.
+			in = in || !at.Before(begin) && at.Before(end.Add(10*time.Millisecond))
+		}
+		if !in {
+			t.Errorf("work done %v after the warm-up ended, outside the raw slices", at.Sub(sched.From))
+		}
+	}
+	// Timed in the measured parts only: 3 × 40 ms, calls of 1 ms or more.
+	if res.Count > 3*41 {
+		t.Errorf("%d calls timed of %d", res.Count, len(calls))
+	}
+	late := schedule{From: time.Now().Add(-time.Millisecond), Slice: sched.Slice, Raw: sched.Raw}
+	if _, err := workInRawSlices(work, 1, late, 1); err == nil {
+		t.Error("work ready after the load's warm-up ended ran anyway")
 	}
 }

@@ -112,7 +112,7 @@ func (r *report) build() {
 		ratio := load.Rate / floor
 		add(fmt.Sprintf("1. Token issuance, %s (client_secret_basic)", t.alg),
 			fmt.Sprintf("%.0f tokens/s; p50 %s, p99 %s", load.Rate, ms(load.P50), ms(load.P99)),
-			fmt.Sprintf("POST floor (the same requests answered with a token response by a no-op, same process: %.0f/s) combined with raw %s signing on the same core (%.0f/s): 1/(1/a+1/b) = %.0f/s; raw signing alone: %.1f%%%s%s",
+			fmt.Sprintf("POST floor (the same requests answered with a token response by a no-op, same process: %.0f/s) combined with raw %s signing on the same core (%.0f/s): 1/(1/a+1/b) = %.0f/s; the row is %.1f%% of raw signing%s%s",
 				floorLoad.Rate, t.alg, sign, floor, 100*load.Rate/sign,
 				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), sign)), how)+workingFloor(t.working, "signs"),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with signing", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
@@ -213,7 +213,8 @@ func (r *report) shapePair(alone, floorAlone, paired loadResult, rawAlone float6
 	raw, rawHow := rawAlone, ""
 	if paired.Raw > 0 {
 		raw = paired.Raw
-		rawHow = fmt.Sprintf(", the raw work in slices of %.1f s after each pair (alone, before the loads: %.0f/s)", rawSlice.Seconds(), rawAlone)
+		rawHow = fmt.Sprintf(", the raw work in a slice of %.1f s after each pair, timed after its first %.2f s (the server busy %.0f%% of that time; the raw work alone, before the loads: %.0f/s)",
+			rawSlice.Seconds(), rawSettle.Seconds(), 100*paired.RawServerBusy, rawAlone)
 	}
 	return paired, *paired.Floor, raw, fmt.Sprintf("; the row and its floor interleaved in slices of %.1f s%s%s (each alone, one after the other and profiled: %.0f/s, floor %.0f/s: %.1f%%)",
 		sliceOf(r.s.duration).Seconds(), rawHow, pairSpread(paired, raw), alone.Rate, floorAlone.Rate, 100*alone.Rate/shapeReference(floorAlone.Rate, rawAlone))
@@ -411,7 +412,7 @@ func (r *report) markdown(env environment) string {
 	p("An HTTP row's reference is the floor of its own request shape: the same requests, path aside, answered by a no-op in the same process (`--benchmark-floor`: the body read and the form parsed, then the same status, headers and body as the real answer), ")
 	p("combined where the row has unavoidable work with that work done raw on the same core: 1/(1/floor + 1/raw). ")
 	p("Where the row says so, the ratio is of the row and its floor interleaved on the same connections in slices of %.1f s (the row's requests in one, the floor's in the next), because this machine's speed drifts by tens of percent within minutes and two loads one after the other measure that drift as a difference; ", sliceOf(r.s.duration).Seconds())
-	p("the server's CPU is read at each slice's beginning and end and charged to that slice's side. A row whose target combines its floor with a raw rate (a signature, two SHA-256) has a third slice of %.1f s after each pair, in which the load sends nothing and the raw work runs on the server's core: its raw rate, too, is of the same moments as the row (measured alone, before the loads, a raw rate read at another speed of the machine than its row, and once put ES256 at 123%% of a limit it cannot pass). Beside such a ratio stand the lowest and the highest of the same ratio in one pair of slices (each pair's row against that pair's floor, and raw rate): how far the machine moved it within one run. The loads alone, one after the other, are the profiled ones, reported beside it. ", rawSlice.Seconds())
+	p("the server's CPU is read at each slice's beginning and end and charged to that slice's side. A row whose target combines its floor with a raw rate (a signature, two SHA-256) has, where it says so, a third slice of %.1f s after each pair, in which the load sends nothing and the raw work runs on the server's core, timed once the server has answered the requests still in flight: its raw rate is measured between the row's slices, not minutes before them at another speed of the machine. Beside such a ratio stand the lowest and the highest of the same ratio in one pair of slices (each pair's row against that pair's floor, and raw rate): how far the machine moved it within one run. The loads alone, one after the other, are the profiled ones, reported beside it. ", rawSlice.Seconds())
 	p("A row with unavoidable work is also interleaved with the working floor: the same no-op doing that work (the same signature or SHA-256s, by the code that measures the raw rate) in its own handler before it answers. 1/(1/floor + 1/raw) assumes the work adds its raw cost and nothing more; the working floor shows what a request that does the work and nothing else reaches on this machine, where a slower answer also costs more elsewhere (the write that wakes the load generator's idle core costs more, per request, the longer that core idled). The targets stay those of 1/(1/floor + 1/raw).\n\n")
 	p("| Measure | Result | Reference (same run) | Ratio | Target | Met |\n|---|---|---|---|---|---|\n")
 	for _, row := range r.rows {
@@ -421,7 +422,7 @@ func (r *report) markdown(env environment) string {
 	p("\n## Details\n\n")
 	if len(r.tokens) > 0 {
 		p("### Token endpoint and references per algorithm\n\n")
-		p("| Algorithm | Raw signing (1 goroutine) | /healthz | Tokens | p50 | p99 | max | Little's law: %d ÷ rate |\n|---|---|---|---|---|---|---|---|\n", r.s.connections)
+		p("| Algorithm | Raw signing alone, before the loads (1 goroutine) | /healthz | Tokens | p50 | p99 | max | Little's law: %d ÷ rate |\n|---|---|---|---|---|---|---|---|\n", r.s.connections)
 		for _, t := range r.tokens {
 			p("| %s | %.0f/s | %.0f/s | %.0f/s | %s | %s | %s | %s |\n", t.alg, t.sign.Rate, t.healthz.Rate, t.load.Rate,
 				ms(t.load.P50), ms(t.load.P99), ms(t.load.Max), ms(time.Duration(float64(r.s.connections)/t.load.Rate*float64(time.Second))))
