@@ -83,6 +83,19 @@ func TestInterleavedLoadSplitsBySlice(t *testing.T) {
 		ExpectStatus: 200, Floor: [][]byte{request("/floor")}, Slice: 100 * time.Millisecond}); err == nil {
 		t.Error("an interleaved load of a duration that is not whole slice pairs ran")
 	}
+
+	// A load alone, without a warm-up (the last-use load's), measures from its start.
+	alone, err := runLoad(loadJob{Addr: addr, Requests: [][]byte{request("/floor")}, Connections: 1, Duration: 100 * time.Millisecond,
+		ExpectStatus: 200, ExpectBody: "floor"})
+	if err != nil || alone.Requests == 0 || alone.Floor != nil {
+		t.Errorf("a load without a warm-up: %+v, %v", alone, err)
+	}
+	// One that starts after the moment its warm-up was to end has lost slices: an error.
+	if _, err := runLoad(loadJob{Addr: addr, Requests: [][]byte{request("/row")}, Connections: 1, Duration: 200 * time.Millisecond,
+		ExpectStatus: 200, Floor: [][]byte{request("/floor")}, Slice: 100 * time.Millisecond,
+		Start: time.Now().Add(-time.Second), Warmup: 500 * time.Millisecond}); err == nil {
+		t.Error("a load that started after its warm-up was to end ran")
+	}
 }
 
 // expectSplit checks an interleaved load of 0.8 s in 0.1 s slices whose row
