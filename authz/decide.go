@@ -224,7 +224,7 @@ func (a *Authorizer) authenticate(r Request, api *index.API) Decision {
 			Namespace: key.Ref.Namespace, Name: key.Ref.Name, KeyID: hash.KeyID(),
 			Environment: key.Environment, Scopes: key.Scope.Value(),
 		}}
-		d.CredentialHeaders, d.holder = headers, apiKeyHolder(key)
+		d.CredentialHeaders, d.holder = headers, apiKeyHolder(key, now)
 		return d
 	case wellFormed:
 		return errInvalid // unknown, revoked or expired: one answer for all
@@ -261,7 +261,7 @@ func (a *Authorizer) authenticateToken(token string, api *index.API, now time.Ti
 		// published elsewhere is never mistaken for one of the workspace's own clients.
 		identity.Kind, identity.Name = "app_access_token", holder.Grant.Ref.Name
 	}
-	return Decision{Status: 200, Outcome: Allowed, Identity: identity, holder: tokenHolder(holder)}
+	return Decision{Status: 200, Outcome: Allowed, Identity: identity, holder: tokenHolder(holder, now)}
 }
 
 // looksLikeAPIKeyShape tells a mistyped API key (lk_live_… with a wrong checksum)

@@ -23,6 +23,9 @@ type holder struct {
 	uid        types.UID
 	// own is the credential's own spec.rateLimit (an app's: its OAuthClient's).
 	own *apirules.Limit
+	// at is when the credential was accepted: its budgets are spent at that
+	// moment, so that a request reads the clock once.
+	at time.Time
 }
 
 // RateLimitHeaders are the draft-ietf-httpapi-ratelimit-headers fields of an
@@ -66,25 +69,32 @@ func (a *Authorizer) limit(d *Decision, api *index.API, rule *index.Rule) {
 		return
 	}
 	var results [2]ratelimit.Result
-	allowed, noRoom := a.Limits.Take(a.Clock.Now(), d.holder.credential.Namespace, budgets[:n], results[:n])
-	// The fields are appended into buffers on the stack: no formatting per request.
-	var policyBuf, stateBuf [96]byte
-	policy, state := policyBuf[:0], stateBuf[:0]
-	var retry time.Duration
+	allowed, noRoom := a.Limits.Take(d.holder.at, d.holder.credential.Namespace, budgets[:n], results[:n])
+	// Both fields are appended into one buffer on the stack, the policy then the
+	// state, and become one string: one allocation per request.
+	var buf [192]byte
+	fields := buf[:0]
 	for i := range n {
-		b, r := budgets[i], results[i]
 		if i > 0 {
-			policy, state = append(policy, ", "...), append(state, ", "...)
+			fields = append(fields, ", "...)
 		}
-		policy = append(append(append(policy, '"'), names[i]...), `";q=`...)
-		policy = strconv.AppendInt(policy, b.Limit.Requests, 10)
-		policy = strconv.AppendInt(append(policy, ";w="...), ceilSeconds(b.Limit.Per), 10)
-		state = append(append(append(state, '"'), names[i]...), `";r=`...)
-		state = strconv.AppendInt(state, r.Remaining, 10)
-		state = strconv.AppendInt(append(state, ";t="...), ceilSeconds(r.Reset), 10)
+		fields = append(append(append(fields, '"'), names[i]...), `";q=`...)
+		fields = strconv.AppendInt(fields, budgets[i].Limit.Requests, 10)
+		fields = strconv.AppendInt(append(fields, ";w="...), ceilSeconds(budgets[i].Limit.Per), 10)
+	}
+	policyEnd := len(fields)
+	var retry time.Duration
+	for i, r := range results[:n] {
+		if i > 0 {
+			fields = append(fields, ", "...)
+		}
+		fields = append(append(append(fields, '"'), names[i]...), `";r=`...)
+		fields = strconv.AppendInt(fields, r.Remaining, 10)
+		fields = strconv.AppendInt(append(fields, ";t="...), ceilSeconds(r.Reset), 10)
 		retry = max(retry, r.RetryAfter)
 	}
-	d.RateLimit = RateLimitHeaders{Policy: string(policy), State: string(state)}
+	both := string(fields)
+	d.RateLimit = RateLimitHeaders{Policy: both[:policyEnd], State: both[policyEnd:]}
 	if allowed {
 		return
 	}
@@ -103,16 +113,16 @@ func ceilSeconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
 }
 
-func apiKeyHolder(k *index.Key) holder {
+func apiKeyHolder(k *index.Key, at time.Time) holder {
 	return holder{credential: index.Credential{Kind: latchkeyv1.KindAPIKey, Namespace: k.Ref.Namespace, Name: k.Ref.Name},
-		uid: k.Ref.UID, own: k.RateLimit}
+		uid: k.Ref.UID, own: k.RateLimit, at: at}
 }
 
-func tokenHolder(h index.TokenHolder) holder {
+func tokenHolder(h index.TokenHolder, at time.Time) holder {
 	if h.Grant != nil {
 		return holder{credential: index.Credential{Kind: latchkeyv1.KindOAuthGrant, Namespace: h.Grant.Ref.Namespace, Name: h.Grant.Ref.Name},
-			uid: h.Grant.Ref.UID, own: h.Client.RateLimit}
+			uid: h.Grant.Ref.UID, own: h.Client.RateLimit, at: at}
 	}
 	return holder{credential: index.Credential{Kind: latchkeyv1.KindOAuthClient, Namespace: h.Client.Ref.Namespace, Name: h.Client.Ref.Name},
-		uid: h.Client.Ref.UID, own: h.Client.RateLimit}
+		uid: h.Client.Ref.UID, own: h.Client.RateLimit, at: at}
 }

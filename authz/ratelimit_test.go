@@ -125,6 +125,7 @@ var _ = Describe("Rate limits", func() {
 		r := askAt(authorizer, api, "POST", "/v1/leads", key)
 		Expect(r.Status).To(Equal(http.StatusOK))
 		Expect(r.Header.Get("RateLimit-Policy")).To(Equal(`"api";q=3;w=3600, "route";q=1;w=3600`))
+		Expect(r.Header.Get("RateLimit")).To(MatchRegexp(`^"api";r=1;t=\d+, "route";r=0;t=\d+$`))
 		for range 3 {
 			Expect(askAt(authorizer, api, "POST", "/v1/leads", key).Status).To(Equal(http.StatusTooManyRequests), "the route's budget of one")
 		}

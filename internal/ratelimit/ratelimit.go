@@ -119,8 +119,9 @@ type Result struct {
 // Take spends one request from every budget at now, or from none: the request
 // is let through only when each allows it (a refused request spends nothing, so
 // a client retrying a route it spent keeps its other budgets). Every budget must
-// be of the same credential, whose namespace is namespace. out gets each
-// budget's result; noRoom reports a refusal for want of room for a new budget.
+// be of the same credential, whose namespace is namespace, and of its own key;
+// there are at most four. out gets each budget's result; noRoom reports a
+// refusal for want of room for a new budget.
 func (l *Limiter) Take(now time.Time, namespace string, budgets []Budget, out []Result) (allowed, noRoom bool) {
 	if len(budgets) == 0 {
 		return true, false
@@ -131,6 +132,7 @@ func (l *Limiter) Take(now time.Time, namespace string, budgets []Budget, out []
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var next [4]state
+	var counted [4]bool // the budget exists already: no new one to count in its namespace
 	allowed = true
 	for i, b := range budgets {
 		lim := b.Limit
@@ -162,9 +164,7 @@ func (l *Limiter) Take(now time.Time, namespace string, budgets []Budget, out []
 		} else {
 			out[i] = Result{Allowed: true, Remaining: (tolerance - backlog) / interval, Reset: time.Duration(backlog + interval)}
 		}
-		if i < len(next) {
-			next[i] = state{tat: tat, interval: interval, namespace: namespace}
-		}
+		next[i], counted[i] = state{tat: tat, interval: interval, namespace: namespace}, ok
 	}
 	if !allowed {
 		for i := range budgets {
@@ -175,7 +175,7 @@ func (l *Limiter) Take(now time.Time, namespace string, budgets []Budget, out []
 	for i, b := range budgets {
 		st := next[i]
 		st.tat += st.interval
-		if _, ok := s.budgets[b.Key]; !ok {
+		if !counted[i] {
 			s.namespace[namespace]++
 		}
 		s.budgets[b.Key] = st
