@@ -226,10 +226,11 @@ func (r *report) shapePair(alone, floorAlone, paired loadResult, rawAlone float6
 // none), or "" when the load has no pairs.
 func pairSpread(paired loadResult, raw float64) string {
 	lo, hi, n := pairRange(paired, func(pair [3]float64) float64 {
+		pairRaw := raw
 		if pair[2] > 0 {
-			return pair[0] / shapeReference(pair[1], pair[2])
+			pairRaw = pair[2]
 		}
-		return pair[0] / shapeReference(pair[1], raw)
+		return pair[0] / shapeReference(pair[1], pairRaw)
 	})
 	if n == 0 {
 		return ""
