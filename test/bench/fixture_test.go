@@ -49,7 +49,12 @@ func fullRun() (*report, environment) {
 		selfPair: resultOf(interleaved(load(32_870.2, 440, 2_010, 12_300, 22.9, 0),
 			load(33_105.9, 430, 1_950, 12_150, 22.9, 0))),
 		historyPair: resultOf(interleaved(load(31_870.2, 440, 2_010, 12_300, 22.9, 0),
-			load(33_105.9, 430, 1_950, 12_150, 22.9, 0)))}
+			load(33_105.9, 430, 1_950, 12_150, 22.9, 0))),
+		// Together, each server has half the core: 11.5 of 23 CPU-seconds.
+		together: resultOf(interleaved(load(16_410.3, 880, 3_900, 14_200, 11.5, 0),
+			load(19_530.8, 740, 3_350, 12_900, 11.5, 0))),
+		togetherAA: resultOf(interleaved(load(16_380.6, 880, 3_910, 14_100, 11.5, 0),
+			load(16_402.1, 880, 3_890, 14_050, 11.5, 0)))}
 	r.revocations = revocationRun{
 		apiKeys:           latencies(200, 6_100*time.Microsecond, 89_650*time.Microsecond),
 		clients:           latencies(200, 9_300*time.Microsecond, 65_970*time.Microsecond),

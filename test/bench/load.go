@@ -67,6 +67,15 @@ type loadJob struct {
 	RawSlice  time.Duration `json:",omitempty"`
 	RawSettle time.Duration `json:",omitempty"`
 	Start     time.Time     `json:",omitzero"`
+	// Together, with FloorAddr and FloorServerPID, runs the Floor side at the
+	// same time as the row's instead of in alternate slices: Connections
+	// connections of its own to the other server, which shares the server core
+	// with the row's in an equal CPU share (sharedCore). Both sides then run in
+	// the same milliseconds, so that whatever the machine's speed does reaches
+	// both alike, and each is measured over the whole window and per
+	// CPU-second of its server: both servers' CPU is read at each Slice's
+	// beginning and end, Slice only cutting the window for Pairs.
+	Together bool `json:",omitempty"`
 }
 
 // interleaved tells whether the job alternates Requests with its Floor.
@@ -200,6 +209,9 @@ func runLoad(job loadJob) (loadResult, error) {
 	if job.interleaved() && (job.Slice <= 0 || job.Duration%(2*job.Slice) != 0 || len(job.Floor) != len(job.Requests)) {
 		return loadResult{}, fmt.Errorf("an interleaved load needs as many floor requests as requests and a duration of whole slice pairs")
 	}
+	if job.Together && (job.FloorAddr == "" || job.ServerPID <= 0 || job.FloorServerPID <= 0 || job.RawSlice > 0 || job.Rate > 0) {
+		return loadResult{}, fmt.Errorf("a load of both sides together needs the floor on a server of its own, both servers' PIDs, and a closed loop without raw slices")
+	}
 	if job.RawSlice < 0 || job.RawSettle < 0 || job.RawSlice > 0 && (!job.interleaved() || job.Rate > 0 || job.RawSettle >= job.RawSlice) {
 		return loadResult{}, fmt.Errorf("raw slices need an interleaved closed loop, and a settling time shorter than the slice")
 	}
@@ -214,25 +226,42 @@ func runLoad(job loadJob) (loadResult, error) {
 	}
 	end := measureFrom.Add(job.measured())
 	sched := job.schedule(measureFrom)
-	results := make([][2]workerResult, job.Connections)
+	workers := job.Connections
+	if job.Together {
+		workers = 2 * job.Connections
+	}
+	results := make([][2]workerResult, workers)
 	var wg sync.WaitGroup
 	var serverCPU [2]float64
 	var rawServerCPU float64
-	if job.interleaved() && job.ServerPID > 0 {
+	var windowCPU [][2]float64
+	switch {
+	case job.Together:
+		wg.Go(func() {
+			windowCPU = togetherCPU(measureFrom, job.Slice, int(job.Duration/job.Slice), [2]int{job.ServerPID, job.FloorServerPID})
+		})
+	case job.interleaved() && job.ServerPID > 0:
 		wg.Go(func() { serverCPU, rawServerCPU = sideCPU(sched, job.ServerPID, job.FloorServerPID, end) })
 	}
-	for c := range job.Connections {
+	for w := range workers {
+		c, perSide := w%job.Connections, -1 // perSide: the worker's one side (Together), else -1
+		if job.Together {
+			perSide = w / job.Connections
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sides := &results[c]
+			sides := &results[w]
 			for s := range sides {
 				sides[s].prepare(job.Slice, job.Duration)
 			}
-			fail := sides[0].fail
+			fail := sides[max(perSide, 0)].fail
 			var conns [2]net.Conn
 			var readers [2]*bufio.Reader
 			for s, addr := range [2]string{job.Addr, job.FloorAddr} {
+				if perSide >= 0 && s != perSide {
+					continue // Together: each worker has one side, on its own connection
+				}
 				if addr == "" { // the floor on the row's server: the same connection
 					conns[s], readers[s] = conns[0], readers[0]
 					continue
@@ -260,7 +289,13 @@ func runLoad(job loadJob) (loadResult, error) {
 					return
 				}
 				k, side := int64(-1), 0
-				if job.interleaved() {
+				switch {
+				case job.Together:
+					k, side = int64(-1), perSide
+					if !sent.Before(measureFrom) {
+						k = int64(sent.Sub(measureFrom) / job.Slice)
+					}
+				case job.interleaved():
 					k, side = sched.at(sent)
 				}
 				if side == sideRaw { // the load idles: the raw work has the server core
@@ -300,6 +335,9 @@ func runLoad(job loadJob) (loadResult, error) {
 		}()
 	}
 	wg.Wait()
+	if job.Together {
+		return togetherOf(results, job.Connections, windowCPU, job.Warmup, job.Duration), nil
+	}
 	if !job.interleaved() {
 		row := make([]workerResult, len(results))
 		for c := range results {
@@ -332,6 +370,58 @@ func sidesOf(results [][2]workerResult, serverCPU [2]float64, warmup, duration t
 	}
 	side[0].Floor = &side[1]
 	return side[0]
+}
+
+// togetherOf is a Together load's result (results: the row's connections, then
+// the floor's): the row's side, with the floor's as its Floor, each over the
+// whole measured window and each with its server's CPU
+// over it (windowCPU, by window) scaled to the whole run, as a load alone reads
+// it; Pairs holds each window's two rates per CPU-second of their servers.
+func togetherOf(results [][2]workerResult, connections int, windowCPU [][2]float64, warmup, duration time.Duration) loadResult {
+	var side [2]loadResult
+	var count [2][]int
+	var cpu [2]float64
+	for s := range side {
+		var workers []workerResult
+		count[s] = make([]int, len(windowCPU))
+		for _, r := range results[s*connections : (s+1)*connections] {
+			workers = append(workers, r[s])
+			for k, n := range r[s].perSlice[:len(windowCPU)] {
+				count[s][k] += n
+			}
+		}
+		side[s] = summarize(workers, duration)
+		for _, window := range windowCPU {
+			cpu[s] += window[s]
+		}
+		side[s].ServerCPU = cpu[s] * (warmup + duration).Seconds() / duration.Seconds()
+	}
+	for k, window := range windowCPU {
+		var rates [3]float64
+		for s := range 2 {
+			if window[s] > 0 {
+				rates[s] = float64(count[s][k]) / window[s]
+			}
+		}
+		side[0].Pairs = append(side[0].Pairs, rates)
+	}
+	side[0].Floor = &side[1]
+	return side[0]
+}
+
+// togetherCPU reads both servers' CPU (pids) at the beginning and the end of
+// each of n windows of slice from from: what each used in each window.
+func togetherCPU(from time.Time, slice time.Duration, n int, pids [2]int) [][2]float64 {
+	windows := make([][2]float64, n)
+	for k := range windows {
+		time.Sleep(time.Until(from.Add(time.Duration(k) * slice)))
+		before := [2]float64{preciseCPUSeconds(pids[0]), preciseCPUSeconds(pids[1])}
+		time.Sleep(time.Until(from.Add(time.Duration(k+1) * slice)))
+		for s := range pids {
+			windows[k][s] = preciseCPUSeconds(pids[s]) - before[s]
+		}
+	}
+	return windows
 }
 
 // pairRates is each pair of slices' two rates, the row's and the floor's, from

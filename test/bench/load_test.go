@@ -98,6 +98,58 @@ func TestInterleavedLoadSplitsBySlice(t *testing.T) {
 	}
 }
 
+// A load of both sides together (Together) sends the floor's requests on
+// connections of its own to the other server at the same time as the row's,
+// measures each side over the whole window, and gives each window's rates
+// per CPU-second of each side's server.
+func TestTogetherLoadRunsBothSidesAtOnce(t *testing.T) {
+	row := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(5 * time.Millisecond)
+		_, _ = w.Write([]byte("row"))
+	}))
+	defer row.Close()
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("other")) }))
+	defer other.Close()
+	addr, otherAddr := strings.TrimPrefix(row.URL, "http://"), strings.TrimPrefix(other.URL, "http://")
+	request := []byte("GET /row HTTP/1.1\r\nHost: x\r\n\r\n")
+	// Both servers are this process: the test checks the sides, not the CPU split.
+	job := loadJob{Addr: addr, Requests: [][]byte{request}, Connections: 2, Warmup: 100 * time.Millisecond,
+		Duration: 800 * time.Millisecond, ExpectStatus: 200, ExpectBody: "row", Slice: 100 * time.Millisecond,
+		Floor: [][]byte{request}, FloorExpectBody: "other", FloorAddr: otherAddr,
+		ServerPID: os.Getpid(), FloorServerPID: os.Getpid(), Together: true}
+	res, err := runLoad(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A request sent to the wrong server gets the wrong body: an error.
+	if res.Errors > 0 || res.Floor == nil || res.Floor.Errors > 0 {
+		t.Fatalf("errors %d (%s), floor side %+v", res.Errors, res.FirstError, res.Floor)
+	}
+	// Each side over the whole 0.8 s; two connections of 5 ms: at most 400 row answers a second.
+	if res.Seconds != 0.8 || res.Floor.Seconds != 0.8 || res.Rate < 100 || res.Rate > 450 || res.Floor.Rate < 3*res.Rate {
+		t.Errorf("row side %.0f/s over %.1f s, floor side %.0f/s over %.1f s", res.Rate, res.Seconds, res.Floor.Rate, res.Floor.Seconds)
+	}
+	if res.ServerCPU <= 0 || res.Floor.ServerCPU <= 0 {
+		t.Errorf("servers' CPU not read: %.3f, %.3f", res.ServerCPU, res.Floor.ServerCPU)
+	}
+	// Both sides in every window (alternate slices would leave one side empty in
+	// each), each per CPU-second of the same process here: the floor's answers
+	// outnumber the row's in every window.
+	if len(res.Pairs) != 8 {
+		t.Fatalf("%d windows, want 8: %v", len(res.Pairs), res.Pairs)
+	}
+	for i, pair := range res.Pairs {
+		if pair[0] <= 0 || pair[1] < 3*pair[0] {
+			t.Errorf("window %d: row side %.0f, floor side %.0f per CPU-second", i, pair[0], pair[1])
+		}
+	}
+
+	job.FloorAddr = ""
+	if _, err := runLoad(job); err == nil {
+		t.Error("a load of both sides together without a server for the floor ran")
+	}
+}
+
 // expectSplit checks an interleaved load of 0.8 s in 0.1 s slices whose row
 // side answers after 5 ms on two connections (or streams) and whose floor side
 // answers at once: each side over its own half of the time, and a split that

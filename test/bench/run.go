@@ -492,6 +492,18 @@ func (b *bench) introspection(ctx context.Context) error {
 		hash, b.loader(ctx), b.pairedLoader(ctx)); err != nil {
 		return err
 	}
+	// The row and its floor together on two fresh servers, and the row on both (A/A).
+	if run.together, err = b.togetherPair(ctx, "together-introspect-apikey", requests, `"active":true`, func(addr string) ([]string, string, error) {
+		_, floor, expect, err := floorFor(addr, requests)
+		return floor, expect, err
+	}); err != nil {
+		return err
+	}
+	if run.togetherAA, err = b.togetherPair(ctx, "together-aa-introspect-apikey", requests, `"active":true`, func(string) ([]string, string, error) {
+		return requests, `"active":true`, nil
+	}); err != nil {
+		return err
+	}
 	if b.s.before != "" {
 		if run.beforePair, err = b.tokenServerPair(ctx, "before-introspect-apikey", requests, `"active":true`, b.s.before); err != nil {
 			return err
@@ -545,12 +557,17 @@ func (b *bench) historyPair(ctx context.Context, name string, requests []string,
 // freshTokenServer starts binary's token server ("": this build's), with neither
 // floor nor pprof, on the server core at an address of its own.
 func (b *bench) freshTokenServer(ctx context.Context, name, binary string) (*process, string, error) {
+	return b.freshTokenServerWith(ctx, name, binary, nil, "")
+}
+
+// freshTokenServerWith is freshTokenServer with extra flags, and pprof at pprofAddr unless "".
+func (b *bench) freshTokenServerWith(ctx context.Context, name, binary string, extra []string, pprofAddr string) (*process, string, error) {
 	addr, err := testenv.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
 	p, _, err := b.c.tokenServerWith(ctx, tokenServerOptions{name: "tokenserver-" + name, listen: addr, alg: b.alg,
-		cpu: b.s.serverCPU, binary: binary})
+		cpu: b.s.serverCPU, binary: binary, extra: extra, pprofAddr: pprofAddr})
 	return p, addr, err
 }
 

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/latchkey-dev/latchkey/internal/testenv"
+)
+
+// Two servers measured together (loadJob.Together): both on the server core at
+// the same time, each in a CPU share of its own and equal to the other's, each
+// read per CPU-second of its own. Interleaved slices of 2 s share the machine's
+// drift over minutes, but not its swings within seconds: on this machine a pair
+// of slices of the same server has read up to 55% apart. Sharing the core at the
+// scheduler's own grain puts both sides in the same milliseconds. Without the
+// equal shares the scheduler split the core as unevenly as 20/80 between two
+// identical servers, and the two then read up to 6% apart; with them, 50/50 and
+// within 1.5% in every window of 2 s (a toy server pair, 2026-12-06). In two
+// quick runs of introspection with 20 s loads the same day, two token servers
+// both answering the row read from 96.5% to 101.4% and from 98.4% to 101.6% of
+// each other over their ten windows, and the row from 78.5% to 84.6% and from
+// 78.2% to 82.3% of its reference together, where interleaved it read from
+// 76.5% to 89.5% and from 70.6% to 87.9% over five pairs of slices.
+
+// cgroupCPURoots are where the CPU controller is mounted: cgroup v1's, then v2's.
+var cgroupCPURoots = []string{"/sys/fs/cgroup/cpu", "/sys/fs/cgroup"}
+
+// sharedCore puts each of pids (whole processes) in a cgroup of its own under
+// the CPU controller, all with the same weight, so that the scheduler gives
+// each the same share of a core they all want; undo moves them back and
+// removes the cgroups. It needs root and a CPU controller, and says so.
+func sharedCore(pids ...int) (undo func() error, err error) {
+	root, v2 := "", false
+	for _, dir := range cgroupCPURoots {
+		if _, err := os.Stat(filepath.Join(dir, "cpu.shares")); err == nil {
+			root = dir // v1: the root's cpu.shares is what a new cgroup has
+			break
+		}
+		if controllers, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers")); err == nil && slices.Contains(strings.Fields(string(controllers)), "cpu") {
+			root, v2 = dir, true // v2: new cgroups have the same cpu.weight
+			break
+		}
+	}
+	if root == "" {
+		return nil, fmt.Errorf("measuring two servers together needs the cgroup CPU controller (v1 at /sys/fs/cgroup/cpu, or v2 with cpu in /sys/fs/cgroup/cgroup.controllers)")
+	}
+	if v2 {
+		if err := os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), []byte("+cpu"), 0); err != nil {
+			return nil, fmt.Errorf("enabling the CPU controller for cgroups under %s (as root): %w", root, err)
+		}
+	}
+	var made []string
+	undo = func() error {
+		var errs []error
+		for i, dir := range made {
+			err := os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(pids[i])), 0)
+			if err != nil && !errors.Is(err, syscall.ESRCH) { // a process that has ended left by itself
+				errs = append(errs, err)
+			}
+			errs = append(errs, os.Remove(dir))
+		}
+		return errors.Join(errs...)
+	}
+	for i, pid := range pids {
+		dir := filepath.Join(root, "latchkey-bench-"+strconv.Itoa(i))
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, errors.Join(fmt.Errorf("a cgroup for a server measured together (as root): %w", err), undo())
+		}
+		made = append(made, dir)
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+			return nil, errors.Join(fmt.Errorf("moving server %d into %s: %w", pid, dir, err), undo())
+		}
+	}
+	return undo, nil
+}
+
+// togetherPair starts two fresh token servers of this build with the floor on
+// (neither has the run's server's history) and loads them together (Together):
+// the first with requests, the second with what second makes of its address
+// (the floor's requests and the start of its answer, or requests again for the
+// A/A pair). Both in equal shares of the server core, each read per CPU-second.
+func (b *bench) togetherPair(ctx context.Context, name string, requests []string, body string,
+	second func(addr string) (requests []string, body string, err error)) (_ *loadResult, err error) {
+	floored := []string{"--benchmark-floor"}
+	var pprofAddrs [2]string // both profiled over the same seconds: their profiles compare frame by frame
+	for i := range pprofAddrs {
+		if b.s.profileDir == "" {
+			break
+		}
+		if pprofAddrs[i], err = testenv.FreeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	row, rowAddr, err := b.freshTokenServerWith(ctx, name, "", floored, pprofAddrs[0])
+	if err != nil {
+		return nil, err
+	}
+	defer row.stop()
+	other, otherAddr, err := b.freshTokenServerWith(ctx, name+"-other", "", floored, pprofAddrs[1])
+	if err != nil {
+		return nil, err
+	}
+	defer other.stop()
+	otherRequests, otherBody, err := second(otherAddr)
+	if err != nil {
+		return nil, err
+	}
+	undo, err := sharedCore(row.cmd.Process.Pid, other.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	job := b.interleave(loadJob{Addr: rowAddr, Requests: rawRequests(requests), Connections: b.s.connections, Warmup: b.s.warmup,
+		Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: body}, row, rawRequests(otherRequests), otherBody)
+	job.FloorAddr, job.FloorServerPID, job.Together = otherAddr, other.cmd.Process.Pid, true
+	for i, file := range []string{name, name + "-other"} {
+		if pprofAddrs[i] != "" {
+			defer b.profile(ctx, "http://"+pprofAddrs[i], file+".pprof", b.s.warmup+b.s.duration)()
+		}
+	}
+	res, err := b.measure(ctx, name, "load", row, job)
+	if undoErr := undo(); err == nil {
+		err = undoErr
+	}
+	if err == nil {
+		lo, hi, _ := pairRange(res, func(pair [3]float64) float64 { return pair[0] / pair[1] })
+		logf("  %-22s together, per server CPU-second: %.0f/s and %.0f/s on the other server, the ratio from %.1f%% to %.1f%% over its %d windows",
+			name, res.perServerCPU(b.s.warmup+b.s.duration), res.Floor.perServerCPU(b.s.warmup+b.s.duration), 100*lo, 100*hi, len(res.Pairs))
+	}
+	return &res, err
+}
+
+// togetherNote describes an introspection row measured together with its
+// floor and with itself (A/A), each per CPU-second of its server, or nothing
+// when it was not measured; raw is the unavoidable work's rate, window a
+// load's warm-up and measured time, slice the length of its windows.
+func togetherNote(together, aa *loadResult, raw float64, window, slice time.Duration) string {
+	if together == nil || aa == nil || together.Floor == nil || aa.Floor == nil {
+		return ""
+	}
+	perCPU := func(pair [3]float64) float64 { return pair[0] / shapeReference(pair[1], raw) }
+	lo, hi, n := pairRange(*together, perCPU)
+	aaLo, aaHi, _ := pairRange(*aa, func(pair [3]float64) float64 { return pair[0] / pair[1] })
+	row, floor := together.perServerCPU(window), together.Floor.perServerCPU(window)
+	return fmt.Sprintf("; measured together (two fresh servers of this build on the same core at the same time, in equal CPU shares, each read per CPU-second of its own): the row %.0f/s, the floor %.0f/s, %.1f%% of the floor combined with the SHA-256, from %.1f%% to %.1f%% over %d windows of %.1f s; both answering the row (A/A): %.1f%%, from %.1f%% to %.1f%%",
+		row, floor, 100*row/shapeReference(floor, raw), 100*lo, 100*hi, n, slice.Seconds(),
+		100*aa.perServerCPU(window)/aa.Floor.perServerCPU(window), 100*aaLo, 100*aaHi)
+}
