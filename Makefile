@@ -126,12 +126,12 @@ repeat-tests: build envtest caddy oidc-provider chromium openid-client nginx ## 
 	hack/repeat-tests.sh $(REPEAT)
 
 .PHONY: bench
-bench: build envtest ## The system benchmark: control plane, manager, pinned token server, load; writes BENCHMARKS.md (under 30 min).
+bench: build envtest ## The system benchmark (as root: CPU cgroups, priorities): control plane, manager, pinned token server, load; writes BENCHMARKS.md.
 	go build -o bin/latchkey-bench ./test/bench
 	BENCH_COMMAND="make bench$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')" bin/latchkey-bench -size full $(BENCH_FLAGS)
 
 .PHONY: bench-quick
-bench-quick: build envtest ## The same benchmark at quick sizes (a few minutes); writes bin/BENCHMARKS.quick.md.
+bench-quick: build envtest ## The same benchmark at quick sizes (a few minutes, as root); writes bin/BENCHMARKS.quick.md.
 	go build -o bin/latchkey-bench ./test/bench
 	BENCH_COMMAND="make bench-quick$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')" bin/latchkey-bench -size quick $(BENCH_FLAGS)
 

@@ -209,7 +209,7 @@ func runLoad(job loadJob) (loadResult, error) {
 	if job.interleaved() && (job.Slice <= 0 || job.Duration%(2*job.Slice) != 0 || len(job.Floor) != len(job.Requests)) {
 		return loadResult{}, fmt.Errorf("an interleaved load needs as many floor requests as requests and a duration of whole slice pairs")
 	}
-	if job.Together && (job.FloorAddr == "" || job.ServerPID <= 0 || job.FloorServerPID <= 0 || job.RawSlice > 0 || job.Rate > 0) {
+	if job.Together && (!job.interleaved() || job.FloorAddr == "" || job.ServerPID <= 0 || job.FloorServerPID <= 0 || job.RawSlice > 0 || job.Rate > 0) {
 		return loadResult{}, fmt.Errorf("a load of both sides together needs the floor on a server of its own, both servers' PIDs, and a closed loop without raw slices")
 	}
 	if job.RawSlice < 0 || job.RawSettle < 0 || job.RawSlice > 0 && (!job.interleaved() || job.Rate > 0 || job.RawSettle >= job.RawSlice) {
@@ -235,10 +235,11 @@ func runLoad(job loadJob) (loadResult, error) {
 	var serverCPU [2]float64
 	var rawServerCPU float64
 	var windowCPU [][2]float64
+	var cpuErr error
 	switch {
 	case job.Together:
 		wg.Go(func() {
-			windowCPU = togetherCPU(measureFrom, job.Slice, int(job.Duration/job.Slice), [2]int{job.ServerPID, job.FloorServerPID})
+			windowCPU, cpuErr = togetherCPU(measureFrom, job.Slice, int(job.Duration/job.Slice), [2]int{job.ServerPID, job.FloorServerPID})
 		})
 	case job.interleaved() && job.ServerPID > 0:
 		wg.Go(func() { serverCPU, rawServerCPU = sideCPU(sched, job.ServerPID, job.FloorServerPID, end) })
@@ -336,6 +337,9 @@ func runLoad(job loadJob) (loadResult, error) {
 	}
 	wg.Wait()
 	if job.Together {
+		if cpuErr != nil {
+			return loadResult{}, cpuErr
+		}
 		return togetherOf(results, job.Connections, windowCPU, job.Warmup, job.Duration), nil
 	}
 	if !job.interleaved() {
@@ -399,9 +403,7 @@ func togetherOf(results [][2]workerResult, connections int, windowCPU [][2]float
 	for k, window := range windowCPU {
 		var rates [3]float64
 		for s := range 2 {
-			if window[s] > 0 {
-				rates[s] = float64(count[s][k]) / window[s]
-			}
+			rates[s] = float64(count[s][k]) / window[s] // > 0: togetherCPU
 		}
 		side[0].Pairs = append(side[0].Pairs, rates)
 	}
@@ -409,19 +411,39 @@ func togetherOf(results [][2]workerResult, connections int, windowCPU [][2]float
 	return side[0]
 }
 
-// togetherCPU reads both servers' CPU (pids) at the beginning and the end of
-// each of n windows of slice from from: what each used in each window.
-func togetherCPU(from time.Time, slice time.Duration, n int, pids [2]int) [][2]float64 {
+// togetherCPU reads both servers' CPU (pids) at each boundary of n windows
+// of slice from from: what each used in each window. A reading that fails, or
+// a window in which a server used no CPU, is an error: a server that stopped
+// answering, or a CPU clock this machine does not give.
+func togetherCPU(from time.Time, slice time.Duration, n int, pids [2]int) ([][2]float64, error) {
+	read := func() (cpu [2]float64, err error) {
+		for s, pid := range pids {
+			if cpu[s], err = processCPUSeconds(pid); err != nil {
+				return cpu, err
+			}
+		}
+		return cpu, nil
+	}
+	time.Sleep(time.Until(from))
+	last, err := read()
+	if err != nil {
+		return nil, err
+	}
 	windows := make([][2]float64, n)
 	for k := range windows {
-		time.Sleep(time.Until(from.Add(time.Duration(k) * slice)))
-		before := [2]float64{preciseCPUSeconds(pids[0]), preciseCPUSeconds(pids[1])}
 		time.Sleep(time.Until(from.Add(time.Duration(k+1) * slice)))
-		for s := range pids {
-			windows[k][s] = preciseCPUSeconds(pids[s]) - before[s]
+		now, err := read()
+		if err != nil {
+			return nil, err
 		}
+		for s := range pids {
+			if windows[k][s] = now[s] - last[s]; windows[k][s] <= 0 {
+				return nil, fmt.Errorf("server %d used no CPU in window %d of a load of both sides together", pids[s], k)
+			}
+		}
+		last = now
 	}
-	return windows
+	return windows, nil
 }
 
 // pairRates is each pair of slices' two rates, the row's and the floor's, from

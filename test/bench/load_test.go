@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -147,6 +149,42 @@ func TestTogetherLoadRunsBothSidesAtOnce(t *testing.T) {
 	job.FloorAddr = ""
 	if _, err := runLoad(job); err == nil {
 		t.Error("a load of both sides together without a server for the floor ran")
+	}
+}
+
+// togetherOf reads each side per CPU-second of its own server: over the whole
+// window (perServerCPU) and in each window (Pairs), each side's answers over
+// its own server's CPU, never the other's.
+func TestTogetherOfPerCPUSecond(t *testing.T) {
+	worker := func(perSlice ...int) workerResult {
+		r := workerResult{perSlice: perSlice}
+		for _, n := range perSlice {
+			for range n {
+				r.latencies = append(r.latencies, time.Millisecond)
+			}
+		}
+		return r
+	}
+	// Two connections a side: the row's first, its answers in side 0; the floor's in side 1.
+	results := [][2]workerResult{
+		{worker(100, 200), {}}, {worker(100, 200), {}},
+		{{}, worker(300, 100)}, {{}, worker(300, 100)},
+	}
+	windowCPU := [][2]float64{{0.5, 0.5}, {1.0, 0.25}} // windows of 1 s: the row's server 1.5 CPU-seconds, the floor's 0.75
+	res := togetherOf(results, 2, windowCPU, time.Second, 2*time.Second)
+	if res.Floor == nil || res.Requests != 600 || res.Floor.Requests != 800 || res.Rate != 300 || res.Floor.Rate != 400 {
+		t.Fatalf("row %d answers at %.0f/s, floor %+v", res.Requests, res.Rate, res.Floor)
+	}
+	window := 3 * time.Second // warm-up and measured time
+	if got := res.perServerCPU(window); math.Abs(got-600/1.5) > 1e-9 {
+		t.Errorf("the row per CPU-second of its server: %f, want 400", got)
+	}
+	if got := res.Floor.perServerCPU(window); math.Abs(got-800/0.75) > 1e-9 {
+		t.Errorf("the floor per CPU-second of its server: %f, want 1066.7", got)
+	}
+	want := [][3]float64{{200 / 0.5, 600 / 0.5, 0}, {400 / 1.0, 200 / 0.25, 0}}
+	if !slices.Equal(res.Pairs, want) {
+		t.Errorf("windows per CPU-second: %v, want %v", res.Pairs, want)
 	}
 }
 

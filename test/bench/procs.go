@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // process is a binary the benchmark started: the manager or a token server.
@@ -146,27 +148,17 @@ func cpuSeconds(pid int) float64 {
 	return (utime + stime) / 100 // USER_HZ is 100 on Linux
 }
 
-// preciseCPUSeconds is the CPU time pid's threads have run, to the nanosecond
-// (the scheduler's own count, /proc/<pid>/task/*/schedstat), where cpuSeconds
-// counts clock ticks of 10 ms: fine enough for a whole load, not for a window
-// of a second or two read to the per cent. A thread that ended is not counted
-// (Go's threads live as long as the process); 0 when pid is gone.
-func preciseCPUSeconds(pid int) float64 {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return 0
+// processCPUSeconds is the CPU time process pid has used, all its threads,
+// ended ones included: the kernel's CPU clock of the process, counted in
+// nanoseconds by the scheduler, where cpuSeconds counts clock ticks of 10 ms
+// (fine for a whole load, not for a window of a second or two read to the per cent).
+func processCPUSeconds(pid int) (float64, error) {
+	var ts unix.Timespec
+	// The clock of process pid: MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) in the kernel's posix-timers.h.
+	if err := unix.ClockGettime(int32((^pid)<<3|2), &ts); err != nil {
+		return 0, fmt.Errorf("the CPU clock of process %d: %w", pid, err)
 	}
-	var total int64
-	for _, t := range tasks {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		ran, _, _ := strings.Cut(string(data), " ")
-		ns, _ := strconv.ParseInt(ran, 10, 64)
-		total += ns
-	}
-	return float64(total) / 1e9
+	return float64(ts.Nano()) / 1e9, nil
 }
 
 // childPIDs finds this process's children by command name (etcd and kube-apiserver,

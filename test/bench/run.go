@@ -60,6 +60,11 @@ func run(ctx context.Context, s settings) error {
 		}
 	}
 	b := &bench{s: s, report: newReport(s)}
+	if b.runs("introspection") {
+		if err := canShareCore(); err != nil { // before minutes of setup, not after
+			return fmt.Errorf("introspection measures two token servers together: %w", err)
+		}
+	}
 	if s.before != "" {
 		if b.s.before, b.report.beforeName, err = buildBefore(dir, s.before); err != nil {
 			return err
@@ -658,13 +663,20 @@ func (b *bench) measure(ctx context.Context, name, kind string, server *process,
 	if res.Errors > 0 {
 		return res, fmt.Errorf("%s: %d failed requests; first: %s", name, res.Errors, res.FirstError)
 	}
+	if f := res.Floor; f != nil && f.Errors > 0 { // a side on a server of its own fails on its own
+		return res, fmt.Errorf("%s (other side): %d failed requests; first: %s", name, f.Errors, f.FirstError)
+	}
 	window := (b.s.warmup + b.s.duration).Seconds()
 	if res.Floor == nil {
 		res.ServerCPU = cpuSeconds(server.cmd.Process.Pid) - serverCPU
 	} else {
 		f := res.Floor
-		logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%; interleaved with the row below)", name+" (other side)", f.Rate,
-			f.P50.Round(time.Microsecond), f.P99.Round(time.Microsecond), 100*f.ServerCPU/window)
+		how := "interleaved with the row below"
+		if j, ok := job.(loadJob); ok && j.Together {
+			how = "on a server of its own, at the same time as the row below"
+		}
+		logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%; %s)", name+" (other side)", f.Rate,
+			f.P50.Round(time.Microsecond), f.P99.Round(time.Microsecond), 100*f.ServerCPU/window, how)
 		logf("  %-22s row ÷ other side%s", name, pairSpread(res, 0))
 	}
 	logf("  %-22s %8.0f/s  p50 %-9s p99 %-9s (server core busy %.0f%%, load core %.0f%%)", name, res.Rate,

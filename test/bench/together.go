@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -35,29 +34,40 @@ import (
 // cgroupCPURoots are where the CPU controller is mounted: cgroup v1's, then v2's.
 var cgroupCPURoots = []string{"/sys/fs/cgroup/cpu", "/sys/fs/cgroup"}
 
-// sharedCore puts each of pids (whole processes) in a cgroup of its own under
-// the CPU controller, all with the same weight, so that the scheduler gives
-// each the same share of a core they all want; undo moves them back and
-// removes the cgroups. It needs root and a CPU controller, and says so.
-func sharedCore(pids ...int) (undo func() error, err error) {
-	root, v2 := "", false
+// cpuController is the root of the cgroup CPU controller, the file that holds
+// a cgroup's weight and the weight every cgroup of sharedCore gets (v1's
+// default cpu.shares, v2's default cpu.weight); for v2, the CPU controller is
+// enabled for the root's children first.
+func cpuController() (root, weightFile, weight string, err error) {
 	for _, dir := range cgroupCPURoots {
 		if _, err := os.Stat(filepath.Join(dir, "cpu.shares")); err == nil {
-			root = dir // v1: the root's cpu.shares is what a new cgroup has
-			break
+			return dir, "cpu.shares", "1024", nil
 		}
-		if controllers, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers")); err == nil && slices.Contains(strings.Fields(string(controllers)), "cpu") {
-			root, v2 = dir, true // v2: new cgroups have the same cpu.weight
-			break
+		controllers, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+		if err != nil || !slices.Contains(strings.Fields(string(controllers)), "cpu") {
+			continue
 		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+cpu"), 0); err != nil {
+			if errors.Is(err, syscall.EBUSY) {
+				err = fmt.Errorf("%w (%s holds processes: a container's own cgroup namespace? run the benchmark on the host)", err, dir)
+			}
+			return "", "", "", fmt.Errorf("enabling the CPU controller for the cgroups under %s (needs root): %w", dir, err)
+		}
+		return dir, "cpu.weight", "100", nil
 	}
-	if root == "" {
-		return nil, fmt.Errorf("measuring two servers together needs the cgroup CPU controller (v1 at /sys/fs/cgroup/cpu, or v2 with cpu in /sys/fs/cgroup/cgroup.controllers)")
-	}
-	if v2 {
-		if err := os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), []byte("+cpu"), 0); err != nil {
-			return nil, fmt.Errorf("enabling the CPU controller for cgroups under %s (as root): %w", root, err)
-		}
+	return "", "", "", fmt.Errorf("measuring two servers together needs the cgroup CPU controller (v1 at /sys/fs/cgroup/cpu, or v2 with cpu in /sys/fs/cgroup/cgroup.controllers)")
+}
+
+// sharedCore puts each of pids (whole processes, every thread) in a new cgroup
+// of its own under the CPU controller, each with the same weight, so that the
+// scheduler gives each the same share of a core they all want; undo moves them
+// to the root cgroup and removes the cgroups. It needs root and says so; a
+// cgroup left by an earlier run that was killed is an error, not reused (its
+// processes would share this run's, and its weight might not be the default).
+func sharedCore(pids ...int) (undo func() error, err error) {
+	root, weightFile, weight, err := cpuController()
+	if err != nil {
+		return nil, err
 	}
 	var made []string
 	undo = func() error {
@@ -72,16 +82,39 @@ func sharedCore(pids ...int) (undo func() error, err error) {
 		return errors.Join(errs...)
 	}
 	for i, pid := range pids {
-		dir := filepath.Join(root, "latchkey-bench-"+strconv.Itoa(i))
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-			return nil, errors.Join(fmt.Errorf("a cgroup for a server measured together (as root): %w", err), undo())
+		dir := filepath.Join(root, fmt.Sprintf("latchkey-bench-%d-%d", os.Getpid(), i))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return nil, errors.Join(fmt.Errorf("a cgroup for a server measured together (needs root): %w", err), undo())
 		}
 		made = append(made, dir)
+		if err := os.WriteFile(filepath.Join(dir, weightFile), []byte(weight), 0); err != nil {
+			return nil, errors.Join(fmt.Errorf("the CPU weight of %s: %w", dir, err), undo())
+		}
 		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
 			return nil, errors.Join(fmt.Errorf("moving server %d into %s: %w", pid, dir, err), undo())
 		}
 	}
 	return undo, nil
+}
+
+// canShareCore tells, before the run's first measurement, whether sharedCore
+// will work here: a cgroup made, weighted and removed, and this process's CPU
+// clock read. Without it the run would stop at introspection, minutes in.
+func canShareCore() error {
+	root, weightFile, weight, err := cpuController()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(root, fmt.Sprintf("latchkey-bench-%d-check", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("a cgroup for the servers measured together (needs root): %w", err)
+	}
+	err = os.WriteFile(filepath.Join(dir, weightFile), []byte(weight), 0)
+	if err = errors.Join(err, os.Remove(dir)); err != nil {
+		return err
+	}
+	_, err = processCPUSeconds(os.Getpid())
+	return err
 }
 
 // togetherPair starts two fresh token servers of this build with the floor on
@@ -141,17 +174,26 @@ func (b *bench) togetherPair(ctx context.Context, name string, requests []string
 
 // togetherNote describes an introspection row measured together with its
 // floor and with itself (A/A), each per CPU-second of its server, or nothing
-// when it was not measured; raw is the unavoidable work's rate, window a
-// load's warm-up and measured time, slice the length of its windows.
+// when it was not measured; raw is the unavoidable work's rate (measured alone,
+// before the loads), window a load's warm-up and measured time, slice the
+// length of its windows.
 func togetherNote(together, aa *loadResult, raw float64, window, slice time.Duration) string {
 	if together == nil || aa == nil || together.Floor == nil || aa.Floor == nil {
 		return ""
 	}
-	perCPU := func(pair [3]float64) float64 { return pair[0] / shapeReference(pair[1], raw) }
-	lo, hi, n := pairRange(*together, perCPU)
+	lo, hi, n := pairRange(*together, func(pair [3]float64) float64 { return pair[0] / shapeReference(pair[1], raw) })
 	aaLo, aaHi, _ := pairRange(*aa, func(pair [3]float64) float64 { return pair[0] / pair[1] })
 	row, floor := together.perServerCPU(window), together.Floor.perServerCPU(window)
-	return fmt.Sprintf("; measured together (two fresh servers of this build on the same core at the same time, in equal CPU shares, each read per CPU-second of its own): the row %.0f/s, the floor %.0f/s, %.1f%% of the floor combined with the SHA-256, from %.1f%% to %.1f%% over %d windows of %.1f s; both answering the row (A/A): %.1f%%, from %.1f%% to %.1f%%",
+	return fmt.Sprintf("; measured together (two fresh servers of this build on the same core at the same time, each in a cgroup of the same CPU weight: the core split %.0f/%.0f), per CPU-second of each server: the row %.0f requests, the floor %.0f, %.1f%% of the floor combined with the two SHA-256 (their raw rate measured alone, before the loads), from %.1f%% to %.1f%% over %d windows of %.1f s; both servers answering the row (A/A): %.1f%%, from %.1f%% to %.1f%%",
+		100*share(together.ServerCPU, together.Floor.ServerCPU), 100*share(together.Floor.ServerCPU, together.ServerCPU),
 		row, floor, 100*row/shapeReference(floor, raw), 100*lo, 100*hi, n, slice.Seconds(),
 		100*aa.perServerCPU(window)/aa.Floor.perServerCPU(window), 100*aaLo, 100*aaHi)
+}
+
+// share is a's share of a and b.
+func share(a, b float64) float64 {
+	if a+b <= 0 {
+		return 0
+	}
+	return a / (a + b)
 }
