@@ -378,9 +378,9 @@ func sidesOf(results [][2]workerResult, serverCPU [2]float64, warmup, duration t
 
 // togetherOf is a Together load's result (results: the row's connections, then
 // the floor's): the row's side, with the floor's as its Floor, each over the
-// whole measured window and each with its server's CPU
-// over it (windowCPU, by window) scaled to the whole run, as a load alone reads
-// it; Pairs holds each window's two rates per CPU-second of their servers.
+// whole measured window, with its server's CPU over it (windowCPU, by window)
+// scaled to the whole run as a load alone reads it; Pairs holds each window's
+// two rates per CPU-second of their servers.
 func togetherOf(results [][2]workerResult, connections int, windowCPU [][2]float64, warmup, duration time.Duration) loadResult {
 	var side [2]loadResult
 	var count [2][]int
