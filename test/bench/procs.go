@@ -131,27 +131,18 @@ func procStatusKiB(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
-// cpuSeconds is the CPU time (user+system) a process has used so far.
+// cpuSeconds is the CPU time a process has used so far (processCPUSeconds),
+// or 0 when it cannot be read (a process that has ended).
 func cpuSeconds(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
-	rest := string(data[bytes.LastIndexByte(data, ')')+2:])
-	fields := strings.Fields(rest)
-	if len(fields) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+	seconds, _ := processCPUSeconds(pid)
+	return seconds
 }
 
 // processCPUSeconds is the CPU time process pid has used, all its threads,
 // ended ones included: the kernel's CPU clock of the process, counted in
-// nanoseconds by the scheduler, where cpuSeconds counts clock ticks of 10 ms
-// (fine for a whole load, not for a window of a second or two read to the per cent).
+// nanoseconds by the scheduler, where /proc/<pid>/stat counts clock ticks of
+// 10 ms (fine for a whole load, not for a window of a second or two read to
+// the per cent).
 func processCPUSeconds(pid int) (float64, error) {
 	var ts unix.Timespec
 	// The clock of process pid: MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) in the kernel's posix-timers.h.

@@ -164,10 +164,11 @@ func (b *bench) togetherPair(ctx context.Context, name string, requests []string
 	if undoErr := undo(); err == nil {
 		err = undoErr
 	}
-	if err == nil {
-		lo, hi, _ := pairRange(res, func(pair [3]float64) float64 { return pair[0] / pair[1] })
-		logf("  %-22s together, per server CPU-second: %.0f/s and %.0f/s on the other server, the ratio from %.1f%% to %.1f%% over its %d windows",
-			name, res.perServerCPU(b.s.warmup+b.s.duration), res.Floor.perServerCPU(b.s.warmup+b.s.duration), 100*lo, 100*hi, len(res.Pairs))
+	if err == nil { // measure has logged the windows' spread
+		window := b.s.warmup + b.s.duration
+		logf("  %-22s per CPU-second of each server: %.0f, and %.0f on the other; the core split %.0f/%.0f",
+			name, res.perServerCPU(window), res.Floor.perServerCPU(window),
+			100*share(res.ServerCPU, res.Floor.ServerCPU), 100*share(res.Floor.ServerCPU, res.ServerCPU))
 	}
 	return &res, err
 }
