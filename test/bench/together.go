@@ -82,19 +82,31 @@ func sharedCore(pids ...int) (undo func() error, err error) {
 		return errors.Join(errs...)
 	}
 	for i, pid := range pids {
-		dir := filepath.Join(root, fmt.Sprintf("latchkey-bench-%d-%d", os.Getpid(), i))
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return nil, errors.Join(fmt.Errorf("a cgroup for a server measured together (needs root): %w", err), undo())
+		dir, err := weightedCgroup(root, strconv.Itoa(i), weightFile, weight)
+		if dir != "" {
+			made = append(made, dir)
 		}
-		made = append(made, dir)
-		if err := os.WriteFile(filepath.Join(dir, weightFile), []byte(weight), 0); err != nil {
-			return nil, errors.Join(fmt.Errorf("the CPU weight of %s: %w", dir, err), undo())
+		if err != nil {
+			return nil, errors.Join(err, undo())
 		}
 		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
 			return nil, errors.Join(fmt.Errorf("moving server %d into %s: %w", pid, dir, err), undo())
 		}
 	}
 	return undo, nil
+}
+
+// weightedCgroup makes this run's cgroup name under root and gives it weight;
+// dir is "" when it was not made (an existing one is an error: see sharedCore).
+func weightedCgroup(root, name, weightFile, weight string) (dir string, err error) {
+	dir = filepath.Join(root, fmt.Sprintf("latchkey-bench-%d-%s", os.Getpid(), name))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", fmt.Errorf("a cgroup for a server measured together (needs root): %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, weightFile), []byte(weight), 0); err != nil {
+		return dir, fmt.Errorf("the CPU weight of %s: %w", dir, err)
+	}
+	return dir, nil
 }
 
 // canShareCore tells, before the run's first measurement, whether sharedCore
@@ -105,12 +117,11 @@ func canShareCore() error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(root, fmt.Sprintf("latchkey-bench-%d-check", os.Getpid()))
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return fmt.Errorf("a cgroup for the servers measured together (needs root): %w", err)
+	dir, err := weightedCgroup(root, "check", weightFile, weight)
+	if dir != "" {
+		err = errors.Join(err, os.Remove(dir))
 	}
-	err = os.WriteFile(filepath.Join(dir, weightFile), []byte(weight), 0)
-	if err = errors.Join(err, os.Remove(dir)); err != nil {
+	if err != nil {
 		return err
 	}
 	_, err = processCPUSeconds(os.Getpid())
