@@ -86,34 +86,74 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, _ *http.Request, call o
 		oauth.WriteError(w, oauth.ErrInvalidRequest("token is required"))
 		return
 	}
-	result := s.introspectAPIKey(caller.Introspection, token, call.now)
-	if !result.Active && strings.Count(token, ".") == 2 {
+	s.usage.Used(index.KindOAuthClient, caller.Ref, &caller.UseNoted, call.now)
+	if key, ok := s.introspectAPIKey(caller.Introspection, token, call.now); ok {
+		oauth.WriteAppended(w, http.StatusOK, key)
+		return
+	}
+	result := inactive
+	if strings.Count(token, ".") == 2 {
 		result = s.introspectJWT(caller.Introspection, token, call.now)
 	}
-	s.usage.Used(index.KindOAuthClient, caller.Ref, &caller.UseNoted, call.now)
 	oauth.WriteAppended(w, http.StatusOK, result)
 }
 
 // introspectAPIKey: active while its hash is accepted (including a grace period)
 // and the key has not expired — and only to a resource server whose policy covers
 // the key's namespace and one of its scopes; the answer's scope lists only those.
-// A revoked key's hashes are already gone.
-func (s *Server) introspectAPIKey(policy *index.IntrospectionPolicy, token string, now time.Time) introspection {
+// A revoked key's hashes are already gone. ok is false for an inactive key.
+func (s *Server) introspectAPIKey(policy *index.IntrospectionPolicy, token string, now time.Time) (_ apiKeyIntrospection, ok bool) {
 	key, hash, _, accepted := s.index.AcceptAPIKey(token, now)
 	if !accepted || !policy.CoversNamespace(key.Ref.Namespace) {
-		return inactive
+		return apiKeyIntrospection{}, false
 	}
 	scope := policy.ServedScopes(key.Scope.Value())
 	if scope == "" {
-		return inactive
+		return apiKeyIntrospection{}, false
 	}
 	s.usage.Used(index.KindAPIKey, key.Ref, &key.UseNoted, now)
+	return apiKeyIntrospection{key: key, scope: scope, hash: hash}, true
+}
+
+// apiKeyIntrospection is an active API key's answer: introspection() as a
+// struct, written by AppendJSON without making its subject and key ID strings
+// first (make bench: those two allocations were a tenth of the handler's).
+type apiKeyIntrospection struct {
+	key   *index.Key
+	scope string // the scopes the caller is served
+	hash  index.Digest
+}
+
+// introspection is the answer as encoding/json would write it.
+func (a apiKeyIntrospection) introspection() introspection {
+	ref := a.key.Ref
 	return introspection{
-		Active: true, Scope: scope, TokenType: "api_key", Environment: key.Environment,
-		Exp: key.Expiry(), Namespace: key.Ref.Namespace, Name: key.Ref.Name,
-		Sub:   "apikey:" + key.Ref.Namespace + "/" + key.Ref.Name,
-		KeyID: hash.KeyID(),
+		Active: true, Scope: a.scope, TokenType: "api_key", Environment: a.key.Environment,
+		Exp: a.key.Expiry(), Namespace: ref.Namespace, Name: ref.Name,
+		Sub: apiKeySubjectPrefix + ref.Namespace + "/" + ref.Name, KeyID: a.hash.KeyID(),
 	}
+}
+
+// apiKeySubjectPrefix begins an API key's sub: apikey:<namespace>/<name>.
+const apiKeySubjectPrefix = "apikey:"
+
+// AppendJSON appends introspection().AppendJSON: the same members in the same
+// order (the tests compare), the empty ones left out as there.
+func (a apiKeyIntrospection) AppendJSON(b []byte) []byte {
+	ref := a.key.Ref
+	o := jsonappend.Open(b)
+	o.Key("active")
+	o.B = append(o.B, "true"...)
+	o.String("scope", a.scope, true)
+	o.String("token_type", "api_key", true)
+	o.Int("exp", a.key.Expiry(), true)
+	o.Joined("sub", apiKeySubjectPrefix, ref.Namespace, "/", ref.Name)
+	o.String("namespace", ref.Namespace, true)
+	o.String("environment", a.key.Environment, true)
+	o.String("name", ref.Name, true)
+	o.Key("key_id")
+	o.B = append(a.hash.AppendKeyID(append(o.B, '"')), '"')
+	return o.Close()
 }
 
 // introspectJWT checks signature, typ, iss, exp and nbf, and that the OAuthClient

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"math/big"
 	"testing"
+	"time"
 
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/latchkey-dev/latchkey/internal/index"
 	"github.com/latchkey-dev/latchkey/internal/jsonappend"
 )
 
@@ -71,6 +73,28 @@ func TestIntrospectionAppendJSONIsMarshal(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := i.AppendJSON(nil); string(got) != string(want) {
+			t.Errorf("AppendJSON:\n got %s\nwant %s", got, want)
+		}
+	}
+}
+
+// An API key's answer, written from the key (apiKeyIntrospection), is the one
+// its introspection struct marshals to: with and without an expiry, in its grace
+// period, with names that would need escaping.
+func TestAPIKeyIntrospectionAppendJSONIsMarshal(t *testing.T) {
+	expires := time.Unix(1_790_000_000, 0)
+	for _, key := range []*index.Key{
+		{Ref: index.Ref{Namespace: "team-a", Name: "billing"}, Environment: "live", ExpiresAt: expires},
+		{Ref: index.Ref{Namespace: "team-b", Name: "ci.v2"}, Environment: "test"},
+		{Ref: index.Ref{Namespace: "n", Name: "k"}, Environment: "live", ExpiresAt: expires, NotAfter: expires.Add(-time.Hour)},
+		{Ref: index.Ref{Namespace: `<a&"b>`, Name: "é\\n"}},
+	} {
+		a := apiKeyIntrospection{key: key, scope: "leads:read leads:write", hash: index.DigestOf("lk_live_" + key.Ref.Name)}
+		want, err := json.Marshal(a.introspection())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := a.AppendJSON(nil); string(got) != string(want) {
 			t.Errorf("AppendJSON:\n got %s\nwant %s", got, want)
 		}
 	}

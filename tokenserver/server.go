@@ -258,7 +258,7 @@ func withAdmissionDefaults(cfg Config) Config {
 // its refresh token). Each endpoint decides whether it serves public clients
 // (publicRefused). It returns the digest of the secret presented with the client.
 func (s *Server) authenticateClient(r *http.Request, form url.Values, now time.Time) (*index.Client, index.Digest, *oauth.Error) {
-	id, secret, basic := r.BasicAuth()
+	id, secret, basic := oauth.BasicCredentials(r)
 	if basic {
 		if form.Has("client_secret") {
 			return nil, index.Digest{}, oauth.ErrInvalidRequest("use one client authentication method, not both")

@@ -191,6 +191,37 @@ func TestReleaseKeepsTheRequestIn(t *testing.T) {
 	}
 }
 
+// A flow forgotten is kept spare once, however often its seats are released and
+// done, and comes back empty for the next caller: a spare flow handed to two
+// callers, or carrying a seat or a request over, would merge their shares.
+func TestASpareFlowServesOneCallerAndStartsEmpty(t *testing.T) {
+	l := New(Config{Seats: 1, QueueLength: 8, MaxWaiting: 8, MaxWait: time.Minute})
+	s := acquired(t, l, "a")
+	s.Release()
+	s.Done()
+	s.Release()
+	s.Done()
+	if len(l.spare) != 1 {
+		t.Fatalf("spare flows after one caller's request: %d, want 1", len(l.spare))
+	}
+	b := acquired(t, l, "b") // a's flow, reused
+	if f := l.flows["b"]; f.key != "b" || f.held != 1 || f.in != 1 || len(f.queue) != 0 {
+		t.Fatalf("b's flow: %+v", f)
+	}
+	waited := waitFor(l, "c", context.Background()) // a new flow: none spare
+	eventually(t, "c to queue", func() bool { return l.Stats().Waiting == 1 })
+	if l.flows["c"] == l.flows["b"] {
+		t.Fatal("b and c share a flow")
+	}
+	b.Done()
+	if err := <-waited; err != nil {
+		t.Fatalf("c: %v", err)
+	}
+	if st := l.Stats(); st != (Stats{}) || len(l.spare) != 2 {
+		t.Fatalf("done: %+v, %d spare", st, len(l.spare))
+	}
+}
+
 func TestBudget(t *testing.T) {
 	b := NewBudget(6, time.Minute, 3, 2) // one every 10 s, bursts of 3, two keys
 	now := time.Unix(1000, 0)

@@ -78,7 +78,13 @@ func (x *Index) AcceptAPIKey(token string, now time.Time) (key *Key, hash Digest
 
 // KeyID is the public identifier of the key with this hash (never the key):
 // credential.KeyID of the hash: its first 12 hex digits).
-func (d Digest) KeyID() string { return hex.EncodeToString(d[:6]) }
+func (d Digest) KeyID() string {
+	var id [12]byte
+	return string(d.AppendKeyID(id[:0]))
+}
+
+// AppendKeyID appends KeyID to b, for an answer written without it as a string.
+func (d Digest) AppendKeyID(b []byte) []byte { return hex.AppendEncode(b, d[:6]) }
 
 // ScopesStillGranted keeps the scopes of a token's space-separated scope claim that
 // the client still has: narrowing a client narrows its outstanding tokens at once,

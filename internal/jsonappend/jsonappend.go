@@ -53,7 +53,12 @@ func asIsWords(s string) int {
 
 // String appends s as a JSON string, escaped as encoding/json escapes it.
 func String(b []byte, s string) []byte {
-	b = append(b, '"')
+	return append(escaped(append(b, '"'), s), '"')
+}
+
+// escaped appends s's characters as they are inside a JSON string, escaped as
+// encoding/json escapes them: String without the quotes.
+func escaped(b []byte, s string) []byte {
 	start := 0
 	for i := asIsWords(s); i < len(s); {
 		c := s[i]
@@ -100,8 +105,7 @@ func String(b []byte, s string) []byte {
 		}
 		i += size
 	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return append(b, s[start:]...)
 }
 
 // Object appends an object's members in order: a member is written after a
@@ -135,6 +139,19 @@ func (o *Object) String(name, value string, omitEmpty bool) {
 	}
 	o.Key(name)
 	o.B = String(o.B, value)
+}
+
+// Joined appends a string member whose value is parts joined, as String would
+// write the joined string, without joining them first (no allocation). Each part
+// holds whole UTF-8 characters: a character split between two parts is written
+// as two invalid ones.
+func (o *Object) Joined(name string, parts ...string) {
+	o.Key(name)
+	o.B = append(o.B, '"')
+	for _, p := range parts {
+		o.B = escaped(o.B, p)
+	}
+	o.B = append(o.B, '"')
 }
 
 // Int appends an integer member; with omitEmpty, none if value is 0.

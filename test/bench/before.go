@@ -50,6 +50,7 @@ type beforeAfter struct {
 	row           string
 	before, after loadResult
 	interleaved   bool
+	together      bool // measured together (togetherBefore), not interleaved
 }
 
 // pairOf is a row's pair: its interleaved one (paired: this build's side, the
@@ -58,21 +59,22 @@ type beforeAfter struct {
 func pairOf(row string, paired, before *loadResult, alone loadResult) (beforeAfter, bool) {
 	switch {
 	case paired != nil && paired.Floor != nil:
-		return beforeAfter{row, *paired.Floor, *paired, true}, true
+		return beforeAfter{row: row, before: *paired.Floor, after: *paired, interleaved: true}, true
 	case before != nil:
-		return beforeAfter{row, *before, alone, false}, true
+		return beforeAfter{row: row, before: *before, after: alone}, true
 	}
 	return beforeAfter{}, false
 }
 
-// pairChanges is the lowest and the highest change of an interleaved pair's
-// after side over its before side in one pair of slices, or "" without pairs.
-func pairChanges(after loadResult) string {
+// pairChanges is the lowest and the highest change of a pair's after side over
+// its before side in one of its pairs of slices (interleaved) or windows
+// (together), unit saying which, or "" without any.
+func pairChanges(after loadResult, unit string) string {
 	lo, hi, n := pairRange(after, func(pair [3]float64) float64 { return pair[0]/pair[1] - 1 })
 	if n == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (%+.1f%% to %+.1f%% over its %d pairs of slices)", 100*lo, 100*hi, n)
+	return fmt.Sprintf(" (%+.1f%% to %+.1f%% over its %d %s)", 100*lo, 100*hi, n, unit)
 }
 
 // pairWithBefore loads requests on this build's server (after, at afterAddr)
@@ -108,6 +110,10 @@ func (r *report) pairs() []beforeAfter {
 		if pr, ok := pairOf("2. API key introspection", in.beforePair, in.before, in.load); ok {
 			out = append(out, pr)
 		}
+		if pr, ok := pairOf("2. API key introspection", in.togetherBefore, nil, in.load); ok {
+			pr.interleaved, pr.together = false, true
+			out = append(out, pr)
+		}
 		if pr, ok := pairOf(selfPairRow, in.selfPair, nil, in.load); ok {
 			out = append(out, pr)
 		}
@@ -134,7 +140,7 @@ func (r *report) pairs() []beforeAfter {
 		}
 		for _, j := range a.jwt {
 			if before, ok := a.before["authz-grpc-"+j.alg+"-uncached"]; ok {
-				out = append(out, beforeAfter{"8. gRPC Check, " + j.alg + " token verified on every check", before, j.uncached, false})
+				out = append(out, beforeAfter{row: "8. gRPC Check, " + j.alg + " token verified on every check", before: before, after: j.uncached})
 			}
 		}
 	}
@@ -157,6 +163,9 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 	p("Each load row measured on the build of commit %s (before: `-before %s`) and on this build (after), same core, same requests. ", r.beforeName, r.beforeName)
 	p("What changed between them is in `git log %s..`. ", r.beforeName)
 	p("Where the row says interleaved, both builds' servers, each started afresh for the pair, ran at once on the server core and the load alternated between them in slices of %.1f s (each idle in the other's slices); the other rows are one load right after the other, the after side being the run's own server. ", sliceOf(r.s.duration).Seconds())
+	if in := r.introspection; in != nil && in.togetherBefore != nil {
+		p("Where the row says together, both builds' servers, each started afresh, answered the same load at the same time on the server core, each in a cgroup of the same CPU weight, and each side is read per CPU-second of its own server in windows of %.1f s (the spread is of those windows' changes). ", sliceOf(r.s.duration).Seconds())
+	}
 	p("Two loads minutes apart on this machine can differ by more than the change (a core kept from running flat out reads as a lower rate): ")
 	p("the per-CPU-second columns, requests per second of the server's own CPU, read what a request costs the server either way.")
 	if in := r.introspection; in != nil && in.selfPair != nil {
@@ -178,8 +187,11 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 			change = fmt.Sprintf("%+.1f%%", 100*(a/b-1))
 		}
 		how := "one after the other"
-		if pr.interleaved {
-			how = "interleaved" + pairChanges(pr.after)
+		switch {
+		case pr.interleaved:
+			how = "interleaved" + pairChanges(pr.after, "pairs of slices")
+		case pr.together:
+			how = "together" + pairChanges(pr.after, "windows")
 		}
 		p("| %s | %s | %.0f/s | %.0f/s | %+.1f%% | %.0f | %.0f | %s | %s | %s |\n", pr.row, how, pr.before.Rate, pr.after.Rate, 100*(pr.after.Rate/pr.before.Rate-1),
 			b, a, change, ms(pr.before.P99), ms(pr.after.P99))

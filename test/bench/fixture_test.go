@@ -54,7 +54,9 @@ func fullRun() (*report, environment) {
 		together: resultOf(interleaved(load(16_410.3, 880, 3_900, 14_200, 11.5, 0),
 			load(19_530.8, 740, 3_350, 12_900, 11.5, 0))),
 		togetherAA: resultOf(interleaved(load(16_380.6, 880, 3_910, 14_100, 11.5, 0),
-			load(16_402.1, 880, 3_890, 14_050, 11.5, 0)))}
+			load(16_402.1, 880, 3_890, 14_050, 11.5, 0))),
+		togetherBefore: resultOf(interleaved(load(17_050.2, 860, 3_700, 14_000, 11.5, 0),
+			load(16_390.4, 880, 3_900, 14_100, 11.5, 0)))}
 	r.revocations = revocationRun{
 		apiKeys:           latencies(200, 6_100*time.Microsecond, 89_650*time.Microsecond),
 		clients:           latencies(200, 9_300*time.Microsecond, 65_970*time.Microsecond),

@@ -34,6 +34,7 @@ type introspectionRun struct {
 	historyPair          *loadResult // the run's server interleaved with a fresh one of this build (its Floor): A/A
 	together             *loadResult // the load on a fresh server together with the floor on another (its Floor)
 	togetherAA           *loadResult // the load on two fresh servers together (the second is its Floor): A/A
+	togetherBefore       *loadResult // the load on a fresh server together with the -before build's (its Floor)
 	keys                 int
 }
 

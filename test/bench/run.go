@@ -513,6 +513,9 @@ func (b *bench) introspection(ctx context.Context) error {
 		if run.beforePair, err = b.tokenServerPair(ctx, "before-introspect-apikey", requests, `"active":true`, b.s.before); err != nil {
 			return err
 		}
+		if run.togetherBefore, err = b.togetherBefore(ctx, "together-before-introspect-apikey", requests, `"active":true`); err != nil {
+			return err
+		}
 		// The same pairing with this build on both sides: what pairing alone reads.
 		if run.selfPair, err = b.tokenServerPair(ctx, "self-introspect-apikey", requests, `"active":true`, ""); err != nil {
 			return err

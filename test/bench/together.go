@@ -135,10 +135,27 @@ func canShareCore() error {
 // A/A pair). Both in equal shares of the server core, each read per CPU-second.
 func (b *bench) togetherPair(ctx context.Context, name string, requests []string, body string,
 	second func(addr string) (requests []string, body string, err error)) (_ *loadResult, err error) {
+	return b.togetherWith(ctx, name, requests, body, "", second)
+}
+
+// togetherBefore is togetherPair with the -before build's server as the second,
+// answering the same requests: a before/after pair measured together.
+func (b *bench) togetherBefore(ctx context.Context, name string, requests []string, body string) (*loadResult, error) {
+	return b.togetherWith(ctx, name, requests, body, b.s.before, func(string) ([]string, string, error) { return requests, body, nil })
+}
+
+// togetherWith is togetherPair with the second server of otherBinary ("": this
+// build's, with the floor on; another build's without, as it may not know the flag).
+func (b *bench) togetherWith(ctx context.Context, name string, requests []string, body, otherBinary string,
+	second func(addr string) (requests []string, body string, err error)) (_ *loadResult, err error) {
 	floored := []string{"--benchmark-floor"}
+	otherFlags := floored
+	if otherBinary != "" {
+		otherFlags = nil
+	}
 	var pprofAddrs [2]string // both profiled over the same seconds: their profiles compare frame by frame
 	for i := range pprofAddrs {
-		if b.s.profileDir == "" {
+		if b.s.profileDir == "" || (i == 1 && otherBinary != "") { // another build may serve no pprof
 			break
 		}
 		if pprofAddrs[i], err = testenv.FreeAddr(); err != nil {
@@ -150,7 +167,7 @@ func (b *bench) togetherPair(ctx context.Context, name string, requests []string
 		return nil, err
 	}
 	defer row.stop()
-	other, otherAddr, err := b.freshTokenServerWith(ctx, name+"-other", "", floored, pprofAddrs[1])
+	other, otherAddr, err := b.freshTokenServerWith(ctx, name+"-other", otherBinary, otherFlags, pprofAddrs[1])
 	if err != nil {
 		return nil, err
 	}
