@@ -88,6 +88,9 @@ type authzRun struct {
 	// the -before build's (their Floor).
 	before                            map[string]loadResult
 	forwardBeforePair, grpcBeforePair *loadResult
+	// forwardTogether: forward on a fresh authorizer together with its floor on
+	// another (its Floor); forwardTogetherAA: forward on both (togetherLoad).
+	forwardTogether, forwardTogetherAA *loadResult
 	// limited: the forward checks on a twin of the API with a rate limit that no
 	// request reaches, alone (profiled); limitedPaired: interleaved with forward
 	// (its Floor), the row's ratio.
@@ -143,16 +146,17 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 			return err
 		}
 	}
-	// startAuthzAt starts bin/latchkey authz with its floor (and pprof when
-	// profiling), or the -before build's with neither, listening at httpAt and grpcAt.
-	startAuthzAt := func(binary, name, httpAt, grpcAt string, extra ...string) (*process, time.Duration, error) {
+	// startAuthzWith starts bin/latchkey authz with its floor (and pprof at
+	// pprofAt unless ""), or the -before build's with neither, listening at
+	// httpAt and grpcAt.
+	startAuthzWith := func(binary, name, httpAt, grpcAt, pprofAt string, extra ...string) (*process, time.Duration, error) {
 		args := append([]string{"authz", "--grpc-bind-address=" + grpcAt, "--http-bind-address=" + httpAt, "--metrics-bind-address=0",
 			"--issuer-url=" + b.c.issuer, "--jwks-namespace=" + operatorNamespace}, extra...)
 		if binary == "" {
 			binary = repoPath("bin", "latchkey")
 			args = append(args, "--benchmark-floor")
-			if b.s.profileDir != "" {
-				args = append(args, "--pprof-bind-address="+pprofAddr)
+			if pprofAt != "" {
+				args = append(args, "--pprof-bind-address="+pprofAt)
 			}
 		}
 		p, err := start(b.c.dir, name, b.s.serverCPU, []string{"KUBECONFIG=" + kubeconfig}, binary, args...)
@@ -165,6 +169,14 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 			return nil, 0, err
 		}
 		return p, ready, nil
+	}
+	// startAuthzAt is startAuthzWith, profiled at pprofAddr when profiling.
+	startAuthzAt := func(binary, name, httpAt, grpcAt string, extra ...string) (*process, time.Duration, error) {
+		pprofAt := ""
+		if b.s.profileDir != "" {
+			pprofAt = pprofAddr
+		}
+		return startAuthzWith(binary, name, httpAt, grpcAt, pprofAt, extra...)
 	}
 	startAuthzFrom := func(binary, name string, extra ...string) (*process, time.Duration, error) {
 		return startAuthzAt(binary, name, httpAddr, grpcAddr, extra...)
@@ -260,6 +272,45 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 				Warmup: b.s.warmup, Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: body}
 			return b.measureInterleaved(ctx, name, p, b.interleave(job, p, rawRequests(floor), floorBody), raw)
 		}); err != nil {
+		return err
+	}
+	// The row and its floor together on two fresh authorizers, and the row on both (A/A).
+	authzTogether := func(name string, second func(addr string) ([]string, string, error)) (*loadResult, error) {
+		var sides [2]togetherSide
+		var pprofAddrs [2]string // both profiled over the same seconds
+		for i, side := range []string{name, name + "-other"} {
+			httpAt, err1 := testenv.FreeAddr()
+			grpcAt, err2 := testenv.FreeAddr()
+			if err := errors.Join(err1, err2); err != nil {
+				return nil, err
+			}
+			if b.s.profileDir != "" {
+				if pprofAddrs[i], err = testenv.FreeAddr(); err != nil {
+					return nil, err
+				}
+			}
+			server, _, err := startAuthzWith("", side, httpAt, grpcAt, pprofAddrs[i])
+			if err != nil {
+				return nil, err
+			}
+			defer server.stop()
+			sides[i] = togetherSide{server: server, addr: httpAt, requests: forwardText}
+		}
+		var err error
+		if sides[1].requests, sides[1].body, err = second(sides[1].addr); err != nil {
+			return nil, err
+		}
+		return b.togetherLoad(ctx, name, pprofAddrs, sides[0], sides[1])
+	}
+	if run.forwardTogether, err = authzTogether("together-authz-forward-apikey", func(addr string) ([]string, string, error) {
+		_, floor, expect, err := floorFor(addr, forwardText)
+		return floor, expect, err
+	}); err != nil {
+		return err
+	}
+	if run.forwardTogetherAA, err = authzTogether("together-aa-authz-forward-apikey", func(string) ([]string, string, error) {
+		return forwardText, "", nil
+	}); err != nil {
 		return err
 	}
 	// The same checks on a twin of the API with a rate limit that no request
@@ -842,7 +893,8 @@ func (r *report) authzRows(add func(...string)) {
 	fr := ratio(forward, forwardFloor)
 	add(fmt.Sprintf("8. Edge authorizer: forward-auth API-key check (%d live keys cycled, %d in the index), %d connections", a.cycled, a.keys, r.s.connections),
 		rate(forward, "checks"), fmt.Sprintf("forward-auth floor (the same requests answered with the same headers by a no-op, same process): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s%s",
-			forwardFloor.Rate, a.healthz.Rate, 100*ratio(forward, a.healthz), r.perCPUShare(forward, forwardFloor.perServerCPU(r.window())), how),
+			forwardFloor.Rate, a.healthz.Rate, 100*ratio(forward, a.healthz), r.perCPUShare(forward, forwardFloor.perServerCPU(r.window())), how)+
+			togetherNote(a.forwardTogether, a.forwardTogetherAA, 0, "", r.window(), sliceOf(r.s.duration)),
 		fmt.Sprintf("%.1f%%", 100*fr), "≥ 85% of its floor; p99 < 2 ms", yesNo(fr >= targetShapeRatio && forward.P99 < targetAuthzP99))
 	if l := a.limitedPaired; l != nil && l.Floor != nil {
 		lr := ratio(*l, *l.Floor)

@@ -129,7 +129,7 @@ func (r *report) build() {
 			fmt.Sprintf("POST floor (the same requests answered with an introspection response by a no-op, same process: %.0f/s) combined with the raw SHA-256 of the client secret and of the key (%.0f/s): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s%s",
 				floorLoad.Rate, hash, floor, in.healthz.Rate, 100*load.Rate/in.healthz.Rate,
 				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), hash)), how)+workingFloor(in.working, "hashes")+
-				togetherNote(in.together, in.togetherAA, hash, r.window(), sliceOf(r.s.duration)),
+				togetherNote(in.together, in.togetherAA, hash, "the two SHA-256", r.window(), sliceOf(r.s.duration)),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with two SHA-256", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	for _, rv := range []struct {
@@ -419,8 +419,16 @@ func (r *report) markdown(env environment) string {
 	p("Where the row says so, the ratio is of the row and its floor interleaved on the same connections in slices of %.1f s (the row's requests in one, the floor's in the next), because this machine's speed drifts by tens of percent within minutes and two loads one after the other measure that drift as a difference; ", sliceOf(r.s.duration).Seconds())
 	p("the server's CPU is read at each slice's beginning and end and charged to that slice's side. A row whose target combines its floor with a raw rate (a signature, two SHA-256) has, where it says so, a third slice of %.1f s after each pair, in which the load sends nothing and the raw work runs on the server's core, timed once the server has answered the requests still in flight: its raw rate is measured between the row's slices, not minutes before them at another speed of the machine. Beside such a ratio stand the lowest and the highest of the same ratio in one pair of slices (each pair's row against that pair's floor, and raw rate): how far the machine moved it within one run. The loads alone, one after the other, are the profiled ones, reported beside it. ", rawSlice.Seconds())
 	p("A row with unavoidable work is also interleaved with the working floor: the same no-op doing that work (the same signature or SHA-256s, by the code that measures the raw rate) in its own handler before it answers. 1/(1/floor + 1/raw) assumes the work adds its raw cost and nothing more; the working floor shows what a request that does the work and nothing else reaches on this machine, where a slower answer also costs more elsewhere (the write that wakes the load generator's idle core costs more, per request, the longer that core idled). The targets stay those of 1/(1/floor + 1/raw).\n\n")
+	var together []string
 	if in := r.introspection; in != nil && in.together != nil {
-		p("Introspection is also measured together with its floor: two fresh token servers of this build on the server core at the same time, one answering the row and one the floor, each in a cgroup with the same CPU weight so that the scheduler splits the core evenly, and each read per CPU-second of its own (to the nanosecond, from the scheduler's count) in windows of %.1f s; the two sides then share the machine's speed millisecond by millisecond, where interleaved slices share only its drift over minutes, and the same measurement with both servers answering the row (A/A) shows what is left of the noise. With profiling on, both servers are profiled over the same seconds.\n\n", sliceOf(r.s.duration).Seconds())
+		together = append(together, "introspection")
+	}
+	if a := r.authz; a != nil && a.forwardTogether != nil {
+		together = append(together, "forward-auth")
+	}
+	if len(together) > 0 {
+		p("Rows also measured together with their floor (%s): two fresh servers of this build (token servers, authorizers) on the server core at the same time, one answering the row and one the floor, each in a cgroup with the same CPU weight so that the scheduler splits the core evenly, and each read per CPU-second of its own (to the nanosecond, from the scheduler's count) in windows of %.1f s; the two sides then share the machine's speed millisecond by millisecond, where interleaved slices share only its drift over minutes, and the same measurement with both servers answering the row (A/A) shows what is left of the noise. With profiling on, both servers are profiled over the same seconds.\n\n",
+			strings.Join(together, ", "), sliceOf(r.s.duration).Seconds())
 	}
 	p("| Measure | Result | Reference (same run) | Ratio | Target | Met |\n|---|---|---|---|---|---|\n")
 	for _, row := range r.rows {

@@ -176,19 +176,35 @@ func (b *bench) togetherWith(ctx context.Context, name string, requests []string
 	if err != nil {
 		return nil, err
 	}
-	undo, err := sharedCore(row.cmd.Process.Pid, other.cmd.Process.Pid)
+	return b.togetherLoad(ctx, name, pprofAddrs, togetherSide{row, rowAddr, requests, body}, togetherSide{other, otherAddr, otherRequests, otherBody})
+}
+
+// togetherSide is a server measured together: its process, its address, and
+// its requests and the start of its answers.
+type togetherSide struct {
+	server   *process
+	addr     string
+	requests []string
+	body     string
+}
+
+// togetherLoad loads row and other, both running, together (Together) in
+// equal shares of the server core, profiling each whose pprofAddrs entry is
+// set: the row's result, with the other's as its Floor.
+func (b *bench) togetherLoad(ctx context.Context, name string, pprofAddrs [2]string, row, other togetherSide) (*loadResult, error) {
+	undo, err := sharedCore(row.server.cmd.Process.Pid, other.server.cmd.Process.Pid)
 	if err != nil {
 		return nil, err
 	}
-	job := b.interleave(loadJob{Addr: rowAddr, Requests: rawRequests(requests), Connections: b.s.connections, Warmup: b.s.warmup,
-		Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: body}, row, rawRequests(otherRequests), otherBody)
-	job.FloorAddr, job.FloorServerPID, job.Together = otherAddr, other.cmd.Process.Pid, true
+	job := b.interleave(loadJob{Addr: row.addr, Requests: rawRequests(row.requests), Connections: b.s.connections, Warmup: b.s.warmup,
+		Duration: b.s.duration, ExpectStatus: http.StatusOK, ExpectBody: row.body}, row.server, rawRequests(other.requests), other.body)
+	job.FloorAddr, job.FloorServerPID, job.Together = other.addr, other.server.cmd.Process.Pid, true
 	for i, file := range []string{name, name + "-other"} {
 		if pprofAddrs[i] != "" {
 			defer b.profile(ctx, "http://"+pprofAddrs[i], file+".pprof", b.s.warmup+b.s.duration)()
 		}
 	}
-	res, err := b.measure(ctx, name, "load", row, job)
+	res, err := b.measure(ctx, name, "load", row.server, job)
 	if undoErr := undo(); err == nil {
 		err = undoErr
 	}
@@ -201,21 +217,25 @@ func (b *bench) togetherWith(ctx context.Context, name string, requests []string
 	return &res, err
 }
 
-// togetherNote describes an introspection row measured together with its
-// floor and with itself (A/A), each per CPU-second of its server, or nothing
-// when it was not measured; raw is the unavoidable work's rate (measured alone,
-// before the loads), window a load's warm-up and measured time, slice the
-// length of its windows.
-func togetherNote(together, aa *loadResult, raw float64, window, slice time.Duration) string {
+// togetherNote describes a row measured together with its floor and with
+// itself (A/A), each per CPU-second of its server, or nothing when it was not
+// measured; raw is the unavoidable work's rate (measured alone, before the
+// loads; 0: none) and work what it is, window a load's warm-up and measured
+// time, slice the length of its windows.
+func togetherNote(together, aa *loadResult, raw float64, work string, window, slice time.Duration) string {
 	if together == nil || aa == nil || together.Floor == nil || aa.Floor == nil {
 		return ""
 	}
 	lo, hi, n := pairRange(*together, func(pair [3]float64) float64 { return pair[0] / shapeReference(pair[1], raw) })
 	aaLo, aaHi, _ := pairRange(*aa, func(pair [3]float64) float64 { return pair[0] / pair[1] })
 	row, floor := together.perServerCPU(window), together.Floor.perServerCPU(window)
-	return fmt.Sprintf("; measured together (two fresh servers of this build on the same core at the same time, each in a cgroup of the same CPU weight: the core split %.0f/%.0f), per CPU-second of each server: the row %.0f requests, the floor %.0f, %.1f%% of the floor combined with the two SHA-256 (their raw rate measured alone, before the loads), from %.1f%% to %.1f%% over %d windows of %.1f s; both servers answering the row (A/A): %.1f%%, from %.1f%% to %.1f%%",
+	reference := "the floor"
+	if raw > 0 {
+		reference = "the floor combined with " + work + " (the raw rate measured alone, before the loads)"
+	}
+	return fmt.Sprintf("; measured together (two fresh servers of this build on the same core at the same time, each in a cgroup of the same CPU weight: the core split %.0f/%.0f), per CPU-second of each server: the row %.0f requests, the floor %.0f, %.1f%% of %s, from %.1f%% to %.1f%% over %d windows of %.1f s; both servers answering the row (A/A): %.1f%%, from %.1f%% to %.1f%%",
 		100*share(together.ServerCPU, together.Floor.ServerCPU), 100*share(together.Floor.ServerCPU, together.ServerCPU),
-		row, floor, 100*row/shapeReference(floor, raw), 100*lo, 100*hi, n, slice.Seconds(),
+		row, floor, 100*row/shapeReference(floor, raw), reference, 100*lo, 100*hi, n, slice.Seconds(),
 		100*aa.perServerCPU(window)/aa.Floor.perServerCPU(window), 100*aaLo, 100*aaHi)
 }
 
