@@ -92,9 +92,10 @@ func New(cfg Config) *Limiter {
 // (only the first counts), so that a request may give its seat up early (before
 // it waits on I/O) and still call both in defers.
 type Seat struct {
-	l             *Limiter
-	f             *flow
-	release, done sync.Once
+	l *Limiter
+	f *flow
+	// released and done say which of the two has counted; guarded by l.mu.
+	released, done bool
 }
 
 // Release gives the seat back to the limiter; the request is still in.
@@ -102,20 +103,32 @@ func (s *Seat) Release() {
 	if s == nil {
 		return
 	}
-	s.release.Do(func() { s.l.release(s.f) })
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	s.releaseLocked()
 }
 
-// Done says the request is answered: its seat is given back if it still holds it.
+// Done says the request is answered: its seat is given back if it still holds
+// it. Both under one lock: the end of every request takes the limiter's lock
+// once.
 func (s *Seat) Done() {
 	if s == nil {
 		return
 	}
-	s.Release()
-	s.done.Do(func() {
-		s.l.mu.Lock()
-		defer s.l.mu.Unlock()
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	s.releaseLocked()
+	if !s.done {
+		s.done = true
 		s.l.leave(s.f)
-	})
+	}
+}
+
+func (s *Seat) releaseLocked() {
+	if !s.released {
+		s.released = true
+		s.l.release(s.f)
+	}
 }
 
 // Acquire returns a seat for the flow key, waiting for one (in the flow's queue)
@@ -185,10 +198,8 @@ func (l *Limiter) leave(f *flow) {
 }
 
 // release frees a seat of f and hands it to the waiting flow that holds the
-// fewest seats (the longest waiting among those).
+// fewest seats (the longest waiting among those). l.mu is held.
 func (l *Limiter) release(f *flow) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	f.held--
 	l.busy--
 	l.forget(f)

@@ -91,6 +91,9 @@ type authzRun struct {
 	// forwardTogether: forward on a fresh authorizer together with its floor on
 	// another (its Floor); forwardTogetherAA: forward on both (togetherLoad).
 	forwardTogether, forwardTogetherAA *loadResult
+	// forwardTogetherBefore: forward on a fresh authorizer together with the
+	// -before build's (its Floor), both answering it.
+	forwardTogetherBefore *loadResult
 	// limited: the forward checks on a twin of the API with a rate limit that no
 	// request reaches, alone (profiled); limitedPaired: interleaved with forward
 	// (its Floor), the row's ratio.
@@ -274,8 +277,9 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		}); err != nil {
 		return err
 	}
-	// The row and its floor together on two fresh authorizers, and the row on both (A/A).
-	authzTogether := func(name string, second func(addr string) ([]string, string, error)) (*loadResult, error) {
+	// The row and its floor together on two fresh authorizers, and the row on
+	// both (A/A); the second of otherBinary ("": this build's, with its floor on).
+	authzTogether := func(name, otherBinary string, second func(addr string) ([]string, string, error)) (*loadResult, error) {
 		var sides [2]togetherSide
 		var pprofAddrs [2]string // both profiled over the same seconds
 		for i, side := range []string{name, name + "-other"} {
@@ -284,12 +288,16 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 			if err := errors.Join(err1, err2); err != nil {
 				return nil, err
 			}
-			if b.s.profileDir != "" {
+			binary := ""
+			if i == 1 {
+				binary = otherBinary
+			}
+			if b.s.profileDir != "" && binary == "" { // another build may serve no pprof
 				if pprofAddrs[i], err = testenv.FreeAddr(); err != nil {
 					return nil, err
 				}
 			}
-			server, _, err := startAuthzWith("", side, httpAt, grpcAt, pprofAddrs[i])
+			server, _, err := startAuthzWith(binary, side, httpAt, grpcAt, pprofAddrs[i])
 			if err != nil {
 				return nil, err
 			}
@@ -302,16 +310,20 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		}
 		return b.togetherLoad(ctx, name, pprofAddrs, sides[0], sides[1])
 	}
-	if run.forwardTogether, err = authzTogether("together-authz-forward-apikey", func(addr string) ([]string, string, error) {
+	if run.forwardTogether, err = authzTogether("together-authz-forward-apikey", "", func(addr string) ([]string, string, error) {
 		_, floor, expect, err := floorFor(addr, forwardText)
 		return floor, expect, err
 	}); err != nil {
 		return err
 	}
-	if run.forwardTogetherAA, err = authzTogether("together-aa-authz-forward-apikey", func(string) ([]string, string, error) {
-		return forwardText, "", nil
-	}); err != nil {
+	sameChecks := func(string) ([]string, string, error) { return forwardText, "", nil }
+	if run.forwardTogetherAA, err = authzTogether("together-aa-authz-forward-apikey", "", sameChecks); err != nil {
 		return err
+	}
+	if b.s.before != "" {
+		if run.forwardTogetherBefore, err = authzTogether("together-before-authz-forward-apikey", b.s.before, sameChecks); err != nil {
+			return err
+		}
 	}
 	// The same checks on a twin of the API with a rate limit that no request
 	// reaches (every check spends from its key's budget and answers with the

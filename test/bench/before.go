@@ -137,6 +137,12 @@ func (r *report) pairs() []beforeAfter {
 			if pr, ok := pairOf(l.row, paired, before, l.after); ok {
 				out = append(out, pr)
 			}
+			if l.name == "authz-forward-apikey" {
+				if pr, ok := pairOf(l.row, a.forwardTogetherBefore, nil, l.after); ok {
+					pr.interleaved, pr.together = false, true
+					out = append(out, pr)
+				}
+			}
 		}
 		for _, j := range a.jwt {
 			if before, ok := a.before["authz-grpc-"+j.alg+"-uncached"]; ok {
@@ -163,7 +169,7 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 	p("Each load row measured on the build of commit %s (before: `-before %s`) and on this build (after), same core, same requests. ", r.beforeName, r.beforeName)
 	p("What changed between them is in `git log %s..`. ", r.beforeName)
 	p("Where the row says interleaved, both builds' servers, each started afresh for the pair, ran at once on the server core and the load alternated between them in slices of %.1f s (each idle in the other's slices); the other rows are one load right after the other, the after side being the run's own server. ", sliceOf(r.s.duration).Seconds())
-	if in := r.introspection; in != nil && in.togetherBefore != nil {
+	if in, a := r.introspection, r.authz; (in != nil && in.togetherBefore != nil) || (a != nil && a.forwardTogetherBefore != nil) {
 		p("Where the row says together, both builds' servers, each started afresh, answered the same load at the same time on the server core, each in a cgroup of the same CPU weight, and each side is read per CPU-second of its own server in windows of %.1f s (the spread is of those windows' changes). ", sliceOf(r.s.duration).Seconds())
 	}
 	p("Two loads minutes apart on this machine can differ by more than the change (a core kept from running flat out reads as a lower rate): ")

@@ -137,6 +137,8 @@ func fullRun() (*report, environment) {
 			load(20_120.7, 730, 3_100, 9_100, 11.5, 7.5))),
 		forwardTogetherAA: resultOf(interleaved(load(17_790.2, 820, 3_460, 9_310, 11.5, 7.4),
 			load(17_842.6, 820, 3_440, 9_290, 11.5, 7.4))),
+		forwardTogetherBefore: resultOf(interleaved(load(17_950.3, 810, 3_420, 9_280, 11.5, 7.4),
+			load(17_610.8, 830, 3_480, 9_330, 11.5, 7.4))),
 		limited: load(33_118.4, 420, 1_800, 9_120, 22.2, 14.6),
 		limitedPaired: resultOf(interleaved(load(34_310.9, 410, 1_720, 9_060, 22.4, 14.8),
 			load(35_140.2, 400, 1_700, 8_990, 22.4, 14.8))),
