@@ -310,18 +310,14 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		}
 		return b.togetherLoad(ctx, name, pprofAddrs, sides[0], sides[1])
 	}
-	if run.forwardTogether, err = authzTogether("together-authz-forward-apikey", "", func(addr string) ([]string, string, error) {
-		_, floor, expect, err := floorFor(addr, forwardText)
-		return floor, expect, err
-	}); err != nil {
+	if run.forwardTogether, err = authzTogether("together-authz-forward-apikey", "", theFloor(forwardText)); err != nil {
 		return err
 	}
-	sameChecks := func(string) ([]string, string, error) { return forwardText, "", nil }
-	if run.forwardTogetherAA, err = authzTogether("together-aa-authz-forward-apikey", "", sameChecks); err != nil {
+	if run.forwardTogetherAA, err = authzTogether("together-aa-authz-forward-apikey", "", theSame(forwardText, "")); err != nil {
 		return err
 	}
 	if b.s.before != "" {
-		if run.forwardTogetherBefore, err = authzTogether("together-before-authz-forward-apikey", b.s.before, sameChecks); err != nil {
+		if run.forwardTogetherBefore, err = authzTogether("together-before-authz-forward-apikey", b.s.before, theSame(forwardText, "")); err != nil {
 			return err
 		}
 	}

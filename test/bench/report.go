@@ -21,6 +21,8 @@ type tokenRun struct {
 	working              *loadResult // the load interleaved with the floor that also signs (working.Floor)
 	before               *loadResult // the same load on the -before build, alone
 	beforePair           *loadResult // the load interleaved with the -before build's (its Floor)
+	together             *loadResult // the load on a fresh server together with the floor on another (its Floor)
+	togetherAA           *loadResult // the load on two fresh servers together (the second is its Floor): A/A
 }
 
 type introspectionRun struct {
@@ -117,7 +119,8 @@ func (r *report) build() {
 			fmt.Sprintf("%.0f tokens/s; p50 %s, p99 %s", load.Rate, ms(load.P50), ms(load.P99)),
 			fmt.Sprintf("POST floor (the same requests answered with a token response by a no-op, same process: %.0f/s) combined with raw %s signing on the same core (%.0f/s): 1/(1/a+1/b) = %.0f/s; the row is %.1f%% of raw signing%s%s",
 				floorLoad.Rate, t.alg, sign, floor, 100*load.Rate/sign,
-				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), sign)), how)+workingFloor(t.working, "signs"),
+				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), sign)), how)+workingFloor(t.working, "signs")+
+				togetherNote(t.together, t.togetherAA, sign, "raw "+t.alg+" signing", r.window(), sliceOf(r.s.duration)),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with signing", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	if in := r.introspection; in != nil {
@@ -420,6 +423,9 @@ func (r *report) markdown(env environment) string {
 	p("the server's CPU is read at each slice's beginning and end and charged to that slice's side. A row whose target combines its floor with a raw rate (a signature, two SHA-256) has, where it says so, a third slice of %.1f s after each pair, in which the load sends nothing and the raw work runs on the server's core, timed once the server has answered the requests still in flight: its raw rate is measured between the row's slices, not minutes before them at another speed of the machine. Beside such a ratio stand the lowest and the highest of the same ratio in one pair of slices (each pair's row against that pair's floor, and raw rate): how far the machine moved it within one run. The loads alone, one after the other, are the profiled ones, reported beside it. ", rawSlice.Seconds())
 	p("A row with unavoidable work is also interleaved with the working floor: the same no-op doing that work (the same signature or SHA-256s, by the code that measures the raw rate) in its own handler before it answers. 1/(1/floor + 1/raw) assumes the work adds its raw cost and nothing more; the working floor shows what a request that does the work and nothing else reaches on this machine, where a slower answer also costs more elsewhere (the write that wakes the load generator's idle core costs more, per request, the longer that core idled). The targets stay those of 1/(1/floor + 1/raw).\n\n")
 	var together []string
+	if len(r.tokens) > 0 && r.tokens[0].together != nil {
+		together = append(together, "token issuance")
+	}
 	if in := r.introspection; in != nil && in.together != nil {
 		together = append(together, "introspection")
 	}

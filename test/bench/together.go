@@ -138,10 +138,24 @@ func (b *bench) togetherPair(ctx context.Context, name string, requests []string
 	return b.togetherWith(ctx, name, requests, body, "", second)
 }
 
+// theFloor is a second side that answers requests' floor (configured at its
+// address from its own real answer); theSame one that answers requests again,
+// expecting body (an A/A, or a before/after pair).
+func theFloor(requests []string) func(addr string) ([]string, string, error) {
+	return func(addr string) ([]string, string, error) {
+		_, floor, expect, err := floorFor(addr, requests)
+		return floor, expect, err
+	}
+}
+
+func theSame(requests []string, body string) func(addr string) ([]string, string, error) {
+	return func(string) ([]string, string, error) { return requests, body, nil }
+}
+
 // togetherBefore is togetherPair with the -before build's server as the second,
 // answering the same requests: a before/after pair measured together.
 func (b *bench) togetherBefore(ctx context.Context, name string, requests []string, body string) (*loadResult, error) {
-	return b.togetherWith(ctx, name, requests, body, b.s.before, func(string) ([]string, string, error) { return requests, body, nil })
+	return b.togetherWith(ctx, name, requests, body, b.s.before, theSame(requests, body))
 }
 
 // togetherWith is togetherPair with the second server of otherBinary ("": this
