@@ -257,7 +257,7 @@ func (l *Limiter) forget(f *flow) {
 			// No request of it is in: no seat held, no waiter queued, nothing
 			// refers to it any more, and nothing will forget it again (a
 			// request leaves once, after its seat is released).
-			*f = flow{queue: f.queue[:0]}
+			*f = flow{} // its queue's array too: it may still point at waiters gone
 			l.spare = append(l.spare, f)
 		}
 	}

@@ -143,8 +143,8 @@ func (o *Object) String(name, value string, omitEmpty bool) {
 
 // Joined appends a string member whose value is parts joined, as String would
 // write the joined string, without joining them first (no allocation). Each part
-// holds whole UTF-8 characters: a character split between two parts is written
-// as two invalid ones.
+// holds whole UTF-8 characters: the bytes of a character split between two
+// parts are written as invalid ones (a \ufffd each).
 func (o *Object) Joined(name string, parts ...string) {
 	o.Key(name)
 	o.B = append(o.B, '"')

@@ -585,6 +585,19 @@ type workResult struct {
 	Count   int       // times the work was done
 	Rate    float64   // per second
 	PerPair []float64 `json:",omitempty"` // with a Schedule: the rate in each period's raw slice
+	// PerCPUSecond is the rate per second of the work process's own CPU, without
+	// a Schedule: what a row measured per CPU-second of its server (together)
+	// combines with; a core the work shared with anything else reads as a lower
+	// Rate, not as a lower PerCPUSecond.
+	PerCPUSecond float64 `json:",omitempty"`
+}
+
+// perCPU is PerCPUSecond, or Rate where it was not measured.
+func (w workResult) perCPU() float64 {
+	if w.PerCPUSecond > 0 {
+		return w.PerCPUSecond
+	}
+	return w.Rate
 }
 
 func runWork(job workJob) (workResult, error) {
@@ -597,8 +610,19 @@ func runWork(job workJob) (workResult, error) {
 		return workResult{}, err
 	}
 	if job.Schedule == nil {
+		cpuBefore, err := processCPUSeconds(os.Getpid())
+		if err != nil {
+			return workResult{}, err
+		}
 		n, took, err := workUntil(work, batch, time.Now().Add(job.Duration))
-		return workResult{Count: n, Rate: perSecond(n, took)}, err
+		if err != nil {
+			return workResult{}, err
+		}
+		cpuAfter, err := processCPUSeconds(os.Getpid())
+		if err != nil {
+			return workResult{}, err
+		}
+		return workResult{Count: n, Rate: perSecond(n, took), PerCPUSecond: float64(n) / (cpuAfter - cpuBefore)}, nil
 	}
 	return workInRawSlices(work, batch, *job.Schedule, job.Pairs)
 }

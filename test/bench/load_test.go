@@ -386,3 +386,15 @@ func TestWorkInRawSlicesOnly(t *testing.T) {
 		t.Error("work ready after the load's warm-up ended ran anyway")
 	}
 }
+
+// The raw work alone is also read per second of its own CPU, in seconds (not
+// ticks or nanoseconds): about its rate, for work that only computes.
+func TestRawWorkPerCPUSecond(t *testing.T) {
+	res, err := runWork(workJob{Work: serve.FloorWork{Hash: []int{64, 40}}, Duration: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PerCPUSecond < 0.5*res.Rate || res.PerCPUSecond > 2*res.Rate {
+		t.Errorf("hashing: %.0f per CPU-second, %.0f per second", res.PerCPUSecond, res.Rate)
+	}
+}

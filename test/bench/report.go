@@ -120,7 +120,7 @@ func (r *report) build() {
 			fmt.Sprintf("POST floor (the same requests answered with a token response by a no-op, same process: %.0f/s) combined with raw %s signing on the same core (%.0f/s): 1/(1/a+1/b) = %.0f/s; the row is %.1f%% of raw signing%s%s",
 				floorLoad.Rate, t.alg, sign, floor, 100*load.Rate/sign,
 				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), sign)), how)+workingFloor(t.working, "signs")+
-				togetherNote(t.together, t.togetherAA, sign, "raw "+t.alg+" signing", r.window(), sliceOf(r.s.duration)),
+				togetherNote(t.together, t.togetherAA, t.sign.perCPU(), "raw "+t.alg+" signing", r.window(), sliceOf(r.s.duration)),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with signing", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	if in := r.introspection; in != nil {
@@ -132,7 +132,7 @@ func (r *report) build() {
 			fmt.Sprintf("POST floor (the same requests answered with an introspection response by a no-op, same process: %.0f/s) combined with the raw SHA-256 of the client secret and of the key (%.0f/s): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s%s",
 				floorLoad.Rate, hash, floor, in.healthz.Rate, 100*load.Rate/in.healthz.Rate,
 				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), hash)), how)+workingFloor(in.working, "hashes")+
-				togetherNote(in.together, in.togetherAA, hash, "the two SHA-256", r.window(), sliceOf(r.s.duration)),
+				togetherNote(in.together, in.togetherAA, in.hash.perCPU(), "the two SHA-256", r.window(), sliceOf(r.s.duration)),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with two SHA-256", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	for _, rv := range []struct {

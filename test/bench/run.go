@@ -395,7 +395,7 @@ func (b *bench) tokenIssuance(ctx context.Context) error {
 		if err := runChild(ctx, "work", b.s.serverCPU, workJob{Work: signWork(alg), Duration: b.s.duration}, &sign); err != nil {
 			return err
 		}
-		logf("  %s raw signing on core %s: %.0f/s", alg, b.s.serverCPU, sign.Rate)
+		logf("  %s raw signing on core %s: %.0f/s, %.0f per CPU-second", alg, b.s.serverCPU, sign.Rate, sign.PerCPUSecond)
 		health, err := b.load(ctx, "healthz-"+alg, []string{b.request(http.MethodGet, "/healthz", "", "")}, http.StatusOK, "ok")
 		if err != nil {
 			return err
@@ -499,7 +499,7 @@ func (b *bench) introspection(ctx context.Context) error {
 	if err := runChild(ctx, "work", b.s.serverCPU, workJob{Work: hash, Duration: b.s.duration}, &run.hash); err != nil {
 		return err
 	}
-	logf("  raw SHA-256 of a client secret and of a key on core %s: %.0f pairs/s", b.s.serverCPU, run.hash.Rate)
+	logf("  raw SHA-256 of a client secret and of a key on core %s: %.0f pairs/s, %.0f per CPU-second", b.s.serverCPU, run.hash.Rate, run.hash.PerCPUSecond)
 	if run.floor, run.load, run.paired, run.working, err = shapeLoads("introspect-apikey", b.c.tokenAddr, requests, `"active":true`,
 		hash, b.loader(ctx), b.pairedLoader(ctx)); err != nil {
 		return err

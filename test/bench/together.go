@@ -245,7 +245,7 @@ func togetherNote(together, aa *loadResult, raw float64, work string, window, sl
 	row, floor := together.perServerCPU(window), together.Floor.perServerCPU(window)
 	reference := "the floor"
 	if raw > 0 {
-		reference = "the floor combined with " + work + " (the raw rate measured alone, before the loads)"
+		reference = "the floor combined with " + work + " (its raw rate per CPU-second, measured alone before the loads)"
 	}
 	return fmt.Sprintf("; measured together (two fresh servers of this build on the same core at the same time, each in a cgroup of the same CPU weight: the core split %.0f/%.0f), per CPU-second of each server: the row %.0f requests, the floor %.0f, %.1f%% of %s, from %.1f%% to %.1f%% over %d windows of %.1f s; both servers answering the row (A/A): %.1f%%, from %.1f%% to %.1f%%",
 		100*share(together.ServerCPU, together.Floor.ServerCPU), 100*share(together.Floor.ServerCPU, together.ServerCPU),

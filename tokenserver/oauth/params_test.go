@@ -7,9 +7,10 @@ import (
 	"testing"
 )
 
-// A form body is read up to the limit whichever way its length is told: declared
-// (Content-Length, the server's reader ends there), or not (chunked, read through
-// a reader that stops at the limit). One byte more is invalid_request.
+// A form body is read up to the limit whichever way its length is told, or
+// mistold: declared (Content-Length), not declared (chunked), or declared
+// shorter than the body a request not from net/http's server carries. One byte
+// more is invalid_request.
 func TestReadParamsBoundsTheBodyHoweverItsLengthIsTold(t *testing.T) {
 	const limit = 64
 	exactly := "token=" + strings.Repeat("k", limit-len("token="))
@@ -24,12 +25,16 @@ func TestReadParamsBoundsTheBodyHoweverItsLengthIsTold(t *testing.T) {
 		{"undeclared, at the limit", exactly, false, true},
 		{"undeclared, a byte over", exactly + "k", false, false},
 		{"undeclared, far over", exactly + strings.Repeat("k", 1<<20), false, false},
+		{"declared short, far over", exactly + strings.Repeat("k", 1<<20), true, false},
 	} {
 		r := httptest.NewRequest("POST", "/oauth2/introspect", strings.NewReader(c.body))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		if !c.declared {
+		switch {
+		case !c.declared:
 			r.ContentLength = -1
 			r.Body = io.NopCloser(strings.NewReader(c.body)) // of unknown length, as a chunked body
+		case len(c.body) > limit:
+			r.ContentLength = limit // a length within the limit, and more behind it
 		}
 		w := httptest.NewRecorder()
 		params, err := ReadParams(w, r, limit)
