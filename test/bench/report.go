@@ -23,6 +23,7 @@ type tokenRun struct {
 	beforePair           *loadResult // the load interleaved with the -before build's (its Floor)
 	together             *loadResult // the load on a fresh server together with the floor on another (its Floor)
 	togetherAA           *loadResult // the load on two fresh servers together (the second is its Floor): A/A
+	togetherWorking      *loadResult // the working floor on a fresh server together with the plain floor on another (its Floor)
 }
 
 type introspectionRun struct {
@@ -120,7 +121,8 @@ func (r *report) build() {
 			fmt.Sprintf("POST floor (the same requests answered with a token response by a no-op, same process: %.0f/s) combined with raw %s signing on the same core (%.0f/s): 1/(1/a+1/b) = %.0f/s; the row is %.1f%% of raw signing%s%s",
 				floorLoad.Rate, t.alg, sign, floor, 100*load.Rate/sign,
 				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), sign)), how)+workingFloor(t.working, "signs")+
-				togetherNote(t.together, t.togetherAA, t.sign.perCPU(), "raw "+t.alg+" signing", r.window(), sliceOf(r.s.duration)),
+				togetherNote(t.together, t.togetherAA, t.sign.perCPU(), "raw "+t.alg+" signing", r.window(), sliceOf(r.s.duration))+
+				togetherWorkingNote(t.togetherWorking, t.sign.perCPU(), "signs", r.window()),
 			fmt.Sprintf("%.1f%%", 100*ratio), fmt.Sprintf("≥ %.0f%% of the floor combined with signing", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	if in := r.introspection; in != nil {

@@ -416,6 +416,11 @@ func (b *bench) tokenIssuance(ctx context.Context) error {
 		if run.togetherAA, err = b.togetherPair(ctx, "together-aa-token-"+alg, requests, `"access_token":"`, theSame(requests, `"access_token":"`)); err != nil {
 			return err
 		}
+		// The working floor together with the plain floor: whether signing in a
+		// handler, on a core shared with another process, costs what it costs raw.
+		if run.togetherWorking, err = b.togetherWith(ctx, "together-working-token-"+alg, theWorkingFloor(requests, signWork(alg)), "", theFloor(requests)); err != nil {
+			return err
+		}
 		if b.s.before != "" {
 			if run.beforePair, err = b.tokenServerPair(ctx, "before-token-"+alg, requests, `"access_token":"`, b.s.before); err != nil {
 				return err

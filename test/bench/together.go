@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/latchkey-dev/latchkey/internal/serve"
 	"github.com/latchkey-dev/latchkey/internal/testenv"
 )
 
@@ -135,7 +136,7 @@ func canShareCore() error {
 // A/A pair). Both in equal shares of the server core, each read per CPU-second.
 func (b *bench) togetherPair(ctx context.Context, name string, requests []string, body string,
 	second func(addr string) (requests []string, body string, err error)) (_ *loadResult, err error) {
-	return b.togetherWith(ctx, name, requests, body, "", second)
+	return b.togetherWith(ctx, name, theSame(requests, body), "", second)
 }
 
 // theFloor is a second side that answers requests' floor (configured at its
@@ -152,16 +153,30 @@ func theSame(requests []string, body string) func(addr string) ([]string, string
 	return func(string) ([]string, string, error) { return requests, body, nil }
 }
 
+// theWorkingFloor is a side that answers requests' floor doing work in its
+// handler before each answer (serve.FloorWork): the working floor.
+func theWorkingFloor(requests []string, work serve.FloorWork) func(addr string) ([]string, string, error) {
+	return func(addr string) ([]string, string, error) {
+		answer, floor, expect, err := floorFor(addr, requests)
+		if err != nil {
+			return nil, "", err
+		}
+		answer.Work = work
+		return floor, expect, configureFloor(addr, answer)
+	}
+}
+
 // togetherBefore is togetherPair with the -before build's server as the second,
 // answering the same requests: a before/after pair measured together.
 func (b *bench) togetherBefore(ctx context.Context, name string, requests []string, body string) (*loadResult, error) {
-	return b.togetherWith(ctx, name, requests, body, b.s.before, theSame(requests, body))
+	return b.togetherWith(ctx, name, theSame(requests, body), b.s.before, theSame(requests, body))
 }
 
-// togetherWith is togetherPair with the second server of otherBinary ("": this
-// build's, with the floor on; another build's without, as it may not know the flag).
-func (b *bench) togetherWith(ctx context.Context, name string, requests []string, body, otherBinary string,
-	second func(addr string) (requests []string, body string, err error)) (_ *loadResult, err error) {
+// togetherWith is togetherPair with the first side what first makes of its
+// server's address, and the second server of otherBinary ("": this build's,
+// with the floor on; another build's without, as it may not know the flag).
+func (b *bench) togetherWith(ctx context.Context, name string, first func(addr string) (requests []string, body string, err error),
+	otherBinary string, second func(addr string) (requests []string, body string, err error)) (_ *loadResult, err error) {
 	floored := []string{"--benchmark-floor"}
 	otherFlags := floored
 	if otherBinary != "" {
@@ -186,6 +201,10 @@ func (b *bench) togetherWith(ctx context.Context, name string, requests []string
 		return nil, err
 	}
 	defer other.stop()
+	requests, body, err := first(rowAddr)
+	if err != nil {
+		return nil, err
+	}
 	otherRequests, otherBody, err := second(otherAddr)
 	if err != nil {
 		return nil, err
@@ -251,6 +270,19 @@ func togetherNote(together, aa *loadResult, raw float64, work string, window, sl
 		100*share(together.ServerCPU, together.Floor.ServerCPU), 100*share(together.Floor.ServerCPU, together.ServerCPU),
 		row, floor, 100*row/shapeReference(floor, raw), reference, 100*lo, 100*hi, n, slice.Seconds(),
 		100*aa.perServerCPU(window)/aa.Floor.perServerCPU(window), 100*aaLo, 100*aaHi)
+}
+
+// togetherWorkingNote describes the working floor measured together with the
+// plain floor (both per CPU-second of their servers), against the plain floor
+// combined with the work's raw rate (raw): what the work costs in a handler on a
+// core shared at the scheduler's grain, beside what the formula assumes.
+func togetherWorkingNote(working *loadResult, raw float64, work string, window time.Duration) string {
+	if working == nil || working.Floor == nil {
+		return ""
+	}
+	w, floor := working.perServerCPU(window), working.Floor.perServerCPU(window)
+	return fmt.Sprintf("; the working floor (the no-op that also %s) together with the plain floor, per CPU-second: %.0f and %.0f, %.1f%% of the plain floor combined with the raw rate",
+		work, w, floor, 100*w/shapeReference(floor, raw))
 }
 
 // share is a's share of a and b.
