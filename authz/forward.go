@@ -64,13 +64,10 @@ func parseAuthPath(rest, rawQuery string) (authTarget, *Decision) {
 			d := refusedTarget("the auth URL names no valid API (" + authPathHelp + ")")
 			return t, &d
 		}
-		// "<namespace>/<name>" as it stands in the path, where the segments
-		// were split at each "/": a substring, not a string built per request.
-		apiAt := len("/api/")
-		if !strings.HasPrefix(rest, "/") {
-			apiAt = len("api/")
-		}
-		t.api, segments = rest[apiAt:apiAt+len(namespace)+len("/")+len(name)], segments[3:]
+		// "<namespace>/<name>" as it stands in the path, split at each "/" as
+		// authPathSegments splits it: a substring, not a string built per request.
+		apiAt := len("api/")
+		t.api, segments = strings.TrimPrefix(rest, "/")[apiAt:apiAt+len(namespace)+len("/")+len(name)], segments[3:]
 	}
 	if len(segments) == 2 && segments[0] == "scopes" {
 		t.scopes = []string{}
