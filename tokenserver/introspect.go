@@ -130,12 +130,9 @@ func (a apiKeyIntrospection) introspection() introspection {
 	return introspection{
 		Active: true, Scope: a.scope, TokenType: "api_key", Environment: a.key.Environment,
 		Exp: a.key.Expiry(), Namespace: ref.Namespace, Name: ref.Name,
-		Sub: apiKeySubjectPrefix + ref.Namespace + "/" + ref.Name, KeyID: a.hash.KeyID(),
+		Sub: index.APIKeySubjectPrefix + ref.Namespace + "/" + ref.Name, KeyID: a.hash.KeyID(),
 	}
 }
-
-// apiKeySubjectPrefix begins an API key's sub: apikey:<namespace>/<name>.
-const apiKeySubjectPrefix = "apikey:"
 
 // AppendJSON appends introspection().AppendJSON: the same members in the same
 // order (the tests compare), the empty ones left out as there.
@@ -147,7 +144,7 @@ func (a apiKeyIntrospection) AppendJSON(b []byte) []byte {
 	o.String("scope", a.scope, true)
 	o.String("token_type", "api_key", true)
 	o.Int("exp", a.key.Expiry(), true)
-	o.Joined("sub", apiKeySubjectPrefix, ref.Namespace, "/", ref.Name)
+	o.Joined("sub", index.APIKeySubjectPrefix, ref.Namespace, "/", ref.Name)
 	o.String("namespace", ref.Namespace, true)
 	o.String("environment", a.key.Environment, true)
 	o.String("name", ref.Name, true)

@@ -54,6 +54,10 @@ type Ref struct {
 
 func (r Ref) String() string { return r.Namespace + "/" + r.Name }
 
+// APIKeySubjectPrefix begins an API key's subject wherever one is told (the
+// introspection answer's sub, the authorizer's identity): apikey:<namespace>/<name>.
+const APIKeySubjectPrefix = "apikey:"
+
 // Kinds of credential, as the API server's resources name them.
 const (
 	KindAPIKey      = "apikeys"
