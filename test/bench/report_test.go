@@ -2,10 +2,12 @@ package main
 
 import (
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite the report writer's golden files in testdata/ with its current output")
@@ -135,5 +137,50 @@ func golden(t *testing.T, name, got string) {
 		if g != w {
 			t.Fatalf("%s differs from the writer's output at line %d (run with -update if the change is meant):\nwant: %s\ngot:  %s", path, i+1, w, g)
 		}
+	}
+}
+
+// TestHeadlineRatioIsTogetherOnlyWhereItsAAHolds: a row measured together is
+// judged by the together ratio only when its A/A shows the two servers alike
+// (mean within ±2%, every window within ±5%); otherwise by the interleaved one,
+// and the cell says why.
+func TestHeadlineRatioIsTogetherOnlyWhereItsAAHolds(t *testing.T) {
+	const window = 10 * time.Second
+	// side: a server that answered rate requests/s on cpu seconds of CPU over
+	// the window, windows the per-CPU-second rate of each of its windows.
+	side := func(rate, cpu float64, windows ...float64) loadResult {
+		l := loadResult{Rate: rate, ServerCPU: cpu}
+		for _, w := range windows {
+			l.Pairs = append(l.Pairs, [3]float64{w, 1000})
+		}
+		return l
+	}
+	pair := func(row, floor loadResult) *loadResult { row.Floor = &floor; return &row }
+	// The row does 800 per CPU-second, the floor 1000: 80% together.
+	row := pair(side(4000, 50, 800, 800), side(5000, 50))
+	const raw = 0 // no unavoidable work: the reference is the floor itself
+
+	for _, c := range []struct {
+		name  string
+		aa    *loadResult
+		ratio float64
+		cell  string
+	}{
+		{"A/A holds", pair(side(5050, 50, 990, 1030, 1010), side(5000, 50)), 0.80,
+			"80.0% together (interleaved 90.0%)"},
+		{"A/A mean beyond 2%", pair(side(5150, 50, 1000, 1030), side(5000, 50)), 0.90,
+			"90.0% interleaved (together 80.0% not used: the together A/A read 103.0%, beyond ±2%)"},
+		{"an A/A window beyond 5%", pair(side(5000, 50, 1060, 940, 1000), side(5000, 50)), 0.90,
+			"90.0% interleaved (together 80.0% not used: a together A/A window read 94.0% to 106.0%, beyond ±5%)"},
+		{"A/A without windows", pair(side(5000, 50), side(5000, 50)), 0.90,
+			"90.0% interleaved (together 80.0% not used: the together A/A has no windows)"},
+	} {
+		ratio, cell := headlineRatio(0.90, "interleaved", row, c.aa, raw, window)
+		if math.Abs(ratio-c.ratio) > 1e-9 || cell != c.cell {
+			t.Errorf("%s: got %.3f %q, want %.3f %q", c.name, ratio, cell, c.ratio, c.cell)
+		}
+	}
+	if ratio, cell := headlineRatio(0.90, "alone", nil, nil, raw, window); ratio != 0.90 || cell != "90.0%" {
+		t.Errorf("not measured together: got %.3f %q, want the other ratio alone", ratio, cell)
 	}
 }

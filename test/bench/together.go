@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -291,4 +292,58 @@ func share(a, b float64) float64 {
 		return 0
 	}
 	return a / (a + b)
+}
+
+// The together ratio is a row's headline only where its A/A shows the two
+// servers alike: the A/A's mean within togetherAAMean of 100% and each of its
+// windows within togetherAAWindow. Beyond that, the core was not split evenly
+// enough for the two sides to compare, and the interleaved ratio stands.
+const (
+	togetherAAMean   = 0.02
+	togetherAAWindow = 0.05
+)
+
+// togetherRatio is a row's ratio measured together with its floor, per
+// CPU-second of each server, against the floor combined with raw (0: none),
+// and whether it may stand as the row's ratio (measured, and its A/A within
+// bounds); why says what kept it out.
+func togetherRatio(together, aa *loadResult, raw float64, window time.Duration) (ratio float64, ok bool, why string) {
+	if together == nil || aa == nil || together.Floor == nil || aa.Floor == nil {
+		return 0, false, "not measured together"
+	}
+	ratio = together.perServerCPU(window) / shapeReference(together.Floor.perServerCPU(window), raw)
+	mean := aa.perServerCPU(window) / aa.Floor.perServerCPU(window)
+	lo, hi, n := pairRange(*aa, func(pair [3]float64) float64 { return pair[0] / pair[1] })
+	switch {
+	case math.IsNaN(mean) || math.Abs(mean-1) > togetherAAMean:
+		return ratio, false, fmt.Sprintf("the together A/A read %.1f%%, beyond ±%.0f%%", 100*mean, 100*togetherAAMean)
+	case n == 0:
+		return ratio, false, "the together A/A has no windows"
+	case lo < 1-togetherAAWindow || hi > 1+togetherAAWindow:
+		return ratio, false, fmt.Sprintf("a together A/A window read %.1f%% to %.1f%%, beyond ±%.0f%%", 100*lo, 100*hi, 100*togetherAAWindow)
+	}
+	return ratio, true, ""
+}
+
+// headlineRatio is the ratio a row is judged by, and its cell: the together
+// ratio where it may stand (togetherRatio), else the one measured otherwise
+// (other, "interleaved" or "alone", as mode says); the cell names both where
+// both were measured.
+func headlineRatio(other float64, mode string, together, aa *loadResult, raw float64, window time.Duration) (float64, string) {
+	t, ok, why := togetherRatio(together, aa, raw, window)
+	switch {
+	case ok:
+		return t, fmt.Sprintf("%.1f%% together (%s %.1f%%)", 100*t, mode, 100*other)
+	case t > 0:
+		return other, fmt.Sprintf("%.1f%% %s (together %.1f%% not used: %s)", 100*other, mode, 100*t, why)
+	}
+	return other, fmt.Sprintf("%.1f%%", 100*other)
+}
+
+// pairMode names how a row was measured against its floor, for headlineRatio.
+func pairMode(paired loadResult) string {
+	if paired.Floor != nil {
+		return "interleaved"
+	}
+	return "alone"
 }
