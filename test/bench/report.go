@@ -63,6 +63,7 @@ type coldStartRun struct {
 type report struct {
 	s             settings
 	started       time.Time
+	commit        string // the build measured: git describe as the run began
 	tokens        []tokenRun
 	introspection *introspectionRun
 	revocations   revocationRun
@@ -80,7 +81,10 @@ type report struct {
 	rows             [][]string   // rendered results: measure, result, reference, ratio, target, met
 }
 
-func newReport(s settings) *report { return &report{s: s, started: time.Now()} }
+// newReport begins a run's report. The binaries are built before it begins
+// (make bench), so the commit read now is theirs, however the working tree
+// changes while the run lasts.
+func newReport(s settings) *report { return &report{s: s, started: time.Now(), commit: commit()} }
 
 const (
 	// targetShapeRatio: a row's share of its request shape's floor (shapes.go),
@@ -376,15 +380,16 @@ type environment struct {
 	commit    string
 }
 
-// readEnvironment reads this run's environment, now.
-func readEnvironment() environment {
+// readEnvironment reads this run's environment, now, but for the commit: the
+// one of the build measured, read as the run began (newReport).
+func readEnvironment(commit string) environment {
 	return environment{command: command(), finished: time.Now(), cpu: cpuModel(), cores: runtime.NumCPU(),
-		goVersion: fmt.Sprintf("%s %s/%s", runtime.Version(), runtime.GOOS, runtime.GOARCH), kernel: kernel(), commit: commit()}
+		goVersion: fmt.Sprintf("%s %s/%s", runtime.Version(), runtime.GOOS, runtime.GOARCH), kernel: kernel(), commit: commit}
 }
 
 // write renders the report and writes it to path.
 func (r *report) write(path string) error {
-	text := r.markdown(readEnvironment())
+	text := r.markdown(readEnvironment(r.commit))
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil && filepath.Dir(path) != "." {
 		return err
 	}
