@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"maps"
 	"strconv"
 	"time"
 
@@ -280,8 +279,9 @@ func (r *CredentialReconciler[T]) digestData(obj T, credentialDigest []byte) map
 }
 
 // desiredSecret writes the desired content into secret and returns it. Labels and
-// annotations from spec.secretTemplate are merged over whatever else is there;
-// ours come last, with the issuance proof of the credential whose hash is hash.
+// annotations from spec.secretTemplate are merged over whatever else is there, and
+// those a previous template put there are removed (applySecretTemplate); ours come
+// last, with the issuance proof of the credential whose hash is hash.
 func (r *CredentialReconciler[T]) desiredSecret(ctx context.Context, obj T, secret *corev1.Secret, data map[string][]byte, serial int64, hash string) (*corev1.Secret, error) {
 	key, err := r.Keys.Get(ctx)
 	if err != nil {
@@ -293,10 +293,7 @@ func (r *CredentialReconciler[T]) desiredSecret(ctx context.Context, obj T, secr
 	if secret.Annotations == nil {
 		secret.Annotations = map[string]string{}
 	}
-	if t := obj.Lifecycle().SecretTemplate; t != nil {
-		maps.Copy(secret.Labels, t.Labels)
-		maps.Copy(secret.Annotations, t.Annotations)
-	}
+	applySecretTemplate(secret, obj.Lifecycle().SecretTemplate)
 	secret.Labels[ManagedByLabel] = ManagedByValue
 	secret.Annotations[latchkeyv1.SerialAnnotation] = strconv.FormatInt(serial, 10)
 	secret.Annotations[latchkeyv1.IssuanceProofAnnotation] = key.Proof(r.claim(obj, serial, hash))

@@ -229,8 +229,8 @@ func (r *CredentialReconciler[T]) reconcile(ctx context.Context, obj T, confirmM
 // each Secret we labelled (secretRecord). When it says the Secret is exactly as the
 // lifecycle would write it now, that is the Secret (secretAsWritten) and nothing is
 // read; when it says obj does not control it, its stub says so. Otherwise the
-// Secret is read live: one changed by someone, or one that keeps what the
-// lifecycle never removes (a label dropped from spec.secretTemplate). A miss in the
+// Secret is read live: one changed by someone, or one that also carries labels or
+// annotations someone else added, which the lifecycle keeps. A miss in the
 // cache may be someone else's Secret, or one we created a moment ago that the
 // cache has not seen yet; with confirmMiss it is confirmed against the API server.
 //

@@ -100,6 +100,41 @@ func describeLifecycle(kind credentialKind) {
 		Expect(readyCond.Message).To(ContainSubstring(credential.KeyID(status.Credentials[0].Hash)), "Ready names the key ID (no Event for a routine issuance)")
 	})
 
+	It("removes from the Secret what is dropped from spec.secretTemplate, and nothing anyone else put there", func() {
+		obj := create(ctx, kind, ns, "templated", func(o controllers.CredentialObject) {
+			o.Lifecycle().SecretTemplate = &latchkeyv1.SecretTemplate{
+				Labels: map[string]string{"team": "billing", "replicate": "all"}, Annotations: map[string]string{"note": "x"}}
+		})
+		ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)
+		secret := getSecret(ctx, ns, ready.SecretName())
+		issued := credentialIn(kind, secret)
+		Expect(secret.Labels).To(HaveKeyWithValue("replicate", "all"))
+		// Someone else labels and annotates the Secret too.
+		secret.Labels["backup"], secret.Annotations["seen-by"] = "daily", "scanner"
+		Expect(k8s.Update(ctx, secret)).To(Succeed())
+
+		patch(ctx, kind, ready, func(o controllers.CredentialObject) {
+			o.Lifecycle().SecretTemplate = &latchkeyv1.SecretTemplate{Labels: map[string]string{"team": "payments"}}
+		})
+		ready = waitReady(ctx, kind, ready, latchkeyv1.ReasonIssued) // the Secret is written before the status
+		secret = getSecret(ctx, ns, ready.SecretName())
+		Expect(secret.Labels).NotTo(HaveKey("replicate"), "a label dropped from the template stays on the Secret")
+		Expect(secret.Annotations).NotTo(HaveKey("note"), "an annotation dropped from the template stays on the Secret")
+		Expect(secret.Labels).To(HaveKeyWithValue("team", "payments"))
+		Expect(secret.Labels).To(HaveKeyWithValue("backup", "daily"))
+		Expect(secret.Annotations).To(HaveKeyWithValue("seen-by", "scanner"))
+		Expect(credentialIn(kind, secret)).To(Equal(issued), "the credential stays")
+
+		patch(ctx, kind, ready, func(o controllers.CredentialObject) { o.Lifecycle().SecretTemplate = nil })
+		ready = waitReady(ctx, kind, ready, latchkeyv1.ReasonIssued)
+		secret = getSecret(ctx, ns, ready.SecretName())
+		Expect(secret.Labels).NotTo(HaveKey("team"))
+		Expect(secret.Annotations).NotTo(HaveKey(latchkeyv1.SecretTemplateKeysAnnotation), "a Secret without a template carries no record of one")
+		Expect(secret.Labels).To(HaveKeyWithValue("backup", "daily"))
+		Expect(secret.Labels).To(HaveKeyWithValue(controllers.ManagedByLabel, controllers.ManagedByValue))
+		Expect(credentialIn(kind, secret)).To(Equal(issued), "the credential stays")
+	})
+
 	It("changes nothing when reconciled again", func() {
 		obj := create(ctx, kind, ns, "steady", nil)
 		ready := waitReady(ctx, kind, obj, latchkeyv1.ReasonIssued)

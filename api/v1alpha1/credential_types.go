@@ -40,6 +40,12 @@ const (
 	// with a valid proof, so nothing a tenant writes into its Secret is ever adopted.
 	IssuanceProofAnnotation = "latchkey.dev/issuance-proof"
 
+	// SecretTemplateKeysAnnotation is written on a credential Secret whose spec has
+	// a secretTemplate: the label and annotation keys the template put there (JSON),
+	// so that a key dropped from the template is removed from the Secret, and no
+	// key anyone else added is.
+	SecretTemplateKeysAnnotation = "latchkey.dev/template-keys"
+
 	// ConditionReady is True once an object is in the state its spec declares.
 	// That includes a credential revoked or expired as declared (reasons Revoked,
 	// Expired): revoking a key through Git is the desired state reached, so GitOps
