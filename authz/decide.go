@@ -278,7 +278,7 @@ func credentialOf(r Request, apiKeyHeader string) (token string, headers []strin
 	auth := r.header("authorization")
 	if auth != "" {
 		scheme, value, ok := strings.Cut(auth, " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || !b64token(value) {
+		if !ok || !asciiEqualFold(scheme, "Bearer") || !b64token(value) {
 			return "", nil, "the Authorization header must be: Bearer <credential>"
 		}
 		token, headers = value, fromAuthorization

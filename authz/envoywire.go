@@ -168,7 +168,7 @@ func (c *envoyCheck) readHeaderMap(msg []byte) {
 			value = raw
 		}
 		for i, name := range c.wanted {
-			if strings.EqualFold(key, name) && c.rawCount[i] < 2 {
+			if asciiEqualFold(key, name) && c.rawCount[i] < 2 {
 				c.raw[i][c.rawCount[i]] = value
 				c.rawCount[i]++
 			}

@@ -116,6 +116,7 @@ func envoyCheckSeeds(t testing.TB) [][]byte {
 				HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
 					{Key: "Authorization", RawValue: []byte("Bearer a")}, {Key: "authorization", Value: "Bearer b"},
 					{Key: "X-Latchkey_Subject", RawValue: []byte("\xff")}, {Key: "x-api-key", Value: "k", RawValue: []byte("r")},
+					{Key: "X-Api-\u212Aey", Value: "kelvin"}, {Key: "\u212Aey", Value: "kelvin"}, // not x-api-key in HTTP
 				}},
 			}},
 			ContextExtensions: map[string]string{ContextScopes: " "},
@@ -371,7 +372,7 @@ func generatedRequest(req *authv3.CheckRequest) Request {
 		r.Header = func(name string) string {
 			value, seen := "", false
 			for _, h := range raw.GetHeaders() {
-				if strings.EqualFold(h.GetKey(), name) {
+				if lowerASCII(h.GetKey()) == lowerASCII(name) { // HTTP: ASCII case only
 					v := string(h.GetRawValue())
 					if v == "" {
 						v = h.GetValue()
@@ -426,4 +427,16 @@ func TestDecideReadsOnlyTheHeadersTheCodecKeeps(t *testing.T) {
 			}
 		}
 	}
+}
+
+// lowerASCII lowers a name's ASCII letters and nothing else, byte by byte (the
+// references' own spelling of HTTP's case-insensitive names).
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	. "github.com/onsi/gomega"
 	"google.golang.org/grpc"
@@ -75,18 +76,36 @@ var grpcClient authv3.AuthorizationClient
 
 // check calls the Envoy Check API as Envoy does, with the official protos' client.
 func check(extensions map[string]string, method, path, host string, headers map[string]string) *authv3.CheckResponse {
-	if grpcClient == nil {
-		conn, err := grpc.NewClient(authorizer.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		ExpectWithOffset(1, err).NotTo(HaveOccurred())
-		grpcClient = authv3.NewAuthorizationClient(conn)
-	}
 	lower := map[string]string{}
 	for k, v := range headers {
 		lower[strings.ToLower(k)] = v
 	}
-	resp, err := grpcClient.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+	resp, err := authzClient().Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Method: method, Path: path, Host: host, Headers: lower,
+		}},
+		ContextExtensions: extensions,
+	}})
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	return resp
+}
+
+// authzClient is the authorizer's gRPC client, made once.
+func authzClient() authv3.AuthorizationClient {
+	if grpcClient == nil {
+		conn, err := grpc.NewClient(authorizer.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		ExpectWithOffset(2, err).NotTo(HaveOccurred())
+		grpcClient = authv3.NewAuthorizationClient(conn)
+	}
+	return grpcClient
+}
+
+// checkHeaderMap asks as Envoy does with encode_raw_headers: the request's
+// headers in header_map, each by its name as the client spelt it.
+func checkHeaderMap(extensions map[string]string, method, path, host string, headers ...*corev3.HeaderValue) *authv3.CheckResponse {
+	resp, err := authzClient().Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: method, Path: path, Host: host, HeaderMap: &corev3.HeaderMap{Headers: headers},
 		}},
 		ContextExtensions: extensions,
 	}})

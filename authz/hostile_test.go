@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -106,6 +107,21 @@ var _ = Describe("A client choosing the rules at the edge", func() {
 		}
 		By("while an ASCII spelling of another case still names it")
 		Expect(forwardAuth("", "GET", "/v1/leads", strings.ToUpper(keysHost), bearer(readerKey)).Status).To(Equal(200))
+	})
+
+	It("cannot have its key accepted under a header name the proxy would not remove, through Envoy's header_map", func() {
+		api := map[string]string{"latchkey.dev/api": victimNS + "/leads"}
+		// The Kelvin sign (U+212A) folds to "k" in Unicode, not in HTTP: Envoy removes
+		// x-api-key from the upstream's request by its ASCII name, and a header
+		// named otherwise would carry the plaintext key on to the upstream.
+		for _, name := range []string{"x-api-\u212Aey", "X-API-\u212AEY"} {
+			resp := checkHeaderMap(api, "GET", "/v1/leads", host, &corev3.HeaderValue{Key: name, RawValue: []byte(readerKey)})
+			Expect(checkStatus(resp)).To(Equal(401), "header_map with the key under %q", name)
+		}
+		By("while an ASCII spelling of another case is the header itself, and removed")
+		resp := checkHeaderMap(api, "GET", "/v1/leads", host, &corev3.HeaderValue{Key: "X-Api-Key", RawValue: []byte(readerKey)})
+		Expect(checkStatus(resp)).To(Equal(200))
+		Expect(resp.GetOkResponse().GetHeadersToRemove()).To(ContainElement("x-api-key"))
 	})
 
 	It("cannot reach the rules through Traefik's address with or without a path", func() {
