@@ -388,13 +388,18 @@ func TestWorkInRawSlicesOnly(t *testing.T) {
 }
 
 // The raw work alone is also read per second of its own CPU, in seconds (not
-// ticks or nanoseconds): about its rate, for work that only computes.
+// ticks or nanoseconds). Bounds that hold however busy the machine is (a busy
+// machine only stretches the wall clock, so the rate per second may be any
+// fraction of the rate per CPU-second): work on one goroutine cannot use much
+// more CPU than wall time, and no SHA-256 of 104 bytes takes under 10 ns of
+// CPU. A unit wrong by ticks or milliseconds misses the first by 100 times or
+// more; one wrong the other way, the second.
 func TestRawWorkPerCPUSecond(t *testing.T) {
 	res, err := runWork(workJob{Work: serve.FloorWork{Hash: []int{64, 40}}, Duration: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.PerCPUSecond < 0.5*res.Rate || res.PerCPUSecond > 2*res.Rate {
+	if res.PerCPUSecond < 0.5*res.Rate || res.PerCPUSecond > 1e8 {
 		t.Errorf("hashing: %.0f per CPU-second, %.0f per second", res.PerCPUSecond, res.Rate)
 	}
 }

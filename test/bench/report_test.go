@@ -156,6 +156,8 @@ func TestHeadlineRatioIsTogetherOnlyWhereItsAAHolds(t *testing.T) {
 		return l
 	}
 	pair := func(row, floor loadResult) *loadResult { row.Floor = &floor; return &row }
+	// withEmptyWindow: the A/A's second server answered nothing in its last window.
+	withEmptyWindow := func(aa *loadResult) *loadResult { aa.Pairs[len(aa.Pairs)-1][1] = 0; return aa }
 	// The row does 800 per CPU-second, the floor 1000: 80% together.
 	row := pair(side(4000, 50, 800, 800), side(5000, 50))
 	const raw = 0 // no unavoidable work: the reference is the floor itself
@@ -174,11 +176,17 @@ func TestHeadlineRatioIsTogetherOnlyWhereItsAAHolds(t *testing.T) {
 			"90.0% interleaved (together 80.0% not used: a together A/A window read 94.0% to 106.0%, beyond ±5%)"},
 		{"A/A without windows", pair(side(5000, 50), side(5000, 50)), 0.90,
 			"90.0% interleaved (together 80.0% not used: the together A/A has no windows)"},
+		{"an A/A window without requests on one side", withEmptyWindow(pair(side(5000, 50, 1000, 1000), side(5000, 50))), 0.90,
+			"90.0% interleaved (together 80.0% not used: a together A/A window had no requests on one side)"},
 	} {
 		ratio, cell := headlineRatio(0.90, "interleaved", row, c.aa, raw, window)
 		if math.Abs(ratio-c.ratio) > 1e-9 || cell != c.cell {
 			t.Errorf("%s: got %.3f %q, want %.3f %q", c.name, ratio, cell, c.ratio, c.cell)
 		}
+	}
+	if ratio, cell := headlineRatio(0.90, "alone", pair(side(4000, 50, 800), side(0, 50)), row, raw, window); ratio != 0.90 ||
+		cell != "90.0% alone (together not used: the together ratio is not a rate's)" {
+		t.Errorf("a floor that answered nothing: got %.3f %q, want the other ratio", ratio, cell)
 	}
 	if ratio, cell := headlineRatio(0.90, "alone", nil, nil, raw, window); ratio != 0.90 || cell != "90.0%" {
 		t.Errorf("not measured together: got %.3f %q, want the other ratio alone", ratio, cell)

@@ -315,10 +315,14 @@ func togetherRatio(together, aa *loadResult, raw float64, window time.Duration) 
 	mean := aa.perServerCPU(window) / aa.Floor.perServerCPU(window)
 	lo, hi, n := pairRange(*aa, func(pair [3]float64) float64 { return pair[0] / pair[1] })
 	switch {
+	case !(ratio > 0) || math.IsInf(ratio, 0):
+		return ratio, false, "the together ratio is not a rate's"
 	case math.IsNaN(mean) || math.Abs(mean-1) > togetherAAMean:
 		return ratio, false, fmt.Sprintf("the together A/A read %.1f%%, beyond ±%.0f%%", 100*mean, 100*togetherAAMean)
 	case n == 0:
 		return ratio, false, "the together A/A has no windows"
+	case n < len(aa.Pairs):
+		return ratio, false, "a together A/A window had no requests on one side"
 	case lo < 1-togetherAAWindow || hi > 1+togetherAAWindow:
 		return ratio, false, fmt.Sprintf("a together A/A window read %.1f%% to %.1f%%, beyond ±%.0f%%", 100*lo, 100*hi, 100*togetherAAWindow)
 	}
@@ -334,8 +338,10 @@ func headlineRatio(other float64, mode string, together, aa *loadResult, raw flo
 	switch {
 	case ok:
 		return t, fmt.Sprintf("%.1f%% together (%s %.1f%%)", 100*t, mode, 100*other)
-	case t > 0:
+	case t > 0 && !math.IsInf(t, 0):
 		return other, fmt.Sprintf("%.1f%% %s (together %.1f%% not used: %s)", 100*other, mode, 100*t, why)
+	case why != "not measured together":
+		return other, fmt.Sprintf("%.1f%% %s (together not used: %s)", 100*other, mode, why)
 	}
 	return other, fmt.Sprintf("%.1f%%", 100*other)
 }
