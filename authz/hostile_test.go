@@ -124,6 +124,23 @@ var _ = Describe("A client choosing the rules at the edge", func() {
 		Expect(resp.GetOkResponse().GetHeadersToRemove()).To(ContainElement("x-api-key"))
 	})
 
+	It("cannot pick a method's rule by a method that only Unicode case mapping spells as it", func() {
+		searchHost := "search." + victimNS + ".test"
+		newAPI(victimNS, "search", func(a *latchkeyv1.API) {
+			a.Spec.Hosts = []string{searchHost}
+			a.Spec.Rules = []latchkeyv1.APIRule{{Methods: []string{"POST"}, PathPrefix: "/v1/search", Scopes: []string{"leads:read"}}}
+		})
+		Eventually(func() int { return forwardAuth("", "POST", "/v1/search", searchHost, bearer(readerKey)).Status }).Should(Equal(200))
+		// The long s (U+017F) upper-cases to "S": the upstream gets a method that is
+		// not POST, so POST's rule is not its rule, and the default (deny) is.
+		for _, method := range []string{"PO\u017FT", "po\u017Ft"} {
+			Expect(forwardAuth("", method, "/v1/search", searchHost, bearer(readerKey)).Status).To(Equal(403), "forward-auth, method %q", method)
+			Expect(checkStatus(check(nil, method, "/v1/search", searchHost, bearer(readerKey)))).To(Equal(403), "gRPC, method %q", method)
+		}
+		By("while an ASCII spelling of another case is still POST")
+		Expect(forwardAuth("", "post", "/v1/search", searchHost, bearer(readerKey)).Status).To(Equal(200))
+	})
+
 	It("cannot reach the rules through Traefik's address with or without a path", func() {
 		// Traefik sends its address as written, with the client's path and query in
 		// X-Forwarded-Uri only.

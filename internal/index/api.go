@@ -136,10 +136,12 @@ func newAPI(o *latchkeyv1.API) *API {
 
 // Match returns the most specific rule for a request, or false when none matches
 // (the default action applies). path must already be clean (see the authorizer).
-// Methods compare case-insensitively, and a HEAD is matched as a GET too: servers
-// answer HEAD with their GET handler, so a HEAD must need what a GET needs.
+// Methods compare case-insensitively in ASCII only (no Unicode case mapping
+// turns a method the upstream sees, such as "po\u017Ft", into one a rule names,
+// POST), and a HEAD is matched as a GET too: servers answer HEAD with their GET
+// handler, so a HEAD must need what a GET needs.
 func (a *API) Match(method, path string) (*Rule, bool) {
-	method = strings.ToUpper(method)
+	method = upperASCII(method)
 	for i := range a.Rules {
 		r := &a.Rules[i]
 		if ruleMethod(r.Methods, method) && pathHasPrefix(path, r.PathPrefix) {
@@ -147,6 +149,22 @@ func (a *API) Match(method, path string) (*Rule, bool) {
 		}
 	}
 	return nil, false
+}
+
+// upperASCII is s with its ASCII letters in upper case and every other byte as
+// it is; s itself when it has no lower-case ASCII letter (a method as sent).
+func upperASCII(s string) string {
+	i := strings.IndexFunc(s, func(r rune) bool { return 'a' <= r && r <= 'z' })
+	if i < 0 {
+		return s
+	}
+	b := []byte(s)
+	for ; i < len(b); i++ {
+		if 'a' <= b[i] && b[i] <= 'z' {
+			b[i] -= 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 func ruleMethod(methods []string, method string) bool {

@@ -49,6 +49,10 @@ func TestRuleMatchMostSpecific(t *testing.T) {
 		{"POST", "/v1/leadsx", "none"}, // the / rule is GET only
 		{"DELETE", "/v1/leads", "[leads:read]"},
 		{"GET", "/", "[]"},
+		{"post", "/v1/leads", "[leads:write]"},     // case-insensitive in ASCII
+		{"po\u017Ft", "/v1/leadsx", "none"},        // the long s upper-cases to S in Unicode: not POST
+		{"po\u017Ft", "/v1/leads", "[leads:read]"}, // another method: the rule for every method
+		{"g\u0435t", "/", "none"},                  // a Cyrillic e: not GET
 	} {
 		r, ok := a.Match(tc.method, tc.path)
 		got := "none"
