@@ -43,7 +43,7 @@ const (
 	// SecretTemplateKeysAnnotation is written on a credential Secret whose spec has
 	// a secretTemplate: the label and annotation keys the template put there (JSON),
 	// so that a key dropped from the template is removed from the Secret, and no
-	// key anyone else added is.
+	// key the template never set is.
 	SecretTemplateKeysAnnotation = "latchkey.dev/template-keys"
 
 	// ConditionReady is True once an object is in the state its spec declares.
