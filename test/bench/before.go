@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -105,6 +106,10 @@ func (r *report) pairs() []beforeAfter {
 		if pr, ok := pairOf("1. Token issuance, "+t.alg, t.beforePair, t.before, t.load); ok {
 			out = append(out, pr)
 		}
+		if pr, ok := pairOf("1. Token issuance, "+t.alg, t.togetherBefore, nil, t.load); ok {
+			pr.interleaved, pr.together = false, true
+			out = append(out, pr)
+		}
 	}
 	if in := r.introspection; in != nil {
 		if pr, ok := pairOf("2. API key introspection", in.beforePair, in.before, in.load); ok {
@@ -169,7 +174,8 @@ func (r *report) writeBeforeAfter(p func(string, ...any)) {
 	p("Each load row measured on the build of commit %s (before: `-before %s`) and on this build (after), same core, same requests. ", r.beforeName, r.beforeName)
 	p("What changed between them is in `git log %s..`. ", r.beforeName)
 	p("Where the row says interleaved, both builds' servers, each started afresh for the pair, ran at once on the server core and the load alternated between them in slices of %.1f s (each idle in the other's slices); the other rows are one load right after the other, the after side being the run's own server. ", sliceOf(r.s.duration).Seconds())
-	if in, a := r.introspection, r.authz; (in != nil && in.togetherBefore != nil) || (a != nil && a.forwardTogetherBefore != nil) {
+	if in, a := r.introspection, r.authz; (in != nil && in.togetherBefore != nil) || (a != nil && a.forwardTogetherBefore != nil) ||
+		slices.ContainsFunc(r.tokens, func(t tokenRun) bool { return t.togetherBefore != nil }) {
 		p("Where the row says together, both builds' servers, each started afresh, answered the same load at the same time on the server core, each in a cgroup of the same CPU weight, and each side is read per CPU-second of its own server in windows of %.1f s (the spread is of those windows' changes). ", sliceOf(r.s.duration).Seconds())
 	}
 	p("Two loads minutes apart on this machine can differ by more than the change (a core kept from running flat out reads as a lower rate): ")

@@ -24,6 +24,7 @@ type tokenRun struct {
 	together             *loadResult // the load on a fresh server together with the floor on another (its Floor)
 	togetherAA           *loadResult // the load on two fresh servers together (the second is its Floor): A/A
 	togetherWorking      *loadResult // the working floor on a fresh server together with the plain floor on another (its Floor)
+	togetherBefore       *loadResult // the load on a fresh server together with the -before build's (its Floor)
 }
 
 type introspectionRun struct {

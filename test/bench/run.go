@@ -425,6 +425,9 @@ func (b *bench) tokenIssuance(ctx context.Context) error {
 			if run.beforePair, err = b.tokenServerPair(ctx, "before-token-"+alg, requests, `"access_token":"`, b.s.before); err != nil {
 				return err
 			}
+			if run.togetherBefore, err = b.togetherBefore(ctx, "together-before-token-"+alg, requests, `"access_token":"`); err != nil {
+				return err
+			}
 		}
 		b.report.tokens = append(b.report.tokens, run)
 	}
