@@ -41,10 +41,10 @@ var lowerIdentityHeaders = func() (lower [identityHeaderCount]string) {
 const identityPrefix = "x-latchkey-"
 
 // asciiEqualFold reports whether two HTTP tokens (header names, an auth scheme)
-// are the same in HTTP: equal but for the case of ASCII letters. Unicode folding (strings.EqualFold)
-// would take "x-api-\u212Aey" (a Kelvin sign) for x-api-key: the key would be
-// accepted while the proxy, removing the credential headers by their ASCII names
-// (headers_to_remove), passed it on to the upstream.
+// are the same in HTTP: equal but for the case of ASCII letters. Unicode folding
+// (strings.EqualFold) would take "x-api-\u212Aey" (a Kelvin sign) for x-api-key:
+// the key would be accepted while the proxy, removing the credential headers by
+// their ASCII names (headers_to_remove), passed it on to the upstream.
 func asciiEqualFold(a, b string) bool {
 	if len(a) != len(b) {
 		return false

@@ -23,8 +23,8 @@ type templateKeys struct {
 // template put there that this one no longer has: the spec says what the Secret
 // carries, and a label dropped from it (say, one that told another controller to
 // copy the Secret elsewhere) must not stay behind. Which keys were the
-// template's is recorded on the Secret itself, so labels and annotations
-// someone else added are never removed. A Secret whose record is missing or
+// template's is recorded on the Secret itself, so a key the template never set
+// is never removed. A Secret whose record is missing or
 // unreadable (written before the record existed, or edited by hand) loses
 // nothing; its template's keys are recorded from now on.
 func applySecretTemplate(secret *corev1.Secret, template *latchkeyv1.SecretTemplate) {
