@@ -898,11 +898,11 @@ func (r *report) authzRows(add func(...string)) {
 		return fmt.Sprintf("%.0f %s/s; p50 %s, p99 %s", x.Rate, unit, ms(x.P50), ms(x.P99))
 	}
 	forward, forwardFloor, _, how := r.shapePair(a.forward, a.forwardFloor, a.forwardPaired, 0)
-	fr, frCell := headlineRatio(ratio(forward, forwardFloor), pairMode(a.forwardPaired), a.forwardTogether, a.forwardTogetherAA, 0, r.window())
+	fr, frCell := headlineRatio(ratio(forward, forwardFloor), pairMode(a.forwardPaired), a.forwardTogether, a.forwardTogetherAA, rawRate{}, r.window())
 	add(fmt.Sprintf("8. Edge authorizer: forward-auth API-key check (%d live keys cycled, %d in the index), %d connections", a.cycled, a.keys, r.s.connections),
 		rate(forward, "checks"), fmt.Sprintf("forward-auth floor (the same requests answered with the same headers by a no-op, same process): %.0f/s; GET /healthz %.0f/s (%.1f%%)%s%s",
 			forwardFloor.Rate, a.healthz.Rate, 100*ratio(forward, a.healthz), r.perCPUShare(forward, forwardFloor.perServerCPU(r.window())), how)+
-			togetherNote(a.forwardTogether, a.forwardTogetherAA, 0, "", r.window(), sliceOf(r.s.duration)),
+			togetherNote(a.forwardTogether, a.forwardTogetherAA, rawRate{}, "", r.window(), sliceOf(r.s.duration)),
 		frCell, "≥ 85% of its floor; p99 < 2 ms", yesNo(fr >= targetShapeRatio && forward.P99 < targetAuthzP99))
 	if l := a.limitedPaired; l != nil && l.Floor != nil {
 		lr := ratio(*l, *l.Floor)

@@ -160,7 +160,7 @@ func TestHeadlineRatioIsTogetherOnlyWhereItsAAHolds(t *testing.T) {
 	withEmptyWindow := func(aa *loadResult) *loadResult { aa.Pairs[len(aa.Pairs)-1][1] = 0; return aa }
 	// The row does 800 per CPU-second, the floor 1000: 80% together.
 	row := pair(side(4000, 50, 800, 800), side(5000, 50))
-	const raw = 0 // no unavoidable work: the reference is the floor itself
+	raw := rawRate{} // no unavoidable work: the reference is the floor itself
 
 	for _, c := range []struct {
 		name  string
@@ -187,6 +187,22 @@ func TestHeadlineRatioIsTogetherOnlyWhereItsAAHolds(t *testing.T) {
 	if ratio, cell := headlineRatio(0.90, "alone", pair(side(4000, 50, 800), side(0, 50)), row, raw, window); ratio != 0.90 ||
 		cell != "90.0% alone (together not used: the together ratio is not a rate's)" {
 		t.Errorf("a floor that answered nothing: got %.3f %q, want the other ratio", ratio, cell)
+	}
+	// Unavoidable work measured right before and after the pair: the reference
+	// combines the floor with their mean (1000 ⊕ 4000 = 800 per CPU-second, the
+	// row's own), unless the machine's speed moved across the pair.
+	holds := pair(side(5050, 50, 990, 1030, 1010), side(5000, 50))
+	steady := rawAroundOf([2]workResult{{PerCPUSecond: 3950}, {PerCPUSecond: 4050}}, workResult{Rate: 1})
+	if ratio, cell := headlineRatio(0.90, "interleaved", row, holds, steady, window); math.Abs(ratio-1) > 1e-9 || cell != "100.0% together (interleaved 90.0%)" {
+		t.Errorf("raw work around the pair: got %.3f %q, want the floor combined with its mean", ratio, cell)
+	}
+	moved := rawAroundOf([2]workResult{{PerCPUSecond: 3800}, {PerCPUSecond: 4200}}, workResult{Rate: 1})
+	if ratio, cell := headlineRatio(0.90, "interleaved", row, holds, moved, window); ratio != 0.90 ||
+		cell != "90.0% interleaved (together 100.0% not used: the raw work's rate moved +10.5% across the pair, beyond ±5%)" {
+		t.Errorf("raw work that moved across the pair: got %.3f %q, want the interleaved ratio", ratio, cell)
+	}
+	if got := rawAroundOf([2]workResult{}, workResult{Rate: 900, PerCPUSecond: 950}); got.rate != 950 || got.around {
+		t.Errorf("no raw work around the pair: got %+v, want the one measured alone", got)
 	}
 	if ratio, cell := headlineRatio(0.90, "alone", nil, nil, raw, window); ratio != 0.90 || cell != "90.0%" {
 		t.Errorf("not measured together: got %.3f %q, want the other ratio alone", ratio, cell)

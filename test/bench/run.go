@@ -378,6 +378,26 @@ func (b *bench) confine(cpus, niceness string) error {
 
 func allCPUs() string { return fmt.Sprintf("0-%d", runtime.NumCPU()-1) }
 
+// rawAround measures work raw on the server core right before and right after
+// measure (each for a quarter of a load's time, at most 5 s): the reference of
+// a together ratio at the machine's speed of those seconds, where the raw rate
+// measured before the loads is minutes older, and how far that speed moved.
+func (b *bench) rawAround(ctx context.Context, work serve.FloorWork, measure func() error) ([2]workResult, error) {
+	var around [2]workResult
+	job := workJob{Work: work, Duration: min(b.s.duration/4, 5*time.Second)}
+	if err := runChild(ctx, "work", b.s.serverCPU, job, &around[0]); err != nil {
+		return around, err
+	}
+	if err := measure(); err != nil {
+		return around, err
+	}
+	if err := runChild(ctx, "work", b.s.serverCPU, job, &around[1]); err != nil {
+		return around, err
+	}
+	logf("  raw work around the pair: %.0f and %.0f per CPU-second", around[0].perCPU(), around[1].perCPU())
+	return around, nil
+}
+
 // tokenIssuance loads the token endpoint once per algorithm, after the raw
 // signing reference and the /healthz reference on the same core.
 func (b *bench) tokenIssuance(ctx context.Context) error {
@@ -409,8 +429,12 @@ func (b *bench) tokenIssuance(ctx context.Context) error {
 			signWork(alg), b.loader(ctx), b.pairedLoader(ctx)); err != nil {
 			return err
 		}
-		// The row and its floor together on two fresh servers, and the row on both (A/A).
-		if run.together, err = b.togetherPair(ctx, "together-token-"+alg, requests, `"access_token":"`, theFloor(requests)); err != nil {
+		// The row and its floor together on two fresh servers, with the raw work
+		// right before and after, and the row on both (A/A).
+		if run.togetherRaw, err = b.rawAround(ctx, signWork(alg), func() (err error) {
+			run.together, err = b.togetherPair(ctx, "together-token-"+alg, requests, `"access_token":"`, theFloor(requests))
+			return err
+		}); err != nil {
 			return err
 		}
 		if run.togetherAA, err = b.togetherPair(ctx, "together-aa-token-"+alg, requests, `"access_token":"`, theSame(requests, `"access_token":"`)); err != nil {
@@ -512,8 +536,12 @@ func (b *bench) introspection(ctx context.Context) error {
 		hash, b.loader(ctx), b.pairedLoader(ctx)); err != nil {
 		return err
 	}
-	// The row and its floor together on two fresh servers, and the row on both (A/A).
-	if run.together, err = b.togetherPair(ctx, "together-introspect-apikey", requests, `"active":true`, theFloor(requests)); err != nil {
+	// The row and its floor together on two fresh servers, with the raw work
+	// right before and after, and the row on both (A/A).
+	if run.togetherRaw, err = b.rawAround(ctx, hash, func() (err error) {
+		run.together, err = b.togetherPair(ctx, "together-introspect-apikey", requests, `"active":true`, theFloor(requests))
+		return err
+	}); err != nil {
 		return err
 	}
 	if run.togetherAA, err = b.togetherPair(ctx, "together-aa-introspect-apikey", requests, `"active":true`, theSame(requests, `"active":true`)); err != nil {

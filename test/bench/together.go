@@ -256,15 +256,19 @@ func (b *bench) togetherLoad(ctx context.Context, name string, pprofAddrs [2]str
 // measured; raw is the unavoidable work's rate (measured alone, before the
 // loads; 0: none) and work what it is, window a load's warm-up and measured
 // time, slice the length of its windows.
-func togetherNote(together, aa *loadResult, raw float64, work string, window, slice time.Duration) string {
+func togetherNote(together, aa *loadResult, rawWork rawRate, work string, window, slice time.Duration) string {
 	if together == nil || aa == nil || together.Floor == nil || aa.Floor == nil {
 		return ""
 	}
+	raw := rawWork.rate
 	lo, hi, n := pairRange(*together, func(pair [3]float64) float64 { return pair[0] / shapeReference(pair[1], raw) })
 	aaLo, aaHi, _ := pairRange(*aa, func(pair [3]float64) float64 { return pair[0] / pair[1] })
 	row, floor := together.perServerCPU(window), together.Floor.perServerCPU(window)
 	reference := "the floor"
-	if raw > 0 {
+	switch {
+	case raw > 0 && rawWork.around:
+		reference = fmt.Sprintf("the floor combined with %s (its raw rate per CPU-second right before and right after the pair, %.0f and %.0f: their mean)", work, rawWork.before, rawWork.after)
+	case raw > 0:
 		reference = "the floor combined with " + work + " (its raw rate per CPU-second, measured alone before the loads)"
 	}
 	return fmt.Sprintf("; measured together (two fresh servers of this build on the same core at the same time, each in a cgroup of the same CPU weight: the core split %.0f/%.0f), per CPU-second of each server: the row %.0f requests, the floor %.0f, %.1f%% of %s, from %.1f%% to %.1f%% over %d windows of %.1f s; both servers answering the row (A/A): %.1f%%, from %.1f%% to %.1f%%",
@@ -294,9 +298,29 @@ func share(a, b float64) float64 {
 	return a / (a + b)
 }
 
+// rawRate is the rate per CPU-second of a row's unavoidable work (0: none) that
+// its together ratio combines with the floor: the mean of the readings right
+// before and right after the pair (around), or else the one before the loads.
+type rawRate struct {
+	rate          float64
+	around        bool
+	before, after float64
+}
+
+// rawAroundOf is the raw rate of a together ratio: around the pair where it
+// was measured there (rawAround), else alone, before the loads.
+func rawAroundOf(around [2]workResult, alone workResult) rawRate {
+	before, after := around[0].perCPU(), around[1].perCPU()
+	if before <= 0 || after <= 0 {
+		return rawRate{rate: alone.perCPU()}
+	}
+	return rawRate{rate: (before + after) / 2, around: true, before: before, after: after}
+}
+
 // The together ratio is a row's headline only where its A/A shows the two
 // servers alike: the A/A's mean within togetherAAMean of 100% and each of its
-// windows within togetherAAWindow. Beyond that, the core was not split evenly
+// windows within togetherAAWindow; and where the raw work was measured around
+// the pair, its two readings within togetherAAWindow of each other. Beyond that, the core was not split evenly
 // enough for the two sides to compare, and the interleaved ratio stands.
 const (
 	togetherAAMean   = 0.02
@@ -307,11 +331,11 @@ const (
 // CPU-second of each server, against the floor combined with raw (0: none),
 // and whether it may stand as the row's ratio (measured, and its A/A within
 // bounds); why says what kept it out.
-func togetherRatio(together, aa *loadResult, raw float64, window time.Duration) (ratio float64, ok bool, why string) {
+func togetherRatio(together, aa *loadResult, raw rawRate, window time.Duration) (ratio float64, ok bool, why string) {
 	if together == nil || aa == nil || together.Floor == nil || aa.Floor == nil {
 		return 0, false, "not measured together"
 	}
-	ratio = together.perServerCPU(window) / shapeReference(together.Floor.perServerCPU(window), raw)
+	ratio = together.perServerCPU(window) / shapeReference(together.Floor.perServerCPU(window), raw.rate)
 	mean := aa.perServerCPU(window) / aa.Floor.perServerCPU(window)
 	lo, hi, n := pairRange(*aa, func(pair [3]float64) float64 { return pair[0] / pair[1] })
 	switch {
@@ -323,6 +347,8 @@ func togetherRatio(together, aa *loadResult, raw float64, window time.Duration) 
 		return ratio, false, "the together A/A has no windows"
 	case n < len(aa.Pairs):
 		return ratio, false, "a together A/A window had no requests on one side"
+	case raw.around && math.Abs(raw.after/raw.before-1) > togetherAAWindow:
+		return ratio, false, fmt.Sprintf("the raw work's rate moved %+.1f%% across the pair, beyond ±%.0f%%", 100*(raw.after/raw.before-1), 100*togetherAAWindow)
 	case lo < 1-togetherAAWindow || hi > 1+togetherAAWindow:
 		return ratio, false, fmt.Sprintf("a together A/A window read %.1f%% to %.1f%%, beyond ±%.0f%%", 100*lo, 100*hi, 100*togetherAAWindow)
 	}
@@ -333,7 +359,7 @@ func togetherRatio(together, aa *loadResult, raw float64, window time.Duration) 
 // ratio where it may stand (togetherRatio), else the one measured otherwise
 // (other, "interleaved" or "alone", as mode says); the cell names both where
 // both were measured.
-func headlineRatio(other float64, mode string, together, aa *loadResult, raw float64, window time.Duration) (float64, string) {
+func headlineRatio(other float64, mode string, together, aa *loadResult, raw rawRate, window time.Duration) (float64, string) {
 	t, ok, why := togetherRatio(together, aa, raw, window)
 	switch {
 	case ok:
