@@ -23,6 +23,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/latchkey-dev/latchkey/internal/apirules"
+	"github.com/latchkey-dev/latchkey/internal/ascii"
 	"github.com/latchkey-dev/latchkey/internal/index"
 	"github.com/latchkey-dev/latchkey/internal/ratelimit"
 )
@@ -278,7 +279,7 @@ func credentialOf(r Request, apiKeyHeader string) (token string, headers []strin
 	auth := r.header("authorization")
 	if auth != "" {
 		scheme, value, ok := strings.Cut(auth, " ")
-		if !ok || !asciiEqualFold(scheme, "Bearer") || !b64token(value) {
+		if !ok || !ascii.EqualFold(scheme, "Bearer") || !b64token(value) {
 			return "", nil, "the Authorization header must be: Bearer <credential>"
 		}
 		token, headers = value, fromAuthorization

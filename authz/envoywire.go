@@ -12,6 +12,8 @@ import (
 	_ "google.golang.org/grpc/encoding/proto" // registers "proto", which checkCodec wraps
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/latchkey-dev/latchkey/internal/ascii"
 )
 
 // Envoy's CheckRequest, read from the wire.
@@ -168,7 +170,7 @@ func (c *envoyCheck) readHeaderMap(msg []byte) {
 			value = raw
 		}
 		for i, name := range c.wanted {
-			if asciiEqualFold(key, name) && c.rawCount[i] < 2 {
+			if ascii.EqualFold(key, name) && c.rawCount[i] < 2 {
 				c.raw[i][c.rawCount[i]] = value
 				c.rawCount[i]++
 			}

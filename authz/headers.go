@@ -40,30 +40,6 @@ var lowerIdentityHeaders = func() (lower [identityHeaderCount]string) {
 // identityPrefix begins every identity header's name, lower case.
 const identityPrefix = "x-latchkey-"
 
-// asciiEqualFold reports whether two HTTP tokens (header names, an auth scheme)
-// are the same in HTTP: equal but for the case of ASCII letters. Unicode folding
-// (strings.EqualFold) would take "x-api-\u212Aey" (a Kelvin sign) for x-api-key:
-// the key would be accepted while the proxy, removing the credential headers by
-// their ASCII names (headers_to_remove), passed it on to the upstream.
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
 // imitatesIdentityHeader reports whether a request header's name is an identity
 // header's under another spelling: one that only folding '_' into '-' turns into
 // "x-latchkey-…". Proxies remove the client's copies of the identity headers by

@@ -11,6 +11,7 @@ import (
 
 	latchkeyv1 "github.com/latchkey-dev/latchkey/api/v1alpha1"
 	"github.com/latchkey-dev/latchkey/internal/apirules"
+	"github.com/latchkey-dev/latchkey/internal/ascii"
 )
 
 // API is an API resource as the authorizer applies it: rules sorted most specific
@@ -141,7 +142,7 @@ func newAPI(o *latchkeyv1.API) *API {
 // POST), and a HEAD is matched as a GET too: servers answer HEAD with their GET
 // handler, so a HEAD must need what a GET needs.
 func (a *API) Match(method, path string) (*Rule, bool) {
-	method = upperASCII(method)
+	method = ascii.ToUpper(method)
 	for i := range a.Rules {
 		r := &a.Rules[i]
 		if ruleMethod(r.Methods, method) && pathHasPrefix(path, r.PathPrefix) {
@@ -149,22 +150,6 @@ func (a *API) Match(method, path string) (*Rule, bool) {
 		}
 	}
 	return nil, false
-}
-
-// upperASCII is s with its ASCII letters in upper case and every other byte as
-// it is; s itself when it has no lower-case ASCII letter (a method as sent).
-func upperASCII(s string) string {
-	i := strings.IndexFunc(s, func(r rune) bool { return 'a' <= r && r <= 'z' })
-	if i < 0 {
-		return s
-	}
-	b := []byte(s)
-	for ; i < len(b); i++ {
-		if 'a' <= b[i] && b[i] <= 'z' {
-			b[i] -= 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 func ruleMethod(methods []string, method string) bool {

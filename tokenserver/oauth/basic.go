@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"net/http"
 	"strings"
+
+	"github.com/latchkey-dev/latchkey/internal/ascii"
 )
 
 // BasicCredentials is r.BasicAuth: the same header, its scheme matched as
@@ -15,7 +17,7 @@ import (
 func BasicCredentials(r *http.Request) (id, secret string, ok bool) {
 	const scheme = "basic "
 	auth := r.Header.Get("Authorization")
-	if !hasASCIIPrefixFold(auth, scheme) {
+	if !ascii.HasPrefixFold(auth, scheme) {
 		return "", "", false
 	}
 	encoded := auth[len(scheme):]
@@ -31,22 +33,4 @@ func BasicCredentials(r *http.Request) (id, secret string, ok bool) {
 		return "", "", false
 	}
 	return id, secret, true
-}
-
-// hasASCIIPrefixFold reports whether s begins with lowerPrefix, ASCII letters
-// in either case (net/http's ascii.EqualFold: no Unicode folding).
-func hasASCIIPrefixFold(s, lowerPrefix string) bool {
-	if len(s) < len(lowerPrefix) {
-		return false
-	}
-	for i := range len(lowerPrefix) {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lowerPrefix[i] {
-			return false
-		}
-	}
-	return true
 }
