@@ -253,9 +253,9 @@ func (b *bench) togetherLoad(ctx context.Context, name string, pprofAddrs [2]str
 
 // togetherNote describes a row measured together with its floor and with
 // itself (A/A), each per CPU-second of its server, or nothing when it was not
-// measured; raw is the unavoidable work's rate (measured alone, before the
-// loads; 0: none) and work what it is, window a load's warm-up and measured
-// time, slice the length of its windows.
+// measured; rawWork is the unavoidable work's rate (rawAroundOf; 0: none) and
+// work what it is, window a load's warm-up and measured time, slice the length
+// of its windows.
 func togetherNote(together, aa *loadResult, rawWork rawRate, work string, window, slice time.Duration) string {
 	if together == nil || aa == nil || together.Floor == nil || aa.Floor == nil {
 		return ""
@@ -319,9 +319,10 @@ func rawAroundOf(around [2]workResult, alone workResult) rawRate {
 
 // The together ratio is a row's headline only where its A/A shows the two
 // servers alike: the A/A's mean within togetherAAMean of 100% and each of its
-// windows within togetherAAWindow; and where the raw work was measured around
-// the pair, its two readings within togetherAAWindow of each other. Beyond that, the core was not split evenly
-// enough for the two sides to compare, and the interleaved ratio stands.
+// windows within togetherAAWindow; and, where the raw work was measured around
+// the pair, its two readings within togetherAAWindow of each other. Beyond
+// that, the core was not split evenly enough, or the machine's speed moved too
+// far, for the two sides to compare, and the ratio measured otherwise stands.
 const (
 	togetherAAMean   = 0.02
 	togetherAAWindow = 0.05
@@ -329,11 +330,11 @@ const (
 
 // togetherRatio is a row's ratio measured together with its floor, per
 // CPU-second of each server, against the floor combined with raw (0: none),
-// and whether it may stand as the row's ratio (measured, and its A/A within
-// bounds); why says what kept it out.
+// and whether it may stand as the row's ratio (its A/A and raw work within
+// bounds); why says what kept it out, and is empty when it was not measured.
 func togetherRatio(together, aa *loadResult, raw rawRate, window time.Duration) (ratio float64, ok bool, why string) {
 	if together == nil || aa == nil || together.Floor == nil || aa.Floor == nil {
-		return 0, false, "not measured together"
+		return 0, false, ""
 	}
 	ratio = together.perServerCPU(window) / shapeReference(together.Floor.perServerCPU(window), raw.rate)
 	mean := aa.perServerCPU(window) / aa.Floor.perServerCPU(window)
@@ -364,12 +365,12 @@ func headlineRatio(other float64, mode string, together, aa *loadResult, raw raw
 	switch {
 	case ok:
 		return t, fmt.Sprintf("%.1f%% together (%s %.1f%%)", 100*t, mode, 100*other)
+	case why == "": // not measured together
+		return other, fmt.Sprintf("%.1f%%", 100*other)
 	case t > 0 && !math.IsInf(t, 0):
 		return other, fmt.Sprintf("%.1f%% %s (together %.1f%% not used: %s)", 100*other, mode, 100*t, why)
-	case why != "not measured together":
-		return other, fmt.Sprintf("%.1f%% %s (together not used: %s)", 100*other, mode, why)
 	}
-	return other, fmt.Sprintf("%.1f%%", 100*other)
+	return other, fmt.Sprintf("%.1f%% %s (together not used: %s)", 100*other, mode, why)
 }
 
 // pairMode names how a row was measured against its floor, for headlineRatio.
