@@ -402,7 +402,7 @@ func digestSecret(secret *corev1.Secret) *corev1.Secret {
 	}
 	keptAnnotations := map[string]string{trimmedAnnotation: "true"}
 	for k, v := range secret.Annotations {
-		if strings.HasPrefix(k, "latchkey.dev/") && len(v) <= 1024 {
+		if strings.HasPrefix(k, latchkeyv1.OperatorKeyPrefix) && len(v) <= 1024 {
 			keptAnnotations[k] = v
 		}
 	}

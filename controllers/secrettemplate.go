@@ -53,11 +53,12 @@ func applySecretTemplate(secret *corev1.Secret, template *latchkeyv1.SecretTempl
 }
 
 // removeDropped deletes from m each key of previous that now is not in, except
-// the operator's own (latchkey.dev/, which the CRD keeps out of a template and
-// the lifecycle writes after this), whatever a record edited by hand lists.
+// the operator's own (under OperatorKeyPrefix, which the CRD keeps out of a
+// template, and the managed-by label; the lifecycle writes them after this),
+// whatever a record edited by hand lists.
 func removeDropped(m map[string]string, previous []string, now map[string]string) {
 	for _, k := range previous {
-		if _, kept := now[k]; !kept && !strings.HasPrefix(k, "latchkey.dev/") && k != ManagedByLabel {
+		if _, kept := now[k]; !kept && !strings.HasPrefix(k, latchkeyv1.OperatorKeyPrefix) && k != ManagedByLabel {
 			delete(m, k)
 		}
 	}

@@ -20,6 +20,10 @@ const TimestampPattern = `^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0
 
 // Names shared by every credential kind.
 const (
+	// OperatorKeyPrefix begins the operator's own labels and annotations; the CRD
+	// keeps keys under it out of spec.secretTemplate.
+	OperatorKeyPrefix = "latchkey.dev/"
+
 	// RotateAnnotation requests a rotation: set it to any value not handled before
 	// (for example a timestamp) and the credential is rotated once.
 	RotateAnnotation = "latchkey.dev/rotate"
