@@ -3,18 +3,21 @@ package authz
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 
+	"github.com/latchkey-dev/latchkey/internal/ascii"
 	"github.com/latchkey-dev/latchkey/internal/ratelimit"
 	"github.com/latchkey-dev/latchkey/internal/serve"
 )
@@ -58,8 +61,8 @@ type Options struct {
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, cfg *rest.Config, o Options) error {
-	if o.IssuerURL == "" {
-		return errors.New("the issuer URL is required: access tokens are accepted only from it")
+	if err := o.validate(); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -79,7 +82,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		o.MaxRateLimitBudgetsPerNamespace = o.MaxRateLimitBudgets / 16
 	}
 	limits := ratelimit.New(o.MaxRateLimitBudgets, o.MaxRateLimitBudgetsPerNamespace)
-	a := &Authorizer{Index: idx, Keys: jwks, Issuer: o.IssuerURL, APIKeyHeader: strings.ToLower(o.APIKeyHeader),
+	a := &Authorizer{Index: idx, Keys: jwks, Issuer: o.IssuerURL, APIKeyHeader: strings.ToLower(o.APIKeyHeader), // ASCII: validated
 		Usage: caches.LastUsed, Clock: caches.Clock, Limits: limits}
 	srv := NewServer(a, o.Realm, o.Registry)
 	go sweepBudgets(ctx, limits, caches.Clock)
@@ -113,6 +116,25 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		c.GRPC = &serve.GRPC{Listener: o.GRPCListener, Server: srv.GRPCServer(opts...)}
 	}
 	return serve.Run(ctx, c)
+}
+
+// validate refuses options under which the gate would not be the one configured.
+func (o Options) validate() error {
+	if o.IssuerURL == "" {
+		return errors.New("the issuer URL is required: access tokens are accepted only from it")
+	}
+	if h := o.APIKeyHeader; h != "" {
+		// Matched against header names in ASCII case only: a name outside the token
+		// grammar (a space, a colon, a Kelvin sign that strings.ToLower folds to
+		// 'k') would match no header a proxy sends, or one it did not mean.
+		if !httpguts.ValidHeaderFieldName(h) {
+			return fmt.Errorf("the API-key header %q is not an HTTP header name", h)
+		}
+		if ascii.EqualFold(h, "Authorization") {
+			return errors.New("the API-key header cannot be Authorization, which carries Bearer credentials already: name another header, or none")
+		}
+	}
+	return nil
 }
 
 // sweepBudgets drops the budgets that are whole again, once a minute: memory

@@ -73,6 +73,8 @@ func TestNewRefusesMisconfiguration(t *testing.T) {
 		{"both", []Reporter{{Name: "x", KeysURL: "https://x.test", KeysFile: good}}, "set one of"},
 		{"an RSA key", []Reporter{{Name: "x", KeysFile: rsaFile}}, "not an ECDSA P-256 key"},
 		{"no keys", []Reporter{{Name: "x", KeysFile: empty}}, "no public_keys"},
+		{"a header prefix that names no header", []Reporter{{Name: "x", KeysFile: good, HeaderPrefix: "Key Id"}}, "does not begin an HTTP header name"},
+		{"a header prefix of its own", []Reporter{{Name: "x", KeysFile: good, HeaderPrefix: "X-Scanner-Key"}}, ""},
 		{"a missing file", []Reporter{{Name: "x", KeysFile: filepath.Join(dir, "missing.json")}}, "no such file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

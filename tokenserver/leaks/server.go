@@ -22,6 +22,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http/httpguts"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -110,6 +111,10 @@ func New(h Host, o Options) (*Server, error) {
 		}
 		if r.HeaderPrefix == "" {
 			r.HeaderPrefix = GitHub.HeaderPrefix
+		}
+		if !httpguts.ValidHeaderFieldName(r.HeaderPrefix + "-Identifier") {
+			// Such a header never arrives: every report would be refused as unsigned.
+			return nil, fmt.Errorf("secret scanning reporter %q: headerPrefix %q does not begin an HTTP header name", r.Name, r.HeaderPrefix)
 		}
 		rep, err := newReporter(r, o, h.Clock, s.metrics)
 		if err != nil {
