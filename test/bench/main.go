@@ -88,6 +88,9 @@ func main() {
 	ctrllog.SetLogger(logr.Discard()) // the benchmark's own watch caches: their logs are noise here
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
+	// The first signal stops the run, which then stops what it started; a second
+	// one ends the process at once, as it would without NotifyContext.
+	context.AfterFunc(ctx, cancel)
 	if err := run(ctx, s); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: FAILED:", err)
 		os.Exit(1)

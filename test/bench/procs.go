@@ -194,10 +194,25 @@ func runChild(ctx context.Context, kind, cpu string, job, result any) error {
 	cmd.Stdin = bytes.NewReader(input)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	if err := runUntilDone(ctx, cmd); err != nil {
 		return fmt.Errorf("bench %s: %w: %s", kind, err, stderr.String())
 	}
 	return json.Unmarshal(stdout.Bytes(), result)
+}
+
+// runUntilDone runs cmd to its end, or kills it once ctx ends: an interrupted
+// run stops within its current child, not after every load still to come
+// (ctx's error is returned then).
+func runUntilDone(ctx context.Context, cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
+	err := cmd.Wait()
+	if !stop() && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
 }
 
 func tail(path string, lines int) string {
