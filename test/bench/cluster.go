@@ -392,6 +392,42 @@ func (c *cluster) managerMetrics(ctx context.Context) (map[string]float64, error
 	return sums, nil
 }
 
+// waitManagerIdle waits until the manager's work queues are empty and no
+// reconcile is under way, in two readings 250 ms apart, and returns how long that took.
+func (c *cluster) waitManagerIdle(ctx context.Context, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	idleReadings := 0
+	for idleReadings < 2 {
+		if time.Since(start) > timeout {
+			return 0, fmt.Errorf("the manager still had work queued %s later", timeout)
+		}
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			return 0, err
+		}
+		m, err := c.managerMetrics(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if sumPrefix(m, "workqueue_depth{")+sumPrefix(m, "workqueue_unfinished_work_seconds{") == 0 {
+			idleReadings++
+		} else {
+			idleReadings = 0
+		}
+	}
+	return time.Since(start), nil
+}
+
+// sumPrefix sums the managerMetrics samples whose key begins with prefix.
+func sumPrefix(m map[string]float64, prefix string) float64 {
+	var sum float64
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) {
+			sum += v
+		}
+	}
+	return sum
+}
+
 // sample selects the samples of one metric family whose labels include labels.
 type sample struct {
 	name   string
