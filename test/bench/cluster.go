@@ -404,28 +404,20 @@ func (c *cluster) waitManagerIdle(ctx context.Context, timeout time.Duration) (t
 		if err := sleep(ctx, 250*time.Millisecond); err != nil {
 			return 0, err
 		}
-		m, err := c.managerMetrics(ctx)
+		r, err := scrape(ctx, http.DefaultClient, c.managerURL, sample{name: "workqueue_depth"}, sample{name: "workqueue_unfinished_work_seconds"})
 		if err != nil {
 			return 0, err
 		}
-		if sumPrefix(m, "workqueue_depth{")+sumPrefix(m, "workqueue_unfinished_work_seconds{") == 0 {
+		if !r[0].ok || !r[1].ok {
+			return 0, fmt.Errorf("the manager's metrics have no work queue gauges to tell it idle")
+		}
+		if r[0].value+r[1].value == 0 {
 			idleReadings++
 		} else {
 			idleReadings = 0
 		}
 	}
 	return time.Since(start), nil
-}
-
-// sumPrefix sums the managerMetrics samples whose key begins with prefix.
-func sumPrefix(m map[string]float64, prefix string) float64 {
-	var sum float64
-	for k, v := range m {
-		if strings.HasPrefix(k, prefix) {
-			sum += v
-		}
-	}
-	return sum
 }
 
 // sample selects the samples of one metric family whose labels include labels.
