@@ -96,9 +96,10 @@ type authzRun struct {
 	forwardTogetherBefore *loadResult
 	// limited: the forward checks on a twin of the API with a rate limit that no
 	// request reaches, alone (profiled); limitedPaired: interleaved with forward
-	// (its Floor), the row's ratio.
-	limited       loadResult
-	limitedPaired *loadResult
+	// (its Floor); limitedTogether: on a fresh authorizer together with forward
+	// on another (its Floor), judged by forwardTogetherAA (headlineRatio).
+	limited                        loadResult
+	limitedPaired, limitedTogether *loadResult
 	shared        *sharedLimitRun
 	jwt           []jwtRun
 	// revocations: from each patch's response to the first 401 (the target's
@@ -297,8 +298,9 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		return err
 	}
 	// The row and its floor together on two fresh authorizers, and the row on
-	// both (A/A); the second of otherBinary ("": this build's, with its floor on).
-	authzTogether := func(name, otherBinary string, second func(addr string) ([]string, string, error)) (*loadResult, error) {
+	// both (A/A); the first answering requests, the second of otherBinary ("":
+	// this build's, with its floor on).
+	authzTogether := func(name, otherBinary string, requests []string, second func(addr string) ([]string, string, error)) (*loadResult, error) {
 		var sides [2]togetherSide
 		var pprofAddrs [2]string // both profiled over the same seconds
 		for i, side := range []string{name, name + "-other"} {
@@ -321,7 +323,7 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 				return nil, err
 			}
 			defer server.stop()
-			sides[i] = togetherSide{server: server, addr: httpAt, requests: forwardText}
+			sides[i] = togetherSide{server: server, addr: httpAt, requests: requests}
 		}
 		var err error
 		if sides[1].requests, sides[1].body, err = second(sides[1].addr); err != nil {
@@ -329,29 +331,32 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		}
 		return b.togetherLoad(ctx, name, pprofAddrs, sides[0], sides[1])
 	}
-	if run.forwardTogether, err = authzTogether("together-authz-forward-apikey", "", theFloor(forwardText)); err != nil {
+	if run.forwardTogether, err = authzTogether("together-authz-forward-apikey", "", forwardText, theFloor(forwardText)); err != nil {
 		return err
 	}
-	if run.forwardTogetherAA, err = authzTogether("together-aa-authz-forward-apikey", "", theSame(forwardText, "")); err != nil {
+	if run.forwardTogetherAA, err = authzTogether("together-aa-authz-forward-apikey", "", forwardText, theSame(forwardText, "")); err != nil {
 		return err
 	}
 	if b.s.before != "" {
-		if run.forwardTogetherBefore, err = authzTogether("together-before-authz-forward-apikey", b.s.before, theSame(forwardText, "")); err != nil {
+		if run.forwardTogetherBefore, err = authzTogether("together-before-authz-forward-apikey", b.s.before, forwardText, theSame(forwardText, "")); err != nil {
 			return err
 		}
 	}
 	// The same checks on a twin of the API with a rate limit that no request
 	// reaches (every check spends from its key's budget and answers with the
 	// RateLimit fields), alone and then interleaved with the checks on the API
-	// without one: two loads one after the other measure this machine's drift.
+	// without one (two loads one after the other measure this machine's drift),
+	// and together with them on two fresh authorizers, judged by the A/A above.
 	unreachable := &latchkeyv1.APIRateLimit{RateLimit: latchkeyv1.RateLimit{Requests: 1_000_000_000, Per: metav1.Duration{Duration: time.Second}}}
 	removeLimited, err := b.createLimitedAPI(ctx, httpAddr, keys[0], unreachable)
 	if err != nil {
 		return err
 	}
 	var limited [][]byte
+	var limitedText []string
 	for _, key := range keys {
-		limited = append(limited, []byte(forwardAuthRequestTo(httpAddr, key, limitedAPIName, limitedAPIHost)))
+		limitedText = append(limitedText, forwardAuthRequestTo(httpAddr, key, limitedAPIName, limitedAPIHost))
+		limited = append(limited, []byte(limitedText[len(limitedText)-1]))
 	}
 	if run.limited, err = httpLoad("authz-forward-apikey-limited", limited, ""); err != nil {
 		return err
@@ -363,6 +368,9 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 		return err
 	}
 	run.limitedPaired = &paired
+	if run.limitedTogether, err = authzTogether("together-authz-forward-apikey-limited", "", limitedText, theSame(forwardText, "")); err != nil {
+		return err
+	}
 	if err := removeLimited(); err != nil {
 		return err
 	}
@@ -906,6 +914,19 @@ func runVerify(job verifyJob) (verifyResult, error) {
 	return res, nil
 }
 
+// limitedTogetherNote describes the rate-limited checks measured together with
+// the same checks on the API without a limit, each per CPU-second of its own
+// fresh authorizer, or nothing when they were not.
+func limitedTogetherNote(together *loadResult, window time.Duration) string {
+	if together == nil || together.Floor == nil {
+		return ""
+	}
+	row, plain := together.perServerCPU(window), together.Floor.perServerCPU(window)
+	lo, hi, n := pairRange(*together, func(pair [3]float64) float64 { return pair[0] / pair[1] })
+	return fmt.Sprintf("; measured together (two fresh authorizers on the same core at the same time, each in a cgroup of the same CPU weight: the core split %.0f/%.0f), per CPU-second of each: %.0f with the limit, %.0f without, %.1f%%, from %.1f%% to %.1f%% over %d windows; the A/A is the row above's",
+		100*share(together.ServerCPU, together.Floor.ServerCPU), 100*share(together.Floor.ServerCPU, together.ServerCPU), row, plain, 100*row/plain, 100*lo, 100*hi, n)
+}
+
 // authzRows renders the authorizer's rows of the results table.
 func (r *report) authzRows(add func(...string)) {
 	a := r.authz
@@ -924,11 +945,14 @@ func (r *report) authzRows(add func(...string)) {
 			togetherNote(a.forwardTogether, a.forwardTogetherAA, rawRate{}, "", r.window(), sliceOf(r.s.duration)),
 		frCell, "≥ 85% of its floor; p99 < 2 ms", yesNo(fr >= targetShapeRatio && forward.P99 < targetAuthzP99))
 	if l := a.limitedPaired; l != nil && l.Floor != nil {
-		lr := ratio(*l, *l.Floor)
+		// Its A/A is the forward row's: the same two kinds of fresh authorizer,
+		// measured just before.
+		lr, lrCell := headlineRatio(ratio(*l, *l.Floor), "interleaved", a.limitedTogether, a.forwardTogetherAA, rawRate{}, r.window())
 		add("8. Edge authorizer: forward-auth API-key check with a rate limit on the API (counted, never reached)",
 			rate(*l, "checks"), fmt.Sprintf("the same checks on the bench API, which has no limit, interleaved with them in slices of %.1f s: %.0f/s%s%s (each alone, one after the other and profiled: %.0f/s with the limit, %.0f/s without: %.1f%%)",
-				sliceOf(r.s.duration).Seconds(), l.Floor.Rate, pairSpread(*l, 0), r.perCPUShare(*l, l.Floor.perServerCPU(r.window())), a.limited.Rate, a.forward.Rate, 100*ratio(a.limited, a.forward)),
-			fmt.Sprintf("%.1f%%", 100*lr), "≥ 95% of the same check without limits", yesNo(lr >= 0.95))
+				sliceOf(r.s.duration).Seconds(), l.Floor.Rate, pairSpread(*l, 0), r.perCPUShare(*l, l.Floor.perServerCPU(r.window())), a.limited.Rate, a.forward.Rate, 100*ratio(a.limited, a.forward))+
+				limitedTogetherNote(a.limitedTogether, r.window()),
+			lrCell, "≥ 95% of the same check without limits", yesNo(lr >= 0.95))
 	}
 	if a.shared != nil {
 		r.sharedLimitRow(add, a.shared)

@@ -152,6 +152,8 @@ func fullRun() (*report, environment) {
 		limited: load(33_118.4, 420, 1_800, 9_120, 22.2, 14.6),
 		limitedPaired: resultOf(interleaved(load(34_310.9, 410, 1_720, 9_060, 22.4, 14.8),
 			load(35_140.2, 400, 1_700, 8_990, 22.4, 14.8))),
+		limitedTogether: together(load(17_410.6, 830, 3_510, 9_320, 11.5, 7.4),
+			load(17_880.3, 820, 3_440, 9_290, 11.5, 7.4)),
 		noop:    load(17_184.2, 770, 3_430, 14_880, 15.4, 12.4),
 		grpcKey: load(21_219.8, 640, 2_230, 10_170, 17.3, 13.6),
 		grpcKeyPaired: interleaved(load(20_377.4, 660, 2_310, 10_410, 17.6, 13.9),

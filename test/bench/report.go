@@ -442,6 +442,9 @@ func (r *report) markdown(env environment) string {
 	if a := r.authz; a != nil && a.forwardTogether != nil {
 		together = append(together, "forward-auth")
 	}
+	if a := r.authz; a != nil && a.limitedTogether != nil {
+		together = append(together, "forward-auth with a rate limit, whose floor is the same check without one")
+	}
 	if len(together) > 0 {
 		p("Rows also measured together with their floor (%s): two fresh servers of this build (token servers, authorizers) on the server core at the same time, one answering the row and one the floor, each in a cgroup with the same CPU weight so that the scheduler splits the core evenly, and each read per CPU-second of its own (to the nanosecond, from the scheduler's count) in windows of %.1f s; the two sides then share the machine's speed millisecond by millisecond, where interleaved slices share only its drift over minutes, and the same measurement with both servers answering the row (A/A) shows what is left of the noise. With profiling on, both servers are profiled over the same seconds. Such a row is judged by its together ratio where its A/A reads within ±%.0f%% of 100%% on the whole and within ±%.0f%% in every window, and otherwise by the one measured interleaved (or alone, where the row says so); its Ratio cell names both, and why the together one was not used.\n\n",
 			strings.Join(together, ", "), sliceOf(r.s.duration).Seconds(), 100*togetherAAMean, 100*togetherAAWindow)
