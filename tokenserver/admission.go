@@ -64,7 +64,8 @@ func (c oauthCall) withAdmission(r *http.Request) *http.Request {
 // again: one revoked during the wait is refused, as at once as any other.
 func (s *Server) oauthEndpoint(repeatable []string, h func(http.ResponseWriter, *http.Request, oauthCall)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		params, perr := oauth.ReadParams(w, r, s.cfg.MaxBodyBytes, repeatable...)
+		params, release, perr := oauth.ReadParams(w, r, s.cfg.MaxBodyBytes, repeatable...)
+		defer release.Release() // the handlers read params' values; none keeps the map
 		call := oauthCall{params: params}
 		if perr == nil {
 			call.client, call.presented, call.authErr = s.authenticateClient(r, params, s.clock.Now())

@@ -37,13 +37,46 @@ func TestReadParamsBoundsTheBodyHoweverItsLengthIsTold(t *testing.T) {
 			r.ContentLength = limit // a length within the limit, and more behind it
 		}
 		w := httptest.NewRecorder()
-		params, err := ReadParams(w, r, limit)
+		params, release, err := ReadParams(w, r, limit)
 		if ok := err == nil; ok != c.ok {
 			t.Errorf("%s: error %v", c.name, err)
 			continue
 		}
 		if c.ok && params.Get("token") != exactly[len("token="):] {
 			t.Errorf("%s: token %q", c.name, params.Get("token"))
+		}
+		release.Release()
+	}
+}
+
+// Forms are parsed into reused maps: a form read after another was released
+// holds its own parameters only, and a repeatable parameter keeps every value
+// however many parameters come before it.
+func TestReadParamsAfterAReleasedForm(t *testing.T) {
+	read := func(body string, repeatable ...string) (map[string][]string, Release, *Error) {
+		r := httptest.NewRequest("POST", "/oauth2/token", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		params, release, err := ReadParams(httptest.NewRecorder(), r, 1<<10, repeatable...)
+		return params, release, err
+	}
+	many := "a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9&resource=r1&resource=r2"
+	for range 3 {
+		first, release, err := read(many, "resource")
+		if err != nil || len(first) != 10 || first["h"][0] != "8" || first["i"][0] != "9" ||
+			strings.Join(first["resource"], ",") != "r1,r2" {
+			t.Fatalf("first form: %v, %v", first, err)
+		}
+		release.Release()
+		second, release, err := read("grant_type=client_credentials&scope=leads%3Aread")
+		if err != nil || len(second) != 2 || second["grant_type"][0] != "client_credentials" || second["scope"][0] != "leads:read" {
+			t.Fatalf("second form, after the first was released: %v, %v", second, err)
+		}
+		release.Release()
+		if _, _, err := read("resource=r1&resource=r2"); err == nil || !strings.Contains(err.Description, "resource is repeated") {
+			t.Fatalf("a repeated parameter not listed as repeatable: %v", err)
+		}
+		if _, _, err := read("a=1;b=2"); err == nil {
+			t.Fatal("a semicolon, as url.ParseQuery refuses")
 		}
 	}
 }
