@@ -33,6 +33,8 @@ import (
 // oauthCall is what every OAuth endpoint (token, introspection, revocation) reads
 // before it is served: the parameters and who the caller is.
 type oauthCall struct {
+	// params are the request's, pooled (oauth.ReadParams): their values may be
+	// kept, but neither the map nor a slice of it, past the handler's return.
 	params url.Values
 	// client authenticated by its secret or, for a public client, by its
 	// client_id alone: each endpoint decides whether it serves public clients.

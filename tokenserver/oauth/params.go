@@ -55,10 +55,12 @@ func ReadParams(w http.ResponseWriter, r *http.Request, maxBodyBytes int64, repe
 type Release struct{ f *formParams }
 
 // Release empties the parameters and pools them; the map they were returned
-// in is then another request's.
-func (r Release) Release() {
-	if r.f != nil {
-		r.f.put()
+// in is then another request's. Only the first call does: a map pooled twice
+// would be handed to two requests at once.
+func (r *Release) Release() {
+	if f := r.f; f != nil {
+		r.f = nil
+		f.put()
 	}
 }
 
@@ -89,6 +91,10 @@ type formParams struct {
 // larger one (a body of many parameters, valid or not) is left to the collector.
 const keptParams = 16
 
+// maxFormParams is url.ParseQuery's most pieces between '&'s (net/url's
+// defaultMaxParams): a body with more is refused, as it was.
+const maxFormParams = 10_000
+
 var formParamsPool = sync.Pool{New: func() any { return &formParams{params: make(url.Values, 8)} }}
 
 // put empties f and pools it, unless it grew beyond keptParams.
@@ -102,9 +108,14 @@ func (f *formParams) put() {
 }
 
 // parseForm parses a form body as url.ParseQuery does (the same separators,
-// unescaping and errors: the fuzz test compares), into pooled parameters, and
-// refuses a repeated parameter that is not repeatable.
+// unescaping, limit and refusals; FuzzReadForm compares the endpoints' answers
+// with url.ParseQuery's), into pooled parameters, and refuses a repeated
+// parameter that is not repeatable. It stops at the first refusal, so where a
+// body has two faults the error's description names the first.
 func parseForm(body string, repeatable []string) (*formParams, *Error) {
+	if strings.Count(body, "&") >= maxFormParams { // url.ParseQuery's limit
+		return nil, ErrInvalidRequest("the request body could not be read")
+	}
 	f := formParamsPool.Get().(*formParams)
 	used := 0
 	for rest := body; rest != ""; {

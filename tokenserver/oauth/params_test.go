@@ -3,6 +3,7 @@ package oauth
 import (
 	"io"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -53,7 +54,7 @@ func TestReadParamsBoundsTheBodyHoweverItsLengthIsTold(t *testing.T) {
 // holds its own parameters only, and a repeatable parameter keeps every value
 // however many parameters come before it.
 func TestReadParamsAfterAReleasedForm(t *testing.T) {
-	read := func(body string, repeatable ...string) (map[string][]string, Release, *Error) {
+	read := func(body string, repeatable ...string) (url.Values, Release, *Error) {
 		r := httptest.NewRequest("POST", "/oauth2/token", strings.NewReader(body))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		params, release, err := ReadParams(httptest.NewRecorder(), r, 1<<10, repeatable...)
@@ -78,5 +79,30 @@ func TestReadParamsAfterAReleasedForm(t *testing.T) {
 		if _, _, err := read("a=1;b=2"); err == nil {
 			t.Fatal("a semicolon, as url.ParseQuery refuses")
 		}
+	}
+	// Released twice, the parameters are pooled once: the next two forms get
+	// maps of their own.
+	_, release, _ := read("a=1")
+	release.Release()
+	release.Release()
+	one, _, _ := read("one=1")
+	two, _, _ := read("two=2")
+	if len(one) != 1 || one.Get("one") != "1" || len(two) != 1 || two.Get("two") != "2" {
+		t.Fatalf("after a double release, two forms read %v and %v", one, two)
+	}
+}
+
+// A form of more pieces than url.ParseQuery reads is refused, as it was.
+func TestReadParamsRefusesAsManyPiecesAsURLParseQuery(t *testing.T) {
+	for _, pieces := range []int{maxFormParams, maxFormParams + 1} {
+		body := "token=x" + strings.Repeat("&", pieces-1)
+		_, urlErr := url.ParseQuery(body)
+		r := httptest.NewRequest("POST", "/oauth2/introspect", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		params, release, err := ReadParams(httptest.NewRecorder(), r, 1<<20)
+		if (err == nil) != (urlErr == nil) || (err == nil && params.Get("token") != "x") {
+			t.Errorf("%d pieces: %v, where url.ParseQuery: %v", pieces, err, urlErr)
+		}
+		release.Release()
 	}
 }
