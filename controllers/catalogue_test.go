@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -80,6 +81,9 @@ type recordingQueue struct {
 }
 
 func (q *recordingQueue) Add(r reconcile.Request) { q.added = append(q.added, r.Name) }
+
+// AddAfter records as Add: what is enqueued, not when (apipacer_test.go).
+func (q *recordingQueue) AddAfter(r reconcile.Request, _ time.Duration) { q.Add(r) }
 
 // take returns the distinct names enqueued since the last call, sorted.
 func (q *recordingQueue) take() []string {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -66,7 +67,10 @@ func ScopesKnownCondition(hasAPIs bool, unknown []string, generation int64) meta
 // accepts now that carry a scope the event added to or removed from its catalogue,
 // or that scope's resource wildcard. When the API's own namespace goes from no API
 // of its own to some or back, every credential there changes between NoCatalogue
-// and a verdict: that rare event enqueues them all.
+// and a verdict: that rare event enqueues them all. How often one namespace's API
+// events may do so is paced (apipacer.go): a tenant's API flipped in a loop
+// would otherwise rewrite the status of every credential it concerns, its own
+// and other tenants', once per flip.
 //
 // Events of the initial list enqueue nothing: the controller reconciles every
 // credential when it starts, after this handler has seen every API.
@@ -76,6 +80,7 @@ func (r *CredentialReconciler[T]) scopeWatch() handler.EventHandler {
 	// that moved it.
 	var mu sync.Mutex
 	seenFlips := map[string]uint64{}
+	pacer := newAPIPacer() // how often one namespace's API edits may recheck credentials (apipacer.go)
 	apply := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object, initial bool, c concerns) {
 		flips, err := r.Catalogue.Sync(ctx, obj)
 		if err != nil {
@@ -87,21 +92,22 @@ func (r *CredentialReconciler[T]) scopeWatch() handler.EventHandler {
 		flipped := seenFlips[ns] != flips
 		seenFlips[ns] = flips
 		mu.Unlock()
-		if initial {
+		if initial || (!flipped && len(c.names) == 0) {
 			return
 		}
+		wait := pacer.wait(ns)
 		if flipped {
-			r.enqueue(ctx, q, []string{ns})
+			r.enqueue(ctx, q, wait, []string{ns})
 		}
 		namespaces := []string{""} // every namespace
 		if !c.all {
 			namespaces = c.namespaces
 		}
 		for _, scope := range c.names {
-			r.enqueue(ctx, q, namespaces, client.MatchingFields{ScopesField: scope})
+			r.enqueue(ctx, q, wait, namespaces, client.MatchingFields{ScopesField: scope})
 		}
 		for _, resource := range uniqueResources(c.names) {
-			r.enqueue(ctx, q, namespaces, client.MatchingFields{ScopesField: resource + ":*"})
+			r.enqueue(ctx, q, wait, namespaces, client.MatchingFields{ScopesField: resource + ":*"})
 		}
 	}
 	return handler.Funcs{
@@ -126,12 +132,12 @@ func (r *CredentialReconciler[T]) scopeWatch() handler.EventHandler {
 }
 
 // enqueue adds the credentials of the kind in namespaces ("" for every
-// namespace) that match to the controller's queue. Only names are read, but the
+// namespace) that match to the controller's queue, after wait. Only names are read, but the
 // lists are of copies (an APIKey's cache entry is a record, apikeyrecord.go,
 // which a list without copies cannot hold), so each is of one namespace the
 // event concerns: what is copied is what is then reconciled, and another
 // tenant's API edits copy none of a namespace they do not reach.
-func (r *CredentialReconciler[T]) enqueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], namespaces []string, match ...client.ListOption) {
+func (r *CredentialReconciler[T]) enqueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], wait time.Duration, namespaces []string, match ...client.ListOption) {
 	for _, namespace := range slices.Compact(slices.Sorted(slices.Values(namespaces))) {
 		list := r.Kind.NewList()
 		if err := r.List(ctx, list, append([]client.ListOption{client.InNamespace(namespace)}, match...)...); err != nil {
@@ -140,7 +146,11 @@ func (r *CredentialReconciler[T]) enqueue(ctx context.Context, q workqueue.Typed
 		}
 		_ = meta.EachListItem(list, func(o runtime.Object) error {
 			if obj, ok := o.(client.Object); ok {
-				q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
+				if req := (reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)}); wait > 0 {
+					q.AddAfter(req, wait)
+				} else {
+					q.Add(req)
+				}
 			}
 			return nil
 		})

@@ -2,11 +2,13 @@ package controllers_test
 
 import (
 	"context"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -246,6 +248,75 @@ var _ = Describe("A tenant's API catalogue, against another tenant's credentials
 		waitScopesKnown(ctx, apiKeyKind, named, "search", metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown)
 		updateAPI(ctx, toAll, func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("search:index", "search:query") })
 		waitScopesKnown(ctx, apiKeyKind, any, "search", metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown)
+	})
+
+	It("cannot flip another namespace's verdict (and its Warning Event) once per edit of an API open to every namespace", func() {
+		victim := newNamespace()
+		createAPI(ctx, victim, "leads", func(a *latchkeyv1.API) { a.Spec.Scopes = scopes("leads:read") })
+		create(ctx, apiKeyKind, victim, "typo", withScopes("leads:read", "orders:raed"))
+		waitScopesKnown(ctx, apiKeyKind, victim, "typo", metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope)
+		mallory := newTenant(ctx)
+		open := apiAs(mallory, "open", func(a *latchkeyv1.API) {
+			a.Spec.Namespaces = []string{"*"}
+			a.Spec.Scopes = scopes("orders:raed") // by design, it counts as known in every namespace
+		})
+		waitScopesKnown(ctx, apiKeyKind, victim, "typo", metav1.ConditionTrue, latchkeyv1.ReasonAllScopesKnown)
+
+		// Every change of the victim's verdict from here, as the API server tells it.
+		watching, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+		var keys latchkeyv1.APIKeyList
+		Expect(k8s.List(ctx, &keys, client.InNamespace(victim))).To(Succeed())
+		w, err := watching.Watch(ctx, &latchkeyv1.APIKeyList{}, client.InNamespace(victim),
+			&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: keys.ResourceVersion}})
+		Expect(err).NotTo(HaveOccurred())
+		defer w.Stop()
+
+		// Mallory flips the scope out of its API's catalogue and back in,
+		// twenty-one edits in about a second, ending without it.
+		for i := range 21 {
+			names := scopes("billing:read")
+			if i%2 == 1 {
+				names = scopes("orders:raed")
+			}
+			Eventually(func() error {
+				var latest latchkeyv1.API
+				if err := mallory.Client.Get(ctx, client.ObjectKeyFromObject(open), &latest); err != nil {
+					return err
+				}
+				latest.Spec.Scopes = names
+				return mallory.Client.Update(ctx, &latest)
+			}).Should(Succeed())
+			time.Sleep(50 * time.Millisecond) // time for the manager to act on each edit, had it been allowed to
+		}
+		// Every verdict the victim's key had until the pacer's last round (at
+		// most a window of 2 s after the last edit) is long past.
+		flips, last := 0, metav1.ConditionTrue
+		for settled := time.After(5 * time.Second); ; {
+			var e watch.Event
+			select {
+			case got, open := <-w.ResultChan():
+				Expect(open).To(BeTrue(), "the watch ended before the pacer's last round")
+				e = got
+			case <-settled:
+			}
+			if e.Object == nil {
+				break
+			}
+			key, ok := e.Object.(*latchkeyv1.APIKey)
+			if !ok || key.Name != "typo" {
+				continue
+			}
+			if c := meta.FindStatusCondition(key.Status.Conditions, latchkeyv1.ConditionScopesKnown); c != nil && c.Status != last {
+				flips, last = flips+1, c.Status
+			}
+		}
+		// Its last edit still counts, a window late at most.
+		Expect(last).To(Equal(metav1.ConditionFalse))
+		waitScopesKnown(ctx, apiKeyKind, victim, "typo", metav1.ConditionFalse, latchkeyv1.ReasonUnknownScope)
+		// Twenty-one edits in about a second: the rounds at the ends of the
+		// first windows (1 s, then 2 s) are all the victim's verdict may move.
+		Expect(flips).To(BeNumerically("<=", 3), "the victim's verdict flipped %d times for mallory's 21 edits", flips)
 	})
 
 	It("counts the scopes of an API whose owner accepts the namespace, without letting it decide that the namespace is checked", func() {
