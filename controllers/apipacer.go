@@ -15,21 +15,24 @@ import (
 // repeat that, and the Warning Events of the verdicts it flips, as fast as it
 // can write.
 //
-// apiPacer bounds it by the namespace of the API that changed. Its events are
-// acted on at once while they come at most once a window. One that comes
-// sooner waits for the window's end, where every event that waited is acted on
-// together; then the next window, twice as long up to apiPaceMax, begins, and
-// events within it wait for its end in turn. A namespace quiet for a whole
-// window starts again at apiPaceBase. A flip loop thus rechecks at 0, 1, 3, 7,
-// … s and then once every five minutes: one round a window at most. An API
-// applied and edited now and then is rechecked at once, and a burst of edits at
-// most a window late. The verdict is advice (Ready is untouched), so lateness
-// costs a kubectl column, not a request.
+// apiPacer bounds it by the namespace of the API that changed. An event of a
+// namespace quiet for a whole window is acted on at once, and opens a window of
+// apiPaceBase. Each later event before the namespace is quiet again widens the
+// window, twice as long each time up to apiPaceMax: one after the window's end
+// is acted on at once, one within it waits for its end, where every event that
+// waited is acted on together (and one after that waits for the end of the
+// next, doubled, window). Whatever their pace, a namespace's API events so
+// recheck at 0, 1, 3, 7, … s and then once every five minutes at most: one
+// round a window. An API applied and edited now and then is rechecked at once,
+// and a burst of edits at most a window late. The verdict is advice (Ready is
+// untouched), so lateness costs a kubectl column, not a request. The pace is
+// the namespace's, whoever edits its APIs.
 type apiPacer struct {
 	now func() time.Time // the work queue's delays are of the real clock
 
 	mu          sync.Mutex
 	byNamespace map[string]*apiPace
+	swept       time.Time
 }
 
 // apiPace is one namespace's window: events before until wait for it.
@@ -63,22 +66,27 @@ func (p *apiPacer) wait(namespace string) time.Duration {
 	case now.Before(pace.until):
 		pace.waited = true
 		return pace.until.Sub(now)
-	case pace.waited:
-		// The window ended in a round: the next, twice as long, began there,
-		// and this event waits for its end.
-		pace.window = min(2*pace.window, apiPaceMax)
+	}
+	pace.window = min(2*pace.window, apiPaceMax)
+	if pace.waited {
+		// The window ended in a round: the next began there, and this event
+		// waits for its end.
 		pace.until = pace.until.Add(pace.window)
 		return pace.until.Sub(now)
 	}
-	// The window ended without a round: this event is the next window's.
 	pace.until = now.Add(pace.window)
 	return 0
 }
 
 // sweep forgets the namespaces quiet for a whole window: they start again at
-// the base, as if never seen. Called as a namespace starts again, so the map
-// holds at most the namespaces whose APIs changed within the last windows.
+// the base, as if never seen. It runs as a namespace starts again, at most once
+// a base window, so the map holds the namespaces whose APIs changed within the
+// last windows, and a stream of namespaces costs one pass a second.
 func (p *apiPacer) sweep(now time.Time) {
+	if now.Before(p.swept.Add(apiPaceBase)) {
+		return
+	}
+	p.swept = now
 	for namespace, pace := range p.byNamespace {
 		if !now.Before(pace.until.Add(pace.window)) {
 			delete(p.byNamespace, namespace)
