@@ -132,11 +132,12 @@ func (r *CredentialReconciler[T]) scopeWatch() handler.EventHandler {
 }
 
 // enqueue adds the credentials of the kind in namespaces ("" for every
-// namespace) that match to the controller's queue, after wait. Only names are read, but the
-// lists are of copies (an APIKey's cache entry is a record, apikeyrecord.go,
-// which a list without copies cannot hold), so each is of one namespace the
-// event concerns: what is copied is what is then reconciled, and another
-// tenant's API edits copy none of a namespace they do not reach.
+// namespace) that match to the controller's queue, after wait (0: at once).
+// Only names are read, but the lists are of copies (an APIKey's cache entry is
+// a record, apikeyrecord.go, which a list without copies cannot hold), so each
+// is of one namespace the event concerns: what is copied is what is then
+// reconciled, and another tenant's API edits copy none of a namespace they do
+// not reach.
 func (r *CredentialReconciler[T]) enqueue(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], wait time.Duration, namespaces []string, match ...client.ListOption) {
 	for _, namespace := range slices.Compact(slices.Sorted(slices.Values(namespaces))) {
 		list := r.Kind.NewList()
