@@ -100,8 +100,8 @@ type authzRun struct {
 	// on another (its Floor), judged by forwardTogetherAA (headlineRatio).
 	limited                        loadResult
 	limitedPaired, limitedTogether *loadResult
-	shared        *sharedLimitRun
-	jwt           []jwtRun
+	shared                         *sharedLimitRun
+	jwt                            []jwtRun
 	// revocations: from each patch's response to the first 401 (the target's
 	// measure); revocationsFromSend: from sending it, as the token server's rows.
 	revocations, revocationsFromSend []time.Duration
@@ -352,12 +352,11 @@ func (b *bench) edgeAuthz(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var limited [][]byte
 	var limitedText []string
 	for _, key := range keys {
 		limitedText = append(limitedText, forwardAuthRequestTo(httpAddr, key, limitedAPIName, limitedAPIHost))
-		limited = append(limited, []byte(limitedText[len(limitedText)-1]))
 	}
+	limited := rawRequests(limitedText)
 	if run.limited, err = httpLoad("authz-forward-apikey-limited", limited, ""); err != nil {
 		return err
 	}
@@ -914,19 +913,6 @@ func runVerify(job verifyJob) (verifyResult, error) {
 	return res, nil
 }
 
-// limitedTogetherNote describes the rate-limited checks measured together with
-// the same checks on the API without a limit, each per CPU-second of its own
-// fresh authorizer, or nothing when they were not.
-func limitedTogetherNote(together *loadResult, window time.Duration) string {
-	if together == nil || together.Floor == nil {
-		return ""
-	}
-	row, plain := together.perServerCPU(window), together.Floor.perServerCPU(window)
-	lo, hi, n := pairRange(*together, func(pair [3]float64) float64 { return pair[0] / pair[1] })
-	return fmt.Sprintf("; measured together (two fresh authorizers on the same core at the same time, each in a cgroup of the same CPU weight: the core split %.0f/%.0f), per CPU-second of each: %.0f with the limit, %.0f without, %.1f%%, from %.1f%% to %.1f%% over %d windows; the A/A is the row above's",
-		100*share(together.ServerCPU, together.Floor.ServerCPU), 100*share(together.Floor.ServerCPU, together.ServerCPU), row, plain, 100*row/plain, 100*lo, 100*hi, n)
-}
-
 // authzRows renders the authorizer's rows of the results table.
 func (r *report) authzRows(add func(...string)) {
 	a := r.authz
@@ -951,7 +937,8 @@ func (r *report) authzRows(add func(...string)) {
 		add("8. Edge authorizer: forward-auth API-key check with a rate limit on the API (counted, never reached)",
 			rate(*l, "checks"), fmt.Sprintf("the same checks on the bench API, which has no limit, interleaved with them in slices of %.1f s: %.0f/s%s%s (each alone, one after the other and profiled: %.0f/s with the limit, %.0f/s without: %.1f%%)",
 				sliceOf(r.s.duration).Seconds(), l.Floor.Rate, pairSpread(*l, 0), r.perCPUShare(*l, l.Floor.perServerCPU(r.window())), a.limited.Rate, a.forward.Rate, 100*ratio(a.limited, a.forward))+
-				limitedTogetherNote(a.limitedTogether, r.window()),
+				togetherNote(a.limitedTogether, a.forwardTogetherAA, rawRate{}, "", r.window(), sliceOf(r.s.duration))+
+				"; its floor is the same check without a limit, and its A/A the row above's",
 			lrCell, "≥ 95% of the same check without limits", yesNo(lr >= 0.95))
 	}
 	if a.shared != nil {
