@@ -330,9 +330,9 @@ func (w *readyWatch) waitCount(ctx context.Context, n int, timeout time.Duration
 	return nil
 }
 
-// countSecrets counts the operator's Secrets in the bench namespace (metadata only).
-func (c *cluster) countSecrets(ctx context.Context) (int, error) {
-	return c.count(ctx, benchNamespace, corev1.SchemeGroupVersion.WithKind("SecretList"),
+// countSecrets counts the operator's Secrets in namespace (metadata only).
+func (c *cluster) countSecrets(ctx context.Context, namespace string) (int, error) {
+	return c.count(ctx, namespace, corev1.SchemeGroupVersion.WithKind("SecretList"),
 		client.MatchingLabels{controllers.ManagedByLabel: controllers.ManagedByValue})
 }
 

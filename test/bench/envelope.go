@@ -158,7 +158,11 @@ func (r *report) writeEnvelope(p func(string, ...any)) {
 	p("etcd: `etcd_mvcc_db_total_size_in_use_in_bytes`. RSS (VmRSS) beside it, which a process that collected a while ago overstates by garbage not yet collected and memory not yet returned. ")
 	p("The baseline is each process's with no APIKey (the manager's: the process started again after the reconcile floor).")
 	if r.floor != nil {
-		p(" kube-apiserver's and etcd's first count also holds what the reconcile floor's %d APIKeys and Secrets, created and deleted before it, left behind (events in the watch caches' windows, revisions etcd has not compacted yet): the envelope below is from the largest count.", r.floor.keys)
+		deleted := r.floor.keys
+		for _, round := range r.floorRounds {
+			deleted += round.floor.keys + round.reconcile.keys
+		}
+		p(" kube-apiserver's and etcd's first count also holds what the %d APIKeys and Secrets of the reconcile floors and of the rounds' reconciles before the last, created and deleted before it, left behind (events in the watch caches' windows, revisions etcd has not compacted yet): the envelope below is from the largest count.", deleted)
 	}
 	p("\n\n")
 	p("| APIKeys | Token server | Authorizer | Manager | kube-apiserver | etcd in use | RSS: token server | manager | kube-apiserver |\n|---|---|---|---|---|---|---|---|---|\n")

@@ -103,6 +103,10 @@ func fullRun() (*report, environment) {
 		concurrency: 8, qps: -1, burst: -1,
 		cpu:         map[string]float64{"kube-apiserver": 64.2, "benchmark (creates, watch)": 11.8, "etcd": 7.7, "token server (watching)": 2.6},
 		secretBytes: 660, statusBytes: 440, managerSecretBytes: 656, managerStatusBytes: 622}
+	r.floorRounds = []floorRound{
+		{floor: &floorRun{keys: 10_000, total: 44_010 * time.Millisecond}, reconcile: reconcileRun{keys: 10_000, total: 61_180 * time.Millisecond}},
+		{floor: &floorRun{keys: 10_000, total: 46_290 * time.Millisecond}, reconcile: reconcileRun{keys: 10_000, total: 53_040 * time.Millisecond}},
+	}
 	objects := objectSizes{apiKeyJSON: 2_310, apiKeyManagedFields: 1_020, secretJSON: 1_180, secretProtobuf: 930, secretManagedFields: 410,
 		managers: []string{"bench", "latchkey-manager (status)", "latchkey-tokenserver (status)"}}
 	r.memory = []memoryPoint{

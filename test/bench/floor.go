@@ -28,8 +28,9 @@ import (
 // by a bare client, so that the reconcile time reads as a ratio to what the
 // control plane alone needs for the same writes.
 //
-// The floor runs with the manager stopped, just before the reconcile measurement,
-// and the manager starts again afterwards. The alternatives are less honest: the
+// The floor runs with the manager stopped, just before a reconcile measurement,
+// and the manager starts again afterwards; in rounds, each a floor and a
+// reconcile (floor, below), whose ratios' median is the row's. The alternatives are less honest: the
 // manager acts on every namespace unless --namespaces, so a namespace it leaves
 // alone needs a different install (config/namespaced) from the one measured; a
 // paused manager (SIGSTOP) keeps its watches open and unread, which the API server
@@ -101,7 +102,14 @@ func readManagerWrites(extraArgs []string) (managerWrites, error) {
 	return w, nil
 }
 
-// floor measures the reconcile floor for s.keys APIKeys (see the top of this file).
+// floor measures the reconcile floor for s.keys APIKeys (see the top of this
+// file) s.floorRounds times, each but the last followed by a reconcile of as many
+// keys in a namespace of its own, deleted after it; the last floor is followed by
+// the reconcile step itself, whose keys the later steps use. This machine's speed
+// drifts by tens of percent within minutes (the load rows measure together for
+// that reason), and a floor and a reconcile are a minute apart: one pair can read
+// 1.1× or 1.45× for the same build. The row is the median of the rounds' ratios,
+// each round a floor and the reconcile right after it.
 func (b *bench) floor(ctx context.Context) error {
 	w, err := readManagerWrites(b.s.managerArgs)
 	if err != nil {
@@ -115,16 +123,38 @@ func (b *bench) floor(ctx context.Context) error {
 	if err := b.c.client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
+	for round := 1; round < b.s.floorRounds; round++ {
+		logf("  round %d of %d", round, b.s.floorRounds)
+		f, err := b.floorOnce(ctx, writer, w)
+		if err != nil {
+			return err
+		}
+		rc, err := b.reconcileRound(ctx, round)
+		if err != nil {
+			return err
+		}
+		logf("  reconcile ÷ floor: %.2f× (%s ÷ %s)", rc.total.Seconds()/f.total.Seconds(), rc.total.Round(time.Millisecond), f.total.Round(time.Millisecond))
+		b.report.floorRounds = append(b.report.floorRounds, floorRound{floor: f, reconcile: rc})
+	}
+	if b.s.floorRounds > 1 {
+		logf("  round %d of %d (its reconcile is the next step's)", b.s.floorRounds, b.s.floorRounds)
+	}
+	b.report.floor, err = b.floorOnce(ctx, writer, w)
+	return err
+}
+
+// floorOnce measures one floor: the manager stopped, the floor's writes, their
+// objects deleted, the manager started again.
+func (b *bench) floorOnce(ctx context.Context, writer client.Client, w managerWrites) (*floorRun, error) {
 	logf("  stopping the manager: nothing but the floor's own writes act on the keys")
 	b.c.manager.stop()
 	run, err := b.floorWrites(ctx, writer, w)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	b.report.floor = run
 	begin := time.Now()
 	if err := b.floorCleanup(ctx, run.keys); err != nil {
-		return err
+		return nil, err
 	}
 	run.cleanup = time.Since(begin)
 	logf("  %d APIKeys written and seen Ready in %s (creates done at %s, last status patch at %s); cleaned up in %s",
@@ -132,16 +162,38 @@ func (b *bench) floor(ctx context.Context) error {
 		run.cleanup.Round(time.Millisecond))
 	logf("  starting the manager again")
 	if err := b.c.startManager(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	// A new process: its baseline memory is this one's, before any key.
 	if err := b.managerBaseline(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	if pid, ok := childPIDs()["kube-apiserver"]; ok {
 		run.apiserverRSS, _ = procStatusKiB(pid, "VmRSS:") // what the floor left in it
 	}
-	return nil
+	return run, nil
+}
+
+// reconcileRound measures a reconcile of s.keys APIKeys in a namespace of the
+// round's own, as the reconcile step does in the bench namespace, then deletes
+// them: the APIKeys first, so that the manager, which is running, does not issue
+// their Secrets again, then the Secrets; and waits until none of either is left.
+func (b *bench) reconcileRound(ctx context.Context, round int) (reconcileRun, error) {
+	name := fmt.Sprintf("bench-round-%d", round)
+	if err := b.c.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return reconcileRun{}, err
+	}
+	rc, err := b.createKeysIn(ctx, name, 0, b.s.keys)
+	if err != nil {
+		return rc, err
+	}
+	begin := time.Now()
+	if err := b.deleteKeys(ctx, name, b.s.keys, false); err != nil {
+		return rc, err
+	}
+	logf("  %d APIKeys Ready with Secrets in %s (created in %s); deleted in %s", rc.keys, rc.total.Round(time.Millisecond),
+		rc.created.Round(time.Millisecond), time.Since(begin).Round(time.Millisecond))
+	return rc, nil
 }
 
 // managerClient is a bare client with the manager's identity and client-side limits.
@@ -296,35 +348,56 @@ func jsonSize(obj any) int {
 // floorCleanup deletes the floor's Secrets, then its APIKeys, and checks that none
 // is left, so that the manager, started again, finds none and later rows see none.
 // Secrets first: the garbage collector then finds no dependents to delete when the
-// APIKeys go, and has no work left over for the reconcile measurement. One delete
-// per object on createWorkers connections: a deletecollection deletes one object at
-// a time inside the API server (--delete-collection-workers=1), several times slower.
+// APIKeys go, and has no work left over for the reconcile measurement.
 func (b *bench) floorCleanup(ctx context.Context, keys int) error {
-	for _, obj := range []func(i int) client.Object{
-		func(i int) client.Object {
-			return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: floorNamespace, Name: apiKeyObject(floorNamespace, i).SecretName()}}
-		},
-		func(i int) client.Object { return apiKeyObject(floorNamespace, i) },
-	} {
+	return b.deleteKeys(ctx, floorNamespace, keys, true)
+}
+
+// deleteKeys deletes APIKeys 0..keys-1 of namespace and their Secrets, Secrets
+// first or last, and waits until none of either is left in namespace (a Secret
+// the manager issued from its cache after its key went is the garbage
+// collector's to delete). One delete per object on createWorkers connections: a
+// deletecollection deletes one object at a time inside the API server
+// (--delete-collection-workers=1), several times slower.
+func (b *bench) deleteKeys(ctx context.Context, namespace string, keys int, secretsFirst bool) error {
+	secret := func(i int) client.Object {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: apiKeyObject(namespace, i).SecretName()}}
+	}
+	apiKey := func(i int) client.Object { return apiKeyObject(namespace, i) }
+	order := []func(i int) client.Object{apiKey, secret}
+	if secretsFirst {
+		order = []func(i int) client.Object{secret, apiKey}
+	}
+	for _, obj := range order {
 		err := parallel(ctx, keys, createWorkers, func(i int) error {
 			return client.IgnoreNotFound(b.c.client.Delete(ctx, obj(i)))
 		})
 		if err != nil {
-			return fmt.Errorf("deleting the floor's objects: %w", err)
+			return fmt.Errorf("deleting the APIKeys and Secrets of %s: %w", namespace, err)
 		}
 	}
-	left, err := b.c.count(ctx, floorNamespace, latchkeyv1.GroupVersion.WithKind("APIKeyList"))
-	if err != nil {
-		return err
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		left, err := b.c.count(ctx, namespace, latchkeyv1.GroupVersion.WithKind("APIKeyList"))
+		if err != nil {
+			return err
+		}
+		secrets, err := b.c.count(ctx, namespace, corev1.SchemeGroupVersion.WithKind("SecretList"))
+		if err != nil {
+			return err
+		}
+		if left+secrets == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d APIKeys and %d Secrets of %s left two minutes after deleting them all", left, secrets, namespace)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
-	secrets, err := b.c.count(ctx, floorNamespace, corev1.SchemeGroupVersion.WithKind("SecretList"))
-	if err != nil {
-		return err
-	}
-	if left+secrets > 0 {
-		return fmt.Errorf("%d APIKeys and %d Secrets of the floor left after deleting them all", left, secrets)
-	}
-	return nil
 }
 
 // floorSizesOfManager records the size of what the manager wrote for one key, to set beside the floor's.

@@ -46,6 +46,7 @@ type settings struct {
 	// connections-many streams over.
 	grpcConnections int
 	keys            int   // APIKeys created at once for the reconcile measurement
+	floorRounds     int   // reconcile floors, each followed by a reconcile (floor.go)
 	memoryKeys      []int // APIKey counts at which the token server's RSS is measured (beyond keys)
 	coldStarts      int
 	revocations     int
@@ -105,6 +106,7 @@ func parseFlags(args []string) (settings, error) {
 	connections := fs.Int("connections", 16, "concurrent keep-alive connections of the load generator")
 	grpcConnections := fs.Int("grpc-connections", 4, "HTTP/2 connections of the gRPC loads, over which their -connections concurrent calls are spread (Envoy opens one per worker thread)")
 	keys := fs.Int("keys", 10_000, "APIKeys applied at once for the reconcile and cold-start measurements")
+	floorRounds := fs.Int("floor-rounds", 0, "rounds of the reconcile floor, each followed by a reconcile, whose median ratio is the row's (quick 1, full 3)")
 	memoryKeys := fs.String("memory-keys", "", "further APIKey totals at which to measure the token server's memory (quick none, full 100000)")
 	coldStarts := fs.Int("cold-starts", 0, "token server starts to time (quick 3, full 5)")
 	revocations := fs.Int("revocations", 0, "revocations per endpoint (quick 100, full 200)")
@@ -126,9 +128,11 @@ func parseFlags(args []string) (settings, error) {
 	switch *size {
 	case "quick":
 		s.duration, s.warmup, s.coldStarts, s.revocations, s.out = 5*time.Second, time.Second, 3, 100, "bin/BENCHMARKS.quick.md"
+		s.floorRounds = 1
 		s.lastUsedKeys, s.lastUsedWindow = 200, 10*time.Second // mostly within one bucket
 	case "full":
 		s.duration, s.warmup, s.coldStarts, s.revocations, s.out = 20*time.Second, 3*time.Second, 5, 200, "BENCHMARKS.md"
+		s.floorRounds = 3
 		// 70 s and the 5 s margins around boundaries: two or three 1-minute buckets, one boundary or two.
 		s.lastUsedKeys, s.lastUsedWindow = 1000, 70*time.Second
 		s.memoryKeys = []int{100_000}
@@ -144,6 +148,9 @@ func parseFlags(args []string) (settings, error) {
 	}
 	if *coldStarts > 0 {
 		s.coldStarts = *coldStarts
+	}
+	if *floorRounds > 0 {
+		s.floorRounds = *floorRounds
 	}
 	if *revocations > 0 {
 		s.revocations = *revocations

@@ -57,6 +57,12 @@ type reconcileRun struct {
 	metrics        map[string]float64 // the manager's metrics, differences over the run
 }
 
+// floorRound is a reconcile floor and the reconcile measured right after it.
+type floorRound struct {
+	floor     *floorRun
+	reconcile reconcileRun
+}
+
 type coldStartRun struct {
 	keys  int
 	times []time.Duration
@@ -73,7 +79,8 @@ type report struct {
 	reconcile     []reconcileRun
 	coldStarts    []coldStartRun
 	memory        []memoryPoint
-	floor         *floorRun
+	floor         *floorRun    // the last round's, whose reconcile is reconcile[0]
+	floorRounds   []floorRound // the rounds before it (floor.go)
 	lastUsed      *lastUsedRun
 	authz         *authzRun
 	leaks         *leakRun
@@ -160,11 +167,20 @@ func (r *report) build() {
 	}
 	for i, rc := range r.reconcile {
 		what := fmt.Sprintf("4. Reconcile: %d APIKeys applied at once → all Ready with Secrets", rc.keys)
-		target, met := "< 60 s for 10,000", yesNo(rc.total < targetReconcile)
+		result, judged := fmt.Sprintf("%.1f s (creates done at %.1f s)", rc.total.Seconds(), rc.created.Seconds()), rc.total
+		if i == 0 && len(r.floorRounds) > 0 {
+			totals := []float64{rc.total.Seconds()}
+			for _, round := range r.floorRounds {
+				totals = append(totals, round.reconcile.total.Seconds())
+			}
+			judged = time.Duration(median(totals) * float64(time.Second))
+			result += fmt.Sprintf("; median of the %d rounds' reconciles %.1f s", len(totals), judged.Seconds())
+		}
+		target, met := "< 60 s for 10,000", yesNo(judged < targetReconcile)
 		if i > 0 || rc.keys != targetReconcileAtKeys {
 			target, met = "(no target)", "—"
 		}
-		add(what, fmt.Sprintf("%.1f s (creates done at %.1f s)", rc.total.Seconds(), rc.created.Seconds()),
+		add(what, result,
 			"—", fmt.Sprintf("%.0f keys/s", float64(rc.keys)/rc.total.Seconds()), target, met)
 		if f := r.floor; i == 0 && f != nil && f.keys == rc.keys {
 			r.floorRow(add, rc, f)
@@ -298,18 +314,49 @@ func (r *report) perCPUShare(load loadResult, reference float64) string {
 	return ""
 }
 
-// floorRow sets the reconcile beside its floor.
+// floorRow sets the reconcile beside its floor: the median of the rounds' ratios
+// (floor.go), the last round's being rc over f.
 func (r *report) floorRow(add func(...string), rc reconcileRun, f *floorRun) {
-	ratio := rc.total.Seconds() / f.total.Seconds()
+	rounds := r.roundRatios(rc, f)
+	ratio := median(rounds)
 	target, met := "≤ 1.25× at 10,000", yesNo(ratio <= targetFloorRatio)
 	if f.keys != targetReconcileAtKeys {
 		target, met = "(no target)", "—"
 	}
+	ratioCell := fmt.Sprintf("%.2f×", ratio)
+	if len(rounds) > 1 {
+		each := make([]string, len(rounds))
+		for i, v := range rounds {
+			each[i] = fmt.Sprintf("%.2f×", v)
+		}
+		ratioCell = fmt.Sprintf("%.2f× (median of %d rounds, each a floor and the reconcile right after it: %s)", ratio, len(rounds), strings.Join(each, ", "))
+	}
 	add(fmt.Sprintf("4. Reconcile ÷ floor, %d APIKeys (floor: the manager's writes by a bare client, manager stopped)", f.keys),
-		fmt.Sprintf("reconcile %.1f s, floor %.1f s", rc.total.Seconds(), f.total.Seconds()),
+		fmt.Sprintf("reconcile %.1f s, floor %.1f s (the last round)", rc.total.Seconds(), f.total.Seconds()),
 		fmt.Sprintf("floor: %d APIKey creates (%d parallel), each followed by a Secret create and a status patch (%d workers, the manager's identity, %s)",
 			f.keys, createWorkers, f.concurrency, qpsText(f.qps, f.burst)),
-		fmt.Sprintf("%.2f×", ratio), target, met)
+		ratioCell, target, met)
+}
+
+// roundRatios is each round's reconcile ÷ floor, in order, the last round's (rc
+// over f) last.
+func (r *report) roundRatios(rc reconcileRun, f *floorRun) []float64 {
+	var ratios []float64
+	for _, round := range r.floorRounds {
+		ratios = append(ratios, round.reconcile.total.Seconds()/round.floor.total.Seconds())
+	}
+	return append(ratios, rc.total.Seconds()/f.total.Seconds())
+}
+
+// median is the middle value of values (the mean of the middle two for an even count).
+func median(values []float64) float64 {
+	sorted := slices.Clone(values)
+	slices.Sort(sorted)
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
 }
 
 // memoryRows renders what each process holds per APIKey at each key count (the
@@ -537,6 +584,16 @@ func (r *report) writeFloor(p func(string, ...any)) {
 	p("| One Secret (JSON, without managedFields) | %d bytes | %s |\n", f.secretBytes, bytesOrNA(f.managerSecretBytes))
 	p("| One status (JSON) | %d bytes | %s |\n", f.statusBytes, bytesOrNA(f.managerStatusBytes))
 	p("\nThe floor's objects were deleted in %.1f s, before the manager started again.\n\n", f.cleanup.Seconds())
+	if len(r.floorRounds) > 0 && len(r.reconcile) > 0 && r.reconcile[0].keys == f.keys {
+		p("The floor and the reconcile, in rounds: each round a floor, then the manager started again and a reconcile of as many keys (the rounds before the last in a namespace of their own, deleted after it). The table above is the last round's; the row is the median of the rounds' ratios.\n\n")
+		p("| Round | Floor: every key Ready | Reconcile: every key Ready | Reconcile ÷ floor |\n|---|---|---|---|\n")
+		rounds := append(slices.Clone(r.floorRounds), floorRound{floor: f, reconcile: r.reconcile[0]})
+		for i, round := range rounds {
+			p("| %d | %.1f s | %.1f s | %.2f× |\n", i+1, round.floor.total.Seconds(), round.reconcile.total.Seconds(),
+				round.reconcile.total.Seconds()/round.floor.total.Seconds())
+		}
+		p("\n")
+	}
 	if len(f.cpu) > 0 {
 		p("CPU seconds used during the floor (the benchmark's process makes the manager's writes here):\n\n")
 		writeCPU(p, f.cpu, f.total)

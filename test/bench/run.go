@@ -219,16 +219,21 @@ func (b *bench) reconcile(ctx context.Context) error {
 
 // createKeys creates APIKeys from..to-1 and measures how long they take to be Ready.
 func (b *bench) createKeys(ctx context.Context, from, to int) (reconcileRun, error) {
+	return b.createKeysIn(ctx, benchNamespace, from, to)
+}
+
+// createKeysIn is createKeys in namespace.
+func (b *bench) createKeysIn(ctx context.Context, namespace string, from, to int) (reconcileRun, error) {
 	objs := make([]client.Object, 0, to-from)
 	for i := from; i < to; i++ {
-		objs = append(objs, apiKeyObject(benchNamespace, i))
+		objs = append(objs, apiKeyObject(namespace, i))
 	}
 	if err := b.confine(allCPUs(), "0"); err != nil {
 		return reconcileRun{}, err
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch() // its events would cost CPU in the measurements that follow
-	watch, err := b.c.watchReady(watchCtx, benchNamespace, &latchkeyv1.APIKey{})
+	watch, err := b.c.watchReady(watchCtx, namespace, &latchkeyv1.APIKey{})
 	if err != nil {
 		return reconcileRun{}, err
 	}
@@ -250,7 +255,7 @@ func (b *bench) createKeys(ctx context.Context, from, to int) (reconcileRun, err
 	total := time.Since(begin)
 	profile()
 	apiserverProfile()
-	secrets, err := b.c.countSecrets(ctx)
+	secrets, err := b.c.countSecrets(ctx, namespace)
 	if err != nil {
 		return reconcileRun{}, err
 	}
