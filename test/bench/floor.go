@@ -107,9 +107,12 @@ func readManagerWrites(extraArgs []string) (managerWrites, error) {
 // keys in a namespace of its own, deleted after it; the last floor is followed by
 // the reconcile step itself, whose keys the later steps use. This machine's speed
 // drifts by tens of percent within minutes (the load rows measure together for
-// that reason), and a floor and a reconcile are a minute apart: one pair can read
-// 1.1× or 1.45× for the same build. The row is the median of the rounds' ratios,
-// each round a floor and the reconcile right after it.
+// that reason), and a floor and a reconcile are a minute apart: one pair read from
+// 1.1× to 1.45× for the same build. The control plane also slows as rounds of
+// keys are created and deleted (a floor read 40 s on a fresh one, 51–55 s after a
+// round or two). So each reconcile but the last is set against the mean of the
+// floors just before and just after it, and the row is the median of the rounds'
+// ratios (report.roundRatios).
 func (b *bench) floor(ctx context.Context) error {
 	w, err := readManagerWrites(b.s.managerArgs)
 	if err != nil {
