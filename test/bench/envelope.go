@@ -157,7 +157,10 @@ func (r *report) writeEnvelope(p func(string, ...any)) {
 	p("read 5 s after the token server became ready; an authorizer is started for the reading, as the admin, and stopped after it. ")
 	p("etcd: `etcd_mvcc_db_total_size_in_use_in_bytes`. RSS (VmRSS) beside it, which a process that collected a while ago overstates by garbage not yet collected and memory not yet returned. ")
 	p("The baseline is each process's with no APIKey (the manager's: the process started again after the reconcile floor).")
-	if r.floor != nil {
+	switch {
+	case r.floor != nil && len(r.floorRounds) == 0:
+		p(" kube-apiserver's and etcd's first count also holds what the reconcile floor's %d APIKeys and Secrets, created and deleted before it, left behind (events in the watch caches' windows, revisions etcd has not compacted yet): the envelope below is from the largest count.", r.floor.keys)
+	case r.floor != nil:
 		deleted := r.floor.keys
 		for _, round := range r.floorRounds {
 			deleted += round.floor.keys + round.reconcile.keys

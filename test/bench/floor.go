@@ -104,15 +104,13 @@ func readManagerWrites(extraArgs []string) (managerWrites, error) {
 
 // floor measures the reconcile floor for s.keys APIKeys (see the top of this
 // file) s.floorRounds times, each but the last followed by a reconcile of as many
-// keys in a namespace of its own, deleted after it; the last floor is followed by
+// keys in a namespace of its own, whose keys and Secrets are deleted after it;
+// the last floor is followed by
 // the reconcile step itself, whose keys the later steps use. This machine's speed
 // drifts by tens of percent within minutes (the load rows measure together for
 // that reason), and a floor and a reconcile are a minute apart: one pair read from
-// 1.1× to 1.45× for the same build. The control plane also slows as rounds of
-// keys are created and deleted (a floor read 40 s on a fresh one, 51–55 s after a
-// round or two). So each reconcile but the last is set against the mean of the
-// floors just before and just after it, and the row is the median of the rounds'
-// ratios (report.roundRatios).
+// 1.1× to 1.45× for the same build. The row is the median of the rounds' ratios,
+// each round's reconcile over the floor measured right before it.
 func (b *bench) floor(ctx context.Context) error {
 	w, err := readManagerWrites(b.s.managerArgs)
 	if err != nil {
@@ -136,7 +134,7 @@ func (b *bench) floor(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		logf("  reconcile ÷ floor: %.2f× (%s ÷ %s)", rc.total.Seconds()/f.total.Seconds(), rc.total.Round(time.Millisecond), f.total.Round(time.Millisecond))
+		logf("  reconcile ÷ the floor before it: %.2f× (%s ÷ %s)", rc.total.Seconds()/f.total.Seconds(), rc.total.Round(time.Millisecond), f.total.Round(time.Millisecond))
 		b.report.floorRounds = append(b.report.floorRounds, floorRound{floor: f, reconcile: rc})
 	}
 	if b.s.floorRounds > 1 {
@@ -178,9 +176,13 @@ func (b *bench) floorOnce(ctx context.Context, writer client.Client, w managerWr
 }
 
 // reconcileRound measures a reconcile of s.keys APIKeys in a namespace of the
-// round's own, as the reconcile step does in the bench namespace, then deletes
-// them: the APIKeys first, so that the manager, which is running, does not issue
-// their Secrets again, then the Secrets; and waits until none of either is left.
+// round's own, as the reconcile step does in the bench namespace, then stops the
+// manager and deletes them as the floor's are deleted: Secrets first, so that the
+// garbage collector finds no dependents when the APIKeys go. APIKeys first would
+// leave it one Secret per key to look up and delete, at its client's 20 requests
+// a second: minutes of API traffic under the next round's measurements. Stopped,
+// the manager cannot issue a deleted Secret again either; the next floor starts
+// with it stopped.
 func (b *bench) reconcileRound(ctx context.Context, round int) (reconcileRun, error) {
 	name := fmt.Sprintf("bench-round-%d", round)
 	if err := b.c.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -190,8 +192,9 @@ func (b *bench) reconcileRound(ctx context.Context, round int) (reconcileRun, er
 	if err != nil {
 		return rc, err
 	}
+	b.c.manager.stop()
 	begin := time.Now()
-	if err := b.deleteKeys(ctx, name, b.s.keys, false); err != nil {
+	if err := b.deleteKeys(ctx, name, b.s.keys); err != nil {
 		return rc, err
 	}
 	logf("  %d APIKeys Ready with Secrets in %s (created in %s); deleted in %s", rc.keys, rc.total.Round(time.Millisecond),
@@ -348,30 +351,26 @@ func jsonSize(obj any) int {
 	return len(data)
 }
 
-// floorCleanup deletes the floor's Secrets, then its APIKeys, and checks that none
-// is left, so that the manager, started again, finds none and later rows see none.
-// Secrets first: the garbage collector then finds no dependents to delete when the
-// APIKeys go, and has no work left over for the reconcile measurement.
+// floorCleanup deletes the floor's objects (deleteKeys), so that the manager,
+// started again, finds none and later rows see none.
 func (b *bench) floorCleanup(ctx context.Context, keys int) error {
-	return b.deleteKeys(ctx, floorNamespace, keys, true)
+	return b.deleteKeys(ctx, floorNamespace, keys)
 }
 
-// deleteKeys deletes APIKeys 0..keys-1 of namespace and their Secrets, Secrets
-// first or last, and waits until none of either is left in namespace (a Secret
-// the manager issued from its cache after its key went is the garbage
-// collector's to delete). One delete per object on createWorkers connections: a
-// deletecollection deletes one object at a time inside the API server
-// (--delete-collection-workers=1), several times slower.
-func (b *bench) deleteKeys(ctx context.Context, namespace string, keys int, secretsFirst bool) error {
-	secret := func(i int) client.Object {
-		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: apiKeyObject(namespace, i).SecretName()}}
-	}
-	apiKey := func(i int) client.Object { return apiKeyObject(namespace, i) }
-	order := []func(i int) client.Object{apiKey, secret}
-	if secretsFirst {
-		order = []func(i int) client.Object{secret, apiKey}
-	}
-	for _, obj := range order {
+// deleteKeys deletes the Secrets of APIKeys 0..keys-1 of namespace, then the
+// APIKeys, with the manager stopped, and waits until none of either is left.
+// Secrets first: the garbage collector then finds no dependents to delete when
+// the APIKeys go, and has no work left over for the next measurement. One delete
+// per object on createWorkers connections: a deletecollection deletes one object
+// at a time inside the API server (--delete-collection-workers=1), several times
+// slower.
+func (b *bench) deleteKeys(ctx context.Context, namespace string, keys int) error {
+	for _, obj := range []func(i int) client.Object{
+		func(i int) client.Object {
+			return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: apiKeyObject(namespace, i).SecretName()}}
+		},
+		func(i int) client.Object { return apiKeyObject(namespace, i) },
+	} {
 		err := parallel(ctx, keys, createWorkers, func(i int) error {
 			return client.IgnoreNotFound(b.c.client.Delete(ctx, obj(i)))
 		})
@@ -379,28 +378,18 @@ func (b *bench) deleteKeys(ctx context.Context, namespace string, keys int, secr
 			return fmt.Errorf("deleting the APIKeys and Secrets of %s: %w", namespace, err)
 		}
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		left, err := b.c.count(ctx, namespace, latchkeyv1.GroupVersion.WithKind("APIKeyList"))
-		if err != nil {
-			return err
-		}
-		secrets, err := b.c.count(ctx, namespace, corev1.SchemeGroupVersion.WithKind("SecretList"))
-		if err != nil {
-			return err
-		}
-		if left+secrets == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d APIKeys and %d Secrets of %s left two minutes after deleting them all", left, secrets, namespace)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
+	left, err := b.c.count(ctx, namespace, latchkeyv1.GroupVersion.WithKind("APIKeyList"))
+	if err != nil {
+		return err
 	}
+	secrets, err := b.c.count(ctx, namespace, corev1.SchemeGroupVersion.WithKind("SecretList"))
+	if err != nil {
+		return err
+	}
+	if left+secrets > 0 {
+		return fmt.Errorf("%d APIKeys and %d Secrets of %s left after deleting them all", left, secrets, namespace)
+	}
+	return nil
 }
 
 // floorSizesOfManager records the size of what the manager wrote for one key, to set beside the floor's.

@@ -174,7 +174,7 @@ func (r *report) build() {
 				totals = append(totals, round.reconcile.total.Seconds())
 			}
 			judged = time.Duration(median(totals) * float64(time.Second))
-			result += fmt.Sprintf("; median of the %d rounds' reconciles %.1f s", len(totals), judged.Seconds())
+			result = fmt.Sprintf("median of %d rounds %.1f s; the last round %s", len(totals), judged.Seconds(), result)
 		}
 		target, met := "< 60 s for 10,000", yesNo(judged < targetReconcile)
 		if i > 0 || rc.keys != targetReconcileAtKeys {
@@ -324,42 +324,30 @@ func (r *report) floorRow(add func(...string), rc reconcileRun, f *floorRun) {
 		target, met = "(no target)", "—"
 	}
 	ratioCell := fmt.Sprintf("%.2f×", ratio)
+	result := fmt.Sprintf("reconcile %.1f s, floor %.1f s", rc.total.Seconds(), f.total.Seconds())
 	if len(rounds) > 1 {
+		result += " (the last round)"
 		each := make([]string, len(rounds))
 		for i, v := range rounds {
 			each[i] = fmt.Sprintf("%.2f×", v)
 		}
-		ratioCell = fmt.Sprintf("%.2f× (median of %d rounds, each reconcile against the mean of the floors just before and after it, the last against the one before: %s)", ratio, len(rounds), strings.Join(each, ", "))
+		ratioCell = fmt.Sprintf("%.2f× (median of %d rounds, each a floor and the reconcile right after it: %s)", ratio, len(rounds), strings.Join(each, ", "))
 	}
 	add(fmt.Sprintf("4. Reconcile ÷ floor, %d APIKeys (floor: the manager's writes by a bare client, manager stopped)", f.keys),
-		fmt.Sprintf("reconcile %.1f s, floor %.1f s (the last round)", rc.total.Seconds(), f.total.Seconds()),
+		result,
 		fmt.Sprintf("floor: %d APIKey creates (%d parallel), each followed by a Secret create and a status patch (%d workers, the manager's identity, %s)",
 			f.keys, createWorkers, f.concurrency, qpsText(f.qps, f.burst)),
 		ratioCell, target, met)
 }
 
-// roundRatios is each round's reconcile over its floors, in order, the last
-// round's (rc over f) last. A reconcile before the last is set against the mean
-// of the floors just before and just after it, so that a drift of the control
-// plane's speed through the rounds cancels out (a floor on a fresh control plane
-// has read 40 s and, a round of 10,000 keys created and deleted later, 51–55 s);
-// the last, whose keys later steps keep, against the floor before it alone.
+// roundRatios is each round's reconcile ÷ floor, in order, the last round's (rc
+// over f) last.
 func (r *report) roundRatios(rc reconcileRun, f *floorRun) []float64 {
 	var ratios []float64
-	for i, round := range r.floorRounds {
-		ratios = append(ratios, round.reconcile.total.Seconds()/r.floorsAround(i, f))
+	for _, round := range r.floorRounds {
+		ratios = append(ratios, round.reconcile.total.Seconds()/round.floor.total.Seconds())
 	}
 	return append(ratios, rc.total.Seconds()/f.total.Seconds())
-}
-
-// floorsAround is the mean of round i's floor and the next round's (the last
-// round's floor f after the rounds before it), in seconds.
-func (r *report) floorsAround(i int, f *floorRun) float64 {
-	next := f
-	if i+1 < len(r.floorRounds) {
-		next = r.floorRounds[i+1].floor
-	}
-	return (r.floorRounds[i].floor.total.Seconds() + next.total.Seconds()) / 2
 }
 
 // median is the middle value of values (the mean of the middle two for an even count).
@@ -599,18 +587,13 @@ func (r *report) writeFloor(p func(string, ...any)) {
 	p("| One status (JSON) | %d bytes | %s |\n", f.statusBytes, bytesOrNA(f.managerStatusBytes))
 	p("\nThe floor's objects were deleted in %.1f s, before the manager started again.\n\n", f.cleanup.Seconds())
 	if len(r.floorRounds) > 0 && len(r.reconcile) > 0 && r.reconcile[0].keys == f.keys {
-		p("The floor and the reconcile, in rounds: each round a floor, then the manager started again and a reconcile of as many keys (the rounds before the last in a namespace of their own, deleted after it). ")
-		p("A reconcile is set against the mean of the floors just before and just after it, so that a drift of the control plane's speed through the rounds cancels out; the last, whose keys the later steps use, against the floor before it. The table above is the last round's; the row is the median of the rounds' ratios.\n\n")
-		p("| Round | Floor before | Reconcile | Floor after | Reconcile ÷ its floors |\n|---|---|---|---|---|\n")
-		ratios := r.roundRatios(r.reconcile[0], f)
-		for i, round := range r.floorRounds {
-			next := f
-			if i+1 < len(r.floorRounds) {
-				next = r.floorRounds[i+1].floor
-			}
-			p("| %d | %.1f s | %.1f s | %.1f s | %.2f× |\n", i+1, round.floor.total.Seconds(), round.reconcile.total.Seconds(), next.total.Seconds(), ratios[i])
+		p("The floor and the reconcile, in rounds: each round a floor, then the manager started again and a reconcile of as many keys (the rounds before the last in a namespace of their own, whose APIKeys and Secrets are then deleted with the manager stopped, Secrets first, as the floor's are). The table above is the last round's; the row is the median of the rounds' ratios, each round's reconcile over the floor measured right before it.\n\n")
+		p("| Round | Floor: every key Ready | Reconcile: every key Ready | Reconcile ÷ floor |\n|---|---|---|---|\n")
+		rounds := append(slices.Clone(r.floorRounds), floorRound{floor: f, reconcile: r.reconcile[0]})
+		for i, round := range rounds {
+			p("| %d | %.1f s | %.1f s | %.2f× |\n", i+1, round.floor.total.Seconds(), round.reconcile.total.Seconds(),
+				round.reconcile.total.Seconds()/round.floor.total.Seconds())
 		}
-		p("| %d | %.1f s | %.1f s | — | %.2f× |\n", len(r.floorRounds)+1, f.total.Seconds(), r.reconcile[0].total.Seconds(), ratios[len(ratios)-1])
 		p("\n")
 	}
 	if len(f.cpu) > 0 {
