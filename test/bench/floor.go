@@ -30,13 +30,13 @@ import (
 //
 // The floor runs with the manager stopped, just before a reconcile measurement,
 // and the manager starts again afterwards; in rounds, each a floor and a
-// reconcile (floor, below), whose ratios' median is the row's. The alternatives are less honest: the
-// manager acts on every namespace unless --namespaces, so a namespace it leaves
-// alone needs a different install (config/namespaced) from the one measured; a
-// paused manager (SIGSTOP) keeps its watches open and unread, which the API server
-// ends as too slow, and relists into the floor's objects when it resumes. Stopped,
-// it costs nothing during the floor and starts again on an API server that holds
-// none of the floor's objects. Everything else is as during the reconcile: the same
+// reconcile, whose ratios' median is the row's (floor, below). The alternatives
+// are less honest: the manager acts on every namespace unless --namespaces, so a
+// namespace it leaves alone needs a different install (config/namespaced) from
+// the one measured; a paused manager (SIGSTOP) keeps its watches open and unread,
+// which the API server ends as too slow, and relists into the floor's objects
+// when it resumes. Stopped, it costs nothing during the floor and starts again on
+// an API server that holds none of the floor's objects. Everything else is as during the reconcile: the same
 // token server watching every namespace, the benchmark's own watch of the keys'
 // namespace, every core at normal priority.
 //
@@ -104,13 +104,13 @@ func readManagerWrites(extraArgs []string) (managerWrites, error) {
 
 // floor measures the reconcile floor for s.keys APIKeys (see the top of this
 // file) s.floorRounds times, each but the last followed by a reconcile of as many
-// keys in a namespace of its own, whose keys and Secrets are deleted after it;
-// the last floor is followed by
-// the reconcile step itself, whose keys the later steps use. This machine's speed
-// drifts by tens of percent within minutes (the load rows measure together for
-// that reason), and a floor and a reconcile are a minute apart: one pair read from
-// 1.1× to 1.45× for the same build. The row is the median of the rounds' ratios,
-// each round's reconcile over the floor measured right before it.
+// keys in a namespace of its own, whose keys and Secrets are deleted after it; the
+// last floor is followed by the reconcile step itself, whose keys the later steps
+// use. This machine's speed drifts by tens of percent within minutes (the load
+// rows measure together for that reason), and a floor and a reconcile are a
+// minute apart: one pair read from 1.1× to 1.45× for the same build. The row is
+// the median of the rounds' ratios, each round's reconcile over the floor
+// measured right before it.
 func (b *bench) floor(ctx context.Context) error {
 	w, err := readManagerWrites(b.s.managerArgs)
 	if err != nil {
@@ -358,7 +358,7 @@ func (b *bench) floorCleanup(ctx context.Context, keys int) error {
 }
 
 // deleteKeys deletes the Secrets of APIKeys 0..keys-1 of namespace, then the
-// APIKeys, with the manager stopped, and waits until none of either is left.
+// APIKeys, with the manager stopped, and checks that none of either is left.
 // Secrets first: the garbage collector then finds no dependents to delete when
 // the APIKeys go, and has no work left over for the next measurement. One delete
 // per object on createWorkers connections: a deletecollection deletes one object
