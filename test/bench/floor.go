@@ -134,8 +134,9 @@ func (b *bench) floor(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		logf("  reconcile ÷ the floor before it: %.2f× (%s ÷ %s)", rc.total.Seconds()/f.total.Seconds(), rc.total.Round(time.Millisecond), f.total.Round(time.Millisecond))
-		b.report.floorRounds = append(b.report.floorRounds, floorRound{floor: f, reconcile: rc})
+		round := floorRound{floor: f, reconcile: rc}
+		logf("  reconcile ÷ the floor before it: %.2f× (%s ÷ %s)", round.ratio(), rc.total.Round(time.Millisecond), f.total.Round(time.Millisecond))
+		b.report.floorRounds = append(b.report.floorRounds, round)
 	}
 	if b.s.floorRounds > 1 {
 		logf("  round %d of %d (its reconcile is the next step's)", b.s.floorRounds, b.s.floorRounds)

@@ -63,6 +63,9 @@ type floorRound struct {
 	reconcile reconcileRun
 }
 
+// ratio is the round's reconcile ÷ floor.
+func (fr floorRound) ratio() float64 { return fr.reconcile.total.Seconds() / fr.floor.total.Seconds() }
+
 type coldStartRun struct {
 	keys  int
 	times []time.Duration
@@ -169,8 +172,8 @@ func (r *report) build() {
 		what := fmt.Sprintf("4. Reconcile: %d APIKeys applied at once → all Ready with Secrets", rc.keys)
 		result, judged := fmt.Sprintf("%.1f s (creates done at %.1f s)", rc.total.Seconds(), rc.created.Seconds()), rc.total
 		if i == 0 && len(r.floorRounds) > 0 {
-			totals := []float64{rc.total.Seconds()}
-			for _, round := range r.floorRounds {
+			var totals []float64
+			for _, round := range r.roundsEndingWith(rc, r.floor) {
 				totals = append(totals, round.reconcile.total.Seconds())
 			}
 			judged = time.Duration(median(totals) * float64(time.Second))
@@ -344,10 +347,15 @@ func (r *report) floorRow(add func(...string), rc reconcileRun, f *floorRun) {
 // over f) last.
 func (r *report) roundRatios(rc reconcileRun, f *floorRun) []float64 {
 	var ratios []float64
-	for _, round := range r.floorRounds {
-		ratios = append(ratios, round.reconcile.total.Seconds()/round.floor.total.Seconds())
+	for _, round := range r.roundsEndingWith(rc, f) {
+		ratios = append(ratios, round.ratio())
 	}
-	return append(ratios, rc.total.Seconds()/f.total.Seconds())
+	return ratios
+}
+
+// roundsEndingWith is the rounds before the last, then the last: f and rc.
+func (r *report) roundsEndingWith(rc reconcileRun, f *floorRun) []floorRound {
+	return append(slices.Clone(r.floorRounds), floorRound{floor: f, reconcile: rc})
 }
 
 // median is the middle value of values (the mean of the middle two for an even count).
@@ -589,10 +597,8 @@ func (r *report) writeFloor(p func(string, ...any)) {
 	if len(r.floorRounds) > 0 && len(r.reconcile) > 0 && r.reconcile[0].keys == f.keys {
 		p("The floor and the reconcile, in rounds: each round a floor, then the manager started again and a reconcile of as many keys (the rounds before the last in a namespace of their own, whose APIKeys and Secrets are then deleted with the manager stopped, Secrets first, as the floor's are). The table above is the last round's; the row is the median of the rounds' ratios, each round's reconcile over the floor measured right before it.\n\n")
 		p("| Round | Floor: every key Ready | Reconcile: every key Ready | Reconcile ÷ floor |\n|---|---|---|---|\n")
-		rounds := append(slices.Clone(r.floorRounds), floorRound{floor: f, reconcile: r.reconcile[0]})
-		for i, round := range rounds {
-			p("| %d | %.1f s | %.1f s | %.2f× |\n", i+1, round.floor.total.Seconds(), round.reconcile.total.Seconds(),
-				round.reconcile.total.Seconds()/round.floor.total.Seconds())
+		for i, round := range r.roundsEndingWith(r.reconcile[0], f) {
+			p("| %d | %.1f s | %.1f s | %.2f× |\n", i+1, round.floor.total.Seconds(), round.reconcile.total.Seconds(), round.ratio())
 		}
 		p("\n")
 	}
