@@ -134,9 +134,9 @@ func (b *bench) floor(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		round := floorRound{floor: f, reconcile: rc}
-		logf("  reconcile ÷ the floor before it: %.2f× (%s ÷ %s)", round.ratio(), rc.total.Round(time.Millisecond), f.total.Round(time.Millisecond))
-		b.report.floorRounds = append(b.report.floorRounds, round)
+		measured := floorRound{floor: f, reconcile: rc}
+		logf("  reconcile ÷ the floor before it: %.2f× (%s ÷ %s)", measured.ratio(), rc.total.Round(time.Millisecond), f.total.Round(time.Millisecond))
+		b.report.floorRounds = append(b.report.floorRounds, measured)
 	}
 	if b.s.floorRounds > 1 {
 		logf("  round %d of %d (its reconcile is the next step's)", b.s.floorRounds, b.s.floorRounds)
