@@ -26,6 +26,7 @@ type tokenRun struct {
 	togetherWorking      *loadResult   // the working floor on a fresh server together with the plain floor on another (its Floor)
 	togetherBefore       *loadResult   // the load on a fresh server together with the -before build's (its Floor)
 	togetherRaw          [2]workResult // raw signing right before and right after together (rawAround)
+	togetherWorkingRaw   [2]workResult // raw signing right before and right after togetherWorking
 }
 
 type introspectionRun struct {
@@ -139,7 +140,7 @@ func (r *report) build() {
 				floorLoad.Rate, t.alg, sign, floor, 100*load.Rate/sign,
 				r.perCPUShare(load, combined(floorLoad.perServerCPU(r.window()), sign)), how)+workingFloor(t.working, "signs")+
 				togetherNote(t.together, t.togetherAA, rawAroundOf(t.togetherRaw, t.sign), "raw "+t.alg+" signing", r.window(), sliceOf(r.s.duration))+
-				togetherWorkingNote(t.togetherWorking, t.sign.perCPU(), "signs", r.window()),
+				togetherWorkingNote(t.togetherWorking, rawAroundOf(t.togetherWorkingRaw, t.sign), "signs", "raw "+t.alg+" signing", r.window()),
 			ratioCell, fmt.Sprintf("≥ %.0f%% of the floor combined with signing", 100*targetShapeRatio), yesNo(ratio >= targetShapeRatio))
 	}
 	if in := r.introspection; in != nil {

@@ -265,11 +265,8 @@ func togetherNote(together, aa *loadResult, rawWork rawRate, work string, window
 	aaLo, aaHi, _ := pairRange(*aa, func(pair [3]float64) float64 { return pair[0] / pair[1] })
 	row, floor := together.perServerCPU(window), together.Floor.perServerCPU(window)
 	reference := "the floor"
-	switch {
-	case raw > 0 && rawWork.around:
-		reference = fmt.Sprintf("the floor combined with %s (its raw rate per CPU-second right before and right after the pair, %.0f and %.0f: their mean)", work, rawWork.before, rawWork.after)
-	case raw > 0:
-		reference = "the floor combined with " + work + " (its raw rate per CPU-second, measured alone before the loads)"
+	if raw > 0 {
+		reference = "the floor combined with " + rawWork.describe(work)
 	}
 	return fmt.Sprintf("; measured together (two fresh servers of this build on the same core at the same time, each in a cgroup of the same CPU weight: the core split %.0f/%.0f), per CPU-second of each server: the row %.0f requests, the floor %.0f, %.1f%% of %s, from %.1f%% to %.1f%% over %d windows of %.1f s; both servers answering the row (A/A): %.1f%%, from %.1f%% to %.1f%%",
 		100*share(together.ServerCPU, together.Floor.ServerCPU), 100*share(together.Floor.ServerCPU, together.ServerCPU),
@@ -279,15 +276,17 @@ func togetherNote(together, aa *loadResult, rawWork rawRate, work string, window
 
 // togetherWorkingNote describes the working floor measured together with the
 // plain floor (both per CPU-second of their servers), against the plain floor
-// combined with the work's raw rate (raw): what the work costs in a handler on a
-// core shared at the scheduler's grain, beside what the formula assumes.
-func togetherWorkingNote(working *loadResult, raw float64, work string, window time.Duration) string {
+// combined with the work's raw rate (raw, read around that pair where it was:
+// rawAroundOf): what the work costs in a handler on a core shared at the
+// scheduler's grain, beside what the formula assumes. does is what the no-op
+// does besides answering, work what the raw rate measures.
+func togetherWorkingNote(working *loadResult, raw rawRate, does, work string, window time.Duration) string {
 	if working == nil || working.Floor == nil {
 		return ""
 	}
 	w, floor := working.perServerCPU(window), working.Floor.perServerCPU(window)
-	return fmt.Sprintf("; the working floor (the no-op that also %s) together with the plain floor, per CPU-second: %.0f and %.0f, %.1f%% of the plain floor combined with the raw rate",
-		work, w, floor, 100*w/shapeReference(floor, raw))
+	return fmt.Sprintf("; the working floor (the no-op that also %s) together with the plain floor, per CPU-second: %.0f and %.0f, %.1f%% of the plain floor combined with %s",
+		does, w, floor, 100*w/shapeReference(floor, raw.rate), raw.describe(work))
 }
 
 // share is a's share of a and b.
@@ -305,6 +304,14 @@ type rawRate struct {
 	rate          float64
 	around        bool
 	before, after float64
+}
+
+// describe names the work and where its rate was read.
+func (r rawRate) describe(work string) string {
+	if r.around {
+		return fmt.Sprintf("%s (its raw rate per CPU-second right before and right after the pair, %.0f and %.0f: their mean)", work, r.before, r.after)
+	}
+	return work + " (its raw rate per CPU-second, measured alone before the loads)"
 }
 
 // rawAroundOf is the raw rate of a together ratio: around the pair where it
