@@ -278,24 +278,7 @@ func scan(t *testing.T, fs []fixture, env []string, args ...string) []leakscan.F
 	if err != nil {
 		t.Fatal(err)
 	}
-	report := filepath.Join(t.TempDir(), "report.json")
-	cmd := exec.Command(gitleaks(t), append(args, "--config", config, "--report-format", "json", "--report-path", report,
-		"--exit-code", "0", "--no-banner", "--log-level", "warn")...)
-	cmd.Env = env
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr // never --verbose: gitleaks logs no secret
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("gitleaks %s: %v\n%s", args[0], err, stderr.String())
-	}
-	f, err := os.Open(report)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	findings, err := leakscan.ReadReport(f)
-	if err != nil {
-		t.Fatalf("gitleaks %s's report: %v", args[0], err)
-	}
+	findings, log := runGitleaks(t, "", config, env, args...)
 
 	// gitleaks' own findings: the key-shaped fixtures, by latchkey-api-key alone.
 	var got, want []string
@@ -311,7 +294,7 @@ func scan(t *testing.T, fs []fixture, env []string, args ...string) []leakscan.F
 	sort.Strings(want)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("gitleaks %s found\n  %s\nwant\n  %s\n(gitleaks' log:\n%s)", args[0],
-			strings.Join(got, "\n  "), strings.Join(want, "\n  "), stderr.String())
+			strings.Join(got, "\n  "), strings.Join(want, "\n  "), log)
 	}
 	for _, f := range findings {
 		if filepath.Base(f.File) != fixtureFile {
@@ -355,6 +338,31 @@ func scan(t *testing.T, fs []fixture, env []string, args ...string) []leakscan.F
 		}
 	}
 	return kept
+}
+
+// runGitleaks runs gitleaks SUBCOMMAND in dir ("": here) with config and returns
+// its report and its log (never --verbose: gitleaks logs no secret then).
+func runGitleaks(t *testing.T, dir, config string, env []string, args ...string) ([]leakscan.Finding, string) {
+	t.Helper()
+	report := filepath.Join(t.TempDir(), "report.json")
+	cmd := exec.Command(gitleaks(t), append(args, "--config", config, "--report-format", "json", "--report-path", report,
+		"--exit-code", "0", "--no-banner", "--log-level", "warn")...)
+	cmd.Dir, cmd.Env = dir, env
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("gitleaks %s: %v\n%s", args[0], err, stderr.String())
+	}
+	f, err := os.Open(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	findings, err := leakscan.ReadReport(f)
+	if err != nil {
+		t.Fatalf("gitleaks %s's report: %v", args[0], err)
+	}
+	return findings, stderr.String()
 }
 
 func gitEnv(t *testing.T) []string {
