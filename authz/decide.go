@@ -221,7 +221,7 @@ func (a *Authorizer) authenticate(r Request, api *index.API) Decision {
 		}
 		a.Usage.Used(index.KindAPIKey, key.Ref, &key.UseNoted, now)
 		d := Decision{Status: 200, Outcome: Allowed, Identity: &Identity{
-			Subject: index.APIKeySubjectPrefix + key.Ref.Namespace + "/" + key.Ref.Name, Kind: "api_key",
+			Subject: key.Subject, Kind: "api_key",
 			Namespace: key.Ref.Namespace, Name: key.Ref.Name, KeyID: hash.KeyID(),
 			Environment: key.Environment, Scopes: key.Scope.Value(),
 		}}

@@ -141,19 +141,6 @@ func (o *Object) String(name, value string, omitEmpty bool) {
 	o.B = String(o.B, value)
 }
 
-// Joined appends a string member whose value is parts joined, as String would
-// write the joined string, without joining them first (no allocation). Each part
-// holds whole UTF-8 characters: the bytes of a character split between two
-// parts are written as invalid ones (a \ufffd each).
-func (o *Object) Joined(name string, parts ...string) {
-	o.Key(name)
-	o.B = append(o.B, '"')
-	for _, p := range parts {
-		o.B = escaped(o.B, p)
-	}
-	o.B = append(o.B, '"')
-}
-
 // Int appends an integer member; with omitEmpty, none if value is 0.
 func (o *Object) Int(name string, value int64, omitEmpty bool) {
 	if omitEmpty && value == 0 {

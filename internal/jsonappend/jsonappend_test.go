@@ -33,21 +33,6 @@ func TestStringEscapesInEveryLane(t *testing.T) {
 	}
 }
 
-// Joined writes the member String writes for the joined value, whatever its
-// parts hold (whole characters each).
-func TestJoinedIsStringOfTheJoinedValue(t *testing.T) {
-	for _, parts := range [][]string{
-		{"apikey:", "team-a", "/", "billing"}, {}, {"", ""}, {"a\"b", "<&>", "\x00\n", "é世🔑", "\u2028", "\xff"},
-	} {
-		o := Open(nil)
-		o.Joined("sub", parts...)
-		want, _ := json.Marshal(map[string]string{"sub": strings.Join(parts, "")})
-		if got := o.Close(); string(got) != string(want) {
-			t.Errorf("Joined(%q) = %s, want %s", parts, got, want)
-		}
-	}
-}
-
 func FuzzStringIsEncodingJSONs(f *testing.F) {
 	f.Add("a<b>\"\\\x00\xff\u2028")
 	f.Fuzz(func(t *testing.T, s string) {
