@@ -136,8 +136,8 @@ bench-quick: build envtest ## The same benchmark at quick sizes (a few minutes, 
 	BENCH_COMMAND="make bench-quick$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')" bin/latchkey-bench -size quick $(BENCH_FLAGS)
 
 .PHONY: bench-micro
-bench-micro: ## Microbenchmarks of the token server's and the authorizer's hot paths, and of the manager's cache entries (in process, no network).
-	go test ./tokenserver/ ./authz/ ./controllers/ -run '^$$' -bench . -benchmem -count 1
+bench-micro: ## Microbenchmarks of the token server's and the authorizer's hot paths, of the manager's cache entries and of the index's entries (in process, no network).
+	go test ./tokenserver/ ./authz/ ./controllers/ ./internal/index/ -run '^$$' -bench . -benchmem -count 1
 
 FUZZTIME ?= 30s
 FUZZ_PACKAGES = ./internal/credential ./internal/accesstoken ./tokenserver ./authz

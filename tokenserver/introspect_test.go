@@ -101,6 +101,7 @@ var _ = Describe("Introspection", func() {
 		Expect(info).To(HaveKeyWithValue("scope", "leads:read leads:write"))
 		Expect(info).To(HaveKeyWithValue("namespace", ns))
 		Expect(info).To(HaveKeyWithValue("name", "crm-sync"))
+		Expect(info).To(HaveKeyWithValue("sub", "apikey:"+ns+"/crm-sync"))
 		Expect(info).To(HaveKeyWithValue("key_id", key.Status.KeyID))
 		Expect(info).To(HaveKeyWithValue("exp", BeNumerically("==", expires.Unix())))
 

@@ -89,6 +89,7 @@ func TestAPIKeyIntrospectionAppendJSONIsMarshal(t *testing.T) {
 		{Ref: index.Ref{Namespace: "n", Name: "k"}, Environment: "live", ExpiresAt: expires, NotAfter: expires.Add(-time.Hour)},
 		{Ref: index.Ref{Namespace: `<a&"b>`, Name: "é\\n"}},
 	} {
+		key.Subject = index.APIKeySubjectPrefix + key.Ref.Namespace + "/" + key.Ref.Name // as the index makes it
 		a := apiKeyIntrospection{key: key, scope: "leads:read leads:write", hash: index.DigestOf("lk_live_" + key.Ref.Name)}
 		want, err := json.Marshal(a.introspection())
 		if err != nil {

@@ -269,8 +269,11 @@ func (x *Index) Duplicates() (apiKeyHashes, clientIDs int) {
 // UpsertAPIKey replaces everything known of one APIKey. A revoked key is dropped
 // at once, from the spec change itself, before the manager has even reconciled it.
 func (x *Index) UpsertAPIKey(k *latchkeyv1.APIKey) {
-	ref := Ref{Namespace: k.Namespace, Name: k.Name, UID: k.UID}
+	// The ref's namespace and name are parts of the subject: one allocation holds
+	// the three strings, and the object's own copies are left to the collector.
 	subject := APIKeySubjectPrefix + k.Namespace + "/" + k.Name
+	nsEnd := len(APIKeySubjectPrefix) + len(k.Namespace)
+	ref := Ref{Namespace: subject[len(APIKeySubjectPrefix):nsEnd], Name: subject[nsEnd+1:], UID: k.UID}
 	var entries []*Key
 	var hashes []Digest
 	if !k.Spec.Revoked {

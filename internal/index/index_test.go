@@ -128,8 +128,12 @@ func TestIndexReplacesAnAPIKeysHashesOnUpdate(t *testing.T) {
 	if _, ok := x.LookupAPIKey(mustDigest(t, old)); ok {
 		t.Error("the replaced hash is still accepted")
 	}
-	if _, ok := x.LookupAPIKey(mustDigest(t, current)); !ok {
-		t.Error("the current hash is not accepted")
+	entry, ok := x.LookupAPIKey(mustDigest(t, current))
+	if !ok {
+		t.Fatal("the current hash is not accepted")
+	}
+	if entry.Subject != "apikey:ns/k" || entry.Ref.Namespace != "ns" || entry.Ref.Name != "k" {
+		t.Errorf("subject %q, namespace %q, name %q; want apikey:ns/k, ns, k", entry.Subject, entry.Ref.Namespace, entry.Ref.Name)
 	}
 	key.Spec.Revoked = true
 	x.UpsertAPIKey(key)
