@@ -281,7 +281,7 @@ func togetherNote(together, aa *loadResult, rawWork rawRate, work string, window
 // scheduler's grain, beside what the formula assumes. does is what the no-op
 // does besides answering, work what the raw rate measures.
 func togetherWorkingNote(working *loadResult, raw rawRate, does, work string, window time.Duration) string {
-	if working == nil || working.Floor == nil {
+	if working == nil || working.Floor == nil || raw.rate <= 0 {
 		return ""
 	}
 	w, floor := working.perServerCPU(window), working.Floor.perServerCPU(window)
