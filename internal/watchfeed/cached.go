@@ -70,12 +70,6 @@ type cachedAPIKey struct {
 	Status          cachedStatus          `json:"status"`
 }
 
-type cachedAPIKeyList struct {
-	metav1.TypeMeta `json:",inline"`
-	metav1.ListMeta `json:"metadata"`
-	Items           []cachedAPIKey `json:"items"`
-}
-
 // cachedOAuthClient is an OAuthClient as the token server decodes it.
 type cachedOAuthClient struct {
 	metav1.TypeMeta `json:",inline"`
@@ -84,24 +78,12 @@ type cachedOAuthClient struct {
 	Status          cachedStatus               `json:"status"`
 }
 
-type cachedOAuthClientList struct {
-	metav1.TypeMeta `json:",inline"`
-	metav1.ListMeta `json:"metadata"`
-	Items           []cachedOAuthClient `json:"items"`
-}
-
 // cachedAPI is an API as the index decodes it: the whole spec (APIs are few and
 // small), without the metadata the index never reads.
 type cachedAPI struct {
 	metav1.TypeMeta `json:",inline"`
 	cachedMeta      `json:"metadata"`
 	Spec            latchkeyv1.APISpec `json:"spec"`
-}
-
-type cachedAPIList struct {
-	metav1.TypeMeta `json:",inline"`
-	metav1.ListMeta `json:"metadata"`
-	Items           []cachedAPI `json:"items"`
 }
 
 // cachedOAuthGrant is an OAuthGrant as the index decodes it: the spec, the
@@ -119,10 +101,24 @@ type cachedOAuthGrant struct {
 	} `json:"status"`
 }
 
-type cachedOAuthGrantList struct {
+// cachedList is a list of one cached kind (T, whose pointer P is the object),
+// as the API server sends it.
+type cachedList[T any, P interface {
+	*T
+	runtime.Object
+}] struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata"`
-	Items           []cachedOAuthGrant `json:"items"`
+	Items           []T `json:"items"`
+}
+
+func (l *cachedList[T, P]) DeepCopyObject() runtime.Object {
+	out := &cachedList[T, P]{TypeMeta: l.TypeMeta, Items: make([]T, 0, len(l.Items))}
+	l.ListMeta.DeepCopyInto(&out.ListMeta)
+	for i := range l.Items {
+		out.Items = append(out.Items, *P(&l.Items[i]).DeepCopyObject().(P))
+	}
+	return out
 }
 
 // cacheScheme maps latchkey.dev/v1alpha1's kinds to the cached types.
@@ -130,13 +126,13 @@ func cacheScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	gv := latchkeyv1.GroupVersion
 	s.AddKnownTypeWithName(gv.WithKind("APIKey"), &cachedAPIKey{})
-	s.AddKnownTypeWithName(gv.WithKind("APIKeyList"), &cachedAPIKeyList{})
+	s.AddKnownTypeWithName(gv.WithKind("APIKeyList"), &cachedList[cachedAPIKey, *cachedAPIKey]{})
 	s.AddKnownTypeWithName(gv.WithKind("OAuthClient"), &cachedOAuthClient{})
-	s.AddKnownTypeWithName(gv.WithKind("OAuthClientList"), &cachedOAuthClientList{})
+	s.AddKnownTypeWithName(gv.WithKind("OAuthClientList"), &cachedList[cachedOAuthClient, *cachedOAuthClient]{})
 	s.AddKnownTypeWithName(gv.WithKind("API"), &cachedAPI{})
-	s.AddKnownTypeWithName(gv.WithKind("APIList"), &cachedAPIList{})
+	s.AddKnownTypeWithName(gv.WithKind("APIList"), &cachedList[cachedAPI, *cachedAPI]{})
 	s.AddKnownTypeWithName(gv.WithKind("OAuthGrant"), &cachedOAuthGrant{})
-	s.AddKnownTypeWithName(gv.WithKind("OAuthGrantList"), &cachedOAuthGrantList{})
+	s.AddKnownTypeWithName(gv.WithKind("OAuthGrantList"), &cachedList[cachedOAuthGrant, *cachedOAuthGrant]{})
 	metav1.AddToGroupVersion(s, gv)
 	return s
 }
@@ -212,37 +208,10 @@ func (c *cachedOAuthClient) DeepCopyObject() runtime.Object {
 	return out
 }
 
-func (l *cachedAPIKeyList) DeepCopyObject() runtime.Object {
-	out := &cachedAPIKeyList{TypeMeta: l.TypeMeta}
-	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	for i := range l.Items {
-		out.Items = append(out.Items, *l.Items[i].DeepCopyObject().(*cachedAPIKey))
-	}
-	return out
-}
-
-func (l *cachedOAuthClientList) DeepCopyObject() runtime.Object {
-	out := &cachedOAuthClientList{TypeMeta: l.TypeMeta}
-	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	for i := range l.Items {
-		out.Items = append(out.Items, *l.Items[i].DeepCopyObject().(*cachedOAuthClient))
-	}
-	return out
-}
-
 func (a *cachedAPI) DeepCopyObject() runtime.Object {
 	out := &cachedAPI{TypeMeta: a.TypeMeta}
 	a.cachedMeta.DeepCopyInto(&out.cachedMeta)
 	a.Spec.DeepCopyInto(&out.Spec)
-	return out
-}
-
-func (l *cachedAPIList) DeepCopyObject() runtime.Object {
-	out := &cachedAPIList{TypeMeta: l.TypeMeta}
-	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	for i := range l.Items {
-		out.Items = append(out.Items, *l.Items[i].DeepCopyObject().(*cachedAPI))
-	}
 	return out
 }
 
@@ -256,13 +225,4 @@ func (g *cachedOAuthGrant) DeepCopyObject() runtime.Object {
 		out.Status.Consents = append(out.Status.Consents, *g.Status.Consents[i].DeepCopy())
 	}
 	return &out
-}
-
-func (l *cachedOAuthGrantList) DeepCopyObject() runtime.Object {
-	out := &cachedOAuthGrantList{TypeMeta: l.TypeMeta}
-	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	for i := range l.Items {
-		out.Items = append(out.Items, *l.Items[i].DeepCopyObject().(*cachedOAuthGrant))
-	}
-	return out
 }

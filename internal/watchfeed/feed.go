@@ -187,26 +187,14 @@ func Start(ctx context.Context, cfg *rest.Config, namespaces []string, index *in
 			expected runtime.Object
 			lw       toolscache.ListerWatcher
 		}{
-			"apikeys": {keys, &cachedAPIKey{}, listWatch[*cachedAPIKeyList, cachedAPIKey]{
-				ListWatch: watches("apikeys"), client: restClient, resource: "apikeys", namespace: ns,
-				newList: func(m metav1.ListMeta, items []cachedAPIKey) *cachedAPIKeyList {
-					return &cachedAPIKeyList{ListMeta: m, Items: items}
-				}}},
-			"oauthclients": {clients, &cachedOAuthClient{}, listWatch[*cachedOAuthClientList, cachedOAuthClient]{
-				ListWatch: watches("oauthclients"), client: restClient, resource: "oauthclients", namespace: ns,
-				newList: func(m metav1.ListMeta, items []cachedOAuthClient) *cachedOAuthClientList {
-					return &cachedOAuthClientList{ListMeta: m, Items: items}
-				}}},
-			"apis": {apis, &cachedAPI{}, listWatch[*cachedAPIList, cachedAPI]{
-				ListWatch: watches("apis"), client: restClient, resource: "apis", namespace: ns,
-				newList: func(m metav1.ListMeta, items []cachedAPI) *cachedAPIList {
-					return &cachedAPIList{ListMeta: m, Items: items}
-				}}},
-			"oauthgrants": {grants, &cachedOAuthGrant{}, listWatch[*cachedOAuthGrantList, cachedOAuthGrant]{
-				ListWatch: watches("oauthgrants"), client: restClient, resource: "oauthgrants", namespace: ns,
-				newList: func(m metav1.ListMeta, items []cachedOAuthGrant) *cachedOAuthGrantList {
-					return &cachedOAuthGrantList{ListMeta: m, Items: items}
-				}}},
+			"apikeys": {keys, &cachedAPIKey{}, listWatch[cachedAPIKey, *cachedAPIKey]{
+				ListWatch: watches("apikeys"), client: restClient, resource: "apikeys", namespace: ns}},
+			"oauthclients": {clients, &cachedOAuthClient{}, listWatch[cachedOAuthClient, *cachedOAuthClient]{
+				ListWatch: watches("oauthclients"), client: restClient, resource: "oauthclients", namespace: ns}},
+			"apis": {apis, &cachedAPI{}, listWatch[cachedAPI, *cachedAPI]{
+				ListWatch: watches("apis"), client: restClient, resource: "apis", namespace: ns}},
+			"oauthgrants": {grants, &cachedOAuthGrant{}, listWatch[cachedOAuthGrant, *cachedOAuthGrant]{
+				ListWatch: watches("oauthgrants"), client: restClient, resource: "oauthgrants", namespace: ns}},
 		} {
 			r := toolscache.NewReflectorWithOptions(feed.lw, feed.expected, feed.store,
 				toolscache.ReflectorOptions{Name: resource, Backoff: &watchBackoff})
@@ -243,23 +231,24 @@ func convert[From, To any](list []From, f func(From) To) []To {
 // The LIST response is decoded as it arrives (streamList), so decoding overlaps
 // the transfer and the process never holds the whole response body (~1.5 KB per
 // APIKey, 150 MB at 100,000).
-type listWatch[L runtime.Object, T any] struct {
+type listWatch[T any, P interface {
+	*T
+	runtime.Object
+}] struct {
 	*toolscache.ListWatch
 	client    rest.Interface
 	resource  string
 	namespace string
-	// newList builds the list the Reflector expects from what was decoded.
-	newList func(metav1.ListMeta, []T) L
 }
 
 // IsWatchListSemanticsUnSupported tells the Reflector not to use the stream.
-func (listWatch[L, T]) IsWatchListSemanticsUnSupported() bool { return true }
+func (listWatch[T, P]) IsWatchListSemanticsUnSupported() bool { return true }
 
-func (lw listWatch[L, T]) List(opts metav1.ListOptions) (runtime.Object, error) {
+func (lw listWatch[T, P]) List(opts metav1.ListOptions) (runtime.Object, error) {
 	return lw.ListWithContext(context.Background(), opts)
 }
 
-func (lw listWatch[L, T]) ListWithContext(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+func (lw listWatch[T, P]) ListWithContext(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 	body, err := lw.client.Get().Namespace(lw.namespace).Resource(lw.resource).
 		VersionedParams(&opts, metav1.ParameterCodec).Stream(ctx)
 	if err != nil {
@@ -270,7 +259,7 @@ func (lw listWatch[L, T]) ListWithContext(ctx context.Context, opts metav1.ListO
 	if err != nil {
 		return nil, fmt.Errorf("decoding the list of %s: %w", lw.resource, err)
 	}
-	return lw.newList(listMeta, items), nil
+	return &cachedList[T, P]{ListMeta: listMeta, Items: items}, nil
 }
 
 // streamList decodes a Kubernetes list response, {"metadata": ..., "items": [...],

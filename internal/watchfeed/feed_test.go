@@ -114,3 +114,17 @@ func TestGrantFeedTellsHowFarItHasDelivered(t *testing.T) {
 		t.Fatal("accepted once the feed is past the token's version without its grant")
 	}
 }
+
+// A list's deep copy shares nothing with it: the Reflector may hand either on.
+func TestCachedListDeepCopy(t *testing.T) {
+	list := &cachedList[cachedAPIKey, *cachedAPIKey]{ListMeta: metav1.ListMeta{ResourceVersion: "7"},
+		Items: []cachedAPIKey{{Spec: latchkeyv1.APIKeySpec{Scopes: []string{"leads:read"}}}}}
+	out, ok := list.DeepCopyObject().(*cachedList[cachedAPIKey, *cachedAPIKey])
+	if !ok || out.ResourceVersion != "7" || len(out.Items) != 1 || out.Items[0].Spec.Scopes[0] != "leads:read" {
+		t.Fatalf("the copy is %#v", out)
+	}
+	out.ResourceVersion, out.Items[0].Spec.Scopes[0] = "8", "leads:write"
+	if list.ResourceVersion != "7" || list.Items[0].Spec.Scopes[0] != "leads:read" {
+		t.Fatalf("changing the copy changed the list: %#v", list)
+	}
+}
