@@ -101,12 +101,14 @@ type cachedOAuthGrant struct {
 	} `json:"status"`
 }
 
-// cachedList is a list of one cached kind (T, whose pointer P is the object),
-// as the API server sends it.
-type cachedList[T any, P interface {
+// cachedObject is a cached kind's pointer: the object the Reflector handles.
+type cachedObject[T any] interface {
 	*T
 	runtime.Object
-}] struct {
+}
+
+// cachedList is a list of one cached kind, as the API server sends it.
+type cachedList[T any, P cachedObject[T]] struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata"`
 	Items           []T `json:"items"`

@@ -230,11 +230,8 @@ func convert[From, To any](list []From, f func(From) To) []To {
 // stream took 2.6–3.1 s to sync and the LIST 1.7–1.9 s (same run, same machine).
 // The LIST response is decoded as it arrives (streamList), so decoding overlaps
 // the transfer and the process never holds the whole response body (~1.5 KB per
-// APIKey, 150 MB at 100,000).
-type listWatch[T any, P interface {
-	*T
-	runtime.Object
-}] struct {
+// APIKey, 150 MB at 100,000). The list it returns is a cachedList of T.
+type listWatch[T any, P cachedObject[T]] struct {
 	*toolscache.ListWatch
 	client    rest.Interface
 	resource  string
