@@ -36,9 +36,9 @@ import (
 // the one measured; a paused manager (SIGSTOP) keeps its watches open and unread,
 // which the API server ends as too slow, and relists into the floor's objects
 // when it resumes. Stopped, it costs nothing during the floor and starts again on
-// an API server that holds none of the floor's objects. Everything else is as during the reconcile: the same
-// token server watching every namespace, the benchmark's own watch of the keys'
-// namespace, every core at normal priority.
+// an API server that holds none of the floor's objects. Everything else is as
+// during the reconcile: the same token server watching every namespace, the
+// benchmark's own watch of the keys' namespace, every core at normal priority.
 //
 // The writes: N APIKey creates by the benchmark's client with the parallelism of
 // the reconcile measurement (32, unthrottled, as there); and for each created key,
